@@ -1,0 +1,38 @@
+"""HTTP transport shared by all providers: session, status mapping, stream decoders.
+
+The decoders (:mod:`.sse`, :mod:`.ndjson`) are pure Python and import nothing heavy;
+:mod:`.session` imports aiohttp, so it is only loaded when a provider makes a request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .ndjson import MalformedLineError, NDJSONDecoder
+from .sse import ServerSentEvent, SSEDecoder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .session import Session, redact_url
+    from .status import raise_for_status
+
+__all__ = [
+    "SSEDecoder",
+    "ServerSentEvent",
+    "NDJSONDecoder",
+    "MalformedLineError",
+    "Session",
+    "redact_url",
+    "raise_for_status",
+]
+
+
+def __getattr__(name: str):
+    if name in ("Session", "redact_url"):
+        from . import session
+
+        return getattr(session, name)
+    if name == "raise_for_status":
+        from .status import raise_for_status
+
+        return raise_for_status
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,359 @@
+"""The HTTP session every provider uses: aiohttp underneath, llmplex errors on top.
+
+:class:`Session` owns one ``aiohttp.ClientSession`` for one provider call. It adds the
+proxy (``http://``/``https://`` natively, ``socks4://``/``socks5://`` through
+``aiohttp-socks``), cookies, default headers and timeouts, and it translates every
+transport failure into the llmplex error tree with the provider's name:
+
+- refused/unreachable host or proxy, connection lost mid-body -> ProviderConnectionError
+- connect or read timeout                                      -> ProviderTimeoutError
+- HTTP status >= 400 (via :func:`raise_for_status`)            -> by status
+
+Streams are read with :meth:`Session.sse` and :meth:`Session.ndjson`, plain async
+iterators (not generators, so there is nothing to finalise when the caller stops early).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import json
+from collections import deque
+from collections.abc import Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from ..errors import (
+    InvalidRequestError,
+    LLMplexError,
+    ProviderConnectionError,
+    ProviderTimeoutError,
+    ResponseError,
+)
+from .ndjson import MalformedLineError, NDJSONDecoder
+from .sse import ServerSentEvent, SSEDecoder
+from .status import raise_for_status
+
+__all__ = ["Session", "EventStream", "ServerSentEvent", "redact_url", "DEFAULT_TIMEOUT"]
+
+DEFAULT_TIMEOUT = 120.0
+_SOCKS_SCHEMES = ("socks4", "socks4a", "socks5", "socks5h")
+
+
+def redact_url(url: str | None) -> str:
+    """``url`` with any password replaced by ``***`` (safe for messages and logs)."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Session:
+    """An aiohttp session bound to one provider, proxy and timeout.
+
+    Use it as ``async with Session("AllenAI", proxy=..., timeout=...) as s:``; leaving the
+    block closes every connection, also on errors and cancellation.
+
+    ``timeout`` bounds connecting and each wait for more bytes (not the whole answer, so
+    long streams are fine while a stalled one fails).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        proxy: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.provider = provider
+        self.proxy = proxy or None
+        self._headers = dict(headers) if headers else {}
+        self._cookies = dict(cookies) if cookies else None
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._request_proxy: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Session(provider={self.provider!r}, proxy={redact_url(self.proxy)!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Session:
+        connector = self._connector()
+        if self._timeout is None:
+            timeout = aiohttp.ClientTimeout(total=None)
+        else:
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=self._timeout, sock_read=self._timeout
+            )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            cookies=self._cookies,
+            timeout=timeout,
+            # Cookies set by 127.0.0.1 emulators must be kept too (H2o's hf-chat session).
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    @property
+    def cookie_jar(self) -> aiohttp.abc.AbstractCookieJar:
+        assert self._session is not None, "Session used outside 'async with'"
+        return self._session.cookie_jar
+
+    def _connector(self) -> aiohttp.BaseConnector | None:
+        if not self.proxy:
+            return None
+        try:
+            scheme = urlsplit(self.proxy).scheme.lower()
+        except ValueError:
+            scheme = ""
+        if scheme in ("http", "https"):
+            self._request_proxy = self.proxy
+            return None
+        if scheme in _SOCKS_SCHEMES:
+            try:
+                from aiohttp_socks import ProxyConnector
+            except ImportError:  # pragma: no cover - depends on the install
+                raise InvalidRequestError(
+                    "SOCKS proxies need the 'aiohttp-socks' package: pip install 'llmplex[socks]'",
+                    provider=self.provider,
+                ) from None
+            try:
+                return ProxyConnector.from_url(self.proxy, rdns=scheme in ("socks5h", "socks4a"))
+            except ValueError as exc:
+                raise InvalidRequestError(
+                    f"invalid proxy URL {redact_url(self.proxy)!r}: {exc}", provider=self.provider
+                ) from None
+        raise InvalidRequestError(
+            f"unsupported proxy {redact_url(self.proxy)!r}: use http://, https://, socks4:// "
+            "or socks5://",
+            provider=self.provider,
+        )
+
+    # -- requests --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        check: bool = True,
+        error_message: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a request; yield the response with its status checked (unless ``check``
+        is false). ``error_message`` replaces the server's text in a status error."""
+        assert self._session is not None, "Session used outside 'async with'"
+        if self._request_proxy:
+            kwargs.setdefault("proxy", self._request_proxy)
+        with self.translating(url):
+            response = await self._session.request(method, url, **kwargs)
+        try:
+            if check:
+                with self.translating(url):
+                    await raise_for_status(response, self.provider, error_message)
+            yield response
+        finally:
+            # A fully read body gives the connection back for reuse; anything else
+            # (an abandoned stream, an error) closes it so no half-read socket lingers.
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
+
+    async def json(self, method: str, url: str, **kwargs: Any) -> Any:
+        """Send a request and return its JSON body (status checked)."""
+        async with self.request(method, url, **kwargs) as response:
+            return await self.read_json(response)
+
+    async def read_json(self, response: aiohttp.ClientResponse) -> Any:
+        """The JSON body of ``response``; a non-JSON body is a ResponseError."""
+        with self.translating(str(response.url)):
+            raw = await response.read()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ResponseError(
+                f"invalid JSON from {response.url.path}: {raw[:200].decode('utf-8', 'replace')!r}",
+                provider=self.provider,
+                status=response.status,
+            ) from None
+
+    def sse(self, response: aiohttp.ClientResponse) -> EventStream:
+        """Iterate the Server-Sent Events of ``response``."""
+        return EventStream(self, response, SSEDecoder())
+
+    def ndjson(self, response: aiohttp.ClientResponse) -> EventStream:
+        """Iterate the JSON values of a newline-delimited JSON ``response``."""
+        return EventStream(self, response, NDJSONDecoder())
+
+    # -- error translation -----------------------------------------------------------------
+
+    @contextmanager
+    def translating(self, url: str | None = None) -> Iterator[None]:
+        """Re-raise transport exceptions from the block as llmplex errors."""
+        try:
+            yield
+        except Exception as exc:
+            mapped = self.translate(exc, url)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def translate(self, exc: BaseException, url: str | None = None) -> BaseException:
+        """The llmplex error for a transport exception (others are returned unchanged)."""
+        if isinstance(exc, LLMplexError):
+            return exc
+        where = _origin(url)
+        via = f" via proxy {redact_url(self.proxy)}" if self.proxy else ""
+        socks = _socks_errors()
+        if isinstance(exc, socks[2]):
+            return ProviderTimeoutError(
+                f"timed out connecting to proxy {redact_url(self.proxy)}", provider=self.provider
+            )
+        if isinstance(exc, socks[:2]) or isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return ProviderConnectionError(
+                f"cannot connect to {where} through proxy {redact_url(self.proxy)}: "
+                f"{_reason(exc)}",
+                provider=self.provider,
+            )
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            return ProviderConnectionError(
+                f"proxy {redact_url(self.proxy)} refused the connection to {where}: "
+                f"HTTP {exc.status} {exc.message}",
+                provider=self.provider,
+            )
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            kind = (
+                "connecting to"
+                if isinstance(exc, getattr(aiohttp, "ConnectionTimeoutError", ()))
+                else "waiting for"
+            )
+            return ProviderTimeoutError(
+                f"timed out {kind} {where}{via} (timeout {self._timeout}s)", provider=self.provider
+            )
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return ProviderConnectionError(
+                f"cannot connect to {where}{via}: {_reason(exc)}", provider=self.provider
+            )
+        if isinstance(
+            exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionError)
+        ) or isinstance(exc, aiohttp.ClientOSError):
+            return ProviderConnectionError(
+                f"connection to {where}{via} lost before the response was complete",
+                provider=self.provider,
+            )
+        if isinstance(exc, aiohttp.InvalidURL):
+            return InvalidRequestError(f"invalid URL {exc}", provider=self.provider)
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return ResponseError(f"bad response from {where}: {exc.message}", provider=self.provider,
+                                 status=exc.status or None)
+        if isinstance(exc, aiohttp.ClientError):
+            return ProviderConnectionError(f"request to {where}{via} failed: {exc}", provider=self.provider)
+        if isinstance(exc, MalformedLineError):
+            return ResponseError(str(exc), provider=self.provider)
+        return exc
+
+
+class EventStream:
+    """Async iterator over decoded events of one response (SSE events or JSON values).
+
+    Transport failures while reading are raised as llmplex errors; a malformed JSON line
+    is a ResponseError. It owns nothing: the response is closed by its ``request`` block.
+    """
+
+    __slots__ = ("_session", "_response", "_decoder", "_pending", "_done")
+
+    def __init__(self, session: Session, response: aiohttp.ClientResponse, decoder: Any) -> None:
+        self._session = session
+        self._response = response
+        self._decoder = decoder
+        self._pending: deque[Any] = deque()
+        self._done = False
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        pending = self._pending
+        while not pending:
+            if self._done:
+                raise StopAsyncIteration
+            try:
+                chunk = await self._response.content.readany()
+                if chunk:
+                    pending.extend(self._decoder.feed(chunk))
+                else:
+                    self._done = True
+                    pending.extend(self._decoder.close())
+            except Exception as exc:
+                self._done = True
+                mapped = self._session.translate(exc, str(self._response.url))
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+        return pending.popleft()
+
+
+@functools.lru_cache(maxsize=1)
+def _socks_errors() -> tuple[Any, ...]:
+    """(connection errors, other proxy errors, timeout errors) of aiohttp-socks, if installed.
+
+    aiohttp-socks and python-socks each define their own classes; both are raised."""
+    conn: list[type] = []
+    other: list[type] = []
+    timeout: list[type] = []
+    for module in ("aiohttp_socks", "python_socks"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        conn.append(mod.ProxyConnectionError)
+        other.append(mod.ProxyError)
+        timeout.append(mod.ProxyTimeoutError)
+    return tuple(conn), tuple(other), tuple(timeout)
+
+
+def _origin(url: str | None) -> str:
+    if not url:
+        return "the service"
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return "the service"
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+def _reason(exc: BaseException) -> str:
+    os_error = getattr(exc, "os_error", None)
+    if os_error is not None and getattr(os_error, "strerror", None):
+        return os_error.strerror
+    text = str(exc)
+    return text or type(exc).__name__
+

@@ -1,0 +1,99 @@
+"""Map an HTTP error response to the llmplex error tree, by status code."""
+
+from __future__ import annotations
+
+import json
+import time
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    LLMplexError,
+    MissingAuthError,
+    RateLimitError,
+    ResponseStatusError,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import aiohttp
+
+__all__ = ["raise_for_status", "error_for_status", "parse_retry_after", "extract_message"]
+
+BODY_LIMIT = 1000  # characters of an error body kept on the exception
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds)
+
+
+def extract_message(body: str) -> str:
+    """The human part of an error body: JSON ``error.message``/``detail``/``message``/...,
+    else the text itself (first line, trimmed)."""
+    text = body.strip()
+    if not text:
+        return ""
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        return text.splitlines()[0][:300]
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        for key in ("error", "detail", "message", "title"):
+            if isinstance(data.get(key), str) and data[key]:
+                return data[key]
+    return text[:300]
+
+
+def error_for_status(
+    status: int,
+    body: str,
+    *,
+    provider: str | None,
+    reason: str | None = None,
+    retry_after: str | None = None,
+    message: str | None = None,
+) -> LLMplexError:
+    """Build the error for an HTTP status: 401/403 -> MissingAuthError, 429 ->
+    RateLimitError, anything else -> ResponseStatusError. ``message`` overrides the
+    text taken from the body (the body is still kept on ``.body``)."""
+    body = body[:BODY_LIMIT]
+    text = message or extract_message(body) or reason or "request failed"
+    kwargs: dict[str, Any] = {"provider": provider, "status": status, "body": body}
+    if status in (401, 403):
+        return MissingAuthError(text, **kwargs)
+    if status == 429:
+        return RateLimitError(text, retry_after=parse_retry_after(retry_after), **kwargs)
+    return ResponseStatusError(text, **kwargs)
+
+
+async def raise_for_status(
+    response: aiohttp.ClientResponse, provider: str | None = None, message: str | None = None
+) -> None:
+    """Raise the llmplex error for a response whose status is 400 or above."""
+    if response.status < 400:
+        return
+    try:
+        raw = await response.content.read(BODY_LIMIT * 4)
+    except Exception:  # the body is a courtesy: a broken one must not hide the status
+        raw = b""
+    raise error_for_status(
+        response.status,
+        raw.decode("utf-8", "replace"),
+        provider=provider,
+        reason=response.reason,
+        retry_after=response.headers.get("Retry-After"),
+        message=message,
+    )

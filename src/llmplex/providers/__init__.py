@@ -1,0 +1,57 @@
+"""Providers, one module per upstream service, and the registry that names them.
+
+Provider classes are imported lazily: ``from llmplex.providers import AllenAI`` loads only
+``llmplex.providers.allenai`` (and aiohttp), not every provider.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidRequestError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .allenai import AllenAI
+    from .base import AsyncGeneratorProvider
+    from .h2o import H2o
+    from .openassistant import OpenAssistant
+    from .replicate import Replicate
+
+__all__ = ["AllenAI", "OpenAssistant", "H2o", "Replicate", "get_provider", "provider_names",
+           "all_providers"]
+
+# name -> module holding the class of that name. The registry is data so that listing
+# providers does not import them.
+REGISTRY: dict[str, str] = {
+    "AllenAI": "llmplex.providers.allenai",
+    "OpenAssistant": "llmplex.providers.openassistant",
+    "H2o": "llmplex.providers.h2o",
+    "Replicate": "llmplex.providers.replicate",
+}
+
+
+def provider_names() -> list[str]:
+    """Names of every registered provider."""
+    return list(REGISTRY)
+
+
+def get_provider(name: str) -> type[AsyncGeneratorProvider]:
+    """The provider class called ``name`` (case-insensitive)."""
+    for key, module in REGISTRY.items():
+        if key.lower() == str(name).lower():
+            return getattr(importlib.import_module(module), key)
+    raise InvalidRequestError(
+        f"unknown provider {name!r}; known providers: {', '.join(REGISTRY)}"
+    )
+
+
+def all_providers() -> list[type[AsyncGeneratorProvider]]:
+    """Every registered provider class (imports them)."""
+    return [get_provider(name) for name in REGISTRY]
+
+
+def __getattr__(name: str):
+    if name in REGISTRY:
+        return get_provider(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,138 @@
+"""The provider contract every service module implements.
+
+A provider is a class used through class methods; its only required method is
+``create_async_generator``, an *async generator* yielding ``str`` text deltas and typed
+chunks (:mod:`llmplex.types`). Everything else — the sync iterator, the whole-answer
+coroutine, model-name resolution, the base-URL override — is derived here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, ClassVar
+
+from ..errors import ModelNotFoundError
+from ..types import Chunk, Messages
+
+__all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "BaseProvider"]
+
+
+class BaseProvider:
+    """Class attributes describing a service, shared by every provider."""
+
+    label: ClassVar[str] = ""
+    url: ClassVar[str] = ""
+    login_url: ClassVar[str | None] = None
+    api_endpoint: ClassVar[str | None] = None
+    working: ClassVar[bool] = False
+    needs_auth: ClassVar[bool] = False
+    supports_stream: ClassVar[bool] = True
+    supports_system_message: ClassVar[bool] = False
+    supports_message_history: ClassVar[bool] = True
+
+    @classmethod
+    def get_name(cls) -> str:
+        """The provider's name: its class name (``"AllenAI"``)."""
+        return cls.__name__
+
+    @classmethod
+    def env_base_url(cls) -> str | None:
+        """``LLMPLEX_<NAME>_BASE_URL`` from the environment, if set."""
+        return os.environ.get(f"LLMPLEX_{cls.get_name().upper()}_BASE_URL") or None
+
+    @classmethod
+    def resolve_base_url(cls, base_url: str | None, default: str) -> str:
+        """The origin to talk to: ``base_url``, else the environment override, else
+        ``default`` (the real service). Never ends with ``/``."""
+        return (base_url or cls.env_base_url() or default).rstrip("/")
+
+
+class ProviderModelMixin:
+    """Model names: ``default_model``, ``models`` and ``model_aliases``."""
+
+    default_model: ClassVar[str] = ""
+    models: ClassVar[list[str]] = []
+    model_aliases: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def get_models(cls) -> list[str]:
+        """Every model the provider serves (the default first)."""
+        names = list(cls.models)
+        if cls.default_model and cls.default_model not in names:
+            names.insert(0, cls.default_model)
+        return names
+
+    @classmethod
+    def accepts_model(cls, model: str) -> bool:
+        """Whether a name outside ``models`` is still served (open-ended catalogues)."""
+        return False
+
+    @classmethod
+    def get_model(cls, model: str | None) -> str:
+        """Resolve a model name.
+
+        ``""``/``None`` give ``default_model``; an alias gives its target; a known model
+        gives itself; anything else raises :class:`ModelNotFoundError` listing the valid
+        names and the closest matches.
+        """
+        if not model:
+            return cls.default_model
+        if model in cls.model_aliases:
+            return cls.model_aliases[model]
+        models = cls.get_models()
+        if model in models or cls.accepts_model(model):
+            return model
+        known = models + [a for a in cls.model_aliases if a not in models]
+        suggestions = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        raise ModelNotFoundError(
+            f"model {model!r} not found.{hint} Valid models: {', '.join(known)}",
+            provider=getattr(cls, "__name__", None),
+            suggestions=suggestions,
+        )
+
+
+class AsyncGeneratorProvider(BaseProvider):
+    """A provider whose answer is an async stream of chunks."""
+
+    @classmethod
+    def create_async_generator(
+        cls, model: str, messages: Messages, **kwargs: Any
+    ) -> AsyncIterator[Chunk]:
+        """Stream the answer: ``async for chunk in P.create_async_generator(model, messages)``.
+
+        Implementations are ``async def`` generators; they yield ``str`` deltas and typed
+        chunks, and delete whatever they created upstream in ``finally``.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def create_completion(
+        cls, model: str, messages: Messages, stream: bool = True, **kwargs: Any
+    ) -> Iterator[Chunk]:
+        """The same stream for synchronous code (works inside a running event loop).
+
+        With ``stream=False`` the text arrives as one string, followed by the typed chunks.
+        """
+        from ..bridge import iterate
+
+        chunks = iterate(lambda: cls.create_async_generator(model, messages, **kwargs))
+        if stream:
+            return chunks
+        return iter(_collect(list(chunks)))
+
+    @classmethod
+    async def create_async(cls, model: str, messages: Messages, **kwargs: Any) -> str:
+        """The whole answer text."""
+        parts = []
+        async for chunk in cls.create_async_generator(model, messages, **kwargs):
+            if isinstance(chunk, str):
+                parts.append(chunk)
+        return "".join(parts)
+
+
+def _collect(chunks: list[Chunk]) -> list[Chunk]:
+    text = "".join(c for c in chunks if isinstance(c, str))
+    return [text, *(c for c in chunks if not isinstance(c, str))]

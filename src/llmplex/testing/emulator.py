@@ -1,0 +1,202 @@
+"""The base of every service emulator: scripts, request records, fault playback.
+
+An emulator is an object that builds an ``aiohttp.web.Application`` speaking one
+service's protocol byte for byte (see ``shared/PROTOCOLS.md``), keeps that service's
+per-session state, records every request it receives, and answers according to a
+:class:`~llmplex.testing.script.Script`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from .script import Fault, Script
+
+__all__ = ["Emulator", "RecordedRequest", "StreamOutcome"]
+
+
+@dataclass
+class RecordedRequest:
+    """What the emulator received: tests assert on it (no leaked options, cleanup sent)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    json: Any = None
+    form: dict[str, Any] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+class StreamOutcome:
+    """How :meth:`Emulator.play` ended: ``"complete"``, ``"error"`` (an error event was
+    sent: the caller sends what the service sends after one) or ``"aborted"`` (the
+    connection was cut, or the client went away: send nothing more)."""
+
+    COMPLETE = "complete"
+    ERROR = "error"
+    ABORTED = "aborted"
+
+
+class Emulator:
+    """Base class: script queue, request log, open-stream counter, stream playback."""
+
+    #: short name used by ``llmplex emulate`` and the fixtures ("allenai", "replicate"...)
+    name: ClassVar[str] = ""
+    #: the provider class this emulator stands in for
+    provider: ClassVar[str] = ""
+
+    def __init__(self, script: Script | None = None) -> None:
+        self.script = script or Script()
+        self._queue: deque[Script] = deque()
+        self.requests: list[RecordedRequest] = []
+        self.open_streams = 0  # streams being written right now
+        self.url: str | None = None  # set by the server once listening
+
+    # -- scripting -------------------------------------------------------------------------
+
+    def push(self, *scripts: Script) -> None:
+        """Queue one-shot scripts, used (in order) by the next answers before the default."""
+        self._queue.extend(scripts)
+
+    def next_script(self) -> Script:
+        return self._queue.popleft() if self._queue else self.script
+
+    def reset(self) -> None:
+        """Forget recorded requests, queued scripts and per-session state."""
+        self._queue.clear()
+        self.requests.clear()
+
+    # -- to implement ----------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    def app(self) -> web.Application:
+        application = web.Application(client_max_size=8 * 1024 * 1024)
+        application.add_routes(self.routes())
+        return application
+
+    # -- helpers for subclasses ------------------------------------------------------------
+
+    async def record(self, request: web.Request) -> RecordedRequest:
+        """Read and log the request (body, JSON or form fields)."""
+        body = await request.read()
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers=dict(request.headers),
+            body=body,
+            cookies=dict(request.cookies),
+        )
+        ctype = request.content_type
+        if ctype == "application/json" and body:
+            try:
+                record.json = json.loads(body)
+            except ValueError:
+                pass
+        elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data") and body:
+            record.form = await _parse_form(request, body)
+        self.requests.append(record)
+        return record
+
+    def requests_to(self, path_part: str, method: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests whose path contains ``path_part`` (and of ``method``)."""
+        return [
+            r for r in self.requests
+            if path_part in r.path and (method is None or r.method == method)
+        ]
+
+    async def play(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        script: Script,
+        render: Callable[[str, int], bytes],
+        *,
+        error: Callable[[Fault], bytes],
+        malformed: bytes = b"{this is not json\n",
+        on_chunk: Callable[[str], Awaitable[None] | None] | None = None,
+    ) -> str:
+        """Write the script's chunks with ``render(piece, index)``, injecting its stream
+        fault. Returns a :class:`StreamOutcome` value."""
+        pieces = script.pieces()
+        fault = script.fault
+        if fault is not None and fault.kind not in ("error_event", "disconnect", "malformed", "stall"):
+            fault = None
+        self.open_streams += 1
+        try:
+            for index in range(len(pieces) + 1):
+                if fault is not None and fault.after == index:
+                    if fault.kind == "stall":
+                        await asyncio.sleep(fault.seconds)
+                    elif fault.kind == "error_event":
+                        await response.write(error(fault))
+                        return StreamOutcome.ERROR
+                    elif fault.kind == "malformed":
+                        await response.write(malformed)
+                        return StreamOutcome.ABORTED
+                    elif fault.kind == "disconnect":
+                        _cut(request)
+                        return StreamOutcome.ABORTED
+                if index == len(pieces):
+                    break
+                if script.delay:
+                    await asyncio.sleep(script.delay)
+                await response.write(render(pieces[index], index))
+                if on_chunk is not None:
+                    result = on_chunk(pieces[index])
+                    if result is not None:
+                        await result
+            return StreamOutcome.COMPLETE
+        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+            return StreamOutcome.ABORTED
+        finally:
+            self.open_streams -= 1
+
+
+def _cut(request: web.Request) -> None:
+    """Drop the TCP connection mid-body (the client sees an incomplete response)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _parse_form(request: web.Request, body: bytes) -> dict[str, Any]:
+    """Form fields of a urlencoded or multipart body already read into ``body``.
+
+    Repeated fields become lists. Multipart is parsed with aiohttp's reader over the
+    cached bytes, so the raw body stays available to tests too.
+    """
+    from urllib.parse import parse_qsl
+
+    fields: dict[str, Any] = {}
+
+    def add(key: str, value: Any) -> None:
+        if key in fields:
+            existing = fields[key]
+            fields[key] = existing + [value] if isinstance(existing, list) else [existing, value]
+        else:
+            fields[key] = value
+
+    if request.content_type == "application/x-www-form-urlencoded":
+        for key, value in parse_qsl(body.decode("utf-8"), keep_blank_values=True):
+            add(key, value)
+        return fields
+    post = await request.post()  # aiohttp parses from its cached body
+    for key, value in post.items():
+        add(key, value if isinstance(value, str) else getattr(value, "file", value))
+    return fields

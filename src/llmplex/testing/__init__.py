@@ -30,6 +30,7 @@ EMULATORS: dict[str, str] = {
     "replicate": "llmplex.testing.replicate:ReplicateEmulator",
     "openassistant": "llmplex.testing.openassistant:OpenAssistantEmulator",
     "h2o": "llmplex.testing.h2o:H2oEmulator",
+    "openai": "llmplex.testing.openai:OpenAIEmulator",
 }
 
 

@@ -42,3 +42,9 @@ def openassistant_emulator() -> Iterator[Emulator]:
 def h2o_emulator() -> Iterator[Emulator]:
     """The H2O gpt-gm (chat-ui + TGI) emulator."""
     yield from _served("h2o")
+
+
+@pytest.fixture
+def openai_emulator() -> Iterator[Emulator]:
+    """The OpenAI-compatible chat completions emulator (serves ``/v1``)."""
+    yield from _served("openai")

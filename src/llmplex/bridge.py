@@ -84,7 +84,9 @@ class _Job:
 
     def _finished(self, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
+            # Future.cancel() alone does not wake concurrent.futures.wait(); this does.
             self.done.cancel()
+            self.done.set_running_or_notify_cancel()
         elif task.exception() is not None:
             self.done.set_exception(task.exception())
         else:

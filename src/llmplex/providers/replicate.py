@@ -1,0 +1,219 @@
+"""Replicate (``Replicate``): language models run as predictions, streamed over SSE.
+
+Wire protocol: PROTOCOLS.md §4. ``POST /v1/models/{owner}/{name}/predictions`` with
+``"stream": true`` creates a prediction (201); its ``urls.stream`` is then read as a
+standard Server-Sent Events stream of ``output`` tokens ending with ``done``. A prediction
+that is abandoned before ``done`` (early stop, cancellation, error) is cancelled with
+``POST urls.cancel``, so it does not keep running — and billing — upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from ..errors import MissingAuthError, ResponseError, StreamError
+from ..http.session import Session
+from ..http.status import raise_for_status
+from ..prompt import filter_none, format_prompt, validate_messages
+from ..types import Chunk, FinishReason, Messages
+from .base import AsyncGeneratorProvider, ProviderModelMixin
+
+__all__ = ["Replicate"]
+
+_ORIGIN = "https://api.replicate.com"
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_TOKEN_ENV = "REPLICATE_API_TOKEN"
+
+
+class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
+    """Replicate's HTTP API; needs an API token (``api_key=`` or ``REPLICATE_API_TOKEN``)."""
+
+    label = "Replicate"
+    url = "https://replicate.com"
+    login_url = "https://replicate.com/account/api-tokens"
+    api_endpoint = _ORIGIN + "/v1"
+    working = True
+    needs_auth = True
+    supports_stream = True
+    supports_system_message = True  # system messages become the model's ``system_prompt``
+    supports_message_history = True  # the history is rendered into the prompt
+
+    default_model = "meta/meta-llama-3-70b-instruct"
+    models: ClassVar[list[str]] = [
+        default_model,
+        "meta/meta-llama-3-8b-instruct",
+        "meta/meta-llama-3.1-405b-instruct",
+        "mistralai/mixtral-8x7b-instruct-v0.1",
+    ]
+
+    #: upper bound, in seconds, for the best-effort cancel request sent on cleanup
+    cancel_timeout: ClassVar[float] = 5.0
+
+    @classmethod
+    def accepts_model(cls, model: str) -> bool:
+        """Replicate runs any public model: every ``owner/name`` is a valid name."""
+        return bool(_MODEL_NAME.fullmatch(model))
+
+    @classmethod
+    async def create_async_generator(  # type: ignore[override]
+        cls,
+        model: str,
+        messages: Messages | str,
+        *,
+        api_key: str | None = None,
+        proxy: str | None = None,
+        timeout: float = 180,
+        base_url: str | None = None,
+        system_prompt: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        extra_data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,  # options of other providers: accepted and ignored
+    ) -> AsyncIterator[Chunk]:
+        """Stream the answer of ``model`` (``owner/name``) as text deltas, then a
+        :class:`FinishReason` (``"stop"``, or ``"canceled"`` when cancelled upstream).
+
+        ``max_tokens`` is sent as ``max_new_tokens``; ``stop`` (a string or a list) as the
+        comma-joined ``stop_sequences``; ``extra_data`` is merged into the model input.
+        """
+        model = cls.get_model(model)
+        api_key = api_key or os.environ.get(_TOKEN_ENV) or None
+        if api_key is None:
+            raise MissingAuthError(
+                f"an API token is required: pass api_key= or set {_TOKEN_ENV} "
+                f"(create one at {cls.login_url})",
+                provider=cls.__name__,
+            )
+        prompt, system_prompt = _split_system(messages, system_prompt)
+        if isinstance(stop, str):
+            stop_sequences: str | None = stop or None
+        else:
+            stop_sequences = ",".join(stop) if stop else None
+        body = {
+            "stream": True,
+            "input": {
+                "prompt": prompt,
+                **filter_none(
+                    system_prompt=system_prompt,
+                    max_new_tokens=max_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    top_k=top_k,
+                    stop_sequences=stop_sequences,
+                ),
+                **(extra_data or {}),
+            },
+        }
+        # A fresh dict per call: the caller's mapping is never mutated or shared.
+        request_headers = {
+            "Accept": "application/json",
+            **(headers or {}),
+            "Authorization": f"Bearer {api_key}",
+        }
+        endpoint = f"{cls.resolve_base_url(base_url, _ORIGIN)}/v1/models/{model}/predictions"
+        name = cls.__name__
+        async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as session:
+            async with session.request("POST", endpoint, json=body, check=False) as response:
+                # 404 here means the owner/name does not exist (or is not visible to us).
+                message = f"Model not found: {model}" if response.status == 404 else None
+                with session.translating(endpoint):
+                    await raise_for_status(response, name, message)
+                prediction = await session.read_json(response)
+            urls = prediction.get("urls") if isinstance(prediction, dict) else None
+            urls = urls if isinstance(urls, dict) else {}
+            cancel_url = urls.get("cancel") if isinstance(urls.get("cancel"), str) else None
+            finished = False
+            try:
+                if not isinstance(prediction, dict) or not prediction.get("id"):
+                    raise ResponseError(
+                        f"invalid prediction (no id): {json.dumps(prediction)[:300]}",
+                        provider=name,
+                    )
+                stream_url = urls.get("stream")
+                if not stream_url or not isinstance(stream_url, str):
+                    raise ResponseError(
+                        f"model {model} cannot stream: its prediction has no urls.stream",
+                        provider=name,
+                    )
+                sse_headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+                async with session.request("GET", stream_url, headers=sse_headers) as stream:
+                    async for event in session.sse(stream):
+                        if event.event == "output":
+                            if event.data:
+                                yield event.data
+                        elif event.event == "error":
+                            finished = True  # the prediction failed: nothing to cancel
+                            raise StreamError(
+                                f"prediction failed: {_error_detail(event.data)}", provider=name
+                            )
+                        elif event.event == "done":
+                            reason = _done_reason(event.data, name)
+                            finished = True
+                            if reason == "error":
+                                raise StreamError("prediction failed", provider=name)
+                            yield FinishReason("canceled" if reason == "canceled" else "stop")
+                            return
+                        # "logs" and unknown events carry no answer text
+                raise ResponseError("stream ended before the done event", provider=name)
+            finally:
+                if not finished and cancel_url:
+                    await _cancel(session, cancel_url, cls.cancel_timeout)
+
+
+def _split_system(messages: Messages | str, system_prompt: str | None) -> tuple[str, str | None]:
+    """The prompt, and the system prompt: ``system_prompt`` plus any system messages,
+    which models on Replicate take as a separate input."""
+    items = validate_messages(messages)
+    system = [m["content"] for m in items if m["role"] == "system"]
+    rest = [m for m in items if m["role"] != "system"]
+    if not system or not rest:
+        return format_prompt(items), system_prompt
+    parts = ([system_prompt] if system_prompt else []) + system
+    return format_prompt(rest), "\n".join(parts)
+
+
+def _error_detail(data: str) -> str:
+    """The ``detail`` of an ``error`` event; data that is not the usual JSON is the text."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return data.strip() or "unknown error"
+    if isinstance(value, dict) and value.get("detail"):
+        return str(value["detail"])
+    return data.strip() or "unknown error"
+
+
+def _done_reason(data: str, provider: str) -> str:
+    """The ``reason`` of a ``done`` event (``""`` for a normal end)."""
+    if not data.strip():
+        return ""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ResponseError(f"malformed done event: {data[:200]!r}", provider=provider)
+    return str(value.get("reason") or "")
+
+
+async def _cancel(session: Session, url: str, limit: float) -> None:
+    """Best-effort ``POST urls.cancel``, bounded by ``limit`` seconds; failures are ignored
+    (the caller is already ending, with its own result or error)."""
+
+    async def post() -> None:
+        async with session.request("POST", url, check=False):
+            pass
+
+    try:
+        await asyncio.wait_for(post(), limit)
+    except Exception:  # noqa: BLE001 - cleanup must not replace the real outcome
+        pass

@@ -1,0 +1,188 @@
+"""Prompt helpers, the error tree, types, and the cheap top-level import."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import subprocess
+import sys
+
+import pytest
+
+from llmplex.errors import (
+    AllProvidersFailed,
+    InvalidRequestError,
+    LLMplexError,
+    MissingAuthError,
+    ModelNotFoundError,
+    ProviderConnectionError,
+    ProviderTimeoutError,
+    RateLimitError,
+    ResponseError,
+    ResponseStatusError,
+    StreamError,
+)
+from llmplex.http.status import error_for_status, extract_message, parse_retry_after
+from llmplex.prompt import filter_none, format_prompt, get_last_user_message
+from llmplex.types import FinishReason, JsonConversation, Usage
+
+
+def test_import_llmplex_is_cheap():
+    code = (
+        "import sys, llmplex, llmplex.errors, llmplex.types, llmplex.prompt, llmplex.providers;"
+        "heavy = [m for m in ('aiohttp', 'pydantic', 'starlette', 'uvicorn') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+# -- prompt --------------------------------------------------------------------------------
+
+def test_format_prompt_single_message_is_its_content():
+    assert format_prompt([{"role": "user", "content": "Hi"}]) == "Hi"
+    assert format_prompt("Hi") == "Hi"
+
+
+def test_format_prompt_several_messages():
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Bye"},
+    ]
+    before = copy.deepcopy(messages)
+    assert format_prompt(messages) == (
+        "System: Be brief.\nUser: Hi\nAssistant: Hello\nUser: Bye\nAssistant:"
+    )
+    assert messages == before  # never mutated
+
+
+def test_get_last_user_message():
+    messages = [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "two"},
+        {"role": "user", "content": "three"},
+        {"role": "assistant", "content": "four"},
+    ]
+    assert get_last_user_message(messages) == "three"
+    with pytest.raises(InvalidRequestError, match="no user message"):
+        get_last_user_message([{"role": "system", "content": "x"}])
+
+
+@pytest.mark.parametrize(
+    "messages, fragment",
+    [
+        ([], "empty"),
+        (None, "not NoneType"),
+        ([{"role": "user"}], "messages[0].content must be a string"),
+        ([{"role": "wizard", "content": "x"}], "messages[0].role"),
+        ([{"role": "user", "content": "x"}, "hello"], "messages[1] must be a dict"),
+        ([{"role": "user", "content": ["parts"]}], "not list"),
+    ],
+)
+def test_bad_messages_are_named(messages, fragment):
+    with pytest.raises(InvalidRequestError) as info:
+        format_prompt(messages)
+    assert fragment in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_filter_none():
+    assert filter_none(a=1, b=None, c=0, d="") == {"a": 1, "c": 0, "d": ""}
+
+
+# -- errors --------------------------------------------------------------------------------
+
+def test_error_tree_shape():
+    assert issubclass(ResponseError, RuntimeError)
+    assert issubclass(ResponseStatusError, ResponseError)
+    assert issubclass(RateLimitError, ResponseStatusError)
+    assert issubclass(StreamError, ResponseError)
+    assert issubclass(ProviderTimeoutError, TimeoutError)
+    assert issubclass(ProviderConnectionError, ConnectionError)
+    for cls in (ModelNotFoundError, MissingAuthError, ResponseError, ProviderTimeoutError,
+                AllProvidersFailed, InvalidRequestError, ProviderConnectionError):
+        assert issubclass(cls, LLMplexError)
+
+
+def test_error_message_names_provider_and_status():
+    err = ResponseStatusError("Invalid model", provider="AllenAI", status=400, body="{}")
+    assert str(err) == "AllenAI: HTTP 400: Invalid model"
+    assert (err.provider, err.status, err.body) == ("AllenAI", 400, "{}")
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is ResponseStatusError and str(again) == str(err)
+    assert again.status == 400
+
+
+@pytest.mark.parametrize(
+    "status, cls",
+    [(400, ResponseStatusError), (401, MissingAuthError), (403, MissingAuthError),
+     (404, ResponseStatusError), (429, RateLimitError), (500, ResponseStatusError),
+     (503, ResponseStatusError)],
+)
+def test_error_for_status_chooses_by_status(status, cls):
+    err = error_for_status(status, '{"detail": "nope"}', provider="P", retry_after="3")
+    assert type(err) is cls
+    assert str(err) == f"P: HTTP {status}: nope"
+    if cls is RateLimitError:
+        assert err.retry_after == 3.0
+
+
+def test_status_is_chosen_by_code_not_text():
+    # "rate limit" in a 500 body is still a 500, not a RateLimitError.
+    err = error_for_status(500, "rate limit exceeded", provider="P")
+    assert type(err) is ResponseStatusError
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('{"error": {"code": 400, "message": "Invalid model/host"}}', "Invalid model/host"),
+        ('{"error": "You need to accept the welcome modal first"}',
+         "You need to accept the welcome modal first"),
+        ('{"title": "Unauthenticated", "detail": "bad token", "status": 401}', "bad token"),
+        ('{"message": "Chat not found"}', "Chat not found"),
+        ("Non-JSON form requests need to have a referer", "Non-JSON form requests need to have a referer"),
+        ("", ""),
+    ],
+)
+def test_extract_message(body, message):
+    assert extract_message(body) == message
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+
+
+def test_all_providers_failed_lists_each_error():
+    err = AllProvidersFailed(
+        [("AllenAI", RateLimitError("slow down", provider="AllenAI", status=429)),
+         ("Replicate", MissingAuthError("no key", provider="Replicate"))],
+        model="llama-3.1-8b",
+    )
+    text = str(err)
+    assert "llama-3.1-8b" in text
+    assert "AllenAI: RateLimitError: AllenAI: HTTP 429: slow down" in text
+    assert "Replicate: MissingAuthError: Replicate: no key" in text
+    assert pickle.loads(pickle.dumps(err)).model == "llama-3.1-8b"
+
+
+# -- types ---------------------------------------------------------------------------------
+
+def test_typed_chunks_join_to_text():
+    chunks = ["Hel", "lo", Usage(3, 2), JsonConversation(a=1), FinishReason("stop")]
+    assert "".join(map(str, chunks)) == "Hello"
+    assert Usage(3, 2).total_tokens == 5
+    assert FinishReason("stop") == FinishReason("stop") != FinishReason("length")
+
+
+def test_json_conversation_round_trip_is_a_copy():
+    conv = JsonConversation(model="m", messages=[{"role": "user", "content": "x"}])
+    data = conv.get_dict()
+    data["messages"].append({"role": "assistant", "content": "y"})
+    assert len(conv.messages) == 1
+    assert JsonConversation.from_dict(conv.get_dict()) == conv

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 from ..errors import ModelNotFoundError
-from ..types import Chunk, Messages
+from ..types import Chunk, JsonConversation, Messages
 
 __all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "BaseProvider"]
 
@@ -31,6 +31,9 @@ class BaseProvider:
     supports_stream: ClassVar[bool] = True
     supports_system_message: ClassVar[bool] = False
     supports_message_history: ClassVar[bool] = True
+    #: Providers with server-side threads set this to their ``JsonConversation`` subclass;
+    #: they then accept ``conversation=`` and ``return_conversation=True``.
+    conversation_class: ClassVar[type[JsonConversation] | None] = None
 
     @classmethod
     def get_name(cls) -> str:

@@ -1,0 +1,324 @@
+"""Which provider serves a model: catalog, resolution, health order, fallback, cooldown.
+
+Model names take three forms:
+
+- ``"provider:model"`` (``"replicate:meta/meta-llama-3-8b-instruct"``) — that provider only;
+- a ``provider=`` argument (class, name, or a list of them, tried in order);
+- a bare model name or alias (``"llama-3.1-405b"``) — every working provider that lists it
+  (or a router alias), tried in order of health.
+
+Fallback: a provider that fails before its first text chunk is skipped and the next one is
+tried; a failure after text reached the caller is raised (never retried: no duplicated
+text). A provider that failed is cooled down — skipped for a while, for as long as a 429's
+``Retry-After`` says when it says — and tried again once the cooldown has passed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from . import providers as _providers
+from .errors import (
+    AllProvidersFailed,
+    InvalidRequestError,
+    LLMplexError,
+    ModelNotFoundError,
+    RateLimitError,
+)
+from .providers.base import AsyncGeneratorProvider
+from .types import Chunk
+
+__all__ = ["Router", "Route", "ProviderHealth", "CoolingDown", "ProviderSpec"]
+
+ProviderSpec = Union[str, type[AsyncGeneratorProvider]]
+
+
+class CoolingDown(LLMplexError):
+    """A provider was skipped because it failed recently; ``.retry_after`` says for how long."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to serve a request: a provider and the model name it knows."""
+
+    provider: type[AsyncGeneratorProvider]
+    model: str
+    named: bool = False  # chosen by the caller (prefix, provider=, alias): skip no checks
+
+    @property
+    def name(self) -> str:
+        return self.provider.get_name()
+
+
+@dataclass
+class ProviderHealth:
+    """What the router remembers of one provider."""
+
+    successes: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    cooldown_until: float = 0.0
+    last_error: BaseException | None = None
+
+    def cooling(self, now: float) -> float:
+        """Seconds of cooldown left (0 when available)."""
+        return max(0.0, self.cooldown_until - now)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        left = self.cooling(now)
+        return {
+            "successes": self.successes,
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive_failures,
+            "cooling_down": left > 0,
+            "cooldown_remaining": round(left, 3),
+            "last_error": (
+                f"{type(self.last_error).__name__}: {self.last_error}" if self.last_error else None
+            ),
+        }
+
+
+@dataclass
+class Router:
+    """Resolves model names to routes and runs requests with fallback.
+
+    ``order``: provider names tried first, in this order (others follow in registry order).
+    ``aliases``: extra model names, each a list of ``"provider:model"`` routes.
+    ``retries``: extra attempts on the same provider before moving on (not after a 429).
+    ``cooldown``: seconds a failed provider is skipped, doubling with consecutive failures
+    up to ``max_cooldown``; a 429's ``Retry-After`` takes precedence.
+    ``include_not_working``: also route bare names to providers marked not ``working``.
+    """
+
+    order: Sequence[str] = ()
+    aliases: dict[str, Sequence[str]] = field(default_factory=dict)
+    retries: int = 0
+    cooldown: float = 30.0
+    max_cooldown: float = 300.0
+    include_not_working: bool = False
+    clock: Callable[[], float] = time.monotonic
+    health: dict[str, ProviderHealth] = field(default_factory=dict)
+
+    # -- catalog ---------------------------------------------------------------------------
+
+    def provider_classes(self) -> list[type[AsyncGeneratorProvider]]:
+        """Every known provider, ``order`` first."""
+        names = list(dict.fromkeys([*self.order, *_providers.provider_names()]))
+        return [_providers.get_provider(n) for n in names]
+
+    def catalog(self) -> dict[str, list[str]]:
+        """Model id -> names of the providers listing it (aliases included)."""
+        table: dict[str, list[str]] = {}
+        for cls in self.provider_classes():
+            for model in [*cls.get_models(), *getattr(cls, "model_aliases", {})]:
+                table.setdefault(model, []).append(cls.get_name())
+        for alias, targets in self.aliases.items():
+            table.setdefault(alias, []).extend(t.split(":", 1)[0] for t in targets)
+        return table
+
+    # -- resolution ------------------------------------------------------------------------
+
+    def resolve(
+        self, model: str | None, provider: ProviderSpec | Sequence[ProviderSpec] | None = None
+    ) -> list[Route]:
+        """The routes able to serve ``model``, in preference order (before health)."""
+        model = model or ""
+        if provider is not None:
+            specs = list(provider) if isinstance(provider, (list, tuple)) else [provider]
+            if not specs:
+                raise InvalidRequestError("provider= is an empty list")
+            prefix, rest = self._split_prefix(model)
+            routes = []
+            for spec in specs:
+                cls = self._provider(spec)
+                if prefix is not None and prefix is not cls:
+                    raise InvalidRequestError(
+                        f"model {model!r} names provider {prefix.get_name()} but "
+                        f"provider={cls.get_name()} was given"
+                    )
+                routes.append(Route(cls, cls.get_model(rest if prefix else model), named=True))
+            return routes
+
+        prefix, rest = self._split_prefix(model)
+        if prefix is not None:
+            return [Route(prefix, prefix.get_model(rest), named=True)]
+
+        if model in self.aliases:
+            routes = []
+            for target in self.aliases[model]:
+                cls, name = self._split_prefix(target)
+                if cls is None:
+                    raise InvalidRequestError(
+                        f"router alias {model!r}: {target!r} is not 'provider:model'"
+                    )
+                routes.append(Route(cls, cls.get_model(name), named=True))
+            return routes
+
+        routes, idle = [], []
+        for cls in self.provider_classes():
+            target = self._serves(cls, model)
+            if target is None:
+                continue
+            if cls.working or self.include_not_working:
+                routes.append(Route(cls, target))
+            else:
+                idle.append(cls.get_name())
+        if routes:
+            return routes
+        if idle:
+            first = idle[0].lower()
+            raise ModelNotFoundError(
+                f"model {model!r} is only offered by {', '.join(idle)}, marked not working; "
+                f"name the provider to try anyway, e.g. '{first}:{model}'",
+                suggestions=[f"{name.lower()}:{model}" for name in idle],
+            )
+        known = list(self.catalog())
+        suggestions = difflib.get_close_matches(model, known, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        raise ModelNotFoundError(
+            f"no provider offers model {model!r}.{hint} Use 'provider:model' for a model a "
+            f"provider serves but does not list; `llmplex models` lists them all.",
+            suggestions=suggestions,
+        )
+
+    @staticmethod
+    def _serves(cls: type[AsyncGeneratorProvider], model: str) -> str | None:
+        if not model:
+            return cls.default_model or None  # type: ignore[attr-defined]
+        if model in getattr(cls, "model_aliases", {}):
+            return cls.model_aliases[model]  # type: ignore[attr-defined]
+        if model in cls.get_models():  # type: ignore[attr-defined]
+            return model
+        return None  # open-ended catalogues only serve names given explicitly
+
+    def _split_prefix(self, model: str) -> tuple[type[AsyncGeneratorProvider] | None, str]:
+        head, sep, rest = model.partition(":")
+        if sep and head:
+            try:
+                return _providers.get_provider(head), rest
+            except InvalidRequestError:
+                pass  # a model name that contains ":" (Ollama's "llama3.2:1b")
+        return None, model
+
+    @staticmethod
+    def _provider(spec: ProviderSpec) -> type[AsyncGeneratorProvider]:
+        if isinstance(spec, type) and issubclass(spec, AsyncGeneratorProvider):
+            return spec
+        if isinstance(spec, str):
+            return _providers.get_provider(spec)
+        raise InvalidRequestError(f"provider must be a provider class or name, not {spec!r}")
+
+    # -- health ----------------------------------------------------------------------------
+
+    def _health(self, name: str) -> ProviderHealth:
+        health = self.health.get(name)
+        if health is None:
+            health = self.health[name] = ProviderHealth()
+        return health
+
+    def record_success(self, name: str) -> None:
+        health = self._health(name)
+        health.successes += 1
+        health.consecutive_failures = 0
+        health.cooldown_until = 0.0
+
+    def record_failure(self, name: str, error: BaseException) -> None:
+        health = self._health(name)
+        health.failures += 1
+        health.consecutive_failures += 1
+        health.last_error = error
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(error, RateLimitError) and retry_after is not None:
+            seconds = float(retry_after)
+        else:
+            seconds = min(self.max_cooldown, self.cooldown * 2 ** (health.consecutive_failures - 1))
+        health.cooldown_until = max(health.cooldown_until, self.clock() + seconds)
+
+    def ordered(self, routes: Iterable[Route]) -> tuple[list[Route], list[tuple[str, BaseException]]]:
+        """Routes to try, healthiest first (stable), and those skipped while cooling down.
+
+        A single route is always tried: there is nothing to fall back to, and the caller
+        would rather see the real error than a cooldown notice."""
+        routes = list(routes)
+        if len(routes) <= 1:
+            return routes, []
+        now = self.clock()
+        ready, skipped = [], []
+        for route in routes:
+            health = self.health.get(route.name)
+            left = health.cooling(now) if health else 0.0
+            if left > 0:
+                last = health.last_error  # type: ignore[union-attr]
+                skipped.append((route.name, CoolingDown(
+                    f"skipped, cooling down for {left:.1f}s after "
+                    f"{type(last).__name__}: {last}",
+                    provider=route.name, retry_after=left,
+                )))
+            else:
+                ready.append(route)
+        ready.sort(key=lambda r: self.health[r.name].consecutive_failures
+                   if r.name in self.health else 0)
+        return ready, skipped
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Health of every provider seen so far (for ``/v1/providers``)."""
+        now = self.clock()
+        return {name: h.snapshot(now) for name, h in self.health.items()}
+
+    # -- fallback --------------------------------------------------------------------------
+
+    async def stream(
+        self,
+        routes: Sequence[Route],
+        open_stream: Callable[[Route], AsyncIterator[Chunk]],
+        *,
+        model: str | None = None,
+    ) -> AsyncIterator[tuple[Route, Chunk]]:
+        """Yield ``(route, chunk)`` from the first route that works.
+
+        Typed chunks that come before any text are held back until the text starts, so a
+        provider that fails early leaves no trace in the output.
+        """
+        ordered, errors = self.ordered(routes)
+        for route in ordered:
+            for attempt in range(1 + max(0, self.retries)):
+                stream = open_stream(route)
+                delivered = False
+                held: list[Chunk] = []
+                try:
+                    async for chunk in stream:
+                        if not delivered:
+                            if isinstance(chunk, str) and chunk:
+                                delivered = True
+                                for early in held:
+                                    yield route, early
+                                held.clear()
+                            else:
+                                held.append(chunk)
+                                continue
+                        yield route, chunk
+                    for early in held:
+                        yield route, early
+                except InvalidRequestError:
+                    raise  # the caller's mistake: another provider will not fix it
+                except Exception as exc:
+                    self.record_failure(route.name, exc)
+                    if delivered:
+                        raise
+                    errors.append((route.name, exc))
+                    if isinstance(exc, RateLimitError) or attempt == self.retries:
+                        break
+                    continue
+                finally:
+                    aclose = getattr(stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                self.record_success(route.name)
+                return
+        if len(errors) == 1 and len(routes) == 1:
+            raise errors[0][1]  # one route: its own error says it best
+        raise AllProvidersFailed(errors, model)

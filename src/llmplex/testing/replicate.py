@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -46,6 +47,7 @@ KNOWN_MODELS = (
     "mistralai/mixtral-8x7b-instruct-v0.1",
 )
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 # Input types of the language models' schemas (others pass, as the API ignores them).
 _INPUT_TYPES: dict[str, tuple[type, ...]] = {
@@ -161,14 +163,14 @@ class ReplicateEmulator(Emulator):
             del data["id"]
         if "urls.stream" in omit:
             del data["urls"]["stream"]
-        return web.Response(status=201, text=json.dumps(data), content_type="application/json")
+        return json_response(data, 201)
 
     async def _get(self, request: web.Request) -> web.Response:
         await self.record(request)
         prediction = self._owned(request)
         if not isinstance(prediction, Prediction):
             return prediction
-        return web.Response(text=json.dumps(self._json(prediction)), content_type="application/json")
+        return json_response(self._json(prediction))
 
     async def _cancel(self, request: web.Request) -> web.Response:
         await self.record(request)
@@ -178,7 +180,7 @@ class ReplicateEmulator(Emulator):
         if prediction.status in ("starting", "processing"):
             prediction.status = "canceled"
             prediction.canceled.set()
-        return web.Response(text=json.dumps(self._json(prediction)), content_type="application/json")
+        return json_response(self._json(prediction))
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         await self.record(request)
@@ -217,7 +219,7 @@ class ReplicateEmulator(Emulator):
 
         # A cancel request must end a stream mid-flight (even in a stall): play runs as
         # its own task, stopped when the prediction is cancelled.
-        malformed = events.render("done", "{not json")
+        malformed = events.render("done", "{not json", advance=False)
         play = asyncio.ensure_future(self.play(
             request, response, script, render, error=error, malformed=malformed,
             on_chunk=on_chunk,
@@ -289,10 +291,12 @@ class _EventWriter:
         self.second = int(time.time())
         self.count = 0
 
-    def render(self, event: str, data: str) -> bytes:
-        lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    def render(self, event: str, data: str, *, advance: bool = True) -> bytes:
+        # Every line break of the data starts a new data: line (a bare CR too, else it
+        # would end the line early); the client joins them with "\n".
+        lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
         text = f"event: {event}\nid: {self.second}:{self.count}\n{lines}\n"
-        self.count += 1
+        self.count += advance
         return text.encode()
 
 
@@ -301,6 +305,11 @@ async def _write(response: web.StreamResponse, data: bytes) -> None:
         await response.write(data)
     except (ConnectionError, RuntimeError):  # the client went away
         pass
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer (Python ``json.dumps`` spacing, as in PROTOCOLS.md)."""
+    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
 
 
 def problem(status: int, detail: str = "", **extra: Any) -> web.Response:

@@ -82,10 +82,12 @@ def load_cookies(domain: str, *, path: str | os.PathLike[str] | None = None) -> 
         files = [file]
     else:
         files = cookie_files(host)
-    found: _Found = {}
-    for file in files:
+    cookies: dict[str, str] = {}
+    for file in files:  # a later file wins a name clash: specificity counts within a file
+        found: _Found = {}
         _read_file(file, host, found)
-    return {name: value for name, (_, value) in found.items()}
+        cookies.update((name, value) for name, (_, value) in found.items())
+    return cookies
 
 
 def _host(domain: str) -> str:
@@ -115,8 +117,12 @@ def _matches(host: str, domain: str, include_subdomains: bool) -> int:
     domain = domain.strip().lower()
     include_subdomains = include_subdomains or domain.startswith(".")
     domain = domain.lstrip(".")
-    if not domain or host == domain or (include_subdomains and host.endswith("." + domain)):
-        return len(domain) + 1  # the more specific domain wins a name clash, as in browsers
+    # A name clash goes to the most specific cookie, as browsers list it first: the
+    # longer domain, and a host-only cookie before a domain cookie of the same name.
+    if not domain:
+        return 1  # a file without domains is for this site as a whole
+    if host == domain or (include_subdomains and host.endswith("." + domain)):
+        return 2 * len(domain) + (1 if include_subdomains else 2)
     return 0
 
 

@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 from ..cookies import ENV_VAR, cookies_dir, load_cookies
-from ..errors import LLMplexError, MissingAuthError, ResponseError, StreamError
+from ..errors import (
+    InvalidRequestError, LLMplexError, MissingAuthError, ResponseError, StreamError,
+)
 from ..http.session import DEFAULT_TIMEOUT, Session
 from ..http.status import error_for_status
 from ..prompt import format_prompt
@@ -103,7 +105,10 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
                  "temperature": temperature, "repetition_penalty": repetition_penalty,
                  "max_new_tokens": max_new_tokens}
         sampling = {k: v if v is not None else DEFAULT_SAMPLING[k] for k, v in given.items()}
-        jar = dict(cookies) if cookies is not None else load_cookies(_DOMAIN)
+        try:
+            jar = dict(cookies) if cookies is not None else load_cookies(_DOMAIN)
+        except InvalidRequestError as exc:  # a malformed cookie file: say who needed it
+            raise InvalidRequestError(exc.message, provider=cls.__name__) from None
         if not jar:
             raise MissingAuthError(_missing_cookies_message(), provider=cls.__name__)
         api = cls.resolve_base_url(base_url, _ORIGIN) + "/api/chat"

@@ -146,7 +146,8 @@ class OpenAssistantEmulator(Emulator):
             return None
         if fault.status == 403 or (fault.status == 404 and not fault.message):
             return self.error_response(fault.status, None)  # banned / chat disabled: no body
-        text = fault.message or _DEFAULT_MESSAGES.get(fault.status) or HTTPStatus(fault.status).phrase
+        text = (fault.message or _DEFAULT_MESSAGES.get(fault.status)
+                or HTTPStatus(fault.status).phrase)
         return self.error_response(fault.status, text, fault.retry_after)
 
     async def _begin(self, request: web.Request) -> tuple[str, Any] | web.Response:

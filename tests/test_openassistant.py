@@ -130,7 +130,7 @@ async def test_sampling_parameters_are_exactly_the_known_keys(openassistant_emul
 
 async def test_unknown_options_never_reach_a_request_body(openassistant_emulator):
     emu = openassistant_emulator
-    chunks = await collect(emu, stream=True, max_tokens=7, web_search=True, foo="sentinel-xyz",
+    chunks = await collect(emu, stream=True, web_search=True, foo="sentinel-xyz",
                            conversation={"a": 1}, return_conversation=True, top_k=3)
     assert chunks[-1] == FinishReason("stop")
     assert emu.requests[2].json["sampling_parameters"]["top_k"] == 3
@@ -139,6 +139,16 @@ async def test_unknown_options_never_reach_a_request_body(openassistant_emulator
         for leaked in ("stream", "max_tokens", "web_search", "sentinel-xyz", "foo",
                        "conversation", "return_conversation"):
             assert leaked not in raw, (record.path, leaked)
+
+
+async def test_max_tokens_stands_for_max_new_tokens(openassistant_emulator):
+    emu = openassistant_emulator
+    await collect(emu, max_tokens=7)
+    sent = emu.requests[2].json["sampling_parameters"]
+    assert sent["max_new_tokens"] == 7 and "max_tokens" not in sent
+    emu.reset()
+    await collect(emu, max_tokens=7, max_new_tokens=9)  # the service's own name wins
+    assert emu.requests[2].json["sampling_parameters"]["max_new_tokens"] == 9
 
 
 async def test_unicode_prompt_arrives_intact(openassistant_emulator):

@@ -111,24 +111,14 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     async def create_async_generator(  # type: ignore[override]
-        cls,
-        model: str,
-        messages: Messages | str,
-        *,
-        proxy: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | list[str] | None = None,
-        seed: int | None = None,
-        presence_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
+        cls, model: str, messages: Messages | str, *,
+        proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+        base_url: str | None = None, api_key: str | None = None,
+        temperature: float | None = None, top_p: float | None = None,
+        max_tokens: int | None = None, stop: str | list[str] | None = None,
+        seed: int | None = None, presence_penalty: float | None = None,
+        frequency_penalty: float | None = None, response_format: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
         **kwargs: Any,  # options of other providers: accepted, never sent
     ) -> AsyncIterator[Chunk]:
         """Stream a reply: text deltas, then ``Usage`` (when the server reports it), then
@@ -168,19 +158,29 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         try:
             async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as s:
                 async with s.request("POST", url, json=body) as response:
-                    if "json" in response.content_type:
+                    if response.content_type == "application/json":
                         # A server that ignores "stream" answers with one chat.completion.
-                        text, finish, usage = _parse_completion(await s.read_json(response), name)
+                        text, finish, usage = _parse(await s.read_json(response), "message", name)
+                        if finish is None:
+                            raise ResponseError("invalid chat.completion: no finish_reason",
+                                                provider=name)
                         if text:
                             yield text
-                        done = True
                     else:
                         try:
                             async for event in s.sse(response):
                                 if event.data.strip() == "[DONE]":
                                     done = True
                                     break
-                                text, reason, found = _parse_chunk(event, name)
+                                try:
+                                    data = event.json()
+                                except ValueError:
+                                    raise ResponseError(f"malformed stream event: "
+                                                        f"{event.data[:200]!r}",
+                                                        provider=name) from None
+                                if event.event == "error":  # a named SSE error event
+                                    data = {"error": data or "error event"}
+                                text, reason, found = _parse(data, "delta", name)
                                 finish = reason or finish
                                 usage = found or usage
                                 if text:
@@ -189,7 +189,8 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
                             if finish is None:
                                 raise  # else the answer was complete: a lost [DONE] is harmless
         except LLMplexError as exc:
-            raise _scrubbed(exc, secret) from None
+            _scrub(exc, secret)
+            raise
         if not done and finish is None:
             raise ResponseError("stream ended early (no finish_reason and no [DONE])",
                                 provider=name)
@@ -199,12 +200,8 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     async def list_models(
-        cls,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        proxy: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
+        cls, *, base_url: str | None = None, api_key: str | None = None,
+        proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
         headers: Mapping[str, str] | None = None,
     ) -> list[str]:
         """The model ids the server lists at ``GET {base_url}/models``."""
@@ -215,7 +212,8 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
                                timeout=timeout) as session:
                 data = await session.json("GET", cls._base(base_url) + "/models")
         except LLMplexError as exc:
-            raise _scrubbed(exc, secret) from None
+            _scrub(exc, secret)
+            raise
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise ResponseError("invalid model list (no 'data' array)", provider=cls.get_name())
@@ -241,49 +239,27 @@ def _usage(data: dict[str, Any]) -> Usage | None:
         return None  # a server's odd usage object must not break a good answer
 
 
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("code") or error)
-    return str(error)
-
-
-def _parse_chunk(event: Any, provider: str) -> tuple[str, str | None, Usage | None]:
-    """(text delta, finish_reason, usage) of one ``chat.completion.chunk`` event."""
-    try:
-        data = event.json()
-    except ValueError:
-        raise ResponseError(f"malformed stream event: {event.data[:200]!r}",
-                            provider=provider) from None
+def _parse(data: Any, part: str, provider: str) -> tuple[str, str | None, Usage | None]:
+    """(text, finish_reason, usage) of a stream chunk (``part="delta"``) or of a whole
+    ``chat.completion`` (``part="message"``). An ``{"error": ...}`` object is a StreamError."""
     if not isinstance(data, dict):
-        raise ResponseError(f"unexpected stream event: {event.data[:200]!r}", provider=provider)
-    if event.event == "error" or data.get("error"):
-        raise StreamError(_error_text(data.get("error") or data), provider=provider)
+        raise ResponseError(f"unexpected {part} data: {str(data)[:200]!r}", provider=provider)
+    if data.get("error"):
+        error = data["error"]
+        raise StreamError(str(error.get("message") or error) if isinstance(error, dict)
+                          else str(error), provider=provider)
     choice = next((c for c in data.get("choices") or () if isinstance(c, dict)
                    and c.get("index", 0) == 0), {})
-    content = (choice.get("delta") or {}).get("content")
+    content = (choice.get(part) or {}).get("content")
     return (content if isinstance(content, str) else ""), choice.get("finish_reason"), _usage(data)
 
 
-def _parse_completion(data: Any, provider: str) -> tuple[str, str | None, Usage | None]:
-    """(text, finish_reason, usage) of a non-streamed ``chat.completion`` body."""
-    if not isinstance(data, dict) or data.get("error"):
-        raise ResponseError(_error_text(data.get("error") if isinstance(data, dict) else data),
-                            provider=provider)
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ResponseError("invalid chat.completion (no choices)", provider=provider)
-    content = (choices[0].get("message") or {}).get("content")
-    return (content if isinstance(content, str) else ""), choices[0].get("finish_reason"), \
-        _usage(data)
-
-
-def _scrubbed(exc: LLMplexError, secret: str) -> LLMplexError:
-    """``exc``, or a copy without the API key if the server echoed it into the error."""
-    if not secret or (secret not in (exc.message or "") and secret not in (exc.body or "")):
-        return exc
-    return type(exc)((exc.message or "").replace(secret, "***"), provider=exc.provider,
-                     status=exc.status, body=(exc.body or "").replace(secret, "***") or None,
-                     retry_after=exc.retry_after)
+def _scrub(exc: LLMplexError, secret: str) -> None:
+    """Remove the API key from ``exc`` in place, should a server have echoed it back."""
+    if secret and (secret in exc.message or secret in (exc.body or "")):
+        exc.message = exc.message.replace(secret, "***")
+        exc.body = exc.body.replace(secret, "***") if exc.body else exc.body
+        exc.args = (exc._render(),)
 
 
 @functools.cache

@@ -92,18 +92,20 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
         temperature: float | None = None,
         repetition_penalty: float | None = None,
         max_new_tokens: int | None = None,
+        max_tokens: int | None = None,
         **kwargs: Any,  # options of other providers: accepted, never sent
     ) -> AsyncIterator[Chunk]:
         """Stream the answer as text deltas, then ``FinishReason("stop")``.
 
-        Sampling options left ``None`` take :data:`DEFAULT_SAMPLING`. ``cookies`` defaults
+        Sampling options left ``None`` take :data:`DEFAULT_SAMPLING`; ``max_tokens`` (the
+        OpenAI-style name the client passes) stands for ``max_new_tokens``. ``cookies`` defaults
         to the user's cookie file (:func:`llmplex.cookies.load_cookies`).
         """
         model = cls.get_model(model)
         prompt = format_prompt(messages)
         given = {"top_k": top_k, "top_p": top_p, "typical_p": typical_p,
                  "temperature": temperature, "repetition_penalty": repetition_penalty,
-                 "max_new_tokens": max_new_tokens}
+                 "max_new_tokens": max_new_tokens if max_new_tokens is not None else max_tokens}
         sampling = {k: v if v is not None else DEFAULT_SAMPLING[k] for k, v in given.items()}
         try:
             jar = dict(cookies) if cookies is not None else load_cookies(_DOMAIN)

@@ -18,8 +18,9 @@ first stop sequence.
 Behaviour of other compatible servers, per script (``Script(extra={...})``) or for every
 answer (constructor flags): ``"stream": False`` answers a streaming request with one JSON
 body (as some local servers do); ``"usage": False`` ignores ``stream_options``;
-``"done": False`` omits ``data: [DONE]``; ``"finish": False`` ends the stream cleanly
-after the text, with neither ``finish_reason`` nor ``[DONE]``.
+``"done": False`` omits ``data: [DONE]`` (``"done": "disconnect"`` cuts the connection
+there instead); ``"finish": False`` ends the stream cleanly after the text, with neither
+``finish_reason`` nor ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -418,7 +419,12 @@ class OpenAIEmulator(Emulator):
                 await response.write(chunk(choice({}, finish)))
                 if usage is not None:
                     await response.write(chunk([], usage=usage))
-                if script.extra.get("done", True):
+                done = script.extra.get("done", True)
+                if done == "disconnect":  # the connection drops where [DONE] was due
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                if done:
                     await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except (ConnectionError, RuntimeError):

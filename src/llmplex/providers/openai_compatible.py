@@ -233,7 +233,8 @@ def _usage(data: dict[str, Any]) -> Usage | None:
     if not isinstance(raw, dict):
         return None
     try:
-        prompt, completion = int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0)
+        prompt = int(raw.get("prompt_tokens") or 0)
+        completion = int(raw.get("completion_tokens") or 0)
         return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
     except (TypeError, ValueError):
         return None  # a server's odd usage object must not break a good answer

@@ -5,6 +5,8 @@ Importing the package is cheap: no aiohttp, pydantic or server code is loaded un
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402  (cheap: pure Python)
@@ -21,8 +23,13 @@ from .errors import (  # noqa: E402  (cheap: pure Python)
     StreamError,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import AsyncClient, Client
+
 __all__ = [
     "__version__",
+    "Client",
+    "AsyncClient",
     "LLMplexError",
     "ModelNotFoundError",
     "MissingAuthError",
@@ -35,3 +42,12 @@ __all__ = [
     "AllProvidersFailed",
     "InvalidRequestError",
 ]
+
+
+def __getattr__(name: str):
+    # The clients pull in routing and stores; load them on first use, not at import.
+    if name in ("Client", "AsyncClient"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

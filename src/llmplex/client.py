@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -222,12 +223,15 @@ class _Run:
     async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
         ident, created, model = self.id, self.created, self.model
         first = True
-        async for delta in self.deltas():
-            yield ChatCompletionChunk(
-                ident, created, model, self.provider,
-                [ChunkChoice(ChoiceDelta(delta, "assistant" if first else None))],
-            )
-            first = False
+        # aclosing: if our consumer stops early, close the inner stream right away, so
+        # the upstream request is cancelled and cleaned up now, not at garbage collection.
+        async with aclosing(self.deltas()) as deltas:
+            async for delta in deltas:
+                yield ChatCompletionChunk(
+                    ident, created, model, self.provider,
+                    [ChunkChoice(ChoiceDelta(delta, "assistant" if first else None))],
+                )
+                first = False
         yield ChatCompletionChunk(
             ident, created, model, self.provider,
             [ChunkChoice(ChoiceDelta(), self.finish_reason or "stop")],
@@ -236,8 +240,9 @@ class _Run:
         )
 
     async def complete(self) -> ChatCompletion:
-        async for _ in self.deltas():
-            pass
+        async with aclosing(self.deltas()) as deltas:
+            async for _ in deltas:
+                pass
         message = ChatCompletionMessage("assistant", "".join(self.text))
         return ChatCompletion(
             self.id, self.created, self.model, self.provider,

@@ -10,24 +10,29 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidRequestError
+from .endpoints import ENDPOINTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .allenai import AllenAI
     from .base import AsyncGeneratorProvider
     from .h2o import H2o
+    from .openai_compatible import OpenAICompatible
     from .openassistant import OpenAssistant
     from .replicate import Replicate
 
-__all__ = ["AllenAI", "OpenAssistant", "H2o", "Replicate", "get_provider", "provider_names",
-           "all_providers"]
+__all__ = ["AllenAI", "OpenAssistant", "H2o", "Replicate", "OpenAICompatible", "get_provider",
+           "provider_names", "all_providers", "REGISTRY"]
 
 # name -> module holding the class of that name. The registry is data so that listing
-# providers does not import them.
+# providers does not import them. The named OpenAI-compatible endpoints come last: their
+# classes are made from data by that module.
 REGISTRY: dict[str, str] = {
     "AllenAI": "llmplex.providers.allenai",
     "OpenAssistant": "llmplex.providers.openassistant",
     "H2o": "llmplex.providers.h2o",
     "Replicate": "llmplex.providers.replicate",
+    "OpenAICompatible": "llmplex.providers.openai_compatible",
+    **{name: "llmplex.providers.openai_compatible" for name in ENDPOINTS},
 }
 
 

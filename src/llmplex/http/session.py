@@ -175,6 +175,13 @@ class Session:
         with self.translating(url):
             response = await self._session.request(method, url, **kwargs)
         try:
+            if response.status == 407 and self.proxy:
+                # Plain-http targets go to the proxy without CONNECT, so its refusal
+                # arrives as an ordinary response: it is still the proxy that failed.
+                raise ProviderConnectionError(
+                    f"proxy {redact_url(self.proxy)} refused the credentials (HTTP 407)",
+                    provider=self.provider, status=407,
+                )
             if check:
                 with self.translating(url):
                     await raise_for_status(response, self.provider, error_message)
@@ -267,6 +274,12 @@ class Session:
         ) or isinstance(exc, aiohttp.ClientOSError):
             return ProviderConnectionError(
                 f"connection to {where}{via} lost before the response was complete",
+                provider=self.provider,
+            )
+        if isinstance(exc, EOFError):  # asyncio.IncompleteReadError: e.g. a SOCKS handshake
+            return ProviderConnectionError(
+                f"connection to {where}{via} closed unexpectedly"
+                + (" (did the proxy refuse the credentials?)" if self.proxy else ""),
                 provider=self.provider,
             )
         if isinstance(exc, aiohttp.InvalidURL):

@@ -27,7 +27,6 @@ from llmplex.errors import (
 from llmplex.providers import AllenAI
 from llmplex.providers.allenai import Conversation
 from llmplex.testing import Fault, Script
-from llmplex.testing.ai2 import Ai2Emulator
 
 MSG_ID = re.compile(r"^msg_[A-Z0-9]{10}$")
 STREAM = "/v4/message/stream"
@@ -65,6 +64,7 @@ async def raw_post(emu, fields, headers=None):
 
 def test_models_aliases_and_hosts():
     assert AllenAI.working is False  # the endpoint was replaced in Nov 2025
+    assert AllenAI.conversation_class is Conversation
     assert AllenAI.get_model("") == AllenAI.get_model(None) == "tulu3-405b"
     assert AllenAI.get_model("tulu-3-405b") == "tulu3-405b"
     assert AllenAI.get_model("llama-3.1-405b") == "tulu3-405b"
@@ -219,7 +219,8 @@ async def test_second_turn_sends_only_the_last_user_message_and_parent(ai2_emula
     req1, req2 = ai2_emulator.requests
     assert req2.form == {"model": "tulu3-405b", "host": "inferd", "content": "Q2 ✓",
                          "private": "true", "parent": first_reply}
-    assert req1.headers["X-Anonymous-User-ID"] == req2.headers["X-Anonymous-User-ID"] == anonymous_id
+    assert req1.headers["X-Anonymous-User-ID"] == anonymous_id
+    assert req2.headers["X-Anonymous-User-ID"] == anonymous_id
     assert conv.x_anonymous_user_id == anonymous_id
     assert conv.parent != first_reply and ai2_emulator.messages[conv.parent]["parent"] in (
         ai2_emulator.messages)
@@ -271,7 +272,8 @@ async def test_follow_up_with_another_anonymous_id_is_refused(ai2_emulator):
 
 async def test_unknown_parent_is_a_400(ai2_emulator):
     with pytest.raises(ResponseStatusError) as info:
-        await collect(ai2_emulator, conversation=Conversation("tulu3-405b", parent="msg_NOPE000000"))
+        await collect(ai2_emulator,
+                      conversation=Conversation("tulu3-405b", parent="msg_NOPE000000"))
     assert info.value.status == 400 and "msg_NOPE000000" in str(info.value)
 
 
@@ -517,6 +519,10 @@ async def test_emulator_auth_rules(ai2_emulator):
     status, _, _ = await raw_post(ai2_emulator, fields, {"Authorization": "Bearer nope"})
     assert status == 401
     ai2_emulator.tokens["good-token"] = "user-42"
+    fields.append(("private", "false"))
     status, _, body = await raw_post(ai2_emulator, fields, {"Authorization": "Bearer good-token"})
-    assert status == 200 and json.loads(body.splitlines()[0])["creator"] == "user-42"
-    assert len(ai2_emulator.requests) == 3  # every request is recorded, refused ones too
+    first = json.loads(body.splitlines()[0])
+    assert status == 200 and first["creator"] == "user-42" and first["private"] is False
+    status, _, body = await raw_post(ai2_emulator, fields, {"X-Anonymous-User-ID": "anon-2"})
+    assert status == 200 and json.loads(body.splitlines()[0])["private"] is True
+    assert len(ai2_emulator.requests) == 4  # every request is recorded, refused ones too

@@ -249,13 +249,13 @@ def test_conversation_continued_in_a_second_process(services, tmp_path):
     client.chat.completions.create(model="openai:gpt-4o-mini", messages="First question",
                                    conversation=conversation)
     client.store.close()
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys
         from llmplex import Client
         from llmplex.conversations import SQLiteStore
         client = Client(store=SQLiteStore(sys.argv[1]),
-                        provider_options={{"OpenAI": {{"base_url": sys.argv[2],
-                                                       "api_key": "sk-test"}}}})
+                        provider_options={"OpenAI": {"base_url": sys.argv[2],
+                                                       "api_key": "sk-test"}})
         answer = client.chat.completions.create(model="openai:gpt-4o-mini",
                                                 messages="Second question",
                                                 conversation=sys.argv[3])

@@ -90,6 +90,7 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
         "llama-3.1-8b": "tulu-3-1-8b",
         "llama-3.1-70b": "Llama-3-1-Tulu-3-70B",
     }
+    conversation_class = Conversation
     #: the server rejects a model sent with the wrong host (400); "modal" unless listed
     model_hosts: ClassVar[dict[str, str]] = {default_model: "inferd"}
 
@@ -128,7 +129,8 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
             turn = [{"role": "user", "content": prompt}]
         else:
             prompt = format_prompt(messages)
-            turn = [{"role": m["role"], "content": m["content"]} for m in validate_messages(messages)]
+            turn = [{"role": m["role"], "content": m["content"]}
+                    for m in validate_messages(messages)]
         if conversation is None:
             conversation = Conversation(model)
 

@@ -9,7 +9,6 @@ anonymous user id (or bearer token) that started the thread.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import string
@@ -17,11 +16,9 @@ from http import HTTPStatus
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from aiohttp import BodyPartReader, MultipartReader, web
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.streams import StreamReader
+from aiohttp import web
 
-from .emulator import Emulator, RecordedRequest, StreamOutcome
+from .emulator import Emulator, StreamOutcome
 from .script import Fault, Script
 
 __all__ = ["Ai2Emulator", "MODEL_HOSTS", "SYSTEM_PROMPT_MODELS"]
@@ -81,24 +78,6 @@ class Ai2Emulator(Emulator):
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v4/message/stream", self.stream)]
 
-    async def record(self, request: web.Request) -> RecordedRequest:
-        """Log the request, parsing multipart forms from the read body.
-
-        The base class parses forms with ``request.post()`` after ``request.read()``,
-        which on aiohttp 3.14 finds the multipart stream already drained; the bytes are
-        parsed here instead, so the raw body and the fields are both recorded.
-        """
-        if request.content_type != "multipart/form-data":
-            return await super().record(request)
-        body = await request.read()
-        record = RecordedRequest(
-            method=request.method, path=request.path, query=dict(request.query),
-            headers=dict(request.headers), body=body, cookies=dict(request.cookies),
-            form=await _multipart_fields(request, body),
-        )
-        self.requests.append(record)
-        return record
-
     # -- HTTP ------------------------------------------------------------------------------
 
     @staticmethod
@@ -136,8 +115,8 @@ class Ai2Emulator(Emulator):
         script = self.next_script()
         fault = script.fault_at("status")
         if fault is not None:
-            return self.error_response(fault.status, fault.message or HTTPStatus(fault.status).phrase,
-                                       fault.retry_after)
+            message = fault.message or HTTPStatus(fault.status).phrase
+            return self.error_response(fault.status, message, fault.retry_after)
         return await self._answer(request, script, form, user, parent_id)
 
     def _authenticate(self, request: web.Request) -> str | web.Response:
@@ -158,7 +137,8 @@ class Ai2Emulator(Emulator):
         for key in ("content", "model", "host"):
             value = form.get(key)
             if isinstance(value, list):
-                errors.append(_validation_error(key, "string_type", "Input should be a valid string"))
+                errors.append(_validation_error(key, "string_type",
+                                                "Input should be a valid string"))
             elif value is None:
                 errors.append(_validation_error(key, "missing", "Field required"))
             elif key == "content" and len(value) < 1:
@@ -219,8 +199,10 @@ class Ai2Emulator(Emulator):
             "model_id": form["model"], "model_host": form["host"], "deleted": None,
             "parent": parent["id"] if parent else None, "template": None, "logprobs": None,
             "children": None, "completion": None, "final": False,  # until the reply ends
+            "original": None,
             # anonymous users are always private
-            "original": None, "private": True, "model_type": "chat", "finish_reason": None,
+            "private": user not in self.tokens.values() or form.get("private") != "false",
+            "model_type": "chat", "finish_reason": None,
             "harmful": None, "expiration_time": (now + _ANONYMOUS_TTL).isoformat(),
             "labels": [], "file_urls": None,
         }
@@ -275,28 +257,6 @@ class Ai2Emulator(Emulator):
         except (ConnectionError, RuntimeError):
             pass  # the client went away after the last chunk
         return response
-
-
-async def _multipart_fields(request: web.Request, body: bytes) -> dict[str, Any]:
-    """The text fields of a multipart body (repeated names become lists); an unparsable
-    body gives no fields (the request then fails validation, as on the real server)."""
-    stream = StreamReader(BaseProtocol(asyncio.get_running_loop()), 2**16)
-    stream.feed_data(body)
-    stream.feed_eof()
-    fields: dict[str, Any] = {}
-    try:
-        reader = MultipartReader(request.headers, stream)
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            value: Any = await part.text() if part.filename is None else await part.read()
-            if part.name in fields:
-                old = fields[part.name]
-                value = (old if isinstance(old, list) else [old]) + [value]
-            fields[part.name] = value
-    except (ValueError, AssertionError, UnicodeDecodeError):
-        return {}
-    return fields
 
 
 def _finalize(node: dict[str, Any]) -> None:

@@ -178,8 +178,10 @@ def _cut(request: web.Request) -> None:
 async def _parse_form(request: web.Request, body: bytes) -> dict[str, Any]:
     """Form fields of a urlencoded or multipart body already read into ``body``.
 
-    Repeated fields become lists. Multipart is parsed with aiohttp's reader over the
-    cached bytes, so the raw body stays available to tests too.
+    Repeated fields become lists. Multipart is parsed from the cached bytes (a fresh
+    stream fed with them): ``request.post()`` would find the body already consumed. An
+    unparsable body gives no fields, so the request then fails validation, as on the
+    real servers.
     """
     from urllib.parse import parse_qsl
 
@@ -193,10 +195,22 @@ async def _parse_form(request: web.Request, body: bytes) -> dict[str, Any]:
             fields[key] = value
 
     if request.content_type == "application/x-www-form-urlencoded":
-        for key, value in parse_qsl(body.decode("utf-8"), keep_blank_values=True):
+        for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
             add(key, value)
         return fields
-    post = await request.post()  # aiohttp parses from its cached body
-    for key, value in post.items():
-        add(key, value if isinstance(value, str) else getattr(value, "file", value))
+    from aiohttp import BodyPartReader, MultipartReader
+    from aiohttp.base_protocol import BaseProtocol
+    from aiohttp.streams import StreamReader
+
+    stream = StreamReader(BaseProtocol(asyncio.get_running_loop()), 2**16)
+    stream.feed_data(body)
+    stream.feed_eof()
+    try:
+        reader = MultipartReader(request.headers, stream)
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            add(part.name, await part.text() if part.filename is None else await part.read())
+    except (ValueError, AssertionError, UnicodeDecodeError):
+        return {}
     return fields

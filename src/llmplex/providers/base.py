@@ -8,15 +8,20 @@ coroutine, model-name resolution, the base-URL override — is derived here.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, ClassVar
 
 from ..errors import ModelNotFoundError
 from ..types import Chunk, JsonConversation, Messages
 
-__all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "BaseProvider"]
+__all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "BaseProvider", "run_cleanup",
+           "CLEANUP_TIMEOUT"]
+
+#: seconds an upstream cleanup (DELETE of a chat, cancel of a prediction) may take
+CLEANUP_TIMEOUT = 5.0
 
 
 class BaseProvider:
@@ -139,3 +144,26 @@ class AsyncGeneratorProvider(BaseProvider):
 def _collect(chunks: list[Chunk]) -> list[Chunk]:
     text = "".join(c for c in chunks if isinstance(c, str))
     return [text, *(c for c in chunks if not isinstance(c, str))]
+
+
+async def run_cleanup(cleanup: Awaitable[Any], timeout: float = CLEANUP_TIMEOUT) -> None:
+    """Run upstream cleanup (a DELETE, a cancel) to its end, bounded by ``timeout``.
+
+    It runs as its own task, shielded: when the caller is cancelled meanwhile (even more
+    than once), the cleanup still completes — it needs the caller's session, which closes
+    once this returns — and the cancellation is re-raised afterwards. Its own errors and a
+    timeout (``TimeoutError``) are raised to the caller, who decides whether they matter.
+    """
+    task = asyncio.ensure_future(asyncio.wait_for(cleanup, timeout))
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    if not task.cancelled():
+        task.result()

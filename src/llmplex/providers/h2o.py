@@ -12,7 +12,6 @@ fetching ``/`` first).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
@@ -23,14 +22,13 @@ from ..errors import ResponseError, StreamError
 from ..http.session import DEFAULT_TIMEOUT, Session
 from ..prompt import format_prompt
 from ..types import Chunk, FinishReason, Messages
-from .base import AsyncGeneratorProvider, ProviderModelMixin
+from .base import CLEANUP_TIMEOUT, AsyncGeneratorProvider, ProviderModelMixin, run_cleanup
 
 __all__ = ["H2o", "DEFAULT_PARAMETERS", "build_parameters"]
 
 _ORIGIN = "https://gpt-gm.h2o.ai"
 _USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
 #: the DELETE of the conversation must not hang the caller's exit (or its cancellation)
-CLEANUP_TIMEOUT = 5.0
 
 #: TGI generation parameters sent when the caller gives none (PROTOCOLS.md §3)
 DEFAULT_PARAMETERS: dict[str, Any] = {
@@ -173,7 +171,11 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
                 raise ResponseError("the stream ended before the answer was complete",
                                     provider=cls.__name__)
             finally:
-                await _cleanup(_delete(session, url), timeout)
+                try:
+                    await run_cleanup(_delete(session, url), min(timeout or CLEANUP_TIMEOUT,
+                                                                 CLEANUP_TIMEOUT))
+                except TimeoutError:
+                    pass  # best effort: the server drops idle conversations anyway
 
     @classmethod
     async def _accept_settings(cls, session: Session, origin: str, model: str) -> None:
@@ -222,18 +224,3 @@ async def _delete(session: Session, url: str) -> None:
             await response.read()
     except Exception:  # best effort: a failed cleanup must not hide the real outcome
         pass
-
-
-async def _cleanup(coro: Any, timeout: float | None) -> None:
-    """Run the cleanup to its end, bounded, even if the caller is being cancelled."""
-    limit = min(timeout or CLEANUP_TIMEOUT, CLEANUP_TIMEOUT)
-    task = asyncio.ensure_future(coro)
-    try:
-        await asyncio.wait_for(asyncio.shield(task), limit)
-    except asyncio.CancelledError:
-        # Cancelled again while cleaning up: let the DELETE finish (it needs the
-        # session, which closes once we return), then propagate.
-        await asyncio.wait([task], timeout=limit)
-        raise
-    except asyncio.TimeoutError:
-        task.cancel()

@@ -22,7 +22,7 @@ from ..http.session import DEFAULT_TIMEOUT, Session
 from ..http.status import error_for_status
 from ..prompt import format_prompt
 from ..types import Chunk, FinishReason, Messages
-from .base import AsyncGeneratorProvider, ProviderModelMixin
+from .base import AsyncGeneratorProvider, ProviderModelMixin, run_cleanup
 
 __all__ = ["OpenAssistant"]
 
@@ -31,7 +31,7 @@ log = logging.getLogger("llmplex.providers.openassistant")
 _ORIGIN = "https://open-assistant.io"
 _DOMAIN = "open-assistant.io"
 _SESSION_COOKIE = "__Secure-next-auth.session-token"
-CLEANUP_TIMEOUT = 10.0  # seconds the DELETE may take: cleanup must never hang a caller
+DELETE_TIMEOUT = 10.0  # seconds the DELETE may take: cleanup must never hang a caller
 
 # The values the original client sent (top_p and typical_p null: the model's default).
 DEFAULT_SAMPLING: dict[str, float | int | None] = {
@@ -154,7 +154,8 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
                 raise ResponseError("the event stream ended before the answer was complete",
                                     provider=session.provider)
             finally:
-                await _shielded(_delete(session, api, chat_id, strict=finished))
+                await run_cleanup(_delete(session, api, chat_id, strict=finished),
+                                  DELETE_TIMEOUT + 1)  # _delete bounds itself first
 
 
 def _missing_cookies_message() -> str:
@@ -217,7 +218,7 @@ async def _delete(session: Session, api: str, chat_id: str, *, strict: bool) -> 
     """Delete the chat. A failure is raised after a complete answer (``strict``), else
     only logged: it must not replace the error or cancellation already under way."""
     try:
-        async with asyncio.timeout(CLEANUP_TIMEOUT):
+        async with asyncio.timeout(DELETE_TIMEOUT):
             async with session.request("DELETE", api, params={"chat_id": chat_id},
                                        check=False) as response:
                 await _check(session, response)
@@ -228,21 +229,3 @@ async def _delete(session: Session, api: str, chat_id: str, *, strict: bool) -> 
                 raise
             raise ResponseError("deleting the chat timed out", provider=session.provider) from None
         log.warning("OpenAssistant: could not delete chat %s: %s", chat_id, exc)
-
-
-async def _shielded(cleanup: Any) -> None:
-    """Run ``cleanup`` to the end even if the caller's task is cancelled meanwhile (the
-    cancellation is re-raised afterwards); ``cleanup`` bounds its own duration."""
-    task = asyncio.ensure_future(cleanup)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                break
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    if not task.cancelled():
-        task.result()

@@ -8,9 +8,14 @@ import threading
 import pytest
 
 from llmplex import bridge
+from llmplex.providers.base import run_cleanup
 
 
 async def numbers(n: int, log: list[str], fail_at: int | None = None):
+    async def cleanup():  # needs the loop, like an upstream DELETE
+        await asyncio.sleep(0.05)
+        log.append("cleaned")
+
     try:
         for i in range(n):
             if i == fail_at:
@@ -18,8 +23,9 @@ async def numbers(n: int, log: list[str], fail_at: int | None = None):
             await asyncio.sleep(0)
             yield i
     finally:
-        await asyncio.sleep(0.05)  # cleanup that needs the loop (like an upstream DELETE)
-        log.append("cleaned")
+        # As providers do: shielded, so a cancellation that lands while the generator is
+        # already cleaning up cannot cut the cleanup short.
+        await run_cleanup(cleanup())
 
 
 def test_iterate_from_plain_sync_code():
@@ -79,3 +85,16 @@ def test_calling_sync_api_from_the_bridge_loop_is_refused():
 
     with pytest.raises(RuntimeError, match="own background loop"):
         bridge.run(nested())
+
+
+def test_close_while_the_generator_is_already_cleaning_up():
+    # The pump has read everything and the generator sits in its (shielded) cleanup
+    # when close() cancels it: close() still waits for the cleanup to finish.
+    import time
+
+    log: list[str] = []
+    stream = bridge.iterate(lambda: numbers(2, log))
+    assert next(stream) == 0
+    time.sleep(0.02)  # both items produced; cleanup (0.05 s) under way
+    stream.close()
+    assert log == ["cleaned"]

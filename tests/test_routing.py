@@ -244,3 +244,20 @@ def test_resolution_of_names():
         router.resolve("meta/meta-llama-3-8b-instruc")
     assert "meta/meta-llama-3-8b-instruct" in info.value.suggestions
     assert "Did you mean" in str(info.value)
+
+
+async def test_conversation_after_a_fallback_carries_the_full_history(pair):
+    first, second, _ = pair
+    client = make_client(pair)
+    conversation = await client.conversations.create()
+    await client.chat.completions.create(model="duo", messages="Turn one",
+                                         conversation=conversation)
+    first.push(Script(GOOD, fault=Fault.http_status(503)))  # OpenAI fails: Groq answers
+    answer = await client.chat.completions.create(model="duo", messages="Turn two",
+                                                  conversation=conversation.id)
+    assert answer.provider == "Groq" and answer.conversation_id == conversation.id
+    sent = second.requests_to("/chat/completions")[0].json["messages"]
+    assert [m["content"] for m in sent] == ["Turn one", GOOD, "Turn two"]
+    stored = await client.conversations.get(conversation.id)
+    assert [m["content"] for m in stored.messages] == ["Turn one", GOOD, "Turn two", GOOD]
+    assert stored.provider == "Groq"

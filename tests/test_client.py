@@ -190,6 +190,7 @@ async def test_models_list_names_providers(services):
     models = await client.models.list()
     table = {m.id: m.providers for m in models}
     assert table["tulu3-405b"] == ["AllenAI"]
+    assert table["tulu-3-1-8b"] == ["AllenAI"]  # a model that is also an alias: listed once
     assert "Replicate" in table["meta/meta-llama-3-70b-instruct"]
     assert table["gpt-4o-mini"][0] == "OpenAI"
     assert models.object == "list" and models.data[0].object == "model"

@@ -114,7 +114,8 @@ class Router:
         """Model id -> names of the providers listing it (aliases included)."""
         table: dict[str, list[str]] = {}
         for cls in self.provider_classes():
-            for model in [*cls.get_models(), *getattr(cls, "model_aliases", {})]:
+            # a name that is both a model and an alias counts once
+            for model in dict.fromkeys([*cls.get_models(), *getattr(cls, "model_aliases", {})]):
                 table.setdefault(model, []).append(cls.get_name())
         for alias, targets in self.aliases.items():
             table.setdefault(alias, []).extend(t.split(":", 1)[0] for t in targets)

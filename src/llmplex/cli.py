@@ -1,0 +1,510 @@
+"""The ``llmplex`` command: chat, REPL, provider and model tables, server, emulators.
+
+``main(argv)`` returns the exit status: 0 success, 1 an llmplex or upstream error, 2 a
+usage or configuration error, 130 interrupted (Ctrl-C). Errors are one line on stderr;
+``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ENVIRONMENT, Config, ConfigError, config_path, data_dir, load_config
+from .errors import LLMplexError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+LAST_CONVERSATION = "last_conversation"
+HISTORY_FILE = "repl_history"
+
+
+class UsageError(Exception):
+    """A command-line mistake (exit status 2)."""
+
+
+# -- parser -------------------------------------------------------------------------------
+
+def _epilog() -> str:
+    width = max(len(k) for k in ENVIRONMENT)
+    env = "\n".join(f"  {name.ljust(width)}  {text}" for name, text in ENVIRONMENT.items())
+    return f"""\
+configuration:
+  config file: {config_path()}
+  (TOML: model, provider, proxy, timeout, data_dir, [providers.<Name>] options such as
+  api_key/base_url/cookies, [router], [server]; see `python -c "import llmplex.config;
+  help(llmplex.config)"`). Environment variables override the file:
+{env}
+
+exit status:
+  0 success, 1 llmplex or upstream error, 2 usage or configuration error,
+  130 interrupted (Ctrl-C)
+
+examples:
+  llmplex chat "What is the capital of France?" -m gpt-4o-mini
+  echo "Summarise this" | llmplex chat -p Replicate
+  llmplex chat --continue "And then?"
+  llmplex serve --emulate          # the whole stack offline, on local emulators
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmplex", description="One streaming interface to many LLM chat services.",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"llmplex {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--config", metavar="PATH", help="config file (default: see below)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-m", "--model", help="model name, alias or 'provider:model'")
+        p.add_argument("-p", "--provider", help="provider name, or several comma-separated")
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("-c", "--continue", dest="continue_", action="store_true",
+                           help="continue the most recent conversation")
+        which.add_argument("--conversation", metavar="ID", help="continue conversation ID")
+
+    chat = commands.add_parser("chat", help="ask once, stream the answer to stdout",
+                               description="Ask once and stream the answer to stdout. "
+                               "Without PROMPT (or with '-') the prompt is read from stdin.")
+    chat.add_argument("prompt", nargs="?", metavar="PROMPT")
+    model_options(chat)
+    chat.add_argument("-s", "--system", help="system message (new conversations)")
+    chat.add_argument("--json", action="store_true",
+                      help="machine output: one JSON object per line (chunks, or the "
+                      "completion with --no-stream)")
+    chat.add_argument("--no-stream", action="store_true", help="print the answer when complete")
+    chat.add_argument("-t", "--temperature", type=float)
+    chat.add_argument("--max-tokens", type=int)
+    chat.set_defaults(handler=cmd_chat)
+
+    repl = commands.add_parser("repl", help="interactive multi-turn chat",
+                               description="Interactive chat keeping one conversation. "
+                               "Commands: /new, /model NAME, /provider NAME, /id, /help, /exit.")
+    model_options(repl)
+    repl.set_defaults(handler=cmd_repl)
+
+    providers = commands.add_parser("providers", help="table of providers")
+    providers.add_argument("--json", action="store_true")
+    providers.set_defaults(handler=cmd_providers)
+
+    models = commands.add_parser("models", help="table of models and their providers")
+    models.add_argument("-p", "--provider", help="only this provider's models")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(handler=cmd_models)
+
+    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP API",
+                                description="Serve an OpenAI-compatible API (needs the "
+                                "[server] extra: pip install 'llmplex[server]').")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 1337; 0: any free port)")
+    serve.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
+                       help="require this key (Bearer); repeatable. Prefer "
+                       "LLMPLEX_SERVER_API_KEYS: arguments are visible to other users")
+    serve.add_argument("--emulate", action="store_true",
+                       help="answer from the built-in emulators (offline demo)")
+    serve.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
+                       help="allow browser requests from ORIGIN ('*': any); repeatable")
+    serve.add_argument("--allow-upstream-overrides", action="store_true", default=None,
+                       help="let clients set base_url, proxy, api_key, cookies, headers")
+    serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 1000000)")
+    serve.add_argument("--log-level", default="info",
+                       choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(handler=cmd_serve)
+
+    emulate = commands.add_parser("emulate", help="run the service emulators for other tools",
+                                  description="Serve emulators of the upstream services on "
+                                  "127.0.0.1 and print how to point llmplex at them.")
+    emulate.add_argument("services", nargs="*", metavar="SERVICE",
+                         help="allenai, replicate, openassistant, h2o, openai (default: all)")
+    emulate.add_argument("--port", type=int, default=0,
+                         help="first port, the next ones consecutive (default 0: any free)")
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.set_defaults(handler=cmd_emulate)
+    return parser
+
+
+# -- entry point --------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # never die on a character the terminal lacks
+            stream.reconfigure(errors="replace")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, --version, or a usage error (2)
+        return int(exit.code or 0)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_config(args.config)
+        return args.handler(args, config)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UsageError, ConfigError) as exc:
+        return _fail(args, exc, EXIT_USAGE)
+    except LLMplexError as exc:
+        return _fail(args, exc, EXIT_ERROR)
+    except BrokenPipeError:  # `llmplex chat ... | head -1`
+        _silence_stdout()
+        return EXIT_OK
+    except Exception as exc:
+        return _fail(args, exc, EXIT_ERROR, internal=True)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, status: int, internal: bool = False) -> int:
+    if args.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if internal:
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        message = f"internal error: {type(exc).__name__}: {message}{hint}"
+    elif isinstance(exc, LLMplexError) and not isinstance(exc, (UsageError, ConfigError)):
+        message = f"{type(exc).__name__}: {message}"
+    print(f"llmplex: error: {message}", file=sys.stderr)
+    return status
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+# -- shared helpers -----------------------------------------------------------------------
+
+def _client(config: Config) -> Any:
+    from .client import AsyncClient
+    from .conversations import SQLiteStore
+
+    store = SQLiteStore(data_dir(config) / "conversations.sqlite3")
+    return AsyncClient(router=config.make_router(), store=store,
+                       provider_options=config.providers, proxy=config.proxy,
+                       timeout=config.timeout)
+
+
+def _providers_arg(value: str | None, config: Config) -> Any:
+    if value:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+    else:
+        names = config.provider or []
+    if not names:
+        return None
+    return names[0] if len(names) == 1 else names
+
+
+def _last_file(config: Config) -> Path:
+    return data_dir(config) / LAST_CONVERSATION
+
+
+def _remember(config: Config, conversation_id: str) -> None:
+    path = _last_file(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(conversation_id + "\n", encoding="utf-8")
+
+
+def _conversation_id(args: argparse.Namespace, config: Config) -> str | None:
+    """The conversation to continue (``--conversation``, ``--continue``), else None."""
+    if args.conversation:
+        return args.conversation
+    if args.continue_:
+        try:
+            found = _last_file(config).read_text(encoding="utf-8").strip()
+        except OSError:
+            found = ""
+        if not found:
+            raise UsageError("--continue: no previous conversation (start one with "
+                             "`llmplex chat`)")
+        return found
+    return None
+
+
+async def _turn(client: Any, *, model: str | None, provider: Any, conversation: str,
+                text: str, stream: bool, as_json: bool, **options: Any) -> None:
+    """One question, its answer written to stdout."""
+    out = sys.stdout
+    result = await client.chat.completions.create(
+        model=model, provider=provider, messages=[{"role": "user", "content": text}],
+        conversation=conversation, stream=stream, **options)
+    if not stream:
+        if as_json:
+            out.write(json.dumps(result.model_dump(), ensure_ascii=False) + "\n")
+        else:
+            out.write((result.choices[0].message.content or "") + "\n")
+        out.flush()
+        return
+    wrote = False
+    try:
+        async with aclosing(result) as chunks:
+            async for chunk in chunks:
+                if as_json:
+                    out.write(json.dumps(chunk.model_dump(), ensure_ascii=False) + "\n")
+                    out.flush()
+                    continue
+                delta = chunk.choices[0].delta.content if chunk.choices else None
+                if delta:
+                    out.write(delta)
+                    out.flush()
+                    wrote = True
+    finally:
+        if wrote:  # end the answer's line, also when an error cut it short
+            out.write("\n")
+            out.flush()
+
+
+# -- commands -----------------------------------------------------------------------------
+
+def cmd_chat(args: argparse.Namespace, config: Config) -> int:
+    prompt = args.prompt
+    if prompt is None or prompt == "-":
+        if prompt is None and sys.stdin.isatty():
+            raise UsageError("no prompt: give PROMPT, or pipe it on stdin")
+        prompt = sys.stdin.read()
+    prompt = prompt.strip("\n")
+    if not prompt.strip():
+        raise UsageError("the prompt is empty")
+    options = {k: v for k, v in (("temperature", args.temperature),
+                                 ("max_tokens", args.max_tokens)) if v is not None}
+    client = _client(config)
+    try:
+        conversation_id = _conversation_id(args, config)
+        if conversation_id is None:
+            seed = [{"role": "system", "content": args.system}] if args.system else []
+            conversation_id = client.store.create(model=args.model or config.model,
+                                                  messages=seed).id
+        asyncio.run(_turn(client, model=args.model or config.model,
+                          provider=_providers_arg(args.provider, config),
+                          conversation=conversation_id, text=prompt,
+                          stream=not args.no_stream, as_json=args.json, **options))
+        _remember(config, conversation_id)
+    finally:
+        client.store.close()
+    return EXIT_OK
+
+
+def cmd_repl(args: argparse.Namespace, config: Config) -> int:
+    history = data_dir(config) / HISTORY_FILE
+    try:
+        import readline
+    except ImportError:  # Windows without pyreadline: plain input()
+        readline = None  # type: ignore[assignment]
+    if readline is not None:
+        try:
+            readline.read_history_file(history)
+        except (OSError, ValueError):
+            pass
+        readline.set_history_length(1000)
+    model = args.model or config.model
+    provider = _providers_arg(args.provider, config)
+    client = _client(config)
+    interactive = sys.stdin.isatty()
+    try:
+        conversation_id = _conversation_id(args, config) or client.store.create(model=model).id
+        print(f"llmplex {__version__} — model {model or '(default)'}; conversation "
+              f"{conversation_id}. /help for commands, Ctrl-D to leave.", file=sys.stderr)
+        while True:
+            try:
+                line = input("you> " if interactive else "")
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                print(file=sys.stderr)
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                command, _, rest = line.partition(" ")
+                rest = rest.strip()
+                if command in ("/exit", "/quit"):
+                    break
+                if command == "/new":
+                    conversation_id = client.store.create(model=model).id
+                    print(f"(new conversation {conversation_id})", file=sys.stderr)
+                elif command == "/model":
+                    model = rest or None
+                    print(f"(model: {model or '(default)'})", file=sys.stderr)
+                elif command == "/provider":
+                    provider = _providers_arg(rest if rest != "-" else "", Config())
+                    print(f"(provider: {provider or '(any)'})", file=sys.stderr)
+                elif command == "/id":
+                    print(conversation_id)
+                else:
+                    print("commands: /new (start over), /model NAME, /provider NAME|-, "
+                          "/id (conversation id), /exit", file=sys.stderr)
+                continue
+            try:
+                asyncio.run(_turn(client, model=model, provider=provider,
+                                  conversation=conversation_id, text=line, stream=True,
+                                  as_json=False))
+                _remember(config, conversation_id)
+            except KeyboardInterrupt:
+                print("(interrupted)", file=sys.stderr)
+            except LLMplexError as exc:
+                _fail(args, exc, EXIT_ERROR)
+    finally:
+        client.store.close()
+        if readline is not None:
+            try:
+                history.parent.mkdir(parents=True, exist_ok=True)
+                readline.write_history_file(history)
+            except OSError:
+                pass
+    return EXIT_OK
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def cmd_providers(args: argparse.Namespace, config: Config) -> int:
+    from .config import _key_env
+    from .providers import all_providers
+
+    items = []
+    for cls in all_providers():
+        name = cls.get_name()
+        key_env = _key_env(name)
+        configured = (name in config.providers or bool(cls.env_base_url())
+                      or bool(key_env and os.environ.get(key_env)))
+        items.append({"name": name, "label": cls.label, "working": cls.working,
+                      "needs_auth": cls.needs_auth, "configured": configured,
+                      "default_model": getattr(cls, "default_model", "") or None,
+                      "models": cls.get_models(), "url": cls.url})  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps(items, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    rows = [[i["name"], "yes" if i["working"] else "no", "yes" if i["needs_auth"] else "no",
+             "yes" if i["configured"] else "no", str(len(i["models"])),
+             i["default_model"] or "-"] for i in items]
+    print(_table(rows, ["PROVIDER", "WORKING", "AUTH", "CONFIGURED", "MODELS", "DEFAULT MODEL"]))
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace, config: Config) -> int:
+    from .providers import get_provider
+
+    catalog = config.make_router().catalog()
+    if args.provider:
+        name = get_provider(args.provider).get_name()
+        catalog = {m: p for m, p in catalog.items() if name in p}
+    if args.json:
+        print(json.dumps([{"id": m, "providers": list(dict.fromkeys(p))}
+                          for m, p in sorted(catalog.items())],
+                         ensure_ascii=False, indent=2))
+        return EXIT_OK
+    rows = [[m, ", ".join(dict.fromkeys(p))] for m, p in sorted(catalog.items())]
+    print(_table(rows, ["MODEL", "PROVIDERS"]))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    try:
+        from .server import EMULATED_NOTICE, bind, create_app, serve_forever
+    except ImportError as exc:
+        raise UsageError(f"`llmplex serve` needs the server extra ({exc.name} is missing): "
+                         "pip install 'llmplex[server]'") from None
+    settings = config.server
+    host = args.host or settings.get("host") or "127.0.0.1"
+    port = args.port if args.port is not None else settings.get("port", 1337)
+    api_keys = [*(settings.get("api_keys") or ()), *(args.api_keys or ())]
+    services = None
+    if args.emulate:
+        from .server.emulated import EmulatedServices, emulated_client
+
+        services = EmulatedServices().start()
+        client = emulated_client(services)
+        bar = "=" * len(EMULATED_NOTICE)
+        print(f"{bar}\n{EMULATED_NOTICE}\n{bar}", file=sys.stderr, flush=True)
+    else:
+        client = _client(config)
+    try:
+        app = create_app(
+            client, api_keys=api_keys,
+            allow_upstream_overrides=bool(args.allow_upstream_overrides
+                                          or settings.get("allow_upstream_overrides")),
+            cors_origins=args.cors_origins or settings.get("cors_origins") or (),
+            max_body_bytes=args.max_body_bytes or settings.get("max_body_bytes") or 1_000_000,
+            emulated=services is not None)
+        try:
+            sock = bind(host, port)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        real_port = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        auth = "API key required" if api_keys else "no API key required"
+        print(f"llmplex: serving the OpenAI-compatible API at http://{shown}:{real_port}/v1 "
+              f"({auth}{'; EMULATED' if services else ''})", file=sys.stderr, flush=True)
+        if not api_keys and host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"llmplex: warning: listening on {host} without an API key: anyone who "
+                  "reaches this port can use your providers' credentials", file=sys.stderr)
+        serve_forever(app, sock, log_level=args.log_level)
+    finally:
+        if services is not None:
+            services.stop()
+        else:
+            client.store.close()
+    return EXIT_OK
+
+
+def cmd_emulate(args: argparse.Namespace, config: Config) -> int:
+    import signal
+    import time
+
+    from .server.emulated import DUMMY_CREDENTIALS, EmulatedServices
+
+    try:
+        services = EmulatedServices(args.services, host=args.host, port=args.port)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    try:
+        services.start()
+    except OSError as exc:
+        raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for service, url, line in services.exports():
+            print(f"{service:<14} {url}")
+            print(f"  {line}")
+            if service == "openassistant":
+                cookie = DUMMY_CREDENTIALS["OpenAssistant"]["cookies"]
+                name, value = next(iter(cookie.items()))
+                print(f"  # and a session cookie (any value), e.g. in {config_path()}:\n"
+                      f"  #   [providers.OpenAssistant]\n"
+                      f"  #   cookies = {{ \"{name}\" = \"{value}\" }}")
+        print("Emulators running; Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        services.stop()
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

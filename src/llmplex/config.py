@@ -1,0 +1,224 @@
+"""User configuration: a TOML file plus environment variables (which win).
+
+The file is ``config.toml`` in the user's config directory
+(``platformdirs.user_config_dir("llmplex")``: ``~/.config/llmplex`` on Linux), or the file
+named by ``LLMPLEX_CONFIG``. Every key is optional::
+
+    model = "llama-3.1-405b"          # default model (LLMPLEX_MODEL)
+    provider = "Replicate"            # default provider, or a list (LLMPLEX_PROVIDER, comma-separated)
+    proxy = "socks5://127.0.0.1:9050" # proxy for every request (LLMPLEX_PROXY)
+    timeout = 120                     # seconds (LLMPLEX_TIMEOUT)
+    data_dir = "~/llmplex-data"       # conversations, REPL history (LLMPLEX_DATA_DIR)
+
+    [providers.Replicate]             # options passed to one provider
+    api_key = "r8_..."                # (REPLICATE_API_TOKEN wins)
+    base_url = "http://127.0.0.1:8000"  # (LLMPLEX_REPLICATE_BASE_URL wins)
+
+    [providers.OpenAssistant]
+    cookies = { "next-auth.session-token" = "..." }
+
+    [router]
+    order = ["OpenAI", "Replicate"]   # providers tried first
+    include_not_working = false
+    cooldown = 30
+    aliases = { fast = ["groq:llama-3.1-8b-instant", "openai:gpt-4o-mini"] }
+
+    [server]                          # llmplex serve
+    host = "127.0.0.1"
+    port = 1337
+    api_keys = ["..."]                # (LLMPLEX_SERVER_API_KEYS, comma-separated)
+    cors_origins = []
+    allow_upstream_overrides = false
+    max_body_bytes = 1000000
+
+Keys in the file are secrets: keep it readable by you only. Values are never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidRequestError
+
+__all__ = ["Config", "ConfigError", "load_config", "config_path", "data_dir", "ENVIRONMENT"]
+
+#: environment variables llmplex reads, for ``llmplex --help``
+ENVIRONMENT: dict[str, str] = {
+    "LLMPLEX_CONFIG": "path of the config file",
+    "LLMPLEX_MODEL": "default model",
+    "LLMPLEX_PROVIDER": "default provider(s), comma-separated",
+    "LLMPLEX_PROXY": "proxy URL (http://, https://, socks5://)",
+    "LLMPLEX_TIMEOUT": "request timeout, seconds",
+    "LLMPLEX_DATA_DIR": "directory of conversations and REPL history",
+    "LLMPLEX_SERVER_API_KEYS": "API keys `llmplex serve` accepts, comma-separated",
+    "LLMPLEX_<PROVIDER>_BASE_URL": "where a provider's service is (e.g. LLMPLEX_OPENAI_BASE_URL)",
+    "<SERVICE>_API_KEY": "provider keys: REPLICATE_API_TOKEN, OPENAI_API_KEY, GROQ_API_KEY...",
+    "LLMPLEX_COOKIES_DIR": "directory of exported browser cookies (OpenAssistant)",
+}
+
+_SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list,
+                "allow_upstream_overrides": bool, "max_body_bytes": int}
+_ROUTER_KEYS = {"order": list, "aliases": dict, "include_not_working": bool, "cooldown": float,
+                "max_cooldown": float, "retries": int}
+
+
+class ConfigError(InvalidRequestError):
+    """The config file or an environment variable holds something unusable."""
+
+
+@dataclass
+class Config:
+    """The merged configuration (file, then environment)."""
+
+    model: str | None = None
+    provider: list[str] | None = None
+    proxy: str | None = None
+    timeout: float | None = None
+    data_dir: Path | None = None
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    router: dict[str, Any] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # the file read, if any
+
+    def __repr__(self) -> str:  # provider options and server keys are secrets
+        return (f"Config(model={self.model!r}, provider={self.provider!r}, "
+                f"providers={sorted(self.providers)!r}, path={str(self.path)!r})")
+
+    def make_router(self) -> Any:
+        from .routing import Router
+
+        return Router(**self.router)
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the config file is (it need not exist)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("LLMPLEX_CONFIG"):
+        return Path(environ["LLMPLEX_CONFIG"]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("llmplex")) / "config.toml"
+
+
+def data_dir(config: Config | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The data directory: LLMPLEX_DATA_DIR, the config's ``data_dir``, or the user's."""
+    environ = os.environ if environ is None else environ
+    if environ.get("LLMPLEX_DATA_DIR"):
+        return Path(environ["LLMPLEX_DATA_DIR"]).expanduser()
+    if config is not None and config.data_dir is not None:
+        return config.data_dir
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("llmplex"))
+
+
+def _check(table: Mapping[str, Any], types: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = {}
+    for key, value in table.items():
+        if key not in types:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(types)})")
+        expected = types[key]
+        ok = isinstance(value, expected) and not (
+            expected in (int, float) and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if not ok:
+            names = " or ".join(t.__name__ for t in expected) if isinstance(expected, tuple) \
+                else expected.__name__
+            raise ConfigError(f"{where}: {key!r} must be of type {names}")
+        out[key] = value
+    return out
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Read the config file (if it exists) and apply the environment over it."""
+    from .providers import REGISTRY, get_provider
+
+    environ = os.environ if environ is None else environ
+    file = Path(path).expanduser() if path is not None else config_path(environ)
+    raw: dict[str, Any] = {}
+    config = Config()
+    if file.is_file():
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from None
+        config.path = file
+    elif path is not None or environ.get("LLMPLEX_CONFIG"):
+        raise ConfigError(f"config file {file} does not exist")
+
+    top = _check({k: v for k, v in raw.items() if k not in ("providers", "router", "server")},
+                 {"model": str, "provider": (str, list), "proxy": str, "timeout": float,
+                  "data_dir": str}, str(file))
+    config.model = top.get("model")
+    if "provider" in top:
+        config.provider = _names(top["provider"], str(file))
+    config.proxy = top.get("proxy")
+    config.timeout = top.get("timeout")
+    if top.get("data_dir"):
+        config.data_dir = Path(top["data_dir"]).expanduser()
+
+    providers = raw.get("providers", {})
+    if not isinstance(providers, dict):
+        raise ConfigError(f"{file}: [providers] must be a table of tables")
+    for name, options in providers.items():
+        if name not in REGISTRY and name.lower() not in (n.lower() for n in REGISTRY):
+            raise ConfigError(f"{file}: [providers.{name}]: unknown provider "
+                              f"(known: {', '.join(REGISTRY)})")
+        if not isinstance(options, dict):
+            raise ConfigError(f"{file}: [providers.{name}] must be a table")
+        canonical = get_provider(name).get_name()
+        config.providers[canonical] = dict(options)
+    for section, types in (("router", _ROUTER_KEYS), ("server", _SERVER_KEYS)):
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{file}: [{section}] must be a table")
+        setattr(config, section, _check(table, types, f"{file}: [{section}]"))
+
+    # The environment wins over the file.
+    if environ.get("LLMPLEX_MODEL"):
+        config.model = environ["LLMPLEX_MODEL"]
+    if environ.get("LLMPLEX_PROVIDER"):
+        config.provider = _names(environ["LLMPLEX_PROVIDER"], "LLMPLEX_PROVIDER")
+    if environ.get("LLMPLEX_PROXY"):
+        config.proxy = environ["LLMPLEX_PROXY"]
+    if environ.get("LLMPLEX_TIMEOUT"):
+        try:
+            config.timeout = float(environ["LLMPLEX_TIMEOUT"])
+        except ValueError:
+            raise ConfigError("LLMPLEX_TIMEOUT must be a number of seconds") from None
+    if environ.get("LLMPLEX_DATA_DIR"):
+        config.data_dir = Path(environ["LLMPLEX_DATA_DIR"]).expanduser()
+    if environ.get("LLMPLEX_SERVER_API_KEYS"):
+        config.server["api_keys"] = [k.strip() for k in
+                                     environ["LLMPLEX_SERVER_API_KEYS"].split(",") if k.strip()]
+    for name, options in config.providers.items():
+        # Providers read these variables only when no option is given: drop the option.
+        if environ.get(f"LLMPLEX_{name.upper()}_BASE_URL"):
+            options.pop("base_url", None)
+        key_env = _key_env(name)
+        if key_env and environ.get(key_env):
+            options.pop("api_key", None)
+    return config
+
+
+def _names(value: Any, where: str) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{where}: provider must be a name or a list of names")
+    return [i.strip() for i in items if i.strip()]
+
+
+def _key_env(provider: str) -> str | None:
+    """The environment variable a provider reads its API key from, if any."""
+    from .providers.endpoints import ENDPOINTS
+
+    if provider in ENDPOINTS:
+        return ENDPOINTS[provider].api_key_env
+    return {"Replicate": "REPLICATE_API_TOKEN"}.get(provider)

@@ -1,0 +1,281 @@
+"""The installed ``llmplex`` command, run as a subprocess against the emulators, with its
+config file and data directory in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmplex.testing import Fault, Script, serve
+from llmplex.testing.openai import OpenAIEmulator
+from llmplex.testing.replicate import ReplicateEmulator
+
+ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
+LLMPLEX = shutil.which("llmplex", path=str(Path(sys.executable).parent)) or "llmplex"
+OPENAI_MODEL = "openai:gpt-4o-mini"
+REPLICATE_MODEL = "replicate:meta/meta-llama-3-8b-instruct"
+
+
+@pytest.fixture
+def emulators():
+    with serve(OpenAIEmulator(Script(ANSWER))) as oai, \
+            serve(ReplicateEmulator(Script("Replicate says hi."))) as replicate:
+        yield oai, replicate
+
+
+@pytest.fixture
+def env(tmp_path, emulators):
+    """The environment of a user whose providers live on the emulators."""
+    oai, _ = emulators
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith("LLMPLEX_") and k not in ("OPENAI_API_KEY",
+                                                              "REPLICATE_API_TOKEN")}
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    environ.update(
+        LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp_path / "data"),
+        LLMPLEX_OPENAI_BASE_URL=oai.url + "/v1", OPENAI_API_KEY="sk-test",
+        PYTHONIOENCODING="utf-8",
+    )
+    return environ
+
+
+def run(env, *args, input=None, timeout=60):
+    return subprocess.run([LLMPLEX, *args], env=env, input=input, capture_output=True,
+                          text=True, encoding="utf-8", timeout=timeout, check=False)
+
+
+def sent_messages(emulator, index=-1):
+    return emulator.requests_to("/chat/completions")[index].json["messages"]
+
+
+def test_chat_streams_the_answer(env, emulators):
+    oai, _ = emulators
+    result = run(env, "chat", "Привет, что такое 你好? 😀", "-m", OPENAI_MODEL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ANSWER + "\n"
+    assert sent_messages(oai) == [{"role": "user", "content": "Привет, что такое 你好? 😀"}]
+    assert oai.requests_to("/chat/completions")[0].json["stream"] is True
+
+
+def test_prompt_from_stdin(env, emulators):
+    oai, _ = emulators
+    result = run(env, "chat", "-m", OPENAI_MODEL, input="Вопрос из stdin\nвторая строка\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ANSWER + "\n"
+    assert sent_messages(oai)[-1]["content"] == "Вопрос из stdin\nвторая строка"
+    result = run(env, "chat", "-", "-m", OPENAI_MODEL, input="dash means stdin")
+    assert sent_messages(oai)[-1]["content"] == "dash means stdin"
+
+
+def test_continue_across_two_invocations(env, emulators):
+    oai, _ = emulators
+    assert run(env, "chat", "First question", "-m", OPENAI_MODEL).returncode == 0
+    second = run(env, "chat", "--continue", "Second question", "-m", OPENAI_MODEL)
+    assert second.returncode == 0, second.stderr
+    assert [m["content"] for m in sent_messages(oai)] == [
+        "First question", ANSWER, "Second question"]
+    # a new chat starts afresh; --conversation ID picks an older one
+    third = run(env, "chat", "Unrelated", "-m", OPENAI_MODEL, "--json")
+    conversation_id = json.loads(third.stdout.splitlines()[-1])["conversation_id"]
+    assert [m["content"] for m in sent_messages(oai)] == ["Unrelated"]
+    run(env, "chat", "--conversation", conversation_id, "More", "-m", OPENAI_MODEL)
+    assert [m["content"] for m in sent_messages(oai)] == ["Unrelated", ANSWER, "More"]
+
+
+def test_json_output(env):
+    result = run(env, "chat", "Hi", "-m", OPENAI_MODEL, "--json")
+    assert result.returncode == 0, result.stderr
+    chunks = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks) == ANSWER
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"]["total_tokens"] > 0
+    assert chunks[-1]["conversation_id"].startswith("conv_")
+
+    result = run(env, "chat", "Hi", "-m", OPENAI_MODEL, "--json", "--no-stream")
+    (line,) = result.stdout.splitlines()
+    completion = json.loads(line)
+    assert completion["object"] == "chat.completion"
+    assert completion["choices"][0]["message"]["content"] == ANSWER
+
+
+def test_error_exit_codes(env, emulators):
+    oai, _ = emulators
+    # an unknown model: an llmplex error, one line, no traceback
+    result = run(env, "chat", "Hi", "-m", "tulu-3-450b")
+    assert result.returncode == 1
+    assert result.stderr.startswith("llmplex: error: ModelNotFoundError:")
+    assert "tulu-3-405b" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    # an upstream failure
+    oai.push(Script(fault=Fault.http_status(429, retry_after=3)))
+    result = run(env, "chat", "Hi", "-m", OPENAI_MODEL)
+    assert result.returncode == 1 and "RateLimitError" in result.stderr
+    assert "OpenAI" in result.stderr and "429" in result.stderr
+    # --debug adds the traceback
+    result = run(env, "--debug", "chat", "Hi", "-m", "tulu-3-450b")
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    # usage errors: 2
+    assert run(env, "chat", "Hi", "--temperature", "warm").returncode == 2
+    assert run(env, "chat", "--continue", "Hi", "-m", OPENAI_MODEL).returncode == 2
+    result = run(env, "chat", "-m", OPENAI_MODEL, input="")
+    assert result.returncode == 2 and "prompt is empty" in result.stderr
+    assert run(env, "no-such-command").returncode == 2
+    assert run(env).returncode == 2
+    assert not oai.requests_to("/chat/completions", "POST")[1:]  # only the 429 call went out
+
+
+def test_error_mid_stream_keeps_the_text_and_fails(env, emulators):
+    oai, _ = emulators
+    oai.push(Script(ANSWER, fault=Fault.error_event("model overloaded", after=2)))
+    result = run(env, "chat", "Hi", "-m", OPENAI_MODEL)
+    assert result.returncode == 1
+    assert result.stdout == "".join(Script(ANSWER).pieces()[:2]) + "\n"
+    assert "model overloaded" in result.stderr
+
+
+def test_config_file_and_environment_override(env, emulators, tmp_path):
+    _, replicate = emulators
+    Path(env["LLMPLEX_CONFIG"]).write_text(f"""
+model = "{REPLICATE_MODEL}"
+
+[providers.replicate]
+api_key = "r8_from_config"
+base_url = "{replicate.url}"
+""")
+    result = run(env, "chat", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Replicate says hi.\n"
+    assert replicate.requests[0].headers["Authorization"] == "Bearer r8_from_config"
+    # the environment wins over the file
+    result = run({**env, "LLMPLEX_MODEL": OPENAI_MODEL}, "chat", "Hi")
+    assert result.stdout == ANSWER + "\n"
+    result = run({**env, "REPLICATE_API_TOKEN": "r8_from_env"}, "chat", "Hi")
+    assert replicate.requests_to("/predictions")[-1].headers["Authorization"] == \
+        "Bearer r8_from_env"
+    # a broken config file is a usage error, said in one line without its secrets
+    Path(env["LLMPLEX_CONFIG"]).write_text('model = 5\n[providers.Replicate]\napi_key = "r8_x"\n')
+    result = run(env, "chat", "Hi")
+    assert result.returncode == 2 and "'model' must be of type str" in result.stderr
+    assert "r8_x" not in result.stderr
+    Path(env["LLMPLEX_CONFIG"]).write_text("[providers.Nope]\n")
+    assert "unknown provider" in run(env, "models").stderr
+
+
+def test_repl_keeps_one_conversation(env, emulators):
+    oai, _ = emulators
+    script = "First turn\n/model openai:gpt-4o\nSecond turn\n/id\n/new\nFresh start\n/exit\n"
+    result = run(env, "repl", "-m", OPENAI_MODEL, input=script)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == ANSWER and lines[1] == ANSWER and lines[2].startswith("conv_")
+    second = oai.requests_to("/chat/completions")[1].json
+    assert second["model"] == "gpt-4o"
+    assert [m["content"] for m in second["messages"]] == ["First turn", ANSWER, "Second turn"]
+    assert [m["content"] for m in sent_messages(oai)] == ["Fresh start"]  # after /new
+    assert (Path(env["LLMPLEX_DATA_DIR"]) / "repl_history").exists()
+
+
+def test_providers_and_models_tables(env):
+    result = run(env, "providers")
+    assert result.returncode == 0
+    header, *rows = result.stdout.splitlines()
+    assert header.split()[:3] == ["PROVIDER", "WORKING", "AUTH"]
+    table = {row.split()[0]: row.split() for row in rows}
+    assert table["Replicate"][1:3] == ["yes", "yes"] and table["AllenAI"][1] == "no"
+    assert table["OpenAI"][3] == "yes"  # configured through the environment
+    data = json.loads(run(env, "providers", "--json").stdout)
+    assert {p["name"] for p in data} >= {"AllenAI", "OpenAssistant", "H2o", "Replicate"}
+    models = run(env, "models", "-p", "allenai").stdout
+    assert "tulu3-405b" in models and "gpt-4o-mini" not in models
+    listed = json.loads(run(env, "models", "--json").stdout)
+    assert {"id": "tulu3-405b", "providers": ["AllenAI"]} in listed
+
+
+def test_help_documents_environment_and_exit_codes(env):
+    result = run(env, "--help")
+    assert result.returncode == 0
+    for needle in ("LLMPLEX_MODEL", "LLMPLEX_CONFIG", "LLMPLEX_DATA_DIR", "config file",
+                   "exit status", "130"):
+        assert needle in result.stdout
+    result = subprocess.run([sys.executable, "-m", "llmplex", "--version"], capture_output=True,
+                            text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("llmplex ")
+
+
+def test_emulate_serves_emulators_for_other_processes(env):
+    clean = {k: v for k, v in env.items() if k not in ("LLMPLEX_OPENAI_BASE_URL",
+                                                         "OPENAI_API_KEY")}
+    process = subprocess.Popen([LLMPLEX, "emulate", "openai", "replicate", "--port", "0"],
+                               env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        exports = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line or line.startswith("Emulators running"):
+                break
+            if line.strip().startswith("export "):
+                for pair in line.split()[1:]:
+                    name, _, value = pair.partition("=")
+                    exports[name] = value
+        assert exports["LLMPLEX_OPENAI_BASE_URL"].endswith("/v1")
+        assert set(exports) >= {"LLMPLEX_REPLICATE_BASE_URL", "REPLICATE_API_TOKEN",
+                                "OPENAI_API_KEY"}
+        models = httpx.get(exports["LLMPLEX_OPENAI_BASE_URL"] + "/models", timeout=5)
+        assert models.status_code == 200
+        result = run({**clean, **exports}, "chat", "Hi", "-m", OPENAI_MODEL)
+        assert result.returncode == 0, result.stderr
+        assert "local openai emulator" in result.stdout
+        result = run({**clean, **exports}, "chat", "Hi", "-m", REPLICATE_MODEL)
+        assert "local replicate emulator" in result.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        process.stdout.close()
+        process.stderr.close()
+    assert code == 0
+    assert run(env, "emulate", "nonesuch").returncode == 2
+
+
+def test_ctrl_c_exits_130_and_cleans_up_upstream(env, tmp_path):
+    from llmplex.testing.openassistant import OpenAssistantEmulator
+
+    with serve(OpenAssistantEmulator(Script("word " * 400, delay=0.05))) as emulator:
+        Path(env["LLMPLEX_CONFIG"]).write_text(
+            f'[providers.OpenAssistant]\nbase_url = "{emulator.url}"\n'
+            'cookies = { "next-auth.session-token" = "session-1" }\n')
+        process = subprocess.Popen([LLMPLEX, "chat", "Hi", "-m", "openassistant:"],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert process.stdout.read(10) == b"word word "  # the answer is streaming
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+            process.stderr.close()
+        assert code == 130
+        deadline = time.monotonic() + 5
+        while not emulator.requests_to("/api/chat", "DELETE") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert emulator.requests_to("/api/chat", "DELETE")  # the upstream chat was deleted
+        assert emulator.open_streams == 0

@@ -11,7 +11,8 @@ provider with the local emulators, to try the whole stack offline.
 
 from __future__ import annotations
 
-from .app import EMULATED_NOTICE, BodyLimit, create_app
+from .app import EMULATED_NOTICE, create_app
+from .middleware import BodyLimit
 from .errors import APIError, error_for
 from .runner import ServerThread, bind, serve_forever
 

@@ -14,46 +14,39 @@ Bearer <key>``; clients cannot choose upstream URLs, proxies or credentials
 (:data:`~llmplex.server.schemas.UPSTREAM_FIELDS`) unless ``allow_upstream_overrides``;
 nothing here logs headers, keys or bodies.
 
-Streams: the upstream stream runs in one task feeding a queue; the response writes the
-queue as SSE. The first chunk is awaited before the response starts, so an error before
-any text gets its real status; an error later becomes an SSE ``error`` event and
-``[DONE]``. When the client disconnects (at any point, also while waiting for the
-upstream), the upstream task is cancelled and the provider's cleanup runs before the
-request ends.
+Streams (:mod:`llmplex.server.streaming`): the first chunk is awaited before the response
+starts, so an error before any text gets its real status; an error later becomes an SSE
+``error`` event and ``[DONE]``. When the client disconnects (at any point, also while
+waiting for the upstream), the upstream request is cancelled and the provider's cleanup
+runs before the request ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
-from contextlib import aclosing
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Receive, Scope, Send
 
 from .. import __version__
 from ..client import AsyncClient
-from ..errors import LLMplexError
-from ..objects import ChatCompletionChunk
 from ..routing import ProviderHealth
-from .errors import APIError, error_for
+from .errors import APIError
+from .handlers import install_error_handlers
+from .middleware import BodyLimit
 from .schemas import UPSTREAM_FIELDS, ChatCompletionRequest, ConversationRequest
+from .streaming import ClientGone, EventStream, Pump, disconnected, public, unless_gone
 
-__all__ = ["create_app", "BodyLimit", "EMULATED_NOTICE"]
+__all__ = ["create_app", "EMULATED_NOTICE"]
 
 log = logging.getLogger("llmplex.server")
 
 EMULATED_NOTICE = "EMULATED: answers come from local emulators, not real services"
-
-T = TypeVar("T")
 
 
 def create_app(
@@ -103,7 +96,7 @@ def create_app(
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
 
-    _install_error_handlers(app)
+    install_error_handlers(app)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
 
     @app.get("/health", tags=["meta"])
@@ -117,24 +110,24 @@ def create_app(
         with ``data: [DONE]``. llmplex extras: ``provider`` and ``conversation_id``."""
         kwargs = _create_arguments(body, allow_upstream_overrides)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        watcher = asyncio.ensure_future(_disconnected(request.receive))
+        watcher = asyncio.ensure_future(disconnected(request.receive))
         try:
             if not body.stream:
-                completion = await _unless_gone(
+                completion = await unless_gone(
                     watcher, client.chat.completions.create(**kwargs))
-                return JSONResponse(_public(completion.model_dump()))
-            pump = _Pump(client.chat.completions.create(**kwargs, stream=True))
+                return JSONResponse(public(completion.model_dump()))
+            pump = Pump(client.chat.completions.create(**kwargs, stream=True))
             try:
-                first = await _unless_gone(watcher, pump.get())
+                first = await unless_gone(watcher, pump.get())
                 if first[0] == "error":
                     raise first[1]
             except BaseException:
                 await pump.close()
                 raise
-            stream = _EventStream(first, pump, watcher, include_usage)
+            stream = EventStream(first, pump, watcher, include_usage)
             watcher = None  # the stream owns it now
             return stream
-        except _ClientGone:
+        except ClientGone:
             log.info("client went away before the answer started; upstream request cancelled")
             return Response(status_code=499)
         finally:
@@ -252,13 +245,6 @@ def _create_arguments(body: ChatCompletionRequest, allow_overrides: bool) -> dic
     return {k: v for k, v in arguments.items() if v is not None}
 
 
-def _public(data: dict[str, Any]) -> dict[str, Any]:
-    """Drop llmplex-only fields that are empty (``conversation_id`` without one)."""
-    if data.get("conversation_id") is None:
-        data.pop("conversation_id", None)
-    return data
-
-
 def _conversation(conversation: Any) -> dict[str, Any]:
     # provider_state is upstream session state (anonymous user ids...): not shown.
     return {"id": conversation.id, "object": "conversation", "created": int(conversation.created),
@@ -295,283 +281,3 @@ def _providers(client: AsyncClient, emulated: bool) -> list[dict[str, Any]]:
             "cooldown_remaining": health["cooldown_remaining"],
         })
     return items
-
-
-# -- disconnects and streaming ------------------------------------------------------------
-
-class _ClientGone(Exception):
-    """The HTTP client disconnected."""
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Return once the client has disconnected (the body was already read)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def _unless_gone(watcher: asyncio.Future[None], work: Awaitable[T]) -> T:
-    """``await work``, unless the client disconnects first: then cancel it (its cleanup
-    runs before this returns) and raise :class:`_ClientGone`."""
-    task = asyncio.ensure_future(work)
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # this request itself was cancelled (server shutdown)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    raise _ClientGone()
-
-
-class _Pump:
-    """Runs the completion stream in one task, from creation to cleanup, and hands its
-    chunks over through a queue: ``("chunk", c)``, then ``("end", None)`` or
-    ``("error", exc)``. Cancelling the task closes the stream (provider cleanup runs).
-
-    The queue is unbounded: answers are small, and the writer side notices a
-    disconnect by itself, so nothing piles up for long."""
-
-    def __init__(self, opening: Awaitable[Any]) -> None:
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.task = asyncio.ensure_future(self._run(opening))
-
-    async def _run(self, opening: Awaitable[Any]) -> None:
-        put = self.queue.put_nowait
-        try:
-            stream = await opening
-            async with aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    put(("chunk", chunk))
-        except asyncio.CancelledError:
-            put(("end", None))
-            raise
-        except Exception as exc:
-            put(("error", exc))
-        else:
-            put(("end", None))
-
-    async def get(self) -> tuple[str, Any]:
-        return await self.queue.get()
-
-    async def close(self) -> None:
-        """Stop the stream if it still runs, and wait for its cleanup."""
-        if not self.task.done():
-            self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-
-
-def _sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-
-
-_DONE = b"data: [DONE]\n\n"
-
-
-class _EventStream(Response):
-    """The SSE response: writes the pump's chunks, watching for the client leaving."""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, first: tuple[str, Any], pump: _Pump, watcher: asyncio.Future[None],
-                 include_usage: bool) -> None:
-        # Not Response.__init__: it would add a Content-Length for the empty body.
-        self.status_code = 200
-        self.background = None
-        self.body = b""
-        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
-                            (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-        self.first = first
-        self.pump = pump
-        self.watcher = watcher
-        self.include_usage = include_usage
-
-    def _render(self, chunk: ChatCompletionChunk) -> bytes:
-        data = _public(chunk.model_dump())
-        usage = data.pop("usage", None)
-        if self.include_usage:
-            data["usage"] = None  # OpenAI: null on every chunk but the usage one
-        out = _sse(data)
-        if usage is not None and self.include_usage:
-            out += _sse({**data, "choices": [], "usage": usage})
-        return out
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pump, watcher = self.pump, self.watcher
-        # The client leaving ends the upstream at once, even while it is silent.
-        watcher.add_done_callback(lambda _: pump.task.cancel())
-        try:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": self.raw_headers})
-            item = self.first
-            while True:
-                kind, value = item
-                if kind == "chunk":
-                    body = self._render(value)
-                elif kind == "error":
-                    error = error_for(value)
-                    _log_error(error, value, streaming=True)
-                    body = b"event: error\n" + _sse(error.body()) + _DONE
-                else:
-                    body = _DONE
-                if watcher.done():
-                    log.info("client went away mid-stream; upstream request cancelled")
-                    break
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                if kind != "chunk":
-                    break
-                item = await pump.get()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            pass  # the connection broke while writing: same as a disconnect
-        finally:
-            watcher.cancel()
-            await pump.close()
-
-
-# -- errors -------------------------------------------------------------------------------
-
-def _log_error(error: APIError, exc: BaseException, *, streaming: bool = False) -> None:
-    # The message of an llmplex error names provider and status, never keys; bodies
-    # and headers of requests are never logged.
-    where = " (after the stream started)" if streaming else ""
-    if error.status >= 500:
-        log.warning("%s %s%s: %s", error.status, error.code, where, error.message)
-    else:
-        log.info("%s %s%s: %s", error.status, error.code, where, error.message)
-
-
-def _param(loc: Sequence[Any]) -> str:
-    """``("messages", 0, "role")`` -> ``"messages[0].role"``, without pydantic's union
-    member tags (``"str"``, ``"list[TextPart]"``...)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif isinstance(part, str):
-            if any(c in part for c in "[]-") or part in _TYPE_TAGS:
-                continue
-            out += f".{part}" if out else part
-    return out
-
-
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "bytes",
-                        "literal", "TextPart", "ChatMessage", "StreamOptions"})
-
-
-def _validation_error(exc: RequestValidationError) -> APIError:
-    errors = list(exc.errors())
-    # A value failing a union (content: string or parts) gets one error per member. The
-    # most specific is the deepest ("messages[0].content[1].type"), then one about the
-    # value rather than "should be a string" from the member of the wrong type.
-    first = dict(max(errors, default={}, key=lambda e: (
-        len(_param(list(e.get("loc") or ())[1:])), not str(e.get("type")).endswith("_type"))))
-    loc = list(first.get("loc") or ())
-    where = loc[0] if loc else "body"
-    kind = str(first.get("type", ""))
-    text = str(first.get("msg", "invalid request"))
-    if kind == "json_invalid":
-        return APIError(400, "We could not parse the JSON body of your request: "
-                        f"{text}. Send a JSON object.", code="invalid_json")
-    param = _param(loc[1:])
-    if not param:
-        if kind == "missing":
-            return APIError(400, f"Missing request {where}: expected a JSON object.",
-                            code="missing_required_parameter")
-        return APIError(400, f"Invalid request {where}: {text}.", code="invalid_type")
-    if kind == "missing":
-        return APIError(400, f"Missing required parameter: '{param}'.",
-                        code="missing_required_parameter", param=param)
-    code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
-    return APIError(400, f"Invalid '{param}': {text}.", code=code, param=param)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError) -> Response:
-        _log_error(exc, exc)
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        error = _validation_error(exc)
-        _log_error(error, exc)
-        return error.response()
-
-    @app.exception_handler(LLMplexError)
-    async def llmplex_error(request: Request, exc: LLMplexError) -> Response:
-        error = error_for(exc)
-        _log_error(error, exc)
-        return error.response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            message = f"Invalid URL ({request.method} {request.url.path})"
-        else:
-            message = str(exc.detail)
-        error = APIError(exc.status_code, message, code=None, headers=dict(exc.headers or {}))
-        return error.response()
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> Response:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_for(exc).response()
-
-
-# -- body size limit ----------------------------------------------------------------------
-
-class BodyLimit:
-    """ASGI middleware: read the request body up front, refusing (413, OpenAI-shaped)
-    anything over ``max_bytes``, declared or streamed; then replay it to the app."""
-
-    def __init__(self, app: Any, max_bytes: int = 1_000_000) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None:
-            try:
-                too_large = int(declared) > self.max_bytes
-            except ValueError:
-                too_large = False  # the server itself rejects a malformed length
-            if too_large:
-                await self._reject(scope, receive, send)
-                return
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # gone before its body arrived: nobody to answer
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-            parts.append(body)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = APIError(413, f"Request body too large: the limit is {self.max_bytes} bytes.",
-                         code="request_too_large", headers={"Connection": "close"})
-        await error.response()(scope, receive, send)

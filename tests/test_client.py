@@ -205,8 +205,10 @@ async def test_conversation_keeps_history_and_native_state(services):
     first = await client.chat.completions.create(model="allenai:tulu3-405b", messages="Hello",
                                                  conversation=conversation)
     assert first.conversation_id == conversation.id
-    await client.chat.completions.create(model="allenai:tulu3-405b", messages="And then?",
-                                         conversation=conversation.id)
+    # no model: the conversation goes on with the one it used
+    again = await client.chat.completions.create(messages="And then?",
+                                                 conversation=conversation.id)
+    assert again.provider == "AllenAI"
     stored = await client.conversations.get(conversation.id)
     assert [m["content"] for m in stored.messages] == ["Hello", ANSWER, "And then?", ANSWER]
     # The second turn continued the Ai2 thread: only the new text, with the parent.

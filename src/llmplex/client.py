@@ -116,17 +116,20 @@ class _AsyncCompletions:
 
         With ``conversation=`` (a :class:`Conversation` or its id), ``messages`` holds only
         the new turn; the stored history is sent before it, and the answer is saved.
+        Without ``model`` (and ``provider``), the conversation's last model is used.
         Extra keyword arguments go to the provider (e.g. ``api_key``, ``system_prompt``).
         """
         client = self._client
         new_messages = validate_messages(messages)
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise InvalidRequestError(f"max_tokens must be a positive integer, not {max_tokens!r}")
-        routes = client.router.resolve(model, provider)
         record = None
         if conversation is not None:
             conversation_id = conversation.id if isinstance(conversation, Conversation) else str(conversation)
             record = await asyncio.to_thread(client.store.get, conversation_id)
+            if not model and provider is None:
+                model = record.model  # a conversation goes on with the model it used
+        routes = client.router.resolve(model, provider)
         options = filter_none(
             temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop,
             proxy=proxy or client.proxy, timeout=timeout or client.timeout, **kwargs,
@@ -174,9 +177,12 @@ class _Run:
         """Text deltas after limits; fills in provider, finish reason, usage, state."""
         limiter = self.limiter
         stream = self.client.router.stream(self.routes, self._open, model=self.model)
+        current = None
         try:
             async for route, chunk in stream:
-                self.provider = route.name
+                if route is not current:  # changes only on fallback: not per chunk
+                    current = route
+                    self.provider = route.name
                 if type(chunk) is str:
                     if limiter is not None:
                         chunk = limiter.feed(chunk)

@@ -10,7 +10,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .sse import _scan
+
 __all__ = ["NDJSONDecoder", "MalformedLineError"]
+
+
+def _loads(line: bytes) -> Any:
+    """``json.loads(line)``: the same value, or the same error. A line that is UTF-8 and
+    exactly one JSON value is parsed by the C scanner directly (see :func:`.sse.loads`);
+    on anything else :func:`json.loads` decides (other encodings, a BOM, whitespace,
+    errors)."""
+    try:
+        text = line.decode()
+        value, end = _scan(text, 0)
+    except (StopIteration, ValueError):  # UnicodeDecodeError is a ValueError
+        return json.loads(line)
+    if end != len(text):
+        return json.loads(line)
+    return value
 
 
 class MalformedLineError(ValueError):
@@ -45,7 +62,7 @@ class NDJSONDecoder:
     @staticmethod
     def _parse(lines: list[bytes]) -> list[Any]:
         values = []
-        loads = json.loads
+        loads = _loads
         for line in lines:
             if not line or line.isspace():
                 continue

@@ -299,9 +299,17 @@ class EventStream:
 
     Transport failures while reading are raised as llmplex errors; a malformed JSON line
     is a ResponseError. It owns nothing: the response is closed by its ``request`` block.
+
+    A stream that stalls fails after the session's ``timeout`` without a byte, as every
+    read does; the stream keeps that watch itself. aiohttp's own read timeout re-arms a
+    timer on every read from the socket, which for a stream of small chunks costs as much
+    as decoding them; here one timer fires when a wait for bytes has lasted ``timeout``,
+    and is re-armed at most once per ``timeout``. (Where aiohttp offers no way to take the
+    watch over, its own timeout stays in charge.)
     """
 
-    __slots__ = ("_session", "_response", "_decoder", "_pending", "_done")
+    __slots__ = ("_session", "_response", "_decoder", "_pending", "_done", "_timeout",
+                 "_timer", "_waiting_since", "_loop")
 
     def __init__(self, session: Session, response: aiohttp.ClientResponse, decoder: Any) -> None:
         self._session = session
@@ -309,6 +317,10 @@ class EventStream:
         self._decoder = decoder
         self._pending: deque[Any] = deque()
         self._done = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting_since: float | None = None  # loop time a read began waiting, if any
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeout = _take_read_timeout(response)
 
     def __aiter__(self) -> EventStream:
         return self
@@ -319,19 +331,81 @@ class EventStream:
             if self._done:
                 raise StopAsyncIteration
             try:
-                chunk = await self._response.content.readany()
+                if self._timeout is None:
+                    chunk = await self._response.content.readany()
+                else:
+                    loop = self._loop
+                    if loop is None:
+                        loop = self._loop = asyncio.get_running_loop()
+                    self._waiting_since = now = loop.time()
+                    if self._timer is None:
+                        self._timer = loop.call_at(now + self._timeout, self._check_stall)
+                    try:
+                        chunk = await self._response.content.readany()
+                    finally:
+                        self._waiting_since = None
                 if chunk:
                     pending.extend(self._decoder.feed(chunk))
                 else:
-                    self._done = True
+                    self._finish()
                     pending.extend(self._decoder.close())
             except Exception as exc:
-                self._done = True
+                self._finish()
                 mapped = self._session.translate(exc, str(self._response.url))
                 if mapped is exc:
                     raise
                 raise mapped from exc
+            except BaseException:  # cancelled: the caller is leaving, stop watching
+                self._cancel_timer()
+                raise
         return pending.popleft()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._cancel_timer()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_stall(self) -> None:
+        """The watch's timer: fail the waiting read if it has waited ``timeout``."""
+        self._timer = None
+        since = self._waiting_since
+        if since is None or self._done or self._loop is None or self._timeout is None:
+            return  # not waiting now: the next wait arms the timer again
+        left = since + self._timeout - self._loop.time()
+        if left > 0:
+            self._timer = self._loop.call_later(left, self._check_stall)
+            return
+        # What aiohttp's own read timeout does: the waiting read raises, the connection
+        # is marked for closing (the request block closes it).
+        exc = _SocketTimeoutError("Timeout on reading data from socket")
+        connection = self._response.connection
+        protocol = getattr(connection, "protocol", None) if connection is not None else None
+        if protocol is not None:
+            protocol.set_exception(exc)
+        self._response.content.set_exception(exc)
+
+
+_SocketTimeoutError = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError)
+
+
+def _take_read_timeout(response: aiohttp.ClientResponse) -> float | None:
+    """Take the per-read timeout over from aiohttp for ``response``'s connection: the
+    timeout in seconds (the caller watches from now on), or None (no timeout, or aiohttp
+    keeps watching). Set again by aiohttp for the connection's next request."""
+    connection = response.connection
+    protocol = getattr(connection, "protocol", None) if connection is not None else None
+    timeout = getattr(protocol, "read_timeout", None)
+    if not timeout:
+        return None
+    try:
+        protocol.read_timeout = None  # type: ignore[union-attr]
+    except AttributeError:  # read-only here: aiohttp's timer stays in charge
+        return None
+    return timeout
 
 
 @functools.lru_cache(maxsize=1)

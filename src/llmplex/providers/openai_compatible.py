@@ -209,10 +209,14 @@ def _parse(data: Any, part: str, provider: str) -> tuple[str, str | None, Usage 
         error = data["error"]
         raise StreamError(str(error.get("message") or error) if isinstance(error, dict)
                           else str(error), provider=provider)
-    choice = next((c for c in data.get("choices") or () if isinstance(c, dict)
-                   and c.get("index", 0) == 0), {})
+    choice: dict[str, Any] = {}
+    for item in data.get("choices") or ():  # a plain loop: this runs once per chunk
+        if isinstance(item, dict) and item.get("index", 0) == 0:
+            choice = item
+            break
     content = (choice.get(part) or {}).get("content")
-    return (content if isinstance(content, str) else ""), choice.get("finish_reason"), _usage(data)
+    usage = _usage(data) if "usage" in data or "x_groq" in data else None
+    return (content if isinstance(content, str) else ""), choice.get("finish_reason"), usage
 
 
 def _scrub(exc: LLMplexError, secret: str) -> None:

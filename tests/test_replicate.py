@@ -438,6 +438,28 @@ async def test_task_cancellation_cancels_prediction(replicate_emulator):
     await eventually(lambda: replicate_emulator.open_streams == 0)
 
 
+async def test_cancelled_twice_still_cancels_prediction(replicate_emulator):
+    # A second cancellation landing during the cancel POST must not cut it short.
+    replicate_emulator.script = Script("one two three four five six", delay=0.2)
+    started = asyncio.Event()
+
+    async def consume():
+        async for _ in Replicate.create_async_generator(
+            MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url
+        ):
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    await asyncio.sleep(0)  # the first cancellation reaches the generator's cleanup
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(cancels(replicate_emulator)) == 1
+    await eventually(lambda: replicate_emulator.open_streams == 0)
+
+
 def test_sync_early_close_cancels_prediction(replicate_emulator):
     replicate_emulator.script = Script("one two three four five six", delay=0.05)
     stream = Replicate.create_completion(MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url)

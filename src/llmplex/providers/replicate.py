@@ -9,7 +9,6 @@ that is abandoned before ``done`` (early stop, cancellation, error) is cancelled
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -21,7 +20,7 @@ from ..http.session import Session
 from ..http.status import raise_for_status
 from ..prompt import filter_none, format_prompt, validate_messages
 from ..types import Chunk, FinishReason, Messages
-from .base import AsyncGeneratorProvider, ProviderModelMixin
+from .base import AsyncGeneratorProvider, ProviderModelMixin, run_cleanup
 
 __all__ = ["Replicate"]
 
@@ -206,14 +205,15 @@ def _done_reason(data: str, provider: str) -> str:
 
 
 async def _cancel(session: Session, url: str, limit: float) -> None:
-    """Best-effort ``POST urls.cancel``, bounded by ``limit`` seconds; failures are ignored
-    (the caller is already ending, with its own result or error)."""
+    """Best-effort ``POST urls.cancel``, bounded by ``limit`` seconds and shielded from
+    the caller's cancellation; failures are ignored (the caller is already ending, with
+    its own result or error)."""
 
     async def post() -> None:
         async with session.request("POST", url, check=False):
             pass
 
     try:
-        await asyncio.wait_for(post(), limit)
+        await run_cleanup(post(), limit)
     except Exception:  # noqa: BLE001 - cleanup must not replace the real outcome
         pass

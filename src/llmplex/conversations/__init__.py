@@ -7,9 +7,13 @@ several processes writing) and :class:`MemoryStore` (tests, short-lived programs
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .base import Conversation, ConversationNotFoundError, ConversationStore
 from .memory import MemoryStore
-from .sqlite import SQLiteStore, default_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sqlite import SQLiteStore, default_path
 
 __all__ = [
     "Conversation",
@@ -19,3 +23,12 @@ __all__ = [
     "SQLiteStore",
     "default_path",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # sqlite3 is loaded when the SQLite store is first used, not by every client import.
+    if name in ("SQLiteStore", "default_path"):
+        from . import sqlite
+
+        return getattr(sqlite, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -72,6 +72,24 @@ class AsyncClient:
     def __repr__(self) -> str:  # provider_options may hold keys: never shown
         return f"AsyncClient(providers={sorted(self.provider_options)!r})"
 
+    async def __aenter__(self) -> AsyncClient:
+        """``async with AsyncClient() as client:`` keeps connections alive between calls
+        made inside the block (one pool, closed on exit): less CPU and latency per call."""
+        from .http.session import ConnectionPool
+
+        self._pool = ConnectionPool()
+        await self._pool.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (if the client was entered with ``async with``)."""
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            await pool.__aexit__(None, None, None)
+
     @property
     def store(self) -> ConversationStore:
         if not isinstance(self._store, ConversationStore):

@@ -16,6 +16,7 @@ iterators (not generators, so there is nothing to finalise when the caller stops
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import importlib
 import json
@@ -38,10 +39,50 @@ from .ndjson import MalformedLineError, NDJSONDecoder
 from .sse import ServerSentEvent, SSEDecoder
 from .status import raise_for_status
 
-__all__ = ["Session", "EventStream", "ServerSentEvent", "redact_url", "DEFAULT_TIMEOUT"]
+__all__ = ["Session", "EventStream", "ServerSentEvent", "redact_url", "DEFAULT_TIMEOUT",
+           "ConnectionPool"]
 
 DEFAULT_TIMEOUT = 120.0
 _SOCKS_SCHEMES = ("socks4", "socks4a", "socks5", "socks5h")
+
+
+# The connection pool of the client making the current request, if it has one: Sessions
+# opened in this context reuse its connections instead of opening new ones.
+_pool: contextvars.ContextVar[tuple[asyncio.AbstractEventLoop, aiohttp.BaseConnector] | None] = (
+    contextvars.ContextVar("llmplex_connection_pool", default=None)
+)
+
+
+class ConnectionPool:
+    """Keep-alive connections shared by every provider call made in its context.
+
+    ``async with ConnectionPool():`` (what ``async with AsyncClient()`` does) makes the
+    Sessions opened inside the block — in this task and in tasks it starts — borrow
+    connections from one aiohttp connector instead of each opening (and closing) its own
+    TCP connection. Leaving the block closes the pooled connections. Sessions through a
+    SOCKS proxy keep their own connector.
+    """
+
+    def __init__(self, limit: int = 100) -> None:
+        self._limit = limit
+        self._connector: aiohttp.BaseConnector | None = None
+        self._token: contextvars.Token | None = None
+
+    async def __aenter__(self) -> ConnectionPool:
+        self._connector = aiohttp.TCPConnector(limit=self._limit)
+        self._token = _pool.set((asyncio.get_running_loop(), self._connector))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            try:
+                _pool.reset(self._token)
+            except ValueError:  # left from another context: no longer ours to reset
+                pass
+            self._token = None
+        if self._connector is not None:
+            connector, self._connector = self._connector, None
+            await connector.close()
 
 
 def redact_url(url: str | None) -> str:
@@ -96,6 +137,12 @@ class Session:
 
     async def __aenter__(self) -> Session:
         connector = self._connector()
+        owner = True
+        if connector is None:  # no SOCKS proxy: a client's connection pool may serve
+            shared = _pool.get()
+            if shared is not None and shared[0] is asyncio.get_running_loop() \
+                    and not shared[1].closed:
+                connector, owner = shared[1], False
         if self._timeout is None:
             timeout = aiohttp.ClientTimeout(total=None)
         else:
@@ -104,6 +151,7 @@ class Session:
             )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            connector_owner=owner,
             headers=self._headers,
             cookies=self._cookies,
             timeout=timeout,
@@ -186,9 +234,20 @@ class Session:
                 with self.translating(url):
                     await raise_for_status(response, self.provider, error_message)
             yield response
-        finally:
-            # A fully read body gives the connection back for reuse; anything else
-            # (an abandoned stream, an error) closes it so no half-read socket lingers.
+        except BaseException:
+            response.close()  # an error or an abandoned stream: no half-read socket lingers
+            raise
+        else:
+            # The caller is done, maybe before the last bytes (a stream's end marker comes
+            # before the chunked terminator): take what is already on its way, briefly,
+            # so a pooled connection can be reused; else close it.
+            if not response.content.at_eof() and _pool.get() is not None:
+                try:
+                    async with asyncio.timeout(0.05):
+                        while await response.content.readany():
+                            pass
+                except Exception:  # a timeout, a broken connection: just close it
+                    pass
             if response.content.at_eof():
                 response.release()
             else:

@@ -34,6 +34,7 @@ class RecordedRequest:
     json: Any = None
     form: dict[str, Any] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
+    peer: tuple[str, int] | None = None  # the client's address: one per TCP connection
 
     @property
     def text(self) -> str:
@@ -101,6 +102,7 @@ class Emulator:
             headers=dict(request.headers),
             body=body,
             cookies=dict(request.cookies),
+            peer=request.transport.get_extra_info("peername") if request.transport else None,
         )
         ctype = request.content_type
         if ctype == "application/json" and body:

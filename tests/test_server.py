@@ -110,6 +110,18 @@ def test_every_provider_non_stream_and_stream(server, model):
     assert all(c.usage is None for c in chunks)  # no usage unless asked for
 
 
+def test_upstream_connections_are_kept_alive_between_requests(server):
+    emu = server.emu["openai"]
+    oai = server.openai()
+    for stream in (False, False, True):
+        answer = oai.chat.completions.create(model="openai:gpt-4o-mini", messages=MESSAGES,
+                                             stream=stream)
+        if stream:
+            list(answer)
+    assert len(emu.requests) == 3
+    assert len({tuple(r.peer) for r in emu.requests}) == 1  # one pooled connection
+
+
 def test_stream_include_usage_is_a_final_chunk_with_empty_choices(server):
     oai = server.openai()
     chunks = list(oai.chat.completions.create(

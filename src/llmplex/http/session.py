@@ -73,6 +73,19 @@ class ConnectionPool:
         self._token = _pool.set((asyncio.get_running_loop(), self._connector))
         return self
 
+    @contextmanager
+    def bind(self) -> Iterator[None]:
+        """Make Sessions opened in this context (and tasks started from it) use the pool,
+        e.g. in each request of a server whose pool was opened at start-up."""
+        if self._connector is None:
+            yield
+            return
+        token = _pool.set((asyncio.get_running_loop(), self._connector))
+        try:
+            yield
+        finally:
+            _pool.reset(token)
+
     async def __aexit__(self, *exc_info: object) -> None:
         if self._token is not None:
             try:

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -35,6 +36,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import __version__
 from ..client import AsyncClient
+from ..http.session import ConnectionPool
 from ..routing import ProviderHealth
 from .errors import APIError
 from .handlers import install_error_handlers
@@ -68,7 +70,17 @@ def create_app(
     to local emulators; said in ``/health`` and ``/v1/providers``.
     """
     keys = tuple(k.encode() for k in api_keys if k)
+    pool = ConnectionPool()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One keep-alive pool to the upstreams for the server's life: requests reuse
+        # connections instead of opening one per call.
+        async with pool:
+            yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="llmplex",
         version=__version__,
         description="OpenAI-compatible API over many LLM chat services."
@@ -108,6 +120,10 @@ def create_app(
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         """Create a chat completion; with ``"stream": true`` an SSE stream of chunks ending
         with ``data: [DONE]``. llmplex extras: ``provider`` and ``conversation_id``."""
+        with pool.bind():  # the upstream task started below inherits it
+            return await _chat_completions(body, request)
+
+    async def _chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         kwargs = _create_arguments(body, allow_upstream_overrides)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         watcher = asyncio.ensure_future(disconnected(request.receive))

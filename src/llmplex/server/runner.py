@@ -34,7 +34,9 @@ def _config(app: Any, host: str, port: int, **options: Any) -> Any:
     options.setdefault("timeout_graceful_shutdown", 5)
     # Requests are logged by uvicorn's access log: method, path and status only (no
     # headers, no bodies, so no keys).
-    return uvicorn.Config(app, host=host, port=port, lifespan="off", **options)
+    # lifespan "on": the app opens its upstream connection pool at start-up and closes it
+    # at shutdown.
+    return uvicorn.Config(app, host=host, port=port, lifespan="on", **options)
 
 
 def serve_forever(app: Any, sock: socket.socket, **options: Any) -> None:

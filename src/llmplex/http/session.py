@@ -36,11 +36,11 @@ from ..errors import (
     ResponseError,
 )
 from .ndjson import MalformedLineError, NDJSONDecoder
-from .sse import ServerSentEvent, SSEDecoder
+from .sse import ServerSentEvent, SSEDecoder, loads
 from .status import raise_for_status
 
 __all__ = ["Session", "EventStream", "ServerSentEvent", "redact_url", "DEFAULT_TIMEOUT",
-           "ConnectionPool"]
+           "ConnectionPool", "json_object"]
 
 DEFAULT_TIMEOUT = 120.0
 _SOCKS_SCHEMES = ("socks4", "socks4a", "socks5", "socks5h")
@@ -96,6 +96,18 @@ class ConnectionPool:
         if self._connector is not None:
             connector, self._connector = self._connector, None
             await connector.close()
+
+
+def json_object(text: str, provider: str, what: str = "stream event") -> dict[str, Any]:
+    """``text`` parsed as a JSON object; anything else is a :class:`ResponseError` quoting
+    the start of it (for the events of a stream, the bodies of a flow)."""
+    try:
+        data = loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ResponseError(f"malformed {what}: {text[:200]!r}", provider=provider)
+    return data
 
 
 def redact_url(url: str | None) -> str:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from uuid import uuid4
 
 from ..errors import ResponseError, StreamError
-from ..http.session import DEFAULT_TIMEOUT, Session
+from ..http.session import DEFAULT_TIMEOUT, Session, json_object
 from ..prompt import format_prompt
 from ..types import Chunk, FinishReason, Messages
 from .base import CLEANUP_TIMEOUT, AsyncGeneratorProvider, ProviderModelMixin, run_cleanup
@@ -196,12 +196,7 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
 
 def _parse_event(raw: str, provider: str) -> dict[str, Any]:
     """One TGI stream event as a dict; an error event raises :class:`StreamError`."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ResponseError(f"malformed stream event: {raw[:200]!r}", provider=provider) from None
-    if not isinstance(data, dict):
-        raise ResponseError(f"unexpected stream event: {raw[:200]!r}", provider=provider)
+    data = json_object(raw, provider)
     if "error" in data:
         kind = data.get("error_type") or "unknown"
         raise StreamError(f"{kind} error: {data['error']}", provider=provider, body=raw[:1000])

@@ -9,7 +9,6 @@ happened in between, so no chat is left behind upstream.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
@@ -18,7 +17,7 @@ from ..cookies import ENV_VAR, cookies_dir, load_cookies
 from ..errors import (
     InvalidRequestError, LLMplexError, MissingAuthError, ResponseError, StreamError,
 )
-from ..http.session import DEFAULT_TIMEOUT, Session
+from ..http.session import DEFAULT_TIMEOUT, Session, json_object
 from ..http.status import error_for_status
 from ..prompt import format_prompt
 from ..types import Chunk, FinishReason, Messages
@@ -135,7 +134,7 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
                     await _check(session, response)
                     streamed = False
                     async for event in session.sse(response):
-                        data = _event(event.data, session.provider)
+                        data = json_object(event.data, session.provider)
                         kind = data.get("event_type")
                         if kind == "token" and isinstance(data.get("text"), str):
                             streamed = True
@@ -191,16 +190,6 @@ def _field(data: Any, key: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ResponseError(f"the {what} response has no {key!r}", provider="OpenAssistant")
     return value
-
-
-def _event(raw: str, provider: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ResponseError(f"malformed event: {raw[:200]!r}", provider=provider) from None
-    if not isinstance(data, dict):
-        raise ResponseError(f"malformed event: {raw[:200]!r}", provider=provider)
-    return data
 
 
 def _final_text(message: Any, provider: str) -> str:

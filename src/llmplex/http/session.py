@@ -237,11 +237,13 @@ class Session:
         url: str,
         *,
         check: bool = True,
-        error_message: str | None = None,
+        messages: Mapping[int, str] | None = None,
+        explain: Mapping[int, str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request; yield the response with its status checked (unless ``check``
-        is false). ``error_message`` replaces the server's text in a status error."""
+        is false). In a status error, ``messages[status]`` replaces the server's text and
+        ``explain[status]`` stands in when the server's body says nothing."""
         assert self._session is not None, "Session used outside 'async with'"
         if self._request_proxy:
             kwargs.setdefault("proxy", self._request_proxy)
@@ -257,7 +259,10 @@ class Session:
                 )
             if check:
                 with self.translating(url):
-                    await raise_for_status(response, self.provider, error_message)
+                    await raise_for_status(
+                        response, self.provider, (messages or {}).get(response.status),
+                        explain=explain,
+                    )
             yield response
         except BaseException:
             response.close()  # an error or an abandoned stream: no half-read socket lingers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -65,12 +66,15 @@ def error_for_status(
     reason: str | None = None,
     retry_after: str | None = None,
     message: str | None = None,
+    explain: Mapping[int, str] | None = None,
 ) -> LLMplexError:
     """Build the error for an HTTP status: 401/403 -> MissingAuthError, 429 ->
     RateLimitError, anything else -> ResponseStatusError. ``message`` overrides the
-    text taken from the body (the body is still kept on ``.body``)."""
+    text taken from the body (the body is still kept on ``.body``); ``explain`` gives,
+    per status, the text to use when the body says nothing (an empty 403...)."""
     body = body[:BODY_LIMIT]
-    text = message or extract_message(body) or reason or "request failed"
+    text = (message or extract_message(body) or (explain or {}).get(status) or reason
+            or "request failed")
     kwargs: dict[str, Any] = {"provider": provider, "status": status, "body": body}
     if status in (401, 403):
         return MissingAuthError(text, **kwargs)
@@ -80,9 +84,14 @@ def error_for_status(
 
 
 async def raise_for_status(
-    response: aiohttp.ClientResponse, provider: str | None = None, message: str | None = None
+    response: aiohttp.ClientResponse,
+    provider: str | None = None,
+    message: str | None = None,
+    *,
+    explain: Mapping[int, str] | None = None,
 ) -> None:
-    """Raise the llmplex error for a response whose status is 400 or above."""
+    """Raise the llmplex error for a response whose status is 400 or above (``message``
+    and ``explain`` as in :func:`error_for_status`)."""
     if response.status < 400:
         return
     try:
@@ -96,4 +105,5 @@ async def raise_for_status(
         reason=response.reason,
         retry_after=response.headers.get("Retry-After"),
         message=message,
+        explain=explain,
     )

@@ -18,7 +18,6 @@ from ..errors import (
     InvalidRequestError, LLMplexError, MissingAuthError, ResponseError, StreamError,
 )
 from ..http.session import DEFAULT_TIMEOUT, Session, json_object
-from ..http.status import error_for_status
 from ..prompt import format_prompt
 from ..types import Chunk, FinishReason, Messages
 from .base import AsyncGeneratorProvider, ProviderModelMixin, run_cleanup
@@ -129,9 +128,9 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
                 })
                 params = {"chat_id": chat_id,
                           "message_id": _field(assistant, "id", "assistant message")}
-                async with session.request("POST", api + "/events", params=params, check=False,
+                async with session.request("POST", api + "/events", params=params,
+                                           explain=_EMPTY_BODY_MESSAGES,
                                            headers={"Accept": "text/event-stream"}) as response:
-                    await _check(session, response)
                     streamed = False
                     async for event in session.sse(response):
                         data = json_object(event.data, session.provider)
@@ -166,22 +165,8 @@ def _missing_cookies_message() -> str:
     )
 
 
-async def _check(session: Session, response: Any) -> None:
-    """Raise the typed error for a failed step; explain statuses that come with no body."""
-    if response.status < 400:
-        return
-    with session.translating(str(response.url)):
-        body = (await response.content.read(4000)).decode("utf-8", "replace")
-    raise error_for_status(
-        response.status, body, provider=session.provider, reason=response.reason,
-        retry_after=response.headers.get("Retry-After"),
-        message=None if body.strip() else _EMPTY_BODY_MESSAGES.get(response.status),
-    )
-
-
 async def _call(session: Session, method: str, url: str, **kwargs: Any) -> Any:
-    async with session.request(method, url, check=False, **kwargs) as response:
-        await _check(session, response)
+    async with session.request(method, url, explain=_EMPTY_BODY_MESSAGES, **kwargs) as response:
         return await session.read_json(response)
 
 
@@ -209,8 +194,7 @@ async def _delete(session: Session, api: str, chat_id: str, *, strict: bool) -> 
     try:
         async with asyncio.timeout(DELETE_TIMEOUT):
             async with session.request("DELETE", api, params={"chat_id": chat_id},
-                                       check=False) as response:
-                await _check(session, response)
+                                       explain=_EMPTY_BODY_MESSAGES) as response:
                 await response.read()
     except (LLMplexError, TimeoutError) as exc:
         if strict:

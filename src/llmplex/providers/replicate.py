@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 from ..errors import MissingAuthError, ResponseError, StreamError
 from ..http.session import Session
-from ..http.status import raise_for_status
 from ..prompt import filter_none, format_prompt, validate_messages
 from ..types import Chunk, FinishReason, Messages
 from .base import AsyncGeneratorProvider, ProviderModelMixin, run_cleanup
@@ -121,11 +120,9 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
         endpoint = f"{cls.resolve_base_url(base_url, _ORIGIN)}/v1/models/{model}/predictions"
         name = cls.__name__
         async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as session:
-            async with session.request("POST", endpoint, json=body, check=False) as response:
-                # 404 here means the owner/name does not exist (or is not visible to us).
-                message = f"Model not found: {model}" if response.status == 404 else None
-                with session.translating(endpoint):
-                    await raise_for_status(response, name, message)
+            # 404 here means the owner/name does not exist (or is not visible to us).
+            async with session.request("POST", endpoint, json=body,
+                                       messages={404: f"Model not found: {model}"}) as response:
                 prediction = await session.read_json(response)
             urls = prediction.get("urls") if isinstance(prediction, dict) else None
             urls = urls if isinstance(urls, dict) else {}

@@ -50,10 +50,19 @@ class Running:
         self.services = services
         self.client = client
         self.emu = services.emulators
+        self._clients = []
 
     def openai(self, key="unused", **options):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0,
-                             timeout=options.pop("timeout", 15), **options)
+        """An ``openai`` client for this server, closed when the server stops (an unclosed
+        one leaves keep-alive sockets for the garbage collector to warn about later)."""
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0,
+                               timeout=options.pop("timeout", 15), **options)
+        self._clients.append(client)
+        return client
+
+    def close(self):
+        for client in self._clients:
+            client.close()
 
     def post(self, body=None, **kwargs):
         kwargs.setdefault("timeout", 15)
@@ -64,7 +73,11 @@ class Running:
 def running(services, *, client_options=None, **app_options):
     client = emulated_client(services, **(client_options or {}))
     with ServerThread(create_app(client, **app_options)) as server:
-        yield Running(server.url, services, client)
+        served = Running(server.url, services, client)
+        try:
+            yield served
+        finally:
+            served.close()
 
 
 @pytest.fixture
@@ -136,12 +149,12 @@ def test_stream_include_usage_is_a_final_chunk_with_empty_choices(server):
 
 
 async def test_async_openai_client_streams(server):
-    oai = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
-    stream = await oai.chat.completions.create(model="allenai:tulu3-405b", messages=MESSAGES,
-                                               stream=True)
-    text = "".join([c.choices[0].delta.content or "" async for c in stream])
+    async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x",
+                                  max_retries=0) as oai:
+        stream = await oai.chat.completions.create(model="allenai:tulu3-405b",
+                                                   messages=MESSAGES, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream])
     assert text == ANSWER
-    await oai.close()
 
 
 def test_unicode_prompt_reaches_the_upstream_intact(server):
@@ -594,12 +607,14 @@ def test_serve_emulate_from_the_command_line(tmp_path):
         providers = httpx.get(url + "/providers").json()
         assert providers["emulated"] is True
         assert all(p["emulated"] for p in providers["data"])
-        oai = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
-        # AllenAI is marked not working, but in emulation every provider is routed to
-        answer = oai.chat.completions.create(model="tulu3-405b", messages=MESSAGES)
-        assert "allenai emulator" in answer.choices[0].message.content
-        stream = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
-        assert "openai emulator" in "".join(c.choices[0].delta.content or "" for c in stream)
+        with openai.OpenAI(base_url=url, api_key="x", max_retries=0) as oai:
+            # AllenAI is marked not working, but in emulation every provider is routed to
+            answer = oai.chat.completions.create(model="tulu3-405b", messages=MESSAGES)
+            assert "allenai emulator" in answer.choices[0].message.content
+            stream = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                                 stream=True)
+            text = "".join(c.choices[0].delta.content or "" for c in stream)
+            assert "openai emulator" in text
     finally:
         process.send_signal(signal.SIGINT)
         try:

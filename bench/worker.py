@@ -241,7 +241,7 @@ def _llmplex_call(proto: str, url: str) -> tuple[Any, str, dict[str, Any]]:
 
 
 class LLMplexProvider:
-    """A provider class called directly: the lowest llmplex layer."""
+    """A provider class called directly: the lowest llmplex layer (a connection per call)."""
 
     sync = False
 
@@ -262,6 +262,26 @@ class LLMplexProvider:
         pass
 
 
+class LLMplexPooled(LLMplexProvider):
+    """The same calls inside ``async with ConnectionPool():`` (keep-alive connections)."""
+
+    def __init__(self) -> None:
+        from llmplex.http import ConnectionPool
+
+        self.pool = ConnectionPool()
+
+    async def stream(self, proto: str, url: str, on_text) -> None:
+        with self.pool.bind():
+            await super().stream(proto, url, on_text)
+
+    async def request(self, proto: str, url: str) -> str:
+        with self.pool.bind():
+            return await super().request(proto, url)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
 def _route(proto: str) -> str:
     return {"openai": "openaicompatible:" + common.OPENAI_MODEL,
             "replicate": "replicate:" + common.REPLICATE_MODEL,
@@ -273,7 +293,9 @@ def _options(proto: str, url: str) -> dict[str, Any]:
 
 
 class LLMplexAsync:
-    """``llmplex.AsyncClient``: routing, limits, OpenAI-shaped chunk objects."""
+    """``llmplex.AsyncClient``: routing, limits, OpenAI-shaped chunk objects; used as
+    ``async with AsyncClient() as client:`` (its keep-alive connections), entered here in
+    ``__init__`` and left in ``close``."""
 
     sync = False
 
@@ -281,6 +303,7 @@ class LLMplexAsync:
         from llmplex import AsyncClient
 
         self.client = AsyncClient()
+        asyncio.get_event_loop().run_until_complete(self.client.__aenter__())
 
     async def stream(self, proto: str, url: str, on_text) -> None:
         stream = await self.client.chat.completions.create(
@@ -296,11 +319,12 @@ class LLMplexAsync:
         return answer.choices[0].message.content
 
     async def close(self) -> None:
-        pass
+        await self.client.__aexit__(None, None, None)
 
 
 class LLMplexSync:
-    """``llmplex.Client``: the same, from synchronous code through the bridge."""
+    """``llmplex.Client``: the same, from synchronous code through the bridge (it keeps
+    its connections alive until ``close``)."""
 
     sync = True
 
@@ -322,7 +346,7 @@ class LLMplexSync:
         return answer.choices[0].message.content
 
     def close(self) -> None:
-        pass
+        self.client.close()
 
 
 class OpenAISDK:
@@ -465,6 +489,7 @@ CLIENTS = {
     "aiohttp": Baseline,
     "aiohttp-fresh": BaselineFresh,
     "llmplex": LLMplexProvider,
+    "llmplex-pool": LLMplexPooled,
     "llmplex-async": LLMplexAsync,
     "llmplex-sync": LLMplexSync,
     "openai": OpenAISDK,

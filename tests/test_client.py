@@ -316,23 +316,3 @@ def test_client_repr_hides_secrets(services):
     client = client_for(services)
     assert "sk-test" not in repr(client) and "session-1" not in repr(client)
     assert "r8_test" not in repr(Router())
-
-
-async def test_async_with_client_reuses_connections(services):
-    emu = services["OpenAI"]
-    async with client_for(services) as client:
-        for _ in range(3):
-            answer = await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                          messages="Hi")
-            assert answer.choices[0].message.content == ANSWER
-        stream = await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                      messages="Hi", stream=True)
-        assert "".join([c.choices[0].delta.content or "" async for c in stream]) == ANSWER
-    pooled = {tuple(r.peer) for r in emu.requests}
-    assert len(emu.requests) == 4 and len(pooled) == 1  # one keep-alive connection
-
-    emu.reset()
-    client = client_for(services)  # without the block: a connection per call
-    for _ in range(2):
-        await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
-    assert len({tuple(r.peer) for r in emu.requests}) == 2

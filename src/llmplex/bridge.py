@@ -20,7 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["get_loop", "run", "iterate"]
+__all__ = ["get_loop", "run", "iterate", "finalize"]
 
 T = TypeVar("T")
 
@@ -119,6 +119,25 @@ def run(awaitable: Awaitable[T]) -> T:
         # Interrupted (KeyboardInterrupt): cancel the task and let its cleanup finish.
         job.cancel_and_wait()
         raise
+
+
+def finalize(awaitable: Awaitable[Any], timeout: float = 5.0) -> None:
+    """Run cleanup on the background loop from any thread, e.g. from a garbage-collection
+    finalizer or at interpreter exit: waited for (at most ``timeout`` seconds) from other
+    threads; only scheduled from the loop's own thread, which must never block on itself.
+    Errors are ignored: there is no caller left to tell."""
+    loop = _loop
+    if loop is None or loop.is_closed():
+        close = getattr(awaitable, "close", None)  # never started: no "never awaited" warning
+        if close is not None:
+            close()
+        return
+    try:
+        job = _Job(awaitable)
+    except RuntimeError:  # the loop stopped meanwhile (interpreter exit)
+        return
+    if threading.current_thread() is not _thread:
+        concurrent.futures.wait([job.done], timeout=timeout)
 
 
 def iterate(factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:

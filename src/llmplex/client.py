@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from contextlib import aclosing
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from contextlib import aclosing, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from .conversations.base import Conversation, ConversationStore
 from .errors import InvalidRequestError
@@ -37,6 +38,9 @@ from .objects import (
 from .prompt import filter_none, validate_messages
 from .routing import Route, Router
 from .types import FinishReason, JsonConversation, Usage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .http.pool import ConnectionPool
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -65,6 +69,7 @@ class AsyncClient:
         self.provider_options = {k.lower(): dict(v) for k, v in (provider_options or {}).items()}
         self.proxy = proxy
         self.timeout = timeout
+        self._pool: ConnectionPool | None = None  # keep-alive connections, when kept
         self.chat = _AsyncChat(self)
         self.models = _AsyncModels(self)
         self.conversations = _AsyncConversations(self)
@@ -73,22 +78,23 @@ class AsyncClient:
         return f"AsyncClient(providers={sorted(self.provider_options)!r})"
 
     async def __aenter__(self) -> AsyncClient:
-        """``async with AsyncClient() as client:`` keeps connections alive between calls
-        made inside the block (one pool, closed on exit): less CPU and latency per call."""
-        from .http.session import ConnectionPool
+        """``async with AsyncClient() as client:`` keeps connections alive between the
+        client's calls inside the block (one pool, closed on exit): less CPU and latency
+        per call. Without the block, every call opens and closes its own connection."""
+        from .http.pool import ConnectionPool
 
-        self._pool = ConnectionPool()
-        await self._pool.__aenter__()
+        if self._pool is None or self._pool.closed:
+            self._pool = ConnectionPool()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the pooled connections (if the client was entered with ``async with``)."""
-        pool, self._pool = getattr(self, "_pool", None), None
+        """Close the kept-alive connections; later calls open their own again."""
+        pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.__aexit__(None, None, None)
+            await pool.close()
 
     @property
     def store(self) -> ConversationStore:
@@ -194,10 +200,19 @@ class _Run:
     async def deltas(self) -> AsyncIterator[str]:
         """Text deltas after limits; fills in provider, finish reason, usage, state."""
         limiter = self.limiter
+        # The client's pool (if it keeps one) is bound around each step of the stream, the
+        # steps that open connections, whichever task iterates us; not between them.
+        pool = self.client._pool
+        bind = nullcontext if pool is None else pool.bind
         stream = self.client.router.stream(self.routes, self._open, model=self.model)
         current = None
         try:
-            async for route, chunk in stream:
+            while True:
+                with bind():
+                    try:
+                        route, chunk = await stream.__anext__()
+                    except StopAsyncIteration:
+                        break
                 if route is not current:  # changes only on fallback: not per chunk
                     current = route
                     self.provider = route.name
@@ -216,7 +231,8 @@ class _Run:
                 elif isinstance(chunk, JsonConversation):
                     self.state = chunk.get_dict()
         finally:
-            await stream.aclose()
+            with bind():  # cleanup requests (a DELETE, a cancel) may reuse a connection
+                await stream.aclose()
         if limiter is not None:
             tail = limiter.finish()
             if tail:
@@ -313,13 +329,23 @@ class _AsyncConversations:
 
 class Client:
     """The synchronous client: the same API, run on llmplex's background loop, so it also
-    works inside Jupyter or any running event loop. Takes :class:`AsyncClient`'s arguments."""
+    works inside Jupyter or any running event loop. Takes :class:`AsyncClient`'s arguments.
+
+    It keeps connections alive between calls (one pool on the background loop), closed by
+    :meth:`close`, at the end of ``with Client() as client:``, when the client is garbage
+    collected, or at interpreter exit.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
+        from .http.pool import ConnectionPool
+
         self._async = AsyncClient(**kwargs)
+        self._async._pool = pool = ConnectionPool()
         self.chat = _SyncChat(self._async)
         self.models = _SyncProxy(self._async.models)
         self.conversations = _SyncProxy(self._async.conversations)
+        # Holds the pool, not the client: the finalizer must not keep the client alive.
+        self._finalizer = weakref.finalize(self, _close_pool, pool)
 
     @property
     def router(self) -> Router:
@@ -329,8 +355,26 @@ class Client:
     def store(self) -> ConversationStore:
         return self._async.store
 
+    def close(self) -> None:
+        """Close the kept-alive connections; later calls open their own again."""
+        self._async._pool = None
+        self._finalizer()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"Client(providers={sorted(self._async.provider_options)!r})"
+
+
+def _close_pool(pool: ConnectionPool) -> None:
+    if pool.connector_created:  # never used: nothing on the loop to close
+        from . import bridge
+
+        bridge.finalize(pool.close())
 
 
 class _SyncChat:

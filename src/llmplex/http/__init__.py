@@ -1,7 +1,8 @@
 """HTTP transport shared by all providers: session, status mapping, stream decoders.
 
 The decoders (:mod:`.sse`, :mod:`.ndjson`) are pure Python and import nothing heavy;
-:mod:`.session` imports aiohttp, so it is only loaded when a provider makes a request.
+:mod:`.session` and :mod:`.pool` import aiohttp, so they are only loaded when a provider
+makes a request.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from .ndjson import MalformedLineError, NDJSONDecoder
 from .sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .pool import ConnectionPool
     from .session import Session, redact_url
     from .status import raise_for_status
 
@@ -21,6 +23,7 @@ __all__ = [
     "NDJSONDecoder",
     "MalformedLineError",
     "Session",
+    "ConnectionPool",
     "redact_url",
     "raise_for_status",
 ]
@@ -31,6 +34,10 @@ def __getattr__(name: str):
         from . import session
 
         return getattr(session, name)
+    if name == "ConnectionPool":
+        from .pool import ConnectionPool
+
+        return ConnectionPool
     if name == "raise_for_status":
         from .status import raise_for_status
 

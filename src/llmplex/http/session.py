@@ -16,7 +16,6 @@ iterators (not generators, so there is nothing to finalise when the caller stops
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import importlib
 import json
@@ -36,66 +35,15 @@ from ..errors import (
     ResponseError,
 )
 from .ndjson import MalformedLineError, NDJSONDecoder
+from .pool import ConnectionPool, current_connector
 from .sse import ServerSentEvent, SSEDecoder, loads
 from .status import raise_for_status
 
 __all__ = ["Session", "EventStream", "ServerSentEvent", "redact_url", "DEFAULT_TIMEOUT",
-           "ConnectionPool", "json_object"]
+           "ConnectionPool", "json_object"]  # ConnectionPool: re-exported from .pool
 
 DEFAULT_TIMEOUT = 120.0
 _SOCKS_SCHEMES = ("socks4", "socks4a", "socks5", "socks5h")
-
-
-# The connection pool of the client making the current request, if it has one: Sessions
-# opened in this context reuse its connections instead of opening new ones.
-_pool: contextvars.ContextVar[tuple[asyncio.AbstractEventLoop, aiohttp.BaseConnector] | None] = (
-    contextvars.ContextVar("llmplex_connection_pool", default=None)
-)
-
-
-class ConnectionPool:
-    """Keep-alive connections shared by every provider call made in its context.
-
-    ``async with ConnectionPool():`` (what ``async with AsyncClient()`` does) makes the
-    Sessions opened inside the block — in this task and in tasks it starts — borrow
-    connections from one aiohttp connector instead of each opening (and closing) its own
-    TCP connection. Leaving the block closes the pooled connections. Sessions through a
-    SOCKS proxy keep their own connector.
-    """
-
-    def __init__(self, limit: int = 100) -> None:
-        self._limit = limit
-        self._connector: aiohttp.BaseConnector | None = None
-        self._token: contextvars.Token | None = None
-
-    async def __aenter__(self) -> ConnectionPool:
-        self._connector = aiohttp.TCPConnector(limit=self._limit)
-        self._token = _pool.set((asyncio.get_running_loop(), self._connector))
-        return self
-
-    @contextmanager
-    def bind(self) -> Iterator[None]:
-        """Make Sessions opened in this context (and tasks started from it) use the pool,
-        e.g. in each request of a server whose pool was opened at start-up."""
-        if self._connector is None:
-            yield
-            return
-        token = _pool.set((asyncio.get_running_loop(), self._connector))
-        try:
-            yield
-        finally:
-            _pool.reset(token)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._token is not None:
-            try:
-                _pool.reset(self._token)
-            except ValueError:  # left from another context: no longer ours to reset
-                pass
-            self._token = None
-        if self._connector is not None:
-            connector, self._connector = self._connector, None
-            await connector.close()
 
 
 def json_object(text: str, provider: str, what: str = "stream event") -> dict[str, Any]:
@@ -154,6 +102,7 @@ class Session:
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._request_proxy: str | None = None
+        self._pooled = False
 
     def __repr__(self) -> str:
         return f"Session(provider={self.provider!r}, proxy={redact_url(self.proxy)!r})"
@@ -164,10 +113,10 @@ class Session:
         connector = self._connector()
         owner = True
         if connector is None:  # no SOCKS proxy: a client's connection pool may serve
-            shared = _pool.get()
-            if shared is not None and shared[0] is asyncio.get_running_loop() \
-                    and not shared[1].closed:
-                connector, owner = shared[1], False
+            shared = current_connector()
+            if shared is not None:
+                connector, owner = shared, False
+        self._pooled = not owner
         if self._timeout is None:
             timeout = aiohttp.ClientTimeout(total=None)
         else:
@@ -271,7 +220,7 @@ class Session:
             # The caller is done, maybe before the last bytes (a stream's end marker comes
             # before the chunked terminator): take what is already on its way, briefly,
             # so a pooled connection can be reused; else close it.
-            if not response.content.at_eof() and _pool.get() is not None:
+            if not response.content.at_eof() and self._pooled:
                 try:
                     async with asyncio.timeout(0.05):
                         while await response.content.readany():

@@ -36,7 +36,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import __version__
 from ..client import AsyncClient
-from ..http.session import ConnectionPool
 from ..routing import ProviderHealth
 from .errors import APIError
 from .handlers import install_error_handlers
@@ -70,13 +69,12 @@ def create_app(
     to local emulators; said in ``/health`` and ``/v1/providers``.
     """
     keys = tuple(k.encode() for k in api_keys if k)
-    pool = ConnectionPool()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One keep-alive pool to the upstreams for the server's life: requests reuse
-        # connections instead of opening one per call.
-        async with pool:
+        # The client keeps its upstream connections alive for the server's life: requests
+        # reuse them instead of opening one per call.
+        async with client:
             yield
 
     app = FastAPI(
@@ -120,10 +118,6 @@ def create_app(
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         """Create a chat completion; with ``"stream": true`` an SSE stream of chunks ending
         with ``data: [DONE]``. llmplex extras: ``provider`` and ``conversation_id``."""
-        with pool.bind():  # the upstream task started below inherits it
-            return await _chat_completions(body, request)
-
-    async def _chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         kwargs = _create_arguments(body, allow_upstream_overrides)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         watcher = asyncio.ensure_future(disconnected(request.receive))

@@ -65,6 +65,13 @@ class Emulator:
         self.requests: list[RecordedRequest] = []
         self.open_streams = 0  # streams being written right now
         self.url: str | None = None  # set by the server once listening
+        self._connections: Callable[[], int] | None = None  # set by the server too
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections clients hold open to this emulator right now (keep-alive ones
+        included): how tests see that a client closed, or kept, its connections."""
+        return self._connections() if self._connections is not None else 0
 
     # -- scripting -------------------------------------------------------------------------
 

@@ -73,6 +73,8 @@ class EmulatorServer:
         self.port = sockets[0].getsockname()[1]
         self.url = f"http://{self.host}:{self.port}"
         self.emulator.url = self.url
+        server = self._runner.server
+        self.emulator._connections = lambda: len(server.connections) if server else 0
 
     async def _shutdown(self) -> None:
         if self._runner is not None:

@@ -308,6 +308,26 @@ async def test_early_stop_deletes_and_closes(h2o_emulator):
     assert_deleted(h2o_emulator)
 
 
+async def test_cancelled_while_the_conversation_is_created_still_deletes_it(h2o_emulator):
+    """The create request may already have made the conversation: it is let finish, then
+    deleted."""
+    emu = h2o_emulator
+    emu.latency = 0.3  # every request is answered 0.3 s after it arrives
+    task = asyncio.create_task(collect(emu))
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 5
+    while not emu.requests_to("/conversation", "POST") and loop.time() < end:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (create,) = emu.requests_to("/conversation", "POST")
+    assert create.path == "/conversation"  # cancelled during it: nothing was generated
+    (delete,) = emu.requests_to("/conversation/", "DELETE")
+    assert delete.path.startswith("/conversation/")
+    assert emu.conversations == {}
+
+
 async def test_cancellation_deletes_and_closes(h2o_emulator):
     h2o_emulator.script = Script(chunks=[f" w{i}" for i in range(100)], delay=0.02)
     first = asyncio.Event()

@@ -458,6 +458,21 @@ async def test_cancelled_task_deletes(openassistant_emulator):
     await wait_until(lambda: emu.open_streams == 0)
 
 
+async def test_cancelled_while_the_chat_is_created_still_deletes_it(openassistant_emulator):
+    """The create request may already have made the chat: it is let finish, then deleted."""
+    emu = openassistant_emulator
+    emu.latency = 0.3  # every request is answered 0.3 s after it arrives
+    task = asyncio.create_task(collect(emu))
+    await wait_until(lambda: emu.requests)  # the chat's POST is in flight
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(r.method, r.path) for r in emu.requests] == [FLOW[0], FLOW[-1]]
+    # the id came from the POST's answer, so the chat was made; and it is gone
+    assert emu.requests[-1].query.get("chat_id")
+    assert emu.live_chats() == []
+
+
 async def test_cancelled_twice_still_deletes(openassistant_emulator):
     """A second cancel while the DELETE is in flight must not abandon it."""
     emu = openassistant_emulator

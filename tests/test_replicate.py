@@ -438,6 +438,22 @@ async def test_task_cancellation_cancels_prediction(replicate_emulator):
     await eventually(lambda: replicate_emulator.open_streams == 0)
 
 
+async def test_cancelled_while_the_prediction_is_created_still_cancels_it(replicate_emulator):
+    """The create request may already have started the prediction (which bills): it is
+    let finish, then cancelled."""
+    emu = replicate_emulator
+    emu.latency = 0.3  # every request is answered 0.3 s after it arrives
+    task = asyncio.create_task(collect(emu))
+    await eventually(lambda: creates(emu))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in emu.requests] == [
+        ("POST", "predictions"), ("POST", "cancel")]  # no stream was opened
+    (prediction,) = emu.predictions.values()
+    assert prediction.status == "canceled"
+
+
 async def test_cancelled_twice_still_cancels_prediction(replicate_emulator):
     # A second cancellation landing during the cancel POST must not cut it short.
     replicate_emulator.script = Script("one two three four five six", delay=0.2)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import difflib
 import os
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import ModelNotFoundError
 from ..types import Chunk, JsonConversation, Messages
 
 __all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "BaseProvider", "run_cleanup",
-           "CLEANUP_TIMEOUT"]
+           "create_upstream", "CLEANUP_TIMEOUT"]
 
 #: seconds an upstream cleanup (DELETE of a chat, cancel of a prediction) may take
 CLEANUP_TIMEOUT = 5.0
@@ -167,3 +167,37 @@ async def run_cleanup(cleanup: Awaitable[Any], timeout: float = CLEANUP_TIMEOUT)
         raise asyncio.CancelledError
     if not task.cancelled():
         task.result()
+
+
+T = TypeVar("T")
+
+
+async def create_upstream(create: Awaitable[T], undo: Callable[[T], Awaitable[Any]],
+                          timeout: float = CLEANUP_TIMEOUT) -> T:
+    """Await ``create``, a request that makes something upstream (a chat, a prediction),
+    and return its result.
+
+    A caller cancelled while the request is in flight cannot know whether the server
+    already made the thing: the request is left to finish (within ``timeout`` seconds),
+    ``undo(result)`` removes what it made, and then the cancellation goes on. The
+    request's own errors are raised as usual: nothing was made.
+    """
+    task = asyncio.ensure_future(create)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.cancelled():
+            raise  # the request itself was cancelled, not only its caller
+
+        async def finish_then_undo() -> None:
+            try:
+                result = await task
+            except Exception:  # noqa: BLE001 - it failed: nothing to undo
+                return
+            await undo(result)
+
+        try:
+            await run_cleanup(finish_then_undo(), timeout)
+        except Exception:  # noqa: BLE001 - a timeout or failed undo must not hide the cancellation
+            pass
+        raise

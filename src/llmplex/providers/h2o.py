@@ -22,7 +22,8 @@ from ..errors import ResponseError, StreamError
 from ..http.session import DEFAULT_TIMEOUT, Session, json_object
 from ..prompt import format_prompt
 from ..types import Chunk, FinishReason, Messages
-from .base import CLEANUP_TIMEOUT, AsyncGeneratorProvider, ProviderModelMixin, run_cleanup
+from .base import (CLEANUP_TIMEOUT, AsyncGeneratorProvider, ProviderModelMixin, create_upstream,
+                   run_cleanup)
 
 __all__ = ["H2o", "DEFAULT_PARAMETERS", "build_parameters"]
 
@@ -142,11 +143,10 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
                 async with session.request("GET", origin + "/") as response:
                     await response.read()
             await cls._accept_settings(session, origin, model)
-            created = await session.json("POST", origin + "/conversation", json={"model": model})
-            conversation_id = created.get("conversationId") if isinstance(created, dict) else None
-            if not isinstance(conversation_id, str) or not conversation_id:
-                raise ResponseError(f"no conversationId in {str(created)[:200]!r}",
-                                    provider=cls.__name__)
+            conversation_id = await create_upstream(
+                _create_conversation(session, origin, model),
+                lambda made: _delete(session, f"{origin}/conversation/{made}"),
+                min(timeout or CLEANUP_TIMEOUT, CLEANUP_TIMEOUT))
             url = f"{origin}/conversation/{conversation_id}"
             body = {
                 "inputs": prompt,
@@ -211,6 +211,15 @@ def _finish_reason(event: Mapping[str, Any], tokens: int, max_new_tokens: Any) -
         return "stop"  # ended on the end-of-sequence token
     # Without details, a last ordinary token means the token budget ran out.
     return "length" if isinstance(max_new_tokens, int) and tokens >= max_new_tokens else "stop"
+
+
+async def _create_conversation(session: Session, origin: str, model: str) -> str:
+    created = await session.json("POST", origin + "/conversation", json={"model": model})
+    conversation_id = created.get("conversationId") if isinstance(created, dict) else None
+    if not isinstance(conversation_id, str) or not conversation_id:
+        raise ResponseError(f"no conversationId in {str(created)[:200]!r}",
+                            provider=session.provider)
+    return conversation_id
 
 
 async def _delete(session: Session, url: str) -> None:

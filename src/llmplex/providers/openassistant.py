@@ -20,7 +20,7 @@ from ..errors import (
 from ..http.session import DEFAULT_TIMEOUT, Session, json_object
 from ..prompt import format_prompt
 from ..types import Chunk, FinishReason, Messages
-from .base import AsyncGeneratorProvider, ProviderModelMixin, run_cleanup
+from .base import AsyncGeneratorProvider, ProviderModelMixin, create_upstream, run_cleanup
 
 __all__ = ["OpenAssistant"]
 
@@ -114,7 +114,9 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
         api = cls.resolve_base_url(base_url, _ORIGIN) + "/api/chat"
         async with Session(cls.__name__, proxy=proxy, cookies=jar, timeout=timeout,
                            headers={"Accept": "application/json"}) as session:
-            chat_id = _field(await _call(session, "POST", api), "id", "chat")
+            chat_id = await create_upstream(
+                _create_chat(session, api),
+                lambda made: _delete(session, api, made, strict=False), DELETE_TIMEOUT + 1)
             finished = False
             try:
                 prompter = await _call(session, "POST", api + "/prompter_message", json={
@@ -163,6 +165,10 @@ def _missing_cookies_message() -> str:
         f"{_DOMAIN} (Netscape cookies.txt or JSON) to {cookies_dir() / (_DOMAIN + '.txt')} "
         f"or {cookies_dir() / (_DOMAIN + '.json')}; set {ENV_VAR} to use another directory"
     )
+
+
+async def _create_chat(session: Session, api: str) -> str:
+    return _field(await _call(session, "POST", api), "id", "chat")
 
 
 async def _call(session: Session, method: str, url: str, **kwargs: Any) -> Any:

@@ -19,7 +19,7 @@ from ..errors import MissingAuthError, ResponseError, StreamError
 from ..http.session import Session
 from ..prompt import filter_none, format_prompt, validate_messages
 from ..types import Chunk, FinishReason, Messages
-from .base import AsyncGeneratorProvider, ProviderModelMixin, run_cleanup
+from .base import AsyncGeneratorProvider, ProviderModelMixin, create_upstream, run_cleanup
 
 __all__ = ["Replicate"]
 
@@ -120,13 +120,12 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
         endpoint = f"{cls.resolve_base_url(base_url, _ORIGIN)}/v1/models/{model}/predictions"
         name = cls.__name__
         async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as session:
-            # 404 here means the owner/name does not exist (or is not visible to us).
-            async with session.request("POST", endpoint, json=body,
-                                       messages={404: f"Model not found: {model}"}) as response:
-                prediction = await session.read_json(response)
-            urls = prediction.get("urls") if isinstance(prediction, dict) else None
-            urls = urls if isinstance(urls, dict) else {}
-            cancel_url = urls.get("cancel") if isinstance(urls.get("cancel"), str) else None
+            prediction = await create_upstream(
+                _create_prediction(session, endpoint, body, model),
+                lambda made: _cancel(session, _urls(made).get("cancel"), cls.cancel_timeout),
+                cls.cancel_timeout)
+            urls = _urls(prediction)
+            cancel_url = urls.get("cancel")
             finished = False
             try:
                 if not isinstance(prediction, dict) or not prediction.get("id"):
@@ -135,7 +134,7 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
                         provider=name,
                     )
                 stream_url = urls.get("stream")
-                if not stream_url or not isinstance(stream_url, str):
+                if not stream_url:
                     raise ResponseError(
                         f"model {model} cannot stream: its prediction has no urls.stream",
                         provider=name,
@@ -163,6 +162,22 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
             finally:
                 if not finished and cancel_url:
                     await _cancel(session, cancel_url, cls.cancel_timeout)
+
+
+async def _create_prediction(session: Session, endpoint: str, body: dict[str, Any],
+                             model: str) -> Any:
+    # 404 here means the owner/name does not exist (or is not visible to us).
+    async with session.request("POST", endpoint, json=body,
+                               messages={404: f"Model not found: {model}"}) as response:
+        return await session.read_json(response)
+
+
+def _urls(prediction: Any) -> dict[str, str]:
+    """The prediction's ``urls`` that are strings (``stream``, ``cancel``, ``get``)."""
+    urls = prediction.get("urls") if isinstance(prediction, dict) else None
+    if not isinstance(urls, dict):
+        return {}
+    return {k: v for k, v in urls.items() if isinstance(v, str) and v}
 
 
 def _split_system(messages: Messages | str, system_prompt: str | None) -> tuple[str, str | None]:
@@ -201,10 +216,12 @@ def _done_reason(data: str, provider: str) -> str:
     return str(value.get("reason") or "")
 
 
-async def _cancel(session: Session, url: str, limit: float) -> None:
+async def _cancel(session: Session, url: str | None, limit: float) -> None:
     """Best-effort ``POST urls.cancel``, bounded by ``limit`` seconds and shielded from
     the caller's cancellation; failures are ignored (the caller is already ending, with
-    its own result or error)."""
+    its own result or error). No URL: nothing to cancel."""
+    if not url:
+        return
 
     async def post() -> None:
         async with session.request("POST", url, check=False):

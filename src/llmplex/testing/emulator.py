@@ -66,6 +66,9 @@ class Emulator:
         self.open_streams = 0  # streams being written right now
         self.url: str | None = None  # set by the server once listening
         self._connections: Callable[[], int] | None = None  # set by the server too
+        #: seconds every request waits before it is answered: a slow service, e.g. to
+        #: cancel a client while its request is in flight
+        self.latency = 0.0
 
     @property
     def open_connections(self) -> int:
@@ -100,7 +103,8 @@ class Emulator:
     # -- helpers for subclasses ------------------------------------------------------------
 
     async def record(self, request: web.Request) -> RecordedRequest:
-        """Read and log the request (body, JSON or form fields)."""
+        """Read and log the request (body, JSON or form fields), then wait the emulator's
+        :attr:`latency`: every handler starts here."""
         body = await request.read()
         record = RecordedRequest(
             method=request.method,
@@ -120,6 +124,8 @@ class Emulator:
         elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data") and body:
             record.form = await _parse_form(request, body)
         self.requests.append(record)
+        if self.latency:
+            await asyncio.sleep(self.latency)
         return record
 
     def requests_to(self, path_part: str, method: str | None = None) -> list[RecordedRequest]:

@@ -186,6 +186,82 @@ def test_repl_keeps_one_conversation(env, emulators):
     assert (Path(env["LLMPLEX_DATA_DIR"]) / "repl_history").exists()
 
 
+class Terminal:
+    """``llmplex`` on a pseudo-terminal, as a person at a keyboard runs it: readline is
+    active, keys are bytes typed into the terminal."""
+
+    def __init__(self, env, *args):
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen([LLMPLEX, *args], env={**env, "TERM": "xterm"},
+                                        stdin=slave, stdout=slave, stderr=slave,
+                                        close_fds=True)
+        os.close(slave)
+        self.seen = b""
+
+    def type(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def expect(self, text: str, timeout: float = 15.0) -> None:
+        """Read the screen until ``text`` appears after what earlier calls consumed."""
+        import select
+
+        wanted, deadline = text.encode(), time.monotonic() + timeout
+        while wanted not in self.seen:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.master], [], [], max(left, 0))
+            if not ready:
+                raise AssertionError(f"{text!r} not shown; the screen: {self.seen[-500:]!r}")
+            try:
+                self.seen += os.read(self.master, 4096)
+            except OSError:  # the process ended and closed the terminal
+                raise AssertionError(f"{text!r} not shown; the screen: {self.seen!r}") from None
+        self.seen = self.seen[self.seen.index(wanted) + len(wanted):]
+
+    def close(self) -> int:
+        try:
+            return self.process.wait(timeout=15)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            os.close(self.master)
+
+
+def test_repl_on_a_terminal_history_interrupt_and_ctrl_d(env, emulators):
+    oai, _ = emulators
+    terminal = Terminal(env, "repl", "-m", OPENAI_MODEL)
+    try:
+        terminal.expect("you> ")
+        terminal.type("First turn\r")  # Enter
+        terminal.expect(ANSWER)
+        terminal.expect("you> ")
+        terminal.type("\x10\r")  # Ctrl-P: the previous line again, from readline's history
+        terminal.expect(ANSWER)
+        terminal.expect("you> ")
+        assert [m["content"] for m in sent_messages(oai)] == ["First turn", ANSWER, "First turn"]
+
+        oai.script = Script("word " * 200, delay=0.05)  # a long, slow answer
+        terminal.type("Tell me everything\r")
+        terminal.expect("word")
+        terminal.process.send_signal(signal.SIGINT)  # Ctrl-C mid-answer
+        terminal.expect("(interrupted)")
+        terminal.expect("you> ")
+        deadline = time.monotonic() + 5
+        while oai.open_streams and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert oai.open_streams == 0  # the upstream stream was closed, not left running
+
+        terminal.type("\x04")  # Ctrl-D on an empty line leaves
+        assert terminal.close() == 0
+    finally:
+        if terminal.process.poll() is None:
+            terminal.close()
+    history = (Path(env["LLMPLEX_DATA_DIR"]) / "repl_history").read_text()
+    assert "First turn" in history and "Tell me everything" in history
+
+
 def test_providers_and_models_tables(env):
     result = run(env, "providers")
     assert result.returncode == 0

@@ -820,7 +820,7 @@ def findings(results: dict[str, Any]) -> list[str]:
             r = rows.get(client)
             ref = rows.get(REQUEST_REFERENCE.get(client, "aiohttp")) or {}
             if r and r.get("request_ms") is not None and ref.get("request_ms") is not None:
-                parts.append(f"{LABELS[client]} +{r['request_ms'] - ref['request_ms']:.2f} ms")
+                parts.append(f"{LABELS[client]} {r['request_ms'] - ref['request_ms']:+.2f} ms")
         if parts:
             request_rows.append(f"{proto}: " + ", ".join(parts))
     if chunk_rows:
@@ -914,7 +914,7 @@ def budget_lines(results: dict[str, Any], args: argparse.Namespace) -> list[str]
                 continue
             d = r["request_ms"] - ref["request_ms"]
             out.append(f"| CPU/request ≤ 0.5 ms above {LABELS[reference]}: {LABELS[client]}, "
-                       f"{proto} | +{d:.3f} ms | {'met' if d <= 0.5 else 'MISSED'} |")
+                       f"{proto} | {d:+.3f} ms | {'met' if d <= 0.5 else 'MISSED'} |")
     for r in results.get("concurrency", []):
         if r.get("n") == 1000 and r["client"].startswith("llmplex"):
             if "error" in r:

@@ -14,8 +14,8 @@ multi-turn exchange in a :mod:`conversation store <llmplex.conversations>`.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing, nullcontext
@@ -158,8 +158,9 @@ class _AsyncCompletions:
             temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop,
             proxy=proxy or client.proxy, timeout=timeout or client.timeout, **kwargs,
         )
+        limiter = OutputLimiter(max_tokens, stop) if max_tokens or stop else None
         run = _Run(client, routes, new_messages, record, options, model or routes[0].model,
-                   OutputLimiter(max_tokens, stop))
+                   limiter)
         if stream:
             return run.chunks()
         return await run.complete()
@@ -170,7 +171,7 @@ class _Run:
 
     def __init__(self, client: AsyncClient, routes: list[Route], new_messages: list,
                  record: Conversation | None, options: dict[str, Any], model: str,
-                 limiter: OutputLimiter) -> None:
+                 limiter: OutputLimiter | None) -> None:
         self.client = client
         self.routes = routes
         self.new_messages = [dict(m) for m in new_messages]
@@ -178,8 +179,8 @@ class _Run:
         self.history = (record.messages if record else []) + self.new_messages
         self.options = options
         self.model = model
-        self.limiter = limiter if limiter.active else None
-        self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        self.limiter = limiter if limiter is not None and limiter.active else None
+        self.id = "chatcmpl-" + os.urandom(12).hex()  # as random as uuid4's hex, cheaper
         self.created = int(time.time())
         self.provider = routes[0].name
         self.text: list[str] = []

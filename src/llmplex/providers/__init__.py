@@ -41,11 +41,21 @@ def provider_names() -> list[str]:
     return list(REGISTRY)
 
 
+# lower-case name -> the class, filled as classes are first asked for: the client looks a
+# provider up on every request, so the lookup must not be a scan with an import call.
+_loaded: dict[str, type[AsyncGeneratorProvider]] = {}
+
+
 def get_provider(name: str) -> type[AsyncGeneratorProvider]:
     """The provider class called ``name`` (case-insensitive)."""
-    for key, module in REGISTRY.items():
-        if key.lower() == str(name).lower():
-            return getattr(importlib.import_module(module), key)
+    key = str(name).lower()
+    cls = _loaded.get(key)
+    if cls is not None:
+        return cls
+    for registered, module in REGISTRY.items():
+        if registered.lower() == key:
+            cls = _loaded[key] = getattr(importlib.import_module(module), registered)
+            return cls
     raise InvalidRequestError(
         f"unknown provider {name!r}; known providers: {', '.join(REGISTRY)}"
     )

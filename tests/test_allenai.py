@@ -26,7 +26,7 @@ from llmplex.errors import (
 )
 from llmplex.providers import AllenAI
 from llmplex.providers.allenai import Conversation
-from llmplex.testing import Fault, Script
+from llmplex.testing import Fault, Script, eventually
 
 MSG_ID = re.compile(r"^msg_[A-Z0-9]{10}$")
 STREAM = "/v4/message/stream"
@@ -39,14 +39,6 @@ async def collect(emu, model="", messages="Hi", **kwargs):
 
 def text_of(chunks) -> str:
     return "".join(c for c in chunks if isinstance(c, str))
-
-
-async def wait_for(predicate, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def raw_post(emu, fields, headers=None):
@@ -369,11 +361,11 @@ async def test_early_stop_closes_the_stream(ai2_emulator):
     assert got == ["w0 ", "w1 "]
     assert ai2_emulator.open_streams == 1
     await agen.aclose()
-    await wait_for(lambda: ai2_emulator.open_streams == 0)
+    await eventually(lambda: ai2_emulator.open_streams == 0)
     # The server saw the client go away: the reply is finalized as aborted, nothing else
     # exists upstream to delete (Ai2 threads are the conversation state itself).
     (reply,) = [m for m in ai2_emulator.messages.values() if m["role"] == "assistant"]
-    await wait_for(lambda: reply["finish_reason"] == "aborted")
+    await eventually(lambda: reply["finish_reason"] == "aborted")
     assert len(ai2_emulator.requests) == 1
 
 
@@ -390,7 +382,7 @@ async def test_task_cancellation_closes_the_stream(ai2_emulator):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: ai2_emulator.open_streams == 0)
+    await eventually(lambda: ai2_emulator.open_streams == 0)
 
 
 # -- sync API, proxy -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmplex.testing import Fault, Script, serve
+from llmplex.testing import Fault, Script, serve, wait_until
 from llmplex.testing.openai import OpenAIEmulator
 from llmplex.testing.replicate import ReplicateEmulator
 
@@ -248,10 +248,8 @@ def test_repl_on_a_terminal_history_interrupt_and_ctrl_d(env, emulators):
         terminal.process.send_signal(signal.SIGINT)  # Ctrl-C mid-answer
         terminal.expect("(interrupted)")
         terminal.expect("you> ")
-        deadline = time.monotonic() + 5
-        while oai.open_streams and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert oai.open_streams == 0  # the upstream stream was closed, not left running
+        # the upstream stream was closed, not left running
+        wait_until(lambda: oai.open_streams == 0, message="upstream stream left open")
 
         terminal.type("\x04")  # Ctrl-D on an empty line leaves
         assert terminal.close() == 0

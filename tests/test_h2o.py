@@ -21,7 +21,7 @@ from llmplex.errors import (
 )
 from llmplex.prompt import format_prompt
 from llmplex.providers import H2o
-from llmplex.testing import Fault, Script
+from llmplex.testing import Fault, Script, eventually
 from llmplex.testing.h2o import MODELS
 from llmplex.types import FinishReason
 
@@ -46,12 +46,9 @@ def generate_request(emulator):
     return request
 
 
-async def wait_closed(emulator, deadline=3.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while (emulator.open_streams or not emulator.requests_to("/conversation/", "DELETE")) \
-            and loop.time() < end:
-        await asyncio.sleep(0.02)
+def closed(emulator) -> bool:
+    """The stream is over and the conversation's DELETE has arrived."""
+    return not emulator.open_streams and bool(emulator.requests_to("/conversation/", "DELETE"))
 
 
 def assert_deleted(emulator):
@@ -261,7 +258,7 @@ async def test_error_event(h2o_emulator, reason):
     message = str(info.value)
     assert message.startswith("H2o:") and "Model is overloaded" in message
     assert (reason or "generation") in message
-    await wait_closed(h2o_emulator)
+    await eventually(lambda: closed(h2o_emulator))
     assert_deleted(h2o_emulator)
 
 
@@ -269,7 +266,7 @@ async def test_disconnect(h2o_emulator):
     h2o_emulator.script = Script(chunks=["a", "b", "c"], fault=Fault.disconnect(after=1))
     with pytest.raises(ProviderConnectionError, match="H2o"):
         await collect(h2o_emulator)
-    await wait_closed(h2o_emulator)
+    await eventually(lambda: closed(h2o_emulator))
     assert_deleted(h2o_emulator)
 
 
@@ -303,7 +300,7 @@ async def test_early_stop_deletes_and_closes(h2o_emulator):
     assert await stream.__anext__() == " w0"
     assert await stream.__anext__() == " w1"
     await stream.aclose()
-    await wait_closed(h2o_emulator)
+    await eventually(lambda: closed(h2o_emulator))
     assert h2o_emulator.open_streams == 0
     assert_deleted(h2o_emulator)
 
@@ -314,10 +311,7 @@ async def test_cancelled_while_the_conversation_is_created_still_deletes_it(h2o_
     emu = h2o_emulator
     emu.latency = 0.3  # every request is answered 0.3 s after it arrives
     task = asyncio.create_task(collect(emu))
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 5
-    while not emu.requests_to("/conversation", "POST") and loop.time() < end:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: emu.requests_to("/conversation", "POST"))
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -343,7 +337,7 @@ async def test_cancellation_deletes_and_closes(h2o_emulator):
         await task
     # The DELETE went out before the cancellation finished propagating.
     assert len(h2o_emulator.requests_to("/conversation/", "DELETE")) == 1
-    await wait_closed(h2o_emulator)
+    await eventually(lambda: closed(h2o_emulator))
     assert h2o_emulator.open_streams == 0
     assert_deleted(h2o_emulator)
 

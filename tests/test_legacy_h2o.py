@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gc
 import inspect
-import time
 
 import pytest
 
 from llmplex.errors import ModelNotFoundError, ResponseStatusError, StreamError
 from llmplex.providers.legacy import h2o
-from llmplex.testing import Fault, Script
+from llmplex.testing import Fault, Script, wait_until
 
 FALCON_7B = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3"
 INSTRUCTION = ("instruction: this is a conversation beween, a user and an AI assistant, "
@@ -25,11 +24,9 @@ def generate_request(emulator):
     return request
 
 
-def wait_closed(emulator, deadline=3.0):
-    end = time.monotonic() + deadline
-    while (emulator.open_streams or not emulator.requests_to("/conversation/", "DELETE")) \
-            and time.monotonic() < end:
-        time.sleep(0.02)
+def closed(emulator) -> bool:
+    """The stream is over and the conversation's DELETE has arrived."""
+    return not emulator.open_streams and bool(emulator.requests_to("/conversation/", "DELETE"))
 
 
 def assert_deleted(emulator):
@@ -124,7 +121,7 @@ def test_early_stop_deletes(h2o_emulator):
     gen = h2o._create_completion("falcon-40b", MESSAGES, True, base_url=h2o_emulator.url)
     assert next(gen) == " t0"
     gen.close()
-    wait_closed(h2o_emulator)
+    wait_until(lambda: closed(h2o_emulator))
     assert h2o_emulator.open_streams == 0
     assert_deleted(h2o_emulator)
 
@@ -134,7 +131,7 @@ def test_abandoned_generator_deletes(h2o_emulator):
     for token in h2o._create_completion("falcon-40b", MESSAGES, True, base_url=h2o_emulator.url):
         break  # the loop drops the generator: finalisation must clean up
     gc.collect()
-    wait_closed(h2o_emulator)
+    wait_until(lambda: closed(h2o_emulator))
     assert h2o_emulator.open_streams == 0
     assert_deleted(h2o_emulator)
 
@@ -175,5 +172,5 @@ def test_stops_at_a_plain_endoftext_token(h2o_emulator):
     h2o_emulator.script = Script(chunks=["a", "<|endoftext|>", "b"])
     assert list(h2o._create_completion("falcon-40b", MESSAGES, True,
                                        base_url=h2o_emulator.url)) == ["a"]
-    wait_closed(h2o_emulator)
+    wait_until(lambda: closed(h2o_emulator))
     assert_deleted(h2o_emulator)

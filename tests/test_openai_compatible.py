@@ -31,7 +31,7 @@ from llmplex.providers.openai_compatible import (
     OpenAICompatible,
     endpoint_provider,
 )
-from llmplex.testing import Fault, Script, serve
+from llmplex.testing import Fault, Script, eventually, serve
 from llmplex.testing.openai import OpenAIEmulator
 from llmplex.types import FinishReason, Usage
 
@@ -40,13 +40,6 @@ KEY = "sk-test-0123456789abcdef"
 
 async def collect(provider, model="gpt-4o-mini", messages="Hi", **kwargs):
     return [c async for c in provider.create_async_generator(model, messages, **kwargs)]
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def v1(emulator) -> str:
@@ -395,7 +388,7 @@ async def test_disconnect_fault(openai_emulator):
     with pytest.raises(ProviderConnectionError) as info:
         await collect(OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator))
     assert "OpenAICompatible" in str(info.value)
-    await wait_for(lambda: openai_emulator.open_streams == 0)
+    await eventually(lambda: openai_emulator.open_streams == 0)
 
 
 async def test_malformed_fault(openai_emulator):
@@ -441,9 +434,9 @@ async def test_early_stop_closes_the_stream(openai_emulator):
     openai_emulator.script = Script("word " * 400, delay=0.01)
     agen = OpenAICompatible.create_async_generator("gpt-4o", "Hi", base_url=v1(openai_emulator))
     assert isinstance(await agen.__anext__(), str)
-    await wait_for(lambda: openai_emulator.open_streams == 1)
+    await eventually(lambda: openai_emulator.open_streams == 1)
     await agen.aclose()
-    await wait_for(lambda: openai_emulator.open_streams == 0)
+    await eventually(lambda: openai_emulator.open_streams == 0)
 
 
 async def test_cancellation_closes_the_stream(openai_emulator):
@@ -460,7 +453,7 @@ async def test_cancellation_closes_the_stream(openai_emulator):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: openai_emulator.open_streams == 0)
+    await eventually(lambda: openai_emulator.open_streams == 0)
 
 
 def test_sync_early_stop(openai_emulator):

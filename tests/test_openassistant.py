@@ -28,7 +28,7 @@ from llmplex.errors import (
 )
 from llmplex.prompt import format_prompt
 from llmplex.providers.openassistant import DEFAULT_SAMPLING, OpenAssistant
-from llmplex.testing import Fault, Script, serve
+from llmplex.testing import Fault, Script, eventually, serve
 from llmplex.testing.openassistant import SAMPLING_KEYS, OpenAssistantEmulator
 from llmplex.types import FinishReason
 
@@ -73,14 +73,6 @@ def assert_deleted(emulator) -> None:
     if prompters:
         assert deletes[0].query == {"chat_id": prompters[0].json["chat_id"]}
     assert emulator.live_chats() == []
-
-
-async def wait_until(condition, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 # -- the flow ------------------------------------------------------------------------------
@@ -411,7 +403,7 @@ async def test_consumer_stops_early_deletes_and_closes(openassistant_emulator):
     await stream.aclose()
     assert emu.requests_to("/api/chat", "DELETE")  # sent before aclose() returned
     assert emu.live_chats() == []
-    await wait_until(lambda: emu.open_streams == 0)
+    await eventually(lambda: emu.open_streams == 0)
 
 
 async def test_break_out_of_async_for_deletes(openassistant_emulator):
@@ -422,7 +414,7 @@ async def test_break_out_of_async_for_deletes(openassistant_emulator):
         break
     await stream.aclose()
     assert_deleted(emu)
-    await wait_until(lambda: emu.open_streams == 0)
+    await eventually(lambda: emu.open_streams == 0)
 
 
 def test_sync_early_stop_deletes(openassistant_emulator):
@@ -455,7 +447,7 @@ async def test_cancelled_task_deletes(openassistant_emulator):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert_deleted(emu)
-    await wait_until(lambda: emu.open_streams == 0)
+    await eventually(lambda: emu.open_streams == 0)
 
 
 async def test_cancelled_while_the_chat_is_created_still_deletes_it(openassistant_emulator):
@@ -463,7 +455,7 @@ async def test_cancelled_while_the_chat_is_created_still_deletes_it(openassistan
     emu = openassistant_emulator
     emu.latency = 0.3  # every request is answered 0.3 s after it arrives
     task = asyncio.create_task(collect(emu))
-    await wait_until(lambda: emu.requests)  # the chat's POST is in flight
+    await eventually(lambda: emu.requests)  # the chat's POST is in flight
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

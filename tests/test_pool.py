@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 from contextlib import ExitStack
 
 import pytest
@@ -15,7 +14,7 @@ from llmplex import AsyncClient, Client
 from llmplex.conversations import MemoryStore
 from llmplex.http import ConnectionPool
 from llmplex.providers import OpenAICompatible, OpenAssistant
-from llmplex.testing import Script, get_emulator, serve
+from llmplex.testing import Script, eventually, get_emulator, serve, wait_until
 
 ANSWER = "Pooled, Привет 😀!"
 OA_COOKIES = {"next-auth.session-token": "session-1"}
@@ -41,22 +40,6 @@ def connections(emulator) -> int:
     return len(peers)
 
 
-def settles_to(read, expected, timeout=5.0) -> bool:
-    """Whether ``read()`` reaches ``expected`` (a closed socket reaches the server soon,
-    not at once)."""
-    deadline = time.monotonic() + timeout
-    while read() != expected and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return read() == expected
-
-
-async def asettles_to(read, expected, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while read() != expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    return read() == expected
-
-
 # -- AsyncClient ------------------------------------------------------------------------------
 
 async def test_async_with_client_reuses_one_connection_and_closes_it(emus):
@@ -71,7 +54,7 @@ async def test_async_with_client_reuses_one_connection_and_closes_it(emus):
         assert "".join([c.choices[0].delta.content or "" async for c in stream]) == ANSWER
         assert emu.open_connections == 1  # kept alive between calls
     assert len(emu.requests) == 4 and connections(emu) == 1
-    assert await asettles_to(lambda: emu.open_connections, 0)  # closed with the block
+    await eventually(lambda: emu.open_connections == 0)  # closed with the block
 
 
 async def test_async_client_without_the_block_opens_a_connection_per_call(emus):
@@ -80,7 +63,7 @@ async def test_async_client_without_the_block_opens_a_connection_per_call(emus):
     for _ in range(2):
         await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
     assert connections(emu) == 2
-    assert await asettles_to(lambda: emu.open_connections, 0)  # nothing left open
+    await eventually(lambda: emu.open_connections == 0)  # nothing left open
 
 
 async def test_a_stream_iterated_in_another_task_still_uses_the_clients_pool(emus):
@@ -122,12 +105,12 @@ def test_sync_client_keeps_one_connection_until_closed(emus):
     assert connections(emu) == 1 and emu.open_connections == 1
 
     client.close()
-    assert settles_to(lambda: emu.open_connections, 0)
+    wait_until(lambda: emu.open_connections == 0)
     # still usable after close: a connection per call, closed after it
     answer = client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
     assert answer.choices[0].message.content == ANSWER
     assert connections(emu) == 2
-    assert settles_to(lambda: emu.open_connections, 0)
+    wait_until(lambda: emu.open_connections == 0)
     client.close()  # twice is fine
 
 
@@ -136,7 +119,7 @@ def test_sync_client_with_block_closes_its_connections(emus):
     with Client(provider_options=options(emus), store=MemoryStore()) as client:
         client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
         assert emu.open_connections == 1
-    assert settles_to(lambda: emu.open_connections, 0)
+    wait_until(lambda: emu.open_connections == 0)
 
 
 def test_a_garbage_collected_sync_client_closes_its_connections(emus):
@@ -146,7 +129,7 @@ def test_a_garbage_collected_sync_client_closes_its_connections(emus):
     assert emu.open_connections == 1
     del client
     gc.collect()  # a leaked socket would warn here, and warnings fail the tests
-    assert settles_to(lambda: emu.open_connections, 0)
+    wait_until(lambda: emu.open_connections == 0)
 
 
 def test_sync_client_stopping_a_stream_early_keeps_the_pool_usable(emus):
@@ -157,12 +140,12 @@ def test_sync_client_stopping_a_stream_early_keeps_the_pool_usable(emus):
                                                 messages="Hi", stream=True)
         next(stream)
         stream.close()  # the stream's connection is dropped; the chat is still deleted
-        assert settles_to(lambda: len(emu.requests_to("/api/chat", "DELETE")), 1)
+        wait_until(lambda: len(emu.requests_to("/api/chat", "DELETE")) == 1)
         emu.script = Script(ANSWER)
         answer = client.chat.completions.create(model="openassistant:OA_SFT_Llama_30B_6",
                                                 messages="Hi")
         assert answer.choices[0].message.content == ANSWER
-    assert settles_to(lambda: emu.open_connections, 0)
+    wait_until(lambda: emu.open_connections == 0)
     assert emu.open_streams == 0
 
 
@@ -178,12 +161,12 @@ async def test_direct_provider_calls_share_a_connection_pool(emus):
             assert text == ANSWER
         assert emu.open_connections == 1
     assert pool.closed and connections(emu) == 1
-    assert await asettles_to(lambda: emu.open_connections, 0)
+    await eventually(lambda: emu.open_connections == 0)
 
     # after the block, calls open (and close) their own connections again
     await OpenAssistant.create_async("OA_SFT_Llama_30B_6", "Hi",
                                      base_url=emus["openassistant"].url, cookies=OA_COOKIES)
-    assert await asettles_to(lambda: emus["openassistant"].open_connections, 0)
+    await eventually(lambda: emus["openassistant"].open_connections == 0)
 
 
 def test_a_pool_serves_only_the_loop_that_made_it(emus):
@@ -204,8 +187,8 @@ def test_a_pool_serves_only_the_loop_that_made_it(emus):
         loop.run_until_complete(first())
         assert asyncio.run(call()) == ANSWER  # another loop: its own connection, closed
         assert connections(emu) == 2
-        assert settles_to(lambda: emu.open_connections, 1)  # the first loop's, kept
+        wait_until(lambda: emu.open_connections == 1)  # the first loop's, kept
         loop.run_until_complete(pool.close())
     finally:
         loop.close()
-    assert settles_to(lambda: emu.open_connections, 0)
+    wait_until(lambda: emu.open_connections == 0)

@@ -22,7 +22,7 @@ from llmplex.errors import (
     StreamError,
 )
 from llmplex.providers import Replicate
-from llmplex.testing import Fault, Script, serve
+from llmplex.testing import Fault, Script, eventually, serve
 from llmplex.testing.replicate import ReplicateEmulator
 from llmplex.types import FinishReason
 
@@ -42,13 +42,6 @@ async def collect(emulator, messages="Hi", **options):
 
 def text_of(chunks) -> str:
     return "".join(c for c in chunks if isinstance(c, str))
-
-
-async def eventually(predicate, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def creates(emulator):

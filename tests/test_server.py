@@ -20,7 +20,7 @@ import pytest
 from llmplex.routing import Router
 from llmplex.server import EMULATED_NOTICE, ServerThread, create_app
 from llmplex.server.emulated import EmulatedServices, emulated_client
-from llmplex.testing import Fault, Script, serve
+from llmplex.testing import Fault, Script, serve, wait_until
 from llmplex.testing.openai import OpenAIEmulator
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
@@ -92,15 +92,6 @@ def error_of(response):
     assert set(body) == {"error"}
     assert set(body["error"]) == {"message", "type", "param", "code"}
     return body["error"]
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -380,8 +371,9 @@ def test_client_leaving_mid_stream_deletes_the_upstream_chat(server):
     first = next(iter(stream))
     assert first.choices[0].delta.content
     stream.close()
-    assert wait_for(lambda: emu.requests_to("/api/chat", "DELETE")), "upstream chat not deleted"
-    assert wait_for(lambda: emu.open_streams == 0)
+    wait_until(lambda: emu.requests_to("/api/chat", "DELETE"),
+               message="upstream chat not deleted")
+    wait_until(lambda: emu.open_streams == 0)
     assert len(emu.requests_to("/api/chat/events")) == 1
 
 
@@ -392,8 +384,9 @@ def test_client_leaving_mid_stream_cancels_the_replicate_prediction(server):
         model="replicate:meta/meta-llama-3-8b-instruct", messages=MESSAGES, stream=True)
     next(iter(stream))
     stream.close()
-    assert wait_for(lambda: emu.requests_to("/cancel", "POST")), "prediction not cancelled"
-    assert wait_for(lambda: emu.open_streams == 0)
+    wait_until(lambda: emu.requests_to("/cancel", "POST"),
+               message="prediction not cancelled")
+    wait_until(lambda: emu.open_streams == 0)
 
 
 def test_client_leaving_before_a_non_stream_answer_cancels_upstream(server):
@@ -402,8 +395,9 @@ def test_client_leaving_before_a_non_stream_answer_cancels_upstream(server):
     with pytest.raises(httpx.ReadTimeout):
         server.post({"model": "openassistant:OA_SFT_Llama_30B_6", "messages": MESSAGES},
                     timeout=0.5)
-    assert wait_for(lambda: emu.requests_to("/api/chat", "DELETE")), "upstream chat not deleted"
-    assert wait_for(lambda: emu.open_streams == 0)
+    wait_until(lambda: emu.requests_to("/api/chat", "DELETE"),
+               message="upstream chat not deleted")
+    wait_until(lambda: emu.open_streams == 0)
 
 
 # -- conversations ----------------------------------------------------------------------------
@@ -603,7 +597,7 @@ def test_serve_emulate_from_the_command_line(tmp_path):
         assert url, "".join(banner)
         assert EMULATED_NOTICE in "".join(banner)
         base = url.removesuffix("/v1")
-        assert wait_for(lambda: _up(base), timeout=15)
+        wait_until(lambda: _up(base), timeout=15)
         providers = httpx.get(url + "/providers").json()
         assert providers["emulated"] is True
         assert all(p["emulated"] for p in providers["data"])

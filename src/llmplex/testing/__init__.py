@@ -16,13 +16,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .script import Fault, Script, split_tokens
+from .waiting import eventually, wait_until
 
 if TYPE_CHECKING:  # pragma: no cover
     from .emulator import Emulator, RecordedRequest
     from .server import EmulatorServer, serve
 
 __all__ = ["Script", "Fault", "split_tokens", "serve", "EmulatorServer", "Emulator",
-           "RecordedRequest", "EMULATORS", "get_emulator"]
+           "RecordedRequest", "EMULATORS", "get_emulator", "eventually", "wait_until"]
 
 # service name -> "module:Class"; service names match the lower-case provider names.
 EMULATORS: dict[str, str] = {

@@ -127,14 +127,16 @@ def finalize(awaitable: Awaitable[Any], timeout: float = 5.0) -> None:
     threads; only scheduled from the loop's own thread, which must never block on itself.
     Errors are ignored: there is no caller left to tell."""
     loop = _loop
-    if loop is None or loop.is_closed():
+    job = None
+    if loop is not None and not loop.is_closed():
+        try:
+            job = _Job(awaitable)
+        except RuntimeError:  # the loop stopped meanwhile (interpreter exit)
+            pass
+    if job is None:
         close = getattr(awaitable, "close", None)  # never started: no "never awaited" warning
         if close is not None:
             close()
-        return
-    try:
-        job = _Job(awaitable)
-    except RuntimeError:  # the loop stopped meanwhile (interpreter exit)
         return
     if threading.current_thread() is not _thread:
         concurrent.futures.wait([job.done], timeout=timeout)

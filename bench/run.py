@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -118,6 +119,8 @@ def ensure_env(name: str, rebuild: bool = False) -> Path:
     directory = ENVS / name
     stamp = directory / ".bench-spec"
     spec = json.dumps(ENV_SPECS[name])
+    if name == "llmplex":  # an editable install: rebuild when its dependencies change
+        spec += " " + hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if rebuild and directory.exists():
         shutil.rmtree(directory)
     if stamp.exists() and stamp.read_text() == spec and env_python(name).exists():

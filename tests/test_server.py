@@ -188,7 +188,27 @@ def test_health_and_openapi_schema(server):
     post = schema["paths"]["/v1/chat/completions"]["post"]
     assert "requestBody" in post and "400" in post["responses"]
     assert {"/v1/models", "/v1/providers", "/health"} <= set(schema["paths"])
-    assert httpx.get(server.url + "/docs").status_code == 200
+    assert not any(path.startswith(("/docs", "/redoc")) for path in schema["paths"])
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_everything_from_the_server_itself(server, page):
+    """Offline (``serve --emulate`` with no internet) a CDN script would leave them blank."""
+    import re
+
+    response = httpx.get(server.url + page)
+    assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+    html = response.text
+    assert "/openapi.json" in html
+    linked = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+    linked += re.findall(r"""(?:url):\s*["']([^"']+)["']""", html)
+    assert linked, html
+    assert not [url for url in linked if "://" in url or url.startswith("//")], linked
+    assets = [url for url in linked if url.endswith((".js", ".css", ".png"))]
+    assert any(url.endswith(".js") for url in assets)
+    for url in assets:
+        asset = httpx.get(server.url + url)
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
 
 
 def test_providers_show_health_cooldown_and_emulation(server):

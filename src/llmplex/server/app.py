@@ -5,8 +5,9 @@
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), ``GET /v1/models``,
 ``GET /v1/models/{id}``, ``GET /v1/providers``, ``POST/GET/DELETE /v1/conversations``,
-``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs``). Errors
-always have OpenAI's shape (:mod:`llmplex.server.errors` has the status table).
+``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs`` and ``/redoc``,
+served without a CDN). Errors always have OpenAI's shape (:mod:`llmplex.server.errors`
+has the status table).
 
 Safety: request bodies are capped (``max_body_bytes``, 413 above); CORS headers are sent
 only for ``cors_origins``; with ``api_keys`` every ``/v1`` route needs ``Authorization:
@@ -37,6 +38,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..client import AsyncClient
 from ..routing import ProviderHealth
+from .docs import install_docs
 from .errors import APIError
 from .handlers import install_error_handlers
 from .middleware import BodyLimit
@@ -83,7 +85,9 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible API over many LLM chat services."
         + (f"\n\n**{EMULATED_NOTICE}**" if emulated else ""),
+        docs_url=None, redoc_url=None,  # served by install_docs, without a CDN
     )
+    install_docs(app)
     app.state.client = client
     app.state.emulated = emulated
 

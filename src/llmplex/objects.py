@@ -8,7 +8,7 @@ Completions API, so code written against the ``openai`` package reads them uncha
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "ChatCompletion",
@@ -37,9 +37,15 @@ class _Object:
     """Base: keyword construction, attribute access, ``model_dump()``, equality, repr."""
 
     __slots__: tuple[str, ...] = ()
+    #: the fields, in order: the slots of the class and of its bases
+    _fields: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._fields = cls._fields + tuple(cls.__dict__.get("__slots__", ()))
 
     def model_dump(self, *, exclude_none: bool = False) -> dict[str, Any]:
-        data = {name: _dump(getattr(self, name)) for name in self.__slots__}
+        data = {name: _dump(getattr(self, name)) for name in self._fields}
         if exclude_none:
             data = {k: v for k, v in data.items() if v is not None}
         return data
@@ -56,7 +62,7 @@ class _Object:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
         return f"{type(self).__name__}({fields})"
 
 
@@ -91,22 +97,31 @@ class Choice(_Object):
         self.logprobs = logprobs
 
 
-class ChatCompletion(_Object):
-    """A whole answer (``stream=False``)."""
+class _Completion(_Object):
+    """What a whole answer and a streamed piece share: everything but their choices' type."""
 
     __slots__ = ("id", "object", "created", "model", "provider", "choices", "usage",
                  "conversation_id")
+    _object: ClassVar[str] = ""
 
-    def __init__(self, id: str, created: int, model: str, provider: str, choices: list[Choice],
-                 usage: CompletionUsage | None, conversation_id: str | None = None) -> None:
+    def __init__(self, id: str, created: int, model: str, provider: str, choices: list[Any],
+                 usage: CompletionUsage | None = None,
+                 conversation_id: str | None = None) -> None:
         self.id = id
-        self.object = "chat.completion"
+        self.object = self._object
         self.created = created
         self.model = model
         self.provider = provider
         self.choices = choices
         self.usage = usage
         self.conversation_id = conversation_id
+
+
+class ChatCompletion(_Completion):
+    """A whole answer (``stream=False``): ``choices`` are :class:`Choice` objects."""
+
+    __slots__ = ()
+    _object = "chat.completion"
 
 
 class ChoiceDelta(_Object):
@@ -128,23 +143,12 @@ class ChunkChoice(_Object):
         self.logprobs = None
 
 
-class ChatCompletionChunk(_Object):
-    """One streamed piece (``stream=True``); the last has ``finish_reason`` and ``usage``."""
+class ChatCompletionChunk(_Completion):
+    """One streamed piece (``stream=True``): ``choices`` are :class:`ChunkChoice` objects;
+    the last has ``finish_reason`` and ``usage``."""
 
-    __slots__ = ("id", "object", "created", "model", "provider", "choices", "usage",
-                 "conversation_id")
-
-    def __init__(self, id: str, created: int, model: str, provider: str,
-                 choices: list[ChunkChoice], usage: CompletionUsage | None = None,
-                 conversation_id: str | None = None) -> None:
-        self.id = id
-        self.object = "chat.completion.chunk"
-        self.created = created
-        self.model = model
-        self.provider = provider
-        self.choices = choices
-        self.usage = usage
-        self.conversation_id = conversation_id
+    __slots__ = ()
+    _object = "chat.completion.chunk"
 
 
 class Model(_Object):

@@ -26,7 +26,7 @@ from llmplex.errors import (
 )
 from llmplex.providers import AllenAI
 from llmplex.providers.allenai import Conversation
-from llmplex.testing import Fault, Script, eventually
+from llmplex.testing import Fault, Script, cancel_mid_stream, eventually
 
 MSG_ID = re.compile(r"^msg_[A-Z0-9]{10}$")
 STREAM = "/v4/message/stream"
@@ -371,17 +371,9 @@ async def test_early_stop_closes_the_stream(ai2_emulator):
 
 async def test_task_cancellation_closes_the_stream(ai2_emulator):
     ai2_emulator.script = Script(chunks=[f"w{i} " for i in range(200)], delay=0.01)
-    first = asyncio.Event()
-
-    async def consume():
-        async for _ in AllenAI.create_async_generator("", "Hi", base_url=ai2_emulator.url):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 3)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_mid_stream(
+        AllenAI.create_async_generator("", "Hi", base_url=ai2_emulator.url),
+        first_within=3)
     await eventually(lambda: ai2_emulator.open_streams == 0)
 
 

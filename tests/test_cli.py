@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmplex.testing import Fault, Script, serve, wait_until
+from llmplex.testing import Fault, Script, interrupt, serve, wait_until
 from llmplex.testing.openai import OpenAIEmulator
 from llmplex.testing.replicate import ReplicateEmulator
 
@@ -315,15 +315,7 @@ def test_emulate_serves_emulators_for_other_processes(env):
         result = run({**clean, **exports}, "chat", "Hi", "-m", REPLICATE_MODEL)
         assert "local replicate emulator" in result.stdout
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
-        process.stdout.close()
-        process.stderr.close()
+        code = interrupt(process)
     assert code == 0
     assert run(env, "emulate", "nonesuch").returncode == 2
 

@@ -21,7 +21,7 @@ from llmplex.errors import (
 )
 from llmplex.prompt import format_prompt
 from llmplex.providers import H2o
-from llmplex.testing import Fault, Script, eventually
+from llmplex.testing import Fault, Script, cancel_mid_stream, eventually
 from llmplex.testing.h2o import MODELS
 from llmplex.types import FinishReason
 
@@ -324,17 +324,9 @@ async def test_cancelled_while_the_conversation_is_created_still_deletes_it(h2o_
 
 async def test_cancellation_deletes_and_closes(h2o_emulator):
     h2o_emulator.script = Script(chunks=[f" w{i}" for i in range(100)], delay=0.02)
-    first = asyncio.Event()
-
-    async def consume():
-        async for _ in H2o.create_async_generator("", "Hi", base_url=h2o_emulator.url):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_mid_stream(
+        H2o.create_async_generator("", "Hi", base_url=h2o_emulator.url),
+        first_within=5)
     # The DELETE went out before the cancellation finished propagating.
     assert len(h2o_emulator.requests_to("/conversation/", "DELETE")) == 1
     await eventually(lambda: closed(h2o_emulator))

@@ -6,7 +6,6 @@ against the emulator. Everything talks over real sockets on 127.0.0.1.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import pickle
 import time
@@ -31,7 +30,7 @@ from llmplex.providers.openai_compatible import (
     OpenAICompatible,
     endpoint_provider,
 )
-from llmplex.testing import Fault, Script, eventually, serve
+from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
 from llmplex.testing.openai import OpenAIEmulator
 from llmplex.types import FinishReason, Usage
 
@@ -441,18 +440,9 @@ async def test_early_stop_closes_the_stream(openai_emulator):
 
 async def test_cancellation_closes_the_stream(openai_emulator):
     openai_emulator.script = Script("word " * 400, delay=0.01)
-    started = asyncio.Event()
-
-    async def consume():
-        async for _ in OpenAICompatible.create_async_generator(
-                "gpt-4o", "Hi", base_url=v1(openai_emulator)):
-            started.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(started.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_mid_stream(
+        OpenAICompatible.create_async_generator("gpt-4o", "Hi", base_url=v1(openai_emulator)),
+        first_within=5)
     await eventually(lambda: openai_emulator.open_streams == 0)
 
 

@@ -28,7 +28,7 @@ from llmplex.errors import (
 )
 from llmplex.prompt import format_prompt
 from llmplex.providers.openassistant import DEFAULT_SAMPLING, OpenAssistant
-from llmplex.testing import Fault, Script, eventually, serve
+from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
 from llmplex.testing.openassistant import SAMPLING_KEYS, OpenAssistantEmulator
 from llmplex.types import FinishReason
 
@@ -433,19 +433,9 @@ def test_sync_early_stop_deletes(openassistant_emulator):
 async def test_cancelled_task_deletes(openassistant_emulator):
     emu = openassistant_emulator
     emu.script = Script("a b c d e f g h", delay=0.1)
-    first = asyncio.Event()
-
-    async def consume():
-        async for _ in OpenAssistant.create_async_generator(
-            "", "Hi", cookies=COOKIES, base_url=emu.url
-        ):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 3)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_mid_stream(
+        OpenAssistant.create_async_generator("", "Hi", cookies=COOKIES, base_url=emu.url),
+        first_within=3)
     assert_deleted(emu)
     await eventually(lambda: emu.open_streams == 0)
 
@@ -469,21 +459,9 @@ async def test_cancelled_twice_still_deletes(openassistant_emulator):
     """A second cancel while the DELETE is in flight must not abandon it."""
     emu = openassistant_emulator
     emu.script = Script("a b c d e f g h", delay=0.1)
-    first = asyncio.Event()
-
-    async def consume():
-        async for _ in OpenAssistant.create_async_generator(
-            "", "Hi", cookies=COOKIES, base_url=emu.url
-        ):
-            first.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 3)
-    task.cancel()
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_mid_stream(
+        OpenAssistant.create_async_generator("", "Hi", cookies=COOKIES, base_url=emu.url),
+        first_within=3, cancels=2)
     assert_deleted(emu)
 
 

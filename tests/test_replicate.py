@@ -22,7 +22,7 @@ from llmplex.errors import (
     StreamError,
 )
 from llmplex.providers import Replicate
-from llmplex.testing import Fault, Script, eventually, serve
+from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
 from llmplex.testing.replicate import ReplicateEmulator
 from llmplex.types import FinishReason
 
@@ -414,19 +414,10 @@ async def test_early_stop_cancels_prediction(replicate_emulator):
 
 async def test_task_cancellation_cancels_prediction(replicate_emulator):
     replicate_emulator.script = Script("one two three four five six", delay=0.2)
-    started = asyncio.Event()
-
-    async def consume():
-        async for _ in Replicate.create_async_generator(
-            MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url
-        ):
-            started.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(started.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_mid_stream(
+        Replicate.create_async_generator(MODEL, "Hi", api_key=KEY,
+                                         base_url=replicate_emulator.url),
+        first_within=5)
     assert len(cancels(replicate_emulator)) == 1
     await eventually(lambda: replicate_emulator.open_streams == 0)
 
@@ -450,21 +441,10 @@ async def test_cancelled_while_the_prediction_is_created_still_cancels_it(replic
 async def test_cancelled_twice_still_cancels_prediction(replicate_emulator):
     # A second cancellation landing during the cancel POST must not cut it short.
     replicate_emulator.script = Script("one two three four five six", delay=0.2)
-    started = asyncio.Event()
-
-    async def consume():
-        async for _ in Replicate.create_async_generator(
-            MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url
-        ):
-            started.set()
-
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(started.wait(), 5)
-    task.cancel()
-    await asyncio.sleep(0)  # the first cancellation reaches the generator's cleanup
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_mid_stream(
+        Replicate.create_async_generator(MODEL, "Hi", api_key=KEY,
+                                         base_url=replicate_emulator.url),
+        first_within=5, cancels=2)
     assert len(cancels(replicate_emulator)) == 1
     await eventually(lambda: replicate_emulator.open_streams == 0)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from llmplex.routing import Router
 from llmplex.server import EMULATED_NOTICE, ServerThread, create_app
 from llmplex.server.emulated import EmulatedServices, emulated_client
-from llmplex.testing import Fault, Script, serve, wait_until
+from llmplex.testing import Fault, Script, interrupt, serve, wait_until
 from llmplex.testing.openai import OpenAIEmulator
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
@@ -630,15 +629,7 @@ def test_serve_emulate_from_the_command_line(tmp_path):
             text = "".join(c.choices[0].delta.content or "" for c in stream)
             assert "openai emulator" in text
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
-        process.stdout.close()
-        process.stderr.close()
+        code = interrupt(process)
     assert code == 0
 
 

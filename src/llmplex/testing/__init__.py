@@ -16,14 +16,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .script import Fault, Script, split_tokens
-from .waiting import eventually, wait_until
+from .waiting import cancel_mid_stream, eventually, interrupt, wait_until
 
 if TYPE_CHECKING:  # pragma: no cover
     from .emulator import Emulator, RecordedRequest
     from .server import EmulatorServer, serve
 
 __all__ = ["Script", "Fault", "split_tokens", "serve", "EmulatorServer", "Emulator",
-           "RecordedRequest", "EMULATORS", "get_emulator", "eventually", "wait_until"]
+           "RecordedRequest", "EMULATORS", "get_emulator", "eventually", "wait_until",
+           "cancel_mid_stream", "interrupt"]
 
 # service name -> "module:Class"; service names match the lower-case provider names.
 EMULATORS: dict[str, str] = {

@@ -1,4 +1,5 @@
-"""Waiting for what an emulator sees: a closed stream, a DELETE, a dropped connection.
+"""Waiting for what an emulator sees (a closed stream, a DELETE, a dropped connection),
+and ending what a test started (a stream it cancels, a process it interrupts).
 
 The emulators run in a thread of their own, so a client's cleanup reaches them a moment
 after the client returns. Tests poll for it, with a deadline, and fail saying what they
@@ -8,11 +9,13 @@ waited for.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-__all__ = ["eventually", "wait_until"]
+__all__ = ["eventually", "wait_until", "cancel_mid_stream", "interrupt"]
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 5.0,
@@ -33,3 +36,48 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message: str 
         if time.monotonic() > deadline:
             raise AssertionError(message or f"not reached within {timeout} s")
         time.sleep(0.01)
+
+
+async def cancel_mid_stream(stream: AsyncIterator[Any], *, first_within: float = 5.0,
+                            cancels: int = 1) -> None:
+    """Consume ``stream`` in a task, as a caller would, and cancel that task once the first
+    item has arrived: ``cancels`` times, a loop turn apart (the second lands while the
+    first one's cleanup runs). Returns once the task has ended, cleanup included.
+
+    ``TimeoutError`` if no item comes within ``first_within`` seconds; ``AssertionError``
+    if the task ends any other way than cancelled."""
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in stream:
+            first.set()
+
+    task = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(first.wait(), first_within)
+    except BaseException:
+        task.cancel()
+        raise
+    for turn in range(cancels):
+        if turn:
+            await asyncio.sleep(0)
+        task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        raise AssertionError(f"the consumer was not cancelled: {task.exception()!r}")
+
+
+def interrupt(process: subprocess.Popen, timeout: float = 15.0) -> int:
+    """Stop ``process`` as Ctrl-C would (SIGINT), wait for it and close its pipes; its exit
+    code. Killed, and ``subprocess.TimeoutExpired`` raised, if it outlives ``timeout``."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()

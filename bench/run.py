@@ -622,6 +622,25 @@ def ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}x"
 
 
+def _instruction_table(title: str, intro: str,
+                       counts: dict[str, dict[str, int | None]]) -> list[str]:
+    """A callgrind table: a row per client, a column per protocol, with the ratio to the
+    baseline; nothing when nothing was counted."""
+    if not counts:
+        return []
+    lines = [f"### {title}", "", intro, "",
+             "| client | " + " | ".join(PROTOCOLS[p] for p in counts) + " |",
+             "|---|" + "---:|" * len(counts)]
+    for client in [c for c in CLIENTS if any(c in row for row in counts.values())]:
+        cells = []
+        for row in counts.values():
+            value, base = row.get(client), row.get("aiohttp")
+            cells.append("" if client not in row else
+                         f"{fmt(value / 1000 if value else None)}k ({ratio(value, base)})")
+        lines.append(f"| {LABELS[client]} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render(results: dict[str, Any], args: argparse.Namespace) -> str:
     m = results["machine"]
     lines = [
@@ -707,41 +726,19 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
                   "and, below, the llmplex server's CPU (read from /proc), which decodes the "
                   "upstream stream and encodes its own.", ""]
 
-    instructions = results.get("instructions", {})
-    if instructions:
-        lines += ["### Instructions per chunk (callgrind)", "",
-                  f"The client process under valgrind, streams of {args.slow_chunks} chunks "
-                  "paced at 20 ms (valgrind runs code about 50 times slower): user-space "
-                  "instructions per chunk, the same on every run whatever else the machine "
-                  "does. Kernel time (the wake-up, the socket read) is not counted.", "",
-                  "| client | " + " | ".join(PROTOCOLS[p] for p in instructions) + " |",
-                  "|---|" + "---:|" * len(instructions)]
-        names = [c for c in CLIENTS if any(c in row for row in instructions.values())]
-        for client in names:
-            cells = []
-            for proto, row in instructions.items():
-                value, base = row.get(client), row.get("aiohttp")
-                cells.append("" if client not in row else
-                             f"{fmt(value / 1000 if value else None)}k ({ratio(value, base)})")
-            lines.append(f"| {LABELS[client]} | " + " | ".join(cells) + " |")
-        lines.append("")
-    per_request = results.get("instructions_request", {})
-    if per_request:
-        lines += ["### Instructions per request (callgrind)", "",
-                  "The same for whole one-chunk answers (ten of them, after a warm-up): "
-                  "user-space instructions per request. The kernel's part (connecting, "
-                  "sending, closing) is not counted.", "",
-                  "| client | " + " | ".join(PROTOCOLS[p] for p in per_request) + " |",
-                  "|---|" + "---:|" * len(per_request)]
-        names = [c for c in CLIENTS if any(c in row for row in per_request.values())]
-        for client in names:
-            cells = []
-            for proto, row in per_request.items():
-                value, base = row.get(client), row.get("aiohttp")
-                cells.append("" if client not in row else
-                             f"{fmt(value / 1000 if value else None)}k ({ratio(value, base)})")
-            lines.append(f"| {LABELS[client]} | " + " | ".join(cells) + " |")
-        lines.append("")
+    lines += _instruction_table(
+        "Instructions per chunk (callgrind)",
+        f"The client process under valgrind, streams of {args.slow_chunks} chunks paced at "
+        "20 ms (valgrind runs code about 50 times slower): user-space instructions per "
+        "chunk, the same on every run whatever else the machine does. Kernel time (the "
+        "wake-up, the socket read) is not counted.",
+        results.get("instructions", {}))
+    lines += _instruction_table(
+        "Instructions per request (callgrind)",
+        "The same for whole one-chunk answers (ten of them, after a warm-up): user-space "
+        "instructions per request. The kernel's part (connecting, sending, closing) is not "
+        "counted.",
+        results.get("instructions_request", {}))
 
     conc = results.get("concurrency", [])
     if conc:

@@ -37,6 +37,15 @@ def test_import_llmplex_is_cheap():
     assert out.stdout.strip() == ""
 
 
+def test_making_a_client_loads_no_http_stack():
+    """aiohttp comes with the first request, not with ``Client()`` (whose connection pool
+    makes its connector on first use)."""
+    code = ("import sys, llmplex; llmplex.Client(); llmplex.AsyncClient();"
+            "print('aiohttp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # -- prompt --------------------------------------------------------------------------------
 
 def test_format_prompt_single_message_is_its_content():

@@ -1,8 +1,8 @@
 """HTTP transport shared by all providers: session, status mapping, stream decoders.
 
 The decoders (:mod:`.sse`, :mod:`.ndjson`) are pure Python and import nothing heavy;
-:mod:`.session` and :mod:`.pool` import aiohttp, so they are only loaded when a provider
-makes a request.
+:mod:`.session` imports aiohttp, so it is only loaded when a provider makes a request;
+:mod:`.pool` imports it when a pool makes its connector.
 """
 
 from __future__ import annotations

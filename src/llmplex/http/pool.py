@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from typing import TYPE_CHECKING
 
-import aiohttp
+if TYPE_CHECKING:  # pragma: no cover
+    import aiohttp
 
 __all__ = ["ConnectionPool", "current_connector"]
 
@@ -67,6 +69,8 @@ class ConnectionPool:
             return None
         loop = asyncio.get_running_loop()
         if self._connector is None:
+            import aiohttp  # here, not at import: making a client must stay cheap
+
             self._connector = aiohttp.TCPConnector(limit=self._limit)
             self._loop = loop
         elif self._loop is not loop or self._connector.closed:

@@ -33,11 +33,8 @@ def options(emus) -> dict:
 
 
 def connections(emulator) -> int:
-    """The emulator's request count per TCP connection used, in order of first use."""
-    peers: dict = {}
-    for request in emulator.requests:
-        peers[tuple(request.peer)] = peers.get(tuple(request.peer), 0) + 1
-    return len(peers)
+    """How many TCP connections the emulator's recorded requests came on."""
+    return len({tuple(request.peer) for request in emulator.requests})
 
 
 # -- AsyncClient ------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ per-session state, records every request it receives, and answers according to a
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -193,10 +195,11 @@ def _cut(request: web.Request) -> None:
 async def _parse_form(request: web.Request, body: bytes) -> dict[str, Any]:
     """Form fields of a urlencoded or multipart body already read into ``body``.
 
-    Repeated fields become lists. Multipart is parsed from the cached bytes (a fresh
-    stream fed with them): ``request.post()`` would find the body already consumed. An
-    unparsable body gives no fields, so the request then fails validation, as on the
-    real servers.
+    Repeated fields become lists; file parts (with a ``filename``) are bytes, the others
+    text in their part's charset (UTF-8 by default). ``request.post()`` would find the body
+    already consumed, so multipart is split here from the cached bytes, in one linear pass
+    whatever the size. An unparsable body gives no fields, so the request then fails
+    validation, as on the real servers.
     """
     from urllib.parse import parse_qsl
 
@@ -213,19 +216,75 @@ async def _parse_form(request: web.Request, body: bytes) -> dict[str, Any]:
         for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
             add(key, value)
         return fields
-    from aiohttp import BodyPartReader, MultipartReader
-    from aiohttp.base_protocol import BaseProtocol
-    from aiohttp.streams import StreamReader
-
-    stream = StreamReader(BaseProtocol(asyncio.get_running_loop()), 2**16)
-    stream.feed_data(body)
-    stream.feed_eof()
     try:
-        reader = MultipartReader(request.headers, stream)
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            add(part.name, await part.text() if part.filename is None else await part.read())
-    except (ValueError, AssertionError, UnicodeDecodeError):
+        for name, value in _multipart_fields(request.headers.get("Content-Type", ""), body):
+            add(name, value)
+    except (ValueError, LookupError, UnicodeDecodeError):
         return {}
     return fields
+
+
+def _multipart_fields(content_type: str, body: bytes) -> Iterator[tuple[str, str | bytes]]:
+    """``(name, value)`` of each named part of a ``multipart/form-data`` body (RFC 7578):
+    ``bytes`` for a file part, else its text. Raises ``ValueError`` on a malformed body."""
+    from email.message import Message
+
+    from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+
+    header = Message()
+    header["Content-Type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise ValueError("multipart body without a boundary")
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    # The first delimiter opens the body, or follows a preamble and its CRLF.
+    if body.startswith(delimiter[2:]):
+        at = len(delimiter) - 2
+    else:
+        found = body.find(delimiter)
+        if found < 0:
+            raise ValueError("no multipart delimiter")
+        at = found + len(delimiter)
+    while not body.startswith(b"--", at):  # "--" after a delimiter closes the body
+        eol = body.find(b"\r\n", at)
+        if eol < 0 or body[at:eol].strip(b" \t"):
+            raise ValueError("malformed multipart delimiter line")
+        start = eol + 2
+        end = body.find(delimiter, start)
+        if end < 0:
+            raise ValueError("unterminated multipart part")
+        part = body[start:end]
+        at = end + len(delimiter)
+        split = -2 if part.startswith(b"\r\n") else part.find(b"\r\n\r\n")
+        if split == -1:
+            raise ValueError("multipart part without a header block")
+        headers: dict[str, str] = {}
+        lines = part[:max(split, 0)].decode("utf-8", "surrogateescape").split("\r\n")
+        for line in lines if split > 0 else ():
+            if line[:1] in (" ", "\t") and headers:  # a folded header continues
+                last = next(reversed(headers))
+                headers[last] += " " + line.strip()
+                continue
+            key, colon, value = line.partition(":")
+            if not colon:
+                raise ValueError("malformed multipart header")
+            headers[key.strip().lower()] = value.strip()
+        content = part[split + 4:]
+        _, params = parse_content_disposition(headers.get("content-disposition"))
+        name = params.get("name")
+        if name is None:
+            continue
+        encoding = headers.get("content-transfer-encoding", "").lower()
+        if encoding == "base64":
+            content = base64.b64decode(content)
+        elif encoding == "quoted-printable":
+            content = binascii.a2b_qp(content)
+        elif encoding not in ("", "binary", "7bit", "8bit"):
+            raise ValueError(f"unknown Content-Transfer-Encoding {encoding!r}")
+        if content_disposition_filename(params, "filename") is not None:
+            yield name, content
+        else:
+            part_type = Message()
+            part_type["Content-Type"] = headers.get("content-type", "text/plain")
+            charset = part_type.get_param("charset")
+            yield name, content.decode(charset if isinstance(charset, str) else "utf-8")

@@ -133,18 +133,23 @@ async def test_finish_reason_length_propagates(ai2_emulator):
     assert chunks[-1].reason == "length"
 
 
-async def test_options_arrive_in_the_form_and_unknown_kwargs_do_not(ai2_emulator):
+async def test_options_arrive_in_the_form_and_unknown_kwargs_are_refused(ai2_emulator):
     await collect(ai2_emulator, temperature=0.5, top_p=0.9, private=False, max_tokens=64,
-                  stop=["\n\n", "User:"], stream=True, seed=3, frobnicate="x",
-                  web_search=True, api_key="sk-secret")
+                  stop=["\n\n", "User:"], stream=True)
     req = ai2_emulator.requests[-1]
     assert req.form == {
         "model": "tulu3-405b", "host": "inferd", "content": "Hi", "private": "false",
         "temperature": "0.5", "top_p": "0.9", "max_tokens": "64", "stop": ["\n\n", "User:"],
     }
-    for leaked in (b"frobnicate", b"seed", b"web_search", b"sk-secret", b'name="stream"'):
-        assert leaked not in req.body
-    assert "sk-secret" not in json.dumps(req.headers)
+    assert b'name="stream"' not in req.body
+    for option in ({"seed": 3}, {"frobnicate": "x"}, {"api_key": "sk-secret"},
+                   {"temprature": 0.5}):
+        with pytest.raises(InvalidRequestError) as info:
+            await collect(ai2_emulator, **option)
+        assert info.value.param == next(iter(option)) and "AllenAI" in str(info.value)
+        assert "sk-secret" not in str(info.value)
+    assert info.value.suggestions == ["temperature"]
+    assert len(ai2_emulator.requests) == 1  # nothing was sent for the refused calls
 
 
 async def test_single_stop_string_is_one_field(ai2_emulator):

@@ -105,8 +105,11 @@ async def test_objects_have_attribute_access_and_model_dump(services):
     client = client_for(services)
     completion = await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
     data = completion.model_dump()
-    assert data["choices"][0]["message"] == {"role": "assistant", "content": ANSWER}
+    assert data["choices"][0]["message"] == {"role": "assistant", "content": ANSWER,
+                                             "refusal": None, "tool_calls": None,
+                                             "reasoning_content": None}
     assert data["object"] == "chat.completion" and data["provider"] == "OpenAI"
+    assert data["system_fingerprint"] == "fp_0ba0d124f1" and data["service_tier"] == "default"
     assert json.loads(completion.model_dump_json())["id"] == completion.id
     assert completion.id.startswith("chatcmpl-")
 
@@ -120,26 +123,73 @@ async def test_provider_reported_usage_is_used(services):
     assert completion.usage.estimated is False
 
 
-async def test_max_tokens_counts_tokens_not_chunks(services):
+def unlimited(emulator):
+    """A provider class whose service enforces neither max_tokens nor stop (the client must),
+    served by the OpenAI emulator."""
+    from llmplex.providers import OpenAICompatible
+    from llmplex.providers.endpoints import FULL
+
+    cls = type("Unlimited", (OpenAICompatible,), {
+        "capabilities": FULL.with_(max_tokens=False, stop=False),
+        "default_base_url": emulator.url + "/v1"})
+    return cls
+
+
+async def test_max_tokens_counts_tokens_not_chunks_where_the_service_cannot(services):
     client = client_for(services)
+    provider = unlimited(services["OpenAI"])
     completion = await client.chat.completions.create(
-        model="replicate:meta/meta-llama-3-8b-instruct", messages="Hi", max_tokens=3)
+        model="gpt-4o-mini", provider=provider, messages="Hi", max_tokens=3)
     # 3 tokens ~ 12 UTF-8 bytes: "The capital " — several chunks, cut mid-chunk.
     assert completion.choices[0].message.content == ANSWER.encode()[:12].decode()
     assert completion.choices[0].finish_reason == "length"
+    # the stream was closed before the service's usage came: the usage is an estimate
     assert completion.usage.completion_tokens == 3 and completion.usage.estimated
-    # the provider was told too
+    # the limit was not sent to a service that does not take it
+    assert "max_tokens" not in services["OpenAI"].requests_to("/chat/completions")[0].json
+
+
+async def test_a_native_max_tokens_is_left_to_the_service(services):
+    # The service cuts at 2 tokens (its own words) and reports usage: the client neither
+    # cuts the answer to 8 bytes nor replaces the usage by an estimate.
+    client = client_for(services)
+    completion = await client.chat.completions.create(
+        model="openai:gpt-4o-mini", messages="Hi", max_tokens=2)
+    assert completion.choices[0].message.content == "The capital"
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage.completion_tokens == 2 and not completion.usage.estimated
+    assert services["OpenAI"].requests_to("/chat/completions")[0].json["max_tokens"] == 2
+    await client.chat.completions.create(
+        model="replicate:meta/meta-llama-3-8b-instruct", messages="Hi", max_tokens=3)
     assert services["Replicate"].requests_to("/predictions", "POST")[0].json["input"][
         "max_new_tokens"] == 3
 
 
-async def test_stop_truncates_even_across_chunks(services):
+async def test_stop_truncates_even_across_chunks_where_the_service_cannot(services):
     client = client_for(services)
     stream = await client.chat.completions.create(
-        model="h2o:falcon-40b", messages="Hi", stream=True, stop=["is Par"])
+        model="openassistant:OA_SFT_Llama_30B_6", messages="Hi", stream=True, stop=["is Par"])
     chunks = [c async for c in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "The capital of France "
     assert chunks[-1].choices[0].finish_reason == "stop"
+    # a service that takes stop sequences gets them
+    await client.chat.completions.create(model="h2o:falcon-40b", messages="Hi", stop=["is Par"])
+    generate = [r for r in services["H2o"].requests if r.json and "inputs" in r.json][-1]
+    assert generate.json["parameters"]["stop"] == ["is Par"]
+
+
+async def test_a_provider_closed_early_after_answering_is_healthy(services):
+    # It failed once (cooling down), then answered until the client's stop sequence ended
+    # the stream early: its failure record is cleared.
+    client = client_for(services)
+    provider = unlimited(services["OpenAI"])
+    client.router.record_failure(provider.get_name(), RuntimeError("earlier failure"))
+    assert client.router.status()["Unlimited"]["cooling_down"]
+    completion = await client.chat.completions.create(
+        model="gpt-4o-mini", provider=provider, messages="Hi", stop=["France"])
+    assert completion.choices[0].finish_reason == "stop"
+    status = client.router.status()["Unlimited"]
+    assert not status["cooling_down"] and status["consecutive_failures"] == 0
 
 
 async def test_stopping_early_closes_the_upstream(services):

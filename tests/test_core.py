@@ -87,7 +87,7 @@ def test_get_last_user_message():
         ([{"role": "user"}], "messages[0].content must be a string"),
         ([{"role": "wizard", "content": "x"}], "messages[0].role"),
         ([{"role": "user", "content": "x"}, "hello"], "messages[1] must be a dict"),
-        ([{"role": "user", "content": ["parts"]}], "not list"),
+        ([{"role": "user", "content": ["parts"]}], "content[0] must be a content part object, not str"),
     ],
 )
 def test_bad_messages_are_named(messages, fragment):

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from llmplex.errors import (
+    InvalidRequestError,
     MissingAuthError,
     ModelNotFoundError,
     ProviderConnectionError,
@@ -93,8 +94,11 @@ async def test_one_session_cookie_and_headers(h2o_emulator):
 
 
 async def test_body_has_only_known_parameters_with_defaults(h2o_emulator):
-    await collect(h2o_emulator, stream=True, proxy=None, junk="x", conversation=object(),
-                  return_conversation=True, web_search=True, api_key="sk-secret")
+    await collect(h2o_emulator, stream=True, proxy=None)
+    for option in ({"junk": "x"}, {"web_search": True}, {"api_key": "sk-secret"}):
+        with pytest.raises(InvalidRequestError) as info:
+            await collect(h2o_emulator, **option)
+        assert info.value.param == next(iter(option)) and "sk-secret" not in str(info.value)
     body = generate_request(h2o_emulator).json
     assert set(body) == {"inputs", "parameters", "stream", "options"}
     assert body["parameters"] == DEFAULTS

@@ -32,9 +32,21 @@ from llmplex.providers.openai_compatible import (
 )
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
 from llmplex.testing.openai import OpenAIEmulator
-from llmplex.types import FinishReason, Usage
+from llmplex.types import FinishReason, ResponseMeta, Usage
 
 KEY = "sk-test-0123456789abcdef"
+
+
+#: the usage details the emulator reports, as OpenAI does
+DETAILS = {"prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                         "accepted_prediction_tokens": 0,
+                                         "rejected_prediction_tokens": 0}}
+
+
+def meta(model: str) -> ResponseMeta:
+    """What the emulator says of its answers (OpenAI's system_fingerprint, service_tier)."""
+    return ResponseMeta(model, "fp_0ba0d124f1", "default")
 
 
 async def collect(provider, model="gpt-4o-mini", messages="Hi", **kwargs):
@@ -229,8 +241,10 @@ async def test_plain_answer_order_and_body(openai_emulator):
     chunks = await collect(OpenAICompatible, "gpt-4o-mini", "Hi there",
                            base_url=v1(openai_emulator))
     assert "".join(c for c in chunks if isinstance(c, str)) == "Hello! How can I help you today?"
-    assert all(isinstance(c, str) for c in chunks[:-2])
-    assert chunks[-2] == Usage(prompt_tokens=2, completion_tokens=7, total_tokens=9)
+    assert chunks[0] == meta("gpt-4o-mini")  # the upstream's own model id comes first
+    assert all(isinstance(c, str) for c in chunks[1:-2])
+    assert chunks[-2] == Usage(prompt_tokens=2, completion_tokens=7, total_tokens=9, **DETAILS)
+    assert chunks[-2].cached_tokens == 0 and chunks[-2].reasoning_tokens == 0
     assert chunks[-1] == FinishReason("stop")
     [body] = chat_bodies(openai_emulator)
     assert body == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi there"}],
@@ -240,16 +254,20 @@ async def test_plain_answer_order_and_body(openai_emulator):
     assert "Authorization" not in record.headers  # generic class, no key: none sent
 
 
-async def test_options_in_body_unknown_kwargs_not(openai_emulator):
+async def test_options_in_body_unknown_kwargs_refused(openai_emulator):
     caller_headers = {"X-Title": "llmplex-tests"}
     await collect(
         OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator), api_key=KEY,
         temperature=0.5, top_p=0.9, max_tokens=50, stop=["\n\n", "END"], seed=7,
         presence_penalty=0.1, frequency_penalty=0.2, response_format={"type": "text"},
-        extra_body={"user": "u-1"}, headers=caller_headers,
-        # options of other providers and junk: accepted, never sent
-        conversation=None, return_conversation=True, host="modal", private=True,
-        web_search=True, stream=False, foo="bar")
+        extra_body={"user": "u-1"}, headers=caller_headers)
+    for option in ({"host": "modal"}, {"web_search": True}, {"foo": "bar"},
+                   {"stream": False}, {"temprature": 0.1}):
+        with pytest.raises(InvalidRequestError) as info:
+            await collect(OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator),
+                          **option)
+        assert info.value.param == next(iter(option))
+    assert info.value.suggestions == ["temperature"]
     [body] = chat_bodies(openai_emulator)
     assert body == {
         "model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "stream": True,
@@ -316,22 +334,23 @@ async def test_sync_create_completion_and_create_async(openai_emulator):
 async def test_non_stream_json_fallback(openai_emulator):
     openai_emulator.push(Script("Whole answer at once", extra={"stream": False}))
     chunks = await collect(OpenAICompatible, "llama3.2", "Hi", base_url=v1(openai_emulator))
-    assert chunks == ["Whole answer at once",
-                      Usage(prompt_tokens=1, completion_tokens=4), FinishReason("stop")]
+    assert chunks == [meta("llama3.2"), "Whole answer at once",
+                      Usage(prompt_tokens=1, completion_tokens=4, **DETAILS),
+                      FinishReason("stop")]
     assert chat_bodies(openai_emulator)[0]["stream"] is True  # we did ask to stream
 
 
 async def test_stream_options_ignored_and_no_done(openai_emulator):
     openai_emulator.push(Script("Hi", extra={"usage": False, "done": False}))
     chunks = await collect(OpenAICompatible, "m", "Hi", base_url=v1(openai_emulator))
-    assert chunks == ["Hi", FinishReason("stop")]
+    assert chunks == [meta("m"), "Hi", FinishReason("stop")]
 
 
 async def test_connection_lost_after_finish_reason_is_harmless(openai_emulator):
     # The answer (and its usage) arrived; only [DONE] was lost with the connection.
     openai_emulator.push(Script("Hi there", extra={"done": "disconnect"}))
     chunks = await collect(OpenAICompatible, "m", "Hi", base_url=v1(openai_emulator))
-    assert chunks == ["Hi", " there", Usage(1, 2), FinishReason("stop")]
+    assert chunks == [meta("m"), "Hi", " there", Usage(1, 2, **DETAILS), FinishReason("stop")]
 
 
 async def test_clean_eof_without_finish_is_an_error(openai_emulator):
@@ -378,7 +397,7 @@ async def test_error_event_fault(openai_emulator):
         async for chunk in OpenAICompatible.create_async_generator(
                 "gpt-4o", "Hi", base_url=v1(openai_emulator)):
             seen.append(chunk)
-    assert seen == ["one", " two"]
+    assert seen == [meta("gpt-4o"), "one", " two"]
     assert "OpenAICompatible" in str(info.value)
 
 
@@ -432,6 +451,7 @@ async def test_unknown_model_on_strict_server():
 async def test_early_stop_closes_the_stream(openai_emulator):
     openai_emulator.script = Script("word " * 400, delay=0.01)
     agen = OpenAICompatible.create_async_generator("gpt-4o", "Hi", base_url=v1(openai_emulator))
+    assert isinstance(await agen.__anext__(), ResponseMeta)
     assert isinstance(await agen.__anext__(), str)
     await eventually(lambda: openai_emulator.open_streams == 1)
     await agen.aclose()
@@ -449,6 +469,7 @@ async def test_cancellation_closes_the_stream(openai_emulator):
 def test_sync_early_stop(openai_emulator):
     openai_emulator.script = Script("word " * 400, delay=0.01)
     stream = OpenAICompatible.create_completion("gpt-4o", "Hi", base_url=v1(openai_emulator))
+    assert next(stream) == meta("gpt-4o")
     assert next(stream) == "word"
     stream.close()
     deadline = time.monotonic() + 5

@@ -122,8 +122,12 @@ async def test_sampling_parameters_are_exactly_the_known_keys(openassistant_emul
 
 async def test_unknown_options_never_reach_a_request_body(openassistant_emulator):
     emu = openassistant_emulator
-    chunks = await collect(emu, stream=True, web_search=True, foo="sentinel-xyz",
-                           conversation={"a": 1}, return_conversation=True, top_k=3)
+    for option in ({"web_search": True}, {"foo": "sentinel-xyz"}, {"stop": "x"}):
+        with pytest.raises(InvalidRequestError) as info:
+            await collect(emu, **option)
+        assert info.value.param == next(iter(option))
+    assert emu.requests == []
+    chunks = await collect(emu, stream=True, top_k=3)
     assert chunks[-1] == FinishReason("stop")
     assert emu.requests[2].json["sampling_parameters"]["top_k"] == 3
     for record in emu.requests:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from llmplex.errors import (
+    InvalidRequestError,
     MissingAuthError,
     ModelNotFoundError,
     ProviderConnectionError,
@@ -78,7 +79,7 @@ async def test_default_model_and_create_async(replicate_emulator):
     )
 
 
-async def test_options_are_sent_and_unknown_options_do_not_leak(replicate_emulator):
+async def test_options_are_sent_and_unknown_options_are_refused(replicate_emulator):
     caller_extra = {"seed": 42, "presence_penalty": 0.5}
     await collect(
         replicate_emulator,
@@ -89,11 +90,7 @@ async def test_options_are_sent_and_unknown_options_do_not_leak(replicate_emulat
         top_k=40,
         stop=["a", "b"],
         extra_data=caller_extra,
-        # options of other providers / the client layer: accepted, never sent
-        stream=False,
-        conversation=object(),
-        return_conversation=True,
-        web_search=True,
+        stream=True,  # a no-op: it streams anyway
     )
     body = creates(replicate_emulator)[0].json
     assert body == {
@@ -111,6 +108,13 @@ async def test_options_are_sent_and_unknown_options_do_not_leak(replicate_emulat
         },
     }
     assert caller_extra == {"seed": 42, "presence_penalty": 0.5}
+    for option in ({"web_search": True}, {"stream": False}, {"cookies": {"a": "b"}},
+                   {"max_token": 5}):
+        with pytest.raises(InvalidRequestError) as info:
+            await collect(replicate_emulator, **option)
+        assert info.value.param == next(iter(option))
+    assert info.value.suggestions[0] == "max_tokens"
+    assert len(creates(replicate_emulator)) == 1
 
 
 async def test_stop_as_a_string(replicate_emulator):

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .conversations.base import Conversation, ConversationStore
 from .errors import InvalidRequestError
@@ -28,21 +28,37 @@ from .objects import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
     Choice,
     ChoiceDelta,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
+    ChoiceLogprobs,
     ChunkChoice,
     CompletionUsage,
+    Function,
     Model,
     ModelList,
 )
-from .prompt import filter_none, validate_messages
+from .prompt import validate_messages
+from .request import ChatRequest
 from .routing import Route, Router
-from .types import FinishReason, JsonConversation, Usage
+from .types import (
+    ChoiceText,
+    FinishReason,
+    JsonConversation,
+    Logprobs,
+    ReasoningDelta,
+    RefusalDelta,
+    ResponseMeta,
+    ToolCallDelta,
+    Usage,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .http.pool import ConnectionPool
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["AsyncClient", "Client", "AsyncStream", "Stream"]
 
 
 class AsyncClient:
@@ -104,11 +120,6 @@ class AsyncClient:
             self._store = SQLiteStore(self._store)
         return self._store
 
-    def _provider_kwargs(self, route: Route, options: dict[str, Any]) -> dict[str, Any]:
-        kwargs = dict(self.provider_options.get(route.name.lower(), ()))
-        kwargs.update(options)
-        return kwargs
-
 
 class _AsyncChat:
     def __init__(self, client: AsyncClient) -> None:
@@ -119,93 +130,178 @@ class _AsyncCompletions:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
+    @overload
+    async def create(self, *, model: str | None = ..., messages: Any,
+                     stream: Literal[False] = ..., **kwargs: Any) -> ChatCompletion: ...
+
+    @overload
+    async def create(self, *, model: str | None = ..., messages: Any, stream: Literal[True],
+                     **kwargs: Any) -> AsyncStream: ...
+
     async def create(
         self,
         *,
         model: str | None = None,
         messages: Any,
         stream: bool = False,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
         provider: Any = None,
-        proxy: str | None = None,
-        timeout: float | None = None,
         conversation: Conversation | str | None = None,
-        stream_options: Mapping[str, Any] | None = None,  # accepted for SDK parity
+        timeout: float | None = None,
         **kwargs: Any,
-    ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
+    ) -> ChatCompletion | AsyncStream:
         """Create a chat completion (``stream=False``) or a stream of chunks (``True``).
+
+        Takes every OpenAI Chat Completions field (``temperature``, ``tools``,
+        ``tool_choice``, ``response_format``, ``n``, ``logprobs``, ``reasoning_effort``,
+        ``extra_body``...) and the options providers declare (``top_k``,
+        ``system_prompt``...). A field is honoured by the route that serves the call, or
+        refused with :class:`InvalidRequestError` naming it; an unknown keyword is an error
+        with a did-you-mean (:mod:`llmplex.request`).
+
+        ``api_key``, ``base_url``, ``cookies``, ``headers`` and ``proxy`` apply only to a
+        call that names one provider (``"groq:llama-3.1-8b-instant"``, ``provider="Groq"``);
+        in a fallback chain every provider uses its own configuration (``provider_options``).
 
         With ``conversation=`` (a :class:`Conversation` or its id), ``messages`` holds only
         the new turn; the stored history is sent before it, and the answer is saved.
         Without ``model`` (and ``provider``), the conversation's last model is used.
-        Extra keyword arguments go to the provider (e.g. ``api_key``, ``system_prompt``).
         """
         client = self._client
-        new_messages = validate_messages(messages)
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise InvalidRequestError(f"max_tokens must be a positive integer, not {max_tokens!r}")
+        request = ChatRequest.build(model, messages, stream=stream, **kwargs)
         record = None
         if conversation is not None:
             conversation_id = conversation.id if isinstance(conversation, Conversation) else str(conversation)
             record = await asyncio.to_thread(client.store.get, conversation_id)
             if not model and provider is None:
                 model = record.model  # a conversation goes on with the model it used
-        routes = client.router.resolve(model, provider)
-        options = filter_none(
-            temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop,
-            proxy=proxy or client.proxy, timeout=timeout or client.timeout, **kwargs,
-        )
-        limiter = OutputLimiter(max_tokens, stop) if max_tokens or stop else None
-        run = _Run(client, routes, new_messages, record, options, model or routes[0].model,
-                   limiter)
+        router = client.router
+        routes = router.capable(router.resolve(model, provider), request)
+        if request.route_options and len({r.name for r in routes}) > 1:
+            name = next(iter(request.route_options))
+            raise InvalidRequestError(
+                f"{name} applies to one provider, but this call may be served by "
+                f"{', '.join(dict.fromkeys(r.name for r in routes))}: name one provider "
+                "('provider:model' or provider=), or give each its own in provider_options",
+                param=name)
+        run = _Run(client, routes, request, record, model or routes[0].model,
+                   timeout or client.timeout)
         if stream:
-            return run.chunks()
+            return AsyncStream(run.chunks())
         return await run.complete()
+
+
+class _Choice:
+    """What one choice of an answer has gathered so far."""
+
+    __slots__ = ("text", "reasoning", "refusal", "calls", "logprobs", "refusal_logprobs",
+                 "finish_reason", "started")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.refusal: list[str] = []
+        self.calls: dict[int, list[Any]] = {}  # index -> [id, name, argument pieces]
+        self.logprobs: list[dict[str, Any]] | None = None
+        self.refusal_logprobs: list[dict[str, Any]] | None = None
+        self.finish_reason: str | None = None
+        self.started = False  # a chunk with role "assistant" was streamed
+
+    def add_call(self, delta: ToolCallDelta) -> None:
+        call = self.calls.get(delta.index)
+        if call is None:
+            self.calls[delta.index] = [delta.id, delta.name, [delta.arguments]]
+            return
+        call[0] = call[0] or delta.id
+        call[1] = call[1] or delta.name
+        call[2].append(delta.arguments)
+
+    def add_logprobs(self, event: Logprobs) -> None:
+        if event.content_logprobs:
+            self.logprobs = (self.logprobs or []) + list(event.content_logprobs)
+        if event.refusal_logprobs:
+            self.refusal_logprobs = (self.refusal_logprobs or []) + list(event.refusal_logprobs)
+
+    def tool_calls(self) -> list[ChatCompletionMessageToolCall] | None:
+        if not self.calls:
+            return None
+        return [ChatCompletionMessageToolCall(
+                    call[0] or f"call_{index}", Function(call[1] or "", "".join(call[2])))
+                for index, call in sorted(self.calls.items())]
+
+    def message(self) -> ChatCompletionMessage:
+        calls = self.tool_calls()
+        text = "".join(self.text)
+        return ChatCompletionMessage(
+            "assistant", text if text or not (calls or self.refusal) else None,
+            "".join(self.refusal) or None, calls, "".join(self.reasoning) or None)
+
+    def choice_logprobs(self) -> ChoiceLogprobs | None:
+        if self.logprobs is None and self.refusal_logprobs is None:
+            return None
+        return ChoiceLogprobs(self.logprobs, self.refusal_logprobs)
 
 
 class _Run:
     """One request: fallback stream, limits, usage, conversation bookkeeping."""
 
-    def __init__(self, client: AsyncClient, routes: list[Route], new_messages: list,
-                 record: Conversation | None, options: dict[str, Any], model: str,
-                 limiter: OutputLimiter | None) -> None:
+    def __init__(self, client: AsyncClient, routes: list[Route], request: ChatRequest,
+                 record: Conversation | None, model: str, timeout: float | None) -> None:
         self.client = client
         self.routes = routes
-        self.new_messages = [dict(m) for m in new_messages]
+        self.request = request
+        self.new_messages = [dict(m) for m in request.messages]
         self.record = record
         self.history = (record.messages if record else []) + self.new_messages
-        self.options = options
         self.model = model
-        self.limiter = limiter if limiter is not None and limiter.active else None
+        self.timeout = timeout
+        self.limiter: OutputLimiter | None = None  # for the route now answering, if needed
         self.id = "chatcmpl-" + os.urandom(12).hex()  # as random as uuid4's hex, cheaper
         self.created = int(time.time())
         self.provider = routes[0].name
-        self.text: list[str] = []
-        self.finish_reason: str | None = None
+        self.choices: dict[int, _Choice] = {0: _Choice()}
         self.usage: Usage | None = None
+        self.meta: ResponseMeta | None = None
         self.state: dict[str, Any] | None = None
 
     def _open(self, route: Route) -> AsyncIterator[Any]:
-        kwargs = self.client._provider_kwargs(route, self.options)
-        conversation_class = route.provider.conversation_class
+        cls = route.provider
+        caps = cls.capabilities
+        request = self.request
+        kwargs = dict(self.client.provider_options.get(route.name.lower(), ()))
+        kwargs.update(request.kwargs_for(caps.max_tokens, caps.stop, cls.accepted_options()))
+        if self.client.proxy is not None:
+            kwargs.setdefault("proxy", self.client.proxy)
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        kwargs.update(request.route_options)  # one provider only (checked by create)
+        # The client enforces the limits this service does not (and only those).
+        max_tokens = None if caps.max_tokens else request.max_tokens
+        stop = None if caps.stop else request.fields.get("stop")
+        limiter = OutputLimiter(max_tokens, stop) if max_tokens or stop else None
+        self.limiter = limiter if limiter is not None and limiter.active else None
+        conversation_class = cls.conversation_class
         if self.record is not None and conversation_class is not None:
             state = self.record.state_for(route.name)
             if state is not None:
                 kwargs["conversation"] = conversation_class.from_dict(state)
             kwargs["return_conversation"] = True
-        return route.provider.create_async_generator(route.model, self.history, **kwargs)
+        return cls.create_async_generator(route.model, self.history, **kwargs)
 
-    async def deltas(self) -> AsyncIterator[str]:
-        """Text deltas after limits; fills in provider, finish reason, usage, state."""
-        limiter = self.limiter
+    def _choice(self, index: int) -> _Choice:
+        choice = self.choices.get(index)
+        if choice is None:
+            choice = self.choices[index] = _Choice()
+        return choice
+
+    async def events(self) -> AsyncIterator[Any]:
+        """The answer's text (``str``, after limits) and content events; fills in the
+        provider, finish reasons, usage, model id and state as they pass."""
         # The client's pool (if it keeps one) is bound around each step of the stream, the
         # steps that open connections, whichever task iterates us; not between them.
         pool = self.client._pool
         bind = nullcontext if pool is None else pool.bind
         stream = self.client.router.stream(self.routes, self._open, model=self.model)
+        first = self.choices[0]
         current = None
         try:
             while True:
@@ -218,79 +314,225 @@ class _Run:
                     current = route
                     self.provider = route.name
                 if type(chunk) is str:
+                    limiter = self.limiter
                     if limiter is not None:
                         chunk = limiter.feed(chunk)
                     if chunk:
-                        self.text.append(chunk)
+                        first.text.append(chunk)
                         yield chunk
                     if limiter is not None and limiter.done:
                         break  # closing the stream cancels the upstream request
                 elif isinstance(chunk, FinishReason):
-                    self.finish_reason = chunk.reason
+                    self._choice(chunk.choice).finish_reason = chunk.reason
                 elif isinstance(chunk, Usage):
                     self.usage = chunk
+                elif isinstance(chunk, ResponseMeta):
+                    self.meta = chunk
                 elif isinstance(chunk, JsonConversation):
                     self.state = chunk.get_dict()
+                else:
+                    choice = self._choice(getattr(chunk, "choice", 0))
+                    if isinstance(chunk, ToolCallDelta):
+                        choice.add_call(chunk)
+                    elif isinstance(chunk, ReasoningDelta):
+                        choice.reasoning.append(chunk.text)
+                    elif isinstance(chunk, RefusalDelta):
+                        choice.refusal.append(chunk.text)
+                    elif isinstance(chunk, ChoiceText):
+                        choice.text.append(chunk.text)
+                    elif isinstance(chunk, Logprobs):
+                        choice.add_logprobs(chunk)
+                    yield chunk
         finally:
             with bind():  # cleanup requests (a DELETE, a cancel) may reuse a connection
                 await stream.aclose()
+        limiter = self.limiter
         if limiter is not None:
             tail = limiter.finish()
             if tail:
-                self.text.append(tail)
+                first.text.append(tail)
                 yield tail
             if limiter.reason:
-                self.finish_reason = limiter.reason
+                first.finish_reason = limiter.reason
         await self._save()
 
+    @property
+    def answer_model(self) -> str:
+        """The model id to report: the upstream's own, else the name the route used."""
+        meta = self.meta
+        return meta.model if meta is not None and meta.model else self.model
+
     def usage_object(self) -> CompletionUsage:
-        text = "".join(self.text)
-        if self.usage is not None and not (self.limiter and self.limiter.reason):
-            u = self.usage
-            return CompletionUsage(u.prompt_tokens, u.completion_tokens, u.total_tokens)
-        prompt = sum(estimate_tokens(str(m.get("content") or "")) for m in self.history)
+        u = self.usage
+        if u is not None:  # what the service counted is never replaced by an estimate
+            return CompletionUsage(u.prompt_tokens, u.completion_tokens, u.total_tokens,
+                                   prompt_tokens_details=u.prompt_tokens_details,
+                                   completion_tokens_details=u.completion_tokens_details)
+        text = "".join("".join(c.text) for c in self.choices.values())
+        prompt = sum(estimate_tokens(_text(m.get("content"))) for m in self.history)
         return CompletionUsage(prompt, estimate_tokens(text), estimated=True)
 
     async def _save(self) -> None:
         if self.record is None:
             return
-        reply = {"role": "assistant", "content": "".join(self.text)}
+        message = self.choices[0].message()
+        reply: dict[str, Any] = {"role": "assistant", "content": message.content}
+        if message.tool_calls:
+            reply["tool_calls"] = [c.model_dump() for c in message.tool_calls]
+        if message.refusal:
+            reply["refusal"] = message.refusal
+        if reply["content"] is None and len(reply) == 2:
+            reply["content"] = ""
         self.record = await asyncio.to_thread(
             self.client.store.append, self.record.id, [*self.new_messages, reply],
             provider=self.provider, model=self.model, state=self.state,
             expected_turns=len(self.record.messages),
         )
 
+    def _chunk(self, choices: list[ChunkChoice], **more: Any) -> ChatCompletionChunk:
+        meta = self.meta
+        if meta is None:
+            return ChatCompletionChunk(self.id, self.created, self.model, self.provider,
+                                       choices, **more)
+        return ChatCompletionChunk(self.id, self.created, meta.model or self.model,
+                                   self.provider, choices, system_fingerprint=meta.system_fingerprint,
+                                   service_tier=meta.service_tier, **more)
+
     async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
-        ident, created, model = self.id, self.created, self.model
-        first = True
+        first = self.choices[0]
+        pending: dict[int, Logprobs] = {}  # logprobs wait for the text they describe
         # aclosing: if our consumer stops early, close the inner stream right away, so
         # the upstream request is cancelled and cleaned up now, not at garbage collection.
-        async with aclosing(self.deltas()) as deltas:
-            async for delta in deltas:
-                yield ChatCompletionChunk(
-                    ident, created, model, self.provider,
-                    [ChunkChoice(ChoiceDelta(delta, "assistant" if first else None))],
-                )
-                first = False
-        yield ChatCompletionChunk(
-            ident, created, model, self.provider,
-            [ChunkChoice(ChoiceDelta(), self.finish_reason or "stop")],
-            usage=self.usage_object(),
-            conversation_id=self.record.id if self.record else None,
-        )
+        async with aclosing(self.events()) as events:
+            async for event in events:
+                if type(event) is str:
+                    index, delta = 0, ChoiceDelta(event)
+                    choice = first
+                else:
+                    index = event.choice
+                    if isinstance(event, Logprobs):
+                        pending[index] = event
+                        continue
+                    choice = self.choices[index]
+                    if isinstance(event, ToolCallDelta):
+                        delta = ChoiceDelta(tool_calls=[ChoiceDeltaToolCall(
+                            event.index, event.id,
+                            ChoiceDeltaToolCallFunction(event.name, event.arguments),
+                            "function" if event.id or event.name else None)])
+                    elif isinstance(event, ReasoningDelta):
+                        delta = ChoiceDelta(reasoning_content=event.text)
+                    elif isinstance(event, RefusalDelta):
+                        delta = ChoiceDelta(refusal=event.text)
+                    else:
+                        delta = ChoiceDelta(event.text)
+                if not choice.started:
+                    choice.started = True
+                    delta.role = "assistant"
+                logprobs = None
+                if pending:
+                    found = pending.pop(index, None)
+                    if found is not None:
+                        logprobs = ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs)
+                yield self._chunk([ChunkChoice(delta, None, index, logprobs)])
+        last = sorted(self.choices)[-1]
+        for index in sorted(self.choices):
+            choice = self.choices[index]
+            found = pending.pop(index, None)
+            done = ChunkChoice(
+                ChoiceDelta(role=None if choice.started else "assistant",
+                            content=None if choice.started else ""),
+                choice.finish_reason or _default_finish(choice), index,
+                ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs) if found else None)
+            if index != last:
+                yield self._chunk([done])
+            else:
+                yield self._chunk([done], usage=self.usage_object(),
+                                  conversation_id=self.record.id if self.record else None)
 
     async def complete(self) -> ChatCompletion:
-        async with aclosing(self.deltas()) as deltas:
-            async for _ in deltas:
+        async with aclosing(self.events()) as events:
+            async for _ in events:
                 pass
-        message = ChatCompletionMessage("assistant", "".join(self.text))
+        meta = self.meta
         return ChatCompletion(
-            self.id, self.created, self.model, self.provider,
-            [Choice(0, message, self.finish_reason or "stop")],
+            self.id, self.created, self.answer_model, self.provider,
+            [Choice(index, choice.message(), choice.finish_reason or _default_finish(choice),
+                    choice.choice_logprobs())
+             for index, choice in sorted(self.choices.items())],
             self.usage_object(),
             conversation_id=self.record.id if self.record else None,
+            system_fingerprint=meta.system_fingerprint if meta else None,
+            service_tier=meta.service_tier if meta else None,
         )
+
+
+def _default_finish(choice: _Choice) -> str:
+    return "tool_calls" if choice.calls else "stop"
+
+
+def _text(content: Any) -> str:
+    """The text of a message's content, for token estimates."""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or () if isinstance(p, Mapping))
+
+
+class AsyncStream:
+    """The chunks of a streamed answer (``create(stream=True)``).
+
+    ``async for chunk in stream``; ``async with stream:`` or ``await stream.close()``
+    stops early and cleans up upstream (the request is cancelled, what the provider made
+    is deleted) at once, not at garbage collection.
+    """
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: AsyncIterator[ChatCompletionChunk]) -> None:
+        self._chunks = chunks
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await self._chunks.__anext__()
+
+    async def close(self) -> None:
+        """Stop the stream (no-op when it ended)."""
+        await self._chunks.aclose()  # type: ignore[attr-defined]
+
+    aclose = close
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class Stream:
+    """The sync counterpart of :class:`AsyncStream`: iterate it; ``with stream:`` or
+    ``stream.close()`` stops early and cleans up upstream."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: Iterator[ChatCompletionChunk]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop the stream (no-op when it ended)."""
+        self._chunks.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class _AsyncModels:
@@ -387,13 +629,19 @@ class _SyncCompletions:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    def create(self, **kwargs: Any) -> ChatCompletion | Iterator[ChatCompletionChunk]:
-        """See :meth:`_AsyncCompletions.create`; ``stream=True`` gives a sync iterator."""
+    @overload
+    def create(self, *, stream: Literal[False] = ..., **kwargs: Any) -> ChatCompletion: ...
+
+    @overload
+    def create(self, *, stream: Literal[True], **kwargs: Any) -> Stream: ...
+
+    def create(self, **kwargs: Any) -> ChatCompletion | Stream:
+        """See :meth:`_AsyncCompletions.create`; ``stream=True`` gives a :class:`Stream`."""
         from . import bridge
 
         result = bridge.run(self._client.chat.completions.create(**kwargs))
         if kwargs.get("stream"):
-            return bridge.iterate(lambda: result)
+            return Stream(bridge.iterate(lambda: result))
         return result
 
 

@@ -24,6 +24,7 @@ chosen from the HTTP status or the kind of failure, never by guessing from messa
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "LLMplexError",
@@ -151,4 +152,23 @@ class AllProvidersFailed(LLMplexError):
 
 
 class InvalidRequestError(LLMplexError, ValueError):
-    """The caller's arguments are unusable (bad messages, out-of-range option, bad proxy URL)."""
+    """The caller's arguments are unusable (bad messages, out-of-range option, bad proxy URL,
+    a field no provider of the route supports).
+
+    ``.param`` names the argument at fault, in OpenAI's notation (``"temperature"``,
+    ``"messages[1].content[0].image_url"``), when there is one; ``.suggestions`` holds
+    close matches of a misspelt name.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None,
+                 suggestions: Sequence[str] = (), **kwargs: Any) -> None:
+        self.param = param
+        self.suggestions = list(suggestions)
+        super().__init__(message, **kwargs)
+
+    def __reduce__(self):
+        return (_rebuild_invalid, (self.message, self.param, self.suggestions, self.provider))
+
+
+def _rebuild_invalid(message, param, suggestions, provider):
+    return InvalidRequestError(message, param=param, suggestions=suggestions, provider=provider)

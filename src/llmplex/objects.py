@@ -12,6 +12,12 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ChatCompletion",
+    "ChatCompletionMessageToolCall",
+    "Function",
+    "ChoiceDeltaToolCall",
+    "ChoiceDeltaToolCallFunction",
+    "ChoiceLogprobs",
+    "Details",
     "ChatCompletionChunk",
     "ChatCompletionMessage",
     "Choice",
@@ -24,7 +30,7 @@ __all__ = [
 
 
 def _dump(value: Any) -> Any:
-    if isinstance(value, _Object):
+    if isinstance(value, (_Object, Details)):
         return value.model_dump()
     if isinstance(value, list):
         return [_dump(v) for v in value]
@@ -66,24 +72,97 @@ class _Object:
         return f"{type(self).__name__}({fields})"
 
 
+class Details:
+    """A detail object as the service sent it (``usage.prompt_tokens_details``): its keys
+    are attributes (``.cached_tokens``); a key the service did not send reads as None."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.__dict__.update(data)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+    def model_dump(self, **_: Any) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Details) and other.__dict__ == self.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Details({self.__dict__!r})"
+
+
 class CompletionUsage(_Object):
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "estimated")
+    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details",
+                 "completion_tokens_details", "estimated")
 
     def __init__(self, prompt_tokens: int = 0, completion_tokens: int = 0,
-                 total_tokens: int | None = None, estimated: bool = False) -> None:
+                 total_tokens: int | None = None, estimated: bool = False, *,
+                 prompt_tokens_details: dict[str, Any] | None = None,
+                 completion_tokens_details: dict[str, Any] | None = None) -> None:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.total_tokens = prompt_tokens + completion_tokens if total_tokens is None else total_tokens
+        #: the service's details (``cached_tokens``, ``reasoning_tokens``...), if it sent them
+        self.prompt_tokens_details = (Details(prompt_tokens_details)
+                                      if prompt_tokens_details is not None else None)
+        self.completion_tokens_details = (Details(completion_tokens_details)
+                                          if completion_tokens_details is not None else None)
         #: True when llmplex estimated the counts (the provider reported none)
         self.estimated = estimated
 
 
-class ChatCompletionMessage(_Object):
-    __slots__ = ("role", "content")
+class Function(_Object):
+    """The function a tool call calls: ``name`` and ``arguments`` (a JSON string)."""
 
-    def __init__(self, role: str = "assistant", content: str | None = None) -> None:
+    __slots__ = ("name", "arguments")
+
+    def __init__(self, name: str, arguments: str) -> None:
+        self.name = name
+        self.arguments = arguments
+
+
+class ChatCompletionMessageToolCall(_Object):
+    """A whole tool call of an answer."""
+
+    __slots__ = ("id", "type", "function")
+
+    def __init__(self, id: str, function: Function, type: str = "function") -> None:
+        self.id = id
+        self.type = type
+        self.function = function
+
+
+class ChoiceLogprobs(_Object):
+    """Token log-probabilities of a choice: lists of OpenAI's token objects (dicts)."""
+
+    __slots__ = ("content", "refusal")
+
+    def __init__(self, content: list[dict[str, Any]] | None = None,
+                 refusal: list[dict[str, Any]] | None = None) -> None:
+        self.content = content
+        self.refusal = refusal
+
+
+class ChatCompletionMessage(_Object):
+    """The answer's message: ``content`` (None for a tool-only answer or a refusal),
+    ``refusal``, ``tool_calls`` and the model's ``reasoning_content`` where it gave any."""
+
+    __slots__ = ("role", "content", "refusal", "tool_calls", "reasoning_content")
+
+    def __init__(self, role: str = "assistant", content: str | None = None,
+                 refusal: str | None = None,
+                 tool_calls: list[ChatCompletionMessageToolCall] | None = None,
+                 reasoning_content: str | None = None) -> None:
         self.role = role
         self.content = content
+        self.refusal = refusal
+        self.tool_calls = tool_calls
+        self.reasoning_content = reasoning_content
 
 
 class Choice(_Object):
@@ -101,12 +180,13 @@ class _Completion(_Object):
     """What a whole answer and a streamed piece share: everything but their choices' type."""
 
     __slots__ = ("id", "object", "created", "model", "provider", "choices", "usage",
-                 "conversation_id")
+                 "system_fingerprint", "service_tier", "conversation_id")
     _object: ClassVar[str] = ""
 
     def __init__(self, id: str, created: int, model: str, provider: str, choices: list[Any],
                  usage: CompletionUsage | None = None,
-                 conversation_id: str | None = None) -> None:
+                 conversation_id: str | None = None, system_fingerprint: str | None = None,
+                 service_tier: str | None = None) -> None:
         self.id = id
         self.object = self._object
         self.created = created
@@ -114,6 +194,8 @@ class _Completion(_Object):
         self.provider = provider
         self.choices = choices
         self.usage = usage
+        self.system_fingerprint = system_fingerprint
+        self.service_tier = service_tier
         self.conversation_id = conversation_id
 
 
@@ -124,23 +206,50 @@ class ChatCompletion(_Completion):
     _object = "chat.completion"
 
 
-class ChoiceDelta(_Object):
-    __slots__ = ("role", "content")
+class ChoiceDeltaToolCallFunction(_Object):
+    __slots__ = ("name", "arguments")
 
-    def __init__(self, content: str | None = None, role: str | None = None) -> None:
+    def __init__(self, name: str | None = None, arguments: str | None = None) -> None:
+        self.name = name
+        self.arguments = arguments
+
+
+class ChoiceDeltaToolCall(_Object):
+    """A fragment of a tool call: ``id``, ``type`` and ``function.name`` on the first."""
+
+    __slots__ = ("index", "id", "type", "function")
+
+    def __init__(self, index: int, id: str | None = None,
+                 function: ChoiceDeltaToolCallFunction | None = None,
+                 type: str | None = None) -> None:
+        self.index = index
+        self.id = id
+        self.type = type
+        self.function = function
+
+
+class ChoiceDelta(_Object):
+    __slots__ = ("role", "content", "refusal", "tool_calls", "reasoning_content")
+
+    def __init__(self, content: str | None = None, role: str | None = None,
+                 refusal: str | None = None, tool_calls: list[ChoiceDeltaToolCall] | None = None,
+                 reasoning_content: str | None = None) -> None:
         self.role = role
         self.content = content
+        self.refusal = refusal
+        self.tool_calls = tool_calls
+        self.reasoning_content = reasoning_content
 
 
 class ChunkChoice(_Object):
     __slots__ = ("index", "delta", "finish_reason", "logprobs")
 
     def __init__(self, delta: ChoiceDelta, finish_reason: str | None = None,
-                 index: int = 0) -> None:
+                 index: int = 0, logprobs: ChoiceLogprobs | None = None) -> None:
         self.index = index
         self.delta = delta
         self.finish_reason = finish_reason
-        self.logprobs = None
+        self.logprobs = logprobs
 
 
 class ChatCompletionChunk(_Completion):

@@ -19,7 +19,7 @@ import difflib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from . import providers as _providers
 from .errors import (
@@ -31,6 +31,9 @@ from .errors import (
 )
 from .providers.base import AsyncGeneratorProvider
 from .types import Chunk
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .request import ChatRequest
 
 __all__ = ["Router", "Route", "ProviderHealth", "CoolingDown", "ProviderSpec"]
 
@@ -213,6 +216,36 @@ class Router:
             return _providers.get_provider(spec)
         raise InvalidRequestError(f"provider must be a provider class or name, not {spec!r}")
 
+    # -- capabilities ------------------------------------------------------------------------
+
+    def capable(self, routes: Sequence[Route], request: ChatRequest) -> list[Route]:
+        """The routes whose provider can serve all of ``request`` (tools, images, a
+        ``response_format``, each field...). When none can, an InvalidRequestError names
+        the first field they lack and the providers that would take it."""
+        if not request.fields and not request.needs and not request.route_options:
+            return list(routes)
+        able, lacking = [], []
+        for route in routes:
+            missing = route.provider.missing(request)
+            if missing:
+                lacking.append((route, missing))
+            else:
+                able.append(route)
+        if able:
+            return able
+        param, need = lacking[0][1][0]
+        names = list(dict.fromkeys(route.name for route, _ in lacking))
+        could = [cls.get_name() for cls in self.provider_classes()
+                 if param not in {p for p, _ in cls.missing(request)}]
+        what = f"{param!r}" if need == param else f"{param!r} (needs {need} support)"
+        if could:
+            shown = ", ".join(could[:8]) + (f" and {len(could) - 8} more" if len(could) > 8 else "")
+            hint = f"; providers that take it: {shown}"
+        else:
+            hint = "; no provider takes it"
+        raise InvalidRequestError(
+            f"{what} is not supported by {', '.join(names)}{hint}", param=param)
+
     # -- health ----------------------------------------------------------------------------
 
     def _health(self, name: str) -> ProviderHealth:
@@ -236,7 +269,9 @@ class Router:
         if isinstance(error, RateLimitError) and retry_after is not None:
             seconds = float(retry_after)
         else:
-            seconds = min(self.max_cooldown, self.cooldown * 2 ** (health.consecutive_failures - 1))
+            # The exponent is bounded: 2 ** 1024 would not fit a float.
+            doublings = min(health.consecutive_failures - 1, 32)
+            seconds = min(self.max_cooldown, self.cooldown * 2 ** doublings)
         health.cooldown_until = max(health.cooldown_until, self.clock() + seconds)
 
     def ordered(self, routes: Iterable[Route]) -> tuple[list[Route], list[tuple[str, BaseException]]]:
@@ -293,7 +328,9 @@ class Router:
                 try:
                     async for chunk in stream:
                         if not delivered:
-                            if isinstance(chunk, str) and chunk:
+                            # Text, or an event that is part of the answer (reasoning, a
+                            # tool call...): from here on no other provider may take over.
+                            if chunk if type(chunk) is str else chunk.content:  # type: ignore[union-attr]
                                 delivered = True
                                 for early in held:
                                     yield route, early
@@ -304,6 +341,12 @@ class Router:
                         yield route, chunk
                     for early in held:
                         yield route, early
+                except GeneratorExit:
+                    # Our consumer stopped (a stop sequence, a length limit, enough read):
+                    # a provider that was answering is healthy.
+                    if delivered:
+                        self.record_success(route.name)
+                    raise
                 except InvalidRequestError:
                     raise  # the caller's mistake: another provider will not fix it
                 except Exception as exc:

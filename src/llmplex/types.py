@@ -1,7 +1,8 @@
-"""Chunks and conversation state that providers yield besides text.
+"""Messages, and the chunks and conversation state that providers yield besides text.
 
-A provider's stream yields ``str`` text deltas and, mixed in, the typed chunks defined here.
-Each typed chunk stringifies to ``""``, so ``"".join(map(str, chunks))`` is the answer text.
+A provider's stream yields ``str`` text deltas and, mixed in, typed events
+(:mod:`llmplex.events`, re-exported here) and :class:`JsonConversation` state. Each typed
+chunk stringifies to ``""``, so ``"".join(map(str, chunks))`` is the answer text.
 """
 
 from __future__ import annotations
@@ -10,86 +11,58 @@ import copy
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, TypedDict, Union
 
+from .events import (
+    ChoiceText,
+    Event,
+    FinishReason,
+    Logprobs,
+    ReasoningDelta,
+    RefusalDelta,
+    ResponseMeta,
+    ToolCallDelta,
+    Usage,
+)
+
 __all__ = [
     "Message",
     "Messages",
     "Chunk",
+    "Event",
     "FinishReason",
     "Usage",
+    "ReasoningDelta",
+    "RefusalDelta",
+    "ToolCallDelta",
+    "ChoiceText",
+    "Logprobs",
+    "ResponseMeta",
     "JsonConversation",
     "AsyncResult",
     "CreateResult",
 ]
 
 
-class Message(TypedDict):
-    """One chat message: ``{"role": "user" | "assistant" | "system", "content": "..."}``."""
+class Message(TypedDict, total=False):
+    """One chat message in OpenAI's shape.
 
-    role: Literal["system", "user", "assistant"] | str
-    content: str
+    ``content`` is a string or a list of parts (``{"type": "text", "text"}``,
+    ``{"type": "image_url", "image_url": {"url"}}``, ``{"type": "input_audio",
+    "input_audio": {"data", "format"}}``, ``{"type": "file", "file": {...}}``); an assistant
+    message with ``tool_calls`` may have ``content`` None; a ``tool`` message answers the
+    call ``tool_call_id``.
+    """
+
+    role: Literal["system", "developer", "user", "assistant", "tool"] | str
+    content: str | list[dict[str, Any]] | None
+    name: str
+    tool_calls: list[dict[str, Any]]
+    tool_call_id: str
 
 
 Messages = list[Message]
 
 
-class _TypedChunk:
-    """Base of non-text chunks: invisible when a stream is joined into text."""
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        return ""
-
-
-class FinishReason(_TypedChunk):
-    """Why the answer ended: ``"stop"``, ``"length"``, ``"canceled"``, ..."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"FinishReason({self.reason!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, FinishReason) and other.reason == self.reason
-
-    def __hash__(self) -> int:
-        return hash(("FinishReason", self.reason))
-
-
-class Usage(_TypedChunk):
-    """Token counts reported by the service (or estimated, where it reports none)."""
-
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
-
-    def __init__(
-        self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int | None = None
-    ) -> None:
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-        self.total_tokens = (
-            prompt_tokens + completion_tokens if total_tokens is None else total_tokens
-        )
-
-    def get_dict(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
-
-    def __repr__(self) -> str:
-        return "Usage({})".format(", ".join(f"{k}={v}" for k, v in self.get_dict().items()))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Usage) and other.get_dict() == self.get_dict()
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class JsonConversation(_TypedChunk):
+class JsonConversation(Event):
     """Provider-specific continuation state, a bag of JSON-serialisable attributes.
 
     Providers subclass it (Ai2's ``Conversation`` holds ``model``, ``messages``, ``parent``
@@ -121,6 +94,6 @@ class JsonConversation(_TypedChunk):
     __hash__ = None  # type: ignore[assignment]
 
 
-Chunk = Union[str, FinishReason, Usage, JsonConversation]
+Chunk = Union[str, Event]
 AsyncResult = AsyncIterator[Chunk]
 CreateResult = Iterator[Chunk]

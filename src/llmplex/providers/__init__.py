@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .replicate import Replicate
 
 __all__ = ["AllenAI", "OpenAssistant", "H2o", "Replicate", "OpenAICompatible", "get_provider",
-           "provider_names", "all_providers", "REGISTRY"]
+           "provider_names", "all_providers", "provider_option_names", "REGISTRY"]
 
 # name -> module holding the class of that name. The registry is data so that listing
 # providers does not import them. The named OpenAI-compatible endpoints come last: their
@@ -64,6 +64,21 @@ def get_provider(name: str) -> type[AsyncGeneratorProvider]:
 def all_providers() -> list[type[AsyncGeneratorProvider]]:
     """Every registered provider class (imports them)."""
     return [get_provider(name) for name in REGISTRY]
+
+
+_options: tuple[tuple[str, ...], frozenset[str]] | None = None
+
+
+def provider_option_names() -> frozenset[str]:
+    """Every option some registered provider takes (imports them, once)."""
+    global _options
+    key = tuple(REGISTRY)
+    if _options is None or _options[0] != key:
+        names: set[str] = set()
+        for cls in all_providers():
+            names |= cls.accepted_options()
+        _options = (key, frozenset(names))
+    return _options[1]
 
 
 def __getattr__(name: str):

@@ -16,7 +16,8 @@ import aiohttp
 
 from ..errors import LLMplexError, ResponseError, StreamError
 from ..http.session import DEFAULT_TIMEOUT, Session
-from ..prompt import format_prompt, get_last_user_message, validate_messages
+from ..capabilities import TEXT_ONLY
+from ..prompt import format_prompt, get_last_user_message, require_text_only
 from ..types import Chunk, FinishReason, JsonConversation, Messages
 from .base import AsyncGeneratorProvider, ProviderModelMixin
 
@@ -69,8 +70,8 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
     working = False
     needs_auth = False
     supports_stream = True
-    supports_system_message = False
-    supports_message_history = True
+    # text only; max_tokens and stop are sent to (and enforced by) the service
+    capabilities = TEXT_ONLY
 
     default_model = "tulu3-405b"
     models: ClassVar[list[str]] = [
@@ -116,11 +117,12 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
         stop: str | Iterable[str] | None = None,
         conversation: Conversation | None = None,
         return_conversation: bool = False,
-        **kwargs: Any,  # options of other providers: accepted, never sent
+        **kwargs: Any,  # refused: see reject_unknown
     ) -> AsyncIterator[Chunk]:
         """Stream a reply: text deltas, then the updated :class:`Conversation` (with
         ``return_conversation=True``), then ``FinishReason``. Pass ``conversation=`` to
         continue a thread: only the last user message is sent then."""
+        cls.reject_unknown(kwargs)
         name = cls.__name__
         model = cls.get_model(model or (conversation.model if conversation else None))
         continuing = conversation is not None and bool(conversation.parent)
@@ -130,7 +132,7 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
         else:
             prompt = format_prompt(messages)
             turn = [{"role": m["role"], "content": m["content"]}
-                    for m in validate_messages(messages)]
+                    for m in require_text_only(messages, name)]
         if conversation is None:
             conversation = Conversation(model)
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ..errors import ModelNotFoundError
+from ..capabilities import TEXT_ONLY, Capabilities
+from ..errors import InvalidRequestError, ModelNotFoundError
 from ..types import Chunk, JsonConversation, Messages
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..request import ChatRequest
 
 __all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "BaseProvider", "run_cleanup",
            "create_upstream", "CLEANUP_TIMEOUT"]
@@ -34,6 +39,9 @@ class BaseProvider:
     working: ClassVar[bool] = False
     needs_auth: ClassVar[bool] = False
     supports_stream: ClassVar[bool] = True
+    #: what the service can do beyond text (read by routing); ``supports_system_message``
+    #: and ``supports_message_history`` are derived from it
+    capabilities: ClassVar[Capabilities] = TEXT_ONLY
     supports_system_message: ClassVar[bool] = False
     supports_message_history: ClassVar[bool] = True
     #: Providers with server-side threads set this to their ``JsonConversation`` subclass;
@@ -102,8 +110,83 @@ class ProviderModelMixin:
         )
 
 
+#: keyword arguments of create_async_generator that are llmplex's plumbing, not options
+_PLUMBING = frozenset({"conversation", "return_conversation", "timeout"})
+
+
 class AsyncGeneratorProvider(BaseProvider):
-    """A provider whose answer is an async stream of chunks."""
+    """A provider whose answer is an async stream of chunks.
+
+    Options are the keyword-only parameters of ``create_async_generator``: that signature
+    is the provider's declaration of what it takes (:meth:`accepted_options`). An
+    implementation may end its signature with ``**kwargs`` only to refuse the rest through
+    :meth:`reject_unknown`, first thing: nothing is silently ignored.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        caps = cls.__dict__.get("capabilities")
+        if caps is not None:
+            cls.supports_system_message = caps.system_message
+            cls.supports_message_history = caps.message_history
+
+    @classmethod
+    def accepted_options(cls) -> frozenset[str]:
+        """The options this provider takes (its keyword-only parameters, plumbing aside)."""
+        cached = cls.__dict__.get("_accepted")
+        if cached is None:
+            function = getattr(cls.create_async_generator, "__func__",
+                               cls.create_async_generator)
+            parameters = inspect.signature(function).parameters.values()
+            cached = frozenset(p.name for p in parameters
+                               if p.kind is inspect.Parameter.KEYWORD_ONLY) - _PLUMBING
+            cls._accepted = cached  # type: ignore[attr-defined]
+        return cached
+
+    @classmethod
+    def reject_unknown(cls, options: Mapping[str, Any]) -> None:
+        """Raise :class:`InvalidRequestError` for options this provider does not take (with
+        a did-you-mean), instead of ignoring them."""
+        if not options:
+            return
+        if options.get("stream") is True:  # g4f-style callers say so: it is a stream anyway
+            options = {k: v for k, v in options.items() if k != "stream"}
+            if not options:
+                return
+        name = next(iter(options))
+        if name == "stream":
+            raise InvalidRequestError(
+                "create_async_generator always streams; create_async gives the whole answer",
+                param=name, provider=cls.get_name())
+        known = sorted(cls.accepted_options())
+        suggestions = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(map(repr, suggestions))}?)" if suggestions else ""
+        raise InvalidRequestError(
+            f"{cls.get_name()} does not take the option {name!r}{hint}; it takes: "
+            f"{', '.join(known)}", param=name, suggestions=suggestions, provider=cls.get_name())
+
+    @classmethod
+    def missing(cls, request: ChatRequest) -> list[tuple[str, str]]:
+        """What of ``request`` this provider cannot serve: ``(param, need)`` pairs, where
+        ``need`` is a capability (``"tools"``, ``"images"``...) or the field's own name.
+        Empty when it can serve all of it."""
+        if not request.fields and not request.needs and not request.route_options:
+            return []
+        from ..request import LIMIT_FIELDS
+
+        caps = cls.capabilities
+        accepted = cls.accepted_options()
+        out: list[tuple[str, str]] = []
+        for need, param in request.needs.items():
+            if not caps.has(need):
+                out.append((param, need))
+        seen = {param for param, _ in out}
+        for name in (*request.fields, *request.route_options):
+            if name in seen or name in LIMIT_FIELDS:
+                continue
+            if name not in accepted or name in caps.unsupported:
+                out.append((name, name))
+        return out
 
     @classmethod
     def create_async_generator(

@@ -20,6 +20,7 @@ from uuid import uuid4
 
 from ..errors import ResponseError, StreamError
 from ..http.session import DEFAULT_TIMEOUT, Session, json_object
+from ..capabilities import TEXT_ONLY
 from ..prompt import format_prompt
 from ..types import Chunk, FinishReason, Messages
 from .base import (CLEANUP_TIMEOUT, AsyncGeneratorProvider, ProviderModelMixin, create_upstream,
@@ -75,8 +76,9 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
     working = False
     needs_auth = False
     supports_stream = True
-    supports_system_message = True  # system messages become "System: ..." prompt lines
-    supports_message_history = True
+    # text only; system messages become "System: ..." prompt lines; TGI enforces
+    # max_new_tokens and stop itself
+    capabilities = TEXT_ONLY.with_(system_message=True)
 
     default_model = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
     models: ClassVar[list[str]] = [
@@ -100,7 +102,19 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
         proxy: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         base_url: str | None = None,
-        **kwargs: Any,  # TGI parameters (see build_parameters); anything else is ignored
+        temperature: float | None = None,
+        truncate: int | None = None,
+        max_new_tokens: int | None = None,
+        max_tokens: int | None = None,
+        do_sample: bool | None = None,
+        repetition_penalty: float | None = None,
+        return_full_text: bool | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        typical_p: float | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        **kwargs: Any,  # refused: see reject_unknown
     ) -> AsyncIterator[Chunk]:
         """Stream the answer's text tokens, then a ``FinishReason``.
 
@@ -108,8 +122,13 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
         ``max_tokens``), ``do_sample``, ``repetition_penalty``, ``return_full_text``,
         ``top_p``, ``top_k``, ``typical_p``, ``stop``, ``seed``.
         """
+        cls.reject_unknown(kwargs)
+        options = dict(temperature=temperature, truncate=truncate, max_new_tokens=max_new_tokens,
+                       max_tokens=max_tokens, do_sample=do_sample,
+                       repetition_penalty=repetition_penalty, return_full_text=return_full_text,
+                       top_p=top_p, top_k=top_k, typical_p=typical_p, stop=stop, seed=seed)
         stream = cls.stream_prompt(
-            cls.get_model(model), format_prompt(messages), build_parameters(kwargs),
+            cls.get_model(model), format_prompt(messages), build_parameters(options),
             proxy=proxy, timeout=timeout, base_url=base_url,
         )
         async with aclosing(stream) as chunks:

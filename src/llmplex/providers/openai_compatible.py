@@ -18,10 +18,21 @@ from typing import Any, ClassVar
 from ..errors import (InvalidRequestError, LLMplexError, MissingAuthError,
                       ProviderConnectionError, ResponseError, StreamError)
 from ..http.session import DEFAULT_TIMEOUT, Session
-from ..prompt import filter_none, validate_messages
-from ..types import Chunk, FinishReason, Messages, Usage
+from ..prompt import validate_messages
+from ..types import (
+    ChoiceText,
+    Chunk,
+    FinishReason,
+    Logprobs,
+    Messages,
+    ReasoningDelta,
+    RefusalDelta,
+    ResponseMeta,
+    ToolCallDelta,
+    Usage,
+)
 from .base import AsyncGeneratorProvider, ProviderModelMixin
-from .endpoints import ENDPOINTS, Endpoint
+from .endpoints import ENDPOINTS, FULL, Endpoint
 
 __all__ = ["OpenAICompatible", "Endpoint", "ENDPOINTS", "endpoint_provider"]
 
@@ -34,8 +45,8 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
     url = "https://platform.openai.com/docs/api-reference/chat"
     working = True
     needs_auth = False
-    supports_system_message = True
-    supports_message_history = True
+    #: a server of unknown make: everything is forwarded, the server decides
+    capabilities = FULL
     default_model = ""
     #: the API base of the service, path included; "" means base_url= is required
     default_base_url: ClassVar[str] = ""
@@ -74,34 +85,53 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         cls, model: str, messages: Messages | str, *,
         proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
         base_url: str | None = None, api_key: str | None = None,
+        headers: Mapping[str, str] | None = None, extra_body: Mapping[str, Any] | None = None,
+        # OpenAI's fields, forwarded as given (the server checks them):
         temperature: float | None = None, top_p: float | None = None,
-        max_tokens: int | None = None, stop: str | list[str] | None = None,
-        seed: int | None = None, presence_penalty: float | None = None,
-        frequency_penalty: float | None = None, response_format: Mapping[str, Any] | None = None,
-        extra_body: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
-        **kwargs: Any,  # options of other providers: accepted, never sent
+        max_tokens: int | None = None, max_completion_tokens: int | None = None,
+        stop: str | list[str] | None = None, seed: int | None = None,
+        presence_penalty: float | None = None, frequency_penalty: float | None = None,
+        n: int | None = None, logprobs: bool | None = None, top_logprobs: int | None = None,
+        logit_bias: Mapping[str, float] | None = None,
+        tools: list[Mapping[str, Any]] | None = None, tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None, functions: list[Any] | None = None,
+        function_call: Any = None, response_format: Mapping[str, Any] | None = None,
+        reasoning_effort: str | None = None, service_tier: str | None = None,
+        user: str | None = None, safety_identifier: str | None = None,
+        prompt_cache_key: str | None = None, metadata: Mapping[str, str] | None = None,
+        store: bool | None = None, modalities: list[str] | None = None,
+        audio: Mapping[str, Any] | None = None, prediction: Mapping[str, Any] | None = None,
+        verbosity: str | None = None, web_search_options: Mapping[str, Any] | None = None,
+        stream_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> AsyncIterator[Chunk]:
-        """Stream a reply: text deltas, then ``Usage`` (when the server reports it), then
-        ``FinishReason``. ``extra_body`` is merged into the request (a ``None`` value
-        removes a key, e.g. ``{"stream_options": None}`` for servers that reject it)."""
+        """Stream a reply: text deltas and typed events (reasoning, refusal, tool-call
+        fragments, logprobs, other choices' text, the upstream's model id), then ``Usage``
+        (when the server reports it), then a ``FinishReason`` per choice.
+
+        Every OpenAI field is forwarded as given (``max_completion_tokens`` stays itself).
+        ``extra_body`` is merged into the request (a ``None`` value removes a key, e.g.
+        ``{"stream_options": None}`` for servers that reject it)."""
+        cls.reject_unknown(kwargs)
         name = cls.get_name()
         model = cls.get_model(model)
         if not model:
-            raise InvalidRequestError("a model name is required", provider=name)
+            raise InvalidRequestError("a model name is required", provider=name, param="model")
         if stop is not None and not (isinstance(stop, str) or (
                 isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop))):
-            raise InvalidRequestError("stop must be a string or a list of strings", provider=name)
+            raise InvalidRequestError("stop must be a string or a list of strings",
+                                      provider=name, param="stop")
+        given = locals()
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{k: m[k] for k in ("role", "content", "name") if k in m}
-                         for m in validate_messages(messages)],
+            "messages": [_wire_message(m) for m in validate_messages(messages)],
             "stream": True,
-            "stream_options": {"include_usage": True},
-            **filter_none(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                          stop=list(stop) if isinstance(stop, tuple) else stop, seed=seed,
-                          presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-                          response_format=dict(response_format) if response_format else None),
+            "stream_options": {"include_usage": True, **(stream_options or {})},
         }
+        for field in _FORWARDED:
+            value = given[field]
+            if value is not None:
+                body[field] = list(value) if isinstance(value, tuple) else value
         for key, value in (extra_body or {}).items():
             if value is None:
                 body.pop(key, None)
@@ -112,20 +142,16 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         request_headers.setdefault("Accept", "text/event-stream, application/json")
         secret = _bearer(request_headers)
 
-        usage: Usage | None = None
-        finish: str | None = None
+        reader = _Reader(name)
         done = False
         try:
             async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as s:
                 async with s.request("POST", url, json=body) as response:
                     if response.content_type == "application/json":
                         # A server that ignores "stream" answers with one chat.completion.
-                        text, finish, usage = _parse(await s.read_json(response), "message", name)
-                        if finish is None:
-                            raise ResponseError("invalid chat.completion: no finish_reason",
-                                                provider=name)
-                        if text:
-                            yield text
+                        events = reader.completion(await s.read_json(response))
+                        for event in events:
+                            yield event
                     else:
                         try:
                             async for event in s.sse(response):
@@ -140,23 +166,21 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
                                                         provider=name) from None
                                 if event.event == "error":  # a named SSE error event
                                     data = {"error": data or "error event"}
-                                text, reason, found = _parse(data, "delta", name)
-                                finish = reason or finish
-                                usage = found or usage
-                                if text:
-                                    yield text
+                                for item in reader.chunk(data):
+                                    yield item
                         except ProviderConnectionError:
-                            if finish is None:
+                            if not reader.finish:
                                 raise  # else the answer was complete: a lost [DONE] is harmless
         except LLMplexError as exc:
             _scrub(exc, secret)
             raise
-        if not done and finish is None:
+        if not done and not reader.finish:
             raise ResponseError("stream ended early (no finish_reason and no [DONE])",
                                 provider=name)
-        if usage is not None:
-            yield usage
-        yield FinishReason(finish or "stop")
+        if reader.usage is not None:
+            yield reader.usage
+        for choice in sorted(reader.finish) or (0,):
+            yield FinishReason(reader.finish.get(choice) or "stop", choice)
 
     @classmethod
     async def list_models(
@@ -186,6 +210,26 @@ def _bearer(headers: Mapping[str, str]) -> str:
     return value.split(" ", 1)[-1].strip()
 
 
+#: OpenAI fields forwarded from create_async_generator's keyword arguments
+_FORWARDED = (
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+    "presence_penalty", "frequency_penalty", "n", "logprobs", "top_logprobs", "logit_bias",
+    "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
+    "response_format", "reasoning_effort", "service_tier", "user", "safety_identifier",
+    "prompt_cache_key", "metadata", "store", "modalities", "audio", "prediction", "verbosity",
+    "web_search_options",
+)
+#: message keys OpenAI's API defines (others are llmplex's bookkeeping, not sent)
+_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "refusal", "audio",
+                 "function_call")
+
+
+def _wire_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    if len(message) == 2 and "content" in message:  # the common {"role", "content"}
+        return {"role": message["role"], "content": message["content"]}
+    return {k: message[k] for k in _MESSAGE_KEYS if k in message}
+
+
 def _usage(data: dict[str, Any]) -> Usage | None:
     """A Usage from an OpenAI ``usage`` object (Groq puts it under ``x_groq``)."""
     groq = data.get("x_groq")
@@ -195,28 +239,130 @@ def _usage(data: dict[str, Any]) -> Usage | None:
     try:
         prompt = int(raw.get("prompt_tokens") or 0)
         completion = int(raw.get("completion_tokens") or 0)
-        return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
+        total = int(raw.get("total_tokens") or prompt + completion)
     except (TypeError, ValueError):
         return None  # a server's odd usage object must not break a good answer
+    details = raw.get("prompt_tokens_details")
+    more = raw.get("completion_tokens_details")
+    return Usage(prompt, completion, total,
+                 prompt_tokens_details=details if isinstance(details, dict) else None,
+                 completion_tokens_details=more if isinstance(more, dict) else None)
 
 
-def _parse(data: Any, part: str, provider: str) -> tuple[str, str | None, Usage | None]:
-    """(text, finish_reason, usage) of a stream chunk (``part="delta"``) or of a whole
-    ``chat.completion`` (``part="message"``). An ``{"error": ...}`` object is a StreamError."""
-    if not isinstance(data, dict):
-        raise ResponseError(f"unexpected {part} data: {str(data)[:200]!r}", provider=provider)
-    if data.get("error"):
-        error = data["error"]
-        raise StreamError(str(error.get("message") or error) if isinstance(error, dict)
-                          else str(error), provider=provider)
-    choice: dict[str, Any] = {}
-    for item in data.get("choices") or ():  # a plain loop: this runs once per chunk
-        if isinstance(item, dict) and item.get("index", 0) == 0:
-            choice = item
-            break
-    content = (choice.get(part) or {}).get("content")
-    usage = _usage(data) if "usage" in data or "x_groq" in data else None
-    return (content if isinstance(content, str) else ""), choice.get("finish_reason"), usage
+class _Reader:
+    """Turns chat.completion(.chunk) objects into llmplex chunks, remembering the finish
+    reasons (per choice), the usage and whether the upstream's model id was passed on."""
+
+    __slots__ = ("provider", "finish", "usage", "meta_sent")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.finish: dict[int, str] = {}
+        self.usage: Usage | None = None
+        self.meta_sent = False
+
+    def _check(self, data: Any, what: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise ResponseError(f"unexpected {what} data: {str(data)[:200]!r}",
+                                provider=self.provider)
+        if data.get("error"):
+            error = data["error"]
+            raise StreamError(str(error.get("message") or error) if isinstance(error, dict)
+                              else str(error), provider=self.provider)
+        return data
+
+    def _meta(self, data: dict[str, Any]) -> ResponseMeta | None:
+        self.meta_sent = True
+        model = data.get("model")
+        fingerprint = data.get("system_fingerprint")
+        tier = data.get("service_tier")
+        if model or fingerprint or tier:
+            return ResponseMeta(model if isinstance(model, str) else None,
+                                fingerprint if isinstance(fingerprint, str) else None,
+                                tier if isinstance(tier, str) else None)
+        return None
+
+    def chunk(self, data: Any) -> list[Chunk]:
+        """The chunks of one streamed ``chat.completion.chunk``."""
+        data = self._check(data, "delta")
+        out: list[Chunk] = []
+        if not self.meta_sent:
+            meta = self._meta(data)
+            if meta is not None:
+                out.append(meta)
+        for choice in data.get("choices") or ():  # a plain loop: this runs once per chunk
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index") or 0
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                content = delta.get("content")
+                if len(delta) > 1 or content is None or choice.get("logprobs"):
+                    _parts(out, delta, choice.get("logprobs"), index)
+                elif content and isinstance(content, str):  # the fast path: text only
+                    out.append(content if index == 0 else ChoiceText(content, index))
+            reason = choice.get("finish_reason")
+            if reason:
+                self.finish[index] = reason
+        if "usage" in data or "x_groq" in data:
+            self.usage = _usage(data) or self.usage
+        return out
+
+    def completion(self, data: Any) -> list[Chunk]:
+        """The chunks of a whole ``chat.completion`` (finish reasons and usage are kept,
+        and yielded by the caller at the end)."""
+        data = self._check(data, "message")
+        out: list[Chunk] = []
+        meta = self._meta(data)
+        if meta is not None:
+            out.append(meta)
+        for choice in data.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index") or 0
+            message = choice.get("message")
+            if isinstance(message, dict):
+                calls = message.get("tool_calls")
+                if isinstance(calls, list):  # whole calls carry no "index": number them
+                    message = {**message, "tool_calls": [
+                        {**c, "index": i} for i, c in enumerate(calls) if isinstance(c, dict)]}
+                _parts(out, message, choice.get("logprobs"), index)
+            reason = choice.get("finish_reason")
+            if reason:
+                self.finish[index] = reason
+        if not self.finish:
+            raise ResponseError("invalid chat.completion: no finish_reason",
+                                provider=self.provider)
+        self.usage = _usage(data)
+        return out
+
+
+def _parts(out: list[Chunk], delta: dict[str, Any], logprobs: Any, index: int) -> None:
+    """Append the chunks of one delta (or whole message) of choice ``index`` to ``out``."""
+    if isinstance(logprobs, dict) and (logprobs.get("content") or logprobs.get("refusal")):
+        out.append(Logprobs(logprobs.get("content"), logprobs.get("refusal"), index))
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    if reasoning and isinstance(reasoning, str):
+        out.append(ReasoningDelta(reasoning, index))
+    content = delta.get("content")
+    if content and isinstance(content, str):
+        out.append(content if index == 0 else ChoiceText(content, index))
+    refusal = delta.get("refusal")
+    if refusal and isinstance(refusal, str):
+        out.append(RefusalDelta(refusal, index))
+    for call in delta.get("tool_calls") or ():
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        arguments = function.get("arguments")
+        out.append(ToolCallDelta(
+            call.get("index") or 0, call.get("id"), function.get("name"),
+            arguments if isinstance(arguments, str) else "", index))
+    legacy = delta.get("function_call")  # the deprecated functions API: one call, index 0
+    if isinstance(legacy, dict):
+        arguments = legacy.get("arguments")
+        out.append(ToolCallDelta(0, None, legacy.get("name"),
+                                 arguments if isinstance(arguments, str) else "", index))
 
 
 def _scrub(exc: LLMplexError, secret: str) -> None:
@@ -231,7 +377,7 @@ def _scrub(exc: LLMplexError, secret: str) -> None:
 def _build(name: str) -> type[OpenAICompatible]:
     e = ENDPOINTS[name]
     attrs = dict(label=e.label, url=e.url, default_model=e.default_model, needs_auth=e.needs_auth,
-                 working=True, default_base_url=e.base_url, api_key_env=e.api_key_env,
+                 working=True, capabilities=e.capabilities, default_base_url=e.base_url, api_key_env=e.api_key_env,
                  local=e.local, api_endpoint=e.base_url + "/chat/completions",
                  __module__=__name__, __doc__=f"{e.label}: OpenAI-compatible API at {e.base_url}.")
     return type(e.name, (OpenAICompatible,), attrs)

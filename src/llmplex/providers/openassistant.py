@@ -18,6 +18,7 @@ from ..errors import (
     InvalidRequestError, LLMplexError, MissingAuthError, ResponseError, StreamError,
 )
 from ..http.session import DEFAULT_TIMEOUT, Session, json_object
+from ..capabilities import TEXT_ONLY
 from ..prompt import format_prompt
 from ..types import Chunk, FinishReason, Messages
 from .base import AsyncGeneratorProvider, ProviderModelMixin, create_upstream, run_cleanup
@@ -62,8 +63,8 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
     working = False
     needs_auth = True
     supports_stream = True
-    supports_system_message = False
-    supports_message_history = True
+    # text only; the service takes no stop sequences (the client enforces them)
+    capabilities = TEXT_ONLY.with_(stop=False)
 
     default_model = "OA_SFT_Llama_30B_6"
     models: ClassVar[list[str]] = [
@@ -91,7 +92,7 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
         repetition_penalty: float | None = None,
         max_new_tokens: int | None = None,
         max_tokens: int | None = None,
-        **kwargs: Any,  # options of other providers: accepted, never sent
+        **kwargs: Any,  # refused: see reject_unknown
     ) -> AsyncIterator[Chunk]:
         """Stream the answer as text deltas, then ``FinishReason("stop")``.
 
@@ -99,6 +100,7 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
         OpenAI-style name the client passes) stands for ``max_new_tokens``. ``cookies`` defaults
         to the user's cookie file (:func:`llmplex.cookies.load_cookies`).
         """
+        cls.reject_unknown(kwargs)
         model = cls.get_model(model)
         prompt = format_prompt(messages)
         given = {"top_k": top_k, "top_p": top_p, "typical_p": typical_p,

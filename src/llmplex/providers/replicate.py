@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 from ..errors import MissingAuthError, ResponseError, StreamError
 from ..http.session import Session
-from ..prompt import filter_none, format_prompt, validate_messages
+from ..capabilities import TEXT_ONLY
+from ..prompt import filter_none, format_prompt, require_text_only
 from ..types import Chunk, FinishReason, Messages
 from .base import AsyncGeneratorProvider, ProviderModelMixin, create_upstream, run_cleanup
 
@@ -38,8 +39,9 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
     working = True
     needs_auth = True
     supports_stream = True
-    supports_system_message = True  # system messages become the model's ``system_prompt``
-    supports_message_history = True  # the history is rendered into the prompt
+    # text only; system messages become the model's ``system_prompt``, the history is
+    # rendered into the prompt; max_new_tokens and stop_sequences are the model's inputs
+    capabilities = TEXT_ONLY.with_(system_message=True)
 
     default_model = "meta/meta-llama-3-70b-instruct"
     models: ClassVar[list[str]] = [
@@ -75,7 +77,7 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
         stop: str | Sequence[str] | None = None,
         extra_data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-        **kwargs: Any,  # options of other providers: accepted and ignored
+        **kwargs: Any,  # refused: see reject_unknown
     ) -> AsyncIterator[Chunk]:
         """Stream the answer of ``model`` (``owner/name``) as text deltas, then a
         :class:`FinishReason` (``"stop"``, or ``"canceled"`` when cancelled upstream).
@@ -83,6 +85,7 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
         ``max_tokens`` is sent as ``max_new_tokens``; ``stop`` (a string or a list) as the
         comma-joined ``stop_sequences``; ``extra_data`` is merged into the model input.
         """
+        cls.reject_unknown(kwargs)
         model = cls.get_model(model)
         api_key = api_key or os.environ.get(_TOKEN_ENV) or None
         if api_key is None:
@@ -183,7 +186,7 @@ def _urls(prediction: Any) -> dict[str, str]:
 def _split_system(messages: Messages | str, system_prompt: str | None) -> tuple[str, str | None]:
     """The prompt, and the system prompt: ``system_prompt`` plus any system messages,
     which models on Replicate take as a separate input."""
-    items = validate_messages(messages)
+    items = require_text_only(messages)
     system = [m["content"] for m in items if m["role"] == "system"]
     rest = [m for m in items if m["role"] != "system"]
     if not system or not rest:

@@ -157,17 +157,44 @@ def test_unicode_prompt_reaches_the_upstream_intact(server):
                     {"role": "user", "content": prompt}]
 
 
-def test_text_parts_are_joined_and_unknown_openai_fields_ignored(server):
+def test_content_parts_and_every_openai_field_are_forwarded(server):
+    parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "world"}]
     completion = server.openai().chat.completions.create(
         model="openai:gpt-4o-mini", user="someone", seed=7, logprobs=False,
-        messages=[{"role": "user", "content": [{"type": "text", "text": "Hello "},
-                                               {"type": "text", "text": "world"}]}],
-        extra_body={"some_future_field": {"x": 1}})
+        max_completion_tokens=50, metadata={"k": "v"}, store=False, service_tier="auto",
+        reasoning_effort="low", logit_bias={"50256": -100},
+        messages=[{"role": "user", "content": parts}])
     assert completion.choices[0].message.content == ANSWER
     sent = server.emu["openai"].requests_to("/chat/completions")[-1].json
-    assert sent["messages"] == [{"role": "user", "content": "Hello world"}]
-    assert sent["seed"] == 7  # a known option is passed on
-    assert "user" not in sent and "some_future_field" not in sent and "logprobs" not in sent
+    assert sent["messages"] == [{"role": "user", "content": parts}]
+    for name, value in (("seed", 7), ("user", "someone"), ("logprobs", False),
+                        ("max_completion_tokens", 50), ("metadata", {"k": "v"}),
+                        ("store", False), ("service_tier", "auto"), ("reasoning_effort", "low"),
+                        ("logit_bias", {"50256": -100})):
+        assert sent[name] == value, name
+    assert "max_tokens" not in sent  # max_completion_tokens stays itself
+
+
+def test_vendor_fields_go_to_compatible_upstreams_and_are_refused_elsewhere(server):
+    oai = server.openai()
+    # The OpenAI emulator is strict, as OpenAI is: it refuses the field, which proves it
+    # was forwarded; the refusal comes back as a 400.
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model="openai:gpt-4o-mini", messages=MESSAGES,
+                                    extra_body={"some_future_field": {"x": 1}})
+    assert "some_future_field" in str(info.value)
+    sent = server.emu["openai"].requests_to("/chat/completions")[-1].json
+    assert sent["some_future_field"] == {"x": 1}
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model="allenai:tulu3-405b", messages=MESSAGES,
+                                    extra_body={"some_future_field": 1})
+    assert info.value.body["param"] == "some_future_field"
+    assert not server.emu["allenai"].requests
+    # a provider option is a vendor field that the provider declares: passed as such
+    oai.chat.completions.create(model="replicate:meta/meta-llama-3-8b-instruct",
+                                messages=MESSAGES, extra_body={"top_k": 5})
+    created = server.emu["replicate"].requests_to("/predictions", "POST")[-1].json
+    assert created["input"]["top_k"] == 5
 
 
 def test_model_list_and_retrieve(server):
@@ -244,13 +271,20 @@ def test_providers_show_health_cooldown_and_emulation(server):
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "string"),
     ({"messages": [{"role": "user", "content": None}]}, "messages[0].content", "string"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-     "messages[0].content[0].type", "'text'"),
+     "messages[0].content[0].image_url.url", "http(s) URL"),
+    ({"messages": [{"role": "user", "content": [{"type": "video", "video": {}}]}]},
+     "messages[0].content[0].type", "not a content part type"),
+    ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id", "required"),
+    ({"messages": MESSAGES, "temprature": 0.5}, "temprature", "did you mean 'temperature'"),
+    ({"messages": MESSAGES, "top_logprobs": 2}, "top_logprobs", "logprobs"),
+    ({"messages": MESSAGES, "tool_choice": {"type": "function", "function": {"name": "f"}}},
+     "tool_choice", "not in tools"),
     ({"messages": MESSAGES, "temperature": 3}, "temperature", "less than or equal to 2"),
     ({"messages": MESSAGES, "temperature": "1"}, "temperature", "number"),
     ({"messages": MESSAGES, "max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
     ({"messages": MESSAGES, "stream": "yes"}, "stream", "boolean"),
     ({"messages": MESSAGES, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
-    ({"messages": MESSAGES, "n": 2}, "n", "less than or equal to 1"),
+    ({"messages": MESSAGES, "n": 200}, "n", "less than or equal to 128"),
     ({"messages": MESSAGES, "stream_options": {"include_usage": True}}, "stream_options",
      "only allowed when 'stream' is enabled"),
 ])

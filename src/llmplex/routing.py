@@ -28,6 +28,7 @@ from .errors import (
     LLMplexError,
     ModelNotFoundError,
     RateLimitError,
+    ResponseStatusError,
 )
 from .providers.base import AsyncGeneratorProvider
 from .types import Chunk
@@ -350,7 +351,8 @@ class Router:
                 except InvalidRequestError:
                     raise  # the caller's mistake: another provider will not fix it
                 except Exception as exc:
-                    self.record_failure(route.name, exc)
+                    if not _refused(exc):  # a refused request says nothing of its health
+                        self.record_failure(route.name, exc)
                     if delivered:
                         raise
                     errors.append((route.name, exc))
@@ -366,3 +368,12 @@ class Router:
         if len(errors) == 1 and len(routes) == 1:
             raise errors[0][1]  # one route: its own error says it best
         raise AllProvidersFailed(errors, model)
+
+
+#: upstream statuses that refuse the request itself (its fields, its size, its model)
+_REFUSALS = frozenset({400, 404, 413, 422})
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the upstream refused this request (a client error), rather than failed."""
+    return isinstance(exc, ResponseStatusError) and exc.status in _REFUSALS

@@ -25,6 +25,7 @@ runs before the request ends.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hmac
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -37,12 +38,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import __version__
 from ..client import AsyncClient
+from ..errors import InvalidRequestError
 from ..routing import ProviderHealth
 from .docs import install_docs
 from .errors import APIError
 from .handlers import install_error_handlers
 from .middleware import BodyLimit
-from .schemas import UPSTREAM_FIELDS, ChatCompletionRequest, ConversationRequest
+from .schemas import (
+    OPENAI_FIELD_NAMES,
+    UPSTREAM_FIELDS,
+    ChatCompletionRequest,
+    ConversationRequest,
+)
 from .streaming import ClientGone, EventStream, Pump, disconnected, public, unless_gone
 
 __all__ = ["create_app", "EMULATED_NOTICE"]
@@ -126,7 +133,21 @@ def create_app(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         watcher = asyncio.ensure_future(disconnected(request.receive))
         try:
-            if not body.stream:
+            return await _answer(kwargs, body.stream, include_usage, request, watcher)
+        except InvalidRequestError as exc:
+            vendor = kwargs.get("extra_body")
+            if exc.param == "extra_body" and vendor:
+                # The caller sent top-level fields, not "extra_body": name them.
+                names = ", ".join(vendor)
+                raise APIError(400, f"Unrecognized request argument supplied: {names} (vendor "
+                               f"fields go to OpenAI-compatible upstreams only; {exc.message})",
+                               code="unknown_parameter", param=next(iter(vendor))) from None
+            raise
+
+    async def _answer(kwargs: dict[str, Any], streamed: bool, include_usage: bool,
+                      request: Request, watcher: asyncio.Future[None] | None) -> Any:
+        try:
+            if not streamed:
                 completion = await unless_gone(
                     watcher, client.chat.completions.create(**kwargs))
                 return JSONResponse(public(completion.model_dump()))
@@ -171,7 +192,7 @@ def create_app(
     async def create_conversation(body: ConversationRequest | None = None) -> dict[str, Any]:
         """Start a stored conversation; pass its ``id`` as ``conversation_id`` to chat."""
         body = body or ConversationRequest()
-        seed = [{"role": m.role, "content": m.text()} for m in body.messages]
+        seed = [m.as_dict() for m in body.messages]
         conversation = await client.conversations.create(
             model=body.model, messages=seed, metadata=dict(body.metadata or {}))
         return _conversation(conversation)
@@ -219,9 +240,14 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 # -- request handling ---------------------------------------------------------------------
 
 def _create_arguments(body: ChatCompletionRequest, allow_overrides: bool) -> dict[str, Any]:
-    """``chat.completions.create`` keyword arguments for a validated body."""
-    extra = body.model_extra or {}
-    overrides = {k: extra[k] for k in UPSTREAM_FIELDS if extra.get(k) is not None}
+    """``chat.completions.create`` keyword arguments for a validated body.
+
+    OpenAI's fields go as they are; vendor fields (any other top-level key) become
+    ``extra_body`` for OpenAI-compatible upstreams, or the provider option of that name
+    where a provider declares one (``top_k``...); upstream overrides only when allowed."""
+    extra = dict(body.model_extra or {})
+    overrides = {k: extra.pop(k) for k in UPSTREAM_FIELDS if k in extra}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     for name, value in overrides.items():
         if not allow_overrides:
             raise APIError(400, f"'{name}' cannot be set by clients of this server: the "
@@ -236,26 +262,33 @@ def _create_arguments(body: ChatCompletionRequest, allow_overrides: bool) -> dic
     if body.stream_options is not None and not body.stream:
         raise APIError(400, "The 'stream_options' parameter is only allowed when 'stream' "
                        "is enabled.", code="invalid_value", param="stream_options")
-    messages = []
-    for message in body.messages:
-        item = {"role": message.role, "content": message.text()}
-        if message.name is not None:
-            item["name"] = message.name
-        messages.append(item)
     arguments: dict[str, Any] = {
         "model": body.model or None,
-        "messages": messages,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "max_tokens": body.max_tokens or body.max_completion_tokens,
-        "stop": body.stop,
+        "messages": [message.as_dict() for message in body.messages],
         "provider": body.provider,
         "conversation": body.conversation_id,
-        "seed": body.seed,
-        "presence_penalty": body.presence_penalty,
-        "frequency_penalty": body.frequency_penalty,
+        **body.openai_fields(),
         **overrides,
     }
+    # stream_options shapes the SSE output here; the client asks upstreams for usage itself
+    arguments.pop("stream_options", None)
+    if extra:
+        from ..providers import provider_option_names
+
+        options = provider_option_names()
+        vendor = {}
+        for name, value in extra.items():
+            if name in options and name not in ("extra_body",):
+                arguments[name] = value
+                continue
+            # A near miss of an OpenAI field is a typo, not a vendor field.
+            typo = difflib.get_close_matches(name, OPENAI_FIELD_NAMES, n=1, cutoff=0.85)
+            if typo:
+                raise APIError(400, f"Unrecognized request argument supplied: {name} (did "
+                               f"you mean '{typo[0]}'?)", code="unknown_parameter", param=name)
+            vendor[name] = value
+        if vendor:
+            arguments["extra_body"] = vendor
     return {k: v for k, v in arguments.items() if v is not None}
 
 
@@ -290,6 +323,7 @@ def _providers(client: AsyncClient, emulated: bool) -> list[dict[str, Any]]:
             "models": models,
             "aliases": dict(getattr(cls, "model_aliases", {})),
             "open_catalog": bool(cls.accepts_model("x/y")),  # type: ignore[attr-defined]
+            "capabilities": cls.capabilities.summary(),
             "health": health,
             "cooling_down": health["cooling_down"],
             "cooldown_remaining": health["cooldown_remaining"],

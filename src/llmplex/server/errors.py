@@ -68,6 +68,9 @@ __all__ = ["APIError", "error_for", "UPSTREAM_REJECTIONS"]
 
 #: upstream statuses that mean "the request's content was refused": passed on as 400
 UPSTREAM_REJECTIONS = frozenset({400, 413, 422})
+#: statuses and codes of errors that a retry of the same request cannot fix
+_FINAL_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
+_FINAL_CODES = frozenset({"upstream_auth_error"})
 
 
 @dataclass(eq=False)
@@ -88,10 +91,22 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
                           "code": self.code}}
 
+    @property
+    def retryable(self) -> bool:
+        """Whether sending the same request again could succeed: not for a bad request, an
+        unknown model, a wrong key or a missing upstream key (said to SDKs by
+        ``x-should-retry: false``, so they do not retry what cannot work)."""
+        return not (self.status in _FINAL_STATUSES or self.code in _FINAL_CODES)
+
+    def all_headers(self) -> dict[str, str]:
+        if self.retryable:
+            return self.headers
+        return {**self.headers, "x-should-retry": "false"}
+
     def response(self) -> Any:
         from starlette.responses import JSONResponse
 
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.all_headers())
 
 
 def _retry_headers(seconds: float | None) -> dict[str, str]:
@@ -112,7 +127,10 @@ def error_for(exc: BaseException) -> APIError:
     if isinstance(exc, ModelNotFoundError):
         return APIError(404, message, code="model_not_found", param="model")
     if isinstance(exc, InvalidRequestError):
-        return APIError(400, message, code="invalid_value")
+        code = "unsupported_parameter" if " is not supported by " in exc.message else (
+            "unknown_parameter" if exc.suggestions or exc.message.startswith("unknown argument")
+            else "invalid_value")
+        return APIError(400, message, code=code, param=exc.param)
     if isinstance(exc, AllProvidersFailed):
         return _combined(exc)
     if isinstance(exc, CoolingDown):

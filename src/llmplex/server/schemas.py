@@ -1,10 +1,10 @@
 """Request bodies of the HTTP API (pydantic models: validation and the OpenAPI schema).
 
-The chat request follows OpenAI's ``POST /v1/chat/completions``. Fields OpenAI defines
-that llmplex does not use (``user``, ``logprobs``, ``tools``...) are accepted and ignored,
-like any unknown field, except the upstream overrides (:data:`UPSTREAM_FIELDS`), which
-are refused unless the operator allows them. Types are strict (``"1"`` is not a number),
-as OpenAI's API is.
+The chat request follows OpenAI's ``POST /v1/chat/completions``: every field it defines
+is declared (and then honoured or refused by the route, see :mod:`llmplex.request`).
+Other top-level fields are vendor fields, forwarded to OpenAI-compatible upstreams; the
+upstream overrides (:data:`UPSTREAM_FIELDS`) are refused unless the operator allows them.
+Types are strict (``"1"`` is not a number), as OpenAI's API is.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "TextPart", "StreamOptions",
+__all__ = ["ChatCompletionRequest", "ChatMessage", "StreamOptions", "OPENAI_FIELD_NAMES",
            "ConversationRequest", "UPSTREAM_FIELDS", "ROLES"]
 
 #: body fields that choose where and how llmplex talks upstream; refused unless allowed
@@ -28,46 +28,53 @@ UPSTREAM_FIELDS: dict[str, Any] = {
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
-class TextPart(BaseModel):
-    """A text content part (``{"type": "text", "text": "..."}``); parts are joined."""
-
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-    type: Literal["text"]
-    text: StrictStr
-
-
 class ChatMessage(BaseModel):
-    """One message. ``content`` is a string or a list of text parts."""
+    """One message in OpenAI's shape: ``content`` a string or a list of parts (``text``,
+    ``image_url``, ``input_audio``, ``file``; ``refusal`` for assistants), an assistant's
+    ``tool_calls`` (``content`` null or absent then), a tool message's ``tool_call_id``.
+    Parts and tool calls are checked in depth by :mod:`llmplex.prompt` (with the param)."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | list[TextPart]
+    content: StrictStr | list[dict[str, Any]] | None = None
     name: StrictStr | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: StrictStr | None = None
+    refusal: StrictStr | None = None
+    audio: dict[str, Any] | None = None
+    function_call: dict[str, Any] | None = None
 
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
+    def as_dict(self) -> dict[str, Any]:
+        """The message as the library takes it (unset keys left out)."""
+        data = {"role": self.role, "content": self.content}
+        for key in ("name", "tool_calls", "tool_call_id", "refusal", "audio", "function_call"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        return data
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     include_usage: StrictBool = False
+    include_obfuscation: StrictBool | None = None
 
 
 Stop = Union[StrictStr, Annotated[list[StrictStr], Field(max_length=4)]]
+Json = dict[str, Any]
 
 
 class ChatCompletionRequest(BaseModel):
-    """``POST /v1/chat/completions``: OpenAI's fields plus llmplex's ``provider`` and
-    ``conversation_id``."""
+    """``POST /v1/chat/completions``: every field of OpenAI's API plus llmplex's
+    ``provider`` and ``conversation_id``. Fields OpenAI does not define are vendor fields
+    (what an SDK's ``extra_body`` adds): forwarded to OpenAI-compatible upstreams, refused
+    for the others."""
 
     model_config = ConfigDict(
         strict=True,
-        extra="allow",  # OpenAI fields llmplex does not use are ignored, not refused
+        extra="allow",  # vendor fields: see _create_arguments
         json_schema_extra={"examples": [{
             "model": "gpt-4o-mini",
             "messages": [{"role": "user", "content": "Say hello"}],
@@ -86,14 +93,51 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     stop: Stop | None = None
-    n: Annotated[int, Field(ge=1, le=1, description="Only 1 is supported.")] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    logit_bias: dict[str, float] | None = None
+    tools: list[Json] | None = None
+    tool_choice: StrictStr | Json | None = None
+    parallel_tool_calls: StrictBool | None = None
+    functions: list[Json] | None = None
+    function_call: StrictStr | Json | None = None
+    response_format: Json | None = None
+    reasoning_effort: StrictStr | None = None
+    service_tier: StrictStr | None = None
+    user: StrictStr | None = None
+    safety_identifier: StrictStr | None = None
+    prompt_cache_key: StrictStr | None = None
+    metadata: dict[str, StrictStr] | None = None
+    store: StrictBool | None = None
+    modalities: list[StrictStr] | None = None
+    audio: Json | None = None
+    prediction: Json | None = None
+    verbosity: StrictStr | None = None
+    web_search_options: Json | None = None
     provider: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] | None = Field(
         None, description="llmplex: a provider name, or a list tried in order.")
     conversation_id: StrictStr | None = Field(
         None, description="llmplex: continue this stored conversation (see /v1/conversations).")
+
+    def openai_fields(self) -> dict[str, Any]:
+        """The OpenAI fields that were set (not llmplex's, not vendor fields)."""
+        data = {}
+        for name in OPENAI_FIELD_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value.model_dump(exclude_none=True) if isinstance(
+                    value, BaseModel) else value
+        return data
+
+
+#: the OpenAI fields of the request model that go to the client as they are
+OPENAI_FIELD_NAMES = tuple(
+    name for name in ChatCompletionRequest.model_fields
+    if name not in ("model", "messages", "stream", "provider", "conversation_id"))
 
 
 class ConversationRequest(BaseModel):

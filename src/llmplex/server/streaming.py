@@ -30,10 +30,39 @@ T = TypeVar("T")
 
 
 def public(data: dict[str, Any]) -> dict[str, Any]:
-    """Drop llmplex-only fields that are empty (``conversation_id`` without one)."""
+    """A completion or chunk (``model_dump()``) in the official API's shape: llmplex-only
+    fields that are empty (``conversation_id`` without one) dropped; in messages ``content``
+    and ``refusal`` always present, ``tool_calls``/``reasoning_content`` only when there
+    are any; in stream deltas only what the delta carries (``role`` on a choice's first
+    chunk only); usage details only when the upstream reported them."""
     if data.get("conversation_id") is None:
         data.pop("conversation_id", None)
+    for choice in data.get("choices") or ():
+        message = choice.get("message")
+        if message is not None:
+            for key in ("tool_calls", "reasoning_content"):
+                if message.get(key) is None:
+                    message.pop(key, None)
+        delta = choice.get("delta")
+        if delta is not None:
+            choice["delta"] = _present(delta)
+    usage = data.get("usage")
+    if usage:
+        for key in ("prompt_tokens_details", "completion_tokens_details"):
+            if usage.get(key) is None:
+                usage.pop(key, None)
     return data
+
+
+def _present(delta: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in delta.items() if v is not None}
+    calls = out.get("tool_calls")
+    if calls:
+        out["tool_calls"] = [
+            {**{k: v for k, v in call.items() if v is not None and k != "function"},
+             "function": {k: v for k, v in (call.get("function") or {}).items() if v is not None}}
+            for call in calls]
+    return out
 
 
 class ClientGone(Exception):

@@ -377,6 +377,17 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _can(caps: dict[str, Any]) -> str:
+    """A capability summary in a few letters' worth: "tools,images,json,reasoning,n,logprobs"."""
+    names = [name for name, on in (
+        ("tools" if caps["tools"] == "native" else f"tools({caps['tools']})",
+         caps["tools"] != "none"),
+        ("images", caps["images"]), ("audio", caps["audio"]), ("files", caps["files"]),
+        ("json", bool(caps["response_format"])), ("reasoning", caps["reasoning"]),
+        ("n", caps["n"]), ("logprobs", caps["logprobs"])) if on]
+    return ",".join(names) or "text"
+
+
 def cmd_providers(args: argparse.Namespace, config: Config) -> int:
     from .config import _key_env
     from .providers import all_providers
@@ -390,14 +401,16 @@ def cmd_providers(args: argparse.Namespace, config: Config) -> int:
         items.append({"name": name, "label": cls.label, "working": cls.working,
                       "needs_auth": cls.needs_auth, "configured": configured,
                       "default_model": getattr(cls, "default_model", "") or None,
-                      "models": cls.get_models(), "url": cls.url})  # type: ignore[attr-defined]
+                      "models": cls.get_models(), "url": cls.url,  # type: ignore[attr-defined]
+                      "capabilities": cls.capabilities.summary()})
     if args.json:
         print(json.dumps(items, ensure_ascii=False, indent=2))
         return EXIT_OK
     rows = [[i["name"], "yes" if i["working"] else "no", "yes" if i["needs_auth"] else "no",
-             "yes" if i["configured"] else "no", str(len(i["models"])),
+             "yes" if i["configured"] else "no", _can(i["capabilities"]), str(len(i["models"])),
              i["default_model"] or "-"] for i in items]
-    print(_table(rows, ["PROVIDER", "WORKING", "AUTH", "CONFIGURED", "MODELS", "DEFAULT MODEL"]))
+    print(_table(rows, ["PROVIDER", "WORKING", "AUTH", "CONFIGURED", "CAN", "MODELS",
+                        "DEFAULT MODEL"]))
     return EXIT_OK
 
 

@@ -1,14 +1,20 @@
-"""The SSE and NDJSON decoders on their own: every split point, CRLF, UTF-8, properties."""
+"""The SSE and NDJSON decoders on their own: every split point, CRLF, UTF-8, properties;
+linear cost on long lines and the line-length limit (also through a real HTTP stream)."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmplex.errors import ResponseError
 from llmplex.http import MalformedLineError, NDJSONDecoder, ServerSentEvent, SSEDecoder
+from llmplex.http.ndjson import LineTooLongError
+from llmplex.http.sse import MAX_LINE_BYTES
 
 # A Replicate stream as recorded (PROTOCOLS.md §4), with a multi-line token, a comment,
 # a logs event, CRLF and CR line ends, and non-ASCII text.
@@ -198,3 +204,250 @@ def test_ndjson_property_any_split(values, crlf, cuts):
     points = sorted({c % (len(data) + 1) for c in cuts})
     parts = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
     assert decode_ndjson(parts) == values
+
+
+# -- long lines: linear cost, bounded size -------------------------------------------------
+
+PIECE = 64 * 1024
+MiB = 1024 * 1024
+
+
+def _feed_long_line(decoder, head: bytes, size: int, tail: bytes, budget: float | None = None):
+    """Feed ``head``, ``size`` bytes of ``x`` in 64 KiB reads (one piece object, fed again
+    and again: the test holds no copy of the line), then ``tail``. Returns (thread CPU
+    seconds, results); stops early, returning None as the results, once ``budget`` CPU
+    seconds are spent (a quadratic decoder need not be watched to the end)."""
+    piece = b"x" * PIECE
+    out = list(decoder.feed(head))
+    start = time.thread_time()
+    for _ in range(size // PIECE):
+        out += decoder.feed(piece)
+        if budget is not None and time.thread_time() - start > budget:
+            return time.thread_time() - start, None
+    out += decoder.feed(tail)
+    return time.thread_time() - start, out
+
+
+@pytest.mark.parametrize("kind", ["sse", "ndjson"])
+def test_a_long_line_costs_time_linear_in_its_length(kind):
+    """A 32 MB line in 64 KiB reads costs about 8x a 4 MB one (the quadratic decoder took
+    ~64x, and 13 s for the 32 MB SSE line). Thread CPU time, best of three, against a
+    bound of 20x: neither other processes nor a busy machine's scheduling can reach it."""
+    if kind == "sse":
+        make, head, tail = SSEDecoder, b"data: ", b"\n\n"
+    else:
+        make, head, tail = NDJSONDecoder, b'"', b'"\n'
+
+    def run(size, budget=None):
+        cpu, out = _feed_long_line(make(max_line_bytes=64 * MiB), head, size, tail, budget)
+        if out is not None:
+            assert len(out) == 1
+            value = out[0].data if kind == "sse" else out[0]
+            assert len(value) == size
+        return cpu, out
+
+    small = min(run(4 * MiB)[0] for _ in range(3))
+    budget = 20 * max(small, 0.002)
+    for _ in range(3):
+        cpu, out = run(32 * MiB, budget)
+        if out is not None and cpu < budget:
+            break
+    else:
+        pytest.fail(f"32 MB line: over {budget:.3f}s CPU (20x the 4 MB line's {small:.4f}s)")
+
+
+def test_the_default_line_limit_is_16_mib():
+    assert MAX_LINE_BYTES == 16 * MiB
+    assert SSEDecoder().max_line_bytes == NDJSONDecoder().max_line_bytes == MAX_LINE_BYTES
+    with pytest.raises(ValueError):
+        SSEDecoder(max_line_bytes=0)
+    with pytest.raises(ValueError):
+        NDJSONDecoder(max_line_bytes=-1)
+
+
+def test_a_line_over_the_default_limit_raises_while_it_arrives():
+    """17 MiB of one SSE line: the decoder fails once it holds 16 MiB and a read, without
+    waiting for the line end (which a hostile upstream never sends)."""
+    decoder = SSEDecoder()
+    with pytest.raises(LineTooLongError) as info:
+        _feed_long_line(decoder, b"data: ", 17 * MiB, b"\n\n")
+    error = info.value
+    assert isinstance(error, MalformedLineError) and isinstance(error, ValueError)
+    assert error.limit == MAX_LINE_BYTES and MAX_LINE_BYTES < error.size <= MAX_LINE_BYTES + PIECE
+    assert error.line.startswith(b"data: xxx") and len(error.line) <= 200
+    assert "longer than 16777216 bytes" in str(error)
+    # The decoder dropped what it held; it decodes a fresh stream afterwards.
+    assert decoder.feed(b"data: ok\n\n") == [ServerSentEvent("ok")]
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("split", ["whole", "bytes", "halves"])
+def test_sse_limit_is_exact_and_counts_no_line_end(newline, split):
+    limit = 40
+
+    def decode(stream):
+        if split == "whole":
+            parts = [stream]
+        elif split == "bytes":
+            parts = [stream[i:i + 1] for i in range(len(stream))]
+        else:
+            parts = [stream[: len(stream) // 2], stream[len(stream) // 2:]]
+        decoder = SSEDecoder(max_line_bytes=limit)
+        events = []
+        for part in parts:
+            events += decoder.feed(part)
+        return events
+
+    fits = b"data: " + b"a" * (limit - 6)
+    assert decode(fits + newline + newline) == [ServerSentEvent("a" * (limit - 6))]
+    with pytest.raises(LineTooLongError):
+        decode(b"data: ok" + newline + newline + fits + b"a" + newline + newline)
+    # The data of one event is bounded too, however many lines bring it.
+    line = b"data: " + b"b" * 9 + newline  # 9 bytes each, 10 with the joining newline
+    assert decode(line * 4 + newline) == [ServerSentEvent("\n".join(["b" * 9] * 4))]  # 39
+    with pytest.raises(LineTooLongError, match="event data"):
+        decode(line * 5 + newline)  # 49
+    # Comments and other lines count as lines, not as data.
+    with pytest.raises(LineTooLongError):
+        decode(b":" + b"c" * limit + newline)
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes"])
+def test_ndjson_limit_is_exact(split):
+    limit = 20
+    fits = json.dumps("a" * (limit - 2)).encode()
+    assert len(fits) == limit
+
+    def decode(stream):
+        parts = [stream] if split == "whole" else [stream[i:i + 1] for i in range(len(stream))]
+        decoder = NDJSONDecoder(max_line_bytes=limit)
+        values = []
+        for part in parts:
+            values += decoder.feed(part)
+        return values + decoder.close()
+
+    assert decode(fits + b"\n" + fits) == ["a" * (limit - 2)] * 2  # the last one at close
+    with pytest.raises(LineTooLongError):
+        decode(b"1\n" + json.dumps("a" * (limit - 1)).encode() + b"\n")
+    with pytest.raises(LineTooLongError):
+        decode(b"1\n" + b" " * (limit + 1))  # even blank, a line is a line
+    with pytest.raises(LineTooLongError):  # a last line without newline is not let through
+        decode(b"1\n" + json.dumps("a" * (limit - 1)).encode())
+
+
+def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+
+
+def _sse_outcome(parts: list[bytes], limit: int):
+    decoder = SSEDecoder(max_line_bytes=limit)
+    events = []
+    try:
+        for part in parts:
+            events += decoder.feed(part)
+    except LineTooLongError:
+        return "too long"
+    return [(e.event, e.data) for e in events]
+
+
+_long_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"),
+    max_size=3000,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["message", "output", "x" * 50]),
+            st.lists(st.one_of(_field_text, _long_text), min_size=1, max_size=4).map("\n".join),
+        ),
+        max_size=6,
+    ),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=40),
+    limit=st.integers(min_value=1, max_value=12_000),
+)
+def test_sse_property_long_lines_any_split_any_limit(events, newline, cuts, limit):
+    """Long lines, any split, any limit: the split never changes the outcome (the same
+    events, or the same LineTooLongError), and the error comes exactly when a line or the
+    data of an event exceeds the limit."""
+    data = _render_sse(events, newline)
+    whole = _sse_outcome([data], limit)
+    assert _sse_outcome(_pieces(data, cuts), limit) == whole
+    lines = [line for line in data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")]
+    datas = [len(d.encode()) for _, d in events]
+    too_long = max(map(len, lines), default=0) > limit or max(datas, default=0) > limit
+    assert (whole == "too long") == too_long
+    if not too_long:
+        assert whole == events
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.integers(), st.text(max_size=3000)), max_size=6),
+    crlf=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=40),
+    limit=st.integers(min_value=1, max_value=12_000),
+)
+def test_ndjson_property_long_lines_any_split_any_limit(values, crlf, cuts, limit):
+    newline = b"\r\n" if crlf else b"\n"
+    lines = [json.dumps(v, ensure_ascii=False).encode() + newline[:-1] for v in values]
+    data = b"".join(line + b"\n" for line in lines)
+
+    def outcome(parts):
+        decoder = NDJSONDecoder(max_line_bytes=limit)
+        out = []
+        try:
+            for part in parts:
+                out += decoder.feed(part)
+            return out + decoder.close()
+        except LineTooLongError:
+            return "too long"
+
+    whole = outcome([data])
+    assert outcome(_pieces(data, cuts)) == whole
+    assert (whole == "too long") == (max(map(len, lines), default=0) > limit)
+    if whole != "too long":
+        assert whole == values
+
+
+async def test_an_over_long_line_from_an_upstream_is_a_response_error():
+    """Through a real HTTP stream and the Session: the session maps the decoder's error
+    (a MalformedLineError) to a ResponseError naming the provider, and stops reading."""
+    from llmplex.http.session import Session
+
+    async def handler(request):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: first\n\ndata: ")
+        piece = b"y" * PIECE
+        try:
+            for _ in range((MAX_LINE_BYTES + 2 * MiB) // PIECE):
+                await response.write(piece)
+            await response.write(b"\n\n")
+        except (ConnectionError, RuntimeError):  # the client gave up: as it should
+            pass
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stream", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        url = f"http://127.0.0.1:{port}/stream"
+        seen = []
+        async with Session("Hostile", timeout=30) as session, session.request("GET", url) as response:
+            with pytest.raises(ResponseError) as info:
+                async for event in session.sse(response):
+                    seen.append(event.data)
+        assert seen == ["first"]
+        assert info.value.provider == "Hostile"
+        assert "longer than 16777216 bytes" in str(info.value)
+    finally:
+        await runner.cleanup()

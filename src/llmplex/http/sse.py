@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import json
 from json.scanner import make_scanner
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["ServerSentEvent", "SSEDecoder", "loads"]
+__all__ = ["ServerSentEvent", "SSEDecoder", "loads", "MAX_LINE_BYTES"]
+
+#: Default bound on one line of an event stream (SSE or NDJSON), its line end not counted,
+#: and on the data of one SSE event: a longer one fails the stream (``LineTooLongError``).
+MAX_LINE_BYTES = 16 * 1024 * 1024
 
 # The C scanner behind json.loads, called directly: a streamed chunk is a small compact
 # JSON object, and for that json.loads spends as long in its three Python-level frames and
@@ -68,14 +72,35 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    """Turns a byte stream into :class:`ServerSentEvent` objects, incrementally."""
+    """Turns a byte stream into :class:`ServerSentEvent` objects, incrementally.
 
-    __slots__ = ("_buffer", "_event", "_data", "_last_id", "_retry", "_skip_lf")
+    Linear in the input for any split: the bytes of an unfinished line are kept as a list
+    of pieces, and a new piece is searched for a line end on its own, so a long line that
+    arrives in many reads is joined once, when it ends.
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    ``max_line_bytes`` (default :data:`MAX_LINE_BYTES`, 16 MiB) bounds one line (its line
+    end not counted) and the data of one event (its ``data:`` lines joined): beyond it
+    :meth:`feed` raises :class:`~llmplex.http.ndjson.LineTooLongError`, a
+    :class:`~llmplex.http.ndjson.MalformedLineError` (so a ``ValueError``), which the HTTP
+    session translates into a :class:`~llmplex.errors.ResponseError`, as it does for a
+    malformed JSON line. The decoder holds no more than about ``max_line_bytes`` plus one
+    read. Events completed earlier in the same read are not returned then: the stream is
+    broken, and its error is what the caller gets.
+    """
+
+    __slots__ = ("_buffer", "_parts", "_size", "_event", "_data", "_data_size", "_last_id",
+                 "_retry", "_skip_lf", "max_line_bytes")
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        if max_line_bytes < 1:
+            raise ValueError(f"max_line_bytes must be positive, not {max_line_bytes!r}")
+        self.max_line_bytes = max_line_bytes
+        self._buffer = b""  # the first piece of the unfinished line, if any
+        self._parts: list[bytes] = []  # its further pieces (none of them has a line end)
+        self._size = 0  # bytes in _buffer and _parts, once _parts is used
         self._event: bytes | None = None
         self._data: list[bytes] | None = None
+        self._data_size = 0  # bytes of the joined data, once an event has two data lines
         self._last_id = ""
         self._retry: int | None = None
         self._skip_lf = False
@@ -89,17 +114,50 @@ class SSEDecoder:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        buffer = self._buffer + chunk if self._buffer else chunk
+        if self._buffer:
+            if b"\n" not in chunk and b"\r" not in chunk:
+                self._hold(chunk)  # the line goes on: keep the piece, join nothing yet
+                return []
+            if self._parts:
+                self._parts.append(chunk)
+                buffer = self._buffer + b"".join(self._parts)
+                self._parts = []
+            else:
+                buffer = self._buffer + chunk
+        else:
+            buffer = chunk
         if b"\r" in buffer:
             self._skip_lf = buffer.endswith(b"\r")
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buffer.split(b"\n")
         self._buffer = lines.pop()
+        if len(buffer) > self.max_line_bytes:
+            self._check_lines(lines)
         return self._process(lines) if lines else []
+
+    def _hold(self, chunk: bytes) -> None:
+        """Keep ``chunk`` as a further piece of the unfinished line, within the limit."""
+        if not self._parts:
+            self._size = len(self._buffer)
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        if self._size > self.max_line_bytes:
+            size, head = self._size, _head(self._buffer, self._parts)
+            self.close()
+            _too_long(head, size, self.max_line_bytes, "line")
+
+    def _check_lines(self, lines: list[bytes]) -> None:
+        """After a read longer than the limit: fail if one of its lines is."""
+        limit = self.max_line_bytes
+        for line in (*lines, self._buffer):
+            if len(line) > limit:
+                self.close()
+                _too_long(line[:200], len(line), limit, "line")
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: per the spec, an event not ended by a blank line is discarded."""
         self._buffer = b""
+        self._parts = []
         self._event = None
         self._data = None
         self._skip_lf = False
@@ -108,6 +166,8 @@ class SSEDecoder:
     def _process(self, lines: list[bytes]) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []
         data = self._data
+        # Each line is within the limit; the data of an event of several lines is counted
+        # here, from its second line on (a one-line event costs nothing).
         for line in lines:
             if not line:
                 if data is not None:
@@ -126,17 +186,16 @@ class SSEDecoder:
                 continue
             # The common lines first, without the general field parsing below.
             if line[:5] == b"data:":
-                value = line[5:]
-                if value[:1] == b" ":
-                    value = value[1:]
+                # (one slice, not two: a one-byte bytes object is a cached singleton)
+                value = line[6:] if line[5:6] == b" " else line[5:]
                 if data is None:
                     data = [value]
                 else:
                     data.append(value)
+                    self._count_data(data, value)
                 continue
             if line[:6] == b"event:":
-                value = line[6:]
-                self._event = value[1:] if value[:1] == b" " else value
+                self._event = line[7:] if line[6:7] == b" " else line[6:]
                 continue
             colon = line.find(b":")
             if colon == 0:
@@ -153,6 +212,7 @@ class SSEDecoder:
                     data = [value]
                 else:
                     data.append(value)
+                    self._count_data(data, value)
             elif field == b"event":
                 self._event = value
             elif field == b"id":
@@ -164,3 +224,32 @@ class SSEDecoder:
             # other fields are ignored, as the spec says
         self._data = data
         return events
+
+    def _count_data(self, data: list[bytes], value: bytes) -> None:
+        """A further data line ``value`` was added to ``data``: keep the joined size in
+        bounds."""
+        if len(data) == 2:
+            self._data_size = len(data[0])
+        self._data_size += 1 + len(value)
+        if self._data_size > self.max_line_bytes:
+            size = self._data_size
+            self.close()
+            _too_long(data[0][:200], size, self.max_line_bytes, "event data")
+
+
+def _head(first: bytes, parts: list[bytes]) -> bytes:
+    """The first 200 bytes of a line held as ``first`` and further ``parts``."""
+    head = [first]
+    size = len(first)
+    for part in parts:
+        if size >= 200:
+            break
+        head.append(part)
+        size += len(part)
+    return b"".join(head)[:200]
+
+
+def _too_long(head: bytes, size: int, limit: int, what: str) -> NoReturn:
+    from .ndjson import LineTooLongError  # here: ndjson imports this module
+
+    raise LineTooLongError(head, size, limit, what)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,24 +20,44 @@ from ..errors import (
 if TYPE_CHECKING:  # pragma: no cover
     import aiohttp
 
-__all__ = ["raise_for_status", "error_for_status", "parse_retry_after", "extract_message"]
+__all__ = ["raise_for_status", "error_for_status", "parse_retry_after", "extract_message",
+           "MAX_RETRY_AFTER"]
 
 BODY_LIMIT = 1000  # characters of an error body kept on the exception
 
+#: The longest wait (seconds) an upstream's ``Retry-After`` is believed: a longer one, an
+#: HTTP date further ahead, ``inf`` or ``1e9`` become this many seconds, so no upstream
+#: can take a provider out of rotation for longer (the router's cooldown follows
+#: ``RateLimitError.retry_after``). Read at each call: set it (or pass
+#: ``parse_retry_after(..., cap=...)``) to configure it.
+MAX_RETRY_AFTER = 300.0
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+
+def parse_retry_after(value: str | None, cap: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header, delta-seconds or an HTTP date, within
+    ``[0, cap]`` (``cap``: :data:`MAX_RETRY_AFTER` by default).
+
+    Nothing, an unreadable value or ``nan`` -> ``None`` (the upstream said nothing usable);
+    a negative number or a date in the past -> ``0``; ``inf``, a huge number or a date
+    further ahead than ``cap`` -> ``cap``. A date without a time zone is taken as GMT, as
+    HTTP dates are."""
     if not value:
         return None
+    limit = MAX_RETRY_AFTER if cap is None else cap
     value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
         try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError, OverflowError):
+            when = parsedate_to_datetime(value)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = when.timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError, OSError):
             return None
-    return max(0.0, seconds)
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), limit)
 
 
 def extract_message(body: str) -> str:

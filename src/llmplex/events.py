@@ -39,7 +39,7 @@ FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter",
 class Event:
     """Base of the typed events: invisible when a stream is joined into text."""
 
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
     #: part of the answer (a fallback after it would repeat it), or bookkeeping
     content = False
 
@@ -50,7 +50,8 @@ class Event:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._state() == self._state()  # type: ignore[attr-defined]
+        return isinstance(other, Event) and type(other) is type(self) and (
+            other._state() == self._state())
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._state()))

@@ -245,7 +245,7 @@ class ChatRequest:
         checked = validate_messages(messages)
         fields: dict[str, Any] = {}
         route: dict[str, Any] = {}
-        provider_options: set[str] | None = None
+        provider_options: frozenset[str] | None = None
         for name, value in kwargs.items():
             if value is None:
                 continue

@@ -81,7 +81,7 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         return result
 
     @classmethod
-    async def create_async_generator(  # type: ignore[override]
+    async def create_async_generator(
         cls, model: str, messages: Messages | str, *,
         proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
         base_url: str | None = None, api_key: str | None = None,
@@ -353,7 +353,9 @@ def _parts(out: list[Chunk], delta: dict[str, Any], logprobs: Any, index: int) -
     for call in delta.get("tool_calls") or ():
         if not isinstance(call, dict):
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
         arguments = function.get("arguments")
         out.append(ToolCallDelta(
             call.get("index") or 0, call.get("id"), function.get("name"),

@@ -115,9 +115,9 @@ def test_every_emulator_is_covered():
 
 
 async def post(emu, data, headers=None):
-    async with aiohttp.ClientSession() as session:
-        async with session.post(emu.url + STREAM, data=data, headers=headers or {}) as resp:
-            return resp.status, await resp.read()
+    async with aiohttp.ClientSession() as session, session.post(
+            emu.url + STREAM, data=data, headers=headers or {}) as resp:
+        return resp.status, await resp.read()
 
 
 FIELDS = {"model": "tulu3-405b", "host": "inferd", "private": "true"}
@@ -138,12 +138,12 @@ async def test_multipart_large_binary_file_part_and_charsets(ai2_emulator):
     body = raw_body("7f3a9c", [
         *[(f'Content-Disposition: form-data; name="{key}"', value.encode())
           for key, value in FIELDS.items()],
-        ('Content-Disposition: form-data; name="content"\r\n'
-         "Content-Type: text/plain; charset=utf-8", big.encode()),
-        ('Content-Disposition: form-data; name="content"\r\n'
-         "Content-Type: text/plain; charset=latin-1", "café".encode("latin-1")),
-        ('Content-Disposition: form-data; name="attachment"; filename="blob.bin"\r\n'
-         "Content-Type: application/octet-stream", blob),
+        (('Content-Disposition: form-data; name="content"\r\n'
+          "Content-Type: text/plain; charset=utf-8"), big.encode()),
+        (('Content-Disposition: form-data; name="content"\r\n'
+          "Content-Type: text/plain; charset=latin-1"), "café".encode("latin-1")),
+        (('Content-Disposition: form-data; name="attachment"; filename="blob.bin"\r\n'
+          "Content-Type: application/octet-stream"), blob),
     ])
     status, _ = await post(ai2_emulator, io.BytesIO(body), {
         "Content-Type": "multipart/form-data; boundary=7f3a9c",
@@ -161,10 +161,10 @@ async def test_multipart_preamble_transfer_encodings_and_folded_headers(ai2_emul
     body = raw_body(boundary, [
         ('Content-Disposition: form-data; name="model"', b"tulu3-405b"),
         ('Content-Disposition: form-data;\r\n name="host"', b"inferd"),
-        ('Content-Disposition: form-data; name="content"\r\n'
-         "Content-Transfer-Encoding: base64", b"SGksIHRoZXJl"),
-        ('Content-Disposition: form-data; name="private"\r\n'
-         "Content-Transfer-Encoding: quoted-printable", b"tr=\r\nue"),
+        (('Content-Disposition: form-data; name="content"\r\n'
+          "Content-Transfer-Encoding: base64"), b"SGksIHRoZXJl"),
+        (('Content-Disposition: form-data; name="private"\r\n'
+          "Content-Transfer-Encoding: quoted-printable"), b"tr=\r\nue"),
         ("Content-Type: text/plain", b"a part without a name is skipped"),
     ], preamble=b"This is the preamble.")
     status, _ = await post(ai2_emulator, body, {

@@ -217,8 +217,8 @@ async def _parse_form(request: web.Request, body: bytes) -> dict[str, Any]:
             add(key, value)
         return fields
     try:
-        for name, value in _multipart_fields(request.headers.get("Content-Type", ""), body):
-            add(name, value)
+        for name, part in _multipart_fields(request.headers.get("Content-Type", ""), body):
+            add(name, part)
     except (ValueError, LookupError, UnicodeDecodeError):
         return {}
     return fields
@@ -229,7 +229,10 @@ def _multipart_fields(content_type: str, body: bytes) -> Iterator[tuple[str, str
     ``bytes`` for a file part, else its text. Raises ``ValueError`` on a malformed body."""
     from email.message import Message
 
-    from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+    from aiohttp.multipart import (
+        content_disposition_filename,
+        parse_content_disposition,
+    )
 
     header = Message()
     header["Content-Type"] = content_type

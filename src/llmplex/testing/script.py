@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["Script", "Fault", "split_tokens"]
+__all__ = ["DEFAULT_TEXT", "Fault", "Script", "split_tokens"]
 
 FaultKind = Literal["status", "error_event", "disconnect", "malformed", "stall", "refuse"]
 
@@ -69,6 +69,18 @@ class Fault:
         return cls("stall", after=after, seconds=seconds)
 
 
+class _DefaultText(str):
+    """The reply a :class:`Script` has when the test scripted none (a ``str`` equal to
+    :data:`DEFAULT_TEXT`): emulators may answer something else in its place, e.g. the
+    OpenAI emulator a tool call alone or a JSON document for ``response_format``."""
+
+    __slots__ = ()
+
+
+#: the reply of a script whose text was not set
+DEFAULT_TEXT = _DefaultText("Hello! How can I help you today?")
+
+
 @dataclass
 class Script:
     """One scripted answer.
@@ -76,14 +88,37 @@ class Script:
     ``chunks`` fixes the exact chunking; otherwise ``text`` is split into word-like tokens.
     ``delay`` is the pause before each chunk, in seconds. ``finish_reason`` is what the
     service reports at the end (``"stop"``, ``"length"``...).
+
+    The other fields are for emulators of services that answer more than text (each
+    emulator documents what it does with them; others ignore them):
+
+    - ``tool_calls``: calls the answer makes, each ``{"name": str, "arguments": str |
+      dict, "id": str (optional)}``; a dict is sent as compact JSON.
+    - ``reasoning``: reasoning text, streamed before the answer.
+    - ``refusal``: a refusal sent instead of the answer text.
+    - ``alternatives``: the texts of the extra choices of an ``n > 1`` request (choice 1,
+      2, ...); a choice without one repeats the main text.
+    - ``cached_tokens``: prompt tokens the service reports as read from its cache.
+
+    :attr:`text_scripted` tells whether the test set the text (``text`` or ``chunks``).
     """
 
-    text: str = "Hello! How can I help you today?"
+    text: str = DEFAULT_TEXT
     chunks: Sequence[str] | None = None
     delay: float = 0.0
     fault: Fault | None = None
     finish_reason: str = "stop"
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    tool_calls: Sequence[dict[str, Any]] | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    alternatives: Sequence[str] | None = None
+    cached_tokens: int = 0
+
+    @property
+    def text_scripted(self) -> bool:
+        """True unless the reply is the default one (neither ``text`` nor ``chunks`` set)."""
+        return self.chunks is not None or not isinstance(self.text, _DefaultText)
 
     def pieces(self) -> list[str]:
         """The chunks to send, joined they equal the reply text."""

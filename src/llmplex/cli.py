@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-upstream-overrides", action="store_true", default=None,
                        help="let clients set base_url, proxy, api_key, cookies, headers")
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 1000000)")
+    serve.add_argument("--first-token-timeout", type=float, metavar="SECONDS",
+                       help="seconds to an answer's first content before the next provider "
+                            "is tried (default 300; config first_token_timeout)")
+    serve.add_argument("--total-timeout", type=float, metavar="SECONDS",
+                       help="seconds per answer (default 1800; config total_timeout)")
     serve.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(handler=cmd_serve)
@@ -197,7 +202,8 @@ def _client(config: Config) -> Any:
     store = SQLiteStore(data_dir(config) / "conversations.sqlite3")
     return AsyncClient(router=config.make_router(), store=store,
                        provider_options=config.providers, proxy=config.proxy,
-                       timeout=config.timeout)
+                       timeout=config.timeout, first_token_timeout=config.first_token_timeout,
+                       total_timeout=config.total_timeout)
 
 
 def _providers_arg(value: str | None, config: Config) -> Any:
@@ -431,6 +437,12 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _positive(value: float, flag: str) -> float:
+    if not value > 0:
+        raise UsageError(f"{flag} must be a positive number of seconds")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     try:
         from .server import EMULATED_NOTICE, bind, create_app, serve_forever
@@ -442,11 +454,15 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     port = args.port if args.port is not None else settings.get("port", 1337)
     api_keys = [*(settings.get("api_keys") or ()), *(args.api_keys or ())]
     services = None
+    for name in ("first_token_timeout", "total_timeout"):  # the flags win over the config
+        if getattr(args, name) is not None:
+            setattr(config, name, _positive(getattr(args, name), "--" + name.replace("_", "-")))
     if args.emulate:
         from .server.emulated import EmulatedServices, emulated_client
 
         services = EmulatedServices().start()
-        client = emulated_client(services)
+        client = emulated_client(services, first_token_timeout=config.first_token_timeout,
+                                 total_timeout=config.total_timeout)
         bar = "=" * len(EMULATED_NOTICE)
         print(f"{bar}\n{EMULATED_NOTICE}\n{bar}", file=sys.stderr, flush=True)
     else:

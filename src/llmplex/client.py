@@ -22,6 +22,7 @@ from contextlib import aclosing, nullcontext
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .conversations.base import Conversation, ConversationStore
+from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError
 from .limits import OutputLimiter, estimate_tokens
 from .objects import (
@@ -79,12 +80,28 @@ class AsyncClient:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         proxy: str | None = None,
         timeout: float | None = None,
+        first_token_timeout: float | None = None,
+        total_timeout: float | None = None,
     ) -> None:
         self.router = router or Router()
         self._store = store
         self.provider_options = {k.lower(): dict(v) for k, v in (provider_options or {}).items()}
         self.proxy = proxy
         self.timeout = timeout
+        #: deadlines (:mod:`llmplex.deadlines`): None here means the environment's or default
+        self.first_token_timeout = (default_deadline("first_token_timeout")
+                                    if first_token_timeout is None
+                                    else check_deadline("first_token_timeout",
+                                                        first_token_timeout))
+        self.total_timeout = (default_deadline("total_timeout") if total_timeout is None
+                              else check_deadline("total_timeout", total_timeout))
+        # Deadlines a provider's options set are the router's, not the provider's.
+        self._route_deadlines: dict[str, dict[str, float | None]] = {}
+        for name, options in self.provider_options.items():
+            for option in DEADLINE_OPTIONS:
+                if option in options:
+                    self._route_deadlines.setdefault(name, {})[option] = check_deadline(
+                        f"{name}.{option}", options.pop(option))
         self._pool: ConnectionPool | None = None  # keep-alive connections, when kept
         self.chat = _AsyncChat(self)
         self.models = _AsyncModels(self)
@@ -147,6 +164,8 @@ class _AsyncCompletions:
         provider: Any = None,
         conversation: Conversation | str | None = None,
         timeout: float | None = None,
+        first_token_timeout: float | None = None,
+        total_timeout: float | None = None,
         **kwargs: Any,
     ) -> ChatCompletion | AsyncStream:
         """Create a chat completion (``stream=False``) or a stream of chunks (``True``).
@@ -165,9 +184,15 @@ class _AsyncCompletions:
         With ``conversation=`` (a :class:`Conversation` or its id), ``messages`` holds only
         the new turn; the stored history is sent before it, and the answer is saved.
         Without ``model`` (and ``provider``), the conversation's last model is used.
+
+        ``first_token_timeout`` / ``total_timeout``: this call's deadlines (seconds; see
+        :mod:`llmplex.deadlines`), over the providers' and the client's.
         """
         client = self._client
         request = ChatRequest.build(model, messages, stream=stream, **kwargs)
+        deadlines = {name: check_deadline(name, value) for name, value in (
+            ("first_token_timeout", first_token_timeout), ("total_timeout", total_timeout))
+            if value is not None}
         record = None
         if conversation is not None:
             conversation_id = conversation.id if isinstance(conversation, Conversation) else str(conversation)
@@ -184,7 +209,7 @@ class _AsyncCompletions:
                 "('provider:model' or provider=), or give each its own in provider_options",
                 param=name)
         run = _Run(client, routes, request, record, model or routes[0].model,
-                   timeout or client.timeout)
+                   timeout or client.timeout, deadlines)
         if stream:
             return AsyncStream(run.chunks())
         return await run.complete()
@@ -245,8 +270,10 @@ class _Run:
     """One request: fallback stream, limits, usage, conversation bookkeeping."""
 
     def __init__(self, client: AsyncClient, routes: list[Route], request: ChatRequest,
-                 record: Conversation | None, model: str, timeout: float | None) -> None:
+                 record: Conversation | None, model: str, timeout: float | None,
+                 deadlines: dict[str, float | None] | None = None) -> None:
         self.client = client
+        self.deadlines = deadlines or {}
         self.routes = routes
         self.request = request
         self.new_messages = [dict(m) for m in request.messages]
@@ -287,6 +314,18 @@ class _Run:
             kwargs["return_conversation"] = True
         return cls.create_async_generator(route.model, self.history, **kwargs)
 
+    def _first_token_timeout(self, route: Route) -> float | None:
+        if "first_token_timeout" in self.deadlines:
+            return self.deadlines["first_token_timeout"]
+        own = self.client._route_deadlines.get(route.name.lower(), {})
+        return own.get("first_token_timeout", self.client.first_token_timeout)
+
+    def _attempt_timeout(self, route: Route) -> float | None:
+        """A provider's own total_timeout (its options), unless the call set one."""
+        if "total_timeout" in self.deadlines:
+            return None
+        return self.client._route_deadlines.get(route.name.lower(), {}).get("total_timeout")
+
     def _choice(self, index: int) -> _Choice:
         choice = self.choices.get(index)
         if choice is None:
@@ -300,7 +339,11 @@ class _Run:
         # steps that open connections, whichever task iterates us; not between them.
         pool = self.client._pool
         bind = nullcontext if pool is None else pool.bind
-        stream = self.client.router.stream(self.routes, self._open, model=self.model)
+        stream = self.client.router.stream(
+            self.routes, self._open, model=self.model,
+            first_token_timeout=self._first_token_timeout,
+            total_timeout=self.deadlines.get("total_timeout", self.client.total_timeout),
+            attempt_timeout=self._attempt_timeout)
         first = self.choices[0]
         current = None
         try:

@@ -8,11 +8,14 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     provider = "Replicate"            # default provider, or a list (LLMPLEX_PROVIDER, comma-separated)
     proxy = "socks5://127.0.0.1:9050" # proxy for every request (LLMPLEX_PROXY)
     timeout = 120                     # seconds (LLMPLEX_TIMEOUT)
+    first_token_timeout = 300         # seconds to the first content (LLMPLEX_FIRST_TOKEN_TIMEOUT)
+    total_timeout = 1800              # seconds per answer (LLMPLEX_TOTAL_TIMEOUT)
     data_dir = "~/llmplex-data"       # conversations, REPL history (LLMPLEX_DATA_DIR)
 
     [providers.Replicate]             # options passed to one provider
     api_key = "r8_..."                # (REPLICATE_API_TOKEN wins)
     base_url = "http://127.0.0.1:8000"  # (LLMPLEX_REPLICATE_BASE_URL wins)
+    first_token_timeout = 60          # deadlines for this provider (llmplex.deadlines)
 
     [providers.OpenAssistant]
     cookies = { "next-auth.session-token" = "..." }
@@ -43,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError
 
 __all__ = ["Config", "ConfigError", "load_config", "config_path", "data_dir", "ENVIRONMENT"]
@@ -54,6 +58,8 @@ ENVIRONMENT: dict[str, str] = {
     "LLMPLEX_PROVIDER": "default provider(s), comma-separated",
     "LLMPLEX_PROXY": "proxy URL (http://, https://, socks5://)",
     "LLMPLEX_TIMEOUT": "request timeout, seconds",
+    "LLMPLEX_FIRST_TOKEN_TIMEOUT": "seconds to an answer's first content (default 300)",
+    "LLMPLEX_TOTAL_TIMEOUT": "seconds per answer (default 1800)",
     "LLMPLEX_DATA_DIR": "directory of conversations and REPL history",
     "LLMPLEX_SERVER_API_KEYS": "API keys `llmplex serve` accepts, comma-separated",
     "LLMPLEX_<PROVIDER>_BASE_URL": "where a provider's service is (e.g. LLMPLEX_OPENAI_BASE_URL)",
@@ -79,6 +85,8 @@ class Config:
     provider: list[str] | None = None
     proxy: str | None = None
     timeout: float | None = None
+    first_token_timeout: float | None = None
+    total_timeout: float | None = None
     data_dir: Path | None = None
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     router: dict[str, Any] = field(default_factory=dict)
@@ -155,12 +163,16 @@ def load_config(path: str | os.PathLike[str] | None = None,
 
     top = _check({k: v for k, v in raw.items() if k not in ("providers", "router", "server")},
                  {"model": str, "provider": (str, list), "proxy": str, "timeout": float,
+                  "first_token_timeout": float, "total_timeout": float,
                   "data_dir": str}, str(file))
     config.model = top.get("model")
     if "provider" in top:
         config.provider = _names(top["provider"], str(file))
     config.proxy = top.get("proxy")
     config.timeout = top.get("timeout")
+    for name in DEADLINE_OPTIONS:
+        if name in top:
+            setattr(config, name, _deadline(name, top[name], str(file)))
     if top.get("data_dir"):
         config.data_dir = Path(top["data_dir"]).expanduser()
 
@@ -174,6 +186,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
         if not isinstance(options, dict):
             raise ConfigError(f"{file}: [providers.{name}] must be a table")
         canonical = get_provider(name).get_name()
+        for option in DEADLINE_OPTIONS:
+            if option in options:
+                _deadline(option, options[option], f"{file}: [providers.{name}]")
         config.providers[canonical] = dict(options)
     for section, types in (("router", _ROUTER_KEYS), ("server", _SERVER_KEYS)):
         table = raw.get(section, {})
@@ -195,6 +210,12 @@ def load_config(path: str | os.PathLike[str] | None = None,
             raise ConfigError("LLMPLEX_TIMEOUT must be a number of seconds") from None
     if environ.get("LLMPLEX_DATA_DIR"):
         config.data_dir = Path(environ["LLMPLEX_DATA_DIR"]).expanduser()
+    for name, (variable, _) in DEADLINE_OPTIONS.items():
+        if environ.get(variable):
+            try:
+                setattr(config, name, default_deadline(name, environ))
+            except InvalidRequestError as exc:
+                raise ConfigError(exc.message) from None
     if environ.get("LLMPLEX_SERVER_API_KEYS"):
         config.server["api_keys"] = [k.strip() for k in
                                      environ["LLMPLEX_SERVER_API_KEYS"].split(",") if k.strip()]
@@ -206,6 +227,13 @@ def load_config(path: str | os.PathLike[str] | None = None,
         if key_env and environ.get(key_env):
             options.pop("api_key", None)
     return config
+
+
+def _deadline(name: str, value: Any, where: str) -> float | None:
+    try:
+        return check_deadline(name, value)
+    except InvalidRequestError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
 
 
 def _names(value: Any, where: str) -> list[str]:

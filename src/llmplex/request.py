@@ -206,7 +206,8 @@ OPENAI_FIELDS: dict[str, Callable[[str, Any], None]] = {
 }
 
 #: llmplex's own arguments of create() (checked by the client)
-_LLMPLEX = ("model", "messages", "stream", "provider", "conversation", "timeout")
+_LLMPLEX = ("model", "messages", "stream", "provider", "conversation", "timeout",
+            "first_token_timeout", "total_timeout")
 
 
 def known_names() -> list[str]:

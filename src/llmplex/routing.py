@@ -15,8 +15,10 @@ text). A provider that failed is cooled down — skipped for a while, for as lon
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import time
+from asyncio import current_task
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
@@ -27,6 +29,7 @@ from .errors import (
     InvalidRequestError,
     LLMplexError,
     ModelNotFoundError,
+    ProviderTimeoutError,
     RateLimitError,
     ResponseStatusError,
 )
@@ -314,25 +317,58 @@ class Router:
         open_stream: Callable[[Route], AsyncIterator[Chunk]],
         *,
         model: str | None = None,
+        first_token_timeout: float | Callable[[Route], float | None] | None = None,
+        total_timeout: float | None = None,
+        attempt_timeout: Callable[[Route], float | None] | None = None,
     ) -> AsyncIterator[tuple[Route, Chunk]]:
         """Yield ``(route, chunk)`` from the first route that works.
 
         Typed chunks that come before any text are held back until the text starts, so a
         provider that fails early leaves no trace in the output.
+
+        Deadlines (seconds; None: none): an attempt that brings no content (text or an
+        answer event) within ``first_token_timeout`` (a number, or a function of the
+        route) fails with :class:`ProviderTimeoutError` and the next route is tried, so an
+        upstream that only sends keep-alives cannot hold a request; the whole answer,
+        fallback included, must end within ``total_timeout``, and one provider's attempt
+        within ``attempt_timeout(route)`` when that gives a number.
         """
+        loop = asyncio.get_running_loop()
+        total_at = loop.time() + total_timeout if total_timeout else None
         ordered, errors = self.ordered(routes)
         for route in ordered:
             for attempt in range(1 + max(0, self.retries)):
+                first = first_token_timeout(route) if callable(first_token_timeout) \
+                    else first_token_timeout
+                until, total = total_at, total_timeout
+                own = attempt_timeout(route) if attempt_timeout is not None else None
+                if own is not None and (until is None or loop.time() + own < until):
+                    until, total = loop.time() + own, own
+                watch = _Watch(loop, route.name, first, total, until)
                 stream = open_stream(route)
+                iterator = stream.__aiter__()
                 delivered = False
                 held: list[Chunk] = []
                 try:
-                    async for chunk in stream:
+                    while True:
+                        if watch.fired is not None:  # passed while the caller was busy
+                            watch.raise_if_fired()
+                        watch.task = current_task()
+                        try:
+                            chunk = await iterator.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        except asyncio.CancelledError:
+                            watch.raise_if_fired()
+                            raise
+                        finally:
+                            watch.task = None
                         if not delivered:
                             # Text, or an event that is part of the answer (reasoning, a
                             # tool call...): from here on no other provider may take over.
                             if chunk if type(chunk) is str else chunk.content:  # type: ignore[union-attr]
                                 delivered = True
+                                watch.content_started()
                                 for early in held:
                                     yield route, early
                                 held.clear()
@@ -353,13 +389,14 @@ class Router:
                 except Exception as exc:
                     if not _refused(exc):  # a refused request says nothing of its health
                         self.record_failure(route.name, exc)
-                    if delivered:
+                    if delivered or watch.total_passed:
                         raise
                     errors.append((route.name, exc))
                     if isinstance(exc, RateLimitError) or attempt == self.retries:
                         break
                     continue
                 finally:
+                    watch.stop()
                     aclose = getattr(stream, "aclose", None)
                     if aclose is not None:
                         await aclose()
@@ -368,6 +405,73 @@ class Router:
         if len(errors) == 1 and len(routes) == 1:
             raise errors[0][1]  # one route: its own error says it best
         raise AllProvidersFailed(errors, model)
+
+
+class _Watch:
+    """The deadlines of one attempt: one timer, re-armed when content starts (first token,
+    then total). When it fires while the stream is awaited, it cancels the awaiting task,
+    and the router turns that cancellation into a :class:`ProviderTimeoutError` — the
+    way ``asyncio.timeout`` works, without a timer per chunk."""
+
+    __slots__ = ("loop", "provider", "first", "total", "total_at", "task", "handle", "fired",
+                 "total_passed", "cancelled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, provider: str, first: float | None,
+                 total: float | None, total_at: float | None) -> None:
+        self.loop = loop
+        self.provider = provider
+        self.first = first
+        self.total = total
+        self.total_at = total_at
+        self.task: asyncio.Task[Any] | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.fired: str | None = None  # which deadline passed
+        self.total_passed = False
+        self.cancelled: asyncio.Task[Any] | None = None  # the task the timer cancelled
+        first_at = loop.time() + first if first else None
+        if first_at is not None and (total_at is None or first_at < total_at):
+            self._arm(first_at, "first")
+        elif total_at is not None:
+            self._arm(total_at, "total")
+
+    def _arm(self, when: float, which: str) -> None:
+        self.handle = self.loop.call_at(when, self._fire, which)
+
+    def _fire(self, which: str) -> None:
+        self.handle = None
+        self.fired = which
+        self.total_passed = which == "total"
+        if self.task is not None:
+            self.cancelled = self.task
+            self.task.cancel()
+
+    def content_started(self) -> None:
+        """The answer began: only the total deadline still applies."""
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if self.total_at is not None and self.fired is None:
+            self._arm(self.total_at, "total")
+
+    def raise_if_fired(self) -> None:
+        """In an ``except CancelledError``: raise the timeout if that is what it was."""
+        if self.fired is None:
+            return
+        if self.cancelled is not None:
+            self.cancelled.uncancel()  # the cancellation was ours: it becomes the timeout
+            self.cancelled = None
+        if self.fired == "first":
+            raise ProviderTimeoutError(
+                f"no answer within the first-token timeout ({self.first:g}s)",
+                provider=self.provider) from None
+        raise ProviderTimeoutError(
+            f"the answer did not end within the total timeout ({self.total:g}s)",
+            provider=self.provider) from None
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 #: upstream statuses that refuse the request itself (its fields, its size, its model)

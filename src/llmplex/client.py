@@ -25,6 +25,7 @@ from .conversations.base import Conversation, ConversationStore
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError
 from .limits import OutputLimiter, estimate_tokens
+from .providers.base import run_cleanup
 from .objects import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -340,7 +341,7 @@ class _Run:
         pool = self.client._pool
         bind = nullcontext if pool is None else pool.bind
         stream = self.client.router.stream(
-            self.routes, self._open, model=self.model,
+            self.routes[:self.client.router.max_routes], self._open, model=self.model,
             first_token_timeout=self._first_token_timeout,
             total_timeout=self.deadlines.get("total_timeout", self.client.total_timeout),
             attempt_timeout=self._attempt_timeout)
@@ -386,6 +387,12 @@ class _Run:
                     elif isinstance(chunk, Logprobs):
                         choice.add_logprobs(chunk)
                     yield chunk
+        except (Exception, asyncio.CancelledError, GeneratorExit):
+            # The turn failed, was cancelled or left early: the user's message is kept,
+            # with what came of the answer marked incomplete, so continuing loses nothing.
+            if self.record is not None:
+                await run_cleanup(self._save(failed=True))
+            raise
         finally:
             with bind():  # cleanup requests (a DELETE, a cancel) may reuse a connection
                 await stream.aclose()
@@ -415,20 +422,29 @@ class _Run:
         prompt = sum(estimate_tokens(_text(m.get("content"))) for m in self.history)
         return CompletionUsage(prompt, estimate_tokens(text), estimated=True)
 
-    async def _save(self) -> None:
+    async def _save(self, failed: bool = False) -> None:
+        """Append the turn to the conversation. A failed turn keeps the user's messages,
+        and the partial answer (if any) with ``"status": "incomplete"`` (a key llmplex
+        keeps for itself: never sent upstream); the provider's state is not updated."""
         if self.record is None:
             return
         message = self.choices[0].message()
         reply: dict[str, Any] = {"role": "assistant", "content": message.content}
-        if message.tool_calls:
+        if message.tool_calls and not failed:  # a half-streamed call cannot be answered
             reply["tool_calls"] = [c.model_dump() for c in message.tool_calls]
         if message.refusal:
             reply["refusal"] = message.refusal
         if reply["content"] is None and len(reply) == 2:
             reply["content"] = ""
+        turn = [*self.new_messages]
+        if failed:
+            if reply["content"] or len(reply) > 2:
+                turn.append({**reply, "status": "incomplete"})
+        else:
+            turn.append(reply)
         self.record = await asyncio.to_thread(
-            self.client.store.append, self.record.id, [*self.new_messages, reply],
-            provider=self.provider, model=self.model, state=self.state,
+            self.client.store.append, self.record.id, turn,
+            provider=self.provider, model=self.model, state=None if failed else self.state,
             expected_turns=len(self.record.messages),
         )
 

@@ -99,6 +99,8 @@ class Router:
     ``cooldown``: seconds a failed provider is skipped, doubling with consecutive failures
     up to ``max_cooldown``; a 429's ``Retry-After`` takes precedence.
     ``include_not_working``: also route bare names to providers marked not ``working``.
+    ``max_routes``: the most providers one request may be tried on (a longer ``provider=``
+    list is refused; repeated names count once), so one request cannot fan out upstream.
     """
 
     order: Sequence[str] = ()
@@ -107,6 +109,7 @@ class Router:
     cooldown: float = 30.0
     max_cooldown: float = 300.0
     include_not_working: bool = False
+    max_routes: int = 8
     clock: Callable[[], float] = time.monotonic
     health: dict[str, ProviderHealth] = field(default_factory=dict)
 
@@ -138,7 +141,14 @@ class Router:
         if provider is not None:
             specs = list(provider) if isinstance(provider, (list, tuple)) else [provider]
             if not specs:
-                raise InvalidRequestError("provider= is an empty list")
+                raise InvalidRequestError("provider= is an empty list", param="provider")
+            if len(specs) > self.max_routes:
+                specs = list(dict.fromkeys(s if isinstance(s, type) else str(s).lower()
+                                           for s in specs))
+                if len(specs) > self.max_routes:
+                    raise InvalidRequestError(
+                        f"provider lists {len(specs)} providers; at most {self.max_routes} "
+                        "are tried for one request", param="provider")
             prefix, rest = self._split_prefix(model)
             routes = []
             for spec in specs:
@@ -148,7 +158,9 @@ class Router:
                         f"model {model!r} names provider {prefix.get_name()} but "
                         f"provider={cls.get_name()} was given"
                     )
-                routes.append(Route(cls, cls.get_model(rest if prefix else model), named=True))
+                route = Route(cls, cls.get_model(rest if prefix else model), named=True)
+                if route not in routes:  # a name given twice is tried once
+                    routes.append(route)
             return routes
 
         prefix, rest = self._split_prefix(model)

@@ -9,7 +9,11 @@ Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), ``GET /v1/models`
 served without a CDN). Errors always have OpenAI's shape (:mod:`llmplex.server.errors`
 has the status table).
 
-Safety: request bodies are capped (``max_body_bytes``, 413 above); CORS headers are sent
+Safety: requests whose ``Host`` header is not a loopback name or one of ``allowed_hosts``
+are refused (403) before anything else runs, against DNS rebinding
+(:class:`~llmplex.server.middleware.HostCheck`); request bodies are capped
+(``max_body_bytes``, 413 above); the ``provider`` list of a request is capped
+(``max_providers``, 400 above); CORS headers are sent
 only for ``cors_origins``; with ``api_keys`` every ``/v1`` route needs ``Authorization:
 Bearer <key>``; clients cannot choose upstream URLs, proxies or credentials
 (:data:`~llmplex.server.schemas.UPSTREAM_FIELDS`) unless ``allow_upstream_overrides``;
@@ -19,7 +23,9 @@ Streams (:mod:`llmplex.server.streaming`): the first chunk is awaited before the
 starts, so an error before any text gets its real status; an error later becomes an SSE
 ``error`` event and ``[DONE]``. When the client disconnects (at any point, also while
 waiting for the upstream), the upstream request is cancelled and the provider's cleanup
-runs before the request ends.
+runs before the request ends. The upstream is read only as fast as the client reads (a
+bounded buffer), and a client that reads nothing for ``client_stall_timeout`` seconds is
+dropped, with the upstream request closed and cleaned up the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import difflib
 import hmac
 import logging
+import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,20 +50,31 @@ from ..routing import ProviderHealth
 from .docs import install_docs
 from .errors import APIError
 from .handlers import install_error_handlers
-from .middleware import BodyLimit
+from .middleware import BodyLimit, HostCheck
 from .schemas import (
     OPENAI_FIELD_NAMES,
     UPSTREAM_FIELDS,
     ChatCompletionRequest,
     ConversationRequest,
 )
-from .streaming import ClientGone, EventStream, Pump, disconnected, public, unless_gone
+from .streaming import (
+    CLIENT_STALL_TIMEOUT,
+    ClientGone,
+    EventStream,
+    Pump,
+    disconnected,
+    public,
+    unless_gone,
+)
 
-__all__ = ["create_app", "EMULATED_NOTICE"]
+__all__ = ["EMULATED_NOTICE", "MAX_PROVIDERS", "create_app"]
 
 log = logging.getLogger("llmplex.server")
 
 EMULATED_NOTICE = "EMULATED: answers come from local emulators, not real services"
+
+#: the longest ``provider`` list a request may name (``max_providers``)
+MAX_PROVIDERS = 8
 
 
 def create_app(
@@ -67,6 +85,9 @@ def create_app(
     cors_origins: Sequence[str] = (),
     max_body_bytes: int = 1_000_000,
     emulated: bool = False,
+    allowed_hosts: Sequence[str] | None = None,
+    client_stall_timeout: float = CLIENT_STALL_TIMEOUT,
+    max_providers: int = MAX_PROVIDERS,
 ) -> FastAPI:
     """Build the ASGI app serving ``client``.
 
@@ -76,7 +97,30 @@ def create_app(
     ``cors_origins``: origins allowed by CORS (``["*"]`` for any; none: no CORS headers).
     ``max_body_bytes``: the largest request body accepted. ``emulated``: the client talks
     to local emulators; said in ``/health`` and ``/v1/providers``.
+
+    ``allowed_hosts``: the names clients may address the server by (the ``Host`` header,
+    any port), besides ``localhost``, ``127.0.0.1`` and ``[::1]``, which always pass;
+    other requests get a 403 before anything runs, ``/health`` included (protection from
+    DNS rebinding, for a server on a loopback address). ``None``: the loopback names
+    only. ``["*"]``: no check, for a server reached under names it cannot list (bound to
+    a public address, where API keys protect it).
+    :func:`~llmplex.server.middleware.allowed_hosts_for` gives the value for a bind
+    address.
+    ``client_stall_timeout``: seconds a streaming client may read nothing (one write of
+    its answer waits that long) before it is dropped: its response ends unfinished and
+    the upstream request is closed and cleaned up (default
+    :data:`~llmplex.server.streaming.CLIENT_STALL_TIMEOUT`, 60 s).
+    ``max_providers``: the longest ``provider`` list a request may name (400 above).
     """
+    if not (isinstance(client_stall_timeout, (int, float)) and math.isfinite(
+            client_stall_timeout) and client_stall_timeout > 0):
+        raise ValueError(f"client_stall_timeout must be a positive number of seconds, "
+                         f"not {client_stall_timeout!r}")
+    if isinstance(max_providers, bool) or not isinstance(max_providers, int) \
+            or max_providers < 1:
+        raise ValueError(f"max_providers must be a positive integer, not {max_providers!r}")
+    if isinstance(allowed_hosts, str):
+        raise TypeError("allowed_hosts is a list of names, not one string")
     keys = tuple(k.encode() for k in api_keys if k)
 
     @asynccontextmanager
@@ -96,6 +140,9 @@ def create_app(
     )
     install_docs(app)
     app.state.client = client
+    # Its HTTP clients must not make the server reach local ports its operator did not
+    # configure (a model named "llamacpp:x" would probe 127.0.0.1:8080).
+    client.local_servers = "configured"
     app.state.emulated = emulated
 
     bearer = HTTPBearer(auto_error=False, description="One of the server's API keys, "
@@ -129,6 +176,10 @@ def create_app(
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         """Create a chat completion; with ``"stream": true`` an SSE stream of chunks ending
         with ``data: [DONE]``. llmplex extras: ``provider`` and ``conversation_id``."""
+        if isinstance(body.provider, list) and len(body.provider) > max_providers:
+            raise APIError(400, f"Too many providers: the 'provider' list has "
+                           f"{len(body.provider)} entries, this server takes at most "
+                           f"{max_providers}.", code="invalid_value", param="provider")
         kwargs = _create_arguments(body, allow_upstream_overrides)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         watcher = asyncio.ensure_future(disconnected(request.receive))
@@ -145,7 +196,8 @@ def create_app(
             raise
 
     async def _answer(kwargs: dict[str, Any], streamed: bool, include_usage: bool,
-                      request: Request, watcher: asyncio.Future[None] | None) -> Any:
+                      request: Request, watcher: asyncio.Future[None]) -> Any:
+        owned = True  # the watcher is cancelled here, unless a stream took it over
         try:
             if not streamed:
                 completion = await unless_gone(
@@ -159,14 +211,14 @@ def create_app(
             except BaseException:
                 await pump.close()
                 raise
-            stream = EventStream(first, pump, watcher, include_usage)
-            watcher = None  # the stream owns it now
+            stream = EventStream(first, pump, watcher, include_usage, client_stall_timeout)
+            owned = False  # the stream owns it now
             return stream
         except ClientGone:
             log.info("client went away before the answer started; upstream request cancelled")
             return Response(status_code=499)
         finally:
-            if watcher is not None:
+            if owned:
                 watcher.cancel()
 
     @v1.get("/models", tags=["models"])
@@ -211,7 +263,8 @@ def create_app(
 
     app.include_router(v1)
     # Middleware: the last added is the outermost. CORS goes outside the size limit, so a
-    # browser also sees its 413.
+    # browser also sees its 413; the Host check outside everything: a request under a
+    # name the server does not answer to reaches nothing else.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -221,6 +274,7 @@ def create_app(
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     return app
 
 

@@ -1,9 +1,24 @@
-"""Streaming answers as Server-Sent Events, and noticing clients that go away.
+"""Streaming answers as Server-Sent Events, and noticing clients that go away or stop
+reading.
 
-The upstream stream runs in one task (:class:`Pump`) feeding a queue; :class:`EventStream`
-writes the queue as SSE. A watcher on the ASGI ``receive`` channel notices the client
-leaving at any point — also while the upstream is still silent — and cancels the upstream
-task, whose provider cleanup then runs before the request ends.
+The upstream stream runs in one task (:class:`Pump`) feeding a small bounded queue
+(:data:`QUEUE_CHUNKS`); :class:`EventStream` writes the queue as SSE. Back-pressure runs
+end to end: when the client reads slowly, uvicorn's ``send`` waits for the connection's
+write buffer to drain, the queue fills, the pump waits to put, and the upstream is read
+no faster than the client reads (its own socket buffers fill and the upstream waits
+too). Memory per stream is bounded by the queue and the socket buffers, however fast the
+upstream and however slow the client.
+
+A client that reads nothing for ``stall_timeout`` seconds (``create_app``'s
+``client_stall_timeout``, :data:`CLIENT_STALL_TIMEOUT` by default) is dropped: one write
+of the answer waited that long (uvicorn lets a write through once its buffer is below
+its low-water mark, so a client reading less than ~48 KiB in that time counts as
+stalled). The response ends unfinished, the connection is closed and the upstream stream
+is closed with the provider's cleanup, as for a disconnect.
+
+A watcher on the ASGI ``receive`` channel notices the client leaving at any point — also
+while the upstream is still silent — and cancels the upstream task, whose provider
+cleanup then runs before the request ends.
 """
 
 from __future__ import annotations
@@ -16,15 +31,21 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 from fastapi.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..objects import ChatCompletionChunk
 from .errors import error_for
 from .handlers import log_error
 
-__all__ = ["ClientGone", "disconnected", "unless_gone", "Pump", "EventStream", "public"]
+__all__ = ["CLIENT_STALL_TIMEOUT", "QUEUE_CHUNKS", "ClientGone", "EventStream", "Pump",
+           "disconnected", "public", "unless_gone"]
 
 log = logging.getLogger("llmplex.server")
+
+#: chunks the pump reads ahead of the client at most (then it waits for the client)
+QUEUE_CHUNKS = 16
+#: seconds a client may read nothing before it is dropped (``client_stall_timeout``)
+CLIENT_STALL_TIMEOUT = 60.0
 
 T = TypeVar("T")
 
@@ -81,8 +102,9 @@ async def unless_gone(watcher: asyncio.Future[None], work: Awaitable[T]) -> T:
     """``await work``, unless the client disconnects first: then cancel it (its cleanup
     runs before this returns) and raise :class:`ClientGone`."""
     task = asyncio.ensure_future(work)
+    waiting: set[asyncio.Future[Any]] = {task, watcher}
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:  # this request itself was cancelled (server shutdown)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -96,32 +118,44 @@ async def unless_gone(watcher: asyncio.Future[None], work: Awaitable[T]) -> T:
 
 class Pump:
     """Runs the completion stream in one task, from creation to cleanup, and hands its
-    chunks over through a queue: ``("chunk", c)``, then ``("end", None)`` or
+    chunks over through a bounded queue: ``("chunk", c)``, then ``("end", None)`` or
     ``("error", exc)``. Cancelling the task closes the stream (provider cleanup runs).
 
-    The queue is unbounded: answers are small, and the writer side notices a
-    disconnect by itself, so nothing piles up for long."""
+    The queue holds at most ``maxsize`` chunks: when the consumer (the client) falls
+    behind, the task waits to put the next one, and so reads the upstream no faster than
+    the client takes the answer. Cancelled while it waits (the client left or stalled),
+    it closes the stream as at any other point."""
 
-    def __init__(self, opening: Awaitable[Any]) -> None:
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    def __init__(self, opening: Awaitable[Any], maxsize: int = QUEUE_CHUNKS) -> None:
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize)
         self.task = asyncio.ensure_future(self._run(opening))
 
     async def _run(self, opening: Awaitable[Any]) -> None:
-        put = self.queue.put_nowait
+        put = self.queue.put
         try:
             stream = await opening
             async with aclosing(stream) as chunks:
                 async for chunk in chunks:
-                    put(("chunk", chunk))
-        except asyncio.CancelledError:
-            put(("end", None))
+                    await put(("chunk", chunk))
+        except Exception as exc:  # noqa: BLE001 - every failure goes to the client
+            await put(("error", exc))
+        except BaseException:  # cancelled (the stream is closed by now)
+            self._end()
             raise
-        except Exception as exc:
-            put(("error", exc))
         else:
-            put(("end", None))
+            await put(("end", None))
+
+    def _end(self) -> None:
+        """Say the end to a consumer waiting for the next chunk. A full queue has no
+        consumer waiting: it finds the end through :meth:`get` once the queue is read."""
+        try:
+            self.queue.put_nowait(("end", None))
+        except asyncio.QueueFull:
+            pass
 
     async def get(self) -> tuple[str, Any]:
+        if self.queue.empty() and self.task.done():
+            return ("end", None)  # cancelled with a full queue: nothing more comes
         return await self.queue.get()
 
     async def close(self) -> None:
@@ -129,6 +163,58 @@ class Pump:
         if not self.task.done():
             self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+
+
+class Stalled(Exception):
+    """The client read nothing for longer than the stall timeout."""
+
+
+class _StallWatch:
+    """Cancels the task writing a stream when one write has been waiting for longer than
+    ``seconds`` (the client stopped reading).
+
+    One timer per stream, armed lazily: a write marks when it began (:meth:`begin`) and
+    clears it when done (:meth:`end`), which costs next to nothing per chunk; the timer
+    fires at the earliest moment a write could be overdue and then checks the write
+    pending now, re-arming itself for it or not at all."""
+
+    def __init__(self, seconds: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.seconds = seconds
+        self.since: float | None = None  # when the pending write began
+        self.fired = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def begin(self) -> None:
+        self.since = now = self.loop.time()
+        if self._timer is None:
+            self._timer = self.loop.call_at(now + self.seconds, self._check)
+
+    def end(self) -> None:
+        self.since = None
+
+    def _check(self) -> None:
+        self._timer = None
+        since = self.since
+        if since is None or self.task is None:
+            return
+        due = since + self.seconds
+        if self.loop.time() < due:
+            self._timer = self.loop.call_at(due, self._check)
+            return
+        self.fired = True
+        self.task.cancel()
+
+    def stalled(self) -> bool:
+        """After a ``CancelledError`` out of a write: whether it was this watch (and no
+        other cancellation is pending), so the write should end as :class:`Stalled`."""
+        return self.fired and self.task is not None and self.task.uncancel() == 0
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def sse(data: dict[str, Any]) -> bytes:
@@ -139,12 +225,13 @@ DONE = b"data: [DONE]\n\n"
 
 
 class EventStream(Response):
-    """The SSE response: writes the pump's chunks, watching for the client leaving."""
+    """The SSE response: writes the pump's chunks, watching for the client leaving, and
+    drops a client none of whose writes completes within ``stall_timeout`` seconds."""
 
     media_type = "text/event-stream"
 
     def __init__(self, first: tuple[str, Any], pump: Pump, watcher: asyncio.Future[None],
-                 include_usage: bool) -> None:
+                 include_usage: bool, stall_timeout: float = CLIENT_STALL_TIMEOUT) -> None:
         # Not Response.__init__: it would add a Content-Length for the empty body.
         self.status_code = 200
         self.background = None
@@ -155,6 +242,7 @@ class EventStream(Response):
         self.pump = pump
         self.watcher = watcher
         self.include_usage = include_usage
+        self.stall_timeout = stall_timeout
 
     def _render(self, chunk: ChatCompletionChunk) -> bytes:
         data = public(chunk.model_dump())
@@ -170,9 +258,23 @@ class EventStream(Response):
         pump, watcher = self.pump, self.watcher
         # The client leaving ends the upstream at once, even while it is silent.
         watcher.add_done_callback(lambda _: pump.task.cancel())
+        watch = _StallWatch(self.stall_timeout)
+
+        async def write(message: Message) -> None:
+            # uvicorn's send waits while the connection's write buffer is full
+            watch.begin()
+            try:
+                await send(message)
+            except asyncio.CancelledError:
+                if watch.stalled():
+                    raise Stalled() from None
+                raise
+            finally:
+                watch.end()
+
         try:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": self.raw_headers})
+            await write({"type": "http.response.start", "status": 200,
+                         "headers": self.raw_headers})
             item = self.first
             while True:
                 kind, value = item
@@ -187,13 +289,19 @@ class EventStream(Response):
                 if watcher.done():
                     log.info("client went away mid-stream; upstream request cancelled")
                     break
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await write({"type": "http.response.body", "body": body, "more_body": True})
                 if kind != "chunk":
                     break
                 item = await pump.get()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await write({"type": "http.response.body", "body": b"", "more_body": False})
+        except Stalled:
+            # The response stays unfinished: the server closes the connection (with what
+            # it buffered; no more is written), the upstream is closed below.
+            log.warning("client read nothing for %g s; dropped, upstream request cancelled",
+                        self.stall_timeout)
         except OSError:
             pass  # the connection broke while writing: same as a disconnect
         finally:
+            watch.close()
             watcher.cancel()
             await pump.close()

@@ -1,21 +1,68 @@
 """Run the app on uvicorn: in the foreground (``llmplex serve``) or in a background
-thread (tests, notebooks, programs embedding the API)."""
+thread (tests, notebooks, programs embedding the API).
+
+Limits for clients, each a keyword of :func:`serve_forever` and :class:`ServerThread` with
+its default here (seconds, counts, bytes):
+
+``header_timeout`` (:data:`HEADER_TIMEOUT`, 10 s)
+    A request's headers must be complete this long after the connection opened, or after
+    the first byte of a request that follows another on a kept-alive connection; else the
+    connection is closed. This closes connections that never send a byte and slowloris
+    clients dribbling headers (uvicorn itself arms no timer before the first response).
+``body_timeout`` (:data:`BODY_TIMEOUT`, 30 s)
+    A request's whole body must arrive this long after its headers; else the connection
+    is closed (the app sees a disconnect).
+``keepalive_timeout`` (:data:`KEEPALIVE_TIMEOUT`, 20 s)
+    An idle kept-alive connection is closed after this long (uvicorn's
+    ``timeout_keep_alive``). Longer than the clients' own idle expiry (httpx, so the
+    OpenAI SDK: 5 s; aiohttp: 15 s), so a client never reuses a connection the server is
+    closing at the same moment.
+``max_connections`` (:data:`MAX_CONNECTIONS`, 2048)
+    Connections (and running requests) served at once: a request beyond them is answered
+    503 at once (uvicorn's ``limit_concurrency``).
+``max_header_bytes`` (:data:`MAX_HEADER_BYTES`, 32 KiB)
+    What the server buffers of one request's line and headers while they arrive (h11's
+    ``max_incomplete_event_size``); more is a 400. (Headers that arrive complete in one
+    read are parsed whole: one read is at most 256 KiB.)
+
+Every accepted TCP connection has ``TCP_NODELAY`` set: without it a response written in
+two pieces (headers, then body) waits ~40 ms for the client's delayed ACK on a kept-alive
+connection. (asyncio sets it only on sockets whose ``proto`` is ``IPPROTO_TCP``, which a
+socket made with ``socket(AF_INET, SOCK_STREAM)`` is not: :func:`bind` passes it, the
+listening socket has the option for the accepted ones to inherit, and the protocol sets it
+on each connection whatever socket it came from.)
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import socket
 import threading
 from typing import Any
 
-__all__ = ["bind", "serve_forever", "ServerThread"]
+__all__ = ["bind", "serve_forever", "ServerThread", "HEADER_TIMEOUT", "BODY_TIMEOUT",
+           "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "MAX_HEADER_BYTES"]
+
+HEADER_TIMEOUT = 10.0  # seconds for a request's headers (from connect, or its first byte)
+BODY_TIMEOUT = 30.0  # seconds for a request's body, from its headers
+KEEPALIVE_TIMEOUT = 20.0  # seconds an idle kept-alive connection stays open
+MAX_CONNECTIONS = 2048  # connections (and requests) served at once; beyond: 503
+MAX_HEADER_BYTES = 32 * 1024  # of a request's headers buffered while they arrive; beyond: 400
+
+_logger = logging.getLogger("llmplex.server")
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A listening-ready socket on ``host:port`` (port 0: an ephemeral one), so the
-    caller knows the real port before the server starts."""
+    caller knows the real port before the server starts. A TCP socket with
+    ``TCP_NODELAY`` (inherited by the connections it accepts)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -25,13 +72,134 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-def _config(app: Any, host: str, port: int, **options: Any) -> Any:
+class _Limits:
+    """Mixed into uvicorn's HTTP protocol class (h11 or httptools): ``TCP_NODELAY`` on the
+    connection, and the header and body deadlines (see the module docstring).
+
+    One timer per connection, re-armed lazily: it fires at the earliest deadline it may
+    have to enforce and then checks which one applies now (a request's headers, its
+    body, or none while the app answers or the connection idles between requests, which
+    uvicorn's keep-alive timer covers)."""
+
+    header_timeout: float = HEADER_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
+
+    # The protocol's own attributes these methods use (uvicorn's h11 and httptools
+    # protocols both have them).
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - the peer is already gone
+                pass
+        self._limit_cycle: Any = None  # the request whose headers were seen last
+        self._limit_timer: asyncio.TimerHandle | None = None
+        self._limit_deadline: float | None = None  # when the current phase must end
+        self._limit_what = "headers"
+        self._limit_set(self.header_timeout, "headers")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._limit_timer is not None:
+            self._limit_timer.cancel()
+            self._limit_timer = None
+        self._limit_deadline = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self.cycle is not self._limit_cycle:
+            self._limit_request()
+        elif self._limit_what == "idle":  # the first bytes of a next request
+            self._limit_set(self.header_timeout, "headers")
+        elif self._limit_what == "body" and not self.cycle.more_body:
+            self._limit_clear("app")  # the body is in: the app answers, no deadline
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]  # (may start a pipelined one)
+        if self.cycle is not self._limit_cycle:
+            self._limit_request()
+        elif not self.cycle.more_body:  # (else answered before its body came in: the
+            self._limit_clear("idle")  # body deadline stands); idle: uvicorn's keep-alive
+
+    def _limit_request(self) -> None:
+        """A new request's headers are complete: its body has a deadline, if it has one."""
+        self._limit_cycle = cycle = self.cycle
+        if cycle.more_body:
+            self._limit_set(self.body_timeout, "body")
+        else:
+            self._limit_clear("app")
+
+    def _limit_clear(self, what: str) -> None:
+        self._limit_deadline = None
+        self._limit_what = what
+
+    def _limit_set(self, seconds: float, what: str) -> None:
+        deadline = self.loop.time() + seconds
+        self._limit_deadline = deadline
+        self._limit_what = what
+        timer = self._limit_timer
+        if timer is None or timer.when() > deadline:  # (a body deadline may be later)
+            if timer is not None:
+                timer.cancel()
+            self._limit_timer = self.loop.call_at(deadline, self._limit_check)
+
+    def _limit_check(self) -> None:
+        self._limit_timer = None
+        deadline = self._limit_deadline
+        if deadline is None or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if now < deadline:
+            self._limit_timer = self.loop.call_at(deadline, self._limit_check)
+            return
+        _logger.debug("closing a connection from %s: request %s not complete in time",
+                      getattr(self, "client", None), self._limit_what)
+        self._limit_deadline = None
+        self.transport.close()
+
+
+@functools.cache
+def _protocol(base: type, header_timeout: float, body_timeout: float) -> type:
+    """uvicorn's protocol class ``base`` with the deadlines of :class:`_Limits`."""
+    return type(f"Limited{base.__name__}", (_Limits, base),
+                {"header_timeout": header_timeout, "body_timeout": body_timeout})
+
+
+def _config(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+    **options: Any,
+) -> Any:
     import uvicorn
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
 
     options.setdefault("log_level", "info")
     # On shutdown, streams still open get this long to finish, then are cancelled (their
     # upstream requests too, with the providers' cleanup).
     options.setdefault("timeout_graceful_shutdown", 5)
+    # Limits for clients (module docstring). uvicorn's limit_concurrency counts the
+    # connection asking too (503 once connections >= limit): one more serves exactly
+    # max_connections.
+    options.setdefault("timeout_keep_alive", keepalive_timeout)
+    options.setdefault("limit_concurrency", max_connections + 1)
+    options.setdefault("h11_max_incomplete_event_size", max_header_bytes)
+    http = options.pop("http", "auto")
+    base = import_from_string(HTTP_PROTOCOLS.get(http, http)) if isinstance(http, str) else http
+    options["http"] = _protocol(base, float(header_timeout), float(body_timeout))
     # Requests are logged by uvicorn's access log: method, path and status only (no
     # headers, no bodies, so no keys).
     # lifespan "on": the app opens its upstream connection pool at start-up and closes it
@@ -39,8 +207,21 @@ def _config(app: Any, host: str, port: int, **options: Any) -> Any:
     return uvicorn.Config(app, host=host, port=port, lifespan="on", **options)
 
 
-def serve_forever(app: Any, sock: socket.socket, **options: Any) -> None:
+def serve_forever(
+    app: Any,
+    sock: socket.socket,
+    *,
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+    **options: Any,
+) -> None:
     """Serve ``app`` on the bound ``sock`` until Ctrl-C or SIGTERM, then return.
+
+    The limits for clients are described in the module docstring; ``options`` are
+    ``uvicorn.Config`` options.
 
     uvicorn shuts down gracefully on either signal and then raises it again for the
     previous handler; SIGTERM's handler is set to raise ``KeyboardInterrupt`` meanwhile,
@@ -54,7 +235,10 @@ def serve_forever(app: Any, sock: socket.socket, **options: Any) -> None:
         raise KeyboardInterrupt
 
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(_config(app, host, port, **options))
+    server = uvicorn.Server(_config(
+        app, host, port, header_timeout=header_timeout, body_timeout=body_timeout,
+        keepalive_timeout=keepalive_timeout, max_connections=max_connections,
+        max_header_bytes=max_header_bytes, **options))
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, interrupt) if main else None
     try:
@@ -71,16 +255,32 @@ class ServerThread:
     ``server.url`` (``http://127.0.0.1:<port>``); leaving the block shuts it down.
 
     ``log_config=None`` by default: uvicorn's loggers then propagate to the root logger
-    (so pytest's ``caplog`` sees them) instead of getting their own handlers."""
+    (so pytest's ``caplog`` sees them) instead of getting their own handlers. The limits
+    and ``options`` as for :func:`serve_forever`."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        header_timeout: float = HEADER_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        **options: Any,
+    ) -> None:
         import uvicorn
 
         options.setdefault("log_config", None)
         self.sock = bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
-        self.server = uvicorn.Server(_config(app, self.host, self.port, **options))
+        self.server = uvicorn.Server(_config(
+            app, self.host, self.port, header_timeout=header_timeout, body_timeout=body_timeout,
+            keepalive_timeout=keepalive_timeout, max_connections=max_connections,
+            max_header_bytes=max_header_bytes, **options))
         self._thread: threading.Thread | None = None
 
     def start(self) -> str:

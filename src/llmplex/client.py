@@ -83,7 +83,16 @@ class AsyncClient:
         timeout: float | None = None,
         first_token_timeout: float | None = None,
         total_timeout: float | None = None,
+        local_servers: Literal["named", "configured"] = "named",
     ) -> None:
+        if local_servers not in ("named", "configured"):
+            raise InvalidRequestError("local_servers must be 'named' or 'configured'",
+                                      param="local_servers")
+        #: local servers (Ollama, vLLM, llama.cpp, LM Studio) are never chosen for a bare
+        #: model name unless configured; "named": a call naming one ("ollama:llama3.2")
+        #: reaches it anyway; "configured": only configured ones are ever reached (the
+        #: server's policy: its HTTP clients must not make it probe local ports)
+        self.local_servers = local_servers
         self.router = router or Router()
         self._store = store
         self.provider_options = {k.lower(): dict(v) for k, v in (provider_options or {}).items()}
@@ -129,6 +138,35 @@ class AsyncClient:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+    def configured(self, provider: type[Any]) -> bool:
+        """Whether the user configured ``provider``: options for it (``provider_options``,
+        config.toml), its base-URL or key variable, or the router's order or aliases."""
+        name = provider.get_name().lower()
+        if name in self.provider_options or provider.env_base_url():
+            return True
+        key_env = getattr(provider, "api_key_env", None)
+        if key_env and os.environ.get(key_env):
+            return True
+        router = self.router
+        return any(n.lower() == name for n in router.order) or any(
+            str(t).split(":", 1)[0].lower() == name
+            for targets in router.aliases.values() for t in targets)
+
+    def _reachable(self, routes: list[Route]) -> list[Route]:
+        """``routes`` without the unconfigured local servers this client may not reach:
+        nothing is sent to an endpoint the user did not configure or name."""
+        named_ok = self.local_servers == "named"
+        kept = [r for r in routes if not getattr(r.provider, "local", False)
+                or (named_ok and r.named) or self.configured(r.provider)]
+        if kept:
+            return kept
+        name = routes[0].name
+        raise InvalidRequestError(
+            f"{name} is a local server that is not configured: set "
+            f"LLMPLEX_{name.upper()}_BASE_URL or add [providers.{name}] to config.toml"
+            + ("" if named_ok else " (this server only reaches the local servers its "
+               "operator configured)"), param="model", provider=name)
 
     @property
     def store(self) -> ConversationStore:
@@ -201,7 +239,7 @@ class _AsyncCompletions:
             if not model and provider is None:
                 model = record.model  # a conversation goes on with the model it used
         router = client.router
-        routes = router.capable(router.resolve(model, provider), request)
+        routes = router.capable(client._reachable(router.resolve(model, provider)), request)
         if request.route_options and len({r.name for r in routes}) > 1:
             name = next(iter(request.route_options))
             raise InvalidRequestError(

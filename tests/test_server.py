@@ -637,7 +637,10 @@ def test_serve_emulate_from_the_command_line(tmp_path):
     config.write_text("")
     env.update(LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp_path / "data"),
                PYTHONIOENCODING="utf-8")
-    process = subprocess.Popen([LLMPLEX, "serve", "--emulate", "--port", "0"], env=env,
+    process = subprocess.Popen([LLMPLEX, "serve", "--emulate", "--port", "0",
+                                "--allowed-host", "llm.test", "--max-providers", "2",
+                                "--first-token-timeout", "60", "--keepalive-timeout", "5",
+                                "--client-stall-timeout", "30"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         banner = []
@@ -665,9 +668,20 @@ def test_serve_emulate_from_the_command_line(tmp_path):
                                                  stream=True)
             text = "".join(c.choices[0].delta.content or "" for c in stream)
             assert "openai emulator" in text
+        # the flags: Host names (DNS-rebinding check), the provider-list cap
+        assert httpx.get(base + "/health", headers={"Host": "llm.test"}).status_code == 200
+        assert httpx.get(base + "/health", headers={"Host": "evil.example"}).status_code == 403
+        too_many = httpx.post(url + "/chat/completions", json={
+            "messages": MESSAGES, "provider": ["OpenAI", "Groq", "Mistral"]})
+        assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "provider"
     finally:
         code = interrupt(process)
     assert code == 0
+    for flags in (["--client-stall-timeout", "0"], ["--first-token-timeout", "-1"],
+                  ["--max-connections", "0"], ["--max-providers", "0"]):
+        result = subprocess.run([LLMPLEX, "serve", "--port", "0", *flags], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, (flags, result.stderr)
 
 
 def _up(base):

@@ -119,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-upstream-overrides", action="store_true", default=None,
                        help="let clients set base_url, proxy, api_key, cookies, headers")
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 1000000)")
+    serve.add_argument("--allowed-host", action="append", dest="allowed_hosts", metavar="NAME",
+                       help="a Host name clients may use (repeatable; on loopback only "
+                            "localhost, 127.0.0.1 and [::1] pass: DNS-rebinding protection)")
+    serve.add_argument("--client-stall-timeout", type=float, metavar="SECONDS",
+                       help="drop a streaming client that reads nothing this long (default 60)")
+    serve.add_argument("--max-providers", type=int, metavar="N",
+                       help="longest 'provider' list a request may give (default 8)")
+    serve.add_argument("--header-timeout", type=float, metavar="SECONDS",
+                       help="seconds for a request's headers (default 10)")
+    serve.add_argument("--body-timeout", type=float, metavar="SECONDS",
+                       help="seconds for a request's body (default 30)")
+    serve.add_argument("--keepalive-timeout", type=float, metavar="SECONDS",
+                       help="seconds an idle kept-alive connection stays open (default 20)")
+    serve.add_argument("--max-connections", type=int, metavar="N",
+                       help="connections served at once; beyond: 503 (default 2048)")
     serve.add_argument("--first-token-timeout", type=float, metavar="SECONDS",
                        help="seconds to an answer's first content before the next provider "
                             "is tried (default 300; config first_token_timeout)")
@@ -453,6 +468,20 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     host = args.host or settings.get("host") or "127.0.0.1"
     port = args.port if args.port is not None else settings.get("port", 1337)
     api_keys = [*(settings.get("api_keys") or ()), *(args.api_keys or ())]
+    from .server.middleware import allowed_hosts_for
+
+    def setting(name: str) -> Any:  # a flag wins over [server] in config.toml
+        value = getattr(args, name, None)
+        return value if value is not None else settings.get(name)
+
+    limits = {name: value for name in ("header_timeout", "body_timeout", "keepalive_timeout",
+                                       "max_connections")
+              if (value := setting(name)) is not None}
+    for name, value in limits.items():
+        if not value > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    extra = {name: value for name in ("client_stall_timeout", "max_providers")
+             if (value := setting(name)) is not None}
     services = None
     for name in ("first_token_timeout", "total_timeout"):  # the flags win over the config
         if getattr(args, name) is not None:
@@ -474,7 +503,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                                           or settings.get("allow_upstream_overrides")),
             cors_origins=args.cors_origins or settings.get("cors_origins") or (),
             max_body_bytes=args.max_body_bytes or settings.get("max_body_bytes") or 1_000_000,
-            emulated=services is not None)
+            emulated=services is not None,
+            allowed_hosts=allowed_hosts_for(host, setting("allowed_hosts") or ()), **extra)
+    except (ValueError, TypeError) as exc:  # a limit out of range
+        if services is not None:
+            services.stop()
+        raise UsageError(str(exc)) from None
+    try:
         try:
             sock = bind(host, port)
         except OSError as exc:
@@ -487,7 +522,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         if not api_keys and host not in ("127.0.0.1", "localhost", "::1"):
             print(f"llmplex: warning: listening on {host} without an API key: anyone who "
                   "reaches this port can use your providers' credentials", file=sys.stderr)
-        serve_forever(app, sock, log_level=args.log_level)
+        serve_forever(app, sock, log_level=args.log_level, **limits)
     finally:
         if services is not None:
             services.stop()

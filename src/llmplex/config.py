@@ -33,6 +33,13 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     cors_origins = []
     allow_upstream_overrides = false
     max_body_bytes = 1000000
+    allowed_hosts = ["llm.example.org"]   # Host names besides localhost (DNS rebinding)
+    client_stall_timeout = 60         # drop a streaming client that reads nothing this long
+    max_providers = 8                 # longest "provider" list of one request
+    header_timeout = 10               # seconds for a request's headers
+    body_timeout = 30                 # seconds for its body
+    keepalive_timeout = 20            # idle kept-alive connections
+    max_connections = 2048            # at once; beyond: 503
 
 Keys in the file are secrets: keep it readable by you only. Values are never printed.
 """
@@ -68,7 +75,10 @@ ENVIRONMENT: dict[str, str] = {
 }
 
 _SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list,
-                "allow_upstream_overrides": bool, "max_body_bytes": int}
+                "allow_upstream_overrides": bool, "max_body_bytes": int,
+                "allowed_hosts": list, "client_stall_timeout": float, "max_providers": int,
+                "header_timeout": float, "body_timeout": float, "keepalive_timeout": float,
+                "max_connections": int}
 _ROUTER_KEYS = {"order": list, "aliases": dict, "include_not_working": bool, "cooldown": float,
                 "max_cooldown": float, "retries": int}
 

@@ -1,7 +1,8 @@
 """HTTP transport shared by all providers: session, status mapping, stream decoders.
 
 The decoders (:mod:`.sse`, :mod:`.ndjson`) are pure Python and import nothing heavy;
-:mod:`.session` imports aiohttp, so it is only loaded when a provider makes a request;
+:mod:`.session` imports aiohttp, so it is only loaded when a provider makes a request
+(it holds :class:`~.session.Secrets`, the one scrubbing policy for what requests carried);
 :mod:`.pool` imports it when a pool makes its connector.
 """
 
@@ -14,7 +15,7 @@ from .sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pool import ConnectionPool
-    from .session import Session, redact_url
+    from .session import Secrets, Session, redact_url
     from .status import raise_for_status
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "NDJSONDecoder",
     "MalformedLineError",
     "Session",
+    "Secrets",
     "ConnectionPool",
     "redact_url",
     "raise_for_status",
@@ -30,7 +32,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name in ("Session", "redact_url"):
+    if name in ("Session", "Secrets", "redact_url"):
         from . import session
 
         return getattr(session, name)

@@ -11,23 +11,37 @@ transport failure into the llmplex error tree with the provider's name:
 
 Streams are read with :meth:`Session.sse` and :meth:`Session.ndjson`, plain async
 iterators (not generators, so there is nothing to finalise when the caller stops early).
+
+Secrets. The Session knows every secret its requests carry (see :class:`Secrets`): the
+credential of ``Authorization``-like headers (any scheme) and of other credential headers
+(``x-api-key``, ``api-key``...), cookie values (given, and those the server set in the
+jar), proxy and URL credentials (``user:pass@``), credential query parameters. Every
+llmplex error that passes through it — raised by ``translate``/``raise_for_status``, by
+a ``request`` block, or by the provider's code anywhere inside ``async with Session(...)``
+(a StreamError built from an event body) — has them replaced by ``***`` in its message,
+``body``, ``args`` (so ``str`` and ``repr``) and other text attributes, whoever's protocol it
+is, when an upstream echoes a request back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
 import importlib
 import json
+import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
 import aiohttp
 
 from ..errors import (
+    AllProvidersFailed,
     InvalidRequestError,
     LLMplexError,
     ProviderConnectionError,
@@ -40,7 +54,8 @@ from .sse import ServerSentEvent, SSEDecoder, loads
 from .status import raise_for_status
 
 __all__ = ["Session", "EventStream", "ServerSentEvent", "redact_url", "DEFAULT_TIMEOUT",
-           "ConnectionPool", "json_object"]  # ConnectionPool: re-exported from .pool
+           "ConnectionPool", "json_object", "Secrets", "MIN_SECRET_LENGTH"]
+# ConnectionPool: re-exported from .pool
 
 DEFAULT_TIMEOUT = 120.0
 _SOCKS_SCHEMES = ("socks4", "socks4a", "socks5", "socks5h")
@@ -76,6 +91,228 @@ def redact_url(url: str | None) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+#: A secret value shorter than this is not replaced wherever it occurs (a cookie ``"1"`` or
+#: a key ``"abc"`` would mangle unrelated text, and such a value is guessable anyway); it
+#: is still replaced, whatever its length, in the form it was sent in: ``Bearer abc`` ->
+#: ``Bearer ***``, ``sid=1`` -> ``sid=***``, ``user:pw`` -> ``user:***``. A value of a
+#: header sent bare (``x-api-key: abc``) has no such form: keys that short are not kept out.
+MIN_SECRET_LENGTH = 6
+
+#: Names of headers and query parameters whose values are credentials (the whole value is
+#: secret; for ``*auth*`` headers, what follows the scheme: ``Bearer <token>``). Cookies
+#: are all secret.
+_SECRET_NAME = re.compile(r"auth|key|token|secret|passw|cookie|session|credential|signature",
+                          re.IGNORECASE)
+_MAX_RECORDED = 256  # per-request headers/URLs a Session remembers the secrets of
+_MIN_PARTIAL = 4  # the shortest start of a secret scrubbed at the end of a cut text
+
+
+class Secrets:
+    """Secret values, and their removal from text and errors (``***`` in their place).
+
+    Each value is replaced as sent and as an echo would quote it (JSON-escaped,
+    percent-encoded). The rule for short values: see :data:`MIN_SECRET_LENGTH`. ``repr``
+    shows only how many there are.
+    """
+
+    __slots__ = ("_needles", "_ordered")
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._needles: dict[str, str] = {}
+        self._ordered: list[tuple[str, str]] | None = None
+        for value in values:
+            self.add(value)
+
+    def __bool__(self) -> bool:
+        return bool(self._needles)
+
+    def __len__(self) -> int:
+        return len(self._needles)
+
+    def __repr__(self) -> str:
+        return f"<Secrets: {len(self._needles)} forms>"
+
+    # -- collecting ------------------------------------------------------------------------
+
+    def add(self, value: str, context: str = "") -> None:
+        """``value`` is secret. ``context`` is what it was sent right after (``"Bearer "``,
+        ``"sid="``, ``"user:"``): a value too short to replace alone is replaced there."""
+        value = str(value).strip() if value is not None else ""
+        if not value:
+            return
+        self._ordered = None
+        if len(value) >= MIN_SECRET_LENGTH:
+            for form in _forms(value):
+                self._needles[form] = "***"
+        elif context:
+            for form in _forms(value):
+                self._needles[context + form] = context + "***"
+
+    def add_header(self, name: str, value: str) -> None:
+        """A request header: its credential, if the header carries one."""
+        lname = str(name).lower()
+        value = str(value).strip()
+        if lname == "cookie":
+            self.add_cookie_header(value)
+        elif _SECRET_NAME.search(lname):
+            scheme, _, credential = value.partition(" ")
+            credential = credential.strip()
+            if "auth" in lname and credential and scheme.isalnum():  # "Bearer x", "Basic x"
+                self.add(credential, scheme + " ")
+                if scheme.lower() == "basic":
+                    self._add_basic(credential)
+            else:
+                self.add(value)
+
+    def add_headers(self, headers: Any) -> None:
+        items = headers.items() if hasattr(headers, "items") else headers
+        for name, value in items:
+            self.add_header(name, value)
+
+    def add_cookie_header(self, value: str) -> None:
+        for part in value.split(";"):
+            name, _, cookie = part.strip().partition("=")
+            self.add(cookie, name + "=")
+
+    def add_cookies(self, cookies: Any) -> None:
+        """A cookie mapping (values may be ``Morsel``s) or an aiohttp cookie jar."""
+        items = cookies.items() if hasattr(cookies, "items") else (
+            (morsel.key, morsel) for morsel in cookies)
+        for name, value in items:
+            self.add(getattr(value, "value", value), f"{name}=")
+
+    def add_url(self, url: Any) -> None:
+        """A URL's ``user:password@`` and credential query parameters."""
+        try:
+            parts = urlsplit(str(url))
+            password = parts.password
+            username = parts.username or ""
+        except ValueError:
+            return
+        if password is not None:
+            self.add_userinfo(unquote(username), unquote(password))
+            if password != unquote(password):
+                self.add(password, username + ":")
+        if parts.query:
+            self.add_params(parse_qsl(parts.query, keep_blank_values=False))
+
+    def add_userinfo(self, user: str, password: str) -> None:
+        """Credentials ``user:password`` (a proxy's, Basic auth): the password, and the
+        ``Basic`` token they make (what a proxy is sent in ``Proxy-Authorization``)."""
+        self.add(password, f"{user}:")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        self.add(token, "Basic ")
+
+    def add_params(self, params: Any) -> None:
+        """Query parameters (a mapping or pairs): those named like credentials."""
+        items = params.items() if hasattr(params, "items") else params
+        try:
+            for name, value in items:
+                if _SECRET_NAME.search(str(name)):
+                    self.add(str(value), f"{name}=")
+        except (TypeError, ValueError):  # not pairs: nothing we can read
+            return
+
+    def add_auth(self, auth: Any) -> None:
+        """An ``aiohttp.BasicAuth`` (``auth=``/``proxy_auth=``)."""
+        login, password = getattr(auth, "login", None), getattr(auth, "password", None)
+        if password:
+            self.add_userinfo(str(login or ""), str(password))
+
+    def _add_basic(self, credential: str) -> None:
+        try:
+            decoded = base64.b64decode(credential, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return
+        user, sep, password = decoded.partition(":")
+        if sep:
+            self.add(password, f"{user}:")
+
+    # -- scrubbing -------------------------------------------------------------------------
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret replaced by ``***`` — also the start of one that
+        ``text`` ends with (at least :data:`_MIN_PARTIAL` characters of it): error bodies
+        and messages are cut to a length, maybe in the middle of an echoed secret."""
+        if not text or not self._needles:
+            return text
+        ordered = self._ordered
+        if ordered is None:  # longest first: "user:pass" before "pass"
+            ordered = self._ordered = sorted(self._needles.items(), key=lambda kv: -len(kv[0]))
+        for needle, replacement in ordered:
+            if needle in text:
+                text = text.replace(needle, replacement)
+        for needle, replacement in ordered:
+            if replacement == "***":  # a whole value (a short one's context is no secret)
+                for size in range(min(len(needle), len(text)) - 1, _MIN_PARTIAL - 1, -1):
+                    if text.endswith(needle[:size]):
+                        return text[:-size] + "***"
+        return text
+
+    def scrub_error(self, exc: BaseException) -> BaseException:
+        """Scrub ``exc`` in place, and the llmplex errors it carries (its cause and context,
+        the errors of an AllProvidersFailed or an exception group): their message, body,
+        args and other text attributes. Other exceptions are only walked through."""
+        if not self._needles:
+            return exc
+        seen: set[int] = set()
+        todo: list[BaseException | None] = [exc]
+        while todo:
+            error = todo.pop()
+            if error is None or id(error) in seen:
+                continue
+            seen.add(id(error))
+            if isinstance(error, LLMplexError):
+                self._scrub_one(error)
+                if isinstance(error, AllProvidersFailed):
+                    todo.extend(e for _, e in error.errors if isinstance(e, BaseException))
+            if isinstance(error, BaseExceptionGroup):
+                todo.extend(error.exceptions)
+            todo.append(error.__cause__)
+            todo.append(error.__context__)
+        return exc
+
+    def _scrub_one(self, error: LLMplexError) -> None:
+        scrub = self.scrub
+        for name, value in vars(error).items():
+            if isinstance(value, str):
+                cleaned = scrub(value)
+                if cleaned != value:
+                    setattr(error, name, cleaned)
+            elif isinstance(value, list) and any(isinstance(v, str) for v in value):
+                setattr(error, name, [scrub(v) if isinstance(v, str) else v for v in value])
+        error.args = tuple(scrub(a) if isinstance(a, str) else a for a in error.args)
+        notes = getattr(error, "__notes__", None)
+        if isinstance(notes, list):
+            notes[:] = [scrub(n) if isinstance(n, str) else n for n in notes]
+
+
+def _carries_llmplex_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or carries (cause, context, group), an llmplex error."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        if isinstance(error, LLMplexError):
+            return True
+        seen.add(id(error))
+        if isinstance(error, BaseExceptionGroup):
+            todo.extend(error.exceptions)
+        todo.append(error.__cause__)
+        todo.append(error.__context__)
+    return False
+
+
+def _forms(value: str) -> set[str]:
+    """``value`` as sent, and as an echo would quote it."""
+    forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             quote(value, safe=""), quote_plus(value, safe="")}
+    forms.discard("")
+    return forms
+
+
 class Session:
     """An aiohttp session bound to one provider, proxy and timeout.
 
@@ -103,6 +340,7 @@ class Session:
         self._session: aiohttp.ClientSession | None = None
         self._request_proxy: str | None = None
         self._pooled = False
+        self._sent: list[tuple[str, Any]] = []  # per-request headers, URLs... (their secrets)
 
     def __repr__(self) -> str:
         return f"Session(provider={self.provider!r}, proxy={redact_url(self.proxy)!r})"
@@ -134,13 +372,70 @@ class Session:
         )
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def __aexit__(self, exc_type: object, exc: BaseException | None,
+                        tb: object) -> None:
+        try:
+            if exc is not None:
+                self.scrub(exc)  # whatever the provider raised inside the block
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+    # -- secrets ---------------------------------------------------------------------------
+
+    def secrets(self) -> Secrets:
+        """The secrets this session's requests carried so far (see :class:`Secrets`)."""
+        found = Secrets()
+        found.add_headers(self._headers)
+        if self._cookies:
+            found.add_cookies(self._cookies)
+        if self.proxy:
+            found.add_url(self.proxy)
+        if self._session is not None:
+            found.add_cookies(self._session.cookie_jar)  # also the ones the server set
+        for kind, item in self._sent:
+            if kind == "headers":
+                found.add_headers(item)
+            elif kind == "url":
+                found.add_url(item)
+            elif kind == "params":
+                found.add_params(item)
+            elif kind == "cookies":
+                found.add_cookies(item)
+            elif kind == "auth":
+                found.add_auth(item)
+        return found
+
+    def scrub(self, exc: BaseException) -> BaseException:
+        """Remove this session's secrets from ``exc`` (in place) and return it."""
+        if _carries_llmplex_error(exc):  # else nothing to scrub: spare building the secrets
+            self.secrets().scrub_error(exc)
+        return exc
+
+    def _remember(self, url: Any, kwargs: Mapping[str, Any]) -> None:
+        """Note the secrets one request carries beyond the session's own."""
+        sent = self._sent
+        if len(sent) >= _MAX_RECORDED:
+            return
+        text = url if isinstance(url, str) else str(url)
+        if "@" in text or "?" in text:
+            sent.append(("url", text))
+        if not kwargs:
+            return
+        headers = kwargs.get("headers")
+        if headers:
+            names = headers.keys() if hasattr(headers, "keys") else (k for k, _ in headers)
+            if any(_SECRET_NAME.search(str(name)) for name in names):
+                sent.append(("headers", headers))
+        for kind, key in (("params", "params"), ("cookies", "cookies"), ("auth", "auth"),
+                          ("auth", "proxy_auth"), ("url", "proxy")):
+            item = kwargs.get(key)
+            if item and not (key == "proxy" and item is self._request_proxy):
+                sent.append((kind, item))
 
     @property
     def cookie_jar(self) -> aiohttp.abc.AbstractCookieJar:
@@ -196,6 +491,7 @@ class Session:
         assert self._session is not None, "Session used outside 'async with'"
         if self._request_proxy:
             kwargs.setdefault("proxy", self._request_proxy)
+        self._remember(url, kwargs)
         with self.translating(url):
             response = await self._session.request(method, url, **kwargs)
         try:
@@ -213,7 +509,9 @@ class Session:
                         explain=explain,
                     )
             yield response
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.scrub(exc)
             response.close()  # an error or an abandoned stream: no half-read socket lingers
             raise
         else:
@@ -244,11 +542,11 @@ class Session:
         try:
             return json.loads(raw)
         except ValueError:
-            raise ResponseError(
+            raise self.scrub(ResponseError(
                 f"invalid JSON from {response.url.path}: {raw[:200].decode('utf-8', 'replace')!r}",
                 provider=self.provider,
                 status=response.status,
-            ) from None
+            )) from None
 
     def sse(self, response: aiohttp.ClientResponse) -> EventStream:
         """Iterate the Server-Sent Events of ``response``."""
@@ -272,7 +570,14 @@ class Session:
             raise mapped from exc
 
     def translate(self, exc: BaseException, url: str | None = None) -> BaseException:
-        """The llmplex error for a transport exception (others are returned unchanged)."""
+        """The llmplex error for a transport exception (others are returned unchanged),
+        without this session's secrets."""
+        mapped = self._translate(exc, url)
+        if isinstance(mapped, LLMplexError):
+            self.scrub(mapped)
+        return mapped
+
+    def _translate(self, exc: BaseException, url: str | None = None) -> BaseException:
         if isinstance(exc, LLMplexError):
             return exc
         where = _origin(url)

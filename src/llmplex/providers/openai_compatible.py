@@ -204,10 +204,15 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         return [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
 
 
-def _bearer(headers: Mapping[str, str]) -> str:
-    """The token of the Authorization header (to scrub it from errors), or ``""``."""
-    value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-    return value.split(" ", 1)[-1].strip()
+def _bearer(headers: Mapping[str, str]) -> Any:
+    """The secrets of the request headers (the key of ``Authorization``, any other
+    credential header), for :func:`_scrub`. The Session already scrubs the errors that
+    pass through it; this also covers errors raised after its block."""
+    from ..http.session import Secrets  # loaded with Session already
+
+    secrets = Secrets()
+    secrets.add_headers(headers)
+    return secrets
 
 
 #: OpenAI fields forwarded from create_async_generator's keyword arguments
@@ -367,12 +372,10 @@ def _parts(out: list[Chunk], delta: dict[str, Any], logprobs: Any, index: int) -
                                  arguments if isinstance(arguments, str) else "", index))
 
 
-def _scrub(exc: LLMplexError, secret: str) -> None:
-    """Remove the API key from ``exc`` in place, should a server have echoed it back."""
-    if secret and (secret in exc.message or secret in (exc.body or "")):
-        exc.message = exc.message.replace(secret, "***")
-        exc.body = exc.body.replace(secret, "***") if exc.body else exc.body
-        exc.args = (exc._render(),)
+def _scrub(exc: LLMplexError, secrets: Any) -> None:
+    """Remove the request's secrets (from :func:`_bearer`) from ``exc`` in place, should a
+    server have echoed them back: the HTTP layer's one policy (``llmplex.http.Secrets``)."""
+    secrets.scrub_error(exc)
 
 
 @functools.cache

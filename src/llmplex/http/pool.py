@@ -9,22 +9,109 @@ sync ``Client``, ``llmplex serve``), and code calling providers directly can ope
 Which pool serves a call is carried by a context variable, so nothing has to be threaded
 through the providers' signatures: :meth:`ConnectionPool.bind` sets it around the code
 that opens Sessions, and tasks started there inherit it.
+
+Stale connections. A kept-alive connection can be closed by the peer at any moment, and a
+request written to it just then fails before any byte of an answer arrives (an upstream
+that closes after an error answer does it every time). Every connector llmplex makes (the
+pools' and each Session's own, see :func:`new_connector`) therefore knows which of its
+connections are reused, and:
+
+- a connection whose response was an error (status >= 400, or the caller's code failed
+  while reading it) is marked by the Session and never handed out again, even when it went
+  back to the pool before the error was seen (a stream read to its end);
+- a request that fails on a *reused* connection before any byte of the answer (aiohttp's
+  ``ServerDisconnectedError``, a reset) is sent once more by the Session, on a connection
+  the connector opens for it (see :class:`ConnectProbe`). A request on a new connection is
+  never repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import TYPE_CHECKING
+import functools
+import weakref
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import aiohttp
 
-__all__ = ["ConnectionPool", "current_connector"]
+__all__ = [
+    "ConnectProbe",
+    "ConnectionPool",
+    "connect_probe",
+    "current_connector",
+    "new_connector",
+]
 
 _current: contextvars.ContextVar[ConnectionPool | None] = contextvars.ContextVar(
     "llmplex_connection_pool", default=None
 )
+
+#: most idle connections dropped in a row by one connect (then the next one is taken)
+_MAX_DROPS = 64
+
+
+class ConnectProbe:
+    """What the connector says about the connection of one request: ``reused`` (it had
+    served a request before) and its ``protocol`` (aiohttp's, also once the response
+    handed the connection back); set ``fresh`` to make the connector open a new
+    connection (dropping the idle ones it would have reused)."""
+
+    __slots__ = ("fresh", "protocol", "reused")
+
+    def __init__(self) -> None:
+        self.reused = False
+        self.fresh = False
+        self.protocol: Any = None
+
+
+#: the probe of the request being sent in this context (set by Session around a request)
+connect_probe: contextvars.ContextVar[ConnectProbe | None] = contextvars.ContextVar(
+    "llmplex_connect_probe", default=None
+)
+
+
+@functools.cache
+def _connector_class() -> type[aiohttp.TCPConnector]:
+    import aiohttp  # here, not at import: making a client must stay cheap
+
+    class TrackingConnector(aiohttp.TCPConnector):
+        """A TCPConnector that knows which connections it hands out again and refuses the
+        ones marked as not to be reused (``protocol.force_close()``) while idle."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._llmplex_used: weakref.WeakSet[Any] = weakref.WeakSet()
+
+        async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+            probe = connect_probe.get()
+            fresh = probe is not None and probe.fresh
+            used = self._llmplex_used
+            for attempt in range(_MAX_DROPS + 1):
+                conn = await super().connect(req, traces, timeout)
+                protocol = conn.protocol
+                if protocol is None:  # pragma: no cover - aiohttp always sets one
+                    return conn
+                if protocol not in used:
+                    used.add(protocol)
+                    if probe is not None:
+                        probe.reused, probe.protocol = False, protocol
+                    return conn
+                if attempt == _MAX_DROPS or not (fresh or protocol.should_close):
+                    if probe is not None:
+                        probe.reused, probe.protocol = True, protocol
+                    return conn
+                conn.close()  # marked, or the caller wants a new one: drop it, take the next
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    return TrackingConnector
+
+
+def new_connector(limit: int = 100) -> aiohttp.TCPConnector:
+    """A connector that tells reused connections apart (see the module's docstring).
+    ``limit`` as aiohttp's (100 by default, 0 for none)."""
+    return _connector_class()(limit=limit)
 
 
 class ConnectionPool:
@@ -69,9 +156,7 @@ class ConnectionPool:
             return None
         loop = asyncio.get_running_loop()
         if self._connector is None:
-            import aiohttp  # here, not at import: making a client must stay cheap
-
-            self._connector = aiohttp.TCPConnector(limit=self._limit)
+            self._connector = new_connector(self._limit)
             self._loop = loop
         elif self._loop is not loop or self._connector.closed:
             return None

@@ -49,7 +49,13 @@ from ..errors import (
     ResponseError,
 )
 from .ndjson import MalformedLineError, NDJSONDecoder
-from .pool import ConnectionPool, current_connector
+from .pool import (
+    ConnectionPool,
+    ConnectProbe,
+    connect_probe,
+    current_connector,
+    new_connector,
+)
 from .sse import ServerSentEvent, SSEDecoder, loads
 from .status import raise_for_status
 
@@ -354,6 +360,8 @@ class Session:
             shared = current_connector()
             if shared is not None:
                 connector, owner = shared, False
+            else:  # its own, which tells reused connections apart (see .pool)
+                connector = new_connector()
         self._pooled = not owner
         if self._timeout is None:
             timeout = aiohttp.ClientTimeout(total=None)
@@ -493,8 +501,13 @@ class Session:
             kwargs.setdefault("proxy", self._request_proxy)
         self._remember(url, kwargs)
         with self.translating(url):
-            response = await self._session.request(method, url, **kwargs)
+            response, protocol = await self._send(method, url, kwargs)
         try:
+            if response.status >= 400 and protocol is not None:
+                # An error answer: its connection is not trusted with another request (an
+                # upstream often closes it right after); marked before the body is read,
+                # which may hand the connection back to the pool.
+                protocol.force_close()
             if response.status == 407 and self.proxy:
                 # Plain-http targets go to the proxy without CONNECT, so its refusal
                 # arrives as an ordinary response: it is still the proxy that failed.
@@ -511,6 +524,11 @@ class Session:
             yield response
         except BaseException as exc:
             if isinstance(exc, Exception):
+                # The caller's code failed on this answer (a stream's error event...): the
+                # connection may already be back in the pool (read to its end) — mark it
+                # so that it is not handed out again.
+                if protocol is not None:
+                    protocol.force_close()
                 self.scrub(exc)
             response.close()  # an error or an abandoned stream: no half-read socket lingers
             raise
@@ -529,6 +547,31 @@ class Session:
                 response.release()
             else:
                 response.close()
+
+    async def _send(self, method: str, url: str,
+                    kwargs: dict[str, Any]) -> tuple[aiohttp.ClientResponse, Any]:
+        """``ClientSession.request``, sent once more on a new connection when it failed on
+        a reused one before any byte of the answer arrived (the peer had closed it).
+        Returns the response and its connection's protocol (None if unknown): a small
+        answer read whole is handed back to the pool before the caller sees it."""
+        assert self._session is not None
+        probe = ConnectProbe()
+        token = connect_probe.set(probe)
+        try:
+            try:
+                response = await self._session.request(method, url, **kwargs)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if (not probe.reused or isinstance(exc, aiohttp.ClientConnectorError)
+                        or not _replayable(kwargs)):
+                    raise
+                probe.fresh = True
+                response = await self._session.request(method, url, **kwargs)
+        finally:
+            connect_probe.reset(token)
+        protocol = probe.protocol
+        if protocol is None and response.connection is not None:  # a connector of others
+            protocol = response.connection.protocol
+        return response, protocol
 
     async def json(self, method: str, url: str, **kwargs: Any) -> Any:
         """Send a request and return its JSON body (status checked)."""
@@ -733,6 +776,13 @@ class EventStream:
 
 
 _SocketTimeoutError = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError)
+
+
+def _replayable(kwargs: Mapping[str, Any]) -> bool:
+    """Whether the request's body can be sent again as it was (not a stream or a file)."""
+    data = kwargs.get("data")
+    return data is None or isinstance(data, (bytes, bytearray, str, dict, list, tuple,
+                                             aiohttp.FormData))
 
 
 def _take_read_timeout(response: aiohttp.ClientResponse) -> float | None:

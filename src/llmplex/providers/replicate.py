@@ -5,6 +5,12 @@ Wire protocol: PROTOCOLS.md §4. ``POST /v1/models/{owner}/{name}/predictions`` 
 standard Server-Sent Events stream of ``output`` tokens ending with ``done``. A prediction
 that is abandoned before ``done`` (early stop, cancellation, error) is cancelled with
 ``POST urls.cancel``, so it does not keep running — and billing — upstream.
+
+The prediction names the URLs to follow, and they get the API token: they are followed
+only to Replicate's own hosts or the configured base URL's origin (see
+:func:`trusted_url`). A prediction naming any other host is refused with a
+:class:`ResponseError` naming it, and nothing is sent there — not the stream request, not
+the cancel on cleanup (which then goes to the API's own ``/v1/predictions/{id}/cancel``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import os
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
+from urllib.parse import quote
+
+import yarl
 
 from ..errors import MissingAuthError, ResponseError, StreamError
 from ..http.session import Session
@@ -27,6 +36,15 @@ __all__ = ["Replicate"]
 _ORIGIN = "https://api.replicate.com"
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _TOKEN_ENV = "REPLICATE_API_TOKEN"
+
+#: Where a prediction's ``urls`` may point, besides the configured base URL's origin
+#: (https, port 443 only). ``get``/``cancel``: the API. ``stream``: the API and the hosts
+#: Replicate streams from — ``stream.replicate.com`` (predictions since 2025), and the
+#: ``stream*`` hosts of Replicate's ``replicate.net`` domain in older ones
+#: (``stream-b.svc.<region>.c.replicate.net``, ``streaming-api.svc.us.c.replicate.net``).
+_API_HOSTS = frozenset({"api.replicate.com"})
+_STREAM_HOSTS = _API_HOSTS | {"stream.replicate.com"}
+_STREAM_HOST = re.compile(r"stream[a-z0-9-]*(\.[a-z0-9-]+)*\.replicate\.net")
 
 
 class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
@@ -120,15 +138,16 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
             **(headers or {}),
             "Authorization": f"Bearer {api_key}",
         }
-        endpoint = f"{cls.resolve_base_url(base_url, _ORIGIN)}/v1/models/{model}/predictions"
+        api = cls.resolve_base_url(base_url, _ORIGIN)
+        endpoint = f"{api}/v1/models/{model}/predictions"
         name = cls.__name__
         async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as session:
             prediction = await create_upstream(
                 _create_prediction(session, endpoint, body, model),
-                lambda made: _cancel(session, _urls(made).get("cancel"), cls.cancel_timeout),
+                lambda made: _cancel(session, _cancel_url(made, api), cls.cancel_timeout),
                 cls.cancel_timeout)
             urls = _urls(prediction)
-            cancel_url = urls.get("cancel")
+            cancel_url = _cancel_url(prediction, api)
             finished = False
             try:
                 if not isinstance(prediction, dict) or not prediction.get("id"):
@@ -142,6 +161,8 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
                         f"model {model} cannot stream: its prediction has no urls.stream",
                         provider=name,
                     )
+                if not trusted_url(stream_url, "stream", api):
+                    raise _refused(stream_url, "stream", api, name)
                 sse_headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
                 async with session.request("GET", stream_url, headers=sse_headers) as stream:
                     async for event in session.sse(stream):
@@ -181,6 +202,67 @@ def _urls(prediction: Any) -> dict[str, str]:
     if not isinstance(urls, dict):
         return {}
     return {k: v for k, v in urls.items() if isinstance(v, str) and v}
+
+
+def trusted_url(url: str, kind: str, base: str) -> bool:
+    """Whether the prediction's ``urls[kind]`` (``"stream"``, ``"cancel"``, ``"get"``) may
+    be sent the API token: on the configured base URL's origin (scheme, host and port as
+    given), or https on one of Replicate's hosts for that kind (:data:`_STREAM_HOSTS`,
+    :data:`_API_HOSTS`). URLs with credentials or that do not parse are not."""
+    target = _parse(url)
+    if target is None or target.user is not None or target.password is not None:
+        return False
+    origin = _parse(base)
+    if origin is not None and (target.scheme, target.host, target.port) == (
+            origin.scheme, origin.host, origin.port):
+        return True
+    host = target.host or ""
+    if target.scheme != "https" or target.port != 443:
+        return False
+    if kind == "stream":
+        return host in _STREAM_HOSTS or bool(_STREAM_HOST.fullmatch(host))
+    return host in _API_HOSTS
+
+
+def _parse(url: str) -> yarl.URL | None:
+    """``url`` as aiohttp will read it (so the check and the request agree), or None."""
+    try:
+        parsed = yarl.URL(url)
+    except (ValueError, TypeError):
+        return None
+    if not parsed.is_absolute() or not parsed.host or parsed.scheme not in ("http", "https"):
+        return None
+    return parsed
+
+
+def _refused(url: str, kind: str, base: str, provider: str) -> ResponseError:
+    target = _parse(url)
+    where = str(target.origin()) if target is not None and target.user is None else "<unusable URL>"
+    return ResponseError(
+        f"refusing to follow the prediction's urls.{kind} to {where[:200]}: the API token "
+        f"is only sent to Replicate's own hosts ({', '.join(sorted(_STREAM_HOSTS))}, "
+        f"stream*.replicate.net) and the configured base URL's origin {_origin(base)}",
+        provider=provider)
+
+
+def _origin(base: str) -> str:
+    parsed = _parse(base)
+    return str(parsed.origin()) if parsed is not None else base
+
+
+def _cancel_url(prediction: Any, api: str) -> str | None:
+    """Where to cancel ``prediction``: its ``urls.cancel`` when that may be followed; if
+    it names another host, the API's own cancel endpoint for the prediction's id (the
+    prediction was made there); None when it gives no cancel URL."""
+    url = _urls(prediction).get("cancel")
+    if not url:
+        return None
+    if trusted_url(url, "cancel", api):
+        return url
+    ident = prediction.get("id") if isinstance(prediction, dict) else None
+    if not isinstance(ident, str) or not ident:
+        return None
+    return f"{api}/v1/predictions/{quote(ident, safe='')}/cancel"
 
 
 def _split_system(messages: Messages | str, system_prompt: str | None) -> tuple[str, str | None]:

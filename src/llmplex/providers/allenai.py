@@ -14,10 +14,11 @@ from uuid import uuid4
 
 import aiohttp
 
+from ..capabilities import TEXT_ONLY
 from ..errors import LLMplexError, ResponseError, StreamError
 from ..http.session import DEFAULT_TIMEOUT, Session
-from ..capabilities import TEXT_ONLY
 from ..prompt import format_prompt, get_last_user_message, require_text_only
+from ..surrogates import Surrogates
 from ..types import Chunk, FinishReason, JsonConversation, Messages
 from .base import AsyncGeneratorProvider, ProviderModelMixin
 
@@ -159,6 +160,7 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
         url = cls.resolve_base_url(base_url, _ORIGIN) + _PATH
         reply_id: str | None = None
         deltas: list[str] = []
+        text = Surrogates()  # emoji may come as two \ud8xx escapes in two lines
         error: tuple[str, str] | None = None
         final: dict[str, Any] | None = None
         async with Session(name, proxy=proxy, headers=headers, timeout=timeout) as session:
@@ -173,8 +175,10 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
                                 # The final line still follows an error line: read on.
                                 error = (str(line["error"]), str(line.get("reason") or ""))
                             elif isinstance(line.get("content"), str) and line["content"]:
-                                deltas.append(line["content"])
-                                yield line["content"]
+                                piece = text.feed(line["content"])
+                                if piece:
+                                    deltas.append(piece)
+                                    yield piece
                         elif "id" in line:  # a message tree: the first line or the final one
                             node = _find_reply(line, reply_id)
                             if node is not None:
@@ -187,8 +191,13 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
                         raise  # else the stream broke after an error line: report that
         # The connection is closed from here on: errors and the last chunks come after.
         if error is not None:
-            text, reason = error
-            raise StreamError(f"{text} (reason: {reason})" if reason else text, provider=name)
+            message, reason = error
+            raise StreamError(f"{message} (reason: {reason})" if reason else message,
+                              provider=name)
+        tail = text.flush()
+        if tail:
+            deltas.append(tail)
+            yield tail
         if final is None:
             raise ResponseError("the stream ended without its final message", provider=name)
         content = final.get("content")

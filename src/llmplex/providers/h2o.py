@@ -18,13 +18,19 @@ from contextlib import aclosing
 from typing import Any, ClassVar
 from uuid import uuid4
 
+from ..capabilities import TEXT_ONLY
 from ..errors import ResponseError, StreamError
 from ..http.session import DEFAULT_TIMEOUT, Session, json_object
-from ..capabilities import TEXT_ONLY
 from ..prompt import format_prompt
+from ..surrogates import Surrogates
 from ..types import Chunk, FinishReason, Messages
-from .base import (CLEANUP_TIMEOUT, AsyncGeneratorProvider, ProviderModelMixin, create_upstream,
-                   run_cleanup)
+from .base import (
+    CLEANUP_TIMEOUT,
+    AsyncGeneratorProvider,
+    ProviderModelMixin,
+    create_upstream,
+    run_cleanup,
+)
 
 __all__ = ["H2o", "DEFAULT_PARAMETERS", "build_parameters"]
 
@@ -178,13 +184,19 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
             try:
                 async with session.request("POST", url, json=body) as response:
                     count = 0
+                    text = Surrogates()  # emoji may come as two \ud8xx escapes in two events
                     async for event in session.sse(response):
                         data = _parse_event(event.data, cls.__name__)
                         token = data.get("token") or {}
                         count += 1
                         if not token.get("special") and token.get("text"):
-                            yield token["text"]
+                            piece = text.feed(token["text"])
+                            if piece:
+                                yield piece
                         if data.get("generated_text") is not None:
+                            tail = text.flush()
+                            if tail:
+                                yield tail
                             yield FinishReason(_finish_reason(data, count, max_new_tokens))
                             return
                 raise ResponseError("the stream ended before the answer was complete",

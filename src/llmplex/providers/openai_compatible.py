@@ -15,10 +15,17 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
-from ..errors import (InvalidRequestError, LLMplexError, MissingAuthError,
-                      ProviderConnectionError, ResponseError, StreamError)
+from ..errors import (
+    InvalidRequestError,
+    LLMplexError,
+    MissingAuthError,
+    ProviderConnectionError,
+    ResponseError,
+    StreamError,
+)
 from ..http.session import DEFAULT_TIMEOUT, Session
 from ..prompt import validate_messages
+from ..surrogates import Surrogates
 from ..types import (
     ChoiceText,
     Chunk,
@@ -177,6 +184,8 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         if not done and not reader.finish:
             raise ResponseError("stream ended early (no finish_reason and no [DONE])",
                                 provider=name)
+        for item in reader.tail():
+            yield item
         if reader.usage is not None:
             yield reader.usage
         for choice in sorted(reader.finish) or (0,):
@@ -258,13 +267,17 @@ class _Reader:
     """Turns chat.completion(.chunk) objects into llmplex chunks, remembering the finish
     reasons (per choice), the usage and whether the upstream's model id was passed on."""
 
-    __slots__ = ("provider", "finish", "usage", "meta_sent")
+    __slots__ = ("provider", "finish", "usage", "meta_sent", "text", "pieces")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.finish: dict[int, str] = {}
         self.usage: Usage | None = None
         self.meta_sent = False
+        # Emoji may come as two \ud8xx escapes in two events: the first choice's text has
+        # its own joiner (the hot path), every other field one made when first seen.
+        self.text = Surrogates()
+        self.pieces: dict[tuple[Any, ...], Surrogates] = {}
 
     def _check(self, data: Any, what: str) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -302,15 +315,78 @@ class _Reader:
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 content = delta.get("content")
-                if len(delta) > 1 or content is None or choice.get("logprobs"):
-                    _parts(out, delta, choice.get("logprobs"), index)
+                if len(delta) > 1 or content is None or choice.get("logprobs") or index:
+                    self.parts(out, delta, choice.get("logprobs"), index)
                 elif content and isinstance(content, str):  # the fast path: text only
-                    out.append(content if index == 0 else ChoiceText(content, index))
+                    content = self.text.feed(content)
+                    if content:
+                        out.append(content)
             reason = choice.get("finish_reason")
             if reason:
                 self.finish[index] = reason
         if "usage" in data or "x_groq" in data:
             self.usage = _usage(data) or self.usage
+        return out
+
+    def _fix(self, key: tuple[Any, ...], piece: str) -> str:
+        joiner = self.pieces.get(key)
+        if joiner is None:
+            joiner = self.pieces[key] = Surrogates()
+        return joiner.feed(piece)
+
+    def parts(self, out: list[Chunk], delta: dict[str, Any], logprobs: Any, index: int) -> None:
+        """Append the chunks of one delta (or whole message) of choice ``index``."""
+        if isinstance(logprobs, dict) and (logprobs.get("content") or logprobs.get("refusal")):
+            out.append(Logprobs(logprobs.get("content"), logprobs.get("refusal"), index))
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning and isinstance(reasoning, str):
+            reasoning = self._fix(("reasoning", index), reasoning)
+            if reasoning:
+                out.append(ReasoningDelta(reasoning, index))
+        content = delta.get("content")
+        if content and isinstance(content, str):
+            content = self.text.feed(content) if index == 0 else self._fix(("text", index),
+                                                                          content)
+            if content:
+                out.append(content if index == 0 else ChoiceText(content, index))
+        refusal = delta.get("refusal")
+        if refusal and isinstance(refusal, str):
+            refusal = self._fix(("refusal", index), refusal)
+            if refusal:
+                out.append(RefusalDelta(refusal, index))
+        calls = delta.get("tool_calls") or ()
+        legacy = delta.get("function_call")  # the deprecated functions API: one call, index 0
+        if isinstance(legacy, dict):
+            calls = [{"index": 0, "function": legacy}]
+        for call in calls:
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function")
+            if not isinstance(function, dict):
+                function = {}
+            arguments = function.get("arguments")
+            position = call.get("index") or 0
+            arguments = self._fix(("arguments", index, position), arguments) \
+                if isinstance(arguments, str) else ""
+            out.append(ToolCallDelta(position, call.get("id"), function.get("name"), arguments,
+                                     index))
+
+    def tail(self) -> list[Chunk]:
+        """At the end of the answer: a surrogate half still held, as U+FFFD."""
+        out: list[Chunk] = []
+        if self.text.flush():
+            out.append("\ufffd")
+        for key, joiner in self.pieces.items():
+            if joiner.flush():
+                kind, index = key[0], key[1]
+                if kind == "reasoning":
+                    out.append(ReasoningDelta("\ufffd", index))
+                elif kind == "text":
+                    out.append(ChoiceText("\ufffd", index))
+                elif kind == "refusal":
+                    out.append(RefusalDelta("\ufffd", index))
+                else:
+                    out.append(ToolCallDelta(key[2], arguments="\ufffd", choice=index))
         return out
 
     def completion(self, data: Any) -> list[Chunk]:
@@ -331,7 +407,7 @@ class _Reader:
                 if isinstance(calls, list):  # whole calls carry no "index": number them
                     message = {**message, "tool_calls": [
                         {**c, "index": i} for i, c in enumerate(calls) if isinstance(c, dict)]}
-                _parts(out, message, choice.get("logprobs"), index)
+                self.parts(out, message, choice.get("logprobs"), index)
             reason = choice.get("finish_reason")
             if reason:
                 self.finish[index] = reason
@@ -340,36 +416,6 @@ class _Reader:
                                 provider=self.provider)
         self.usage = _usage(data)
         return out
-
-
-def _parts(out: list[Chunk], delta: dict[str, Any], logprobs: Any, index: int) -> None:
-    """Append the chunks of one delta (or whole message) of choice ``index`` to ``out``."""
-    if isinstance(logprobs, dict) and (logprobs.get("content") or logprobs.get("refusal")):
-        out.append(Logprobs(logprobs.get("content"), logprobs.get("refusal"), index))
-    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-    if reasoning and isinstance(reasoning, str):
-        out.append(ReasoningDelta(reasoning, index))
-    content = delta.get("content")
-    if content and isinstance(content, str):
-        out.append(content if index == 0 else ChoiceText(content, index))
-    refusal = delta.get("refusal")
-    if refusal and isinstance(refusal, str):
-        out.append(RefusalDelta(refusal, index))
-    for call in delta.get("tool_calls") or ():
-        if not isinstance(call, dict):
-            continue
-        function = call.get("function")
-        if not isinstance(function, dict):
-            function = {}
-        arguments = function.get("arguments")
-        out.append(ToolCallDelta(
-            call.get("index") or 0, call.get("id"), function.get("name"),
-            arguments if isinstance(arguments, str) else "", index))
-    legacy = delta.get("function_call")  # the deprecated functions API: one call, index 0
-    if isinstance(legacy, dict):
-        arguments = legacy.get("arguments")
-        out.append(ToolCallDelta(0, None, legacy.get("name"),
-                                 arguments if isinstance(arguments, str) else "", index))
 
 
 def _scrub(exc: LLMplexError, secrets: Any) -> None:

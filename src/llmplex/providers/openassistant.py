@@ -13,15 +13,25 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
+from ..capabilities import TEXT_ONLY
 from ..cookies import ENV_VAR, cookies_dir, load_cookies
 from ..errors import (
-    InvalidRequestError, LLMplexError, MissingAuthError, ResponseError, StreamError,
+    InvalidRequestError,
+    LLMplexError,
+    MissingAuthError,
+    ResponseError,
+    StreamError,
 )
 from ..http.session import DEFAULT_TIMEOUT, Session, json_object
-from ..capabilities import TEXT_ONLY
 from ..prompt import format_prompt
+from ..surrogates import Surrogates, fix_surrogates
 from ..types import Chunk, FinishReason, Messages
-from .base import AsyncGeneratorProvider, ProviderModelMixin, create_upstream, run_cleanup
+from .base import (
+    AsyncGeneratorProvider,
+    ProviderModelMixin,
+    create_upstream,
+    run_cleanup,
+)
 
 __all__ = ["OpenAssistant"]
 
@@ -136,16 +146,22 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
                                            explain=_EMPTY_BODY_MESSAGES,
                                            headers={"Accept": "text/event-stream"}) as response:
                     streamed = False
+                    pieces = Surrogates()  # emoji may come as two \ud8xx escapes in two events
                     async for event in session.sse(response):
                         data = json_object(event.data, session.provider)
                         kind = data.get("event_type")
                         if kind == "token" and isinstance(data.get("text"), str):
                             streamed = True
-                            yield data["text"]
+                            piece = pieces.feed(data["text"])
+                            if piece:
+                                yield piece
                         elif kind == "message":
                             text = _final_text(data.get("message"), session.provider)
                             if text and not streamed:  # a server that sent no tokens
-                                yield text
+                                yield fix_surrogates(text)
+                            tail = pieces.flush()
+                            if tail:
+                                yield tail
                             yield FinishReason("stop")
                             finished = True
                             return

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .conversations.base import Conversation, ConversationStore
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, ResponseError
 from .limits import OutputLimiter, estimate_tokens
 from .providers.base import run_cleanup
 from .objects import (
@@ -60,7 +60,10 @@ from .types import (
 if TYPE_CHECKING:  # pragma: no cover
     from .http.pool import ConnectionPool
 
-__all__ = ["AsyncClient", "Client", "AsyncStream", "Stream"]
+__all__ = ["AsyncClient", "Client", "AsyncStream", "Stream", "MAX_ANSWER_CHARS"]
+
+#: the longest answer text the client gathers (the answer fails beyond: bounded memory)
+MAX_ANSWER_CHARS = 64 * 1024 * 1024
 
 
 class AsyncClient:
@@ -385,6 +388,7 @@ class _Run:
             attempt_timeout=self._attempt_timeout)
         first = self.choices[0]
         current = None
+        size = 0  # characters of text so far: an answer's memory is bounded
         try:
             while True:
                 with bind():
@@ -400,6 +404,11 @@ class _Run:
                     if limiter is not None:
                         chunk = limiter.feed(chunk)
                     if chunk:
+                        size += len(chunk)
+                        if size > MAX_ANSWER_CHARS:
+                            raise ResponseError(
+                                f"answer too long: over {MAX_ANSWER_CHARS} characters",
+                                provider=self.provider)
                         first.text.append(chunk)
                         yield chunk
                     if limiter is not None and limiter.done:

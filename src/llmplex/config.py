@@ -80,7 +80,7 @@ _SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list
                 "header_timeout": float, "body_timeout": float, "keepalive_timeout": float,
                 "max_connections": int}
 _ROUTER_KEYS = {"order": list, "aliases": dict, "include_not_working": bool, "cooldown": float,
-                "max_cooldown": float, "retries": int}
+                "max_cooldown": float, "retries": int, "max_routes": int}
 
 
 class ConfigError(InvalidRequestError):

@@ -60,10 +60,12 @@ from .sse import ServerSentEvent, SSEDecoder, loads
 from .status import raise_for_status
 
 __all__ = ["Session", "EventStream", "ServerSentEvent", "redact_url", "DEFAULT_TIMEOUT",
-           "ConnectionPool", "json_object", "Secrets", "MIN_SECRET_LENGTH"]
+           "ConnectionPool", "json_object", "Secrets", "MIN_SECRET_LENGTH", "MAX_BODY_BYTES"]
 # ConnectionPool: re-exported from .pool
 
 DEFAULT_TIMEOUT = 120.0
+#: the largest JSON body read from an upstream (a whole answer, a prediction...)
+MAX_BODY_BYTES = 16 * 1024 * 1024
 _SOCKS_SCHEMES = ("socks4", "socks4a", "socks5", "socks5h")
 
 
@@ -579,9 +581,24 @@ class Session:
             return await self.read_json(response)
 
     async def read_json(self, response: aiohttp.ClientResponse) -> Any:
-        """The JSON body of ``response``; a non-JSON body is a ResponseError."""
+        """The JSON body of ``response``; a non-JSON body, or one larger than
+        :data:`MAX_BODY_BYTES`, is a ResponseError (read no further than that)."""
+        limit = MAX_BODY_BYTES
+        if (response.content_length or 0) > limit:
+            raise self.scrub(ResponseError(
+                f"answer too large: {response.content_length} bytes (the limit is {limit})",
+                provider=self.provider, status=response.status))
+        parts: list[bytes] = []
+        size = 0
         with self.translating(str(response.url)):
-            raw = await response.read()
+            async for part in response.content.iter_any():
+                size += len(part)
+                if size > limit:
+                    raise self.scrub(ResponseError(
+                        f"answer too large: over {limit} bytes", provider=self.provider,
+                        status=response.status))
+                parts.append(part)
+        raw = b"".join(parts)
         try:
             return json.loads(raw)
         except ValueError:

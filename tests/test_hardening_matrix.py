@@ -91,6 +91,8 @@ def test_through_the_server(upstream, behaviour):
             if status == 200:
                 response.text.encode("utf-8")
                 assert stream == response.text.startswith("data: ")
+        providers = httpx.get(server.url + "/v1/providers", timeout=15).text
+        assert KEY not in providers  # health's last_error included
     wait_until(lambda: upstream.open_connections == 0, timeout=10)
 
 
@@ -114,3 +116,22 @@ async def test_a_connection_cut_mid_answer_after_text_is_raised_not_retried(upst
             async for chunk in stream:
                 seen.append(chunk.choices[0].delta.content or "")
         assert "".join(seen) == "half an answer"
+
+
+def test_the_cli_with_debug_shows_no_key(upstream, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPLEX_")}
+    (tmp_path / "config.toml").write_text("")
+    env.update(LLMPLEX_CONFIG=str(tmp_path / "config.toml"), LLMPLEX_DATA_DIR=str(tmp_path),
+               LLMPLEX_OPENAI_BASE_URL=upstream.url + "/v1", OPENAI_API_KEY=KEY)
+    llmplex = str(Path(sys.executable).parent / "llmplex")
+    for behaviour in ("echo", "retry-inf"):
+        result = subprocess.run([llmplex, "--debug", "chat", "Hi", "-m", f"openai:{behaviour}"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0
+        assert "Traceback" in result.stderr  # --debug really shows the details
+        assert KEY not in result.stderr + result.stdout

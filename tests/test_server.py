@@ -323,6 +323,7 @@ def test_unknown_model_is_404_with_suggestions(server):
     error = info.value.body
     assert error["code"] == "model_not_found" and error["param"] == "model"
     assert "Did you mean" in error["message"] and "tulu-3-405b" in error["message"]
+    assert info.value.response.headers["x-should-retry"] == "false"
     # an unknown provider is the caller's mistake: 400
     with pytest.raises(openai.BadRequestError, match="unknown provider"):
         server.openai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
@@ -357,6 +358,9 @@ def test_upstream_failures_map_to_statuses(server, fault, status, code):
     assert response.status_code == status, response.text
     error = error_of(response)
     assert error["code"] == code and "OpenAI" in error["message"]
+    # SDKs retry 5xx by default: not an upstream key that is missing or refused
+    final = code in ("upstream_auth_error", "upstream_rejected_request")
+    assert (response.headers.get("x-should-retry") == "false") == final
 
 
 def test_upstream_timeout_is_504(services):

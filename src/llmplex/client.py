@@ -284,9 +284,13 @@ class _Choice:
 
     def add_logprobs(self, event: Logprobs) -> None:
         if event.content_logprobs:
-            self.logprobs = (self.logprobs or []) + list(event.content_logprobs)
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(event.content_logprobs)
         if event.refusal_logprobs:
-            self.refusal_logprobs = (self.refusal_logprobs or []) + list(event.refusal_logprobs)
+            if self.refusal_logprobs is None:
+                self.refusal_logprobs = []
+            self.refusal_logprobs.extend(event.refusal_logprobs)
 
     def tool_calls(self) -> list[ChatCompletionMessageToolCall] | None:
         if not self.calls:
@@ -421,8 +425,8 @@ class _Run:
                     self.meta = chunk
                 elif isinstance(chunk, JsonConversation):
                     self.state = chunk.get_dict()
-                else:
-                    choice = self._choice(getattr(chunk, "choice", 0))
+                elif isinstance(chunk, _ANSWER_EVENTS):
+                    choice = self._choice(chunk.choice)
                     if isinstance(chunk, ToolCallDelta):
                         choice.add_call(chunk)
                     elif isinstance(chunk, ReasoningDelta):
@@ -431,9 +435,10 @@ class _Run:
                         choice.refusal.append(chunk.text)
                     elif isinstance(chunk, ChoiceText):
                         choice.text.append(chunk.text)
-                    elif isinstance(chunk, Logprobs):
+                    else:
                         choice.add_logprobs(chunk)
                     yield chunk
+                # any other event (a third-party provider's own) has nothing to show here
         except (Exception, asyncio.CancelledError, GeneratorExit):
             # The turn failed, was cancelled or left early: the user's message is kept,
             # with what came of the answer marked incomplete, so continuing loses nothing.
@@ -570,6 +575,10 @@ class _Run:
             system_fingerprint=meta.system_fingerprint if meta else None,
             service_tier=meta.service_tier if meta else None,
         )
+
+
+#: the events that are part of a choice's answer
+_ANSWER_EVENTS = (ToolCallDelta, ReasoningDelta, RefusalDelta, ChoiceText, Logprobs)
 
 
 def _default_finish(choice: _Choice) -> str:

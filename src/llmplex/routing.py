@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import time
+import weakref
 from asyncio import current_task
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -419,51 +420,87 @@ class Router:
         raise AllProvidersFailed(errors, model)
 
 
-class _Watch:
-    """The deadlines of one attempt: one timer, re-armed when content starts (first token,
-    then total). When it fires while the stream is awaited, it cancels the awaiting task,
-    and the router turns that cancellation into a :class:`ProviderTimeoutError` — the
-    way ``asyncio.timeout`` works, without a timer per chunk."""
+#: seconds between two looks at the deadlines being watched (their precision)
+DEADLINE_TICK = 0.1
 
-    __slots__ = ("loop", "provider", "first", "total", "total_at", "task", "handle", "fired",
-                 "total_passed", "cancelled")
+
+class _Deadlines:
+    """All the deadlines watched on one event loop, looked at every
+    :data:`DEADLINE_TICK` seconds by one timer that runs only while there are any: a
+    request adds itself to a set and leaves it (no timer of its own to make and cancel,
+    which cost more than the rest of the router per request)."""
+
+    __slots__ = ("loop", "watches", "handle", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.watches: set[_Watch] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def add(self, watch: _Watch) -> None:
+        self.watches.add(watch)
+        if self.handle is None:
+            self.handle = self.loop.call_later(DEADLINE_TICK, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for watch in list(self.watches):
+            watch.check(now)
+        self.handle = self.loop.call_later(DEADLINE_TICK, self._tick) if self.watches else None
+
+
+_deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+    weakref.WeakKeyDictionary())
+
+
+class _Watch:
+    """The deadlines of one attempt (see :class:`_Deadlines` for how they are watched).
+    When one passes while the stream is awaited, the awaiting task is cancelled, and the
+    router turns that cancellation into a :class:`ProviderTimeoutError`, the way
+    ``asyncio.timeout`` works."""
+
+    __slots__ = ("owner", "provider", "first", "total", "first_at", "total_at", "task",
+                 "fired", "total_passed", "cancelled", "started")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, provider: str, first: float | None,
                  total: float | None, total_at: float | None) -> None:
-        self.loop = loop
         self.provider = provider
         self.first = first
         self.total = total
+        self.first_at = loop.time() + first if first else None
         self.total_at = total_at
         self.task: asyncio.Task[Any] | None = None
-        self.handle: asyncio.TimerHandle | None = None
         self.fired: str | None = None  # which deadline passed
         self.total_passed = False
-        self.cancelled: asyncio.Task[Any] | None = None  # the task the timer cancelled
-        first_at = loop.time() + first if first else None
-        if first_at is not None and (total_at is None or first_at < total_at):
-            self._arm(first_at, "first")
-        elif total_at is not None:
-            self._arm(total_at, "total")
+        self.cancelled: asyncio.Task[Any] | None = None  # the task we cancelled
+        self.started = False  # content came: only the total deadline applies
+        owner: _Deadlines | None = None
+        if self.first_at is not None or total_at is not None:
+            owner = _deadlines.get(loop)
+            if owner is None:
+                owner = _deadlines[loop] = _Deadlines(loop)
+            owner.add(self)
+        self.owner = owner
 
-    def _arm(self, when: float, which: str) -> None:
-        self.handle = self.loop.call_at(when, self._fire, which)
-
-    def _fire(self, which: str) -> None:
-        self.handle = None
-        self.fired = which
-        self.total_passed = which == "total"
+    def check(self, now: float) -> None:
+        if self.fired is not None:
+            return
+        if not self.started and self.first_at is not None and now >= self.first_at:
+            self.fired = "first"
+        elif self.total_at is not None and now >= self.total_at:
+            self.fired = "total"
+            self.total_passed = True
+        else:
+            return
+        if self.owner is not None:
+            self.owner.watches.discard(self)
         if self.task is not None:
             self.cancelled = self.task
             self.task.cancel()
 
     def content_started(self) -> None:
-        """The answer began: only the total deadline still applies."""
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-        if self.total_at is not None and self.fired is None:
-            self._arm(self.total_at, "total")
+        """The answer began: the first-token deadline no longer applies."""
+        self.started = True
 
     def raise_if_fired(self) -> None:
         """In an ``except CancelledError``: raise the timeout if that is what it was."""
@@ -481,9 +518,8 @@ class _Watch:
             provider=self.provider) from None
 
     def stop(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
+        if self.owner is not None:
+            self.owner.watches.discard(self)
 
 
 #: upstream statuses that refuse the request itself (its fields, its size, its model)

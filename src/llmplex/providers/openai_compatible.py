@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 from ..errors import (
     InvalidRequestError,
-    LLMplexError,
     MissingAuthError,
     ProviderConnectionError,
     ResponseError,
@@ -147,40 +146,35 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         url = cls._base(base_url) + "/chat/completions"
         request_headers = cls._headers(api_key, headers)
         request_headers.setdefault("Accept", "text/event-stream, application/json")
-        secret = _bearer(request_headers)
-
+        # The Session scrubs every secret these headers carry from the errors it lets out.
         reader = _Reader(name)
         done = False
-        try:
-            async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as s:
-                async with s.request("POST", url, json=body) as response:
-                    if response.content_type == "application/json":
-                        # A server that ignores "stream" answers with one chat.completion.
-                        events = reader.completion(await s.read_json(response))
-                        for event in events:
-                            yield event
-                    else:
-                        try:
-                            async for event in s.sse(response):
-                                if event.data.strip() == "[DONE]":
-                                    done = True
-                                    break
-                                try:
-                                    data = event.json()
-                                except ValueError:
-                                    raise ResponseError(f"malformed stream event: "
-                                                        f"{event.data[:200]!r}",
-                                                        provider=name) from None
-                                if event.event == "error":  # a named SSE error event
-                                    data = {"error": data or "error event"}
-                                for item in reader.chunk(data):
-                                    yield item
-                        except ProviderConnectionError:
-                            if not reader.finish:
-                                raise  # else the answer was complete: a lost [DONE] is harmless
-        except LLMplexError as exc:
-            _scrub(exc, secret)
-            raise
+        async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as s:
+            async with s.request("POST", url, json=body) as response:
+                if response.content_type == "application/json":
+                    # A server that ignores "stream" answers with one chat.completion.
+                    events = reader.completion(await s.read_json(response))
+                    for event in events:
+                        yield event
+                else:
+                    try:
+                        async for event in s.sse(response):
+                            if event.data.strip() == "[DONE]":
+                                done = True
+                                break
+                            try:
+                                data = event.json()
+                            except ValueError:
+                                raise ResponseError(f"malformed stream event: "
+                                                    f"{event.data[:200]!r}",
+                                                    provider=name) from None
+                            if event.event == "error":  # a named SSE error event
+                                data = {"error": data or "error event"}
+                            for item in reader.chunk(data):
+                                yield item
+                    except ProviderConnectionError:
+                        if not reader.finish:
+                            raise  # else the answer was complete: a lost [DONE] is harmless
         if not done and not reader.finish:
             raise ResponseError("stream ended early (no finish_reason and no [DONE])",
                                 provider=name)
@@ -199,29 +193,13 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
     ) -> list[str]:
         """The model ids the server lists at ``GET {base_url}/models``."""
         request_headers = cls._headers(api_key, headers)
-        secret = _bearer(request_headers)
-        try:
-            async with Session(cls.get_name(), proxy=proxy, headers=request_headers,
-                               timeout=timeout) as session:
-                data = await session.json("GET", cls._base(base_url) + "/models")
-        except LLMplexError as exc:
-            _scrub(exc, secret)
-            raise
+        async with Session(cls.get_name(), proxy=proxy, headers=request_headers,
+                           timeout=timeout) as session:
+            data = await session.json("GET", cls._base(base_url) + "/models")
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise ResponseError("invalid model list (no 'data' array)", provider=cls.get_name())
         return [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
-
-
-def _bearer(headers: Mapping[str, str]) -> Any:
-    """The secrets of the request headers (the key of ``Authorization``, any other
-    credential header), for :func:`_scrub`. The Session already scrubs the errors that
-    pass through it; this also covers errors raised after its block."""
-    from ..http.session import Secrets  # loaded with Session already
-
-    secrets = Secrets()
-    secrets.add_headers(headers)
-    return secrets
 
 
 #: OpenAI fields forwarded from create_async_generator's keyword arguments
@@ -302,7 +280,8 @@ class _Reader:
 
     def chunk(self, data: Any) -> list[Chunk]:
         """The chunks of one streamed ``chat.completion.chunk``."""
-        data = self._check(data, "delta")
+        if type(data) is not dict or data.get("error"):
+            data = self._check(data, "delta")
         out: list[Chunk] = []
         if not self.meta_sent:
             meta = self._meta(data)
@@ -324,7 +303,7 @@ class _Reader:
             reason = choice.get("finish_reason")
             if reason:
                 self.finish[index] = reason
-        if "usage" in data or "x_groq" in data:
+        if data.get("usage") or "x_groq" in data:  # OpenAI sends "usage": null meanwhile
             self.usage = _usage(data) or self.usage
         return out
 
@@ -416,12 +395,6 @@ class _Reader:
                                 provider=self.provider)
         self.usage = _usage(data)
         return out
-
-
-def _scrub(exc: LLMplexError, secrets: Any) -> None:
-    """Remove the request's secrets (from :func:`_bearer`) from ``exc`` in place, should a
-    server have echoed them back: the HTTP layer's one policy (``llmplex.http.Secrets``)."""
-    secrets.scrub_error(exc)
 
 
 @functools.cache

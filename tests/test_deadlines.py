@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -25,7 +24,6 @@ from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Script, eventually, serve
 from llmplex.testing.openai import OpenAIEmulator
-from llmplex.testing.server import EmulatorServer
 
 
 class KeepAlives:
@@ -59,15 +57,9 @@ class KeepAlives:
         return application
 
 
-@contextmanager
 def keepalives():
-    upstream = KeepAlives()
-    server = EmulatorServer(upstream)  # type: ignore[arg-type]
-    server.start()
-    try:
-        yield upstream
-    finally:
-        server.stop()
+    """A served :class:`KeepAlives` (``serve`` takes anything with an ``app()``)."""
+    return serve(KeepAlives())
 
 
 @pytest.fixture(autouse=True)

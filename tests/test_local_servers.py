@@ -18,7 +18,7 @@ from llmplex.errors import InvalidRequestError, LLMplexError
 from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
-from llmplex.testing.server import EmulatorServer
+from llmplex.testing import serve
 
 PORT = 11434  # Ollama's
 
@@ -56,13 +56,8 @@ def listening():
         pytest.skip(f"port {PORT} is in use here")
     finally:
         probe.close()
-    listener = Listener()
-    server = EmulatorServer(listener, "127.0.0.1", PORT)  # type: ignore[arg-type]
-    server.start()
-    try:
+    with serve(Listener(), "127.0.0.1", PORT) as listener:
         yield listener
-    finally:
-        server.stop()
 
 
 @pytest.fixture(autouse=True)

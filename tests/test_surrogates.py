@@ -6,7 +6,6 @@ through the provider, AsyncClient and the server."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import httpx
 from aiohttp import web
@@ -18,7 +17,7 @@ from llmplex.conversations import MemoryStore
 from llmplex.providers import OpenAICompatible
 from llmplex.server import ServerThread, create_app
 from llmplex.surrogates import Surrogates, fix_surrogates
-from llmplex.testing.server import EmulatorServer
+from llmplex.testing import serve
 
 
 def code_units(text: str) -> list[str]:
@@ -87,15 +86,8 @@ class SplitEmoji:
         return application
 
 
-@contextmanager
 def split_emoji():
-    upstream = SplitEmoji()
-    server = EmulatorServer(upstream)  # type: ignore[arg-type]
-    server.start()
-    try:
-        yield upstream
-    finally:
-        server.stop()
+    return serve(SplitEmoji())
 
 
 EXPECTED = "Smile \U0001F600! lone \ufffd"

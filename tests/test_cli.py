@@ -190,11 +190,11 @@ class Terminal:
     """``llmplex`` on a pseudo-terminal, as a person at a keyboard runs it: readline is
     active, keys are bytes typed into the terminal."""
 
-    def __init__(self, env, *args):
+    def __init__(self, env, *args, command=(LLMPLEX,)):
         import pty
 
         self.master, slave = pty.openpty()
-        self.process = subprocess.Popen([LLMPLEX, *args], env={**env, "TERM": "xterm"},
+        self.process = subprocess.Popen([*command, *args], env={**env, "TERM": "xterm"},
                                         stdin=slave, stdout=slave, stderr=slave,
                                         close_fds=True)
         os.close(slave)
@@ -258,6 +258,127 @@ def test_repl_on_a_terminal_history_interrupt_and_ctrl_d(env, emulators):
             terminal.close()
     history = (Path(env["LLMPLEX_DATA_DIR"]) / "repl_history").read_text()
     assert "First turn" in history and "Tell me everything" in history
+
+
+def test_repl_waiting_indicator_on_a_terminal_only(env, emulators):
+    oai, _ = emulators
+    oai.script = Script(chunks=[ANSWER], delay=0.8)  # a slow first token
+    terminal = Terminal(env, "repl", "-m", OPENAI_MODEL)
+    try:
+        terminal.expect("you> ")
+        terminal.type("Hello\r")
+        terminal.expect("waiting for the answer...")
+        terminal.expect("\r\x1b[K" + ANSWER)  # wiped before the text starts
+        terminal.expect("you> ")
+        terminal.type("\x04")
+        assert terminal.close() == 0
+    finally:
+        if terminal.process.poll() is None:
+            terminal.close()
+    # never in pipes, nor in --json output
+    oai.script = Script(chunks=[ANSWER], delay=0.5)
+    for extra in ((), ("--json",)):
+        result = run(env, "chat", "Hi", "-m", OPENAI_MODEL, *extra)
+        assert result.returncode == 0, result.stderr
+        assert "waiting" not in result.stdout + result.stderr
+        assert "\x1b" not in result.stdout + result.stderr
+
+
+def test_repl_names_the_model_and_knows_its_commands(env, emulators):
+    oai, _ = emulators
+    script = ("/model\n/model openai:gpt-4o\n/model\nTurn\n/model no-such-model-x\n/model\n"
+              "/model -\n/frobnicate\n/help\n/exit\n")
+    result = run(env, "repl", "-m", OPENAI_MODEL, input=script)
+    assert result.returncode == 0, result.stderr
+    err = result.stderr.splitlines()
+    assert f"model {OPENAI_MODEL};" in err[0]  # the banner names it
+    shown = [line for line in err if line.startswith("(model")]
+    assert shown[:3] == [f"(model: {OPENAI_MODEL})", "(model: openai:gpt-4o)",
+                         "(model: openai:gpt-4o)"]
+    # a typo is refused and the model kept; "-" goes back to the default, named
+    assert any("no-such-model-x" in line and "ModelNotFoundError" in line for line in err)
+    assert shown[3:5] == ["(model still: openai:gpt-4o)", "(model: openai:gpt-4o)"]
+    assert shown[5].startswith("(model: (default")
+    assert oai.requests_to("/chat/completions")[-1].json["model"] == "gpt-4o"
+    unknown = result.stderr.index("unknown command /frobnicate")
+    assert "/model" in result.stderr[unknown:] and "/exit" in result.stderr[unknown:]
+    # without -m, the banner names the default the router tries first
+    result = run(env, "repl", input="/exit\n")
+    assert "model (default" in result.stderr.splitlines()[0]
+
+
+PASTE = "\x1b[200~line one\nline two\n  indented three\x1b[201~"
+
+
+@pytest.mark.parametrize("readline", ["gnu", "none"])
+def test_repl_bracketed_paste_is_one_message(env, emulators, readline):
+    oai, _ = emulators
+    command = (LLMPLEX,) if readline == "gnu" else (
+        sys.executable, "-c", ("import sys; sys.modules['readline'] = None; "
+                               "from llmplex.cli import main; sys.exit(main())"))
+    terminal = Terminal(env, "repl", "-m", OPENAI_MODEL, command=command)
+    try:
+        terminal.expect("\x1b[?2004h")  # bracketed-paste mode asked of the terminal
+        terminal.expect("you> ")
+        terminal.type(PASTE)
+        time.sleep(0.3)  # nothing is sent before Enter: the paste's newlines do not send it
+        assert not oai.requests_to("/chat/completions")
+        terminal.type("\r")
+        terminal.expect(ANSWER)
+        terminal.expect("you> ")
+        terminal.type("single line\r")
+        terminal.expect(ANSWER)
+        terminal.expect("you> ")
+        terminal.type("\x04")
+        assert terminal.close() == 0
+    finally:
+        if terminal.process.poll() is None:
+            terminal.close()
+    assert [m["content"] for m in sent_messages(oai)] == [
+        "line one\nline two\n  indented three", ANSWER, "single line"]
+
+
+@pytest.mark.parametrize("command", ["serve", "emulate"])
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_port_out_of_range_is_a_usage_error(env, command, port):
+    result = run(env, command, "--port", port)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"llmplex: error: --port must be a port number from 0 to 65535, not {port}"]
+    assert result.stdout == ""
+
+
+def test_emulate_ports_must_all_fit(env):
+    result = run(env, "emulate", "openai", "replicate", "--port", "65535")
+    assert result.returncode == 2 and "(and the 1 after it)" in result.stderr
+    Path(env["LLMPLEX_CONFIG"]).write_text("[server]\nport = 70000\n")
+    result = run(env, "serve")
+    assert result.returncode == 2 and "[server] port" in result.stderr
+
+
+def test_serve_front_page_points_to_the_docs(env):
+    process = subprocess.Popen([LLMPLEX, "serve", "--emulate", "--port", "0"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        base = None
+        deadline = time.monotonic() + 30
+        while base is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            if "serving the OpenAI-compatible API at " in line:
+                base = line.split(" at ", 1)[1].split()[0].removesuffix("/v1")
+        assert base, "the server did not start"
+        page = httpx.get(base + "/", timeout=10)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'href="/docs"' in page.text and "<code>/v1</code>" in page.text
+        assert "EMULATED" in page.text
+        assert httpx.get(base + "/docs", timeout=10).status_code == 200
+        assert "/" not in httpx.get(base + "/openapi.json", timeout=10).json()["paths"]
+    finally:
+        assert interrupt(process) == 0
+        process.stderr.close()
 
 
 def test_providers_and_models_tables(env):

@@ -13,8 +13,8 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
-from contextlib import aclosing
+from collections.abc import Iterator, Sequence
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ examples:
   llmplex chat "What is the capital of France?" -m gpt-4o-mini
   echo "Summarise this" | llmplex chat -p Replicate
   llmplex chat --continue "And then?"
+  llmplex chat --emulate "hi"      # offline: canned answers from local emulators
+  llmplex repl --emulate           # (or LLMPLEX_EMULATE=1 for chat and repl)
   llmplex serve --emulate          # the whole stack offline, on local emulators
 """
 
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         which.add_argument("-c", "--continue", dest="continue_", action="store_true",
                            help="continue the most recent conversation")
         which.add_argument("--conversation", metavar="ID", help="continue conversation ID")
+        p.add_argument("--emulate", action="store_true",
+                       help="offline: answer from the built-in emulators, not real services "
+                       "(also LLMPLEX_EMULATE=1)")
 
     chat = commands.add_parser("chat", help="ask once, stream the answer to stdout",
                                description="Ask once and stream the answer to stdout. "
@@ -91,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     repl = commands.add_parser("repl", help="interactive multi-turn chat",
                                description="Interactive chat keeping one conversation. "
-                               "Commands: /new, /model NAME, /provider NAME, /id, /help, /exit.")
+                               "Commands: /new, /model [NAME|-], /provider [NAME|-], /id, /help, /exit. "
+                               "A pasted block of several lines is one message.")
     model_options(repl)
     repl.set_defaults(handler=cmd_repl)
 
@@ -108,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Serve an OpenAI-compatible API (needs the "
                                 "[server] extra: pip install 'llmplex[server]').")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 1337; 0: any free port)")
+    serve.add_argument("--port", type=int, help="port, 0 to 65535 (default 1337; 0: any free "
+                       "port)")
     serve.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
                        help="require this key (Bearer); repeatable. Prefer "
                        "LLMPLEX_SERVER_API_KEYS: arguments are visible to other users")
@@ -221,6 +228,52 @@ def _client(config: Config) -> Any:
                        total_timeout=config.total_timeout)
 
 
+def _emulating(args: argparse.Namespace) -> bool:
+    """``--emulate``, or ``LLMPLEX_EMULATE`` set to a true value."""
+    if getattr(args, "emulate", False):
+        return True
+    return os.environ.get("LLMPLEX_EMULATE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _announce_emulated() -> None:
+    from .server.emulated import EMULATED_NOTICE
+
+    bar = "=" * len(EMULATED_NOTICE)
+    print(f"{bar}\n{EMULATED_NOTICE}\n{bar}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _open_client(args: argparse.Namespace, config: Config) -> Iterator[Any]:
+    """The client of ``chat`` and ``repl``: the configured providers, or with ``--emulate``
+    the local emulators, in this process (aiohttp only: no server extra needed). Emulated
+    conversations live in memory, apart from real ones: the emulators start afresh each
+    run, so such a conversation could not be continued later (nor sent to a real
+    service)."""
+    if not args.emulated:
+        client = _client(config)
+        try:
+            yield client
+        finally:
+            client.store.close()
+        return
+    from .server.emulated import EmulatedServices, emulated_client
+
+    if args.continue_ or args.conversation:
+        raise UsageError("--emulate: emulated conversations are not kept between runs; "
+                         "use `llmplex repl --emulate` for several turns")
+    services = EmulatedServices().start()
+    try:
+        _announce_emulated()
+        client = emulated_client(services, first_token_timeout=config.first_token_timeout,
+                                 total_timeout=config.total_timeout)
+        try:
+            yield client
+        finally:
+            client.store.close()
+    finally:
+        services.stop()
+
+
 def _providers_arg(value: str | None, config: Config) -> Any:
     if value:
         names = [n.strip() for n in value.split(",") if n.strip()]
@@ -235,7 +288,9 @@ def _last_file(config: Config) -> Path:
     return data_dir(config) / LAST_CONVERSATION
 
 
-def _remember(config: Config, conversation_id: str) -> None:
+def _remember(config: Config, conversation_id: str, emulated: bool = False) -> None:
+    if emulated:  # kept in memory only: nothing to continue later
+        return
     path = _last_file(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(conversation_id + "\n", encoding="utf-8")
@@ -257,37 +312,85 @@ def _conversation_id(args: argparse.Namespace, config: Config) -> str | None:
     return None
 
 
+class _Waiting:
+    """A spinner on the terminal until the answer's first text, then wiped: shown only
+    when both stdout and stderr are a terminal (never in pipes, files or ``--json``)."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, enabled: bool, text: str = "waiting for the answer") -> None:
+        self.enabled = enabled
+        self.text = text
+        self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def wanted(as_json: bool) -> bool:
+        try:
+            return not as_json and sys.stdout.isatty() and sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    async def _spin(self) -> None:
+        frame = 0
+        while True:
+            sys.stderr.write(f"\r{self.FRAMES[frame % len(self.FRAMES)]} {self.text}...")
+            sys.stderr.flush()
+            frame += 1
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        if self.enabled and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._spin())
+
+    def stop(self) -> None:
+        """Wipe the indicator (idempotent); it writes nothing more once this returns."""
+        if self._task is None:
+            return
+        self._task.cancel()  # it only ever waits in sleep(): nothing is half-written
+        self._task = None
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
 async def _turn(client: Any, *, model: str | None, provider: Any, conversation: str,
                 text: str, stream: bool, as_json: bool, **options: Any) -> None:
     """One question, its answer written to stdout."""
     out = sys.stdout
-    result = await client.chat.completions.create(
-        model=model, provider=provider, messages=[{"role": "user", "content": text}],
-        conversation=conversation, stream=stream, **options)
-    if not stream:
-        if as_json:
-            out.write(json.dumps(result.model_dump(), ensure_ascii=False) + "\n")
-        else:
-            out.write((result.choices[0].message.content or "") + "\n")
-        out.flush()
-        return
-    wrote = False
+    waiting = _Waiting(_Waiting.wanted(as_json))
+    waiting.start()
     try:
-        async with aclosing(result) as chunks:
-            async for chunk in chunks:
-                if as_json:
-                    out.write(json.dumps(chunk.model_dump(), ensure_ascii=False) + "\n")
-                    out.flush()
-                    continue
-                delta = chunk.choices[0].delta.content if chunk.choices else None
-                if delta:
-                    out.write(delta)
-                    out.flush()
-                    wrote = True
-    finally:
-        if wrote:  # end the answer's line, also when an error cut it short
-            out.write("\n")
+        result = await client.chat.completions.create(
+            model=model, provider=provider, messages=[{"role": "user", "content": text}],
+            conversation=conversation, stream=stream, **options)
+        if not stream:
+            waiting.stop()
+            if as_json:
+                out.write(json.dumps(result.model_dump(), ensure_ascii=False) + "\n")
+            else:
+                out.write((result.choices[0].message.content or "") + "\n")
             out.flush()
+            return
+        wrote = False
+        try:
+            async with aclosing(result) as chunks:
+                async for chunk in chunks:
+                    if as_json:
+                        out.write(json.dumps(chunk.model_dump(), ensure_ascii=False) + "\n")
+                        out.flush()
+                        continue
+                    delta = chunk.choices[0].delta.content if chunk.choices else None
+                    if delta:
+                        waiting.stop()
+                        out.write(delta)
+                        out.flush()
+                        wrote = True
+        finally:
+            waiting.stop()
+            if wrote:  # end the answer's line, also when an error cut it short
+                out.write("\n")
+                out.flush()
+    finally:
+        waiting.stop()
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -303,8 +406,8 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
         raise UsageError("the prompt is empty")
     options = {k: v for k, v in (("temperature", args.temperature),
                                  ("max_tokens", args.max_tokens)) if v is not None}
-    client = _client(config)
-    try:
+    args.emulated = _emulating(args)
+    with _open_client(args, config) as client:
         conversation_id = _conversation_id(args, config)
         if conversation_id is None:
             seed = [{"role": "system", "content": args.system}] if args.system else []
@@ -314,80 +417,154 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
                           provider=_providers_arg(args.provider, config),
                           conversation=conversation_id, text=prompt,
                           stream=not args.no_stream, as_json=args.json, **options))
-        _remember(config, conversation_id)
-    finally:
-        client.store.close()
+        _remember(config, conversation_id, args.emulated)
     return EXIT_OK
 
 
+REPL_COMMANDS = {
+    "/new": "start a new conversation",
+    "/model": "NAME: use model NAME; - : the default; alone: show the model",
+    "/provider": "NAME[,NAME...]: use these providers; - : any; alone: show them",
+    "/id": "print the conversation id",
+    "/help": "this list",
+    "/exit": "leave (also /quit, Ctrl-D)",
+}
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+
+
+def _repl_help() -> str:
+    width = max(map(len, REPL_COMMANDS))
+    return "commands:\n" + "\n".join(f"  {name.ljust(width)}  {text}"
+                                     for name, text in REPL_COMMANDS.items())
+
+
+def _model_label(client: Any, model: str | None, provider: Any) -> str:
+    """``model``, or the default's first route (what a bare request tries first)."""
+    if model:
+        return model
+    try:
+        routes = client.router.resolve(None, provider)
+    except LLMplexError:  # the default cannot be resolved: the first turn will say why
+        return "(default)"
+    if not routes:
+        return "(default)"
+    return f"(default: {routes[0].name.lower()}:{routes[0].model})"
+
+
+def _read_message(prompt: str, own_paste: bool) -> str:
+    """One message from the user: a line, or a bracketed paste of several.
+
+    With GNU readline, readline's own bracketed-paste mode (switched on in
+    :func:`cmd_repl`) puts a whole paste, newlines included, in one line buffer. Without
+    readline, the terminal is asked for bracketed paste (``ESC[?2004h``) and a line that
+    opens a paste (``ESC[200~``) is joined with the next ones up to its end
+    (``ESC[201~``)."""
+    line = input(prompt)
+    if own_paste and PASTE_START in line:
+        parts = [line]
+        while PASTE_END not in parts[-1]:
+            try:
+                parts.append(input(""))
+            except EOFError:
+                break
+        line = "\n".join(parts)
+    return line.replace(PASTE_START, "").replace(PASTE_END, "")
+
+
 def cmd_repl(args: argparse.Namespace, config: Config) -> int:
-    history = data_dir(config) / HISTORY_FILE
+    args.emulated = _emulating(args)
+    history = data_dir(config) / (HISTORY_FILE + ("_emulated" if args.emulated else ""))
     try:
         import readline
     except ImportError:  # Windows without pyreadline: plain input()
         readline = None  # type: ignore[assignment]
+    interactive = sys.stdin.isatty()
+    gnu = readline is not None and "libedit" not in (readline.__doc__ or "")
+    own_paste = interactive and not gnu
     if readline is not None:
         try:
             readline.read_history_file(history)
         except (OSError, ValueError):
             pass
         readline.set_history_length(1000)
+        if gnu:  # CPython turns it off (bpo-42819); a paste is then one line buffer
+            readline.parse_and_bind("set enable-bracketed-paste on")
     model = args.model or config.model
     provider = _providers_arg(args.provider, config)
-    client = _client(config)
-    interactive = sys.stdin.isatty()
-    try:
-        conversation_id = _conversation_id(args, config) or client.store.create(model=model).id
-        print(f"llmplex {__version__} — model {model or '(default)'}; conversation "
-              f"{conversation_id}. /help for commands, Ctrl-D to leave.", file=sys.stderr)
-        while True:
-            try:
-                line = input("you> " if interactive else "")
-            except EOFError:
-                break
-            except KeyboardInterrupt:
-                print(file=sys.stderr)
-                continue
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("/"):
-                command, _, rest = line.partition(" ")
-                rest = rest.strip()
-                if command in ("/exit", "/quit"):
+    prompt = ("you (emulated)> " if args.emulated else "you> ") if interactive else ""
+    with _open_client(args, config) as client:
+        try:
+            conversation_id = (_conversation_id(args, config)
+                               or client.store.create(model=model).id)
+            print(f"llmplex {__version__} — model {_model_label(client, model, provider)}"
+                  f"{' (EMULATED)' if args.emulated else ''}; conversation "
+                  f"{conversation_id}. /help for commands, Ctrl-D to leave.", file=sys.stderr)
+            while True:
+                if own_paste:
+                    sys.stdout.write("\x1b[?2004h")
+                    sys.stdout.flush()
+                try:
+                    line = _read_message(prompt, own_paste)
+                except EOFError:
                     break
-                if command == "/new":
-                    conversation_id = client.store.create(model=model).id
-                    print(f"(new conversation {conversation_id})", file=sys.stderr)
-                elif command == "/model":
-                    model = rest or None
-                    print(f"(model: {model or '(default)'})", file=sys.stderr)
-                elif command == "/provider":
-                    provider = _providers_arg(rest if rest != "-" else "", Config())
-                    print(f"(provider: {provider or '(any)'})", file=sys.stderr)
-                elif command == "/id":
-                    print(conversation_id)
-                else:
-                    print("commands: /new (start over), /model NAME, /provider NAME|-, "
-                          "/id (conversation id), /exit", file=sys.stderr)
-                continue
-            try:
-                asyncio.run(_turn(client, model=model, provider=provider,
-                                  conversation=conversation_id, text=line, stream=True,
-                                  as_json=False))
-                _remember(config, conversation_id)
-            except KeyboardInterrupt:
-                print("(interrupted)", file=sys.stderr)
-            except LLMplexError as exc:
-                _fail(args, exc, EXIT_ERROR)
-    finally:
-        client.store.close()
-        if readline is not None:
-            try:
-                history.parent.mkdir(parents=True, exist_ok=True)
-                readline.write_history_file(history)
-            except OSError:
-                pass
+                except KeyboardInterrupt:
+                    print(file=sys.stderr)
+                    continue
+                finally:
+                    if own_paste:
+                        sys.stdout.write("\x1b[?2004l")
+                        sys.stdout.flush()
+                text = line.strip()
+                if not text:
+                    continue
+                if text.startswith("/") and "\n" not in text:
+                    command, _, rest = text.partition(" ")
+                    rest = rest.strip()
+                    if command in ("/exit", "/quit"):
+                        break
+                    if command == "/new":
+                        conversation_id = client.store.create(model=model).id
+                        print(f"(new conversation {conversation_id})", file=sys.stderr)
+                    elif command == "/model":
+                        if rest:
+                            chosen = None if rest == "-" else rest
+                            try:
+                                client.router.resolve(chosen, provider)
+                            except LLMplexError as exc:  # a typo: keep the model in use
+                                _fail(args, exc, EXIT_ERROR)
+                                print(f"(model still: {_model_label(client, model, provider)})",
+                                      file=sys.stderr)
+                                continue
+                            model = chosen
+                        print(f"(model: {_model_label(client, model, provider)})",
+                              file=sys.stderr)
+                    elif command == "/provider":
+                        if rest:
+                            provider = _providers_arg(rest if rest != "-" else "", Config())
+                        print(f"(provider: {provider or '(any)'})", file=sys.stderr)
+                    elif command == "/id":
+                        print(conversation_id)
+                    elif command == "/help":
+                        print(_repl_help(), file=sys.stderr)
+                    else:
+                        print(f"unknown command {command}; {_repl_help()}", file=sys.stderr)
+                    continue
+                try:
+                    asyncio.run(_turn(client, model=model, provider=provider,
+                                      conversation=conversation_id, text=text, stream=True,
+                                      as_json=False))
+                    _remember(config, conversation_id, args.emulated)
+                except KeyboardInterrupt:
+                    print("(interrupted)", file=sys.stderr)
+                except LLMplexError as exc:
+                    _fail(args, exc, EXIT_ERROR)
+        finally:
+            if readline is not None:
+                try:
+                    history.parent.mkdir(parents=True, exist_ok=True)
+                    readline.write_history_file(history)
+                except OSError:
+                    pass
     return EXIT_OK
 
 
@@ -458,7 +635,22 @@ def _positive(value: float, flag: str) -> float:
     return value
 
 
+def _check_port(port: Any, what: str = "--port", count: int = 1) -> int:
+    """``port`` if it is a TCP port number (and ``count`` consecutive ones fit), else a
+    usage error."""
+    last = port + count - 1 if isinstance(port, int) and port else port
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535 \
+            or not 0 <= last <= 65535:
+        span = (f" (and the {count - 1} after it)"
+                if count > 1 and isinstance(port, int) and 0 <= port <= 65535 else "")
+        raise UsageError(f"{what} must be a port number from 0 to 65535{span}, not {port!r}")
+    return port
+
+
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    port_given = args.port if args.port is not None else config.server.get("port")
+    if port_given is not None:  # before the server extra is looked for: a usage error first
+        _check_port(port_given, "--port" if args.port is not None else "[server] port")
     try:
         from .server import EMULATED_NOTICE, bind, create_app, serve_forever
     except ImportError as exc:
@@ -541,6 +733,7 @@ def cmd_emulate(args: argparse.Namespace, config: Config) -> int:
         services = EmulatedServices(args.services, host=args.host, port=args.port)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
+    _check_port(args.port, count=len(services.names))
     try:
         services.start()
     except OSError as exc:

@@ -40,7 +40,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import __version__
@@ -139,6 +139,20 @@ def create_app(
         docs_url=None, redoc_url=None,  # served by install_docs, without a CDN
     )
     install_docs(app)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        """A browser's landing page: where the API and its documentation are."""
+        notice = f"<p><strong>{EMULATED_NOTICE}</strong></p>" if emulated else ""
+        return HTMLResponse(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>llmplex</title>"
+            "</head><body><h1>llmplex</h1>"
+            f"<p>An OpenAI-compatible API, version {__version__}.</p>{notice}"
+            "<p>API base URL: <code>/v1</code> (for example <a href=\"/v1/models\">"
+            "<code>/v1/models</code></a>).</p>"
+            "<p>Documentation: <a href=\"/docs\">/docs</a> (Swagger UI), "
+            "<a href=\"/redoc\">/redoc</a>, the schema at "
+            "<a href=\"/openapi.json\">/openapi.json</a>.</p></body></html>")
     app.state.client = client
     # Its HTTP clients must not make the server reach local ports its operator did not
     # configure (a model named "llamacpp:x" would probe 127.0.0.1:8080).

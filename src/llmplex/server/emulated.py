@@ -1,4 +1,8 @@
-"""Every upstream as a local emulator: ``llmplex serve --emulate`` and ``llmplex emulate``.
+"""Every upstream as a local emulator: ``llmplex serve --emulate``, ``llmplex emulate``,
+``llmplex chat --emulate`` and ``llmplex repl --emulate``.
+
+This module imports nothing from FastAPI or uvicorn (the emulators run on aiohttp), so it
+works on a base install, without the ``[server]`` extra.
 
 :class:`EmulatedServices` starts the emulators of :data:`llmplex.testing.EMULATORS` on
 127.0.0.1 and says how to reach them: provider options for an in-process client
@@ -17,7 +21,12 @@ from ..providers import provider_names
 from ..providers.endpoints import ENDPOINTS
 from ..testing import EMULATORS, Script, get_emulator
 
-__all__ = ["EmulatedServices", "DUMMY_CREDENTIALS", "emulated_client"]
+__all__ = ["DUMMY_CREDENTIALS", "EMULATED_NOTICE", "EmulatedServices", "emulated_client"]
+
+#: what ``serve --emulate``, ``chat --emulate`` and ``repl --emulate`` say on stderr (and
+#: the server in its API description); :data:`llmplex.server.app.EMULATED_NOTICE` is the
+#: same text, kept there so that this module needs no FastAPI
+EMULATED_NOTICE = "EMULATED: answers come from local emulators, not real services"
 
 #: provider name -> options every emulator accepts in place of real credentials
 DUMMY_CREDENTIALS: dict[str, dict[str, Any]] = {

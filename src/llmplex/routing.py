@@ -2,10 +2,23 @@
 
 Model names take three forms:
 
-- ``"provider:model"`` (``"replicate:meta/meta-llama-3-8b-instruct"``) — that provider only;
-- a ``provider=`` argument (class, name, or a list of them, tried in order);
-- a bare model name or alias (``"llama-3.1-405b"``) — every working provider that lists it
+- ``"provider:model"`` (``"replicate:meta/meta-llama-3-8b-instruct"``) — that provider only
+  (the canonical form). LiteLLM's ``"provider/model"`` (``"groq/llama-3.1-8b-instant"``)
+  means the same when the part before the first ``/`` is a registered provider name
+  (case-insensitive): ``"openai/gpt-4o-mini"`` is OpenAI's, never OpenRouter's model of that
+  id (write ``"openrouter:openai/gpt-4o-mini"`` for that). Any other ``/`` is part of the
+  model id (``"meta/meta-llama-3-8b-instruct"``), and a provider's own id that starts with
+  its name (``"openrouter/auto"``) is kept whole;
+- a ``provider=`` argument (class, name, or a list of them, tried in order); there a
+  ``"other/..."`` model naming a different provider is that provider's model id as written;
+- a bare model name or alias (``"tulu-3-405b"``) — every working provider that lists it
   (or a router alias), tried in order of health.
+
+A ``prefix:`` that is not a provider name is part of the model name (Ollama's
+``"llama3.2:1b"``), unless it is a near miss of one — one edit away for names of up to five
+characters, two for longer ones, at least three characters — and the whole name is no
+known model or alias: then it is refused as an unknown provider with a did-you-mean
+(``"alenai:tulu-3-405b"`` → AllenAI).
 
 Fallback: a provider that fails before its first text chunk is skipped and the next one is
 tried; a failure after text reached the caller is raised (never retried: no duplicated
@@ -150,16 +163,20 @@ class Router:
                     raise InvalidRequestError(
                         f"provider lists {len(specs)} providers; at most {self.max_routes} "
                         "are tried for one request", param="provider")
-            prefix, rest = self._split_prefix(model)
+            prefix, rest = self._split_prefix(model, slash=False)
             routes = []
             for spec in specs:
                 cls = self._provider(spec)
                 if prefix is not None and prefix is not cls:
                     raise InvalidRequestError(
                         f"model {model!r} names provider {prefix.get_name()} but "
-                        f"provider={cls.get_name()} was given"
+                        f"provider={cls.get_name()} was given", param="model"
                     )
-                route = Route(cls, cls.get_model(rest if prefix else model), named=True)
+                name = rest
+                if prefix is None:  # "groq/..." with provider=Groq; else the id as written
+                    slashed, rest_of_slash = self._split_prefix(model)
+                    name = rest_of_slash if slashed is cls else model
+                route = Route(cls, cls.get_model(name), named=True)
                 if route not in routes:  # a name given twice is tried once
                     routes.append(route)
             return routes
@@ -199,6 +216,11 @@ class Router:
             )
         known = list(self.catalog())
         suggestions = difflib.get_close_matches(model, known, n=5, cutoff=0.5)
+        head, slash, rest = model.partition("/")
+        if slash and head and rest:  # "gorq/llama-3.1-8b-instant": a provider near miss?
+            suggestions = [*(f"{near.lower()}:{rest}"
+                             for near in _providers.similar_providers(head, strict=True)),
+                           *suggestions][:5]
         hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
         raise ModelNotFoundError(
             f"no provider offers model {model!r}.{hint} Use 'provider:model' for a model a "
@@ -216,14 +238,41 @@ class Router:
             return model
         return None  # open-ended catalogues only serve names given explicitly
 
-    def _split_prefix(self, model: str) -> tuple[type[AsyncGeneratorProvider] | None, str]:
+    def _split_prefix(
+        self, model: str, *, slash: bool = True
+    ) -> tuple[type[AsyncGeneratorProvider] | None, str]:
+        """The provider a model name names (``provider:model``, and with ``slash``
+        LiteLLM's ``provider/model``) and the rest, or ``(None, model)``. See the module's
+        docstring for the rules."""
         head, sep, rest = model.partition(":")
-        if sep and head:
-            try:
-                return _providers.get_provider(head), rest
-            except InvalidRequestError:
-                pass  # a model name that contains ":" (Ollama's "llama3.2:1b")
+        if sep and head and "/" not in head:
+            registered = _providers.find_provider(head)
+            if registered is not None:
+                return _providers.get_provider(registered), rest
+            self._refuse_provider_typo(head, rest, model)
+            # else a model name that contains ":" (Ollama's "llama3.2:1b")
+        if slash:
+            head, sep, rest = model.partition("/")
+            if sep and head and rest and ":" not in head:
+                registered = _providers.find_provider(head)
+                if registered is not None:
+                    cls = _providers.get_provider(registered)
+                    # the provider's own id that starts with its name stays whole
+                    return cls, model if self._serves(cls, model) is not None else rest
         return None, model
+
+    def _refuse_provider_typo(self, head: str, rest: str, model: str) -> None:
+        """Raise for ``"alenai:tulu-3-405b"``: a near miss of a provider name, in a name
+        that is no known model or alias."""
+        near = _providers.similar_providers(head, strict=True)
+        if not near or model in self.aliases:
+            return
+        if model in self.catalog():
+            return
+        forms = " or ".join(f"'{name.lower()}:{rest}'" for name in near)
+        raise InvalidRequestError(
+            f"unknown provider {head!r} — did you mean {' or '.join(near)}? ({forms})",
+            param="model", suggestions=near)
 
     @staticmethod
     def _provider(spec: ProviderSpec) -> type[AsyncGeneratorProvider]:

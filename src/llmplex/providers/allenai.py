@@ -88,9 +88,7 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
         "olmo-2-13b": "OLMo-2-1124-13B-Instruct",
         "tulu-3-1-8b": "tulu-3-1-8b",
         "tulu-3-70b": "Llama-3-1-Tulu-3-70B",
-        "llama-3.1-405b": default_model,
-        "llama-3.1-8b": "tulu-3-1-8b",
-        "llama-3.1-70b": "Llama-3-1-Tulu-3-70B",
+        # no "llama-3.1-*" aliases: these are Ai2's Tulu fine-tunes, not Meta's models
     }
     conversation_class = Conversation
     #: the server rejects a model sent with the wrong host (400); "modal" unless listed

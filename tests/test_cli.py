@@ -369,6 +369,8 @@ def test_serve_front_page_points_to_the_docs(env):
             if "serving the OpenAI-compatible API at " in line:
                 base = line.split(" at ", 1)[1].split()[0].removesuffix("/v1")
         assert base, "the server did not start"
+        # The line comes once the port is bound; uvicorn listens a moment later.
+        wait_until(lambda: _answers(base + "/health"), timeout=15)
         page = httpx.get(base + "/", timeout=10)
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
@@ -470,3 +472,10 @@ def test_ctrl_c_exits_130_and_cleans_up_upstream(env, tmp_path):
                    message="the upstream chat was not deleted")
         # the emulator sees the closed stream a moment after the process has gone
         wait_until(lambda: emulator.open_streams == 0, message="the stream stayed open")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

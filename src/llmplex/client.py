@@ -1,7 +1,7 @@
 """``Client`` and ``AsyncClient``: every provider behind the OpenAI SDK's shape.
 
 >>> client = AsyncClient()
->>> answer = await client.chat.completions.create(model="llama-3.1-405b", messages="Hi")
+>>> answer = await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
 >>> answer.choices[0].message.content
 >>> async for chunk in await client.chat.completions.create(model=..., messages=..., stream=True):
 ...     print(chunk.choices[0].delta.content or "", end="")

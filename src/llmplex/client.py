@@ -58,12 +58,27 @@ from .types import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .config import Config
     from .http.pool import ConnectionPool
 
 __all__ = ["AsyncClient", "Client", "AsyncStream", "Stream", "MAX_ANSWER_CHARS"]
 
 #: the longest answer text the client gathers (the answer fails beyond: bounded memory)
 MAX_ANSWER_CHARS = 64 * 1024 * 1024
+
+
+def _settings(config: Config | str | os.PathLike[str] | bool | None,
+              by_default: bool) -> Config | None:
+    """The configuration an AsyncClient uses (see its ``config`` argument)."""
+    if config is False or (config is None and not by_default):
+        return None
+    from .config import Config, load_config
+
+    if isinstance(config, Config):
+        return config
+    if config is None or config is True:
+        return load_config()
+    return load_config(config)
 
 
 class AsyncClient:
@@ -74,6 +89,14 @@ class AsyncClient:
     ``store`` is a :class:`ConversationStore` or a SQLite file path (default: the SQLite
     file in the user's data directory, opened on first use). ``proxy`` and ``timeout``
     apply to every request unless a call overrides them.
+
+    ``config``: the settings the CLI reads (``config.toml`` and the ``LLMPLEX_*`` and key
+    variables, :mod:`llmplex.config`): its ``[router]``, ``[providers.X]`` options, proxy,
+    timeout and deadlines. By default they are read here, at construction (an absent file
+    is fine), unless ``router`` or ``provider_options`` is given: a caller that builds its
+    own routing (tests, the emulated services) is not surprised by a user's file.
+    ``config=True`` reads them anyway, ``config=False`` never; a path reads that file; a
+    :class:`~llmplex.config.Config` is used as it is. Explicit arguments win over it.
     """
 
     def __init__(
@@ -87,7 +110,20 @@ class AsyncClient:
         first_token_timeout: float | None = None,
         total_timeout: float | None = None,
         local_servers: Literal["named", "configured"] = "named",
+        config: Config | str | os.PathLike[str] | bool | None = None,
     ) -> None:
+        settings = _settings(config, router is None and provider_options is None)
+        if settings is not None:
+            if router is None and settings.router:
+                router = settings.make_router()
+            if provider_options is None:
+                provider_options = settings.providers
+            proxy = settings.proxy if proxy is None else proxy
+            timeout = settings.timeout if timeout is None else timeout
+            if first_token_timeout is None:
+                first_token_timeout = settings.first_token_timeout
+            if total_timeout is None:
+                total_timeout = settings.total_timeout
         if local_servers not in ("named", "configured"):
             raise InvalidRequestError("local_servers must be 'named' or 'configured'",
                                       param="local_servers")

@@ -4,7 +4,7 @@ The file is ``config.toml`` in the user's config directory
 (``platformdirs.user_config_dir("llmplex")``: ``~/.config/llmplex`` on Linux), or the file
 named by ``LLMPLEX_CONFIG``. Every key is optional::
 
-    model = "llama-3.1-405b"          # default model (LLMPLEX_MODEL)
+    model = "groq:llama-3.1-8b-instant"  # default model (LLMPLEX_MODEL)
     provider = "Replicate"            # default provider, or a list (LLMPLEX_PROVIDER, comma-separated)
     proxy = "socks5://127.0.0.1:9050" # proxy for every request (LLMPLEX_PROXY)
     timeout = 120                     # seconds (LLMPLEX_TIMEOUT)
@@ -40,6 +40,14 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     body_timeout = 30                 # seconds for its body
     keepalive_timeout = 20            # idle kept-alive connections
     max_connections = 2048            # at once; beyond: 503
+
+Every key is checked when the file is read, and a mistake is a :class:`ConfigError` naming
+the file, the table and the key: an unknown key (with a did-you-mean; a ``[providers.X]``
+table takes the options that provider takes, plus ``timeout`` and the deadlines), a value
+of the wrong type (``api_key``, ``base_url``, ``proxy``: strings; ``cookies``, ``headers``:
+tables of strings; ``timeout``: a positive number), or a ``proxy`` that is not an
+``http``, ``https``, ``socks4`` or ``socks5`` URL with a host. ``AsyncClient()`` reads the
+same file and environment (see its ``config`` argument).
 
 Keys in the file are secrets: keep it readable by you only. Values are never printed.
 """
@@ -179,7 +187,11 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if "provider" in top:
         config.provider = _names(top["provider"], str(file))
     config.proxy = top.get("proxy")
+    if config.proxy is not None:
+        _proxy(config.proxy, f"{file}: 'proxy'")
     config.timeout = top.get("timeout")
+    if config.timeout is not None and not config.timeout > 0:
+        raise ConfigError(f"{file}: 'timeout' must be a positive number of seconds")
     for name in DEADLINE_OPTIONS:
         if name in top:
             setattr(config, name, _deadline(name, top[name], str(file)))
@@ -195,11 +207,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
                               f"(known: {', '.join(REGISTRY)})")
         if not isinstance(options, dict):
             raise ConfigError(f"{file}: [providers.{name}] must be a table")
-        canonical = get_provider(name).get_name()
-        for option in DEADLINE_OPTIONS:
-            if option in options:
-                _deadline(option, options[option], f"{file}: [providers.{name}]")
-        config.providers[canonical] = dict(options)
+        cls = get_provider(name)
+        _check_provider(cls, options, f"{file}: [providers.{name}]")
+        config.providers[cls.get_name()] = dict(options)
     for section, types in (("router", _ROUTER_KEYS), ("server", _SERVER_KEYS)):
         table = raw.get(section, {})
         if not isinstance(table, dict):
@@ -212,7 +222,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if environ.get("LLMPLEX_PROVIDER"):
         config.provider = _names(environ["LLMPLEX_PROVIDER"], "LLMPLEX_PROVIDER")
     if environ.get("LLMPLEX_PROXY"):
-        config.proxy = environ["LLMPLEX_PROXY"]
+        config.proxy = _proxy(environ["LLMPLEX_PROXY"], "LLMPLEX_PROXY")
     if environ.get("LLMPLEX_TIMEOUT"):
         try:
             config.timeout = float(environ["LLMPLEX_TIMEOUT"])
@@ -237,6 +247,60 @@ def load_config(path: str | os.PathLike[str] | None = None,
         if key_env and environ.get(key_env):
             options.pop("api_key", None)
     return config
+
+
+#: proxy URL schemes the HTTP layer speaks
+PROXY_SCHEMES = ("http", "https", "socks4", "socks5")
+_STRINGS = ("api_key", "base_url", "proxy")
+_STRING_TABLES = ("cookies", "headers")
+
+
+def _proxy(value: str, where: str) -> str:
+    """``value`` if it is a proxy URL llmplex can use, else a ConfigError (at load time,
+    not at the first request)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port  # .port raises for a bad port
+    except ValueError:
+        host = None
+        parts = None
+    if parts is None or parts.scheme.lower() not in PROXY_SCHEMES or not host:
+        raise ConfigError(f"{where}: not a proxy URL (expected "
+                          f"{', '.join(s + '://host:port' for s in PROXY_SCHEMES)})")
+    return value
+
+
+def _check_provider(cls: Any, options: Mapping[str, Any], where: str) -> None:
+    """Validate one ``[providers.X]`` table: every key is an option that provider takes
+    (or a deadline, or ``timeout``), of the right type and range."""
+    import difflib
+
+    known = sorted(cls.accepted_options() | {"timeout"} | set(DEADLINE_OPTIONS))
+    for key, value in options.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = (f"did you mean {' or '.join(map(repr, close))}?" if close
+                    else f"{cls.get_name()} takes: {', '.join(known)}")
+            raise ConfigError(f"{where}: unknown key {key!r}; {hint}", param=key,
+                              suggestions=close)
+        if key in _STRINGS:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: {key!r} must be a non-empty string", param=key)
+            if key == "proxy":
+                _proxy(value, f"{where}: 'proxy'")
+        elif key in _STRING_TABLES:
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ConfigError(f"{where}: {key!r} must be a table of strings", param=key)
+        elif key == "timeout":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not value > 0:
+                raise ConfigError(f"{where}: 'timeout' must be a positive number of seconds",
+                                  param=key)
+        elif key in DEADLINE_OPTIONS:
+            _deadline(key, value, where)
 
 
 def _deadline(name: str, value: Any, where: str) -> float | None:

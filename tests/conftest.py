@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 
 import pytest
 
@@ -13,6 +14,10 @@ import pytest
 for _name in list(os.environ):
     if _name.startswith("LLMPLEX_") or _name in ("REPLICATE_API_TOKEN", "OPENAI_API_KEY"):
         os.environ.pop(_name)
+# AsyncClient() reads config.toml: never a developer's own (an empty file instead).
+_config_dir = tempfile.mkdtemp(prefix="llmplex-tests-")
+os.environ["LLMPLEX_CONFIG"] = os.path.join(_config_dir, "config.toml")
+open(os.environ["LLMPLEX_CONFIG"], "w").close()
 
 
 @pytest.fixture(autouse=True, scope="module")

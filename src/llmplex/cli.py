@@ -222,10 +222,7 @@ def _client(config: Config) -> Any:
     from .conversations import SQLiteStore
 
     store = SQLiteStore(data_dir(config) / "conversations.sqlite3")
-    return AsyncClient(router=config.make_router(), store=store,
-                       provider_options=config.providers, proxy=config.proxy,
-                       timeout=config.timeout, first_token_timeout=config.first_token_timeout,
-                       total_timeout=config.total_timeout)
+    return AsyncClient(config=config, store=store)  # its router, providers, proxy, deadlines
 
 
 def _emulating(args: argparse.Namespace) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import tempfile
 
 import pytest
@@ -14,6 +15,10 @@ import pytest
 for _name in list(os.environ):
     if _name.startswith("LLMPLEX_") or _name in ("REPLICATE_API_TOKEN", "OPENAI_API_KEY"):
         os.environ.pop(_name)
+# A shell starts background commands with SIGINT ignored, and children inherit that: the
+# Ctrl-C tests of the CLI would then see their Ctrl-C ignored. Restore Python's default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # AsyncClient() reads config.toml: never a developer's own (an empty file instead).
 _config_dir = tempfile.mkdtemp(prefix="llmplex-tests-")
 os.environ["LLMPLEX_CONFIG"] = os.path.join(_config_dir, "config.toml")

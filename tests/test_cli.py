@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmplex.testing import Fault, Script, interrupt, serve, wait_until
+from llmplex.testing import Fault, Script, interrupt, read_exports, serve, wait_until
 from llmplex.testing.openai import OpenAIEmulator
 from llmplex.testing.replicate import ReplicateEmulator
 
@@ -422,16 +422,7 @@ def test_emulate_serves_emulators_for_other_processes(env):
                                env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
-        exports = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line or line.startswith("Emulators running"):
-                break
-            if line.strip().startswith("export "):
-                for pair in line.split()[1:]:
-                    name, _, value = pair.partition("=")
-                    exports[name] = value
+        exports = read_exports(process)
         assert exports["LLMPLEX_OPENAI_BASE_URL"].endswith("/v1")
         assert set(exports) >= {"LLMPLEX_REPLICATE_BASE_URL", "REPLICATE_API_TOKEN",
                                 "OPENAI_API_KEY"}

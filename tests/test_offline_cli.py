@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ from test_cli import LLMPLEX, Terminal, run  # the same helpers (tests/ is on sy
 
 from llmplex.server.app import EMULATED_NOTICE as APP_NOTICE
 from llmplex.server.emulated import EMULATED_NOTICE
-from llmplex.testing import interrupt
+from llmplex.testing import interrupt, read_exports
 
 CANNED = "This answer is canned: llmplex is running offline"
 
@@ -93,14 +92,7 @@ def test_chat_and_emulate_without_the_server_extra(no_server_extra):
     process = subprocess.Popen([LLMPLEX, "emulate", "openai", "--port", "0"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        exports = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line or line.startswith("Emulators running"):
-                break
-            if line.strip().startswith("export "):
-                exports.update(pair.split("=", 1) for pair in line.split()[1:])
+        exports = read_exports(process)
         assert "LLMPLEX_OPENAI_BASE_URL" in exports, process.stderr.read()
         models = httpx.get(exports["LLMPLEX_OPENAI_BASE_URL"] + "/models", timeout=5)
         assert models.status_code == 200

@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .script import Fault, Script, split_tokens
-from .waiting import cancel_mid_stream, eventually, interrupt, wait_until
+from .waiting import cancel_mid_stream, eventually, interrupt, read_exports, wait_until
 
 if TYPE_CHECKING:  # pragma: no cover
     from .emulator import Emulator, RecordedRequest
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Script", "Fault", "split_tokens", "serve", "EmulatorServer", "Emulator",
            "RecordedRequest", "EMULATORS", "get_emulator", "eventually", "wait_until",
-           "cancel_mid_stream", "interrupt"]
+           "cancel_mid_stream", "interrupt", "read_exports"]
 
 # service name -> "module:Class"; service names match the lower-case provider names.
 EMULATORS: dict[str, str] = {

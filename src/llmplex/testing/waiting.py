@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-__all__ = ["eventually", "wait_until", "cancel_mid_stream", "interrupt"]
+__all__ = ["eventually", "wait_until", "cancel_mid_stream", "interrupt", "read_exports"]
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 5.0,
@@ -81,3 +81,20 @@ def interrupt(process: subprocess.Popen, timeout: float = 15.0) -> int:
         for pipe in (process.stdin, process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def read_exports(process: subprocess.Popen[str], timeout: float = 30.0) -> dict[str, str]:
+    """The environment variables a running ``llmplex emulate`` prints (its ``export``
+    lines, read from its stdout until "Emulators running" or ``timeout`` seconds)."""
+    exports: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None, "start the process with stdout=subprocess.PIPE"
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line or line.startswith("Emulators running"):
+            break
+        if line.strip().startswith("export "):
+            for pair in line.split()[1:]:
+                name, _, value = pair.partition("=")
+                exports[name] = value
+    return exports

@@ -263,21 +263,9 @@ class Secrets:
         args and other text attributes. Other exceptions are only walked through."""
         if not self._needles:
             return exc
-        seen: set[int] = set()
-        todo: list[BaseException | None] = [exc]
-        while todo:
-            error = todo.pop()
-            if error is None or id(error) in seen:
-                continue
-            seen.add(id(error))
+        for error in _carried(exc):
             if isinstance(error, LLMplexError):
                 self._scrub_one(error)
-                if isinstance(error, AllProvidersFailed):
-                    todo.extend(e for _, e in error.errors if isinstance(e, BaseException))
-            if isinstance(error, BaseExceptionGroup):
-                todo.extend(error.exceptions)
-            todo.append(error.__cause__)
-            todo.append(error.__context__)
         return exc
 
     def _scrub_one(self, error: LLMplexError) -> None:
@@ -295,22 +283,28 @@ class Secrets:
             notes[:] = [scrub(n) if isinstance(n, str) else n for n in notes]
 
 
-def _carries_llmplex_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is, or carries (cause, context, group), an llmplex error."""
+def _carried(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it carries: its cause and context, the members of an
+    exception group and the errors of an AllProvidersFailed, each once."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
         error = todo.pop()
         if error is None or id(error) in seen:
             continue
-        if isinstance(error, LLMplexError):
-            return True
         seen.add(id(error))
+        yield error
+        if isinstance(error, AllProvidersFailed):
+            todo.extend(e for _, e in error.errors if isinstance(e, BaseException))
         if isinstance(error, BaseExceptionGroup):
             todo.extend(error.exceptions)
         todo.append(error.__cause__)
         todo.append(error.__context__)
-    return False
+
+
+def _carries_llmplex_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or carries (cause, context, group), an llmplex error."""
+    return any(isinstance(error, LLMplexError) for error in _carried(exc))
 
 
 def _forms(value: str) -> set[str]:

@@ -29,11 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["Event", "FinishReason", "Usage", "ReasoningDelta", "RefusalDelta",
-           "ToolCallDelta", "ChoiceText", "Logprobs", "ResponseMeta", "FINISH_REASONS"]
-
-#: the finish reasons of OpenAI's API, plus llmplex's ``canceled`` (stopped upstream)
-FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter",
-                            "function_call", "canceled"})
+           "ToolCallDelta", "ChoiceText", "Logprobs", "ResponseMeta"]
 
 
 class Event:

@@ -374,7 +374,7 @@ class _Run:
 
     def _open(self, route: Route) -> AsyncIterator[Any]:
         cls = route.provider
-        caps = cls.capabilities
+        caps = cls.capabilities_for(route.model)
         request = self.request
         kwargs = dict(self.client.provider_options.get(route.name.lower(), ()))
         kwargs.update(request.kwargs_for(caps.max_tokens, caps.stop, cls.accepted_options()))

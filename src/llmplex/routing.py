@@ -292,7 +292,7 @@ class Router:
             return list(routes)
         able, lacking = [], []
         for route in routes:
-            missing = route.provider.missing(request)
+            missing = route.provider.missing(request, route.model)
             if missing:
                 lacking.append((route, missing))
             else:

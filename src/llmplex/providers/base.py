@@ -49,6 +49,18 @@ class BaseProvider:
     conversation_class: ClassVar[type[JsonConversation] | None] = None
 
     @classmethod
+    def capabilities_for(cls, model: str | None) -> Capabilities:
+        """What the provider can do with ``model``: :attr:`capabilities` unless the
+        service's models differ (then the provider says per model)."""
+        return cls.capabilities
+
+    @classmethod
+    def why_not_working(cls, options: Mapping[str, Any] | None = None) -> str | None:
+        """``None`` when the provider is usable as configured (``options``: its configured
+        options), else the reason it is not (``/v1/providers`` shows it)."""
+        return None if cls.working else "marked not working"
+
+    @classmethod
     def get_name(cls) -> str:
         """The provider's name: its class name (``"AllenAI"``)."""
         return cls.__name__
@@ -166,15 +178,15 @@ class AsyncGeneratorProvider(BaseProvider):
             f"{', '.join(known)}", param=name, suggestions=suggestions, provider=cls.get_name())
 
     @classmethod
-    def missing(cls, request: ChatRequest) -> list[tuple[str, str]]:
-        """What of ``request`` this provider cannot serve: ``(param, need)`` pairs, where
-        ``need`` is a capability (``"tools"``, ``"images"``...) or the field's own name.
-        Empty when it can serve all of it."""
+    def missing(cls, request: ChatRequest, model: str | None = None) -> list[tuple[str, str]]:
+        """What of ``request`` this provider cannot serve (with ``model``, when given):
+        ``(param, need)`` pairs, where ``need`` is a capability (``"tools"``,
+        ``"images"``...) or the field's own name. Empty when it can serve all of it."""
         if not request.fields and not request.needs and not request.route_options:
             return []
         from ..request import LIMIT_FIELDS
 
-        caps = cls.capabilities
+        caps = cls.capabilities_for(model) if model else cls.capabilities
         accepted = cls.accepted_options()
         out: list[tuple[str, str]] = []
         for need, param in request.needs.items():

@@ -785,3 +785,44 @@ def test_conversation_repr_hides_the_anonymous_id():
     conv = Conversation("olmo-3.1-32b-instruct", x_anonymous_user_id="very-private-id")
     assert "very-private-id" not in repr(conv)
     assert conv.get_dict()["x_anonymous_user_id"] == "very-private-id"
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_llmplex_emulate_allenai_for_another_process(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from llmplex.testing import interrupt, read_exports
+
+    llmplex = shutil.which("llmplex", path=str(Path(sys.executable).parent)) or "llmplex"
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LLMPLEX_") and k != API_KEY_ENV}
+    env.update(LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp_path / "data"),
+               PYTHONIOENCODING="utf-8")
+    process = subprocess.Popen([llmplex, "emulate", "allenai", "--port", "0"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        exports = read_exports(process)
+        assert exports[API_KEY_ENV] == EMULATED_TOKEN and "LLMPLEX_ALLENAI_BASE_URL" in exports
+        result = subprocess.run([llmplex, "chat", "Hi", "-m", "allenai:olmo-3.1-32b-instruct"],
+                                env={**env, **exports}, capture_output=True, text=True,
+                                encoding="utf-8", timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "local allenai emulator" in result.stdout
+        # with its credentials configured, the provider reports itself usable
+        listed = subprocess.run([llmplex, "providers", "--json"], env={**env, **exports},
+                                capture_output=True, text=True, timeout=60, check=False)
+        ai2 = next(p for p in json.loads(listed.stdout) if p["name"] == "AllenAI")
+        assert ai2["working"] is True and ai2["not_working_reason"] is None
+    finally:
+        code = interrupt(process)
+        process.stdout.close()
+        process.stderr.close()
+    assert code == 0

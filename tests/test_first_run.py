@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from test_cli import run  # the installed command, as a subprocess (tests/ is on sys.path)
+from test_cli import run  # the installed command, in a subprocess
 
 from llmplex.server.emulated import EMULATED_NOTICE
 from llmplex.testing import Fault, Script, serve
@@ -121,6 +121,6 @@ def test_a_provider_table_in_the_config_file_is_configuration(fresh):
     config.write_text('[providers.OpenAI]\nbase_url = "http://127.0.0.1:9/v1"\n')
     result = run(fresh, "chat", "hi", "-m", "openai:gpt-4o-mini")
     assert result.returncode == 1, result.stderr
-    assert result.stderr.splitlines() == [
+    assert result.stderr.splitlines() == [(
         "llmplex: error: MissingAuthError: OpenAI: no API key: set OPENAI_API_KEY or add "
-        f"api_key under [providers.OpenAI] in {CONFIG}"]
+        f"api_key under [providers.OpenAI] in {CONFIG}")]

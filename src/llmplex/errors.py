@@ -180,9 +180,9 @@ def _unconfigured(error: BaseException) -> bool:
 
 
 def summarize(failed: AllProvidersFailed, no_key: Callable[[list[str]], str],
-              line: Callable[[str, BaseException], str] | None = None) -> str:
-    """The text of ``failed``: a summary line, one line per provider (``line(name,
-    error)``, by default the error's first line, trimmed), the providers without
+              text: Callable[[BaseException], str] = str) -> str:
+    """The text of ``failed``: a summary line, one line per provider (the first line of
+    ``text(error)``, the provider named once, trimmed), the providers without
     credentials as one line (``no_key(names)``), the cooling-down ones as one more."""
     model = failed.model
     lines = [f"all providers failed for model {model!r}:" if model else "all providers failed:"]
@@ -195,10 +195,10 @@ def summarize(failed: AllProvidersFailed, no_key: Callable[[list[str]], str],
         elif type(err).__name__ == "CoolingDown":  # routing's; errors imports nothing
             cooling.append((name, err))
         else:
-            text = trim((line or own_line)(name, err))
-            others[text] = others.get(text, 0) + 1
-    lines.extend(f"  {text}" + (f" ({times} attempts)" if times > 1 else "")
-                 for text, times in others.items())
+            shown = trim(own_line(name, text(err) or type(err).__name__))
+            others[shown] = others.get(shown, 0) + 1
+    lines.extend(f"  {shown}" + (f" ({times} attempts)" if times > 1 else "")
+                 for shown, times in others.items())
     if missing:
         lines.append("  " + no_key(list(dict.fromkeys(missing))))
     if cooling:
@@ -209,9 +209,9 @@ def summarize(failed: AllProvidersFailed, no_key: Callable[[list[str]], str],
     return "\n".join(lines)
 
 
-def own_line(name: str, error: BaseException) -> str:
-    """``name: message`` of one provider's error (its first line; the name once)."""
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+def own_line(name: str, message: str) -> str:
+    """``name: message``, of the message's first line, the name once."""
+    text = (message.strip().splitlines() or ["failed"])[0]
     return text if text.startswith(f"{name}:") else f"{name}: {text}"
 
 

@@ -9,7 +9,8 @@ chosen from the HTTP status or the kind of failure, never by guessing from messa
 
     LLMplexError
     ├── ModelNotFoundError            unknown model for this provider
-    ├── MissingAuthError              no/invalid credentials (401, 403, missing key)
+    ├── MissingAuthError              no/invalid credentials (401, 403, missing key:
+    │                                 .unconfigured)
     ├── ResponseError (RuntimeError)  upstream said something wrong
     │   ├── ResponseStatusError       non-2xx; .status, .provider, .body
     │   │   └── RateLimitError        429 (.retry_after when the server said)
@@ -192,7 +193,7 @@ def summarize(failed: AllProvidersFailed, no_key: Callable[[list[str]], str],
     for name, err in failed.errors:
         if _unconfigured(err):
             missing.append(name)
-        elif type(err).__name__ == "CoolingDown":  # routing's; errors imports nothing
+        elif type(err).__name__ == "CoolingDown":  # routing's (which imports this module)
             cooling.append((name, err))
         else:
             shown = trim(own_line(name, text(err) or type(err).__name__))
@@ -247,8 +248,12 @@ def _key_hint(names: list[str]) -> str:
     table = f"[providers.{names[0]}]" if len(names) == 1 else "[providers.<Name>]"
     # the one provider without a key variable (OpenAssistant) takes browser cookies
     what = "api_key" if len(variables) == len(names) else "api_key or cookies"
+    try:
+        where = display_path(config_path())
+    except Exception:  # noqa: BLE001  (an error's text must never fail to be made)
+        where = "llmplex's config.toml"
     hint = (f"(set {or_list(variables)}, or add " if variables else "(add ") + \
-        f"{what} under {table} in {display_path(config_path())})"
+        f"{what} under {table} in {where})"
     wrapped = textwrap.wrap(hint, 84, break_on_hyphens=False, break_long_words=False)
     return "no key for: " + ", ".join(names) + "".join("\n    " + w for w in wrapped)
 

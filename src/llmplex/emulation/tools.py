@@ -256,7 +256,9 @@ class ToolCallParser:
       object is a call only if it names a known tool, so ``{"name": "Bob", "age": 3}``
       stays text;
     - a call object nested in other JSON is still recognised (its surroundings are text);
-    - an unbalanced ``{`` at the end is text unless it began as a call naming a known tool.
+    - an unbalanced ``{`` at the end is text unless it began as a call naming a known tool;
+    - whitespace around and between calls is delivered as text like any other (it does
+      not count for :attr:`delivered_text`).
 
     :attr:`blocks` holds the raw text of each recognised call block (valid or not), so
     delivered text and blocks together are exactly the answer.
@@ -381,115 +383,132 @@ class ToolCallParser:
         return len(s)
 
     def _step(self, s: str, i: int, pieces: list[str]) -> int:
-        mode = self._mode
-        if mode == _TEXT:
-            m = (_TEXT_STOP if self._bare else _TEXT_STOP_NO_JSON).search(s, i)
-            if m is None:
-                self._emit(s[i:])
-                return len(s)
-            j = m.start()
-            self._emit(s[i:j])
-            char = s[j]
-            self._hold_text(char)
-            if char == "<":
-                self._mode, self._matched = _TAG_OPEN, 1
-            elif char == "`":
-                self._mode, self._matched = _TICKS, 1
-            else:
-                self._mode, self._shape = _JSON, _Shape()
-                self._shape.step(char)
-                self._depth = 1
-            return j + 1
-        if mode == _TAG_OPEN:
-            while i < len(s) and self._matched < len(OPEN):
-                if s[i] != OPEN[self._matched]:
-                    return self._release(s, i, pieces)
-                self._hold_text(s[i])
-                self._matched += 1
-                i += 1
-            if self._matched == len(OPEN):
-                self._mode = _TAG_BODY
-            return i
-        if mode == _TAG_BODY:
-            end = self._find(s, i, CLOSE)
-            if end is None:
-                return len(s)
-            self._hold_text(s[i:end])
-            held = self._held()
-            self._mode = _TEXT
-            self._reset()
-            self._settle(held, held[len(OPEN):-len(CLOSE)], "tag")
-            return end
-        if mode == _TICKS:
-            while i < len(s) and self._matched < 3:
-                if s[i] != "`":
-                    self._emit(self._held())  # one or two backticks: inline code
-                    self._mode = _TEXT
-                    self._reset()
-                    return i
-                self._hold_text("`")
-                self._matched += 1
-                i += 1
-            if self._matched == 3:
-                self._mode = _FENCE_INFO
-            return i
-        if mode == _FENCE_INFO:
-            while i < len(s):
-                char = s[i]
-                if char == "\n" or (char in "{[" and not self._info.strip()):
-                    if self._info.strip().lower() not in _JSON_FENCES:
-                        return self._pass_fence(i)
-                    if char == "\n":
-                        self._hold_text(char)
-                        i += 1
-                    self._mode, self._body = _FENCE_BODY, self._held_len
-                    self._shape = _Shape()
-                    return i
-                if char == "`" or len(self._info) > 40:
-                    return self._pass_fence(i)  # not a fence opening a block of its own
-                self._info += char
-                self._hold_text(char)
-                i += 1
-            return i
-        if mode == _FENCE_BODY:
-            start = i
-            while self._shape is not None and i < len(s):
-                decided = self._shape.step(s[i])
-                if decided is False:
-                    self._hold_text(s[start:i])
-                    return self._pass_fence(i)
-                i += 1
-                if decided:
-                    self._shape = None
-            end = self._find(s, start, FENCE)
-            if end is None:
-                return len(s)
-            self._hold_text(s[start:end])
-            held = self._held()
-            body = held[self._body:-3]
-            self._mode = _TEXT
-            self._reset()
-            self._settle(held, body, "fence")
-            return end
-        if mode == _FENCE_PASS:  # delivered as it comes; only the closing ``` is looked for
-            n, j = len(s), i
-            while j < n:
-                k = s.find("`", j)
-                if k < 0:
-                    self._matched = 0
-                    break
-                if k > j:
-                    self._matched = 0
-                self._matched += 1
-                j = k + 1
-                if self._matched == 3:
-                    self._emit(s[i:j])
-                    self._mode = _TEXT
-                    self._reset()
-                    return j
+        """Scan ``s`` from ``i`` in the current mode; returns where to go on."""
+        return _STEPS[self._mode](self, s, i, pieces)
+
+    def _on_text(self, s: str, i: int, pieces: list[str]) -> int:
+        """Plain text: delivered up to the next character that may start a call."""
+        m = (_TEXT_STOP if self._bare else _TEXT_STOP_NO_JSON).search(s, i)
+        if m is None:
             self._emit(s[i:])
-            return n
-        # _JSON: a bare value that may be a call
+            return len(s)
+        j = m.start()
+        self._emit(s[i:j])
+        char = s[j]
+        self._hold_text(char)
+        if char == "<":
+            self._mode, self._matched = _TAG_OPEN, 1
+        elif char == "`":
+            self._mode, self._matched = _TICKS, 1
+        else:
+            self._mode, self._shape = _JSON, _Shape()
+            self._shape.step(char)
+            self._depth = 1
+        return j + 1
+
+    def _on_tag_open(self, s: str, i: int, pieces: list[str]) -> int:
+        """A ``<`` that may begin ``<tool_call>``."""
+        while i < len(s) and self._matched < len(OPEN):
+            if s[i] != OPEN[self._matched]:
+                return self._release(s, i, pieces)
+            self._hold_text(s[i])
+            self._matched += 1
+            i += 1
+        if self._matched == len(OPEN):
+            self._mode = _TAG_BODY
+        return i
+
+    def _on_tag_body(self, s: str, i: int, pieces: list[str]) -> int:
+        """Inside ``<tool_call>``: held to ``</tool_call>``."""
+        end = self._find(s, i, CLOSE)
+        if end is None:
+            return len(s)
+        self._hold_text(s[i:end])
+        held = self._held()
+        self._mode = _TEXT
+        self._reset()
+        self._settle(held, held[len(OPEN):-len(CLOSE)], "tag")
+        return end
+
+    def _on_ticks(self, s: str, i: int, pieces: list[str]) -> int:
+        """One or two backticks: inline code, or the start of a fence."""
+        while i < len(s) and self._matched < 3:
+            if s[i] != "`":
+                self._emit(self._held())  # one or two backticks: inline code
+                self._mode = _TEXT
+                self._reset()
+                return i
+            self._hold_text("`")
+            self._matched += 1
+            i += 1
+        if self._matched == 3:
+            self._mode = _FENCE_INFO
+        return i
+
+    def _on_fence_info(self, s: str, i: int, pieces: list[str]) -> int:
+        """A fence's info string (``json``, ``python``...), up to its newline."""
+        while i < len(s):
+            char = s[i]
+            if char == "\n" or (char in "{[" and not self._info.strip()):
+                if self._info.strip().lower() not in _JSON_FENCES:
+                    return self._pass_fence(i)
+                if char == "\n":
+                    self._hold_text(char)
+                    i += 1
+                self._mode, self._body = _FENCE_BODY, self._held_len
+                self._shape = _Shape()
+                return i
+            if char == "`" or len(self._info) > 40:
+                return self._pass_fence(i)  # not a fence opening a block of its own
+            self._info += char
+            self._hold_text(char)
+            i += 1
+        return i
+
+    def _on_fence_body(self, s: str, i: int, pieces: list[str]) -> int:
+        """A fence that may hold a call: held to its closing fence."""
+        start = i
+        while self._shape is not None and i < len(s):
+            decided = self._shape.step(s[i])
+            if decided is False:
+                self._hold_text(s[start:i])
+                return self._pass_fence(i)
+            i += 1
+            if decided:
+                self._shape = None
+        end = self._find(s, start, FENCE)
+        if end is None:
+            return len(s)
+        self._hold_text(s[start:end])
+        held = self._held()
+        body = held[self._body:-3]
+        self._mode = _TEXT
+        self._reset()
+        self._settle(held, body, "fence")
+        return end
+
+    def _on_fence_pass(self, s: str, i: int, pieces: list[str]) -> int:
+        """A fence that cannot hold a call: delivered as it comes, to its closing fence."""
+        n, j = len(s), i
+        while j < n:
+            k = s.find("`", j)
+            if k < 0:
+                self._matched = 0
+                break
+            if k > j:
+                self._matched = 0
+            self._matched += 1
+            j = k + 1
+            if self._matched == 3:
+                self._emit(s[i:j])
+                self._mode = _TEXT
+                self._reset()
+                return j
+        self._emit(s[i:])
+        return n
+
+    def _on_json(self, s: str, i: int, pieces: list[str]) -> int:
+        """A bare ``{`` or ``[`` that may be a call: held until balanced, then judged."""
         start = i
         while self._shape is not None and i < len(s):
             decided = self._shape.step(s[i])
@@ -695,3 +714,7 @@ class ToolCallParser:
 
 _TEXT_STOP = re.compile(r"[<`{\[]")
 _TEXT_STOP_NO_JSON = re.compile(r"[<`]")
+#: the scanner of each mode, indexed by mode
+_STEPS = (ToolCallParser._on_text, ToolCallParser._on_tag_open, ToolCallParser._on_tag_body,
+          ToolCallParser._on_ticks, ToolCallParser._on_fence_info, ToolCallParser._on_fence_body,
+          ToolCallParser._on_fence_pass, ToolCallParser._on_json)

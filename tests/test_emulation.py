@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from llmplex import (
+    AsyncClient,
     Client,
     InvalidRequestError,
     OutputValidationError,
@@ -450,3 +451,22 @@ def test_providers_endpoint_says_what_is_emulated(sdk):
     assert caps["AllenAI"]["tools"] == "emulated"
     assert caps["AllenAI"]["emulated"] == ["json_object", "json_schema", "tools"]
     assert caps["OpenAI"]["tools"] == "native" and caps["OpenAI"]["emulated"] == []
+
+
+async def test_config_can_turn_emulation_off(services, tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[router]\nemulate = false\nemulation_retries = 2\n")
+    client = AsyncClient(config=path, provider_options=services.provider_options(),
+                         store=MemoryStore())
+    assert client.router.emulate is False and client.router.emulation_retries == 2
+    async with client:
+        with pytest.raises(InvalidRequestError, match="emulation through the prompt is off"):
+            await client.chat.completions.create(model="h2o:", messages=QUESTION, tools=TOOLS)
+        # a call may still ask for it
+        services.emulators["h2o"].push(Script(CALL))
+        done = await client.chat.completions.create(model="h2o:", messages=QUESTION,
+                                                    tools=TOOLS, emulate=True)
+    assert done.emulated == ["tools"]
+    path.write_text("[router]\nemulate = \"no\"\n")
+    with pytest.raises(InvalidRequestError, match="emulate"):
+        AsyncClient(config=path)

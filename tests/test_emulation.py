@@ -15,6 +15,7 @@ from llmplex import (
     Client,
     InvalidRequestError,
     OutputValidationError,
+    ResponseError,
     ToolCallError,
 )
 from llmplex.conversations import MemoryStore
@@ -470,3 +471,14 @@ async def test_config_can_turn_emulation_off(services, tmp_path):
     path.write_text("[router]\nemulate = \"no\"\n")
     with pytest.raises(InvalidRequestError, match="emulate"):
         AsyncClient(config=path)
+
+
+async def test_what_emulation_holds_is_bounded(services, client, monkeypatch):
+    # JSON output is held until validated: an endless answer fails at the limit instead
+    # of growing memory (the limit lowered here so the test stays small).
+    monkeypatch.setattr("llmplex.emulation.stream.MAX_ANSWER_CHARS", 10_000)
+    services.emulators["h2o"].push(Script('{"a": "' + "x" * 20_000 + '"}'))
+    async with client:
+        with pytest.raises(ResponseError, match="answer too long"):
+            await client.chat.completions.create(
+                model="h2o:", messages=QUESTION, response_format={"type": "json_object"})

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from .conversations.base import Conversation, ConversationStore
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError, ResponseError
-from .limits import OutputLimiter, estimate_tokens
+from .limits import MAX_ANSWER_CHARS, OutputLimiter, estimate_tokens
 from .objects import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -63,8 +63,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["AsyncClient", "Client", "AsyncStream", "Stream", "MAX_ANSWER_CHARS"]
 
-#: the longest answer text the client gathers (the answer fails beyond: bounded memory)
-MAX_ANSWER_CHARS = 64 * 1024 * 1024
 
 
 def _settings(config: Config | str | os.PathLike[str] | bool | None,

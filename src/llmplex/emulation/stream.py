@@ -24,8 +24,9 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import OutputValidationError, ToolCallError
+from ..errors import OutputValidationError, ResponseError, ToolCallError
 from ..events import FinishReason, ToolCallDelta, Usage
+from ..limits import MAX_ANSWER_CHARS
 from ..types import Chunk, JsonConversation
 from . import json_output
 from . import tools as tool_prompt
@@ -111,9 +112,15 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
         delivered = False  # some text reached the caller: no retry can undo it
         spacing: list[str] = []  # whitespace after a call, held
         reason = "stop"
+        size = 0  # characters of this attempt's answer
         async with aclosing(open_stream(rendered, state)) as upstream:
             async for chunk in upstream:
                 if type(chunk) is str:
+                    size += len(chunk)
+                    if size > MAX_ANSWER_CHARS:  # what is held here is bounded too
+                        raise ResponseError(
+                            f"answer too long: over {MAX_ANSWER_CHARS} characters",
+                            provider=provider)
                     items: Sequence[Any] = parser.feed(chunk) if parser is not None else (chunk,)
                 elif isinstance(chunk, FinishReason):
                     reason = chunk.reason  # ours comes at the end

@@ -19,6 +19,8 @@ RateLimitError (upstream 429)       429     rate_limit_error               rate_
 no upstream key configured          500     server_error                   provider_not_configured
 upstream refused the server's key   502     upstream_error                 upstream_auth_error
 ProviderConnectionError             502     upstream_error                 upstream_connection_error
+EmulationError (emulated tools or   502     upstream_error                 invalid_model_output
+JSON unreadable after retries)
 StreamError, other ResponseError    502     upstream_error                 upstream_error
 provider cooling down (fallback)    503     upstream_error                 upstream_cooling_down
 ProviderTimeoutError                504     upstream_error                 upstream_timeout
@@ -65,6 +67,7 @@ from ..config import _key_env
 from ..conversations.base import ConversationNotFoundError
 from ..errors import (
     AllProvidersFailed,
+    EmulationError,
     InvalidRequestError,
     LLMplexError,
     MissingAuthError,
@@ -84,7 +87,9 @@ __all__ = ["UPSTREAM_REJECTIONS", "APIError", "error_for", "public"]
 UPSTREAM_REJECTIONS = frozenset({400, 413, 422})
 #: statuses and codes of errors that a retry of the same request cannot fix
 _FINAL_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
-_FINAL_CODES = frozenset({"upstream_auth_error", "provider_not_configured"})
+# invalid_model_output: llmplex already asked the model again (the corrective retries)
+_FINAL_CODES = frozenset({"upstream_auth_error", "provider_not_configured",
+                          "invalid_model_output"})
 
 
 @dataclass(eq=False)
@@ -200,6 +205,8 @@ def _error_for(exc: BaseException) -> APIError:
         return APIError(400, message, "invalid_request_error", "upstream_rejected_request")
     if isinstance(exc, ResponseStatusError) and exc.status == 404:
         return APIError(404, message, "invalid_request_error", "upstream_not_found")
+    if isinstance(exc, EmulationError):
+        return APIError(502, message, "upstream_error", "invalid_model_output")
     if isinstance(exc, StreamError):
         return APIError(502, message, "upstream_error", "upstream_stream_error")
     if isinstance(exc, (ResponseError, LLMplexError)):

@@ -124,3 +124,26 @@ def test_a_provider_table_in_the_config_file_is_configuration(fresh):
     assert result.stderr.splitlines() == [(
         "llmplex: error: MissingAuthError: OpenAI: no API key: set OPENAI_API_KEY or add "
         f"api_key under [providers.OpenAI] in {CONFIG}")]
+
+
+LMSTUDIO = 1234  # LM Studio's port: a local server, reached when named without configuration
+
+
+def test_repl_goes_on_once_something_answered(fresh):
+    from test_local_servers import Listener
+
+    probe = socket.socket()
+    try:
+        probe.bind(("127.0.0.1", LMSTUDIO))
+    except OSError:
+        pytest.skip(f"port {LMSTUDIO} is in use here")
+    finally:
+        probe.close()
+    with serve(Listener(), "127.0.0.1", LMSTUDIO) as listener:
+        result = run(fresh, "repl", "-m", "lmstudio:qwen", input=(
+            "hello\n/model openai:gpt-4o-mini\nagain\n/exit\n"))
+    assert result.returncode == 0, result.stderr
+    assert len(listener.received) == 1 and result.stdout.strip() == "hi"
+    first_run = [line for line in result.stderr.splitlines() if "try offline" in line]
+    assert first_run == ["llmplex: no API key for OpenAI. Set OPENAI_API_KEY or edit "
+                         f"{CONFIG}, or try offline: llmplex repl --emulate"]

@@ -514,6 +514,7 @@ def cmd_repl(args: argparse.Namespace, config: Config) -> int:
     model = args.model or config.model
     provider = _providers_arg(args.provider, config)
     prompt = ("you (emulated)> " if args.emulated else "you> ") if interactive else ""
+    answered = False  # a turn was answered (by a provider named without configuration)
     with _open_client(args, config) as client:
         try:
             conversation_id = (_conversation_id(args, config)
@@ -576,12 +577,15 @@ def cmd_repl(args: argparse.Namespace, config: Config) -> int:
                                       conversation=conversation_id, text=text, stream=True,
                                       as_json=False))
                     _remember(config, conversation_id, args.emulated)
+                    answered = True
                 except KeyboardInterrupt:
                     print("(interrupted)", file=sys.stderr)
                 except LLMplexError as exc:
-                    if _first_run(args, config, exc):  # nothing will answer: say so, leave
-                        return EXIT_USAGE
-                    _fail(args, exc, EXIT_ERROR)
+                    if _first_run(args, config, exc):
+                        if not answered:  # nothing has answered, nothing will: leave
+                            return EXIT_USAGE
+                    else:
+                        _fail(args, exc, EXIT_ERROR)
         finally:
             if readline is not None:
                 try:

@@ -145,5 +145,5 @@ def test_repl_goes_on_once_something_answered(fresh):
     assert result.returncode == 0, result.stderr
     assert len(listener.received) == 1 and result.stdout.strip() == "hi"
     first_run = [line for line in result.stderr.splitlines() if "try offline" in line]
-    assert first_run == ["llmplex: no API key for OpenAI. Set OPENAI_API_KEY or edit "
-                         f"{CONFIG}, or try offline: llmplex repl --emulate"]
+    assert first_run == [("llmplex: no API key for OpenAI. Set OPENAI_API_KEY or edit "
+                          f"{CONFIG}, or try offline: llmplex repl --emulate")]

@@ -1,8 +1,10 @@
 """The ``llmplex`` command: chat, REPL, provider and model tables, server, emulators.
 
 ``main(argv)`` returns the exit status: 0 success, 1 an llmplex or upstream error, 2 a
-usage or configuration error, 130 interrupted (Ctrl-C). Errors are one line on stderr;
-``--debug`` adds the traceback.
+usage or configuration error (nothing configured included), 130 interrupted (Ctrl-C).
+Errors are one line on stderr (an AllProvidersFailed: a summary line and one per
+provider; with nothing configured, one line saying what to set and how to try offline:
+:mod:`llmplex.cli_messages`); ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from . import __version__
 from .config import ENVIRONMENT, Config, ConfigError, config_path, data_dir, load_config
-from .errors import LLMplexError
+from .errors import AllProvidersFailed, LLMplexError
 
 __all__ = ["main", "build_parser"]
 
@@ -177,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    config: Config | None = None
     try:
         config = load_config(args.config)
         return args.handler(args, config)
@@ -186,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         return _fail(args, exc, EXIT_USAGE)
     except LLMplexError as exc:
+        if config is not None and _first_run(args, config, exc):
+            return EXIT_USAGE
         return _fail(args, exc, EXIT_ERROR)
     except BrokenPipeError:  # `llmplex chat ... | head -1`
         _silence_stdout()
@@ -195,16 +200,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, status: int, internal: bool = False) -> int:
+    from .cli_messages import error_text
+
     if args.debug:
         traceback.print_exception(exc, file=sys.stderr)
-    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if isinstance(exc, AllProvidersFailed):  # its own summary line names what it is
+        message = error_text(exc)
+    elif isinstance(exc, LLMplexError) and not isinstance(exc, (UsageError, ConfigError)):
+        message = f"{type(exc).__name__}: {error_text(exc, args.config)}"
+    else:
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     if internal:
         hint = "" if args.debug else " (run with --debug for the traceback)"
         message = f"internal error: {type(exc).__name__}: {message}{hint}"
-    elif isinstance(exc, LLMplexError) and not isinstance(exc, (UsageError, ConfigError)):
-        message = f"{type(exc).__name__}: {message}"
     print(f"llmplex: error: {message}", file=sys.stderr)
     return status
+
+
+def _first_run(args: argparse.Namespace, config: Config, exc: BaseException) -> bool:
+    """With nothing configured and no key for any route: print the one line saying what
+    to set and how to try offline (and the traceback with ``--debug``); say whether."""
+    from .cli_messages import first_run_line
+
+    line = first_run_line(exc, config, command=args.command,
+                          prompt=getattr(args, "prompt", None))
+    if line is None:
+        return False
+    if args.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(line, file=sys.stderr)
+    return True
 
 
 def _silence_stdout() -> None:
@@ -489,6 +514,7 @@ def cmd_repl(args: argparse.Namespace, config: Config) -> int:
     model = args.model or config.model
     provider = _providers_arg(args.provider, config)
     prompt = ("you (emulated)> " if args.emulated else "you> ") if interactive else ""
+    answered = False  # a turn was answered (by a provider named without configuration)
     with _open_client(args, config) as client:
         try:
             conversation_id = (_conversation_id(args, config)
@@ -551,10 +577,15 @@ def cmd_repl(args: argparse.Namespace, config: Config) -> int:
                                       conversation=conversation_id, text=text, stream=True,
                                       as_json=False))
                     _remember(config, conversation_id, args.emulated)
+                    answered = True
                 except KeyboardInterrupt:
                     print("(interrupted)", file=sys.stderr)
                 except LLMplexError as exc:
-                    _fail(args, exc, EXIT_ERROR)
+                    if _first_run(args, config, exc):
+                        if not answered:  # nothing has answered, nothing will: leave
+                            return EXIT_USAGE
+                    else:
+                        _fail(args, exc, EXIT_ERROR)
         finally:
             if readline is not None:
                 try:

@@ -43,6 +43,7 @@ from .errors import (
     EmulationError,
     InvalidRequestError,
     LLMplexError,
+    MissingAuthError,
     ModelNotFoundError,
     ProviderTimeoutError,
     RateLimitError,
@@ -475,12 +476,16 @@ class Router:
                 except InvalidRequestError:
                     raise  # the caller's mistake: another provider will not fix it
                 except Exception as exc:
-                    if not _refused(exc):  # a refused request says nothing of its health
+                    # A refused request, or one never sent for want of a key, says
+                    # nothing of the provider's health (and a retry cannot fix the key).
+                    unconfigured = isinstance(exc, MissingAuthError) and exc.unconfigured
+                    if not (_refused(exc) or unconfigured):
                         self.record_failure(route.name, exc)
                     if delivered or watch.total_passed:
                         raise
                     errors.append((route.name, exc))
-                    if isinstance(exc, RateLimitError) or attempt == self.retries:
+                    if isinstance(exc, RateLimitError) or unconfigured \
+                            or attempt == self.retries:
                         break
                     continue
                 finally:

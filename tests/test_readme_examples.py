@@ -124,7 +124,6 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
     process = subprocess.Popen([str(BIN / "llmplex"), "emulate"], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        # read_exports stops at "Emulators running": keep the output before it
         exports = read_exports(process)
         assert "LLMPLEX_OPENAI_BASE_URL" in exports, exports
         yield Emulators(exports, _cookie_config())
@@ -142,16 +141,9 @@ def _cookie_config() -> str:
     return f"[providers.OpenAssistant]\ncookies = {{ {pairs} }}\n"
 
 
-@dataclass
-class Server:
-    """One ``llmplex serve --emulate`` for the session: the README's port 1337 stands for it."""
-
-    port: int
-    process: subprocess.Popen[str]
-
-
 def _wait_for_line(path: Path, pattern: str, process: subprocess.Popen[str],
                    timeout: float = 30.0) -> re.Match[str]:
+    """The first match of ``pattern`` in what ``process`` writes to ``path``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = re.search(pattern, path.read_text(errors="replace"))
@@ -163,21 +155,46 @@ def _wait_for_line(path: Path, pattern: str, process: subprocess.Popen[str],
     raise AssertionError(f"no {pattern!r} from the process; it wrote:\n{path.read_text()}")
 
 
+class Servers:
+    """The session's ``llmplex serve`` processes, one per way of running: ``--emulate``
+    for ``emulate`` blocks, and for ``real-key VAR`` blocks a real one that has only
+    ``VAR``'s provider, pointed at its emulator. The README's port 1337 stands for them."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.ports: dict[str, int] = {}
+        self.processes: list[subprocess.Popen[str]] = []
+
+    def port(self, key: str | None, emulators: Emulators | None) -> int:
+        name = key or "emulate"
+        if name not in self.ports:
+            home = self.home / name
+            env = _clean_environ(home)
+            args = [str(BIN / "llmplex"), "serve", "--port", "0"]
+            if key is None:
+                args.append("--emulate")
+            else:
+                assert emulators is not None
+                env.update(emulators.for_key(key))
+            log = home / "serve.log"
+            with open(log, "w") as out:
+                process = subprocess.Popen(args, env=env, text=True, stdout=out,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.processes.append(process)
+            found = _wait_for_line(log, r"serving .* at http://127\.0\.0\.1:(\d+)/v1", process)
+            _wait_for_health(int(found.group(1)))
+            self.ports[name] = int(found.group(1))
+        return self.ports[name]
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("serve-home")
-    env = _clean_environ(home)
-    log = home / "serve.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen([str(BIN / "llmplex"), "serve", "--emulate", "--port", "0"],
-                                   env=env, text=True, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    running = Servers(tmp_path_factory.mktemp("serve-home"))
     try:
-        found = _wait_for_line(log, r"serving .* at http://127\.0\.0\.1:(\d+)/v1", process)
-        _wait_for_health(int(found.group(1)))
-        yield Server(int(found.group(1)), process)
+        yield running
     finally:
-        interrupt(process)
+        for process in running.processes:
+            interrupt(process)
 
 
 def _rewrite_ports(code: str, ports: dict[int, int]) -> str:
@@ -215,7 +232,9 @@ def _context(chain: list[Block], request: pytest.FixtureRequest, tmp_path: Path)
         assert marker.key is not None
         env.update(request.getfixturevalue("emulators").for_key(marker.key))
     if marker.serve:
-        ports[1337] = request.getfixturevalue("server").port
+        key = marker.key if marker.mode == "real-key" else None
+        ports[1337] = request.getfixturevalue("servers").port(
+            key, request.getfixturevalue("emulators") if key else None)
     for port, service in marker.ports.items():
         ports[port] = int(emu.url(service).rsplit(":", 1)[1].split("/")[0])
     work = tmp_path / "work"
@@ -239,7 +258,7 @@ def _chain(block: Block) -> list[Block]:
     return chain
 
 
-def _mode(block: Block) -> Block:
+def _first(block: Block) -> Block:
     """The block whose marker says how ``block`` runs (the first of its chain)."""
     return _chain(block)[0]
 
@@ -283,7 +302,7 @@ def _installs() -> dict[str, Install | None]:
     for block in BLOCKS:
         found[block.id] = latest
         if block.language in SHELLS:
-            for command in _commands(block):
+            for command in (c for b in _chain(block) for c in _commands(b)):
                 tokens = _tokens(command)
                 got = _pip_install(tokens) if tokens else None
                 if got:
@@ -350,7 +369,7 @@ def _run(args: list[str], ctx: Context, what: str, stdin: str = "") -> subproces
 
 def run_python(block: Block, ctx: Context) -> None:
     code = "\n".join(b.code for b in _chain(block))
-    _check_imports(block, code, _installs()[_mode(block).id])
+    _check_imports(block, code, _installs()[_first(block).id])
     (ctx.cwd / "block.py").write_text(_rewrite_ports(code, ctx.ports), encoding="utf-8")
     (ctx.cwd / "runner.py").write_text(RUNNER, encoding="utf-8")
     done = _run([sys.executable, "runner.py", "block.py", f"README.md:{block.line}"], ctx,
@@ -455,7 +474,7 @@ def run_emulate(words: list[str], ctx: Context, what: str) -> None:
 
 def run_shell(block: Block, ctx: Context) -> None:
     ran = 0
-    for command in _commands(block):
+    for command in (c for b in _chain(block) for c in _commands(b)):
         command = _rewrite_ports(command, ctx.ports)
         words = _program(_tokens(command))
         what = f"{block.id}: `{command}`"
@@ -537,7 +556,7 @@ def test_readme_block_runs(block: Block, request: pytest.FixtureRequest,
                            tmp_path: Path) -> None:
     where = f"README.md line {block.line} ({block.id}, ```{block.language})"
     assert block.marker_error is None, f"{where}: {block.marker_error}; {HOW_TO_MARK}"
-    mode = _mode(block).marker
+    mode = _first(block).marker
     assert block.marker is not None and mode is not None and mode.mode is not None, \
         f"{where}: says nowhere how it runs: {HOW_TO_MARK}"
     if mode.mode == "skip":
@@ -564,9 +583,12 @@ def test_an_unmarked_block_is_reported():
 
     text = ("# A\n\n<!-- readme-test: real-key GROQ_API_KEY; serve; port 8000=openai -->\n"
             "```python\nx = 1\n```\n\n```bash\nls\n```\n"
-            "<!-- readme-test: skip -->\n```toml\n```\n")
-    first, second, third = parse(text)
+            "<!-- readme-test: skip -->\n```toml\n```\n"
+            "## B\n<!--\n  readme-test: continues\n-->\n~~~py\ny = 2\n~~~\n")
+    first, second, third, fourth = parse(text)
     assert first.id == "a-1" and first.marker and first.marker.key == "GROQ_API_KEY"
     assert first.marker.serve and first.marker.ports == {8000: "openai"}
     assert second.marker is None and second.id == "a-2"
     assert third.marker_error and "reason" in third.marker_error
+    assert fourth.id == "b-1" and fourth.language == "py" and fourth.code == "y = 2\n"
+    assert fourth.marker and fourth.marker.continues and fourth.marker.mode is None

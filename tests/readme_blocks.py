@@ -11,17 +11,23 @@ It holds directives separated by ``;``:
   ``--emulate``, its Python runs in the environment ``llmplex emulate`` prints.
 - ``real-key VAR``: works for real with the key variable ``VAR`` set; the test runs it
   with ``VAR``'s provider pointed at its emulator (base-URL variable and a dummy key).
+- ``no-key``: shows what happens with nothing configured (no key, no emulator).
 - ``serve``: talks to ``llmplex serve`` on port 1337 (the Quick start's server); the test
   runs one ``llmplex serve --emulate`` and rewrites only the port 1337 in the block.
 - ``port N=SERVICE``: a URL's port ``N`` stands for a local server; the test rewrites it to
   the port of the ``SERVICE`` emulator (``openai``, ``replicate``...).
+- ``exit N``: the block's last command exits with status ``N`` (a block showing an error).
 - ``continues``: the block goes on from the previous block of the same section (same
   language); the test runs them together, that one first.
 - ``error-tree``: a tree of exception classes, checked against ``llmplex.errors``.
 - ``skip reason="..."``: cannot run here at all (say why); keep these rare.
 
-Every block needs a marker with ``emulate``, ``real-key``, ``error-tree`` or ``skip``
-(``continues`` inherits it): a block without one fails its test, saying so.
+Every block needs a marker with ``emulate``, ``real-key``, ``no-key``, ``error-tree`` or
+``skip`` (``continues`` inherits it): a block without one fails its test, saying so.
+
+In a ``console`` block, ``$ `` lines are commands and the lines under one are what it
+prints: each must appear in its output (stdout and stderr), in order, ``...`` standing for
+any text. ``bash``/``sh`` blocks are all commands (``#`` comments ignored).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PREFIX = "readme-test:"
-MODES = ("emulate", "real-key", "error-tree", "skip")
+MODES = ("emulate", "real-key", "no-key", "error-tree", "skip")
 HOW_TO_MARK = (
     "put a marker on the line above the block, e.g. `<!-- readme-test: emulate -->` (runs "
     "as written against the emulators), `<!-- readme-test: real-key OPENAI_API_KEY -->` "
@@ -58,6 +64,7 @@ class Marker:
     serve: bool = False
     continues: bool = False
     ports: dict[int, str] = field(default_factory=dict)  # port -> emulator service
+    exit: int = 0  # the exit status of the block's last command
 
     @classmethod
     def parse(cls, text: str) -> Marker:
@@ -78,11 +85,15 @@ class Marker:
                 if not found:
                     raise MarkerError('skip needs reason="why it cannot run"')
                 marker.reason = found.group(1)
-            elif word in ("emulate", "error-tree", "serve", "continues"):
+            elif word in ("emulate", "no-key", "error-tree", "serve", "continues"):
                 if rest:
                     raise MarkerError(f"{word!r} takes no argument, got {rest!r}")
                 marker.serve = marker.serve or word == "serve"
                 marker.continues = marker.continues or word == "continues"
+            elif word == "exit":
+                if not rest.isdigit():
+                    raise MarkerError(f"exit needs a status, got {rest!r}")
+                marker.exit = int(rest)
             elif word == "port":
                 found = re.fullmatch(r"(\d+)=(\w+)", rest)
                 if not found:

@@ -165,15 +165,15 @@ class Servers:
         self.ports: dict[str, int] = {}
         self.processes: list[subprocess.Popen[str]] = []
 
-    def port(self, key: str | None, emulators: Emulators | None) -> int:
-        name = key or "emulate"
+    def port(self, mode: str, key: str | None, emulators: Emulators | None) -> int:
+        name = key or mode
         if name not in self.ports:
             home = self.home / name
             env = _clean_environ(home)
             args = [str(BIN / "llmplex"), "serve", "--port", "0"]
-            if key is None:
+            if mode == "emulate":
                 args.append("--emulate")
-            else:
+            elif key is not None:
                 assert emulators is not None
                 env.update(emulators.for_key(key))
             log = home / "serve.log"
@@ -211,6 +211,7 @@ class Context:
     env: dict[str, str]
     cwd: Path
     ports: dict[int, int] = field(default_factory=dict)
+    exit: int = 0  # the exit status the block's last command shows
 
 
 def _context(chain: list[Block], request: pytest.FixtureRequest, tmp_path: Path) -> Context:
@@ -233,13 +234,14 @@ def _context(chain: list[Block], request: pytest.FixtureRequest, tmp_path: Path)
         env.update(request.getfixturevalue("emulators").for_key(marker.key))
     if marker.serve:
         key = marker.key if marker.mode == "real-key" else None
+        assert marker.mode is not None
         ports[1337] = request.getfixturevalue("servers").port(
-            key, request.getfixturevalue("emulators") if key else None)
+            marker.mode, key, request.getfixturevalue("emulators") if key else None)
     for port, service in marker.ports.items():
         ports[port] = int(emu.url(service).rsplit(":", 1)[1].split("/")[0])
     work = tmp_path / "work"
     work.mkdir()
-    return Context(env, work, ports)
+    return Context(env, work, ports, marker.exit)
 
 
 # -- which blocks, in which order ---------------------------------------------------------
@@ -356,13 +358,14 @@ def _check_imports(block: Block, code: str, install: Install | None) -> None:
 
 # -- running ------------------------------------------------------------------------------
 
-def _run(args: list[str], ctx: Context, what: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], ctx: Context, what: str, stdin: str = "",
+         status: int = 0) -> subprocess.CompletedProcess[str]:
     try:
         done = subprocess.run(args, env=ctx.env, cwd=ctx.cwd, input=stdin, text=True,
                               capture_output=True, timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"{what}: still running after {TIMEOUT} s\n{exc.stdout}\n{exc.stderr}")
-    assert done.returncode == 0, (f"{what}: exit status {done.returncode}\n"
+    assert done.returncode == status, (f"{what}: exit status {done.returncode}, not {status}\n"
                                   f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
     return done
 
@@ -377,15 +380,42 @@ def run_python(block: Block, ctx: Context) -> None:
     assert done.stdout.strip() or "print(" not in code, f"{block.id}: printed nothing"
 
 
-def _commands(block: Block) -> list[str]:
-    """The block's commands: ``$`` prompts dropped in console blocks (other lines are
-    output there), backslash continuations joined, split at ``&&`` and ``;``."""
+@dataclass
+class Step:
+    """One command of a shell block, and what a console block shows it printing."""
+
+    command: str
+    shown: list[str] = field(default_factory=list)
+
+
+def _steps(block: Block) -> list[Step]:
+    """The block's commands: backslash continuations joined, split at ``&&`` and ``;``.
+    In a console block only ``$ `` lines are commands; the lines under one are its output
+    (kept in the last command of that line)."""
     lines = block.code.splitlines()
-    if block.language == "console":
-        lines = [line[2:] for line in lines if line.startswith("$ ")]
-    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    if block.language != "console":
+        return [Step(c) for c in _split(re.sub(r"\\\n\s*", " ", "\n".join(lines)))]
+    steps: list[Step] = []
+    command: str | None = None
+    for line in lines:
+        if command is not None:  # a continued command line
+            command += " " + line.strip()
+        elif line.startswith("$ "):
+            command = line[2:]
+        elif steps:
+            steps[-1].shown.append(line)
+            continue
+        if command is not None and not command.endswith("\\"):
+            steps += [Step(c) for c in _split(command)]
+            command = None
+        elif command is not None:
+            command = command[:-1]
+    return steps
+
+
+def _split(text: str) -> list[str]:
     commands: list[str] = []
-    for line in joined.splitlines():
+    for line in text.splitlines():
         lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
         current: list[str] = []
@@ -398,6 +428,10 @@ def _commands(block: Block) -> list[str]:
         if current:
             commands.append(_join(current))
     return [c for c in commands if c]
+
+
+def _commands(block: Block) -> list[str]:
+    return [step.command for step in _steps(block)]
 
 
 def _join(tokens: list[str]) -> str:
@@ -472,35 +506,64 @@ def run_emulate(words: list[str], ctx: Context, what: str) -> None:
     assert status == 0, f"{what}: exit status {status} on Ctrl-C"
 
 
+#: the extra each long-running command needs (it says so when it is missing)
+NEEDS_EXTRA = {("llmplex", "serve"): "server"}
+
+
 def run_shell(block: Block, ctx: Context) -> None:
     ran = 0
-    for command in (c for b in _chain(block) for c in _commands(b)):
-        command = _rewrite_ports(command, ctx.ports)
+    steps = [step for b in _chain(block) for step in _steps(b)]
+    install = _installs()[_first(block).id]
+    for number, step in enumerate(steps, 1):
+        command = _rewrite_ports(step.command, ctx.ports)
         words = _program(_tokens(command))
         what = f"{block.id}: `{command}`"
         if words[:3] in (["python3", "-m", "venv"], ["python", "-m", "venv"]):
             continue  # makes a virtual environment: not redone here
-        install = _pip_install(_tokens(command))
-        if install:
-            unknown = [e for e in install[0] if e not in _pyproject()]
+        got = _pip_install(_tokens(command))
+        if got:
+            unknown = [e for e in got[0] if e not in _pyproject()]
             assert not unknown, f"{what}: no extra {unknown} in pyproject.toml"
+            install = Install(*got, block=block.id)
             continue
         if words[1:3] == ["-m", "pytest"]:
             assert _ci_test_command() in block.code, \
                 f"{what}: this suite itself; it must be the line .ci/run runs"
             continue
+        extra = NEEDS_EXTRA.get(tuple(words[:2]))
+        if extra:
+            assert install is not None and extra in install.extras, \
+                f"{what} needs the [{extra}] extra; the install before it does not name it"
         ran += 1
+        status = ctx.exit if number == len(steps) else 0
         if words[:2] == ["llmplex", "serve"]:
             run_serve(words, ctx, what)
-        elif words[:2] == ["llmplex", "emulate"]:
+            continue
+        if words[:2] == ["llmplex", "emulate"]:
             run_emulate(words, ctx, what)
-        elif words[:2] == ["llmplex", "repl"]:
-            done = _run(["bash", "-c", command], ctx, what, stdin="Hello\n/exit\n")
+            continue
+        repl = words[:2] == ["llmplex", "repl"]  # one question, then the end of input
+        done = _run(["bash", "-c", command], ctx, what, stdin="Hello\n" if repl else "",
+                    status=status)
+        if repl:
             assert done.stdout.strip(), f"{what}: no answer"
-        else:
-            done = _run(["bash", "-c", command], ctx, what)
+        if status == 0:
             _no_error_answer(done.stdout, what)
+        _shows(step.shown, done.stdout + done.stderr, what)
     assert ran or "pytest" in block.code, f"{block.id}: no command ran"
+
+
+def _shows(shown: list[str], output: str, what: str) -> None:
+    """Each line a console block shows under a command is in what it printed, in order;
+    ``...`` in a shown line stands for any text."""
+    at = 0
+    for line in (line.strip() for line in shown):
+        if not line:
+            continue
+        pattern = ".*?".join(map(re.escape, line.split("...")))
+        found = re.compile(pattern).search(output, at)
+        assert found, f"{what}: shows {line!r}, but it printed:\n{output}"
+        at = found.end()
 
 
 def _no_error_answer(output: str, what: str) -> None:
@@ -592,3 +655,19 @@ def test_an_unmarked_block_is_reported():
     assert third.marker_error and "reason" in third.marker_error
     assert fourth.id == "b-1" and fourth.language == "py" and fourth.code == "y = 2\n"
     assert fourth.marker and fourth.marker.continues and fourth.marker.mode is None
+
+
+def test_console_blocks_show_what_their_commands_print():
+    from readme_blocks import blocks as parse
+
+    (block,) = parse("<!-- readme-test: no-key; exit 2 -->\n```console\n"
+                     "$ llmplex chat \\\n    --bogus\nusage: ...\n"
+                     "llmplex: error: ... --bogus\n$ echo a && echo b\nb\n```\n")
+    assert block.marker and block.marker.mode == "no-key" and block.marker.exit == 2
+    steps = _steps(block)
+    assert [s.command for s in steps] == ["llmplex chat --bogus", "echo a", "echo b"]
+    assert steps[0].shown == ["usage: ...", "llmplex: error: ... --bogus"]
+    assert steps[2].shown == ["b"]
+    _shows(steps[0].shown, "usage: llmplex [-h]\nllmplex: error: unrecognized: --bogus\n", "x")
+    with pytest.raises(AssertionError, match="shows"):
+        _shows(steps[0].shown, "llmplex: error: --bogus\nusage: llmplex\n", "x")  # order

@@ -11,6 +11,8 @@ It holds directives separated by ``;``:
   ``--emulate``, its Python runs in the environment ``llmplex emulate`` prints.
 - ``real-key VAR``: works for real with the key variable ``VAR`` set; the test runs it
   with ``VAR``'s provider pointed at its emulator (base-URL variable and a dummy key).
+- ``real-key VAR; emulate``: both; tested both ways (the second test's id ends in
+  ``-emulate``).
 - ``no-key``: shows what happens with nothing configured (no key, no emulator).
 - ``serve``: talks to ``llmplex serve`` on port 1337 (the Quick start's server); the test
   runs one ``llmplex serve --emulate`` and rewrites only the port 1337 in the block.
@@ -65,6 +67,7 @@ class Marker:
     continues: bool = False
     ports: dict[int, str] = field(default_factory=dict)  # port -> emulator service
     exit: int = 0  # the exit status of the block's last command
+    also_emulate: bool = False  # real-key and emulate: works both ways
 
     @classmethod
     def parse(cls, text: str) -> Marker:
@@ -72,7 +75,9 @@ class Marker:
         for directive in filter(None, (d.strip() for d in text.split(";"))):
             word, _, rest = directive.partition(" ")
             rest = rest.strip()
-            if word in MODES:
+            if {word, marker.mode} == {"real-key", "emulate"}:  # the two ways: both tested
+                marker.mode, marker.also_emulate = "real-key", True
+            elif word in MODES:
                 if marker.mode is not None:
                     raise MarkerError(f"two modes in one marker: {marker.mode!r} and {word!r}")
                 marker.mode = word

@@ -214,10 +214,12 @@ class Context:
     exit: int = 0  # the exit status the block's last command shows
 
 
-def _context(chain: list[Block], request: pytest.FixtureRequest, tmp_path: Path) -> Context:
-    """The first block of ``chain`` says how it runs; each one may add ports."""
+def _context(chain: list[Block], request: pytest.FixtureRequest, tmp_path: Path,
+             mode: str | None = None) -> Context:
+    """The first block of ``chain`` says how it runs (unless ``mode`` says); each one may
+    add ports."""
     assert chain[0].marker is not None
-    marker = dataclasses.replace(chain[0].marker)
+    marker = dataclasses.replace(chain[0].marker, mode=mode or chain[0].marker.mode)
     for later in chain[1:]:
         assert later.marker is not None
         marker.serve = marker.serve or later.marker.serve
@@ -614,24 +616,29 @@ RUNNERS = {"python": run_python, "py": run_python, "toml": run_toml, "json": run
            **{shell: run_shell for shell in SHELLS}}
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-def test_readme_block_runs(block: Block, request: pytest.FixtureRequest,
+CASES = [pytest.param(b, None, id=b.id) for b in BLOCKS] + [
+    pytest.param(b, "emulate", id=b.id + "-emulate") for b in BLOCKS
+    if (first := _first(b).marker) and first.also_emulate]
+
+
+@pytest.mark.parametrize(("block", "mode"), CASES)
+def test_readme_block_runs(block: Block, mode: str | None, request: pytest.FixtureRequest,
                            tmp_path: Path) -> None:
     where = f"README.md line {block.line} ({block.id}, ```{block.language})"
     assert block.marker_error is None, f"{where}: {block.marker_error}; {HOW_TO_MARK}"
-    mode = _first(block).marker
-    assert block.marker is not None and mode is not None and mode.mode is not None, \
+    how = _first(block).marker
+    assert block.marker is not None and how is not None and how.mode is not None, \
         f"{where}: says nowhere how it runs: {HOW_TO_MARK}"
-    if mode.mode == "skip":
-        pytest.skip(mode.reason)
-    if mode.mode == "error-tree":
+    if how.mode == "skip":
+        pytest.skip(how.reason)
+    if how.mode == "error-tree":
         run_error_tree(block)
         return
     runner = RUNNERS.get(block.language)
     assert runner is not None, (f"{where}: no runner for ```{block.language or '(none)'}; "
                                 f"mark it skip with a reason, or teach "
                                 f"tests/test_readme_examples.py to run it")
-    runner(block, _context(_chain(block), request, tmp_path))
+    runner(block, _context(_chain(block), request, tmp_path, mode))
 
 
 def test_every_block_has_its_own_id():

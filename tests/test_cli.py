@@ -392,11 +392,12 @@ def test_providers_and_models_tables(env):
     assert table["Replicate"][1:3] == ["yes", "yes"] and table["AllenAI"][1] == "no"
     assert table["OpenAI"][3] == "yes"  # configured through the environment
     assert table["OpenAI"][4] == "tools,images,audio,files,json,reasoning,n,logprobs"
-    assert table["Replicate"][4] == "text" and table["Groq"][4] == "tools,images,json,reasoning"
+    assert table["Replicate"][4] == "tools(emulated),json(emulated)"
+    assert table["Groq"][4] == "tools,images,json,reasoning"
     data = json.loads(run(env, "providers", "--json").stdout)
     assert {p["name"] for p in data} >= {"AllenAI", "OpenAssistant", "H2o", "Replicate"}
     caps = {p["name"]: p["capabilities"] for p in data}
-    assert caps["OpenAI"]["tools"] == "native" and caps["AllenAI"]["tools"] == "none"
+    assert caps["OpenAI"]["tools"] == "native" and caps["AllenAI"]["tools"] == "emulated"
     assert caps["OpenAssistant"]["native_stop"] is False
     models = run(env, "models", "-p", "allenai").stdout
     assert "tulu3-405b" in models and "gpt-4o-mini" not in models

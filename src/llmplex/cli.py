@@ -578,8 +578,10 @@ def _can(caps: dict[str, Any]) -> str:
         ("tools" if caps["tools"] == "native" else f"tools({caps['tools']})",
          caps["tools"] != "none"),
         ("images", caps["images"]), ("audio", caps["audio"]), ("files", caps["files"]),
-        ("json", bool(caps["response_format"])), ("reasoning", caps["reasoning"]),
-        ("n", caps["n"]), ("logprobs", caps["logprobs"])) if on]
+        ("json" if caps["response_format"] else "json(emulated)",
+         bool(caps["response_format"]) or "json_object" in caps.get("emulated", ())),
+        ("reasoning", caps["reasoning"]), ("n", caps["n"]), ("logprobs", caps["logprobs"]))
+        if on]
     return ",".join(names) or "text"
 
 
@@ -597,7 +599,8 @@ def cmd_providers(args: argparse.Namespace, config: Config) -> int:
                       "needs_auth": cls.needs_auth, "configured": configured,
                       "default_model": getattr(cls, "default_model", "") or None,
                       "models": cls.get_models(), "url": cls.url,  # type: ignore[attr-defined]
-                      "capabilities": cls.capabilities.summary()})
+                      "capabilities": cls.capabilities.summary(
+                          config.router.get("emulate", True))})
     if args.json:
         print(json.dumps(items, ensure_ascii=False, indent=2))
         return EXIT_OK

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from .conversations.base import Conversation, ConversationStore
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError, ResponseError
-from .limits import OutputLimiter, estimate_tokens
-from .providers.base import run_cleanup
+from .limits import MAX_ANSWER_CHARS, OutputLimiter, estimate_tokens
 from .objects import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -43,6 +42,7 @@ from .objects import (
     ModelList,
 )
 from .prompt import validate_messages
+from .providers.base import emulated_fields, run_cleanup
 from .request import ChatRequest
 from .routing import Route, Router
 from .types import (
@@ -63,8 +63,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["AsyncClient", "Client", "AsyncStream", "Stream", "MAX_ANSWER_CHARS"]
 
-#: the longest answer text the client gathers (the answer fails beyond: bounded memory)
-MAX_ANSWER_CHARS = 64 * 1024 * 1024
 
 
 def _settings(config: Config | str | os.PathLike[str] | bool | None,
@@ -244,6 +242,7 @@ class _AsyncCompletions:
         timeout: float | None = None,
         first_token_timeout: float | None = None,
         total_timeout: float | None = None,
+        emulate: bool | None = None,
         **kwargs: Any,
     ) -> ChatCompletion | AsyncStream:
         """Create a chat completion (``stream=False``) or a stream of chunks (``True``).
@@ -265,9 +264,14 @@ class _AsyncCompletions:
 
         ``first_token_timeout`` / ``total_timeout``: this call's deadlines (seconds; see
         :mod:`llmplex.deadlines`), over the providers' and the client's.
+
+        ``emulate``: whether ``tools`` and a JSON ``response_format`` may be emulated
+        through the prompt on a provider whose service lacks them (:mod:`llmplex.emulation`;
+        the answer's ``emulated`` field then says so). ``None``: the router's setting (on by
+        default); ``False`` makes such a request an error on those providers.
         """
         client = self._client
-        request = ChatRequest.build(model, messages, stream=stream, **kwargs)
+        request = ChatRequest.build(model, messages, stream=stream, emulate=emulate, **kwargs)
         deadlines = {name: check_deadline(name, value) for name, value in (
             ("first_token_timeout", first_token_timeout), ("total_timeout", total_timeout))
             if value is not None}
@@ -371,6 +375,8 @@ class _Run:
         self.usage: Usage | None = None
         self.meta: ResponseMeta | None = None
         self.state: dict[str, Any] | None = None
+        #: what llmplex emulates for the route answering ("tools", "response_format")
+        self.emulated: list[str] | None = None
 
     def _open(self, route: Route) -> AsyncIterator[Any]:
         cls = route.provider
@@ -394,7 +400,27 @@ class _Run:
             if state is not None:
                 kwargs["conversation"] = conversation_class.from_dict(state)
             kwargs["return_conversation"] = True
-        return cls.create_async_generator(route.model, self.history, **kwargs)
+        router = self.client.router
+        emulated = cls.emulated(request) if (
+            router.emulate if request.emulate is None else request.emulate) else None
+        if not emulated:
+            self.emulated = None
+            return cls.create_async_generator(route.model, self.history, **kwargs)
+        # Tools / JSON output through the prompt (llmplex.emulation): the fields it takes
+        # over are not sent; the provider gets rendered text messages.
+        from .emulation.stream import emulate, plan
+
+        for name in emulated_fields(emulated):
+            kwargs.pop(name, None)
+        how = plan(request.fields, emulated, router.emulation_retries)
+        self.emulated = list(how.features)
+
+        def open_stream(messages: list[dict[str, str]], state: Any) -> AsyncIterator[Any]:
+            if state is not None:
+                kwargs["conversation"] = state
+            return cls.create_async_generator(route.model, messages, **kwargs)
+
+        return emulate(how, self.history, open_stream, route.name)
 
     def _first_token_timeout(self, route: Route) -> float | None:
         if "first_token_timeout" in self.deadlines:
@@ -540,10 +566,10 @@ class _Run:
         meta = self.meta
         if meta is None:
             return ChatCompletionChunk(self.id, self.created, self.model, self.provider,
-                                       choices, **more)
+                                       choices, emulated=self.emulated, **more)
         return ChatCompletionChunk(self.id, self.created, meta.model or self.model,
                                    self.provider, choices, system_fingerprint=meta.system_fingerprint,
-                                   service_tier=meta.service_tier, **more)
+                                   service_tier=meta.service_tier, emulated=self.emulated, **more)
 
     async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
         first = self.choices[0]
@@ -610,6 +636,7 @@ class _Run:
             conversation_id=self.record.id if self.record else None,
             system_fingerprint=meta.system_fingerprint if meta else None,
             service_tier=meta.service_tier if meta else None,
+            emulated=self.emulated,
         )
 
 

@@ -25,6 +25,8 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     include_not_working = false
     cooldown = 30
     aliases = { fast = ["groq:llama-3.1-8b-instant", "openai:gpt-4o-mini"] }
+    emulate = true                    # tools/JSON output by prompt for text-only services
+    emulation_retries = 1             # corrective retries of an unusable emulated answer
 
     [server]                          # llmplex serve
     host = "127.0.0.1"
@@ -88,7 +90,8 @@ _SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list
                 "header_timeout": float, "body_timeout": float, "keepalive_timeout": float,
                 "max_connections": int}
 _ROUTER_KEYS = {"order": list, "aliases": dict, "include_not_working": bool, "cooldown": float,
-                "max_cooldown": float, "retries": int, "max_routes": int}
+                "max_cooldown": float, "retries": int, "max_routes": int, "emulate": bool,
+                "emulation_retries": int}
 
 
 class ConfigError(InvalidRequestError):

@@ -13,7 +13,10 @@ chosen from the HTTP status or the kind of failure, never by guessing from messa
     ├── ResponseError (RuntimeError)  upstream said something wrong
     │   ├── ResponseStatusError       non-2xx; .status, .provider, .body
     │   │   └── RateLimitError        429 (.retry_after when the server said)
-    │   └── StreamError               error event inside a 200 stream
+    │   ├── StreamError               error event inside a 200 stream
+    │   └── EmulationError            an emulated feature unreadable in the answer; .raw
+    │       ├── ToolCallError         tool calls by prompt: invalid or missing calls
+    │       └── OutputValidationError response_format by prompt: no valid JSON
     ├── ProviderTimeoutError          connect/read timeout (also a TimeoutError)
     ├── ProviderConnectionError       connect/proxy failure, connection lost mid-stream
     │                                 (also a ConnectionError)
@@ -34,6 +37,9 @@ __all__ = [
     "ResponseStatusError",
     "RateLimitError",
     "StreamError",
+    "EmulationError",
+    "ToolCallError",
+    "OutputValidationError",
     "ProviderTimeoutError",
     "ProviderConnectionError",
     "AllProvidersFailed",
@@ -123,6 +129,38 @@ class RateLimitError(ResponseStatusError):
 
 class StreamError(ResponseError):
     """The service reported an error inside a successful (200) stream."""
+
+
+class EmulationError(ResponseError):
+    """llmplex emulated a feature the service lacks (tool calls, JSON output) through the
+    prompt, and the model's answer did not give it, also after the corrective retries.
+
+    ``.raw`` is the model's last answer as it came, ``.problems`` what was wrong with it.
+    """
+
+    def __init__(self, message: str, *, raw: str = "", problems: Sequence[str] = (),
+                 **kwargs: Any) -> None:
+        self.raw = raw
+        self.problems = list(problems)
+        super().__init__(message, **kwargs)
+
+    def __reduce__(self):
+        return (_rebuild_emulation, (type(self), self.message, self.raw, self.problems,
+                                     self.provider))
+
+
+def _rebuild_emulation(cls, message, raw, problems, provider):
+    return cls(message, raw=raw, problems=problems, provider=provider)
+
+
+class ToolCallError(EmulationError):
+    """Emulated tool calling: the answer's calls were invalid (unknown tool, arguments
+    not matching the tool's schema, malformed JSON) or a required call was missing."""
+
+
+class OutputValidationError(EmulationError):
+    """Emulated ``response_format``: the answer held no JSON, or JSON not matching the
+    schema."""
 
 
 class ProviderTimeoutError(LLMplexError, TimeoutError):

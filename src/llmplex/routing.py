@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Union
 from . import providers as _providers
 from .errors import (
     AllProvidersFailed,
+    EmulationError,
     InvalidRequestError,
     LLMplexError,
     ModelNotFoundError,
@@ -103,6 +104,10 @@ class ProviderHealth:
         }
 
 
+#: the most corrective retries an emulated answer may get (each is a whole new answer)
+MAX_EMULATION_RETRIES = 3
+
+
 @dataclass
 class Router:
     """Resolves model names to routes and runs requests with fallback.
@@ -115,6 +120,11 @@ class Router:
     ``include_not_working``: also route bare names to providers marked not ``working``.
     ``max_routes``: the most providers one request may be tried on (a longer ``provider=``
     list is refused; repeated names count once), so one request cannot fan out upstream.
+    ``emulate``: whether tool calls and ``response_format`` are emulated through the
+    prompt on routes whose service lacks them (:mod:`llmplex.emulation`; a call's
+    ``emulate=`` wins); native routes are preferred. ``emulation_retries``: corrective
+    retries when an emulated answer is unusable (a required call missing, arguments or
+    JSON not matching the schema).
     """
 
     order: Sequence[str] = ()
@@ -124,8 +134,17 @@ class Router:
     max_cooldown: float = 300.0
     include_not_working: bool = False
     max_routes: int = 8
+    emulate: bool = True
+    emulation_retries: int = 1
     clock: Callable[[], float] = time.monotonic
     health: dict[str, ProviderHealth] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.emulation_retries, bool) or not isinstance(
+                self.emulation_retries, int) or not 0 <= self.emulation_retries <= MAX_EMULATION_RETRIES:
+            raise InvalidRequestError(
+                f"emulation_retries must be an integer from 0 to {MAX_EMULATION_RETRIES}, "
+                f"got {self.emulation_retries!r}", param="emulation_retries")
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -286,29 +305,36 @@ class Router:
 
     def capable(self, routes: Sequence[Route], request: ChatRequest) -> list[Route]:
         """The routes whose provider can serve all of ``request`` (tools, images, a
-        ``response_format``, each field...). When none can, an InvalidRequestError names
-        the first field they lack and the providers that would take it."""
+        ``response_format``, each field...), those serving it natively first, then those
+        where llmplex would emulate tool calls or JSON output (when emulation is on).
+        When none can, an InvalidRequestError names the first field they lack and the
+        providers that would take it."""
         if not request.fields and not request.needs and not request.route_options:
             return list(routes)
-        able, lacking = [], []
+        emulate = self.emulate if request.emulate is None else request.emulate
+        native, emulated, lacking = [], [], []
         for route in routes:
-            missing = route.provider.missing(request)
+            missing = route.provider.missing(request, emulate)
             if missing:
                 lacking.append((route, missing))
+            elif emulate and route.provider.emulated(request):
+                emulated.append(route)
             else:
-                able.append(route)
-        if able:
-            return able
+                native.append(route)
+        if native or emulated:
+            return native + emulated
         param, need = lacking[0][1][0]
         names = list(dict.fromkeys(route.name for route, _ in lacking))
         could = [cls.get_name() for cls in self.provider_classes()
-                 if param not in {p for p, _ in cls.missing(request)}]
+                 if param not in {p for p, _ in cls.missing(request, emulate)}]
         what = f"{param!r}" if need == param else f"{param!r} (needs {need} support)"
         if could:
             shown = ", ".join(could[:8]) + (f" and {len(could) - 8} more" if len(could) > 8 else "")
             hint = f"; providers that take it: {shown}"
         else:
             hint = "; no provider takes it"
+        if not emulate and any(route.provider.missing(request, True) == [] for route, _ in lacking):
+            hint += " (emulation through the prompt is off for this call: emulate=True allows it)"
         raise InvalidRequestError(
             f"{what} is not supported by {', '.join(names)}{hint}", param=param)
 
@@ -576,5 +602,7 @@ _REFUSALS = frozenset({400, 404, 413, 422})
 
 
 def _refused(exc: BaseException) -> bool:
-    """Whether the upstream refused this request (a client error), rather than failed."""
-    return isinstance(exc, ResponseStatusError) and exc.status in _REFUSALS
+    """Whether the upstream refused this request (a client error), rather than failed;
+    an emulated answer that was unusable says nothing of the service's health either."""
+    return isinstance(exc, ResponseStatusError) and exc.status in _REFUSALS or isinstance(
+        exc, EmulationError)

@@ -335,6 +335,7 @@ def _create_arguments(body: ChatCompletionRequest, allow_overrides: bool) -> dic
         "messages": [message.as_dict() for message in body.messages],
         "provider": body.provider,
         "conversation": body.conversation_id,
+        "emulate": body.emulate,
         **body.openai_fields(),
         **overrides,
     }
@@ -391,7 +392,7 @@ def _providers(client: AsyncClient, emulated: bool) -> list[dict[str, Any]]:
             "models": models,
             "aliases": dict(getattr(cls, "model_aliases", {})),
             "open_catalog": bool(cls.accepts_model("x/y")),  # type: ignore[attr-defined]
-            "capabilities": cls.capabilities.summary(),
+            "capabilities": cls.capabilities.summary(router.emulate),
             "health": health,
             "cooling_down": health["cooling_down"],
             "cooldown_remaining": health["cooldown_remaining"],

@@ -18,6 +18,8 @@ body larger than the limit          413     invalid_request_error          reque
 RateLimitError (upstream 429)       429     rate_limit_error               rate_limit_exceeded
 MissingAuthError (upstream)         502     upstream_error                 upstream_auth_error
 ProviderConnectionError             502     upstream_error                 upstream_connection_error
+EmulationError (emulated tools or   502     upstream_error                 invalid_model_output
+JSON unreadable after retries)
 StreamError, other ResponseError    502     upstream_error                 upstream_error
 provider cooling down (fallback)    503     upstream_error                 upstream_cooling_down
 ProviderTimeoutError                504     upstream_error                 upstream_timeout
@@ -52,6 +54,7 @@ from typing import Any
 from ..conversations.base import ConversationNotFoundError
 from ..errors import (
     AllProvidersFailed,
+    EmulationError,
     InvalidRequestError,
     LLMplexError,
     MissingAuthError,
@@ -70,7 +73,8 @@ __all__ = ["APIError", "error_for", "UPSTREAM_REJECTIONS"]
 UPSTREAM_REJECTIONS = frozenset({400, 413, 422})
 #: statuses and codes of errors that a retry of the same request cannot fix
 _FINAL_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
-_FINAL_CODES = frozenset({"upstream_auth_error"})
+# invalid_model_output: llmplex already asked the model again (the corrective retries)
+_FINAL_CODES = frozenset({"upstream_auth_error", "invalid_model_output"})
 
 
 @dataclass(eq=False)
@@ -149,6 +153,8 @@ def error_for(exc: BaseException) -> APIError:
         return APIError(400, message, "invalid_request_error", "upstream_rejected_request")
     if isinstance(exc, ResponseStatusError) and exc.status == 404:
         return APIError(404, message, "invalid_request_error", "upstream_not_found")
+    if isinstance(exc, EmulationError):
+        return APIError(502, message, "upstream_error", "invalid_model_output")
     if isinstance(exc, StreamError):
         return APIError(502, message, "upstream_error", "upstream_stream_error")
     if isinstance(exc, (ResponseError, LLMplexError)):

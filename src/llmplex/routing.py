@@ -12,7 +12,11 @@ Model names take three forms:
 - a ``provider=`` argument (class, name, or a list of them, tried in order); there a
   ``"other/..."`` model naming a different provider is that provider's model id as written;
 - a bare model name or alias (``"tulu-3-405b"``) — every working provider that lists it
-  (or a router alias), tried in order of health.
+  (or a router alias), tried in order of health. A provider lists the models of its static
+  row and, once discovered, those its upstream's ``GET /models`` gave (``discovered``, a
+  :class:`~llmplex.providers.discovery.ModelCache` the client fills for configured
+  providers only). A bare name that no provider lists is a ModelNotFoundError with close
+  matches: it is never sent to every keyed provider to see who takes it.
 
 A ``prefix:`` that is not a provider name is part of the model name (Ollama's
 ``"llama3.2:1b"``), unless it is a near miss of one — one edit away for names of up to five
@@ -48,6 +52,7 @@ from .errors import (
     ResponseStatusError,
 )
 from .providers.base import AsyncGeneratorProvider
+from .providers.discovery import ModelCache
 from .types import Chunk
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,6 +120,8 @@ class Router:
     ``include_not_working``: also route bare names to providers marked not ``working``.
     ``max_routes``: the most providers one request may be tried on (a longer ``provider=``
     list is refused; repeated names count once), so one request cannot fan out upstream.
+    ``discovered``: the model lists discovered from configured upstreams (read here,
+    filled by :class:`~llmplex.client.AsyncClient`).
     """
 
     order: Sequence[str] = ()
@@ -126,6 +133,7 @@ class Router:
     max_routes: int = 8
     clock: Callable[[], float] = time.monotonic
     health: dict[str, ProviderHealth] = field(default_factory=dict)
+    discovered: ModelCache = field(default_factory=ModelCache, repr=False)
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -139,7 +147,8 @@ class Router:
         table: dict[str, list[str]] = {}
         for cls in self.provider_classes():
             # a name that is both a model and an alias counts once
-            for model in dict.fromkeys([*cls.get_models(), *getattr(cls, "model_aliases", {})]):
+            for model in dict.fromkeys([*cls.get_models(), *getattr(cls, "model_aliases", {}),
+                                        *self.discovered.listed(cls.get_name())]):
                 table.setdefault(model, []).append(cls.get_name())
         for alias, targets in self.aliases.items():
             table.setdefault(alias, []).extend(t.split(":", 1)[0] for t in targets)
@@ -228,15 +237,14 @@ class Router:
             suggestions=suggestions,
         )
 
-    @staticmethod
-    def _serves(cls: type[AsyncGeneratorProvider], model: str) -> str | None:
+    def _serves(self, cls: type[AsyncGeneratorProvider], model: str) -> str | None:
         if not model:
             return cls.default_model or None  # type: ignore[attr-defined]
         if model in getattr(cls, "model_aliases", {}):
             return cls.model_aliases[model]  # type: ignore[attr-defined]
-        if model in cls.get_models():  # type: ignore[attr-defined]
+        if model in cls.get_models() or model in self.discovered.listed(cls.get_name()):  # type: ignore[attr-defined]
             return model
-        return None  # open-ended catalogues only serve names given explicitly
+        return None  # open-ended catalogues serve other names only given explicitly
 
     def _split_prefix(
         self, model: str, *, slash: bool = True

@@ -784,7 +784,8 @@ class _AsyncModels:
                 continue
             listed = router.discovered.listed(name) if reason is None else {}
             # What the upstream lists replaces the static row (which may not hold there).
-            for model in dict.fromkeys([*(listed or cls.get_models()),
+            static = cls.get_models()  # type: ignore[attr-defined]
+            for model in dict.fromkeys([*(listed or static),
                                         *getattr(cls, "model_aliases", {})]):
                 row = rows.setdefault(model, [[], 0, [], False])
                 row[0].append(name)

@@ -236,7 +236,7 @@ def create_app(
                 watcher.cancel()
 
     @v1.get("/models", tags=["models"])
-    async def list_models(all: bool = False) -> dict[str, Any]:  # noqa: A002 (the query)
+    async def list_models(all: bool = False) -> dict[str, Any]:  # "all": the query name
         """The models a request can be routed to now (working, configured providers),
         each with the providers serving it and the upstream's ``created`` (0 when
         unknown). ``?all=true`` lists every known model, those not routable with

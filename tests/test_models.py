@@ -399,3 +399,62 @@ def test_in_emulate_mode_every_emulated_provider_is_routable():
             assert "tulu3-405b" in models
             everything = oai.models.list(extra_query={"all": "true"}).data
             assert all(m.model_extra["available"] for m in everything)
+
+
+async def test_two_listings_at_once_ask_the_upstream_once(monkeypatch, upstreams):
+    configure(monkeypatch, upstreams, "Groq")
+    c = client()
+    first, second = await asyncio.gather(c.models.list(), c.models.list())
+    assert [m.id for m in first] == [m.id for m in second]
+    assert "llama-3.3-70b-versatile" in {m.id for m in first}
+    assert len(listings(upstreams["Groq"])) == 1
+
+
+async def test_a_named_provider_refusing_a_model_starts_no_discovery(monkeypatch, upstreams):
+    configure(monkeypatch, upstreams, "OpenAI")
+    with pytest.raises(ModelNotFoundError):
+        await client().chat.completions.create(model="allenai:no-such", messages="Hi")
+    assert not listings(upstreams["OpenAI"])
+
+
+async def test_a_configured_local_server_serves_the_names_it_lists(monkeypatch):
+    tags = {"llama3.2:1b": 1730000000, "qwen2.5:7b": 1730000001}
+    with serve(OpenAIEmulator(Script("from ollama"), models=tags)) as ollama:
+        monkeypatch.setenv("LLMPLEX_OLLAMA_BASE_URL", ollama.url + "/v1")
+        answer = await client().chat.completions.create(model="qwen2.5:7b", messages="Hi")
+        assert answer.provider == "Ollama"
+        assert [r.json["model"] for r in chats(ollama)] == ["qwen2.5:7b"]
+        [request] = listings(ollama)
+        assert "Authorization" not in request.headers  # no key set: none sent
+
+
+def test_llmplex_models_lists_what_is_routable(monkeypatch, upstreams, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    configure(monkeypatch, upstreams, "Groq")
+    monkeypatch.setenv("LLMPLEX_CONFIG", str(tmp_path / "config.toml"))
+    (tmp_path / "config.toml").write_text("")
+    monkeypatch.delenv("LLMPLEX_EMULATE", raising=False)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "llmplex", "models", *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    result = run()
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["MODEL", "PROVIDERS"]
+    assert {r.split()[0]: r.split()[1] for r in rows} == {
+        "llama-3.1-8b-instant": "Groq", "llama-3.3-70b-versatile": "Groq"}
+    listed = json.loads(run("--json").stdout)
+    assert {"id": "llama-3.3-70b-versatile", "providers": ["Groq"],
+            "created": GROQ_MODELS["llama-3.3-70b-versatile"]} in listed
+    everything = run("--all").stdout
+    assert "no: OpenAI: no API key (set OPENAI_API_KEY)" in everything
+    emulated = run("--emulate", "--json")
+    assert "EMULATED" in emulated.stderr
+    table = {m["id"]: m for m in json.loads(emulated.stdout)}
+    assert "tulu3-405b" in table and "AllenAI" in table["tulu3-405b"]["providers"]
+    assert "llama-3.3-70b-versatile" not in table  # the emulators, not the user's Groq

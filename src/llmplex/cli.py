@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--all", action="store_true",
                         help="also models of providers not configured or not working")
     models.add_argument("--json", action="store_true")
+    models.add_argument("--emulate", action="store_true",
+                        help="the models of the built-in emulators (also LLMPLEX_EMULATE=1)")
     models.set_defaults(handler=cmd_models)
 
     serve = commands.add_parser("serve", help="OpenAI-compatible HTTP API",
@@ -617,13 +619,20 @@ def cmd_providers(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_models(args: argparse.Namespace, config: Config) -> int:
-    from .providers import get_provider
-
     from .client import AsyncClient
     from .conversations import MemoryStore
+    from .providers import get_provider
 
-    client = AsyncClient(config=config, store=MemoryStore())  # nothing to store: no file
-    listed = asyncio.run(client.models.list(all=args.all)).data
+    if _emulating(args):
+        from .server.emulated import EmulatedServices, emulated_client
+
+        with EmulatedServices() as services:
+            _announce_emulated()
+            client = emulated_client(services)
+            listed = asyncio.run(client.models.list(all=args.all)).data
+    else:
+        client = AsyncClient(config=config, store=MemoryStore())  # nothing to store: no file
+        listed = asyncio.run(client.models.list(all=args.all)).data
     if args.provider:
         name = get_provider(args.provider).get_name()
         listed = [m for m in listed if name in m.providers]

@@ -274,11 +274,14 @@ class AsyncClient:
         again after discovering the lists that are not fresh (the miss path only)."""
         from .errors import ModelNotFoundError
 
+        router = self.router
         try:
-            return self.router.resolve(model, provider)
+            return router.resolve(model, provider)
         except ModelNotFoundError:
-            if provider is None and model and await self._discover(stale_only=True):
-                return self.router.resolve(model, provider)
+            # Only a bare name: "allenai:unknown" is that provider's to refuse.
+            if provider is None and model and router._split_prefix(model)[0] is None \
+                    and await self._discover(stale_only=True):
+                return router.resolve(model, provider)
             raise
 
     @property

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -36,6 +37,8 @@ from typing import Any
 __all__ = ["DISCOVERY_TIMEOUT", "DISCOVERY_TTL", "FAILURE_TTL", "MAX_DISCOVERED_MODELS",
            "MAX_DISCOVERY_BYTES", "DiscoveredModel", "ModelCache", "fingerprint",
            "parse_model_list"]
+
+log = logging.getLogger("llmplex.discovery")
 
 #: seconds a whole ``GET /models`` may take (connect, headers, body)
 DISCOVERY_TIMEOUT = 3.0
@@ -177,19 +180,19 @@ class ModelCache:
         flight = (key, id(asyncio.get_running_loop()))
         running = self._running.get(flight)
         if running is not None:
-            await asyncio.shield(running)
+            # wait() raises only for our own cancellation, never the owner's
+            await asyncio.wait({running})
             return True
         future: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
         self._running[flight] = future
         try:
             entry = await self._fetch(cls, key, base_url, api_key, headers, proxy)
-            future.set_result(entry)
-        except BaseException as exc:  # cancelled: the waiters see it too
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning
+        except BaseException:  # cancelled: the waiters go on with what the cache holds
+            future.cancel()
             raise
         finally:
             del self._running[flight]
+        future.set_result(entry)
         return True
 
     async def _fetch(self, cls: Any, key: _Key, base_url: str, api_key: str | None,
@@ -209,6 +212,8 @@ class ModelCache:
                 else f"{type(exc).__name__}: {exc}"
             entry = _Entry(previous.models if previous else None, self.clock(), False,
                            reason[:300])
+            log.info("model list of %s not discovered (asked again in %gs): %s",
+                     cls.get_name(), self.failure_ttl, entry.error)
         else:
             entry = _Entry({m.id: m for m in models}, self.clock(), True)
         self._entries[key] = entry

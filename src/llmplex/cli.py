@@ -107,9 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     providers.add_argument("--json", action="store_true")
     providers.set_defaults(handler=cmd_providers)
 
-    models = commands.add_parser("models", help="table of models and their providers")
+    models = commands.add_parser(
+        "models", help="table of the models you can use now, and their providers",
+        description="The models a request can be routed to now: those of working providers "
+        "that are configured (a key set, a base URL...), with the models their upstreams "
+        "list (asked with a short timeout, configured providers only). --all lists every "
+        "known model, saying why one is not available.")
     models.add_argument("-p", "--provider", help="only this provider's models")
+    models.add_argument("--all", action="store_true",
+                        help="also models of providers not configured or not working")
     models.add_argument("--json", action="store_true")
+    models.add_argument("--emulate", action="store_true",
+                        help="the models of the built-in emulators (also LLMPLEX_EMULATE=1)")
     models.set_defaults(handler=cmd_models)
 
     serve = commands.add_parser("serve", help="OpenAI-compatible HTTP API",
@@ -644,19 +653,44 @@ def cmd_providers(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_models(args: argparse.Namespace, config: Config) -> int:
+    from .client import AsyncClient
+    from .conversations import MemoryStore
     from .providers import get_provider
 
-    catalog = config.make_router().catalog()
+    if _emulating(args):
+        from .server.emulated import EmulatedServices, emulated_client
+
+        with EmulatedServices() as services:
+            _announce_emulated()
+            client = emulated_client(services)
+            listed = asyncio.run(client.models.list(all=args.all)).data
+    else:
+        client = AsyncClient(config=config, store=MemoryStore())  # nothing to store: no file
+        listed = asyncio.run(client.models.list(all=args.all)).data
     if args.provider:
         name = get_provider(args.provider).get_name()
-        catalog = {m: p for m, p in catalog.items() if name in p}
+        listed = [m for m in listed if name in m.providers]
+        reason = client.unavailable(get_provider(name))
+        if reason is not None and not args.all:
+            print(f"llmplex: {name} is not available: {reason} (--all lists its models)",
+                  file=sys.stderr)
     if args.json:
-        print(json.dumps([{"id": m, "providers": list(dict.fromkeys(p))}
-                          for m, p in sorted(catalog.items())],
-                         ensure_ascii=False, indent=2))
+        print(json.dumps([{"id": m.id, "providers": m.providers, "created": m.created,
+                           **({} if m.available else {"available": False,
+                                                      "reason": m.reason})}
+                          for m in listed], ensure_ascii=False, indent=2))
         return EXIT_OK
-    rows = [[m, ", ".join(dict.fromkeys(p))] for m, p in sorted(catalog.items())]
-    print(_table(rows, ["MODEL", "PROVIDERS"]))
+    if not listed and not args.all:
+        print("llmplex: no model is available: set a provider's key (e.g. OPENAI_API_KEY) "
+              "or configure one in the config file; `llmplex models --all` lists every "
+              "known model", file=sys.stderr)
+        return EXIT_OK
+    if args.all:
+        rows = [[m.id, ", ".join(m.providers), "yes" if m.available else f"no: {m.reason}"]
+                for m in listed]
+        print(_table(rows, ["MODEL", "PROVIDERS", "AVAILABLE"]))
+    else:
+        print(_table([[m.id, ", ".join(m.providers)] for m in listed], ["MODEL", "PROVIDERS"]))
     return EXIT_OK
 
 

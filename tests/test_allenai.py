@@ -115,7 +115,7 @@ def test_builtin_models_and_their_capabilities():
 async def test_models_come_from_the_models_endpoint_once(ai2_emulator):
     ai2_emulator.models["olmo-4-test"] = {**MODELS[0], "id": "olmo-4-test",
                                           "canCallTools": False, "canThink": True}
-    listed = await AllenAI.fetch_models(base_url=ai2_emulator.url)
+    listed = await AllenAI.load_models(base_url=ai2_emulator.url)
     assert [m.id for m in listed] == [*(m["id"] for m in MODELS), "olmo-4-test"]
     assert "olmo-4-test" in AllenAI.get_models() and AllenAI.get_model("olmo-4-test")
     assert AllenAI.capabilities_for("olmo-4-test").reasoning is True
@@ -462,6 +462,7 @@ async def test_tool_round_trip_through_async_client(ai2_emulator):
                                                      tools=WEATHER)
         choice = first.choices[0]
         assert choice.finish_reason == "tool_calls"
+        assert first.emulated is None  # the model's own tool calls, not the prompt's
         (call,) = choice.message.tool_calls
         assert (call.function.name, json.loads(call.function.arguments)) == (
             "get_weather", {"city": "Seattle"})

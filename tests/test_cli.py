@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from llmplex.testing import Fault, Script, interrupt, read_exports, serve, wait_until
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.testing.openai import DEFAULT_CREATED, OpenAIEmulator
 from llmplex.testing.replicate import ReplicateEmulator
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
@@ -393,18 +393,31 @@ def test_providers_and_models_tables(env):
     assert table["Replicate"][1:3] == ["yes", "yes"] and table["AllenAI"][1] == "no"
     assert table["OpenAI"][3] == "yes"  # configured through the environment
     assert table["OpenAI"][4] == "tools,images,audio,files,json,reasoning,n,logprobs"
-    assert table["Replicate"][4] == "text" and table["Groq"][4] == "tools,images,json,reasoning"
+    assert table["Replicate"][4] == "tools(emulated),json(emulated)"
+    assert table["Groq"][4] == "tools,images,json,reasoning"
     data = json.loads(run(env, "providers", "--json").stdout)
     assert {p["name"] for p in data} >= {"AllenAI", "OpenAssistant", "H2o", "Replicate"}
     caps = {p["name"]: p["capabilities"] for p in data}
     assert caps["OpenAI"]["tools"] == "native" and caps["AllenAI"]["tools"] == "native"
+    assert caps["Replicate"]["tools"] == "emulated"
     ai2 = next(p for p in data if p["name"] == "AllenAI")
     assert ai2["working"] is False and "AI2_API_KEY" in ai2["not_working_reason"]
     assert caps["OpenAssistant"]["native_stop"] is False
-    models = run(env, "models", "-p", "allenai").stdout
+    result = run(env, "models", "-p", "allenai")  # no credentials: nothing routable
+    assert result.stdout == "" and "AllenAI is not available: no credentials" in (
+        result.stderr)
+    models = run(env, "models", "-p", "allenai", "--all").stdout
     assert "olmo-3.1-32b-instruct" in models and "gpt-4o-mini" not in models
-    listed = json.loads(run(env, "models", "--json").stdout)
-    assert {"id": "molmo2-8b", "providers": ["AllenAI"]} in listed
+    assert "no: AllenAI: no credentials" in models
+    listed = json.loads(run(env, "models", "--all", "--json").stdout)
+    (molmo,) = [m for m in listed if m["id"] == "molmo2-8b"]
+    assert molmo["providers"] == ["AllenAI"] and molmo["available"] is False
+    assert molmo["reason"].startswith("AllenAI: no credentials")
+    # by default: what the configured OpenAI (the emulator) lists, with its created times
+    listed = {m["id"]: m for m in json.loads(run(env, "models", "--json").stdout)}
+    assert listed["gpt-4o"] == {"id": "gpt-4o", "providers": ["OpenAI"],
+                                "created": DEFAULT_CREATED["gpt-4o"]}
+    assert "molmo2-8b" not in listed
 
 
 def test_help_documents_environment_and_exit_codes(env):

@@ -241,12 +241,20 @@ async def test_not_working_providers_only_when_named(services):
 
 async def test_models_list_names_providers(services):
     client = client_for(services)
-    models = await client.models.list()
+    models = await client.models.list(all=True)
     table = {m.id: m.providers for m in models}
     assert table["olmo-3.1-32b-instruct"] == ["AllenAI"]
     assert "Replicate" in table["meta/meta-llama-3-70b-instruct"]
     assert table["gpt-4o-mini"][0] == "OpenAI"
     assert models.object == "list" and models.data[0].object == "model"
+    # by default only what can be routed now: H2o is marked not working; AllenAI works
+    # with its (emulator's) token configured
+    routable = {m.id: m for m in await client.models.list()}
+    falcon = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3"
+    assert falcon not in routable and routable["gpt-4o-mini"].available
+    assert routable["olmo-3.1-32b-instruct"].available
+    [h2o] = [m for m in models if m.id == falcon]
+    assert not h2o.available and h2o.reason == "H2o: marked not working"
 
 
 # -- conversations -----------------------------------------------------------------------

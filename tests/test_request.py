@@ -74,8 +74,10 @@ async def test_bad_arguments_are_refused_before_anything_is_sent(emulators, kwar
 
 
 @pytest.mark.parametrize("kwargs, param, needle", [
-    ({"tools": TOOLS}, "tools", "'tools' is not supported by AllenAI"),
-    ({"response_format": {"type": "json_object"}}, "response_format", "json_object"),
+    # (tools and JSON output are emulated for a text-only service unless turned off)
+    ({"tools": TOOLS, "emulate": False}, "tools", "'tools' is not supported by AllenAI"),
+    ({"response_format": {"type": "json_object"}, "emulate": False}, "response_format",
+     "json_object"),
     ({"n": 2}, "n", "'n' is not supported"),
     ({"logprobs": True}, "logprobs", "'logprobs' is not supported"),
     ({"logit_bias": {"1": 1}}, "logit_bias", "not supported by AllenAI"),

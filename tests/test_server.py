@@ -254,7 +254,7 @@ def test_providers_show_health_cooldown_and_emulation(server):
     assert replicate["emulated"] is True and replicate["configured"] is True
     assert replicate["cooling_down"] is True and 25 < replicate["cooldown_remaining"] <= 30
     assert replicate["health"]["failures"] == 1 and "429" in replicate["health"]["last_error"]
-    assert replicate["capabilities"]["tools"] == "none"
+    assert replicate["capabilities"]["tools"] == "emulated"  # by llmplex, through the prompt
     assert table["OpenAI"]["capabilities"]["response_format"] == ["json_object", "json_schema"]
     assert table["Groq"]["capabilities"]["n"] is False
     assert table["OpenAI"]["health"]["successes"] == 1 and not table["OpenAI"]["cooling_down"]

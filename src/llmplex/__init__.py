@@ -11,16 +11,19 @@ __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402  (cheap: pure Python)
     AllProvidersFailed,
+    EmulationError,
     InvalidRequestError,
     LLMplexError,
     MissingAuthError,
     ModelNotFoundError,
+    OutputValidationError,
     ProviderConnectionError,
     ProviderTimeoutError,
     RateLimitError,
     ResponseError,
     ResponseStatusError,
     StreamError,
+    ToolCallError,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +40,9 @@ __all__ = [
     "ResponseStatusError",
     "RateLimitError",
     "StreamError",
+    "EmulationError",
+    "ToolCallError",
+    "OutputValidationError",
     "ProviderTimeoutError",
     "ProviderConnectionError",
     "AllProvidersFailed",

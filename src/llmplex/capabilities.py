@@ -17,7 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-__all__ = ["Capabilities", "TEXT_ONLY"]
+__all__ = ["Capabilities", "TEXT_ONLY", "EMULATABLE"]
+
+#: needs llmplex can emulate through the prompt where the service lacks them
+#: (:mod:`llmplex.emulation`): tool calling and JSON output
+EMULATABLE = frozenset({"tools", "json_object", "json_schema"})
 
 ToolSupport = Literal["native", "emulated", "none"]
 
@@ -58,10 +62,17 @@ class Capabilities:
             return need in self.response_format
         return bool(getattr(self, need))
 
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready view (``/v1/providers``, ``llmplex providers``)."""
+    def emulated(self) -> list[str]:
+        """The emulatable needs this service lacks (what llmplex emulates for it)."""
+        return sorted(need for need in EMULATABLE if not self.has(need))
+
+    def summary(self, emulate: bool = False) -> dict[str, Any]:
+        """JSON-ready view (``/v1/providers``, ``llmplex providers``); with ``emulate``,
+        what llmplex emulates is shown as such (``tools: "emulated"``, ``emulated``)."""
+        emulated = self.emulated() if emulate else []
         return {
-            "tools": self.tools,
+            "tools": "emulated" if "tools" in emulated else self.tools,
+            "emulated": emulated,
             "images": self.images,
             "audio": self.audio,
             "files": self.files,

@@ -25,6 +25,8 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     include_not_working = false
     cooldown = 30
     aliases = { fast = ["groq:llama-3.1-8b-instant", "openai:gpt-4o-mini"] }
+    emulate = true                    # tools/JSON output by prompt for text-only services
+    emulation_retries = 1             # corrective retries of an unusable emulated answer
 
     [server]                          # llmplex serve
     host = "127.0.0.1"
@@ -64,7 +66,8 @@ from typing import Any
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError
 
-__all__ = ["Config", "ConfigError", "load_config", "config_path", "data_dir", "ENVIRONMENT"]
+__all__ = ["Config", "ConfigError", "load_config", "config_path", "data_dir",
+           "display_path", "ENVIRONMENT"]
 
 #: environment variables llmplex reads, for ``llmplex --help``
 ENVIRONMENT: dict[str, str] = {
@@ -89,7 +92,8 @@ _SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list
                 "header_timeout": float, "body_timeout": float, "keepalive_timeout": float,
                 "max_connections": int}
 _ROUTER_KEYS = {"order": list, "aliases": dict, "include_not_working": bool, "cooldown": float,
-                "max_cooldown": float, "retries": int, "max_routes": int}
+                "max_cooldown": float, "retries": int, "max_routes": int, "emulate": bool,
+                "emulation_retries": int}
 
 
 class ConfigError(InvalidRequestError):
@@ -130,6 +134,14 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir("llmplex")) / "config.toml"
+
+
+def display_path(path: Path) -> str:
+    """``path`` as a person would type it: ``~/...`` under the home directory."""
+    try:
+        return "~/" + path.relative_to(Path.home()).as_posix()
+    except (ValueError, RuntimeError):  # elsewhere, or no home directory
+        return str(path)
 
 
 def data_dir(config: Config | None = None, environ: Mapping[str, str] | None = None) -> Path:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["estimate_tokens", "OutputLimiter"]
+__all__ = ["estimate_tokens", "OutputLimiter", "MAX_ANSWER_CHARS"]
+
+#: the longest answer text the client gathers or holds (beyond it the answer fails:
+#: memory stays bounded whatever an upstream sends)
+MAX_ANSWER_CHARS = 64 * 1024 * 1024
 
 
 def estimate_tokens(text: str) -> int:

@@ -180,13 +180,13 @@ class _Completion(_Object):
     """What a whole answer and a streamed piece share: everything but their choices' type."""
 
     __slots__ = ("id", "object", "created", "model", "provider", "choices", "usage",
-                 "system_fingerprint", "service_tier", "conversation_id")
+                 "system_fingerprint", "service_tier", "conversation_id", "emulated")
     _object: ClassVar[str] = ""
 
     def __init__(self, id: str, created: int, model: str, provider: str, choices: list[Any],
                  usage: CompletionUsage | None = None,
                  conversation_id: str | None = None, system_fingerprint: str | None = None,
-                 service_tier: str | None = None) -> None:
+                 service_tier: str | None = None, emulated: list[str] | None = None) -> None:
         self.id = id
         self.object = self._object
         self.created = created
@@ -197,6 +197,9 @@ class _Completion(_Object):
         self.system_fingerprint = system_fingerprint
         self.service_tier = service_tier
         self.conversation_id = conversation_id
+        #: llmplex extra: what llmplex emulated through the prompt ("tools",
+        #: "response_format") because the service lacks it; None when nothing was
+        self.emulated = emulated
 
 
 class ChatCompletion(_Completion):
@@ -261,16 +264,24 @@ class ChatCompletionChunk(_Completion):
 
 
 class Model(_Object):
-    """A model and the providers that serve it."""
+    """A model and the providers that serve it.
 
-    __slots__ = ("id", "object", "created", "owned_by", "providers")
+    ``created``: the Unix time the upstream gave when its model list was discovered, 0
+    when unknown (static rows). ``available``: whether a request for it can be routed now
+    (a working, configured provider serves it); when not, ``reason`` says why, per
+    provider (only ``models.list(all=True)`` lists those)."""
 
-    def __init__(self, id: str, providers: list[str], created: int = 0) -> None:
+    __slots__ = ("id", "object", "created", "owned_by", "providers", "available", "reason")
+
+    def __init__(self, id: str, providers: list[str], created: int = 0,
+                 available: bool = True, reason: str | None = None) -> None:
         self.id = id
         self.object = "model"
         self.created = created
         self.owned_by = providers[0] if providers else "llmplex"
         self.providers = providers
+        self.available = available
+        self.reason = reason
 
 
 class ModelList(_Object):

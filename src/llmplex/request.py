@@ -13,7 +13,10 @@ Three kinds of arguments:
 - **route options**: ``api_key``, ``base_url``, ``cookies``, ``headers``, ``proxy``. They
   belong to one provider, so they are taken only when the call names exactly one provider;
   in a fallback chain every route uses its own configuration.
-- **llmplex's**: ``provider``, ``conversation``, ``timeout``, ``stream``.
+- **llmplex's**: ``provider``, ``conversation``, ``timeout``, ``stream``, ``emulate``
+  (whether tool calls and ``response_format`` may be emulated through the prompt on a
+  route whose service lacks them: :mod:`llmplex.emulation`; ``None`` is the router's
+  setting).
 """
 
 from __future__ import annotations
@@ -207,7 +210,7 @@ OPENAI_FIELDS: dict[str, Callable[[str, Any], None]] = {
 
 #: llmplex's own arguments of create() (checked by the client)
 _LLMPLEX = ("model", "messages", "stream", "provider", "conversation", "timeout",
-            "first_token_timeout", "total_timeout")
+            "first_token_timeout", "total_timeout", "emulate")
 
 
 def known_names() -> list[str]:
@@ -227,22 +230,27 @@ class ChatRequest:
     with the ``param`` that needs it.
     """
 
-    __slots__ = ("model", "messages", "fields", "route_options", "needs", "stream")
+    __slots__ = ("model", "messages", "fields", "route_options", "needs", "stream", "emulate")
 
     def __init__(self, model: str | None, messages: list[Mapping[str, Any]],
                  fields: dict[str, Any], route_options: dict[str, Any],
-                 needs: dict[str, str], stream: bool = False) -> None:
+                 needs: dict[str, str], stream: bool = False,
+                 emulate: bool | None = None) -> None:
         self.model = model
         self.messages = messages
         self.fields = fields
         self.route_options = route_options
         self.needs = needs
         self.stream = stream
+        #: may tools / response_format be emulated (None: as the router is configured)
+        self.emulate = emulate
 
     @classmethod
     def build(cls, model: str | None, messages: Any, *, stream: bool = False,
-              **kwargs: Any) -> ChatRequest:
+              emulate: bool | None = None, **kwargs: Any) -> ChatRequest:
         """Validate the arguments of one ``create()`` call (``None`` values are unset)."""
+        if emulate is not None and not isinstance(emulate, bool):
+            raise _bad("emulate", f"expected true or false, got {type(emulate).__name__}")
         checked = validate_messages(messages)
         fields: dict[str, Any] = {}
         route: dict[str, Any] = {}
@@ -273,7 +281,7 @@ class ChatRequest:
             names = {(t.get("function") or {}).get("name") for t in fields.get("tools") or ()}
             if wanted is not None and wanted not in names:
                 raise _bad("tool_choice", f"names function {wanted!r}, which is not in tools")
-        return cls(model, checked, fields, route, _needs(checked, fields), stream)
+        return cls(model, checked, fields, route, _needs(checked, fields), stream, emulate)
 
     def kwargs_for(self, native_max_tokens: bool, native_stop: bool,
                    accepted: frozenset[str]) -> dict[str, Any]:

@@ -12,7 +12,11 @@ Model names take three forms:
 - a ``provider=`` argument (class, name, or a list of them, tried in order); there a
   ``"other/..."`` model naming a different provider is that provider's model id as written;
 - a bare model name or alias (``"tulu-3-405b"``) — every working provider that lists it
-  (or a router alias), tried in order of health.
+  (or a router alias), tried in order of health. A provider lists the models of its static
+  row and, once discovered, those its upstream's ``GET /models`` gave (``discovered``, a
+  :class:`~llmplex.providers.discovery.ModelCache` the client fills for configured
+  providers only). A bare name that no provider lists is a ModelNotFoundError with close
+  matches: it is never sent to every keyed provider to see who takes it.
 
 A ``prefix:`` that is not a provider name is part of the model name (Ollama's
 ``"llama3.2:1b"``), unless it is a near miss of one — one edit away for names of up to five
@@ -40,14 +44,17 @@ from typing import TYPE_CHECKING, Any, Union
 from . import providers as _providers
 from .errors import (
     AllProvidersFailed,
+    EmulationError,
     InvalidRequestError,
     LLMplexError,
+    MissingAuthError,
     ModelNotFoundError,
     ProviderTimeoutError,
     RateLimitError,
     ResponseStatusError,
 )
 from .providers.base import AsyncGeneratorProvider
+from .providers.discovery import ModelCache
 from .types import Chunk
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,6 +110,10 @@ class ProviderHealth:
         }
 
 
+#: the most corrective retries an emulated answer may get (each is a whole new answer)
+MAX_EMULATION_RETRIES = 3
+
+
 @dataclass
 class Router:
     """Resolves model names to routes and runs requests with fallback.
@@ -115,6 +126,13 @@ class Router:
     ``include_not_working``: also route bare names to providers marked not ``working``.
     ``max_routes``: the most providers one request may be tried on (a longer ``provider=``
     list is refused; repeated names count once), so one request cannot fan out upstream.
+    ``emulate``: whether tool calls and ``response_format`` are emulated through the
+    prompt on routes whose service lacks them (:mod:`llmplex.emulation`; a call's
+    ``emulate=`` wins); native routes are preferred. ``emulation_retries``: corrective
+    retries when an emulated answer is unusable (a required call missing, arguments or
+    JSON not matching the schema).
+    ``discovered``: the model lists discovered from configured upstreams (read here,
+    filled by :class:`~llmplex.client.AsyncClient`).
     """
 
     order: Sequence[str] = ()
@@ -124,8 +142,18 @@ class Router:
     max_cooldown: float = 300.0
     include_not_working: bool = False
     max_routes: int = 8
+    emulate: bool = True
+    emulation_retries: int = 1
     clock: Callable[[], float] = time.monotonic
     health: dict[str, ProviderHealth] = field(default_factory=dict)
+    discovered: ModelCache = field(default_factory=ModelCache, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.emulation_retries, bool) or not isinstance(
+                self.emulation_retries, int) or not 0 <= self.emulation_retries <= MAX_EMULATION_RETRIES:
+            raise InvalidRequestError(
+                f"emulation_retries must be an integer from 0 to {MAX_EMULATION_RETRIES}, "
+                f"got {self.emulation_retries!r}", param="emulation_retries")
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -139,7 +167,8 @@ class Router:
         table: dict[str, list[str]] = {}
         for cls in self.provider_classes():
             # a name that is both a model and an alias counts once
-            for model in dict.fromkeys([*cls.get_models(), *getattr(cls, "model_aliases", {})]):
+            for model in dict.fromkeys([*cls.get_models(), *getattr(cls, "model_aliases", {}),
+                                        *self.discovered.listed(cls.get_name())]):
                 table.setdefault(model, []).append(cls.get_name())
         for alias, targets in self.aliases.items():
             table.setdefault(alias, []).extend(t.split(":", 1)[0] for t in targets)
@@ -228,15 +257,14 @@ class Router:
             suggestions=suggestions,
         )
 
-    @staticmethod
-    def _serves(cls: type[AsyncGeneratorProvider], model: str) -> str | None:
+    def _serves(self, cls: type[AsyncGeneratorProvider], model: str) -> str | None:
         if not model:
             return cls.default_model or None  # type: ignore[attr-defined]
         if model in getattr(cls, "model_aliases", {}):
             return cls.model_aliases[model]  # type: ignore[attr-defined]
-        if model in cls.get_models():  # type: ignore[attr-defined]
+        if model in cls.get_models() or model in self.discovered.listed(cls.get_name()):  # type: ignore[attr-defined]
             return model
-        return None  # open-ended catalogues only serve names given explicitly
+        return None  # open-ended catalogues serve other names only given explicitly
 
     def _split_prefix(
         self, model: str, *, slash: bool = True
@@ -286,29 +314,37 @@ class Router:
 
     def capable(self, routes: Sequence[Route], request: ChatRequest) -> list[Route]:
         """The routes whose provider can serve all of ``request`` (tools, images, a
-        ``response_format``, each field...). When none can, an InvalidRequestError names
-        the first field they lack and the providers that would take it."""
+        ``response_format``, each field...), those serving it natively first, then those
+        where llmplex would emulate tool calls or JSON output (when emulation is on).
+        When none can, an InvalidRequestError names the first field they lack and the
+        providers that would take it."""
         if not request.fields and not request.needs and not request.route_options:
             return list(routes)
-        able, lacking = [], []
+        emulate = self.emulate if request.emulate is None else request.emulate
+        native, emulated, lacking = [], [], []
         for route in routes:
-            missing = route.provider.missing(request, route.model)
+            missing = route.provider.missing(request, emulate, route.model)
             if missing:
                 lacking.append((route, missing))
+            elif emulate and route.provider.emulated(request, route.model):
+                emulated.append(route)
             else:
-                able.append(route)
-        if able:
-            return able
+                native.append(route)
+        if native or emulated:
+            return native + emulated
         param, need = lacking[0][1][0]
         names = list(dict.fromkeys(route.name for route, _ in lacking))
         could = [cls.get_name() for cls in self.provider_classes()
-                 if param not in {p for p, _ in cls.missing(request)}]
+                 if param not in {p for p, _ in cls.missing(request, emulate)}]
         what = f"{param!r}" if need == param else f"{param!r} (needs {need} support)"
         if could:
             shown = ", ".join(could[:8]) + (f" and {len(could) - 8} more" if len(could) > 8 else "")
             hint = f"; providers that take it: {shown}"
         else:
             hint = "; no provider takes it"
+        if not emulate and any(route.provider.missing(request, True, route.model) == []
+                                for route, _ in lacking):
+            hint += " (emulation through the prompt is off for this call: emulate=True allows it)"
         raise InvalidRequestError(
             f"{what} is not supported by {', '.join(names)}{hint}", param=param)
 
@@ -449,12 +485,16 @@ class Router:
                 except InvalidRequestError:
                     raise  # the caller's mistake: another provider will not fix it
                 except Exception as exc:
-                    if not _refused(exc):  # a refused request says nothing of its health
+                    # A refused request, or one never sent for want of a key, says
+                    # nothing of the provider's health (and a retry cannot fix the key).
+                    unconfigured = isinstance(exc, MissingAuthError) and exc.unconfigured
+                    if not (_refused(exc) or unconfigured):
                         self.record_failure(route.name, exc)
                     if delivered or watch.total_passed:
                         raise
                     errors.append((route.name, exc))
-                    if isinstance(exc, RateLimitError) or attempt == self.retries:
+                    if isinstance(exc, RateLimitError) or unconfigured \
+                            or attempt == self.retries:
                         break
                     continue
                 finally:
@@ -576,5 +616,7 @@ _REFUSALS = frozenset({400, 404, 413, 422})
 
 
 def _refused(exc: BaseException) -> bool:
-    """Whether the upstream refused this request (a client error), rather than failed."""
-    return isinstance(exc, ResponseStatusError) and exc.status in _REFUSALS
+    """Whether the upstream refused this request (a client error), rather than failed;
+    an emulated answer that was unusable says nothing of the service's health either."""
+    return isinstance(exc, ResponseStatusError) and exc.status in _REFUSALS or isinstance(
+        exc, EmulationError)

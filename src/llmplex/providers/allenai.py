@@ -153,10 +153,12 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
         return info.capabilities if info is not None else cls.capabilities
 
     @classmethod
-    async def fetch_models(cls, *, base_url: str | None = None, proxy: str | None = None,
-                           timeout: float | None = DEFAULT_TIMEOUT,
-                           api_key: str | None = None) -> list[Ai2Model]:
-        """``GET /v5/models/`` (anonymous access is allowed), kept in :attr:`catalogue`."""
+    async def load_models(cls, *, base_url: str | None = None, proxy: str | None = None,
+                          timeout: float | None = DEFAULT_TIMEOUT,
+                          api_key: str | None = None) -> list[Ai2Model]:
+        """``GET /v5/models/`` now (anonymous access is allowed), kept in
+        :attr:`catalogue`. (Not ``fetch_models``: that name is the OpenAI-compatible
+        providers' model discovery.)"""
         origin = cls.resolve_base_url(base_url, _ORIGIN)
         headers = cls._auth_headers(api_key or os.environ.get(API_KEY_ENV), None)
         async with Session(cls.get_name(), proxy=proxy, headers=headers,
@@ -182,7 +184,8 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
                     "base_url to a deployment that still runs it")
         if options.get("api_key") or os.environ.get(API_KEY_ENV) or options.get("captcha_token"):
             return None
-        return f"no credentials: {_HOW_TO_SIGN_IN}"
+        return (f"no credentials (set {API_KEY_ENV} to a Playground sign-in token, or "
+                "configure captcha_token)")
 
     # -- a turn ----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ..capabilities import TEXT_ONLY, Capabilities
+from ..capabilities import EMULATABLE, TEXT_ONLY, Capabilities
 from ..errors import InvalidRequestError, ModelNotFoundError
 from ..types import Chunk, JsonConversation, Messages
 
@@ -178,27 +178,43 @@ class AsyncGeneratorProvider(BaseProvider):
             f"{', '.join(known)}", param=name, suggestions=suggestions, provider=cls.get_name())
 
     @classmethod
-    def missing(cls, request: ChatRequest, model: str | None = None) -> list[tuple[str, str]]:
+    def missing(cls, request: ChatRequest, emulate: bool = False,
+                model: str | None = None) -> list[tuple[str, str]]:
         """What of ``request`` this provider cannot serve (with ``model``, when given):
         ``(param, need)`` pairs, where ``need`` is a capability (``"tools"``,
-        ``"images"``...) or the field's own name. Empty when it can serve all of it."""
+        ``"images"``...) or the field's own name. Empty when it can serve all of it. With
+        ``emulate``, what llmplex can emulate (tool calls, JSON output: :func:`emulated`)
+        does not count as missing."""
         if not request.fields and not request.needs and not request.route_options:
             return []
         from ..request import LIMIT_FIELDS
 
         caps = cls.capabilities_for(model) if model else cls.capabilities
         accepted = cls.accepted_options()
+        consumed = cls.emulated(request, model) if emulate else ()
         out: list[tuple[str, str]] = []
         for need, param in request.needs.items():
-            if not caps.has(need):
+            if not caps.has(need) and need not in consumed:
                 out.append((param, need))
         seen = {param for param, _ in out}
+        skip = emulated_fields(consumed) if consumed else ()
         for name in (*request.fields, *request.route_options):
-            if name in seen or name in LIMIT_FIELDS:
+            if name in seen or name in LIMIT_FIELDS or name in skip:
                 continue
             if name not in accepted or name in caps.unsupported:
                 out.append((name, name))
         return out
+
+    @classmethod
+    def emulated(cls, request: ChatRequest, model: str | None = None) -> frozenset[str]:
+        """The needs of ``request`` llmplex would emulate on this provider (with ``model``,
+        when given): ``"tools"``, ``"json_object"``/``"json_schema"`` where its service
+        lacks them."""
+        if not request.needs:
+            return frozenset()
+        caps = cls.capabilities_for(model) if model else cls.capabilities
+        return frozenset(need for need in request.needs
+                         if need in EMULATABLE and not caps.has(need))
 
     @classmethod
     def create_async_generator(
@@ -239,6 +255,17 @@ class AsyncGeneratorProvider(BaseProvider):
 def _collect(chunks: list[Chunk]) -> list[Chunk]:
     text = "".join(c for c in chunks if isinstance(c, str))
     return [text, *(c for c in chunks if not isinstance(c, str))]
+
+
+def emulated_fields(consumed: frozenset[str]) -> frozenset[str]:
+    """The request fields emulation takes over (they are not sent to the service)."""
+    names: set[str] = set()
+    if "tools" in consumed:
+        # not the legacy functions / function_call: their answers have another shape
+        names |= {"tools", "tool_choice", "parallel_tool_calls"}
+    if "json_object" in consumed or "json_schema" in consumed:
+        names.add("response_format")
+    return frozenset(names)
 
 
 async def run_cleanup(cleanup: Awaitable[Any], timeout: float = CLEANUP_TIMEOUT) -> None:

@@ -68,7 +68,7 @@ Json = dict[str, Any]
 
 class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions``: every field of OpenAI's API plus llmplex's
-    ``provider`` and ``conversation_id``. Fields OpenAI does not define are vendor fields
+    ``provider``, ``conversation_id`` and ``emulate``. Fields OpenAI does not define are vendor fields
     (what an SDK's ``extra_body`` adds): forwarded to OpenAI-compatible upstreams, refused
     for the others."""
 
@@ -122,6 +122,9 @@ class ChatCompletionRequest(BaseModel):
         None, description="llmplex: a provider name, or a list tried in order.")
     conversation_id: StrictStr | None = Field(
         None, description="llmplex: continue this stored conversation (see /v1/conversations).")
+    emulate: StrictBool | None = Field(
+        None, description="llmplex: allow (true) or refuse (false) tool calls and JSON output "
+        "emulated through the prompt on providers without them; unset: the server's setting.")
 
     def openai_fields(self) -> dict[str, Any]:
         """The OpenAI fields that were set (not llmplex's, not vendor fields)."""
@@ -137,7 +140,7 @@ class ChatCompletionRequest(BaseModel):
 #: the OpenAI fields of the request model that go to the client as they are
 OPENAI_FIELD_NAMES = tuple(
     name for name in ChatCompletionRequest.model_fields
-    if name not in ("model", "messages", "stream", "provider", "conversation_id"))
+    if name not in ("model", "messages", "stream", "provider", "conversation_id", "emulate"))
 
 
 class ConversationRequest(BaseModel):

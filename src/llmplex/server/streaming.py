@@ -52,12 +52,13 @@ T = TypeVar("T")
 
 def public(data: dict[str, Any]) -> dict[str, Any]:
     """A completion or chunk (``model_dump()``) in the official API's shape: llmplex-only
-    fields that are empty (``conversation_id`` without one) dropped; in messages ``content``
+    fields that are empty (``conversation_id``, ``emulated`` without one) dropped; in messages ``content``
     and ``refusal`` always present, ``tool_calls``/``reasoning_content`` only when there
     are any; in stream deltas only what the delta carries (``role`` on a choice's first
     chunk only); usage details only when the upstream reported them."""
-    if data.get("conversation_id") is None:
-        data.pop("conversation_id", None)
+    for extra in ("conversation_id", "emulated"):
+        if data.get(extra) is None:
+            data.pop(extra, None)
     for choice in data.get("choices") or ():
         message = choice.get("message")
         if message is not None:

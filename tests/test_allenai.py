@@ -827,3 +827,37 @@ def test_llmplex_emulate_allenai_for_another_process(tmp_path):
         process.stdout.close()
         process.stderr.close()
     assert code == 0
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+async def test_config_file_sets_the_api_version_and_credentials(tmp_path, ai2_v4_emulator,
+                                                                ai2_emulator):
+    from llmplex.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(f'[providers.AllenAI]\napi_version = "v4"\nbase_url = "{ai2_v4_emulator.url}"\n')
+    config = load_config(path, environ={})
+    assert config.providers["AllenAI"]["api_version"] == "v4"
+    async with AsyncClient(config=path) as client:  # usable as configured: v4 and its URL
+        done = await client.chat.completions.create(model="allenai:tulu3-405b", messages="Hi")
+    assert done.choices[0].message.content == "Hello! How can I help you today?"
+    assert ai2_v4_emulator.requests[-1].path == "/v4/message/stream"
+    path.write_text(f'[providers.AllenAI]\napi_key = "{EMULATED_TOKEN}"\n'
+                    f'base_url = "{ai2_emulator.url}"\n')
+    async with AsyncClient(config=path) as client:
+        done = await client.chat.completions.create(model="allenai:molmo2-4b", messages="Hi")
+    assert done.provider == "AllenAI"
+    assert chats(ai2_emulator)[-1].headers["Authorization"] == f"Bearer {EMULATED_TOKEN}"
+
+
+async def test_tool_results_of_an_unknown_thread_go_as_a_transcript(ai2_emulator):
+    ai2_emulator.script = Script("From the transcript: rainy.")
+    chunks = await collect(ai2_emulator, messages=_call_history("call_from_elsewhere"),
+                           tools=WEATHER)
+    assert text_of(chunks) == "From the transcript: rainy."
+    (req,) = chats(ai2_emulator)
+    assert req.form["role"] == "user" and "parent" not in req.form
+    assert "Tool result (call_from_elsewhere): Rainy, 12 °C" in req.form["content"]
+    assert 'Assistant called get_weather({"city":"Seattle"})' in req.form["content"]

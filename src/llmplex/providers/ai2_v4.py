@@ -127,4 +127,5 @@ def _find_reply(tree: dict[str, Any], reply_id: str | None) -> dict[str, Any] | 
     if reply_id is not None:
         return None
     pending = [n for n in found if not n.get("final")]
-    return (pending or found or [None])[-1]
+    candidates = pending or found
+    return candidates[-1] if candidates else None

@@ -343,7 +343,7 @@ class Router:
         else:
             hint = "; no provider takes it"
         if not emulate and any(route.provider.missing(request, True, route.model) == []
-                                for route, _ in lacking):
+                               for route, _ in lacking):
             hint += " (emulation through the prompt is off for this call: emulate=True allows it)"
         raise InvalidRequestError(
             f"{what} is not supported by {', '.join(names)}{hint}", param=param)

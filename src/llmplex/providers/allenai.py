@@ -146,10 +146,12 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
     @classmethod
     def capabilities_for(cls, model: str | None) -> Capabilities:
         """What ``model`` can do: from its flags in ``GET /v5/models/`` (or the built-in
-        list); the v4 models are text only."""
-        if model and model in V4_MODEL_HOSTS:
+        list); the v4 models are text only; no model: what some model can do."""
+        if not model:
+            return cls.capabilities  # some model can
+        if model in V4_MODEL_HOSTS:
             return TEXT_ONLY
-        info = cls.catalogue.get(cls.model_aliases.get(model or "", model or cls.default_model))
+        info = cls.catalogue.get(cls.model_aliases.get(model, model))
         return info.capabilities if info is not None else cls.capabilities
 
     @classmethod

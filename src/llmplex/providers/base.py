@@ -49,12 +49,6 @@ class BaseProvider:
     conversation_class: ClassVar[type[JsonConversation] | None] = None
 
     @classmethod
-    def capabilities_for(cls, model: str | None) -> Capabilities:
-        """What the provider can do with ``model``: :attr:`capabilities` unless the
-        service's models differ (then the provider says per model)."""
-        return cls.capabilities
-
-    @classmethod
     def why_not_working(cls, options: Mapping[str, Any] | None = None) -> str | None:
         """``None`` when the provider is usable as configured (``options``: its configured
         options), else the reason it is not (``/v1/providers`` shows it)."""
@@ -178,6 +172,14 @@ class AsyncGeneratorProvider(BaseProvider):
             f"{', '.join(known)}", param=name, suggestions=suggestions, provider=cls.get_name())
 
     @classmethod
+    def capabilities_for(cls, model: str | None) -> Capabilities:
+        """What the service can do with ``model`` (routing asks per route). By default
+        :attr:`capabilities`; a provider whose models differ (some with native tools,
+        some text-only) overrides this, answering synchronously from what it knows (a
+        built-in table, a cached model list)."""
+        return cls.capabilities
+
+    @classmethod
     def missing(cls, request: ChatRequest, emulate: bool = False,
                 model: str | None = None) -> list[tuple[str, str]]:
         """What of ``request`` this provider cannot serve (with ``model``, when given):
@@ -189,7 +191,7 @@ class AsyncGeneratorProvider(BaseProvider):
             return []
         from ..request import LIMIT_FIELDS
 
-        caps = cls.capabilities_for(model) if model else cls.capabilities
+        caps = cls.capabilities_for(model)
         accepted = cls.accepted_options()
         consumed = cls.emulated(request, model) if emulate else ()
         out: list[tuple[str, str]] = []
@@ -207,12 +209,12 @@ class AsyncGeneratorProvider(BaseProvider):
 
     @classmethod
     def emulated(cls, request: ChatRequest, model: str | None = None) -> frozenset[str]:
-        """The needs of ``request`` llmplex would emulate on this provider (with ``model``,
-        when given): ``"tools"``, ``"json_object"``/``"json_schema"`` where its service
+        """The needs of ``request`` llmplex would emulate on this provider (with
+        ``model``): ``"tools"``, ``"json_object"``/``"json_schema"`` where its service
         lacks them."""
         if not request.needs:
             return frozenset()
-        caps = cls.capabilities_for(model) if model else cls.capabilities
+        caps = cls.capabilities_for(model)
         return frozenset(need for need in request.needs
                          if need in EMULATABLE and not caps.has(need))
 

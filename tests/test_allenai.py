@@ -861,3 +861,25 @@ async def test_tool_results_of_an_unknown_thread_go_as_a_transcript(ai2_emulator
     assert req.form["role"] == "user" and "parent" not in req.form
     assert "Tool result (call_from_elsewhere): Rainy, 12 °C" in req.form["content"]
     assert 'Assistant called get_weather({"city":"Seattle"})' in req.form["content"]
+
+
+async def test_native_tool_round_trip_in_a_stored_conversation(ai2_emulator):
+    from llmplex.conversations import MemoryStore
+
+    ai2_emulator.push(Script(tool_calls=[{"name": "get_weather",
+                                          "arguments": {"city": "Lima"}}]),
+                      Script("Lima: cloudy."))
+    async with AsyncClient(provider_options={"AllenAI": {"base_url": ai2_emulator.url,
+                                                         "api_key": EMULATED_TOKEN}},
+                           store=MemoryStore()) as client:
+        conversation = await client.conversations.create(model="allenai:olmo-3.1-32b-instruct")
+        first = await client.chat.completions.create(messages="Lima?", tools=WEATHER,
+                                                     conversation=conversation)
+        (call,) = first.choices[0].message.tool_calls
+        final = await client.chat.completions.create(
+            messages=[{"role": "tool", "tool_call_id": call.id, "content": "cloudy"}],
+            tools=WEATHER, conversation=conversation)
+    assert final.choices[0].message.content == "Lima: cloudy." and final.emulated is None
+    first_post, result = chats(ai2_emulator)
+    assert result.form["role"] == "tool_call_result" and result.form["toolCallId"] == call.id
+    assert ai2_emulator.messages[result.form["parent"]]["toolCalls"][0]["toolCallId"] == call.id

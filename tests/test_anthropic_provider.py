@@ -18,7 +18,13 @@ from llmplex.errors import (
 from llmplex.providers import Anthropic, get_provider
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
 from llmplex.testing.anthropic import AnthropicEmulator
-from llmplex.types import FinishReason, ReasoningDelta, ResponseMeta, ToolCallDelta, Usage
+from llmplex.types import (
+    FinishReason,
+    ReasoningDelta,
+    ResponseMeta,
+    ToolCallDelta,
+    Usage,
+)
 
 KEY = "sk-ant-test-0123456789"
 
@@ -169,9 +175,9 @@ async def test_emulator_with_the_official_sdk():
                                         chunks=["Hi ", "from Claude"]))
     with serve(emulator) as emu:
         client = anthropic.AsyncAnthropic(api_key=KEY, base_url=emu.url)
-        kwargs = dict(model="claude-sonnet-4-5", max_tokens=2000,
-                      thinking={"type": "enabled", "budget_tokens": 1024},
-                      messages=[{"role": "user", "content": "Hi"}])
+        kwargs = {"model": "claude-sonnet-4-5", "max_tokens": 2000,
+                  "thinking": {"type": "enabled", "budget_tokens": 1024},
+                  "messages": [{"role": "user", "content": "Hi"}]}
         whole = await client.messages.create(**kwargs)
         async with client.messages.stream(**kwargs) as stream:
             streamed = await stream.get_final_message()

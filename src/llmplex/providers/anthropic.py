@@ -52,13 +52,34 @@ from ..errors import (
     StreamError,
 )
 from ..http.session import DEFAULT_TIMEOUT, Session
-from ..http.status import BODY_LIMIT, error_for_status, extract_message, parse_retry_after
+from ..http.status import (
+    BODY_LIMIT,
+    error_for_status,
+    extract_message,
+    parse_retry_after,
+)
 from ..prompt import validate_messages
-from ..types import Chunk, FinishReason, Messages, ReasoningDelta, ResponseMeta, ToolCallDelta, Usage
+from ..types import (
+    Chunk,
+    FinishReason,
+    Messages,
+    ReasoningDelta,
+    ResponseMeta,
+    ToolCallDelta,
+    Usage,
+)
 from .base import AsyncGeneratorProvider, ProviderModelMixin
 
-__all__ = ["Anthropic", "anthropic_body_for", "anthropic_messages", "status_error", "DEFAULT_MAX_TOKENS", "FINISH_REASONS",
-           "THINKING_BUDGETS", "API_VERSION"]
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_MAX_TOKENS",
+    "FINISH_REASONS",
+    "THINKING_BUDGETS",
+    "Anthropic",
+    "anthropic_body_for",
+    "anthropic_messages",
+    "status_error",
+]
 
 _ORIGIN = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -147,17 +168,17 @@ class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
         request_headers.setdefault("Accept", "text/event-stream")
         url = cls.resolve_base_url(base_url, _ORIGIN) + "/v1/messages"
         reader = _Reader(name)
-        async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as s:
-            async with s.request("POST", url, json=body, check=False) as response:
-                if response.status >= 400:
-                    raw = await response.content.read(BODY_LIMIT * 4)
-                    raise s.scrub(status_error(response.status, raw.decode("utf-8", "replace"),
-                                               name, response.headers.get("retry-after")))
-                async for event in s.sse(response):
-                    for item in reader.event(event.event, event.data):
-                        yield item
-                    if reader.stopped:
-                        break
+        async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as s, \
+                s.request("POST", url, json=body, check=False) as response:
+            if response.status >= 400:
+                raw = await response.content.read(BODY_LIMIT * 4)
+                raise s.scrub(status_error(response.status, raw.decode("utf-8", "replace"),
+                                           name, response.headers.get("retry-after")))
+            async for event in s.sse(response):
+                for item in reader.event(event.event, event.data):
+                    yield item
+                if reader.stopped:
+                    break
         if not reader.stopped:
             raise ResponseError("stream ended early (no message_stop)", provider=name)
         yield reader.usage()

@@ -50,7 +50,7 @@ from aiohttp import web
 from .emulator import Emulator, StreamOutcome
 from .script import Fault, Script, split_tokens
 
-__all__ = ["AnthropicEmulator", "ERROR_TYPES"]
+__all__ = ["ERROR_TYPES", "AnthropicEmulator"]
 
 #: status -> the error type Anthropic names in its body
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
@@ -63,7 +63,7 @@ _MESSAGES = {400: "Invalid request", 401: "invalid x-api-key", 403: "permission 
 _FIELDS = frozenset({"model", "messages", "max_tokens", "system", "stream", "temperature",
                      "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "metadata",
                      "thinking", "service_tier", "container", "mcp_servers",
-                     "context_management"})
+                     "context_management", "cache_control", "output_config"})
 _BLOCKS = {"user": ("text", "image", "tool_result", "document", "search_result"),
            "assistant": ("text", "tool_use", "thinking", "redacted_thinking")}
 _MODELS = ("claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001",
@@ -333,9 +333,9 @@ class _Answer:
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "request-id": self.emulator._id("req_")})
         await response.prepare(request)
-        start = {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                 "content": [], "stop_reason": None, "stop_sequence": None,
-                 "usage": {**self.usage, "output_tokens": 1}}
+        start: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                                 "content": [], "stop_reason": None, "stop_sequence": None,
+                                 "usage": {**self.usage, "output_tokens": 1}}
         write = response.write
         await write(sse("message_start", {"type": "message_start", "message": start}))
         await write(b'event: ping\ndata: {"type": "ping"}\n\n')

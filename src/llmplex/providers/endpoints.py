@@ -39,11 +39,15 @@ class Endpoint:
     url: str  # the service's home page
     #: what the service documents (fields it refuses in ``unsupported``)
     capabilities: Capabilities = FULL
+    #: models it is known to serve besides ``default_model``, so that a bare name finds it
+    #: before its upstream's list is discovered (:mod:`llmplex.providers.discovery`)
+    models: tuple[str, ...] = ()
 
 
 ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("OpenAI", "OpenAI", "https://api.openai.com/v1", "OPENAI_API_KEY", True,
-             "gpt-4o-mini", False, "https://platform.openai.com", FULL),
+             "gpt-4o-mini", False, "https://platform.openai.com", FULL,
+             ("gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano")),
     Endpoint("OpenRouter", "OpenRouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY",
              True, "openai/gpt-4o-mini", False, "https://openrouter.ai",
              _CHAT.with_(files=True, reasoning=True, logprobs=True, unsupported=_OPENAI_ONLY)),

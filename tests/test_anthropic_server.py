@@ -10,7 +10,10 @@ import anthropic
 import httpx
 import pytest
 
+from fastapi import FastAPI
+
 from llmplex.server import ServerThread, create_app
+from llmplex.server.anthropic_api import anthropic_router
 from llmplex.server.emulated import EmulatedServices, emulated_client
 from llmplex.testing import Fault, Script, wait_until
 
@@ -373,3 +376,21 @@ def test_claude_code_request_to_openai(services, server):
     assert sent["messages"][0] == {"role": "system", "content": [
         {"type": "text", "text": "You are Claude Code, Anthropic's official CLI."},
         {"type": "text", "text": "Working directory: /work"}]}
+
+
+def test_pings_while_the_upstream_is_silent(services):
+    # the router on its own, pinging after 0.1 s of silence (the server's: 10 s)
+    app = FastAPI()
+    app.include_router(anthropic_router(emulated_client(services), ping_interval=0.1))
+    emulator(services, "openai").script = Script(chunks=["slow", " answer"], delay=0.5)
+    with ServerThread(app) as running:
+        response = httpx.post(running.url + "/v1/messages", json={
+            "model": GPT, "max_tokens": 20, "stream": True,
+            "messages": [{"role": "user", "content": "Hi"}]}, timeout=20)
+    names = [name for name, _ in events(response)]
+    # one ping after message_start, more while the second piece is awaited
+    first_text = names.index("content_block_delta")
+    assert "ping" in names[first_text:names.index("message_delta")]
+    assert names[-2:] == ["message_delta", "message_stop"]
+    assert "".join(d["delta"]["text"] for n, d in events(response)
+                   if n == "content_block_delta") == "slow answer"

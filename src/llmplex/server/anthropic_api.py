@@ -493,11 +493,11 @@ class MessageStream(EventStream):
     every :data:`PING_SECONDS` while the upstream is silent, an ``error`` event when the
     upstream fails after the stream began."""
 
-    keepalive = PING_SECONDS
-
     def __init__(self, first: tuple[str, Any], pump: Pump, watcher: asyncio.Future[None],
-                 stall_timeout: float, input_estimate: int) -> None:
+                 stall_timeout: float, input_estimate: int,
+                 ping_interval: float = PING_SECONDS) -> None:
         super().__init__(first, pump, watcher, False, stall_timeout)
+        self.keepalive = ping_interval
         self.input_estimate = input_estimate
         self.started = False
         self.index = -1  # the block being written
@@ -612,8 +612,11 @@ async def _json(request: Request) -> Any:
 
 
 def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
-                     client_stall_timeout: float = CLIENT_STALL_TIMEOUT) -> APIRouter:
-    """The ``/v1/messages`` routes over ``client``; ``api_keys`` as ``create_app``'s."""
+                     client_stall_timeout: float = CLIENT_STALL_TIMEOUT,
+                     ping_interval: float = PING_SECONDS) -> APIRouter:
+    """The ``/v1/messages`` routes over ``client``; ``api_keys`` (UTF-8 bytes) and
+    ``client_stall_timeout`` as ``create_app``'s; ``ping_interval``: seconds of upstream
+    silence after which a stream gets a ``ping``."""
     router = APIRouter(prefix="/v1", route_class=_AnthropicRoute, tags=["anthropic"])
     keys = tuple(api_keys)
 
@@ -651,7 +654,7 @@ def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
                 await pump.close()
                 raise
             stream = MessageStream(first, pump, watcher, client_stall_timeout,
-                                   estimate_input(body))
+                                   estimate_input(body), ping_interval)
             owned = False  # the stream owns the watcher now
             return stream
         except ClientGone:

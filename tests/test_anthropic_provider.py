@@ -21,6 +21,7 @@ from llmplex.testing.anthropic import AnthropicEmulator
 from llmplex.types import (
     FinishReason,
     ReasoningDelta,
+    ReasoningSignature,
     ResponseMeta,
     ToolCallDelta,
     Usage,
@@ -112,6 +113,8 @@ async def test_thinking(anthropic_emulator):
     anthropic_emulator.script = Script("The answer.", reasoning="Let me think")
     chunks = await collect(run(anthropic_emulator, reasoning_effort="low"))
     assert "".join(c.text for c in chunks if isinstance(c, ReasoningDelta)) == "Let me think"
+    signatures = [c.signature for c in chunks if isinstance(c, ReasoningSignature)]
+    assert len(signatures) == 1 and signatures[0] in anthropic_emulator.signatures
     assert "".join(c for c in chunks if isinstance(c, str)) == "The answer."
     sent = anthropic_emulator.requests[-1].json
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}

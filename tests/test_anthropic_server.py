@@ -9,7 +9,6 @@ import json
 import anthropic
 import httpx
 import pytest
-
 from fastapi import FastAPI
 
 from llmplex.server import ServerThread, create_app
@@ -147,6 +146,7 @@ def test_thinking_streamed_as_thinking_blocks(services, sdk):
     assert [b.type for b in final.content] == ["thinking", "text"]
     assert final.content[0].thinking == "Deep thought"
     assert final.content[1].text == "Forty-two."
+    assert final.content[0].signature in emulator(services, "anthropic").signatures
     sent = emulator(services, "anthropic").requests_to("/v1/messages")[-1].json
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
     # elsewhere thinking is reasoning_effort
@@ -214,6 +214,35 @@ def test_tool_round_trip_anthropic(services, sdk):
     assert _round_trip(sdk, CLAUDE, first).content[0].text == "Sunny."
     last = claude.requests_to("/v1/messages")[-1].json["messages"][-1]
     assert last["content"][0]["type"] == "tool_result"
+
+
+def test_tool_round_trip_with_thinking_keeps_signatures(services, sdk):
+    # Anthropic checks the signature of the thinking block sent back with a tool result
+    claude = emulator(services, "anthropic")
+    claude.push(Script(reasoning="I need the weather",
+                       tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}]),
+                Script("Sunny.", reasoning="Got it"))
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    first = sdk.messages.create(model=CLAUDE, max_tokens=2000, tools=[WEATHER],
+                                thinking=thinking,
+                                messages=[{"role": "user", "content": "Weather in Paris?"}])
+    assert [b.type for b in first.content] == ["thinking", "tool_use"]
+    assert first.content[0].signature in claude.signatures
+    answer = sdk.messages.create(model=CLAUDE, max_tokens=2000, tools=[WEATHER],
+                                 thinking=thinking, messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": [{"type": "tool_result",
+                                      "tool_use_id": first.content[1].id, "content": "sunny"}]}])
+    assert answer.content[-1].text == "Sunny."
+    # a made-up signature is refused upstream, and the refusal reaches the caller
+    forged = [{"type": "thinking", "thinking": "x", "signature": "forged"},
+              {"type": "text", "text": "Hi"}]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        sdk.messages.create(model=CLAUDE, max_tokens=2000, thinking=thinking, messages=[
+            {"role": "user", "content": "Hi"}, {"role": "assistant", "content": forged},
+            {"role": "user", "content": "Again"}])
+    assert "signature" in info.value.body["error"]["message"]
 
 
 def test_image_block(services, sdk):

@@ -28,8 +28,9 @@ signatures, ``is_error`` — with only ``model`` (the resolved name) and ``strea
 here; ``messages`` and the other fields then only describe it to llmplex (routing,
 conversations). ``anthropic_beta`` is sent as the ``anthropic-beta`` header.
 
-Answers: text deltas; thinking as :class:`~llmplex.types.ReasoningDelta` (signatures are
-not carried: llmplex's events have no place for them); tool calls as
+Answers: text deltas; thinking as :class:`~llmplex.types.ReasoningDelta`, its signature
+as :class:`~llmplex.types.ReasoningSignature` (``redacted_thinking`` blocks are not
+passed on: llmplex's events have no place for their data); tool calls as
 :class:`~llmplex.types.ToolCallDelta`; :class:`~llmplex.types.Usage` with
 ``prompt_tokens`` = input + cache read + cache write tokens (OpenAI counts them all),
 ``prompt_tokens_details`` ``{"cached_tokens": read, "cache_write_tokens": written}``;
@@ -64,6 +65,7 @@ from ..types import (
     FinishReason,
     Messages,
     ReasoningDelta,
+    ReasoningSignature,
     ResponseMeta,
     ToolCallDelta,
     Usage,
@@ -259,8 +261,13 @@ class _Reader:
         self.blocks[index] = (str(kind), 0)
         if kind == "text" and block.get("text"):
             return [block["text"]]
-        if kind == "thinking" and block.get("thinking"):
-            return [ReasoningDelta(block["thinking"])]
+        if kind == "thinking":
+            out: list[Chunk] = []
+            if block.get("thinking"):
+                out.append(ReasoningDelta(block["thinking"]))
+            if block.get("signature"):
+                out.append(ReasoningSignature(block["signature"]))
+            return out
         if kind not in ("text", "thinking", "redacted_thinking"):
             raise ResponseError(f"content block of type {kind!r}, which llmplex cannot "
                                 "pass on", provider=self.provider)
@@ -281,7 +288,10 @@ class _Reader:
         if kind == "thinking_delta":
             text = delta.get("thinking")
             return [ReasoningDelta(text)] if text else []
-        return []  # signature_delta, citations_delta: no place for them in llmplex's events
+        if kind == "signature_delta":
+            signature = delta.get("signature")
+            return [ReasoningSignature(signature)] if signature else []
+        return []  # citations_delta: no place for citations in llmplex's events
 
     def _usage(self, usage: Any) -> None:
         if not isinstance(usage, dict):

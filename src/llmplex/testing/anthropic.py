@@ -18,6 +18,7 @@ non-empty key, or one of ``api_keys`` when given; and
 ``anthropic-version``; bodies are checked as the API does: ``model``, ``max_tokens`` and
 ``messages`` required, unknown top-level fields refused, roles ``user`` / ``assistant``,
 block types known, each ``tool_result`` answering a ``tool_use`` of the turn before,
+each ``thinking`` block sent back carrying a signature this emulator gave,
 ``thinking.budget_tokens`` at least 1024 and below ``max_tokens``, ``temperature`` 0..1.
 
 Tokens are words (whitespace-separated): ``input_tokens`` counts the words of the system
@@ -94,6 +95,8 @@ class AnthropicEmulator(Emulator):
         super().__init__(script)
         self.api_keys = tuple(api_keys)
         self._random = random.Random(1337)
+        #: the thinking signatures it gave: a thinking block sent back must carry one
+        self.signatures: set[str] = set()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/messages", self.messages),
@@ -138,6 +141,21 @@ class AnthropicEmulator(Emulator):
                                     "must be a JSON object")
         return record.json, None
 
+    def _check_signatures(self, body: dict[str, Any]) -> None:
+        for i, message in enumerate(body["messages"]):
+            content = message.get("content")
+            for j, block in enumerate(content if isinstance(content, list) else ()):
+                if block.get("type") == "thinking" and block.get(
+                        "signature") not in self.signatures:
+                    raise _Invalid(f"messages.{i}.content.{j}: Invalid `signature` in "
+                                   "`thinking` block")
+
+    def signature(self) -> str:
+        """A new opaque signature (remembered: see :attr:`signatures`)."""
+        value = "Eq" + self._id("")
+        self.signatures.add(value)
+        return value
+
     # -- routes -------------------------------------------------------------------------
 
     async def list_models(self, request: web.Request) -> web.Response:
@@ -171,6 +189,7 @@ class AnthropicEmulator(Emulator):
             return self.error(fault.status, fault.message, fault.reason, headers)
         try:
             _check(body)
+            self._check_signatures(body)
         except _Invalid as exc:
             return self.error(400, str(exc))
         answer = _Answer(self, body, script)
@@ -311,14 +330,12 @@ class _Answer:
         words = _words("".join(self.pieces)) + _words(self.thinking or "")
         return words + sum(1 + _words(json.dumps(c["input"])) for c in self.calls)
 
-    def _signature(self) -> str:
-        return "Eq" + self.emulator._id("")  # opaque, as Anthropic's are
 
     def message(self) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
         if self.thinking:
             content.append({"type": "thinking", "thinking": self.thinking,
-                            "signature": self._signature()})
+                            "signature": self.emulator.signature()})
         if self.pieces:
             content.append({"type": "text", "text": "".join(self.pieces)})
         for call in self.calls:
@@ -350,7 +367,7 @@ class _Answer:
                                                   "thinking": piece}}))
             await write(sse("content_block_delta", {"type": "content_block_delta", "index": 0,
                         "delta": {"type": "signature_delta",
-                                  "signature": self._signature()}}))
+                                  "signature": self.emulator.signature()}}))
             await write(sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
             index = 1
         script = self.script

@@ -286,6 +286,15 @@ def test_bad_requests(sdk):
     assert "top_k" in info.value.body["error"]["message"]
 
 
+def test_body_too_large_in_anthropic_shape(services):
+    with ServerThread(create_app(emulated_client(services), max_body_bytes=1000)) as running:
+        response = httpx.post(running.url + "/v1/messages", json={
+            "model": GPT, "max_tokens": 10,
+            "messages": [{"role": "user", "content": "x" * 2000}]})
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "request_too_large"
+
+
 def test_unknown_model(sdk):
     with pytest.raises(anthropic.NotFoundError) as info:
         sdk.messages.create(model="gpt-nonexistent-9", max_tokens=10,

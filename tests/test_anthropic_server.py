@@ -340,15 +340,39 @@ def test_upstream_overloaded_and_in_stream_error(services, sdk, server):
     assert "message_stop" not in [name for name, _ in seen]
 
 
+def test_overloaded_mid_stream_from_anthropic(services, server):
+    emulator(services, "anthropic").push(Script("one two three",
+                                                fault=Fault.error_event(after=1)))
+    response = httpx.post(server.url + "/v1/messages", headers={"x-api-key": KEY}, json={
+        "model": CLAUDE, "max_tokens": 20, "stream": True,
+        "messages": [{"role": "user", "content": "Hi"}]}, timeout=20)
+    seen = events(response)
+    assert seen[-1] == ("error", {"type": "error", "error": {
+        "type": "overloaded_error", "message": seen[-1][1]["error"]["message"]}})
+    assert "overloaded" in seen[-1][1]["error"]["message"]
+    assert seen[-2][0] == "content_block_delta"  # the text before it was delivered
+
+
+def test_client_leaving_before_a_whole_answer_closes_the_upstream(services, server):
+    claude = emulator(services, "anthropic")
+    claude.script = Script(" ".join(["word"] * 400), delay=0.05)  # 20 s, if read to its end
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/messages", headers={"x-api-key": KEY}, json={
+            "model": CLAUDE, "max_tokens": 500,
+            "messages": [{"role": "user", "content": "Talk"}]}, timeout=1)
+    assert claude.requests_to("/v1/messages")  # it was asked
+    wait_until(lambda: claude.open_streams == 0, timeout=8)
+
+
 def test_client_closing_mid_stream_closes_the_upstream(services, sdk):
     claude = emulator(services, "anthropic")
-    claude.script = Script(" ".join(["word"] * 200), delay=0.05)
+    claude.script = Script(" ".join(["word"] * 400), delay=0.05)  # 20 s, if read to its end
     with sdk.messages.stream(model=CLAUDE, max_tokens=1000,
                              messages=[{"role": "user", "content": "Talk"}]) as stream:
         for _ in stream.text_stream:
             break
         assert claude.open_streams == 1
-    wait_until(lambda: claude.open_streams == 0, timeout=10)
+    wait_until(lambda: claude.open_streams == 0, timeout=8)
 
 
 # -- Claude Code ----------------------------------------------------------------------------

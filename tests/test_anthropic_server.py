@@ -257,10 +257,16 @@ def test_image_block(services, sdk):
                      {"type": "text", "text": "What is this?"}]
 
 
-def test_count_tokens(sdk):
+def test_count_tokens(services, sdk):
     count = sdk.messages.count_tokens(model=GPT, system="x" * 40, messages=[
         {"role": "user", "content": "y" * 40}])
     assert count.input_tokens == 20  # an estimate: one token per 4 bytes
+    # Anthropic counts its own (the emulator: words)
+    count = sdk.messages.count_tokens(model=CLAUDE, system="a b", messages=[
+        {"role": "user", "content": "c d e"}])
+    assert count.input_tokens == 5
+    sent = emulator(services, "anthropic").requests_to("/count_tokens")[-1]
+    assert sent.json["model"] == CLAUDE and sent.headers["x-api-key"] == "sk-ant-emulated"
     with pytest.raises(anthropic.NotFoundError):
         sdk.messages.count_tokens(model="no-such-model",
                                   messages=[{"role": "user", "content": "hi"}])

@@ -80,6 +80,7 @@ __all__ = [
     "Anthropic",
     "anthropic_body_for",
     "anthropic_messages",
+    "count_tokens",
     "status_error",
 ]
 
@@ -125,6 +126,22 @@ class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
         return model.startswith("claude-")
 
     @classmethod
+    def _headers(cls, api_key: str | None, headers: Mapping[str, str] | None,
+                 beta: str | None) -> dict[str, str]:
+        """A fresh header dict per call: the key, the API version, the betas."""
+        out = dict(headers or {})
+        key = api_key or os.environ.get(cls.api_key_env)
+        if key:
+            out["x-api-key"] = key
+        elif not any(h.lower() in ("x-api-key", "authorization") for h in out):
+            raise MissingAuthError(f"no API key: pass api_key= or set {cls.api_key_env}",
+                                   provider=cls.get_name())
+        out.setdefault("anthropic-version", API_VERSION)
+        if beta:
+            out["anthropic-beta"] = beta
+        return out
+
+    @classmethod
     async def create_async_generator(
         cls, model: str, messages: Messages | str, *,
         proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
@@ -157,16 +174,7 @@ class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
                 tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
                 reasoning_effort=reasoning_effort, thinking=thinking, user=user,
                 metadata=metadata)
-        request_headers = dict(headers or {})
-        key = api_key or os.environ.get(cls.api_key_env)
-        if key:
-            request_headers["x-api-key"] = key
-        elif not any(h.lower() in ("x-api-key", "authorization") for h in request_headers):
-            raise MissingAuthError(f"no API key: pass api_key= or set {cls.api_key_env}",
-                                   provider=name)
-        request_headers.setdefault("anthropic-version", API_VERSION)
-        if anthropic_beta:
-            request_headers["anthropic-beta"] = anthropic_beta
+        request_headers = cls._headers(api_key, headers, anthropic_beta)
         request_headers.setdefault("Accept", "text/event-stream")
         url = cls.resolve_base_url(base_url, _ORIGIN) + "/v1/messages"
         reader = _Reader(name)
@@ -185,6 +193,37 @@ class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
             raise ResponseError("stream ended early (no message_stop)", provider=name)
         yield reader.usage()
         yield FinishReason(FINISH_REASONS.get(reader.stop_reason or "", "stop"))
+
+
+#: fields of a Messages request that ``count_tokens`` does not take
+_NOT_COUNTED = ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences",
+                "metadata", "service_tier")
+
+
+async def count_tokens(model: str, body: Mapping[str, Any], *, proxy: str | None = None,
+                       timeout: float | None = DEFAULT_TIMEOUT, base_url: str | None = None,
+                       api_key: str | None = None, headers: Mapping[str, str] | None = None,
+                       anthropic_beta: str | None = None, **_: Any) -> int:
+    """The input tokens of a Messages API request, as Anthropic counts them
+    (``POST /v1/messages/count_tokens``); options as the provider's (others are not
+    about counting and are ignored)."""
+    provider = Anthropic.get_name()
+    request_headers = Anthropic._headers(api_key, headers, anthropic_beta)
+    request_headers["Accept"] = "application/json"
+    payload = {k: v for k, v in body.items() if k not in _NOT_COUNTED}
+    payload["model"] = Anthropic.get_model(model)
+    url = Anthropic.resolve_base_url(base_url, _ORIGIN) + "/v1/messages/count_tokens"
+    async with Session(provider, proxy=proxy, headers=request_headers, timeout=timeout) as s, \
+            s.request("POST", url, json=payload, check=False) as response:
+        if response.status >= 400:
+            raw = await response.content.read(BODY_LIMIT * 4)
+            raise s.scrub(status_error(response.status, raw.decode("utf-8", "replace"),
+                                       provider, response.headers.get("retry-after")))
+        data = await s.read_json(response)
+    tokens = data.get("input_tokens") if isinstance(data, dict) else None
+    if isinstance(tokens, bool) or not isinstance(tokens, int):
+        raise ResponseError("count_tokens answered no input_tokens", provider=provider)
+    return tokens
 
 
 def status_error(status: int, body: str, provider: str, retry_after: str | None) -> Exception:

@@ -42,8 +42,9 @@ Usage: ``input_tokens`` is the upstream's prompt count without cached and cache-
 tokens, which are ``cache_read_input_tokens`` / ``cache_creation_input_tokens`` when it
 reports them. A stream's ``message_start`` carries an estimate of the input
 (:func:`llmplex.limits.estimate_tokens`, one token per 4 bytes of the request's text);
-``message_delta`` the counts the upstream reported. ``count_tokens`` answers that
-estimate: no upstream is asked.
+``message_delta`` the counts the upstream reported. ``count_tokens`` asks Anthropic when
+every route is the Anthropic provider, else answers that estimate (no other upstream
+counts tokens).
 
 Auth: with server API keys, ``x-api-key: <key>`` or ``Authorization: Bearer <key>``.
 Cancellation, back-pressure and cleanup are those of ``/v1/chat/completions``
@@ -189,13 +190,30 @@ def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
                 watcher.cancel()
 
     @router.post("/messages/count_tokens")
-    async def count_tokens(request: Request) -> dict[str, Any]:
-        """An estimate of a request's input tokens (no upstream is asked): one token per
-        4 bytes of its text, tool definitions included (:func:`estimate_input`)."""
+    async def count_tokens(request: Request) -> Any:
+        """A request's input tokens: Anthropic's own count when every route is the
+        Anthropic provider, else an estimate (no upstream counts): one token per 4 bytes
+        of its text, tool definitions included."""
         _authorize(request, keys)
         body = await _json(request)
-        kwargs, _ = arguments(body, count_only=True)
-        client.router.resolve(kwargs["model"])  # an unknown model is a 404, as upstream
-        return {"input_tokens": estimate_input(body)}
+        kwargs, native = arguments(body, count_only=True)
+        routes = client.router.resolve(kwargs["model"])  # unknown model: a 404, as upstream
+        if not native:
+            return {"input_tokens": estimate_input(body)}
+        from ..providers.anthropic import count_tokens as anthropic_count
+
+        options = dict(client.provider_options.get("anthropic", {}))
+        if client.proxy is not None:
+            options.setdefault("proxy", client.proxy)
+        watcher = asyncio.ensure_future(disconnected(request.receive))
+        try:
+            tokens = await unless_gone(watcher, anthropic_count(
+                routes[0].model, body, anthropic_beta=request.headers.get("anthropic-beta"),
+                **options))
+        except ClientGone:
+            return Response(status_code=499)
+        finally:
+            watcher.cancel()
+        return {"input_tokens": tokens}
 
     return router

@@ -462,3 +462,27 @@ def test_pings_while_the_upstream_is_silent(services):
     assert names[-2:] == ["message_delta", "message_stop"]
     assert "".join(d["delta"]["text"] for n, d in events(response)
                    if n == "content_block_delta") == "slow answer"
+
+
+def test_tool_result_with_an_image_and_a_document(services, sdk):
+    openai_emulator = emulator(services, "openai")
+    sdk.messages.create(model=GPT, max_tokens=50, tools=[WEATHER], messages=[
+        {"role": "user", "content": "Look"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+                                           "name": "get_weather", "input": {"city": "X"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": True, "content": [
+                {"type": "text", "text": "no such city"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                             "data": PNG}}]},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                            "data": "JVBERi0x"}},
+            {"type": "text", "text": "What now?"}]}])
+    messages = openai_emulator.requests[-1].json["messages"]
+    assert messages[2] == {"role": "tool", "tool_call_id": "toolu_1",
+                           "content": "Error: no such city"}
+    assert messages[3] == {"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0x",
+                                  "filename": "document.pdf"}},
+        {"type": "text", "text": "What now?"}]}

@@ -11,9 +11,11 @@ Translation (every route):
 
 - ``system`` (a string or text blocks) -> a system message; ``messages``: ``text`` ->
   text parts, ``image`` (``base64`` or ``url`` source) -> ``image_url`` parts (a ``data:``
-  URL), assistant ``tool_use`` -> ``tool_calls``, ``tool_result`` -> ``tool`` messages
-  (text or text blocks; ``is_error: true`` puts ``Error:`` before the text, the only way
-  to say it in OpenAI's shape).
+  URL), ``document`` (a base64 PDF or text) -> a ``file`` part or text, assistant
+  ``tool_use`` -> ``tool_calls``, ``tool_result`` -> ``tool`` messages (their text;
+  ``is_error: true`` puts ``Error:`` before it, the only way to say it in OpenAI's shape;
+  their images and documents, which OpenAI's tool messages cannot hold, open the user
+  turn that follows the tool messages).
 - ``tools`` (custom tools with ``input_schema``) -> function tools; server tools
   (``web_search``, ``code_execution``...) are refused by name: their answers have no
   place in llmplex's stream. ``tool_choice`` ``auto`` / ``any`` / ``tool`` / ``none`` ->

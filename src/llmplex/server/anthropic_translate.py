@@ -65,7 +65,26 @@ def _image(block: Mapping[str, Any], param: str) -> dict[str, Any]:
     raise _Invalid(f"{param}.source.type", f"expected 'base64' or 'url', got {kind!r}")
 
 
-def _tool_result(block: Mapping[str, Any], param: str, lenient: bool) -> dict[str, Any]:
+def _document(block: Mapping[str, Any], param: str) -> dict[str, Any]:
+    """A ``document`` block: a PDF (base64) as a ``file`` part, plain text as text."""
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "base64" and source.get("media_type") == "application/pdf":  # type: ignore[union-attr]
+        data = _text(source.get("data"), f"{param}.source.data")  # type: ignore[union-attr]
+        return {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{data}",
+                                         "filename": str(block.get("title") or "document.pdf")}}
+    if kind == "text":
+        return {"type": "text", "text": _text(source.get("data"),  # type: ignore[union-attr]
+                                              f"{param}.source.data")}
+    raise _Invalid(f"{param}.source", "documents here are base64 PDFs or text (other "
+                   "sources go to Anthropic only)")
+
+
+def _tool_result(block: Mapping[str, Any], param: str, lenient: bool,
+                 media: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``tool`` message of a ``tool_result`` block. OpenAI's tool messages take text
+    only: its images and documents are appended to ``media``, to follow in the user's
+    turn."""
     call_id = _text(block.get("tool_use_id"), f"{param}.tool_use_id")
     content = block.get("content", "")
     if isinstance(content, str):
@@ -74,11 +93,16 @@ def _tool_result(block: Mapping[str, Any], param: str, lenient: bool) -> dict[st
         pieces = []
         for k, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
+            where = f"{param}.content.{k}"
             if kind == "text":
-                pieces.append(_text(part.get("text"), f"{param}.content.{k}.text"))
+                pieces.append(_text(part.get("text"), f"{where}.text"))
+            elif kind == "image":
+                media.append(_image(part, where))
+            elif kind == "document":
+                media.append(_document(part, where))
             elif not lenient:
-                raise _Invalid(f"{param}.content.{k}.type", f"a {kind!r} block in a tool "
-                               "result can only go to Anthropic; other services take text")
+                raise _Invalid(f"{where}.type", f"a {kind!r} block in a tool result can "
+                               "only go to Anthropic")
         text = "\n".join(pieces)
     else:
         raise _Invalid(f"{param}.content", "expected a string or a list of blocks")
@@ -105,6 +129,7 @@ def _messages(messages: Any, lenient: bool) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []
         calls: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
+        media: list[dict[str, Any]] = []  # the tool results' images and documents
         for j, block in enumerate(content):
             param = f"{where}.content.{j}"
             kind = block.get("type") if isinstance(block, dict) else None
@@ -112,6 +137,8 @@ def _messages(messages: Any, lenient: bool) -> list[dict[str, Any]]:
                 parts.append({"type": "text", "text": _text(block.get("text"), f"{param}.text")})
             elif kind == "image" and role == "user":
                 parts.append(_image(block, param))
+            elif kind == "document" and role == "user":
+                parts.append(_document(block, param))
             elif kind == "tool_use" and role == "assistant":
                 arguments = block.get("input", {})
                 if not isinstance(arguments, dict):
@@ -121,7 +148,7 @@ def _messages(messages: Any, lenient: bool) -> list[dict[str, Any]]:
                                            "arguments": json.dumps(arguments,
                                                                    ensure_ascii=False)}})
             elif kind == "tool_result" and role == "user":
-                results.append(_tool_result(block, param, lenient))
+                results.append(_tool_result(block, param, lenient, media))
             elif kind in ("thinking", "redacted_thinking") and role == "assistant":
                 continue  # earlier turns' thinking: see the module docstring
             elif lenient:
@@ -131,6 +158,7 @@ def _messages(messages: Any, lenient: bool) -> list[dict[str, Any]]:
                                "is not supported here")
         # OpenAI's shape: tool results are messages of their own, before the user's words
         out.extend(results)
+        parts = media + parts
         if role == "assistant":
             if parts or calls:
                 out.append({"role": "assistant", "content": parts or None,

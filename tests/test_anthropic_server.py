@@ -290,6 +290,13 @@ def test_bad_requests(sdk):
         sdk.messages.create(model=GPT, max_tokens=10, extra_body={"top_k": 3},
                             messages=[{"role": "user", "content": "hi"}])
     assert "top_k" in info.value.body["error"]["message"]
+    # a translated field is named as the caller named it
+    with pytest.raises(anthropic.BadRequestError) as info:
+        sdk.messages.create(model=ALLENAI, max_tokens=3000,
+                            thinking={"type": "enabled", "budget_tokens": 2000},
+                            messages=[{"role": "user", "content": "hi"}])
+    message = info.value.body["error"]["message"]
+    assert "'thinking'" in message and "reasoning_effort" not in message
 
 
 def test_body_too_large_in_anthropic_shape(services):

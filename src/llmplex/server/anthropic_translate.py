@@ -297,10 +297,18 @@ _PARAMS = {"stop": "stop_sequences", "reasoning_effort": "thinking", "user": "me
 
 
 def anthropic_param(exc: InvalidRequestError) -> InvalidRequestError:
-    name = _PARAMS.get(exc.param or "")
+    """``exc`` about a field the translation made, told with the caller's name for it
+    (``thinking`` rather than ``reasoning_effort``)."""
+    ours = exc.param or ""
+    name = _PARAMS.get(ours)
     if name is None:
         return exc
-    return InvalidRequestError(f"{name}: {exc.message}", param=name, provider=exc.provider)
+    message = exc.message.replace(f"'{ours}'", f"'{name}'")
+    if message.startswith(ours):
+        message = name + message[len(ours):]
+    elif f"'{name}'" not in message:
+        message = f"{name}: {message}"
+    return InvalidRequestError(message, param=name, provider=exc.provider)
 
 
 def all_anthropic(client: AsyncClient, model: str) -> bool:

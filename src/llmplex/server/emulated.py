@@ -33,6 +33,7 @@ DUMMY_CREDENTIALS: dict[str, dict[str, Any]] = {
     "AllenAI": {"api_key": "ai2-emulated-token"},  # llmplex.testing.ai2.EMULATED_TOKEN
     "Replicate": {"api_key": "r8_emulated"},
     "OpenAssistant": {"cookies": {"next-auth.session-token": "emulated-session"}},
+    "Anthropic": {"api_key": "sk-ant-emulated"},
 }
 _OPENAI_KEY = "sk-emulated"
 _COMPATIBLE = ("OpenAICompatible", *ENDPOINTS)
@@ -125,6 +126,8 @@ class EmulatedServices:
                 line += f" REPLICATE_API_TOKEN={DUMMY_CREDENTIALS['Replicate']['api_key']}"
             elif provider == "AllenAI":
                 line += f" AI2_API_KEY={DUMMY_CREDENTIALS['AllenAI']['api_key']}"
+            elif provider == "Anthropic":
+                line += f" ANTHROPIC_API_KEY={DUMMY_CREDENTIALS['Anthropic']['api_key']}"
             lines.append((name, emulator.url, line))
         return lines
 

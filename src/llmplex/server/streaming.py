@@ -227,7 +227,10 @@ DONE = b"data: [DONE]\n\n"
 
 class EventStream(Response):
     """The SSE response: writes the pump's chunks, watching for the client leaving, and
-    drops a client none of whose writes completes within ``stall_timeout`` seconds."""
+    drops a client none of whose writes completes within ``stall_timeout`` seconds.
+
+    Another API's stream subclasses it, rendering its own chunks (:meth:`_render`), the
+    error after the first one (:meth:`_render_error`) and the end (:attr:`end`)."""
 
     media_type = "text/event-stream"
 
@@ -244,6 +247,15 @@ class EventStream(Response):
         self.watcher = watcher
         self.include_usage = include_usage
         self.stall_timeout = stall_timeout
+
+    #: what ends the stream after the last chunk
+    end = DONE
+
+    def _render_error(self, exc: BaseException) -> bytes:
+        """What an error after the first chunk sends (then the stream ends)."""
+        error = error_for(exc)
+        log_error(error, exc, streaming=True)
+        return b"event: error\n" + sse(error.body()) + DONE
 
     def _render(self, chunk: ChatCompletionChunk) -> bytes:
         data = public(chunk.model_dump())
@@ -282,11 +294,9 @@ class EventStream(Response):
                 if kind == "chunk":
                     body = self._render(value)
                 elif kind == "error":
-                    error = error_for(value)
-                    log_error(error, value, streaming=True)
-                    body = b"event: error\n" + sse(error.body()) + DONE
+                    body = self._render_error(value)
                 else:
-                    body = DONE
+                    body = self.end
                 if watcher.done():
                     log.info("client went away mid-stream; upstream request cancelled")
                     break

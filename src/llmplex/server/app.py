@@ -6,7 +6,8 @@
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), ``GET /v1/models``,
 ``GET /v1/models/{id}``, ``GET /v1/providers``, ``POST/GET/DELETE /v1/conversations``,
 ``POST /v1/responses`` and ``GET/DELETE /v1/responses/{id}`` (OpenAI's Responses API,
-:mod:`llmplex.server.responses_api`),
+:mod:`llmplex.server.responses_api`), ``POST /v1/embeddings``
+(:mod:`llmplex.server.embeddings`),
 ``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs`` and ``/redoc``,
 served without a CDN). Errors always have OpenAI's shape (:mod:`llmplex.server.errors`
 has the status table).
@@ -277,7 +278,10 @@ def create_app(
         await client.conversations.delete(conversation_id)
         return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
+    from .embeddings import install_embeddings
     from .responses_api import install_responses
+
+    install_embeddings(v1, client, max_providers=max_providers, responses=_ERROR_RESPONSES)
 
     install_responses(v1, client, stall_timeout=client_stall_timeout,
                       max_providers=max_providers, responses=_ERROR_RESPONSES)

@@ -23,7 +23,7 @@ import difflib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -125,7 +125,7 @@ def _check(body: ResponseRequest, max_providers: int) -> None:
                            "is enabled.", code="invalid_value", param="stream_options")
         unknown = set(body.stream_options) - {"include_obfuscation"}
         if unknown or body.stream_options.get("include_obfuscation"):
-            name = sorted(unknown)[0] if unknown else "include_obfuscation"
+            name = min(unknown) if unknown else "include_obfuscation"
             raise _unsupported(f"stream_options.{name}", f"stream_options.{name}")
     metadata = body.metadata or {}
     pairs, key_length, value_length = _METADATA
@@ -200,7 +200,7 @@ class _Turn:
         self.history = [*history, *new]
         self.store = store
 
-    async def events(self, streamed: bool) -> AsyncIterator[bytes]:
+    async def events(self, streamed: bool) -> AsyncGenerator[bytes, None]:
         """The rendered events (see :mod:`.responses_output`). An error before the first
         chunk is raised (the request gets its status); a later one is a
         ``response.failed`` event when ``streamed``, else raised too."""

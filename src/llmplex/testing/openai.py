@@ -9,7 +9,7 @@
 - ``GET /v1/models`` and ``GET /v1/models/{id}``.
 - ``POST /v1/embeddings``: deterministic unit vectors (float lists, or base64 with
   ``encoding_format: "base64"``), ``dimensions`` for ``text-embedding-3`` models, OpenAI's
-  400s (:mod:`llmplex.testing.openai_embeddings`); ``Fault.status(..., step="embeddings")``
+  400s (:mod:`llmplex.testing.openai_embeddings`); ``Fault.http_status(..., step="embeddings")``
   makes it fail.
 - Errors are OpenAI's: ``{"error": {"message", "type", "param", "code"}}`` with the status.
 

@@ -245,6 +245,43 @@ def test_streamed_function_call_events(server):
     assert json.loads(arguments) == {"city": "Rome"}
 
 
+def test_tool_choice_names_a_function_and_parallel_calls_are_forwarded(server):
+    server.emu["openai"].push(Script(tool_calls=[
+        {"name": "get_weather", "arguments": {"city": "Paris"}},
+        {"name": "get_weather", "arguments": {"city": "Rome"}}]))
+    response = server.sdk.responses.create(
+        model="openai:gpt-4o-mini", input="Weather?", tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"}, parallel_tool_calls=False)
+    sent = server.sent()
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert sent["parallel_tool_calls"] is False
+    # the emulator keeps one call without parallel calls, as OpenAI does
+    assert [(c.name, json.loads(c.arguments)) for c in response.output] == [
+        ("get_weather", {"city": "Paris"})]
+    assert response.parallel_tool_calls is False
+
+
+def test_images_and_refusals(server):
+    image = "data:image/png;base64,iVBORw0KGgo="
+    server.emu["openai"].push(Script(refusal="I can't help with that."))
+    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input=[
+        {"role": "user", "content": [
+            {"type": "input_text", "text": "What is this?"},
+            {"type": "input_image", "image_url": image, "detail": "low"}]}])
+    assert server.sent()["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": image, "detail": "low"}}]}]
+    [message] = response.output
+    assert [(c.type, c.refusal) for c in message.content] == [
+        ("refusal", "I can't help with that.")]
+    server.emu["openai"].push(Script(refusal="I can't help with that."))
+    events = events_of(server, {"model": "openai:gpt-4o-mini", "input": "Hi"})
+    kinds = [name for name, _ in events]
+    assert "response.refusal.delta" in kinds and "response.output_text.delta" not in kinds
+    assert [d["refusal"] for n, d in events if n == "response.refusal.done"] == [
+        "I can't help with that."]
+
+
 def test_function_tool_on_a_text_only_provider_is_emulated(server):
     server.emu["allenai"].push(Script(
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'))
@@ -447,3 +484,29 @@ def test_client_leaving_before_a_non_stream_answer_cancels_upstream(server):
         httpx.post(server.url + "/v1/responses", timeout=0.5,
                    json={"model": "openai:gpt-4o-mini", "input": "Hi"})
     wait_until(lambda: emulator.open_streams == 0, message="upstream stream left open")
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/embeddings"])
+def test_generated_requests_never_cause_a_server_error(server, path):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    operation = schema[path]["POST"]
+    seen: dict[int, int] = {}
+
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(GenerationMode.POSITIVE)
+           | operation.as_strategy(GenerationMode.NEGATIVE))
+    def check(case):
+        response = case.call(base_url=server.url, timeout=15)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (case.body, response.text)
+        if response.status_code >= 400:
+            body = response.json()
+            assert set(body) == {"error"} and body["error"]["message"], body
+
+    check()
+    assert seen.get(200) and seen.get(400), seen  # both kinds were tried

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from llmplex.testing import Fault, Script, interrupt, read_exports, serve, wait_until
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.testing.openai import DEFAULT_CREATED, OpenAIEmulator
 from llmplex.testing.replicate import ReplicateEmulator
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
@@ -399,10 +399,20 @@ def test_providers_and_models_tables(env):
     caps = {p["name"]: p["capabilities"] for p in data}
     assert caps["OpenAI"]["tools"] == "native" and caps["AllenAI"]["tools"] == "emulated"
     assert caps["OpenAssistant"]["native_stop"] is False
-    models = run(env, "models", "-p", "allenai").stdout
+    result = run(env, "models", "-p", "allenai")  # not working: nothing routable
+    assert result.stdout == "" and "AllenAI is not available: marked not working" in (
+        result.stderr)
+    models = run(env, "models", "-p", "allenai", "--all").stdout
     assert "tulu3-405b" in models and "gpt-4o-mini" not in models
-    listed = json.loads(run(env, "models", "--json").stdout)
-    assert {"id": "tulu3-405b", "providers": ["AllenAI"]} in listed
+    assert "no: AllenAI: marked not working" in models
+    listed = json.loads(run(env, "models", "--all", "--json").stdout)
+    assert {"id": "tulu3-405b", "providers": ["AllenAI"], "created": 0, "available": False,
+            "reason": "AllenAI: marked not working"} in listed
+    # by default: what the configured OpenAI (the emulator) lists, with its created times
+    listed = {m["id"]: m for m in json.loads(run(env, "models", "--json").stdout)}
+    assert listed["gpt-4o"] == {"id": "gpt-4o", "providers": ["OpenAI"],
+                                "created": DEFAULT_CREATED["gpt-4o"]}
+    assert "tulu3-405b" not in listed
 
 
 def test_help_documents_environment_and_exit_codes(env):

@@ -237,13 +237,18 @@ async def test_not_working_providers_only_when_named(services):
 
 async def test_models_list_names_providers(services):
     client = client_for(services)
-    models = await client.models.list()
+    models = await client.models.list(all=True)
     table = {m.id: m.providers for m in models}
     assert table["tulu3-405b"] == ["AllenAI"]
     assert table["tulu-3-1-8b"] == ["AllenAI"]  # a model that is also an alias: listed once
     assert "Replicate" in table["meta/meta-llama-3-70b-instruct"]
     assert table["gpt-4o-mini"][0] == "OpenAI"
     assert models.object == "list" and models.data[0].object == "model"
+    # by default only what can be routed now: AllenAI is marked not working
+    routable = {m.id: m for m in await client.models.list()}
+    assert "tulu3-405b" not in routable and routable["gpt-4o-mini"].available
+    [tulu] = [m for m in models if m.id == "tulu3-405b"]
+    assert not tulu.available and tulu.reason == "AllenAI: marked not working"
 
 
 # -- conversations -----------------------------------------------------------------------

@@ -167,17 +167,55 @@ def test_parse_retry_after():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
 
 
-def test_all_providers_failed_lists_each_error():
+def test_all_providers_failed_is_a_summary_then_a_line_per_provider():
+    from llmplex.routing import CoolingDown
+
+    long = "x" * 5000
     err = AllProvidersFailed(
         [("AllenAI", RateLimitError("slow down", provider="AllenAI", status=429)),
-         ("Replicate", MissingAuthError("no key", provider="Replicate"))],
+         ("Replicate", MissingAuthError("no key", provider="Replicate")),
+         ("Groq", ResponseStatusError(f"first line {long}\nsecond", provider="Groq", status=500)),
+         ("OpenAI", MissingAuthError("no API key", provider="OpenAI")),
+         ("Mistral", CoolingDown("skipped", provider="Mistral", retry_after=12.2)),
+         ("Together", CoolingDown("skipped", provider="Together", retry_after=3.0)),
+         ("DeepInfra", MissingAuthError("refused", provider="DeepInfra", status=401))],
         model="llama-3.1-8b",
     )
+    lines = str(err).splitlines()
+    print(str(err))  # shown with -s: what a user reads
+    assert lines[0] == "all providers failed for model 'llama-3.1-8b':"
+    assert lines[1] == "  AllenAI: HTTP 429: slow down"  # the provider named once
+    assert lines[2].startswith("  Groq: HTTP 500: first line xxx") and lines[2].endswith("…")
+    assert len(lines[2]) <= 202 and "second" not in str(err)  # one line, trimmed
+    assert lines[3] == "  DeepInfra: HTTP 401: refused"  # a refused key is not a missing one
+    # the providers without a key: one line, then the variables to set and the file
+    assert lines[4] == "  no key for: Replicate, OpenAI"
+    hint = " ".join(line.strip() for line in lines[5:-1])
+    assert hint.startswith("(set REPLICATE_API_TOKEN or OPENAI_API_KEY, or add api_key "
+                           "under [providers.<Name>] in ")
+    assert hint.endswith("config.toml)")
+    assert lines[-1] == "  cooling down for up to 12s after failing recently: Mistral, Together"
+    assert max(map(len, lines)) <= 202
+    assert not err.unconfigured
+    # the errors themselves are kept as they were; pickling keeps all
+    assert [name for name, _ in err.errors][:2] == ["AllenAI", "Replicate"]
+    copy_ = pickle.loads(pickle.dumps(err))
+    assert copy_.model == "llama-3.1-8b" and str(copy_) == str(err)
+    assert [type(e) for _, e in copy_.errors] == [type(e) for _, e in err.errors]
+
+
+def test_all_providers_failed_for_want_of_keys_only():
+    err = AllProvidersFailed([("OpenAI", MissingAuthError("no API key", provider="OpenAI")),
+                              ("OpenAssistant", MissingAuthError("no cookies",
+                                                                 provider="OpenAssistant"))])
+    assert err.unconfigured
     text = str(err)
-    assert "llama-3.1-8b" in text
-    assert "AllenAI: RateLimitError: AllenAI: HTTP 429: slow down" in text
-    assert "Replicate: MissingAuthError: Replicate: no key" in text
-    assert pickle.loads(pickle.dumps(err)).model == "llama-3.1-8b"
+    assert text.splitlines()[:2] == ["all providers failed:",
+                                     "  no key for: OpenAI, OpenAssistant"]
+    # OpenAssistant reads no variable: its cookies go in the config file
+    assert "(set OPENAI_API_KEY, or add api_key or cookies under" in " ".join(text.split())
+    assert not AllProvidersFailed([]).unconfigured
+    assert MissingAuthError("x").unconfigured and not MissingAuthError("x", status=403).unconfigured
 
 
 # -- types ---------------------------------------------------------------------------------

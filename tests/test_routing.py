@@ -261,3 +261,28 @@ async def test_conversation_after_a_fallback_carries_the_full_history(pair):
     stored = await client.conversations.get(conversation.id)
     assert [m["content"] for m in stored.messages] == ["Turn one", GOOD, "Turn two", GOOD]
     assert stored.provider == "Groq"
+
+
+async def test_a_missing_key_is_grouped_and_never_cools_down(pair):
+    first, second, _ = pair
+    second.script = Script(GOOD, fault=Fault.http_status(500, "Internal meltdown"))
+    client = make_client(pair, retries=2)
+    del client.provider_options["openai"]["api_key"]  # OpenAI: nothing configured
+    for _ in range(2):
+        with pytest.raises(AllProvidersFailed) as info:
+            await client.chat.completions.create(model="duo", messages="Hi")
+        error = info.value
+        print(error)
+        assert isinstance(error.errors[0][1], MissingAuthError)
+        names = [name for name, _ in error.errors]
+        assert names == ["OpenAI", "Groq", "Groq", "Groq"]  # a missing key: no retry
+        assert not error.unconfigured  # Groq has a key: it failed otherwise
+        lines = str(error).splitlines()
+        assert lines[1] == "  Groq: HTTP 500: Internal meltdown (3 attempts)"
+        assert "  no key for: OpenAI" in lines
+        assert lines[lines.index("  no key for: OpenAI") + 1].startswith(
+            "    (set OPENAI_API_KEY, or add api_key under [providers.OpenAI] in")
+        router = client.router
+        router.health.pop("Groq", None)  # Groq may be tried again; OpenAI never cooled
+        assert "OpenAI" not in router.health or router.health["OpenAI"].failures == 0
+    assert first.requests == []  # nothing sent without a key

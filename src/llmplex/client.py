@@ -207,6 +207,83 @@ class AsyncClient:
             + ("" if named_ok else " (this server only reaches the local servers its "
                "operator configured)"), param="model", provider=name)
 
+    def _key(self, provider: type[Any]) -> tuple[str | None, str | None]:
+        """The key ``provider`` would use (its options', else its variable's) and the
+        name of that variable."""
+        from .config import _key_env
+
+        name = provider.get_name()
+        key_env = getattr(provider, "api_key_env", None) or _key_env(name)
+        key = self.provider_options.get(name.lower(), {}).get("api_key")
+        return key or (os.environ.get(key_env) if key_env else None), key_env
+
+    def unavailable(self, provider: type[Any]) -> str | None:
+        """Why ``provider`` cannot serve a request now, or None when it can (working, and
+        configured as far as it needs: credentials, a base URL, a local server set up)."""
+        name = provider.get_name()
+        if not provider.working and not self.router.include_not_working:
+            return "marked not working"
+        options = self.provider_options.get(name.lower(), {})
+        if getattr(provider, "local", False) and not self.configured(provider):
+            return (f"a local server that is not configured (set LLMPLEX_{name.upper()}"
+                    f"_BASE_URL or add [providers.{name}])")
+        if hasattr(provider, "default_base_url") and not (
+                options.get("base_url") or provider.env_base_url()
+                or provider.default_base_url):
+            return f"no base URL (set LLMPLEX_{name.upper()}_BASE_URL)"
+        if provider.needs_auth:
+            key, key_env = self._key(provider)
+            if not (key or options.get("cookies") or options.get("headers")):
+                return (f"no API key (set {key_env})" if key_env
+                        else f"no credentials (add [providers.{name}])")
+        return None
+
+    def _discovery(self, provider: type[Any]) -> dict[str, Any] | None:
+        """How to ask ``provider``'s upstream for its models, when it is an
+        OpenAI-compatible one the user configured and may reach; else None."""
+        if not hasattr(provider, "fetch_models") or not self.configured(provider) \
+                or self.unavailable(provider) is not None:
+            return None
+        options = self.provider_options.get(provider.get_name().lower(), {})
+        return {"base_url": provider._base(options.get("base_url")),
+                "api_key": self._key(provider)[0], "headers": options.get("headers"),
+                "proxy": options.get("proxy") or self.proxy}
+
+    async def _discover(self, *, stale_only: bool = False) -> int:
+        """Refresh the discovered model lists of the configured OpenAI-compatible
+        providers (those not fresh; all at once, each within its short deadline).
+        Returns how many upstreams were asked."""
+        cache = self.router.discovered
+        targets = []
+        for cls in self.router.provider_classes():
+            target = self._discovery(cls)
+            if target is None:
+                cache.forget(cls.get_name())
+            else:
+                targets.append((cls, target))
+        if stale_only:
+            targets = [(cls, t) for cls, t in targets if not cache.fresh(cache.key(
+                cls.get_name(), t["base_url"], t["api_key"], t["headers"]))]
+        if not targets:
+            return 0
+        asked = await asyncio.gather(*(cache.discover(cls, **t) for cls, t in targets))
+        return sum(asked)
+
+    async def _resolve(self, model: str | None, provider: Any) -> list[Route]:
+        """The router's routes for ``model``; a bare name no provider lists is looked up
+        again after discovering the lists that are not fresh (the miss path only)."""
+        from .errors import ModelNotFoundError
+
+        router = self.router
+        try:
+            return router.resolve(model, provider)
+        except ModelNotFoundError:
+            # Only a bare name: "allenai:unknown" is that provider's to refuse.
+            if provider is None and model and router._split_prefix(model)[0] is None \
+                    and await self._discover(stale_only=True):
+                return router.resolve(model, provider)
+            raise
+
     @property
     def store(self) -> ConversationStore:
         if not isinstance(self._store, ConversationStore):
@@ -284,7 +361,8 @@ class _AsyncCompletions:
             if not model and provider is None:
                 model = record.model  # a conversation goes on with the model it used
         router = client.router
-        routes = router.capable(client._reachable(router.resolve(model, provider)), request)
+        routes = router.capable(client._reachable(await client._resolve(model, provider)),
+                                request)
         if request.route_options and len({r.name for r in routes}) > 1:
             name = next(iter(request.route_options))
             raise InvalidRequestError(
@@ -719,9 +797,57 @@ class _AsyncModels:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def list(self) -> ModelList:
-        """Every model the known providers list, each with the providers serving it."""
-        return ModelList([Model(m, p) for m, p in sorted(self._client.router.catalog().items())])
+    async def list(self, *, all: bool = False) -> ModelList:
+        """The models a request can be routed to now, each with the providers serving it:
+        those of working providers that are configured (or need no configuration),
+        including the models their upstreams list (discovered for configured
+        OpenAI-compatible providers, cached: :mod:`llmplex.providers.discovery`), with
+        the upstream's ``created`` (0 when unknown). ``all=True`` lists every model of
+        every provider, those not routable with ``available=False`` and a ``reason``."""
+        client = self._client
+        await client._discover()
+        router = client.router
+        rows: dict[str, list[Any]] = {}  # id -> [providers, created, reasons, available]
+        reasons: dict[str, str | None] = {}
+        for cls in router.provider_classes():
+            name = cls.get_name()
+            reason = reasons[name] = client.unavailable(cls)
+            if reason is not None and not all:
+                continue
+            listed = router.discovered.listed(name) if reason is None else {}
+            # What the upstream lists replaces the static row (which may not hold there).
+            static = cls.get_models()  # type: ignore[attr-defined]
+            for model in dict.fromkeys([*(listed or static),
+                                        *getattr(cls, "model_aliases", {})]):
+                row = rows.setdefault(model, [[], 0, [], False])
+                row[0].append(name)
+                found = listed.get(model)
+                if found is not None and found.created and not row[1]:
+                    row[1] = found.created
+                if reason is None:
+                    row[3] = True
+                else:
+                    row[2].append(f"{name}: {reason}")
+        for alias, targets in router.aliases.items():
+            names = list(dict.fromkeys(str(t).split(":", 1)[0] for t in targets))
+            able = [n for n in names if reasons.get(_provider_name(n)) is None]
+            if able or all:
+                row = rows.setdefault(alias, [[], 0, [], False])
+                row[0].extend(n for n in names if n not in row[0])
+                row[3] = row[3] or bool(able)
+                row[2].extend(f"{n}: {reasons.get(_provider_name(n))}" for n in names
+                              if n not in able)
+        return ModelList([
+            Model(model, providers, created, available,
+                  None if available else "; ".join(dict.fromkeys(why)) or None)
+            for model, (providers, created, why, available) in sorted(rows.items())])
+
+
+def _provider_name(name: str) -> str:
+    """The registered spelling of a provider name (as given when unknown)."""
+    from .providers import find_provider
+
+    return find_provider(name) or name
 
 
 class _AsyncConversations:

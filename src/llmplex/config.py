@@ -66,7 +66,8 @@ from typing import Any
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError
 
-__all__ = ["Config", "ConfigError", "load_config", "config_path", "data_dir", "ENVIRONMENT"]
+__all__ = ["Config", "ConfigError", "load_config", "config_path", "data_dir",
+           "display_path", "ENVIRONMENT"]
 
 #: environment variables llmplex reads, for ``llmplex --help``
 ENVIRONMENT: dict[str, str] = {
@@ -132,6 +133,14 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir("llmplex")) / "config.toml"
+
+
+def display_path(path: Path) -> str:
+    """``path`` as a person would type it: ``~/...`` under the home directory."""
+    try:
+        return "~/" + path.relative_to(Path.home()).as_posix()
+    except (ValueError, RuntimeError):  # elsewhere, or no home directory
+        return str(path)
 
 
 def data_dir(config: Config | None = None, environ: Mapping[str, str] | None = None) -> Path:

@@ -9,7 +9,8 @@ chosen from the HTTP status or the kind of failure, never by guessing from messa
 
     LLMplexError
     ├── ModelNotFoundError            unknown model for this provider
-    ├── MissingAuthError              no/invalid credentials (401, 403, missing key)
+    ├── MissingAuthError              no/invalid credentials (401, 403, missing key:
+    │                                 .unconfigured)
     ├── ResponseError (RuntimeError)  upstream said something wrong
     │   ├── ResponseStatusError       non-2xx; .status, .provider, .body
     │   │   └── RateLimitError        429 (.retry_after when the server said)
@@ -26,7 +27,7 @@ chosen from the HTTP status or the kind of failure, never by guessing from messa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -112,7 +113,16 @@ class ModelNotFoundError(LLMplexError, LookupError):
 
 
 class MissingAuthError(LLMplexError):
-    """Credentials are missing or were refused (HTTP 401/403, no API key, no cookies)."""
+    """Credentials are missing or were refused (HTTP 401/403, no API key, no cookies).
+
+    ``.unconfigured`` tells the two apart: true when none were configured (nothing was
+    sent), false when the service refused them (``.status`` is then 401 or 403).
+    """
+
+    @property
+    def unconfigured(self) -> bool:
+        """No credentials were configured: a matter of configuration, not of the service."""
+        return self.status is None
 
 
 class ResponseError(LLMplexError, RuntimeError):
@@ -174,19 +184,116 @@ class ProviderConnectionError(LLMplexError, ConnectionError):
 class AllProvidersFailed(LLMplexError):
     """Every provider that could serve the request failed.
 
-    ``.errors`` is a list of ``(provider_name, error)`` pairs, in the order tried.
+    ``.errors`` is a list of ``(provider_name, error)`` pairs, in the order tried. The
+    message is a summary line, then one line per provider, trimmed; the providers that
+    have no credentials share one line naming the variables to set, and those skipped
+    while cooling down share another::
+
+        all providers failed for model 'm':
+          Groq: HTTP 500: Internal meltdown
+          no key for: Replicate, OpenAI
+            (set REPLICATE_API_TOKEN or OPENAI_API_KEY, or add api_key under
+            [providers.<Name>] in ~/.config/llmplex/config.toml)
     """
 
     def __init__(self, errors: Iterable[tuple[str, BaseException]], model: str | None = None):
         self.errors = list(errors)
         self.model = model
-        lines = [f"all providers failed for model {model!r}:" if model else "all providers failed:"]
-        for name, err in self.errors:
-            lines.append(f"  - {name}: {type(err).__name__}: {err}")
-        super().__init__("\n".join(lines))
+        super().__init__(summarize(self, _key_hint))
+
+    @property
+    def unconfigured(self) -> bool:
+        """Every provider failed for want of credentials (none configured)."""
+        return bool(self.errors) and all(_unconfigured(e) for _, e in self.errors)
 
     def __reduce__(self):
         return (type(self), (self.errors, self.model))
+
+
+#: longest line of one provider in an AllProvidersFailed message
+LINE_LIMIT = 200
+
+
+def _unconfigured(error: BaseException) -> bool:
+    return isinstance(error, MissingAuthError) and error.unconfigured
+
+
+def summarize(failed: AllProvidersFailed, no_key: Callable[[list[str]], str],
+              text: Callable[[BaseException], str] = str) -> str:
+    """The text of ``failed``: a summary line, one line per provider (the first line of
+    ``text(error)``, the provider named once, trimmed), the providers without
+    credentials as one line (``no_key(names)``), the cooling-down ones as one more."""
+    model = failed.model
+    lines = [f"all providers failed for model {model!r}:" if model else "all providers failed:"]
+    missing: list[str] = []
+    cooling: list[tuple[str, BaseException]] = []
+    others: dict[str, int] = {}  # line -> times (the router's retries fail alike)
+    for name, err in failed.errors:
+        if _unconfigured(err):
+            missing.append(name)
+        elif type(err).__name__ == "CoolingDown":  # routing's (which imports this module)
+            cooling.append((name, err))
+        else:
+            shown = trim(own_line(name, text(err) or type(err).__name__))
+            others[shown] = others.get(shown, 0) + 1
+    lines.extend(f"  {shown}" + (f" ({times} attempts)" if times > 1 else "")
+                 for shown, times in others.items())
+    if missing:
+        lines.append("  " + no_key(list(dict.fromkeys(missing))))
+    if cooling:
+        waits = [wait for _, e in cooling if (wait := getattr(e, "retry_after", None))]
+        longest = f" for up to {max(waits):.0f}s" if waits else ""
+        lines.append(f"  cooling down{longest} after failing recently: "
+                     + ", ".join(name for name, _ in cooling))
+    return "\n".join(lines)
+
+
+def own_line(name: str, message: str) -> str:
+    """``name: message``, of the message's first line, the name once."""
+    text = (message.strip().splitlines() or ["failed"])[0]
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"
+
+
+def trim(text: str, limit: int = LINE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis saying so."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def key_variables(names: Iterable[str]) -> list[str]:
+    """The environment variables that hold the keys of the providers ``names``, in
+    order, for those that read one."""
+    from .config import _key_env
+
+    found = []
+    for name in names:
+        variable = _key_env(name)
+        if variable and variable not in found:
+            found.append(variable)
+    return found
+
+
+def or_list(items: Sequence[str]) -> str:
+    """``a, b or c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _key_hint(names: list[str]) -> str:
+    import textwrap
+
+    from .config import config_path, display_path
+
+    variables = key_variables(names)
+    table = f"[providers.{names[0]}]" if len(names) == 1 else "[providers.<Name>]"
+    # the one provider without a key variable (OpenAssistant) takes browser cookies
+    what = "api_key" if len(variables) == len(names) else "api_key or cookies"
+    try:
+        where = display_path(config_path())
+    except Exception:  # noqa: BLE001  (an error's text must never fail to be made)
+        where = "llmplex's config.toml"
+    hint = (f"(set {or_list(variables)}, or add " if variables else "(add ") + \
+        f"{what} under {table} in {where})"
+    wrapped = textwrap.wrap(hint, 84, break_on_hyphens=False, break_long_words=False)
+    return "no key for: " + ", ".join(names) + "".join("\n    " + w for w in wrapped)
 
 
 class InvalidRequestError(LLMplexError, ValueError):

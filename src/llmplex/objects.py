@@ -264,16 +264,24 @@ class ChatCompletionChunk(_Completion):
 
 
 class Model(_Object):
-    """A model and the providers that serve it."""
+    """A model and the providers that serve it.
 
-    __slots__ = ("id", "object", "created", "owned_by", "providers")
+    ``created``: the Unix time the upstream gave when its model list was discovered, 0
+    when unknown (static rows). ``available``: whether a request for it can be routed now
+    (a working, configured provider serves it); when not, ``reason`` says why, per
+    provider (only ``models.list(all=True)`` lists those)."""
 
-    def __init__(self, id: str, providers: list[str], created: int = 0) -> None:
+    __slots__ = ("id", "object", "created", "owned_by", "providers", "available", "reason")
+
+    def __init__(self, id: str, providers: list[str], created: int = 0,
+                 available: bool = True, reason: str | None = None) -> None:
         self.id = id
         self.object = "model"
         self.created = created
         self.owned_by = providers[0] if providers else "llmplex"
         self.providers = providers
+        self.available = available
+        self.reason = reason
 
 
 class ModelList(_Object):

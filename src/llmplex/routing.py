@@ -12,7 +12,11 @@ Model names take three forms:
 - a ``provider=`` argument (class, name, or a list of them, tried in order); there a
   ``"other/..."`` model naming a different provider is that provider's model id as written;
 - a bare model name or alias (``"tulu-3-405b"``) — every working provider that lists it
-  (or a router alias), tried in order of health.
+  (or a router alias), tried in order of health. A provider lists the models of its static
+  row and, once discovered, those its upstream's ``GET /models`` gave (``discovered``, a
+  :class:`~llmplex.providers.discovery.ModelCache` the client fills for configured
+  providers only). A bare name that no provider lists is a ModelNotFoundError with close
+  matches: it is never sent to every keyed provider to see who takes it.
 
 A ``prefix:`` that is not a provider name is part of the model name (Ollama's
 ``"llama3.2:1b"``), unless it is a near miss of one — one edit away for names of up to five
@@ -43,12 +47,14 @@ from .errors import (
     EmulationError,
     InvalidRequestError,
     LLMplexError,
+    MissingAuthError,
     ModelNotFoundError,
     ProviderTimeoutError,
     RateLimitError,
     ResponseStatusError,
 )
 from .providers.base import AsyncGeneratorProvider
+from .providers.discovery import ModelCache
 from .types import Chunk
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,6 +131,8 @@ class Router:
     ``emulate=`` wins); native routes are preferred. ``emulation_retries``: corrective
     retries when an emulated answer is unusable (a required call missing, arguments or
     JSON not matching the schema).
+    ``discovered``: the model lists discovered from configured upstreams (read here,
+    filled by :class:`~llmplex.client.AsyncClient`).
     """
 
     order: Sequence[str] = ()
@@ -138,6 +146,7 @@ class Router:
     emulation_retries: int = 1
     clock: Callable[[], float] = time.monotonic
     health: dict[str, ProviderHealth] = field(default_factory=dict)
+    discovered: ModelCache = field(default_factory=ModelCache, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.emulation_retries, bool) or not isinstance(
@@ -158,7 +167,8 @@ class Router:
         table: dict[str, list[str]] = {}
         for cls in self.provider_classes():
             # a name that is both a model and an alias counts once
-            for model in dict.fromkeys([*cls.get_models(), *getattr(cls, "model_aliases", {})]):
+            for model in dict.fromkeys([*cls.get_models(), *getattr(cls, "model_aliases", {}),
+                                        *self.discovered.listed(cls.get_name())]):
                 table.setdefault(model, []).append(cls.get_name())
         for alias, targets in self.aliases.items():
             table.setdefault(alias, []).extend(t.split(":", 1)[0] for t in targets)
@@ -247,15 +257,14 @@ class Router:
             suggestions=suggestions,
         )
 
-    @staticmethod
-    def _serves(cls: type[AsyncGeneratorProvider], model: str) -> str | None:
+    def _serves(self, cls: type[AsyncGeneratorProvider], model: str) -> str | None:
         if not model:
             return cls.default_model or None  # type: ignore[attr-defined]
         if model in getattr(cls, "model_aliases", {}):
             return cls.model_aliases[model]  # type: ignore[attr-defined]
-        if model in cls.get_models():  # type: ignore[attr-defined]
+        if model in cls.get_models() or model in self.discovered.listed(cls.get_name()):  # type: ignore[attr-defined]
             return model
-        return None  # open-ended catalogues only serve names given explicitly
+        return None  # open-ended catalogues serve other names only given explicitly
 
     def _split_prefix(
         self, model: str, *, slash: bool = True
@@ -475,12 +484,16 @@ class Router:
                 except InvalidRequestError:
                     raise  # the caller's mistake: another provider will not fix it
                 except Exception as exc:
-                    if not _refused(exc):  # a refused request says nothing of its health
+                    # A refused request, or one never sent for want of a key, says
+                    # nothing of the provider's health (and a retry cannot fix the key).
+                    unconfigured = isinstance(exc, MissingAuthError) and exc.unconfigured
+                    if not (_refused(exc) or unconfigured):
                         self.record_failure(route.name, exc)
                     if delivered or watch.total_passed:
                         raise
                     errors.append((route.name, exc))
-                    if isinstance(exc, RateLimitError) or attempt == self.retries:
+                    if isinstance(exc, RateLimitError) or unconfigured \
+                            or attempt == self.retries:
                         break
                     continue
                 finally:

@@ -569,15 +569,18 @@ class Session:
             protocol = response.connection.protocol
         return response, protocol
 
-    async def json(self, method: str, url: str, **kwargs: Any) -> Any:
-        """Send a request and return its JSON body (status checked)."""
+    async def json(self, method: str, url: str, *, limit: int = MAX_BODY_BYTES,
+                   **kwargs: Any) -> Any:
+        """Send a request and return its JSON body (status checked; ``limit`` as in
+        :meth:`read_json`)."""
         async with self.request(method, url, **kwargs) as response:
-            return await self.read_json(response)
+            return await self.read_json(response, limit=limit)
 
-    async def read_json(self, response: aiohttp.ClientResponse) -> Any:
-        """The JSON body of ``response``; a non-JSON body, or one larger than
-        :data:`MAX_BODY_BYTES`, is a ResponseError (read no further than that)."""
-        limit = MAX_BODY_BYTES
+    async def read_json(self, response: aiohttp.ClientResponse, *,
+                        limit: int = MAX_BODY_BYTES) -> Any:
+        """The JSON body of ``response``; a non-JSON body, or one larger than ``limit``
+        bytes (:data:`MAX_BODY_BYTES` by default), is a ResponseError (read no further
+        than that)."""
         if (response.content_length or 0) > limit:
             raise self.scrub(ResponseError(
                 f"answer too large: {response.content_length} bytes (the limit is {limit})",

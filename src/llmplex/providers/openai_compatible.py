@@ -22,7 +22,7 @@ from ..errors import (
     ResponseError,
     StreamError,
 )
-from ..http.session import DEFAULT_TIMEOUT, Session
+from ..http.session import DEFAULT_TIMEOUT, MAX_BODY_BYTES, Session
 from ..prompt import validate_messages
 from ..surrogates import Surrogates
 from ..types import (
@@ -38,6 +38,7 @@ from ..types import (
     Usage,
 )
 from .base import AsyncGeneratorProvider, ProviderModelMixin
+from .discovery import DiscoveredModel, parse_model_list
 from .endpoints import ENDPOINTS, FULL, Endpoint
 
 __all__ = ["OpenAICompatible", "Endpoint", "ENDPOINTS", "endpoint_provider"]
@@ -239,14 +240,28 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         headers: Mapping[str, str] | None = None,
     ) -> list[str]:
         """The model ids the server lists at ``GET {base_url}/models``."""
+        models = await cls.fetch_models(base_url=base_url, api_key=api_key, proxy=proxy,
+                                        timeout=timeout, headers=headers)
+        return [m.id for m in models]
+
+    @classmethod
+    async def fetch_models(
+        cls, *, base_url: str | None = None, api_key: str | None = None,
+        proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str] | None = None, limit: int = MAX_BODY_BYTES,
+    ) -> list[DiscoveredModel]:
+        """The models the server lists at ``GET {base_url}/models``, with ``created`` and
+        ``owned_by`` where it gives them; a body over ``limit`` bytes is not read (an
+        error), and at most :data:`~llmplex.providers.discovery.MAX_DISCOVERED_MODELS`
+        are kept."""
         request_headers = cls._headers(api_key, headers)
         async with Session(cls.get_name(), proxy=proxy, headers=request_headers,
                            timeout=timeout) as session:
-            data = await session.json("GET", cls._base(base_url) + "/models")
-        items = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(items, list):
+            data = await session.json("GET", cls._base(base_url) + "/models", limit=limit)
+        models = parse_model_list(data)
+        if models is None:
             raise ResponseError("invalid model list (no 'data' array)", provider=cls.get_name())
-        return [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
+        return models
 
 
 #: OpenAI fields forwarded from create_async_generator's keyword arguments
@@ -447,7 +462,8 @@ class _Reader:
 @functools.cache
 def _build(name: str) -> type[OpenAICompatible]:
     e = ENDPOINTS[name]
-    attrs = dict(label=e.label, url=e.url, default_model=e.default_model, needs_auth=e.needs_auth,
+    attrs = dict(label=e.label, url=e.url, default_model=e.default_model, models=list(e.models),
+                 needs_auth=e.needs_auth,
                  working=True, capabilities=e.capabilities, default_base_url=e.base_url, api_key_env=e.api_key_env,
                  local=e.local, api_endpoint=e.base_url + "/chat/completions",
                  embeddings=e.embeddings, embedding_models=e.embedding_models,

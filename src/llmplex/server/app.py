@@ -239,16 +239,24 @@ def create_app(
                 watcher.cancel()
 
     @v1.get("/models", tags=["models"])
-    async def list_models() -> dict[str, Any]:
-        """Every model a known provider lists, each with the providers serving it."""
-        return (await client.models.list()).model_dump()
+    async def list_models(all: bool = False) -> dict[str, Any]:  # "all": the query name
+        """The models a request can be routed to now (working, configured providers),
+        each with the providers serving it and the upstream's ``created`` (0 when
+        unknown). ``?all=true`` lists every known model, those not routable with
+        ``"available": false`` and a ``reason``."""
+        models = await client.models.list(all=all)
+        return {"object": "list", "data": [m.model_dump(exclude_none=True) for m in models]}
 
     @v1.get("/models/{model_id:path}", tags=["models"], responses=_ERROR_RESPONSES)
     async def get_model(model_id: str) -> dict[str, Any]:
-        """One model of the list (404 ``model_not_found`` if no provider lists it)."""
-        for model in await client.models.list():
+        """One routable model (404 ``model_not_found`` otherwise, saying why when the
+        model is known but not routable here)."""
+        for model in await client.models.list(all=True):
             if model.id == model_id:
-                return model.model_dump()
+                if model.available:
+                    return model.model_dump(exclude_none=True)
+                raise APIError(404, f"The model {model_id!r} is not available on this server "
+                               f"({model.reason}).", code="model_not_found", param="model")
         raise APIError(404, f"The model {model_id!r} does not exist (see GET /v1/models).",
                        code="model_not_found", param="model")
 
@@ -282,7 +290,6 @@ def create_app(
     from .responses_api import install_responses
 
     install_embeddings(v1, client, max_providers=max_providers, responses=_ERROR_RESPONSES)
-
     install_responses(v1, client, stall_timeout=client_stall_timeout,
                       max_providers=max_providers, responses=_ERROR_RESPONSES)
     app.include_router(v1)

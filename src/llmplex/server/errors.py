@@ -16,7 +16,8 @@ ModelNotFoundError                  404     invalid_request_error          model
 ConversationNotFoundError           404     invalid_request_error          conversation_not_found
 body larger than the limit          413     invalid_request_error          request_too_large
 RateLimitError (upstream 429)       429     rate_limit_error               rate_limit_exceeded
-MissingAuthError (upstream)         502     upstream_error                 upstream_auth_error
+no upstream key configured          500     server_error                   provider_not_configured
+upstream refused the server's key   502     upstream_error                 upstream_auth_error
 ProviderConnectionError             502     upstream_error                 upstream_connection_error
 EmulationError (emulated tools or   502     upstream_error                 invalid_model_output
 JSON unreadable after retries)
@@ -30,27 +31,39 @@ Choices worth knowing:
 
 - Unknown model is a 404 ``model_not_found``, as OpenAI answers; the message carries the
   router's suggestions ("Did you mean ...?").
-- ``MissingAuthError`` is a 502, not a 401: it is the *server's* credentials for an
-  upstream service that are missing or refused, not the caller's; a 401 would make
-  clients believe their own key is wrong.
+- Configuration errors are the server's, not the caller's, and no retry fixes them:
+  they carry ``x-should-retry: false`` (which the ``openai`` and ``anthropic`` SDKs obey
+  before their own rule of retrying 408, 409, 429 and every 5xx). A provider the server
+  has no key for (or no provider with a key, for every route of the model) is a 500
+  ``provider_not_configured``: the server is misconfigured, no upstream was asked (a 502
+  would blame an upstream; a 503 says "try later", which clients and proxies do). A key
+  the upstream refused (its 401/403) is a 502 ``upstream_auth_error``, not a 401: a 401
+  would make clients believe their own key is wrong.
 - An upstream 400/413/422 is passed on as a 400 and an upstream 404 as a 404: the
   upstream refused what the caller asked for (a too-long prompt, an option value it does
   not take, a model it does not host); the message names the provider and its status.
   Every other upstream status is a 502.
-- ``AllProvidersFailed``: members skipped only because they were cooling down carry no
-  new information and are left out when there are others. If the remaining members all
-  map to one status, that status is used (all rate-limited: 429; all timed out: 504;
-  all only cooling down: 503); mixed failures are a 502. ``Retry-After`` (429, 503) is
-  the smallest wait any member reported.
+- ``AllProvidersFailed``: the message is a summary line and a line per provider, the
+  providers without a key on one line. Members skipped only because they were cooling
+  down, and those without a key, carry no news of the upstreams and are left out of the
+  status when there are others. If the remaining members all map to one status, that
+  status is used (all rate-limited: 429; all timed out: 504); mixed failures are a 502;
+  only cooling down: 503; only without a key: 500 ``provider_not_configured``.
+  ``Retry-After`` (429, 503) is the smallest wait any member reported.
+- Messages are in HTTP terms, and never show where the upstreams are: URLs, hosts,
+  ports, IP and proxy addresses in a message are replaced by ``[address hidden]``
+  (:func:`public`). The server log has the full text.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import _key_env
 from ..conversations.base import ConversationNotFoundError
 from ..errors import (
     AllProvidersFailed,
@@ -65,16 +78,18 @@ from ..errors import (
     ResponseError,
     ResponseStatusError,
     StreamError,
+    summarize,
 )
 
-__all__ = ["APIError", "error_for", "UPSTREAM_REJECTIONS"]
+__all__ = ["UPSTREAM_REJECTIONS", "APIError", "error_for", "public"]
 
 #: upstream statuses that mean "the request's content was refused": passed on as 400
 UPSTREAM_REJECTIONS = frozenset({400, 413, 422})
 #: statuses and codes of errors that a retry of the same request cannot fix
 _FINAL_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
 # invalid_model_output: llmplex already asked the model again (the corrective retries)
-_FINAL_CODES = frozenset({"upstream_auth_error", "invalid_model_output"})
+_FINAL_CODES = frozenset({"upstream_auth_error", "provider_not_configured",
+                          "invalid_model_output"})
 
 
 @dataclass(eq=False)
@@ -98,7 +113,7 @@ class APIError(Exception):
     @property
     def retryable(self) -> bool:
         """Whether sending the same request again could succeed: not for a bad request, an
-        unknown model, a wrong key or a missing upstream key (said to SDKs by
+        unknown model, a wrong key, a missing or refused upstream key (said to SDKs by
         ``x-should-retry: false``, so they do not retry what cannot work)."""
         return not (self.status in _FINAL_STATUSES or self.code in _FINAL_CODES)
 
@@ -119,8 +134,39 @@ def _retry_headers(seconds: float | None) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+#: what :func:`public` hides: URLs, ``('host', port)`` socket addresses, ``[IPv6]:port``,
+#: IPv4 addresses (with a port or not), ``host:port``
+_ADDRESS = re.compile(r"""
+    [A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]*[^\s'"<>.,:;)\]]
+  | \(\s*'[^']*'\s*(?:,\s*\d+\s*){1,3}\)
+  | \[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\](?::\d{1,5})?
+  | \b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b
+  | \b[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*:\d{1,5}\b
+""", re.VERBOSE)
+HIDDEN = "[address hidden]"
+
+
+def public(text: str) -> str:
+    """``text`` without the addresses of upstreams and proxies, for an HTTP client: where
+    the operator's services are is not the caller's business (the log has them)."""
+    return _ADDRESS.sub(HIDDEN, text)
+
+
 def error_for(exc: BaseException) -> APIError:
-    """The HTTP error to send for ``exc`` (see the module docstring for the table)."""
+    """The HTTP error to send for ``exc`` (see the module docstring for the table);
+    its message never shows an upstream's address."""
+    error = _error_for(exc)
+    if not isinstance(exc, APIError):
+        error.message = public(error.message)
+    return error
+
+
+def _not_configured(provider: str) -> str:
+    what = "API key" if _key_env(provider) else "credentials"
+    return f"the server has no {what} configured for provider {provider}"
+
+
+def _error_for(exc: BaseException) -> APIError:
     from ..routing import CoolingDown
 
     if isinstance(exc, APIError):
@@ -143,8 +189,14 @@ def error_for(exc: BaseException) -> APIError:
     if isinstance(exc, RateLimitError):
         return APIError(429, message, "rate_limit_error", "rate_limit_exceeded",
                         headers=_retry_headers(exc.retry_after))
+    if isinstance(exc, MissingAuthError) and exc.unconfigured:
+        return APIError(500, _not_configured(exc.provider or "(unnamed)"), "server_error",
+                        "provider_not_configured")
     if isinstance(exc, MissingAuthError):
-        return APIError(502, message, "upstream_error", "upstream_auth_error")
+        prefix = f"{exc.provider}: " if exc.provider else ""
+        return APIError(502, f"{prefix}HTTP {exc.status}: the upstream service refused the "
+                        f"server's credentials: {exc.message}", "upstream_error",
+                        "upstream_auth_error")
     if isinstance(exc, ProviderTimeoutError):
         return APIError(504, message, "upstream_error", "upstream_timeout")
     if isinstance(exc, ProviderConnectionError):
@@ -168,15 +220,28 @@ def _combined(exc: AllProvidersFailed) -> APIError:
     from ..routing import CoolingDown
 
     members = [err for _, err in exc.errors]
-    informative = [e for e in members if not isinstance(e, CoolingDown)] or members
+    cooling = [e for e in members if isinstance(e, CoolingDown)]
+    informative = [e for e in members if not isinstance(e, CoolingDown)
+                   and not (isinstance(e, MissingAuthError) and e.unconfigured)]
+    if not informative and not cooling:  # no key for any: the server is not configured
+        names = ", ".join(dict.fromkeys(name for name, _ in exc.errors))
+        model = f" for model {exc.model!r}" if exc.model else ""
+        return APIError(500, f"no provider is configured on this server{model}: it has no "
+                        f"API key for {names}", "server_error", "provider_not_configured")
+    message = summarize(exc, lambda names: "the server has no API key configured for: "
+                        + ", ".join(names), lambda e: error_for(e).message)
+    if not informative:
+        waits = [e.retry_after for e in cooling if e.retry_after is not None]
+        return APIError(503, message, "upstream_error", "upstream_cooling_down",
+                        headers=_retry_headers(min(waits) if waits else None))
     mapped = [error_for(e) for e in informative]
     statuses = {m.status for m in mapped}
-    message = str(exc)
     if len(statuses) == 1:
         first = mapped[0]
         headers: Mapping[str, str] = {}
         if first.status in (429, 503):
-            waits = [e.retry_after for e in informative if e.retry_after is not None]
+            waits = [wait for e in informative
+                     if (wait := getattr(e, "retry_after", None)) is not None]
             headers = _retry_headers(min(waits) if waits else None)
         return APIError(first.status, message, first.type, first.code, first.param,
                         dict(headers))

@@ -26,12 +26,14 @@ log = logging.getLogger("llmplex.server")
 
 def log_error(error: APIError, exc: BaseException, *, streaming: bool = False) -> None:
     # The message of an llmplex error names provider and status, never keys; bodies
-    # and headers of requests are never logged.
+    # and headers of requests are never logged. The log has the error's own text, with
+    # the upstream addresses the client's message leaves out.
     where = " (after the stream started)" if streaming else ""
+    text = str(exc) if isinstance(exc, LLMplexError) else error.message
     if error.status >= 500:
-        log.warning("%s %s%s: %s", error.status, error.code, where, error.message)
+        log.warning("%s %s%s: %s", error.status, error.code, where, text)
     else:
-        log.info("%s %s%s: %s", error.status, error.code, where, error.message)
+        log.info("%s %s%s: %s", error.status, error.code, where, text)
 
 
 def _param(loc: Sequence[Any]) -> str:

@@ -112,7 +112,7 @@ import re
 import string
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -120,9 +120,14 @@ from aiohttp import web
 from .emulator import Emulator, StreamOutcome
 from .script import Fault, Script, split_tokens
 
-__all__ = ["DEFAULT_MODELS", "KNOWN_PARAMETERS", "OpenAIEmulator"]
+__all__ = ["CREATED", "DEFAULT_CREATED", "DEFAULT_MODELS", "KNOWN_PARAMETERS", "OpenAIEmulator"]
 
 DEFAULT_MODELS: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-3.5-turbo")
+#: the ``created`` times ``/v1/models`` gives the default models (OpenAI's own)
+DEFAULT_CREATED: dict[str, int] = {"gpt-4o-mini": 1721172741, "gpt-4o": 1715367049,
+                                   "gpt-4.1-mini": 1744318173, "gpt-3.5-turbo": 1677610602}
+#: the ``created`` time of any other model the emulator lists
+CREATED = 1686935002
 
 #: top-level body fields the real API accepts; anything else is a 400 in strict mode
 KNOWN_PARAMETERS = frozenset({
@@ -490,8 +495,9 @@ class OpenAIEmulator(Emulator):
 
     ``api_keys``: ``None`` accepts any request (with or without a key); a collection
     requires ``Authorization: Bearer <one of them>`` (else 401, as OpenAI answers).
-    ``models``: the list ``/v1/models`` shows; when given, other model names are a 404
-    ``model_not_found`` (by default any name is served). ``strict``: reject body fields
+    ``models``: the list ``/v1/models`` shows (ids, or a mapping of ids to their
+    ``created`` times); when given, other model names are a 404 ``model_not_found`` (by
+    default any name is served). ``strict``: reject body fields
     the real API does not know (400 ``Unrecognized request argument supplied``); compatible
     servers such as vLLM accept extras, so ``strict=False`` does too.
     """
@@ -500,12 +506,14 @@ class OpenAIEmulator(Emulator):
     provider = "OpenAICompatible"
 
     def __init__(self, script: Script | None = None, *, api_keys: Iterable[str] | None = None,
-                 models: Sequence[str] | None = None, strict: bool = True,
+                 models: Sequence[str] | Mapping[str, int] | None = None,
+                 strict: bool = True,
                  honor_stream: bool = True, honor_stream_options: bool = True,
                  seed: int | None = None) -> None:
         super().__init__(script)
         self.api_keys = None if api_keys is None else frozenset(api_keys)
         self.models = list(models) if models is not None else list(DEFAULT_MODELS)
+        self.created = {**DEFAULT_CREATED, **(models if isinstance(models, Mapping) else {})}
         self.enforce_models = models is not None
         self.strict = strict
         self.honor_stream = honor_stream
@@ -826,8 +834,8 @@ class OpenAIEmulator(Emulator):
             if self._queue:
                 self._queue.popleft()
             return self._fault_response(fault)
-        data = [{"id": m, "object": "model", "created": 1686935002, "owned_by": "system"}
-                for m in self.models]
+        data = [{"id": m, "object": "model", "created": self.created.get(m, CREATED),
+                 "owned_by": "system"} for m in self.models]
         return web.Response(text=json.dumps({"object": "list", "data": data}, indent=2),
                             content_type="application/json", headers=self._headers())
 
@@ -841,7 +849,8 @@ class OpenAIEmulator(Emulator):
             return error_response(404, f"The model '{model}' does not exist",
                                   param="model", code="model_not_found")
         return web.Response(
-            text=json.dumps({"id": model, "object": "model", "created": 1686935002,
+            text=json.dumps({"id": model, "object": "model",
+                             "created": self.created.get(model, CREATED),
                              "owned_by": "system"}, indent=2),
             content_type="application/json", headers=self._headers())
 

@@ -12,7 +12,13 @@ import httpx
 import openai
 import pytest
 
-from llmplex import AllProvidersFailed, AsyncClient, Client, InvalidRequestError, ModelNotFoundError
+from llmplex import (
+    AllProvidersFailed,
+    AsyncClient,
+    Client,
+    InvalidRequestError,
+    ModelNotFoundError,
+)
 from llmplex.errors import ResponseStatusError
 from llmplex.server import ServerThread, create_app
 from llmplex.server.emulated import EmulatedServices, emulated_client

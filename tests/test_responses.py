@@ -414,13 +414,15 @@ def test_upstream_errors_keep_their_status(server):
     with pytest.raises(openai.NotFoundError):
         server.sdk.responses.create(model="no-such-model-anywhere", input="Hi")
     server.emu["openai"].push(Script(fault=Fault.http_status(429, retry_after=3)))
-    with pytest.raises(openai.RateLimitError):
+    with pytest.raises(openai.RateLimitError) as limited:
         server.sdk.responses.create(model="openai:gpt-4o-mini", input="Hi")
+    assert limited.value.response.headers["retry-after"] == "3"
     server.emu["openai"].push(Script(fault=Fault.http_status(429)))
-    with pytest.raises(openai.RateLimitError):  # before the stream began: a real status
-        with server.sdk.responses.stream(model="openai:gpt-4o-mini", input="Hi") as stream:
-            for _ in stream:
-                pass
+    # before the stream began: a real status
+    with pytest.raises(openai.RateLimitError), server.sdk.responses.stream(
+            model="openai:gpt-4o-mini", input="Hi") as stream:
+        for _ in stream:
+            pass
 
 
 def test_failure_mid_stream_is_response_failed(server):

@@ -512,3 +512,38 @@ def test_generated_requests_never_cause_a_server_error(server, path):
 
     check()
     assert seen.get(200) and seen.get(400), seen  # both kinds were tried
+
+
+def test_a_client_that_stops_reading_is_dropped_and_the_upstream_closed(services):
+    """Back-pressure and the stall timeout of /v1/chat/completions hold here too: a raw
+    client that reads the start of a long answer, then nothing, holds the upstream back
+    until it is dropped, and the upstream stream is closed."""
+    import socket
+
+    emulator = services.emulators["openai"]
+    emulator.reset()
+    emulator.push(Script(chunks=["word " * 200] * 40_000))
+    client = emulated_client(services)
+    with ServerThread(create_app(client, client_stall_timeout=1)) as running:
+        body = json.dumps({"model": "openai:gpt-4o-mini", "input": "Talk.",
+                           "stream": True}).encode()
+        sock = socket.create_connection((running.host, running.port), timeout=15)
+        try:
+            sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            start = sock.recv(65536)
+            assert start.startswith(b"HTTP/1.1 200") and b"response.created" in start
+            assert emulator.open_streams == 1
+            wait_until(lambda: emulator.open_streams == 0, timeout=30,
+                       message="the stalled client's upstream stream is still open")
+            received = start
+            while chunk := sock.recv(65536):
+                received += chunk
+            assert b"response.completed" not in received  # dropped, not finished
+        finally:
+            sock.close()
+        emulator.push(Script("Still here."))
+        with openai.OpenAI(base_url=running.url + "/v1", api_key="x", max_retries=0) as sdk:
+            assert sdk.responses.create(model="openai:gpt-4o-mini",
+                                        input="Hi").output_text == "Still here."

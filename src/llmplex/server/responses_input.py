@@ -49,10 +49,10 @@ def _part(part: Any, role: str, param: str) -> dict[str, Any]:
         raise _bad(f"Invalid type for '{param}': expected an object.", param, "invalid_type")
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
-        allowed = ("output_text", "text") if role == "assistant" else ("input_text", "text")
-        if kind not in allowed:
-            raise _bad(f"Invalid value: '{kind}'. A {role} message takes "
-                       f"{' or '.join(repr(a) for a in allowed[:1])} content.", f"{param}.type")
+        expected = "output_text" if role == "assistant" else "input_text"
+        if kind not in (expected, "text"):
+            raise _bad(f"Invalid value: '{kind}'. The text of a {role} message is "
+                       f"'{expected}'.", f"{param}.type")
         return {"type": "text", "text": _string(part.get("text"), f"{param}.text")}
     if kind == "refusal" and role == "assistant":
         return {"type": "refusal", "refusal": _string(part.get("refusal"), f"{param}.refusal")}

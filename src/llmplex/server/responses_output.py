@@ -204,7 +204,7 @@ class ResponseWriter:
             part = None
             item["arguments"] = text
             events.append(self._event("response.function_call_arguments.done", **where,
-                                      name=item["name"], arguments=text))
+                                      arguments=text))
         if part is not None:
             events.append(self._event("response.content_part.done", **where, content_index=0,
                                       part=part))

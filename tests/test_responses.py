@@ -551,3 +551,26 @@ def test_a_client_that_stops_reading_is_dropped_and_the_upstream_closed(services
         with openai.OpenAI(base_url=running.url + "/v1", api_key="x", max_retries=0) as sdk:
             assert sdk.responses.create(model="openai:gpt-4o-mini",
                                         input="Hi").output_text == "Still here."
+
+
+def test_input_items_of_a_stored_response(server):
+    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input=[
+        {"role": "user", "content": "Weather?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather",
+         "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "22 C"}],
+        tools=[WEATHER])
+    page = server.sdk.responses.input_items.list(response.id, order="asc")
+    assert [item.type for item in page.data] == ["message", "function_call",
+                                                 "function_call_output"]
+    assert page.data[0].content[0].text == "Weather?" and page.data[0].role == "user"
+    assert page.data[1].call_id == "call_1" and page.data[2].output == "22 C"
+    assert len({item.id for item in page.data}) == 3
+    newest = server.sdk.responses.input_items.list(response.id, limit=1)
+    assert [item.type for item in newest.data] == ["function_call_output"]
+    assert newest.has_more
+    # the SDK pages through them with `after`
+    assert [item.id for item in server.sdk.responses.input_items.list(
+        response.id, limit=1, order="asc")] == [item.id for item in page.data]
+    with pytest.raises(openai.NotFoundError):
+        server.sdk.responses.input_items.list("resp_missing")

@@ -12,8 +12,9 @@ Stored responses (``store``, true by default, as OpenAI's): a completed or incom
 response is saved in the client's conversation store (:mod:`llmplex.conversations`)
 under its ``resp_`` id, with the conversation so far as messages (without the
 ``instructions``, which apply to one response only), so ``previous_response_id``
-continues it and ``GET /v1/responses/{id}`` returns it. A response that failed or whose
-client left is not stored.
+continues it, ``GET /v1/responses/{id}`` returns it and ``GET
+/v1/responses/{id}/input_items`` lists its input. A response that failed or whose client
+left is not stored. (There is no expiry: ``DELETE /v1/responses/{id}`` removes one.)
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from ..conversations.base import ConversationNotFoundError
 from .errors import APIError, error_for
 from .handlers import log_error
-from .responses_input import chat_arguments, input_messages
+from .responses_input import chat_arguments, input_items, input_messages
 from .responses_output import ResponseWriter, new_response_id
 from .schemas import UPSTREAM_FIELDS
 from .streaming import ClientGone, EventStream, Pump, disconnected, unless_gone
@@ -52,8 +53,9 @@ REFUSED_FIELDS = frozenset({"conversation", "prompt", "max_tool_calls", "top_log
                             "context_management"})
 #: the metadata OpenAI takes: 16 pairs, keys up to 64 characters, values up to 512
 _METADATA = (16, 64, 512)
-#: what the conversation store's metadata says about a stored response
+#: where the conversation store's metadata keeps a stored response, and its input items
 _KIND = "llmplex.response"
+_INPUT = "llmplex.input_items"
 
 
 class ResponseRequest(BaseModel):
@@ -193,8 +195,9 @@ class _Turn:
 
     def __init__(self, client: AsyncClient, arguments: dict[str, Any],
                  writer: ResponseWriter, history: list[dict[str, Any]],
-                 new: list[dict[str, Any]], store: bool) -> None:
+                 new: list[dict[str, Any]], store: bool, given: Any) -> None:
         self.client = client
+        self.given = given  # the request's input, for GET .../input_items
         self.arguments = arguments
         self.writer = writer
         self.history = [*history, *new]
@@ -244,7 +247,8 @@ class _Turn:
                                 if item["type"] in ("message", "function_call")])
         await asyncio.to_thread(
             self.client.store.create, id=response["id"], model=response["model"],
-            messages=[*self.history, *reply], metadata={_KIND: response})
+            messages=[*self.history, *reply],
+            metadata={_KIND: response, _INPUT: input_items(self.given)})
 
 
 async def _stored(client: AsyncClient, response_id: str, param: str | None) -> Any:
@@ -278,7 +282,8 @@ def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: 
             history = previous.messages
         arguments, new = chat_arguments(body, history)
         writer = ResponseWriter(_skeleton(body, new_response_id()))
-        turn = _Turn(client, arguments, writer, history, new, body.store is not False)
+        turn = _Turn(client, arguments, writer, history, new, body.store is not False,
+                     body.input)
         watcher = asyncio.ensure_future(disconnected(request.receive))
         owned = True  # the watcher is cancelled here, unless a stream took it over
         try:
@@ -306,6 +311,33 @@ def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: 
         """A stored response (404 for one not stored, or still running)."""
         record = await _stored(client, response_id, None)
         return JSONResponse(record.metadata[_KIND])
+
+    @router.get("/responses/{response_id}/input_items", tags=["responses"],
+                responses=responses)
+    async def list_input_items(
+            response_id: str, after: str | None = None,
+            limit: Annotated[int, Query(ge=1, le=100)] = 20,
+            order: Literal["asc", "desc"] = "desc",
+            include: Annotated[list[str] | None, Query()] = None) -> Any:
+        """The input items of a stored response (this response's own ``input``), newest
+        first unless ``order=asc``; ``after`` an item id, ``limit`` 1 to 100."""
+        if include:
+            raise _unsupported(f"include {include[0]!r}", "include")
+        record = await _stored(client, response_id, None)
+        items = list(record.metadata.get(_INPUT) or ())
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            if after not in ids:
+                raise APIError(404, f"Item with id '{after}' not found.", param="after",
+                               code="item_not_found")
+            items = items[ids.index(after) + 1:]
+        page = items[:limit]
+        return {"object": "list", "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > limit}
 
     @router.delete("/responses/{response_id}", tags=["responses"], responses=responses)
     async def delete_response(response_id: str) -> dict[str, Any]:

@@ -17,12 +17,13 @@ Chat Completions has no field that gives a model its earlier reasoning.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import APIError
 
-__all__ = ["ChatArguments", "chat_arguments", "input_messages"]
+__all__ = ["ChatArguments", "chat_arguments", "input_items", "input_messages"]
 
 ChatArguments = dict[str, Any]
 
@@ -282,3 +283,32 @@ def chat_arguments(body: Any, history: list[dict[str, Any]]) -> tuple[ChatArgume
         arguments["emulate"] = body.emulate
     return arguments, new
 
+
+
+#: the id prefix of each item type (as OpenAI's ids start)
+_ID_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_",
+                "reasoning": "rs_"}
+
+
+def input_items(value: Any) -> list[dict[str, Any]]:
+    """``input`` (already checked by :func:`input_messages`) as the items
+    ``GET /v1/responses/{id}/input_items`` lists: each with its ``type`` and an ``id``,
+    messages with their content as parts."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    items = []
+    for given in value:
+        item = dict(given)
+        kind = item.setdefault("type", "message")
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, str):
+                part = "output_text" if item.get("role") == "assistant" else "input_text"
+                item["content"] = [{"type": part, "text": content}]
+            item.setdefault("status", "completed")
+        if not item.get("id"):
+            item["id"] = _ID_PREFIXES.get(kind, "item_") + os.urandom(24).hex()
+        items.append(item)
+    return items

@@ -5,10 +5,9 @@
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), ``GET /v1/models``,
 ``GET /v1/models/{id}``, ``GET /v1/providers``, ``POST/GET/DELETE /v1/conversations``,
-``POST /v1/responses`` and ``GET/DELETE /v1/responses/{id}`` (OpenAI's Responses API,
-:mod:`llmplex.server.responses_api`), ``POST /v1/embeddings``
-(:mod:`llmplex.server.embeddings`),
-``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs`` and ``/redoc``,
+``POST /v1/responses``, ``GET/DELETE /v1/responses/{id}`` and its ``/input_items``
+(OpenAI's Responses API, :mod:`llmplex.server.responses_api`), ``POST /v1/embeddings``
+(:mod:`llmplex.server.embeddings`), ``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs`` and ``/redoc``,
 served without a CDN). Errors always have OpenAI's shape (:mod:`llmplex.server.errors`
 has the status table).
 

@@ -482,3 +482,28 @@ async def test_what_emulation_holds_is_bounded(services, client, monkeypatch):
         with pytest.raises(ResponseError, match="answer too long"):
             await client.chat.completions.create(
                 model="h2o:", messages=QUESTION, response_format={"type": "json_object"})
+
+
+def test_capabilities_are_asked_per_model():
+    # A provider whose models differ declares it through capabilities_for(model): routing
+    # and emulation follow the route's model, not the class.
+    from llmplex.capabilities import Capabilities
+    from llmplex.providers import get_provider
+    from llmplex.request import ChatRequest
+    from llmplex.routing import Route
+
+    h2o = get_provider("H2o")
+
+    class PerModel(h2o):  # one model with native tools, the others text-only
+        @classmethod
+        def capabilities_for(cls, model):
+            return Capabilities(tools="native") if model == "native-tools" else cls.capabilities
+
+    request = ChatRequest.build(None, QUESTION, tools=TOOLS)
+    assert PerModel.emulated(request, "native-tools") == frozenset()
+    assert PerModel.emulated(request, "text-only") == {"tools"}
+    # natively, the tools field must also be one the provider takes: H2o's does not
+    assert ("tools", "tools") in PerModel.missing(request, True, "native-tools")
+    assert PerModel.missing(request, True, "text-only") == []
+    routes = [Route(PerModel, "native-tools"), Route(PerModel, "text-only")]
+    assert Router().capable(routes, request) == [routes[1]]

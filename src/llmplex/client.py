@@ -460,7 +460,7 @@ class _Run:
 
     def _open(self, route: Route) -> AsyncIterator[Any]:
         cls = route.provider
-        caps = cls.capabilities
+        caps = cls.capabilities_for(route.model)
         request = self.request
         kwargs = dict(self.client.provider_options.get(route.name.lower(), ()))
         kwargs.update(request.kwargs_for(caps.max_tokens, caps.stop, cls.accepted_options()))
@@ -481,7 +481,7 @@ class _Run:
                 kwargs["conversation"] = conversation_class.from_dict(state)
             kwargs["return_conversation"] = True
         router = self.client.router
-        emulated = cls.emulated(request) if (
+        emulated = cls.emulated(request, route.model) if (
             router.emulate if request.emulate is None else request.emulate) else None
         if not emulated:
             self.emulated = None

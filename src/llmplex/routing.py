@@ -323,10 +323,10 @@ class Router:
         emulate = self.emulate if request.emulate is None else request.emulate
         native, emulated, lacking = [], [], []
         for route in routes:
-            missing = route.provider.missing(request, emulate)
+            missing = route.provider.missing(request, emulate, route.model)
             if missing:
                 lacking.append((route, missing))
-            elif emulate and route.provider.emulated(request):
+            elif emulate and route.provider.emulated(request, route.model):
                 emulated.append(route)
             else:
                 native.append(route)
@@ -342,7 +342,8 @@ class Router:
             hint = f"; providers that take it: {shown}"
         else:
             hint = "; no provider takes it"
-        if not emulate and any(route.provider.missing(request, True) == [] for route, _ in lacking):
+        if not emulate and any(route.provider.missing(request, True, route.model) == []
+                               for route, _ in lacking):
             hint += " (emulation through the prompt is off for this call: emulate=True allows it)"
         raise InvalidRequestError(
             f"{what} is not supported by {', '.join(names)}{hint}", param=param)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_ERRORS", "validate"]
+__all__ = ["MAX_DEPTH", "MAX_ERRORS", "json_type", "validate"]
 
 #: values nested deeper than this are refused rather than walked
 MAX_DEPTH = 64
@@ -50,7 +50,7 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def _kind(value: Any) -> str:
+def json_type(value: Any) -> str:
     """The JSON name of a value's type."""
     if value is None:
         return "null"
@@ -71,7 +71,7 @@ def _is(value: Any, kind: str) -> bool:
             isinstance(value, float) and value.is_integer())
     if kind == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return _kind(value) == kind
+    return json_type(value) == kind
 
 
 def _freeze(value: Any) -> Any:
@@ -142,7 +142,7 @@ def _check(schema: Any, value: Any, path: str, root: Any, errors: list[str],
     if kinds is not None:
         names = [kinds] if isinstance(kinds, str) else list(kinds)
         if not any(_is(value, k) for k in names):
-            errors.append(f"{path}: expected {' or '.join(names)}, got {_kind(value)}")
+            errors.append(f"{path}: expected {' or '.join(names)}, got {json_type(value)}")
             return  # the other keywords would only repeat the mismatch
     if "const" in schema and _freeze(schema["const"]) != _freeze(value):
         errors.append(f"{path}: expected {_show(schema['const'])}, got {_show(value)}")

@@ -166,18 +166,28 @@ class AsyncGeneratorProvider(BaseProvider):
             f"{', '.join(known)}", param=name, suggestions=suggestions, provider=cls.get_name())
 
     @classmethod
-    def missing(cls, request: ChatRequest, emulate: bool = False) -> list[tuple[str, str]]:
-        """What of ``request`` this provider cannot serve: ``(param, need)`` pairs, where
-        ``need`` is a capability (``"tools"``, ``"images"``...) or the field's own name.
-        Empty when it can serve all of it. With ``emulate``, what llmplex can emulate
-        (tool calls, JSON output: :func:`emulated`) does not count as missing."""
+    def capabilities_for(cls, model: str | None) -> Capabilities:
+        """What the service can do with ``model`` (routing asks per route). By default
+        :attr:`capabilities`; a provider whose models differ (some with native tools,
+        some text-only) overrides this, answering synchronously from what it knows (a
+        built-in table, a cached model list)."""
+        return cls.capabilities
+
+    @classmethod
+    def missing(cls, request: ChatRequest, emulate: bool = False,
+                model: str | None = None) -> list[tuple[str, str]]:
+        """What of ``request`` this provider cannot serve (with ``model``, when given):
+        ``(param, need)`` pairs, where ``need`` is a capability (``"tools"``,
+        ``"images"``...) or the field's own name. Empty when it can serve all of it. With
+        ``emulate``, what llmplex can emulate (tool calls, JSON output: :func:`emulated`)
+        does not count as missing."""
         if not request.fields and not request.needs and not request.route_options:
             return []
         from ..request import LIMIT_FIELDS
 
-        caps = cls.capabilities
+        caps = cls.capabilities_for(model)
         accepted = cls.accepted_options()
-        consumed = cls.emulated(request) if emulate else ()
+        consumed = cls.emulated(request, model) if emulate else ()
         out: list[tuple[str, str]] = []
         for need, param in request.needs.items():
             if not caps.has(need) and need not in consumed:
@@ -192,12 +202,13 @@ class AsyncGeneratorProvider(BaseProvider):
         return out
 
     @classmethod
-    def emulated(cls, request: ChatRequest) -> frozenset[str]:
-        """The needs of ``request`` llmplex would emulate on this provider: ``"tools"``,
-        ``"json_object"``/``"json_schema"`` where its service lacks them."""
+    def emulated(cls, request: ChatRequest, model: str | None = None) -> frozenset[str]:
+        """The needs of ``request`` llmplex would emulate on this provider (with
+        ``model``): ``"tools"``, ``"json_object"``/``"json_schema"`` where its service
+        lacks them."""
         if not request.needs:
             return frozenset()
-        caps = cls.capabilities
+        caps = cls.capabilities_for(model)
         return frozenset(need for need in request.needs
                          if need in EMULATABLE and not caps.has(need))
 

@@ -117,6 +117,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..emulation.schema import json_type
 from .emulator import Emulator, StreamOutcome
 from .script import Fault, Script, split_tokens
 
@@ -227,19 +228,6 @@ def _cut(pieces: Sequence[str], limit: int) -> list[str]:
     return [p for p in out if p]
 
 
-def _json_type(value: Any) -> str:
-    """The JSON type name OpenAI's messages use for a value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
 def _quoted(values: Sequence[str]) -> str:
     """``'a'``, ``'a' and 'b'``, ``'a', 'b', and 'c'``: OpenAI's lists of allowed values."""
     items = [f"'{v}'" for v in values]
@@ -260,7 +248,7 @@ def _missing(param: str) -> web.Response:
 
 def _invalid_type(param: str, expected: str, value: Any) -> web.Response:
     return error_response(400, f"Invalid type for '{param}': expected {expected}, but got "
-                          f"{_json_type(value)} instead.", param=param, code="invalid_type")
+                          f"{json_type(value)} instead.", param=param, code="invalid_type")
 
 
 def _integer_range(name: str, value: Any, low: int, high: int) -> web.Response | None:

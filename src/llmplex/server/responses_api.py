@@ -36,7 +36,7 @@ from ..conversations.base import ConversationNotFoundError
 from .errors import APIError, error_for
 from .handlers import log_error
 from .responses_input import chat_arguments, input_items, input_messages
-from .responses_output import ResponseWriter, new_response_id
+from .responses_output import Event, ResponseWriter, new_response_id
 from .schemas import UPSTREAM_FIELDS
 from .streaming import ClientGone, EventStream, Pump, disconnected, unless_gone
 
@@ -174,13 +174,13 @@ def _render(events: list[dict[str, Any]]) -> bytes:
 
 
 class _ResponsesStream(EventStream):
-    """The SSE response of a streamed response: its chunks are rendered events already;
-    it ends without ``[DONE]`` (the Responses API sends none)."""
+    """The SSE response of a streamed response: its chunks are lists of events; it ends
+    without ``[DONE]`` (the Responses API sends none)."""
 
     end = b""
 
-    def _render(self, chunk: bytes) -> bytes:  # type: ignore[override]
-        return chunk
+    def _render(self, chunk: list[dict[str, Any]]) -> bytes:  # type: ignore[override]
+        return _render(chunk)
 
     def _render_error(self, exc: BaseException) -> bytes:
         # Upstream failures became response.failed; this is a failure of llmplex itself.
@@ -203,9 +203,9 @@ class _Turn:
         self.history = [*history, *new]
         self.store = store
 
-    async def events(self, streamed: bool) -> AsyncGenerator[bytes, None]:
-        """The rendered events (see :mod:`.responses_output`). An error before the first
-        chunk is raised (the request gets its status); a later one is a
+    async def events(self, streamed: bool) -> AsyncGenerator[list[Event], None]:
+        """The events (see :mod:`.responses_output`), a list per chat chunk. An error
+        before the first chunk is raised (the request gets its status); a later one is a
         ``response.failed`` event when ``streamed``, else raised too."""
         writer = self.writer
         stream = await self.client.chat.completions.create(**self.arguments, stream=True)
@@ -215,23 +215,23 @@ class _Turn:
             opening = writer.opening()
             if first is not None:
                 opening += writer.chunk(first)
-            yield _render(opening)
+            yield opening
             try:
                 async for chunk in iterator:
                     events = writer.chunk(chunk)
                     if events:
-                        yield _render(events)
+                        yield events
             except Exception as exc:
                 if not streamed:
                     raise
                 error = error_for(exc)
                 log_error(error, exc, streaming=True)
-                yield _render(writer.failed(error))
+                yield writer.failed(error)
                 return
         closing = writer.closing()
         # Stored before the client hears of the end, so a GET right after finds it.
         await self._save()
-        yield _render(closing)
+        yield closing
 
     async def complete(self) -> dict[str, Any]:
         async with aclosing(self.events(streamed=False)) as events:
@@ -347,6 +347,6 @@ def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: 
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
-async def _opened(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _opened(events: AsyncIterator[list[Event]]) -> AsyncIterator[list[Event]]:
     """What :class:`Pump` opens: the event iterator (created lazily, in the pump's task)."""
     return events

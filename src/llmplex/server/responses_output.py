@@ -31,7 +31,7 @@ from typing import Any
 from ..objects import ChatCompletionChunk, CompletionUsage
 from .errors import APIError
 
-__all__ = ["ResponseWriter", "new_response_id"]
+__all__ = ["Event", "ResponseWriter", "new_response_id", "usage"]
 
 Event = dict[str, Any]
 

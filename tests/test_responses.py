@@ -574,3 +574,26 @@ def test_input_items_of_a_stored_response(server):
         response.id, limit=1, order="asc")] == [item.id for item in page.data]
     with pytest.raises(openai.NotFoundError):
         server.sdk.responses.input_items.list("resp_missing")
+
+
+def test_a_store_that_fails_is_an_error_event_not_a_completed_response(services, tmp_path):
+    from llmplex.conversations import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "store.sqlite3")
+    store.close()  # every write now fails
+    client = emulated_client(services, store=store)
+    with ServerThread(create_app(client)) as running:
+        served = Served(running.url, services, client)
+        events = events_of(served, {"model": "openai:gpt-4o-mini", "input": "Hi"})
+        name, data = events[-1]
+        assert name == "error" and data["code"] == "internal_error"
+        assert data["sequence_number"] == len(events) - 1
+        assert "response.completed" not in [n for n, _ in events]
+        response = httpx.post(running.url + "/v1/responses", timeout=15,
+                              json={"model": "openai:gpt-4o-mini", "input": "Hi"})
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "internal_error"
+        # store: false needs no store
+        assert served.sdk.responses.create(model="openai:gpt-4o-mini", input="Hi",
+                                           store=False).output_text == ANSWER
+        served.sdk.close()

@@ -179,15 +179,20 @@ class _ResponsesStream(EventStream):
 
     end = b""
 
+    def __init__(self, first: tuple[str, Any], pump: Pump, watcher: asyncio.Future[None],
+                 stall_timeout: float, writer: ResponseWriter) -> None:
+        super().__init__(first, pump, watcher, False, stall_timeout)
+        self.writer = writer
+
     def _render(self, chunk: list[dict[str, Any]]) -> bytes:  # type: ignore[override]
         return _render(chunk)
 
     def _render_error(self, exc: BaseException) -> bytes:
-        # Upstream failures became response.failed; this is a failure of llmplex itself.
+        # Upstream failures became response.failed; this is a failure of llmplex itself
+        # (storing the response, say): OpenAI's error event.
         error = error_for(exc)
         log_error(error, exc, streaming=True)
-        return _render([{"type": "error", "code": error.code, "message": error.message,
-                         "param": error.param, "sequence_number": 0}])
+        return _render([self.writer.error(error)])
 
 
 class _Turn:
@@ -228,10 +233,10 @@ class _Turn:
                 log_error(error, exc, streaming=True)
                 yield writer.failed(error)
                 return
-        closing = writer.closing()
+        yield writer.closing()
         # Stored before the client hears of the end, so a GET right after finds it.
         await self._save()
-        yield closing
+        yield [writer.completed()]
 
     async def complete(self) -> dict[str, Any]:
         async with aclosing(self.events(streamed=False)) as events:
@@ -298,7 +303,7 @@ def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: 
                 await pump.close()
                 raise
             owned = False  # the stream owns it now
-            return _ResponsesStream(first, pump, watcher, False, stall_timeout)
+            return _ResponsesStream(first, pump, watcher, stall_timeout, writer)
         except ClientGone:
             log.info("client went away before the answer started; upstream request cancelled")
             return Response(status_code=499)

@@ -17,7 +17,7 @@ without ``stream`` gets, and what is stored for ``previous_response_id``):
 - ``response.completed`` (``status: "completed"``), or ``response.incomplete`` when the
   answer was cut by ``max_output_tokens`` or a content filter (``incomplete_details``),
   with the whole response and its ``usage``; ``response.failed`` (``error`` set) when the
-  upstream failed after the stream began.
+  upstream failed after the stream began; an ``error`` event when llmplex itself did.
 
 Every event has a ``sequence_number`` counting from 0.
 """
@@ -216,17 +216,22 @@ class ResponseWriter:
         self.pieces = []
 
     def closing(self) -> list[Event]:
-        """The end of a stream that ended well: the open item closed, then
-        ``response.completed`` (or ``response.incomplete``) with the whole response."""
+        """The end of a stream that ended well, but its last event: the open item closed
+        (the response is then whole, see :meth:`finished`)."""
         events: list[Event] = []
         incomplete = _INCOMPLETE.get(self.finish or "")
         if not self.response["output"]:
             self._switch("text", events)  # an empty answer is an empty message
         self._close(events, "incomplete" if incomplete else "completed")
         self.finished()
-        kind = "response.incomplete" if incomplete else "response.completed"
-        events.append(self._event(kind, response=self._snapshot()))
         return events
+
+    def completed(self) -> Event:
+        """The last event: ``response.completed`` (or ``response.incomplete``) with the
+        whole response."""
+        kind = ("response.incomplete" if self.response["status"] == "incomplete"
+                else "response.completed")
+        return self._event(kind, response=self._snapshot())
 
     def finished(self) -> dict[str, Any]:
         """The whole response, as it stands at the end."""
@@ -241,6 +246,11 @@ class ResponseWriter:
         if self.emulated:
             response["emulated"] = self.emulated
         return response
+
+    def error(self, error: APIError) -> Event:
+        """OpenAI's ``error`` event (a failure that is not the upstream's)."""
+        return self._event("error", code=error.code, message=error.message,
+                           param=error.param)
 
     def failed(self, error: APIError) -> list[Event]:
         """``response.failed``: the upstream failed after the stream began."""

@@ -184,6 +184,20 @@ async def test_library_errors(services, emulator):
     assert rejected.value.status == 400
 
 
+async def test_provider_names_the_route(services, emulator):
+    client = emulated_client(services)
+    result = await client.embeddings.create(model="openai:text-embedding-3-small",
+                                            input="Hi", provider="OpenAI")
+    assert result.provider == "OpenAI"
+    assert bodies(emulator)[-1]["model"] == "text-embedding-3-small"
+    result = await client.embeddings.create(model="nomic-embed-text", input="Hi",
+                                            provider=["Ollama"])
+    assert result.provider == "Ollama" and bodies(emulator)[-1]["model"] == "nomic-embed-text"
+    with pytest.raises(InvalidRequestError, match="names provider OpenAI"):
+        await client.embeddings.create(model="openai:text-embedding-3-small", input="Hi",
+                                       provider="Mistral")
+
+
 async def test_a_bare_name_listed_by_several_providers_falls_back(services, emulator):
     # Together and DeepInfra both list this model; the first answers 503, the next serves.
     emulator.push(Script(fault=Fault.http_status(503, step="embeddings")))

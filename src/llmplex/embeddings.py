@@ -136,12 +136,16 @@ class AsyncEmbeddings:
         from .routing import Route
 
         client = self._client
+        prefix, rest = client.router._split_prefix(model)
         if provider is not None:
             names = provider if isinstance(provider, (list, tuple)) else [provider]
-            routes = [Route(get_provider(n) if isinstance(n, str) else n, model, named=True)
-                      for n in names]
+            classes = [get_provider(n) if isinstance(n, str) else n for n in names]
+            if prefix is not None and prefix not in classes:
+                raise InvalidRequestError(
+                    f"model {model!r} names provider {prefix.get_name()} but provider="
+                    f"{', '.join(c.get_name() for c in classes)} was given", param="model")
+            routes = [Route(cls, rest, named=True) for cls in classes]
         else:
-            prefix, rest = client.router._split_prefix(model)
             if prefix is not None:
                 routes = [Route(prefix, rest, named=True)]
             else:

@@ -177,8 +177,6 @@ class _ResponsesStream(EventStream):
     """The SSE response of a streamed response: its chunks are lists of events; it ends
     without ``[DONE]`` (the Responses API sends none)."""
 
-    end = b""
-
     def __init__(self, first: tuple[str, Any], pump: Pump, watcher: asyncio.Future[None],
                  stall_timeout: float, writer: ResponseWriter) -> None:
         super().__init__(first, pump, watcher, False, stall_timeout)
@@ -187,7 +185,10 @@ class _ResponsesStream(EventStream):
     def _render(self, chunk: list[dict[str, Any]]) -> bytes:  # type: ignore[override]
         return _render(chunk)
 
-    def _render_error(self, exc: BaseException) -> bytes:
+    def _end(self) -> bytes:
+        return b""
+
+    def _error(self, exc: BaseException) -> bytes:
         # Upstream failures became response.failed; this is a failure of llmplex itself
         # (storing the response, say): OpenAI's error event.
         error = error_for(exc)

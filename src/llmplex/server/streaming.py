@@ -227,10 +227,7 @@ DONE = b"data: [DONE]\n\n"
 
 class EventStream(Response):
     """The SSE response: writes the pump's chunks, watching for the client leaving, and
-    drops a client none of whose writes completes within ``stall_timeout`` seconds.
-
-    Another API's stream subclasses it, rendering its own chunks (:meth:`_render`), the
-    error after the first one (:meth:`_render_error`) and the end (:attr:`end`)."""
+    drops a client none of whose writes completes within ``stall_timeout`` seconds."""
 
     media_type = "text/event-stream"
 
@@ -248,14 +245,35 @@ class EventStream(Response):
         self.include_usage = include_usage
         self.stall_timeout = stall_timeout
 
-    #: what ends the stream after the last chunk
-    end = DONE
+    #: seconds without a chunk after which :meth:`_idle` is written (None: never)
+    keepalive: float | None = None
 
-    def _render_error(self, exc: BaseException) -> bytes:
-        """What an error after the first chunk sends (then the stream ends)."""
+    def _error(self, exc: BaseException) -> bytes:
+        """The bytes ending a stream that failed after it started."""
         error = error_for(exc)
         log_error(error, exc, streaming=True)
         return b"event: error\n" + sse(error.body()) + DONE
+
+    def _end(self) -> bytes:
+        """The bytes ending a stream that completed."""
+        return DONE
+
+    def _idle(self) -> bytes:
+        """The bytes written after :attr:`keepalive` seconds without a chunk."""
+        return b""
+
+    async def _next(self, write: Any) -> tuple[str, Any]:
+        if self.keepalive is None:
+            return await self.pump.get()
+        while True:
+            try:
+                # A queue's get() is safe to cancel: a timeout loses no chunk.
+                return await asyncio.wait_for(self.pump.get(), self.keepalive)
+            except TimeoutError:
+                if self.watcher.done():
+                    return ("end", None)
+                await write({"type": "http.response.body", "body": self._idle(),
+                             "more_body": True})
 
     def _render(self, chunk: ChatCompletionChunk) -> bytes:
         data = public(chunk.model_dump())
@@ -294,16 +312,16 @@ class EventStream(Response):
                 if kind == "chunk":
                     body = self._render(value)
                 elif kind == "error":
-                    body = self._render_error(value)
+                    body = self._error(value)
                 else:
-                    body = self.end
+                    body = self._end()
                 if watcher.done():
                     log.info("client went away mid-stream; upstream request cancelled")
                     break
                 await write({"type": "http.response.body", "body": body, "more_body": True})
                 if kind != "chunk":
                     break
-                item = await pump.get()
+                item = await self._next(write)
             await write({"type": "http.response.body", "body": b"", "more_body": False})
         except Stalled:
             # The response stays unfinished: the server closes the connection (with what

@@ -18,6 +18,7 @@ from aiohttp import web
 from llmplex.errors import ResponseError
 from llmplex.providers import Replicate
 from llmplex.providers.replicate import trusted_url
+from llmplex.providers.replicate_models import openapi_schema
 
 TOKEN = "r8_Token_ForReplicateOnly_42"
 MODEL = "meta/meta-llama-3-8b-instruct"
@@ -107,8 +108,13 @@ async def servers() -> AsyncIterator:
         await server.wait_closed()
 
 
+#: the model's schema, given: server A serves predictions only
+SCHEMA = openapi_schema({"prompt": {"type": "string"}})
+
+
 def generator(api: Api):
-    return Replicate.create_async_generator(MODEL, "Hi", api_key=TOKEN, base_url=api.a)
+    return Replicate.create_async_generator(MODEL, "Hi", api_key=TOKEN, base_url=api.a,
+                                            schema=SCHEMA)
 
 
 async def test_a_stream_url_on_another_host_is_refused_and_gets_nothing(servers):

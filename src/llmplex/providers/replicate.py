@@ -1,10 +1,14 @@
-"""Replicate (``Replicate``): language models run as predictions, streamed over SSE.
+"""Replicate (``Replicate``): language models run as predictions.
 
-Wire protocol: PROTOCOLS.md §4. ``POST /v1/models/{owner}/{name}/predictions`` with
-``"stream": true`` creates a prediction (201); its ``urls.stream`` is then read as a
-standard Server-Sent Events stream of ``output`` tokens ending with ``done``. A prediction
-that is abandoned before ``done`` (early stop, cancellation, error) is cancelled with
-``POST urls.cancel``, so it does not keep running — and billing — upstream.
+Wire protocol: PROTOCOLS.md §4 (and its 2026 additions). Each model's schema is read first
+(:mod:`.replicate_schema`) and the request mapped onto the inputs it declares
+(:mod:`.replicate_input`). ``POST /v1/models/{owner}/{name}/predictions`` (``POST
+/v1/predictions`` with a pinned ``version``) creates a prediction (201), with
+``Cancel-After`` from the answer's total deadline. A model whose output streams is read
+from ``urls.stream``, a standard Server-Sent Events stream of ``output`` tokens ending with
+``done``; another is created with ``Prefer: wait`` and polled at ``urls.get`` until it is
+done. A prediction that is abandoned before its end (early stop, cancellation, error) is
+cancelled with ``POST urls.cancel``, so it does not keep running — and billing — upstream.
 
 The prediction names the URLs to follow, and they get the API token: they are followed
 only to Replicate's own hosts or the configured base URL's origin (see

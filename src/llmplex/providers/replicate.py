@@ -229,6 +229,9 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
                         if not isinstance(piece, str):
                             end = piece
                             break
+                        if reader.state == "text":  # the fast path: plain answer text
+                            yield piece
+                            continue
                         for chunk in reader.feed(piece):
                             yield chunk
                 if end is None:

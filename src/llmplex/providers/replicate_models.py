@@ -126,7 +126,8 @@ class ModelSchema:
     """One model version's schema: its ``inputs`` (name -> JSON schema), the ``required``
     ones, and whether its output ``streams``."""
 
-    __slots__ = ("inputs", "model", "openapi", "required", "streams", "version")
+    __slots__ = ("_capabilities", "inputs", "model", "openapi", "required", "streams",
+                 "version")
 
     def __init__(self, model: str, version: str | None, openapi: Mapping[str, Any]) -> None:
         components = openapi.get("components")
@@ -143,6 +144,7 @@ class ModelSchema:
         output = schemas.get("Output")
         self.streams = isinstance(output, Mapping) and output.get("type") == "array" and (
             output.get("x-cog-array-type") == "iterator")
+        self._capabilities: Capabilities | None = None
 
     @classmethod
     def parse(cls, model: str, data: Mapping[str, Any]) -> ModelSchema:
@@ -158,11 +160,14 @@ class ModelSchema:
     @classmethod
     def known(cls, model: str) -> ModelSchema | None:
         """The built-in schema of ``model`` (a family of :data:`FAMILIES`), if any."""
-        family = FAMILIES.get(model.partition(":")[0])
-        if family is None:
-            return None
-        openapi = openapi_schema(*family)
-        return cls(model, version_id(openapi), openapi)
+        found = _KNOWN.get(model)
+        if found is None:
+            family = FAMILIES.get(model.partition(":")[0])
+            if family is None:
+                return None
+            openapi = openapi_schema(*family)
+            found = _KNOWN[model] = cls(model, version_id(openapi), openapi)
+        return found
 
     def first(self, *names: str) -> str | None:
         """The first of ``names`` the model takes."""
@@ -171,11 +176,13 @@ class ModelSchema:
     def capabilities(self) -> Capabilities:
         """What llmplex can do with this model (routing reads it, see
         :meth:`Replicate.capabilities_for`)."""
+        if self._capabilities is not None:  # asked on every request: computed once
+            return self._capabilities
         from .replicate_input import OPTION_INPUTS
 
         unsupported = {option for option, names in OPTION_INPUTS.items()
                        if not self.first(*names)}
-        return TEXT_ONLY.with_(
+        self._capabilities = TEXT_ONLY.with_(
             system_message=True,
             tools="native" if "tools" in self.inputs else "none",
             images=bool(self.first("image", "image_input")),
@@ -184,3 +191,8 @@ class ModelSchema:
                                        "max_new_tokens")),
             stop=bool(self.first("stop_sequences", "stop")),
             unsupported=unsupported)
+        return self._capabilities
+
+
+#: the built-in schemas made so far (ModelSchema.known), by model name
+_KNOWN: dict[str, ModelSchema] = {}

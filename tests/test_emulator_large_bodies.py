@@ -15,7 +15,7 @@ import pytest
 
 from llmplex.cookies import ENV_VAR
 from llmplex.errors import ResponseStatusError
-from llmplex.providers import AllenAI, H2o, OpenAssistant, Replicate
+from llmplex.providers import AllenAI, Anthropic, H2o, OpenAssistant, Replicate
 from llmplex.providers.openai_compatible import OpenAICompatible
 from llmplex.testing import EMULATORS, Script, get_emulator, serve
 from llmplex.testing.openassistant import OpenAssistantEmulator
@@ -106,9 +106,19 @@ async def test_openai_takes_a_large_prompt():
     assert record.json["messages"][-1]["content"] == PROMPT
 
 
+async def test_anthropic_takes_a_large_prompt():
+    with serve(get_emulator("anthropic")(Script(REPLY))) as emu:
+        chunks = [c async for c in Anthropic.create_async_generator(
+            "claude-sonnet-4-5", PROMPT, base_url=emu.url, api_key="sk-ant-test")]
+        [record] = emu.requests_to("/v1/messages", "POST")
+    assert text_of(chunks) == REPLY
+    assert record.json["messages"][-1]["content"] == [{"type": "text", "text": PROMPT}]
+
+
 def test_every_emulator_is_covered():
     # A new emulator must get its large-prompt test here too.
-    assert set(EMULATORS) == {"allenai", "replicate", "h2o", "openassistant", "openai"}
+    assert set(EMULATORS) == {"allenai", "replicate", "h2o", "openassistant", "openai",
+                              "anthropic"}
 
 
 # -- the multipart parser, with hand-made bodies ---------------------------------------------

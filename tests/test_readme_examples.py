@@ -110,6 +110,9 @@ class Emulators:
         if key == "REPLICATE_API_TOKEN":
             return {"LLMPLEX_REPLICATE_BASE_URL": self.url("replicate"),
                     key: self.exports[key]}
+        if key == "ANTHROPIC_API_KEY":
+            return {"LLMPLEX_ANTHROPIC_BASE_URL": self.url("anthropic"),
+                    key: self.exports[key]}
         endpoint = next((e for e in ENDPOINTS.values() if e.api_key_env == key), None)
         if endpoint is None:
             raise AssertionError(f"real-key {key}: no provider takes that variable")

@@ -51,6 +51,7 @@ from .types import (
     JsonConversation,
     Logprobs,
     ReasoningDelta,
+    ReasoningSignature,
     RefusalDelta,
     ResponseMeta,
     ToolCallDelta,
@@ -592,6 +593,8 @@ class _Run:
                         choice.refusal.append(chunk.text)
                     elif isinstance(chunk, ChoiceText):
                         choice.text.append(chunk.text)
+                    elif isinstance(chunk, ReasoningSignature):
+                        pass  # streamed only (Anthropic's route of the server reads it)
                     else:
                         choice.add_logprobs(chunk)
                     yield chunk
@@ -691,6 +694,8 @@ class _Run:
                         delta = ChoiceDelta(reasoning_content=event.text)
                     elif isinstance(event, RefusalDelta):
                         delta = ChoiceDelta(refusal=event.text)
+                    elif isinstance(event, ReasoningSignature):
+                        delta = ChoiceDelta(reasoning_signature=event.signature)
                     else:
                         delta = ChoiceDelta(event.text)
                 if not choice.started:
@@ -736,7 +741,8 @@ class _Run:
 
 
 #: the events that are part of a choice's answer
-_ANSWER_EVENTS = (ToolCallDelta, ReasoningDelta, RefusalDelta, ChoiceText, Logprobs)
+_ANSWER_EVENTS = (ToolCallDelta, ReasoningDelta, RefusalDelta, ChoiceText, Logprobs,
+                  ReasoningSignature)
 
 
 def _default_finish(choice: _Choice) -> str:

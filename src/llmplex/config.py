@@ -81,7 +81,7 @@ ENVIRONMENT: dict[str, str] = {
     "LLMPLEX_DATA_DIR": "directory of conversations and REPL history",
     "LLMPLEX_SERVER_API_KEYS": "API keys `llmplex serve` accepts, comma-separated",
     "LLMPLEX_<PROVIDER>_BASE_URL": "where a provider's service is (e.g. LLMPLEX_OPENAI_BASE_URL)",
-    "<SERVICE>_API_KEY": "provider keys: REPLICATE_API_TOKEN, OPENAI_API_KEY, GROQ_API_KEY...",
+    "<SERVICE>_API_KEY": "provider keys: REPLICATE_API_TOKEN, OPENAI_API_KEY, ANTHROPIC_API_KEY, GROQ_API_KEY...",
     "LLMPLEX_COOKIES_DIR": "directory of exported browser cookies (OpenAssistant)",
 }
 
@@ -335,4 +335,4 @@ def _key_env(provider: str) -> str | None:
 
     if provider in ENDPOINTS:
         return ENDPOINTS[provider].api_key_env
-    return {"Replicate": "REPLICATE_API_TOKEN"}.get(provider)
+    return {"Replicate": "REPLICATE_API_TOKEN", "Anthropic": "ANTHROPIC_API_KEY"}.get(provider)

@@ -8,6 +8,8 @@ answer text (of the first choice; reasoning, refusals and tool calls excluded).
 event                   what it carries
 ======================  ===================================================================
 :class:`ReasoningDelta` a piece of the model's reasoning (``reasoning_content``)
+:class:`ReasoningSignature` the service's signature of the reasoning so far (Anthropic's
+                        thinking blocks: sent back with them in later turns)
 :class:`RefusalDelta`   a piece of a refusal (the model declined; OpenAI's ``refusal``)
 :class:`ToolCallDelta`  a fragment of a tool call: ``index``, ``id``/``name`` on the first
                         fragment, ``arguments`` a piece of the JSON string
@@ -28,7 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Event", "FinishReason", "Usage", "ReasoningDelta", "RefusalDelta",
+__all__ = ["Event", "FinishReason", "Usage", "ReasoningDelta", "ReasoningSignature",
+           "RefusalDelta",
            "ToolCallDelta", "ChoiceText", "Logprobs", "ResponseMeta"]
 
 
@@ -132,6 +135,18 @@ class ReasoningDelta(Event):
 
     def __init__(self, text: str, choice: int = 0) -> None:
         self.text = text
+        self.choice = choice
+
+
+class ReasoningSignature(Event):
+    """The signature that closes a block of reasoning (Anthropic's ``signature_delta``):
+    opaque, sent back with that reasoning in later turns so the service can check it."""
+
+    __slots__ = ("signature", "choice")
+    content = True
+
+    def __init__(self, signature: str, choice: int = 0) -> None:
+        self.signature = signature
         self.choice = choice
 
 

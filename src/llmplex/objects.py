@@ -232,16 +232,22 @@ class ChoiceDeltaToolCall(_Object):
 
 
 class ChoiceDelta(_Object):
-    __slots__ = ("role", "content", "refusal", "tool_calls", "reasoning_content")
+    """What one chunk adds to a choice; ``reasoning_signature`` (llmplex extra): the
+    signature closing the reasoning so far, from services that sign it (Anthropic)."""
+
+    __slots__ = ("role", "content", "refusal", "tool_calls", "reasoning_content",
+                 "reasoning_signature")
 
     def __init__(self, content: str | None = None, role: str | None = None,
                  refusal: str | None = None, tool_calls: list[ChoiceDeltaToolCall] | None = None,
-                 reasoning_content: str | None = None) -> None:
+                 reasoning_content: str | None = None,
+                 reasoning_signature: str | None = None) -> None:
         self.role = role
         self.content = content
         self.refusal = refusal
         self.tool_calls = tool_calls
         self.reasoning_content = reasoning_content
+        self.reasoning_signature = reasoning_signature
 
 
 class ChunkChoice(_Object):

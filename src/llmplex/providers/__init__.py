@@ -15,13 +15,14 @@ from .endpoints import ENDPOINTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .allenai import AllenAI
+    from .anthropic import Anthropic
     from .base import AsyncGeneratorProvider
     from .h2o import H2o
     from .openai_compatible import OpenAICompatible
     from .openassistant import OpenAssistant
     from .replicate import Replicate
 
-__all__ = ["AllenAI", "OpenAssistant", "H2o", "Replicate", "OpenAICompatible", "get_provider",
+__all__ = ["AllenAI", "Anthropic", "OpenAssistant", "H2o", "Replicate", "OpenAICompatible", "get_provider",
            "provider_names", "all_providers", "provider_option_names", "similar_providers",
            "REGISTRY"]
 
@@ -33,6 +34,7 @@ REGISTRY: dict[str, str] = {
     "OpenAssistant": "llmplex.providers.openassistant",
     "H2o": "llmplex.providers.h2o",
     "Replicate": "llmplex.providers.replicate",
+    "Anthropic": "llmplex.providers.anthropic",
     "OpenAICompatible": "llmplex.providers.openai_compatible",
     **{name: "llmplex.providers.openai_compatible" for name in ENDPOINTS},
 }

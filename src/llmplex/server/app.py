@@ -3,7 +3,9 @@
 >>> app = create_app(AsyncClient(), api_keys=["my-secret"])
 >>> # uvicorn.run(app, port=1337); then point any OpenAI client at http://127.0.0.1:1337/v1
 
-Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), ``GET /v1/models``,
+Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), Anthropic's
+``POST /v1/messages`` and ``/v1/messages/count_tokens``
+(:mod:`llmplex.server.anthropic_api`), ``GET /v1/models``,
 ``GET /v1/models/{id}``, ``GET /v1/providers``, ``POST/GET/DELETE /v1/conversations``,
 ``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs`` and ``/redoc``,
 served without a CDN). Errors always have OpenAI's shape (:mod:`llmplex.server.errors`
@@ -47,6 +49,7 @@ from .. import __version__
 from ..client import AsyncClient
 from ..errors import InvalidRequestError
 from ..routing import ProviderHealth
+from .anthropic_api import anthropic_router
 from .docs import install_docs
 from .errors import APIError
 from .handlers import install_error_handlers
@@ -284,6 +287,9 @@ def create_app(
         return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
     app.include_router(v1)
+    # Anthropic's Messages API (/v1/messages): its own auth headers and error shape
+    app.include_router(anthropic_router(client, api_keys=keys,
+                                        client_stall_timeout=client_stall_timeout))
     # Middleware: the last added is the outermost. CORS goes outside the size limit, so a
     # browser also sees its 413; the Host check outside everything: a request under a
     # name the server does not answer to reaches nothing else.
@@ -294,7 +300,8 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "x-api-key",
+                           "anthropic-version", "anthropic-beta"],
         )
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     return app

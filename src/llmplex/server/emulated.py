@@ -32,6 +32,7 @@ EMULATED_NOTICE = "EMULATED: answers come from local emulators, not real service
 DUMMY_CREDENTIALS: dict[str, dict[str, Any]] = {
     "Replicate": {"api_key": "r8_emulated"},
     "OpenAssistant": {"cookies": {"next-auth.session-token": "emulated-session"}},
+    "Anthropic": {"api_key": "sk-ant-emulated"},
 }
 _OPENAI_KEY = "sk-emulated"
 _COMPATIBLE = ("OpenAICompatible", *ENDPOINTS)
@@ -122,6 +123,8 @@ class EmulatedServices:
             line = f"export LLMPLEX_{provider.upper()}_BASE_URL={emulator.url}"
             if provider == "Replicate":
                 line += f" REPLICATE_API_TOKEN={DUMMY_CREDENTIALS['Replicate']['api_key']}"
+            elif provider == "Anthropic":
+                line += f" ANTHROPIC_API_KEY={DUMMY_CREDENTIALS['Anthropic']['api_key']}"
             lines.append((name, emulator.url, line))
         return lines
 

@@ -163,4 +163,11 @@ class BodyLimit:
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = APIError(413, f"Request body too large: the limit is {self.max_bytes} bytes.",
                          code="request_too_large", headers={"Connection": "close"})
+        if str(scope.get("path", "")).startswith("/v1/messages"):  # Anthropic's shape there
+            from starlette.responses import JSONResponse
+
+            body = {"type": "error", "error": {"type": "request_too_large",
+                                               "message": error.message}}
+            await JSONResponse(body, 413, error.all_headers())(scope, receive, send)
+            return
         await error.response()(scope, receive, send)

@@ -245,6 +245,36 @@ class EventStream(Response):
         self.include_usage = include_usage
         self.stall_timeout = stall_timeout
 
+    #: seconds without a chunk after which :meth:`_idle` is written (None: never)
+    keepalive: float | None = None
+
+    def _error(self, exc: BaseException) -> bytes:
+        """The bytes ending a stream that failed after it started."""
+        error = error_for(exc)
+        log_error(error, exc, streaming=True)
+        return b"event: error\n" + sse(error.body()) + DONE
+
+    def _end(self) -> bytes:
+        """The bytes ending a stream that completed."""
+        return DONE
+
+    def _idle(self) -> bytes:
+        """The bytes written after :attr:`keepalive` seconds without a chunk."""
+        return b""
+
+    async def _next(self, write: Any) -> tuple[str, Any]:
+        if self.keepalive is None:
+            return await self.pump.get()
+        while True:
+            try:
+                # A queue's get() is safe to cancel: a timeout loses no chunk.
+                return await asyncio.wait_for(self.pump.get(), self.keepalive)
+            except TimeoutError:
+                if self.watcher.done():
+                    return ("end", None)
+                await write({"type": "http.response.body", "body": self._idle(),
+                             "more_body": True})
+
     def _render(self, chunk: ChatCompletionChunk) -> bytes:
         data = public(chunk.model_dump())
         usage = data.pop("usage", None)
@@ -282,18 +312,16 @@ class EventStream(Response):
                 if kind == "chunk":
                     body = self._render(value)
                 elif kind == "error":
-                    error = error_for(value)
-                    log_error(error, value, streaming=True)
-                    body = b"event: error\n" + sse(error.body()) + DONE
+                    body = self._error(value)
                 else:
-                    body = DONE
+                    body = self._end()
                 if watcher.done():
                     log.info("client went away mid-stream; upstream request cancelled")
                     break
                 await write({"type": "http.response.body", "body": body, "more_body": True})
                 if kind != "chunk":
                     break
-                item = await pump.get()
+                item = await self._next(write)
             await write({"type": "http.response.body", "body": b"", "more_body": False})
         except Stalled:
             # The response stays unfinished: the server closes the connection (with what

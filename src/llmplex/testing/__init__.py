@@ -33,6 +33,7 @@ EMULATORS: dict[str, str] = {
     "openassistant": "llmplex.testing.openassistant:OpenAssistantEmulator",
     "h2o": "llmplex.testing.h2o:H2oEmulator",
     "openai": "llmplex.testing.openai:OpenAIEmulator",
+    "anthropic": "llmplex.testing.anthropic:AnthropicEmulator",
 }
 
 

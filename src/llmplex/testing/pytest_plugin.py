@@ -48,3 +48,9 @@ def h2o_emulator() -> Iterator[Emulator]:
 def openai_emulator() -> Iterator[Emulator]:
     """The OpenAI-compatible chat completions emulator (serves ``/v1``)."""
     yield from _served("openai")
+
+
+@pytest.fixture
+def anthropic_emulator() -> Iterator[Emulator]:
+    """The Anthropic Messages API emulator (serves ``/v1/messages``)."""
+    yield from _served("anthropic")

@@ -146,11 +146,14 @@ async def test_history_and_system_messages(replicate_emulator):
     data = creates(replicate_emulator)[0].json["input"]
     assert data["prompt"] == "User: Hi\nAssistant: Bonjour\nUser: How are you?\nAssistant:"
     assert data["system_prompt"] == "Answer in French."
-    # Llama 3 has no system_prompt input: the system text leads the prompt
+    # Llama 3 has no system_prompt input: the system text is its template's system turn
     await collect(replicate_emulator, messages, model=MODEL)
     data = creates(replicate_emulator)[1].json["input"]
-    assert data == {"prompt": "System: Answer in French.\nUser: Hi\nAssistant: Bonjour\n"
-                              "User: How are you?\nAssistant:"}
+    assert data["prompt"] == "User: Hi\nAssistant: Bonjour\nUser: How are you?\nAssistant:"
+    assert data["prompt_template"].startswith(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nAnswer in French."
+        "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>")
+    assert set(data) == {"prompt", "prompt_template"}
 
 
 async def test_unicode_prompt_arrives_intact(replicate_emulator):

@@ -39,6 +39,10 @@ TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                    "required": ["city"]}}}]
+LLAMA3_TEMPLATE = (
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{{prompt}}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n")
 PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
 PHOTO = "https://example.com/cat.jpg"
 
@@ -71,11 +75,15 @@ def cancels(emulator):
 # -- the body has exactly the model's names --------------------------------------------------
 
 @pytest.mark.parametrize("model, messages, options, expected", [
-    # Llama 3: no system_prompt in this version (the system text leads the prompt),
-    # max_tokens, penalties; its stop is left to the client
+    # Llama 3: no system_prompt in this version (the system text is the system turn of
+    # its prompt_template), max_tokens, penalties; its stop is left to the client
     (LLAMA3, SYSTEM_AND_QUESTION, {"max_tokens": 64, "presence_penalty": 0.5, "top_k": 40},
-     {"prompt": "System: Be brief.\nUser: Hi\nAssistant:", "max_tokens": 64,
-      "presence_penalty": 0.5, "top_k": 40}),
+     {"prompt": "Hi", "prompt_template": LLAMA3_TEMPLATE.format(system="Be brief."),
+      "max_tokens": 64, "presence_penalty": 0.5, "top_k": 40}),
+    # ... and system text a template cannot hold (braces) leads the prompt
+    (LLAMA3, [{"role": "system", "content": 'Answer as {"a": 1}.'},
+              {"role": "user", "content": "Hi"}], {},
+     {"prompt": 'System: Answer as {"a": 1}.\nUser: Hi\nAssistant:'}),
     # Claude 4 Sonnet: system_prompt, max_tokens (>= 1024)
     (CLAUDE, SYSTEM_AND_QUESTION, {"max_tokens": 2048},
      {"prompt": "Hi", "system_prompt": "Be brief.", "max_tokens": 2048}),

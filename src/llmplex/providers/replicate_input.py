@@ -8,7 +8,8 @@ llmplex                   the model's input (the first one it has)
 ========================  ================================================================
 the conversation          ``messages`` (OpenAI's shape) when the model takes them and there
                           is more than one question; else a rendered ``prompt``
-system text               ``system_prompt``; else rendered into the prompt
+system text               ``system_prompt``; else the system turn of the model's default
+                          ``prompt_template`` (Llama 3's); else rendered into the prompt
 ``max_tokens``            ``max_tokens`` | ``max_completion_tokens`` | ``max_new_tokens``
 ``stop``                  ``stop_sequences`` (comma-joined) | ``stop`` (a list)
 images (``image_url``)    ``image`` (one URI) | ``image_input`` (a list); http or data: URLs
@@ -26,6 +27,7 @@ is sent.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -72,8 +74,11 @@ def build_input(schema: ModelSchema, messages: Any, options: Mapping[str, Any],
     else:
         images: list[tuple[str, str]] = []  # (URL, where it was)
         rendered = [(m["role"], _text(m, i, images)) for i, m in turns]
+        template = _template_with(schema, "\n".join(system)) if system else None
         if system and "system_prompt" in schema.inputs:
             data["system_prompt"] = "\n".join(system)
+        elif template is not None:
+            data["prompt_template"] = template
         elif system:
             rendered.insert(0, ("system", "\n".join(system)))
         data[_need(schema, "prompt", option="messages")] = _render(rendered)
@@ -90,6 +95,25 @@ def build_input(schema: ModelSchema, messages: Any, options: Mapping[str, Any],
         data[key] = value
     _check_bounds(schema, data)
     return data
+
+
+#: a Llama 3 chat template's system turn (its text in between)
+_LLAMA3_SYSTEM = re.compile(r"(<\|start_header_id\|>system<\|end_header_id\|>\n\n)(.*?)(<\|eot_id\|>)",
+                            re.DOTALL)
+
+
+def _template_with(schema: ModelSchema, system: str) -> str | None:
+    """The model's default ``prompt_template`` with ``system`` as its system turn, when
+    the template has one (Llama 3's) and the text is safe in a template (no braces, which
+    the model reads as placeholders); else None (the text goes into the prompt)."""
+    default = schema.inputs.get("prompt_template", {}).get("default")
+    if not isinstance(default, str) or "{prompt}" not in default or "{" in system or (
+            "}" in system):
+        return None
+    found = _LLAMA3_SYSTEM.search(default)
+    if found is None:
+        return None
+    return default[:found.start(2)] + system + default[found.end(2):]
 
 
 def _limits(schema: ModelSchema, options: Mapping[str, Any], data: dict[str, Any]) -> None:

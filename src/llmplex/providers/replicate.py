@@ -212,7 +212,6 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
             end: FinishReason | None = None
             try:
                 if not isinstance(prediction, dict) or not prediction.get("id"):
-                    run.finished = True  # nothing to cancel without an id
                     raise ResponseError(
                         f"invalid prediction (no id): {json.dumps(prediction)[:300]}",
                         provider=name,

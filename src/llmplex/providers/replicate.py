@@ -44,7 +44,7 @@ from .base import (
     run_cleanup,
 )
 from .replicate_input import build_input
-from .replicate_models import FAMILIES, ModelSchema
+from .replicate_models import ModelSchema
 from .replicate_output import OutputReader
 from .replicate_schema import SchemaCache
 
@@ -87,7 +87,14 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
     capabilities = TEXT_ONLY.with_(system_message=True, stop=False)
 
     default_model = "meta/meta-llama-3-70b-instruct"
-    models: ClassVar[list[str]] = list(FAMILIES)  # the default first
+    # Listed (routed to by name alone); every other owner/name is served when asked for
+    # as "replicate:owner/name", and the families of FAMILIES have known capabilities.
+    models: ClassVar[list[str]] = [
+        default_model,
+        "meta/meta-llama-3-8b-instruct",
+        "meta/meta-llama-3.1-405b-instruct",
+        "mistralai/mixtral-8x7b-instruct-v0.1",
+    ]
 
     #: upper bound, in seconds, for the best-effort cancel request sent on cleanup
     cancel_timeout: ClassVar[float] = 5.0

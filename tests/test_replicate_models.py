@@ -65,7 +65,8 @@ def text_of(chunks) -> str:
 
 
 def created(emulator):
-    return emulator.requests_to("/predictions", "POST")
+    return [r for r in emulator.requests_to("/predictions", "POST")
+            if r.path.endswith("/predictions")]
 
 
 def cancels(emulator):
@@ -138,6 +139,25 @@ async def test_an_option_the_model_does_not_take_is_an_error_naming_its_inputs(
         # its inputs are named, so that the caller can see what it takes
         assert "its inputs are: " in message and "prompt" in message.split("inputs are: ")[1]
     assert created(replicate_emulator) == []  # nothing was sent
+
+
+async def test_through_the_client_an_option_a_model_lacks_names_its_inputs(replicate_emulator):
+    async with AsyncClient(provider_options={"Replicate": {
+            "api_key": KEY, "base_url": replicate_emulator.url}}) as client:
+        with pytest.raises(InvalidRequestError) as info:
+            await client.chat.completions.create(model=f"replicate:{GPT5}", messages="Hi",
+                                                 top_k=3)
+        assert info.value.param == "top_k"
+        assert f"model {GPT5} has no input for it; its inputs are: image_input, " in str(
+            info.value)
+        # a stop sequence Llama 3 has no input for is enforced by the client instead
+        replicate_emulator.script = Script("Hello! How are you?")
+        done = await client.chat.completions.create(model=f"replicate:{LLAMA3}",
+                                                    messages="Hi", stop=["!"])
+    assert done.choices[0].message.content == "Hello"
+    (create,) = created(replicate_emulator)
+    assert create.json == {"input": {"prompt": "Hi"}}
+    assert len(cancels(replicate_emulator)) == 1  # the rest of the answer is not run
 
 
 async def test_a_value_out_of_the_models_bounds_is_refused_before_sending(replicate_emulator):

@@ -216,6 +216,12 @@ class AsyncGeneratorProvider(BaseProvider):
         return out
 
     @classmethod
+    def why_missing(cls, param: str, model: str | None) -> str | None:
+        """Why ``model`` cannot take ``param`` (:meth:`missing` listed it), when the
+        provider can say more than that (e.g. the model's own inputs); None otherwise."""
+        return None
+
+    @classmethod
     def emulated(cls, request: ChatRequest, model: str | None = None) -> frozenset[str]:
         """The needs of ``request`` llmplex would emulate on this provider (with
         ``model``): ``"tools"``, ``"json_object"``/``"json_schema"`` where its service

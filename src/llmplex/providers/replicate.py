@@ -123,6 +123,16 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
         return schema.capabilities() if schema is not None else cls.capabilities
 
     @classmethod
+    def why_missing(cls, param: str, model: str | None) -> str | None:
+        """The model's inputs, when its schema is known and lacks ``param``."""
+        name = model or cls.default_model
+        schema = cls.schemas.latest(name) or ModelSchema.known(name)
+        if schema is None or param not in schema.capabilities().unsupported:
+            return None
+        inputs = ", ".join(sorted(schema.inputs))
+        return f"model {name} has no input for it; its inputs are: {inputs}"
+
+    @classmethod
     async def create_async_generator(  # type: ignore[override]
         cls,
         model: str,

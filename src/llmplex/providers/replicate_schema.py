@@ -101,13 +101,12 @@ class SchemaCache:
             from ..config import data_dir
 
             directory = data_dir() / "replicate" / "schemas"
-        digest = hashlib.sha256(f"{api}\n{model}".encode()).hexdigest()[:32]
-        return directory / f"{digest}.json"
+        return directory / f"{_digest(api, model)[:32]}.json"
 
     def _read(self, api: str, model: str) -> tuple[float, ModelSchema] | None:
         try:
             saved = json.loads(self._path(api, model).read_text("utf-8"))
-            if saved.get("api") != api or saved.get("model") != model:
+            if saved.get("key") != _digest(api, model) or saved.get("model") != model:
                 return None
             return float(saved["saved_at"]), ModelSchema.parse(model, saved["data"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -115,7 +114,9 @@ class SchemaCache:
 
     def _write(self, api: str, model: str, data: dict[str, Any]) -> None:
         path = self._path(api, model)
-        record = {"api": api, "model": model, "saved_at": time.time(), "data": data}
+        # the origin only as a digest: a base URL may carry credentials
+        record = {"key": _digest(api, model), "model": model, "saved_at": time.time(),
+                  "data": data}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(f".{os.getpid()}.tmp")
@@ -123,6 +124,10 @@ class SchemaCache:
             os.replace(temporary, path)  # whole, or not at all, for a concurrent reader
         except OSError:
             pass  # a read-only data directory: kept in memory only
+
+
+def _digest(api: str, model: str) -> str:
+    return hashlib.sha256(f"{api}\n{model}".encode()).hexdigest()
 
 
 async def _fetch(session: Session, api: str, model: str) -> Any:

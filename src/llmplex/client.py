@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .conversations.base import Conversation, ConversationStore
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
+from .embeddings import AsyncEmbeddings
 from .errors import InvalidRequestError, ResponseError
 from .limits import MAX_ANSWER_CHARS, OutputLimiter, estimate_tokens
 from .objects import (
@@ -154,6 +155,7 @@ class AsyncClient:
         self.chat = _AsyncChat(self)
         self.models = _AsyncModels(self)
         self.conversations = _AsyncConversations(self)
+        self.embeddings = AsyncEmbeddings(self)
 
     def __repr__(self) -> str:  # provider_options may hold keys: never shown
         return f"AsyncClient(providers={sorted(self.provider_options)!r})"
@@ -914,6 +916,7 @@ class Client:
         self.chat = _SyncChat(self._async)
         self.models = _SyncProxy(self._async.models)
         self.conversations = _SyncProxy(self._async.conversations)
+        self.embeddings = _SyncProxy(self._async.embeddings)
         # Holds the pool, not the client: the finalizer must not keep the client alive.
         self._finalizer = weakref.finalize(self, _close_pool, pool)
 

@@ -63,9 +63,12 @@ class ConversationStore(abc.ABC):
     @abc.abstractmethod
     def create(
         self, *, model: str | None = None, messages: Sequence[dict[str, Any]] = (),
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None, id: str | None = None,
     ) -> Conversation:
-        """A new, saved conversation (optionally seeded with messages, e.g. a system one)."""
+        """A new, saved conversation (optionally seeded with messages, e.g. a system one).
+
+        ``id``: the id to save it under (a stored response keeps its ``resp_`` id); by
+        default a new ``conv_`` one. The caller makes it unique."""
 
     @abc.abstractmethod
     def get(self, conversation_id: str) -> Conversation:

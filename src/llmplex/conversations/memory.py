@@ -20,10 +20,12 @@ class MemoryStore(ConversationStore):
         self._items: dict[str, Conversation] = {}
         self._lock = threading.Lock()
 
-    def create(self, *, model=None, messages=(), metadata=None) -> Conversation:
+    def create(self, *, model=None, messages=(), metadata=None, id=None) -> Conversation:
         conversation = Conversation(
             model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
         )
+        if id is not None:
+            conversation.id = id
         with self._lock:
             self._items[conversation.id] = copy.deepcopy(conversation)
         return conversation

@@ -93,10 +93,12 @@ class SQLiteStore(ConversationStore):
             else:
                 self._db.execute("COMMIT")
 
-    def create(self, *, model=None, messages=(), metadata=None) -> Conversation:
+    def create(self, *, model=None, messages=(), metadata=None, id=None) -> Conversation:
         conversation = Conversation(
             model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
         )
+        if id is not None:
+            conversation.id = id
         with self._write() as db:
             db.execute(
                 "INSERT INTO conversations (id, model, provider, metadata, created, updated)"

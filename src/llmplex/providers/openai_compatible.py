@@ -60,6 +60,10 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
     #: environment variable read when no ``api_key`` is passed (None: none is read)
     api_key_env: ClassVar[str | None] = None
     local: ClassVar[bool] = False
+    #: whether the service has OpenAI's ``POST /embeddings`` (a server of unknown make: it
+    #: is asked, and says); the embedding models it lists
+    embeddings: ClassVar[bool] = True
+    embedding_models: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def accepts_model(cls, model: str) -> bool:
@@ -185,6 +189,49 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
             yield reader.usage
         for choice in sorted(reader.finish) or (0,):
             yield FinishReason(reader.finish.get(choice) or "stop", choice)
+
+    @classmethod
+    async def create_embeddings(
+        cls, model: str, input: Any, *, dimensions: int | None = None,
+        encoding_format: str | None = None, user: str | None = None,
+        extra_body: Mapping[str, Any] | None = None, base_url: str | None = None,
+        api_key: str | None = None, proxy: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT, headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """``POST {base_url}/embeddings``: the service's answer (OpenAI's
+        ``CreateEmbeddingResponse``) as it sent it. The fields go as given; ``extra_body``
+        is merged into the body (a ``None`` value removes a key).
+
+        Options of this provider's chat calls that embeddings have no use for
+        (``temperature``...) are an error, as is a provider without embeddings."""
+        name = cls.get_name()
+        if not cls.embeddings:
+            raise InvalidRequestError("no embeddings API", provider=name,
+                                      param="model")
+        if kwargs:
+            unknown = ", ".join(sorted(kwargs))
+            raise InvalidRequestError(f"embeddings take no option {unknown}", provider=name,
+                                      param=next(iter(sorted(kwargs))))
+        if not model:
+            raise InvalidRequestError("a model name is required", provider=name, param="model")
+        body: dict[str, Any] = {"model": model, "input": input}
+        for key, value in (("dimensions", dimensions), ("encoding_format", encoding_format),
+                           ("user", user)):
+            if value is not None:
+                body[key] = value
+        for key, value in (extra_body or {}).items():
+            if value is None:
+                body.pop(key, None)
+            else:
+                body[key] = value
+        request_headers = cls._headers(api_key, headers)
+        async with Session(name, proxy=proxy, headers=request_headers,
+                           timeout=timeout) as session:
+            data = await session.json("POST", cls._base(base_url) + "/embeddings", json=body)
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise ResponseError("invalid embeddings answer (no 'data' array)", provider=name)
+        return data
 
     @classmethod
     async def list_models(
@@ -419,6 +466,7 @@ def _build(name: str) -> type[OpenAICompatible]:
                  needs_auth=e.needs_auth,
                  working=True, capabilities=e.capabilities, default_base_url=e.base_url, api_key_env=e.api_key_env,
                  local=e.local, api_endpoint=e.base_url + "/chat/completions",
+                 embeddings=e.embeddings, embedding_models=e.embedding_models,
                  __module__=__name__, __doc__=f"{e.label}: OpenAI-compatible API at {e.base_url}.")
     return type(e.name, (OpenAICompatible,), attrs)
 

@@ -7,7 +7,9 @@ Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), Anthropic's
 ``POST /v1/messages`` and ``/v1/messages/count_tokens``
 (:mod:`llmplex.server.anthropic_api`), ``GET /v1/models``,
 ``GET /v1/models/{id}``, ``GET /v1/providers``, ``POST/GET/DELETE /v1/conversations``,
-``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs`` and ``/redoc``,
+``POST /v1/responses``, ``GET/DELETE /v1/responses/{id}`` and its ``/input_items``
+(OpenAI's Responses API, :mod:`llmplex.server.responses_api`), ``POST /v1/embeddings``
+(:mod:`llmplex.server.embeddings`), ``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs`` and ``/redoc``,
 served without a CDN). Errors always have OpenAI's shape (:mod:`llmplex.server.errors`
 has the status table).
 
@@ -286,6 +288,12 @@ def create_app(
         await client.conversations.delete(conversation_id)
         return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
+    from .embeddings import install_embeddings
+    from .responses_api import install_responses
+
+    install_embeddings(v1, client, max_providers=max_providers, responses=_ERROR_RESPONSES)
+    install_responses(v1, client, stall_timeout=client_stall_timeout,
+                      max_providers=max_providers, responses=_ERROR_RESPONSES)
     app.include_router(v1)
     # Anthropic's Messages API (/v1/messages): its own auth headers and error shape
     app.include_router(anthropic_router(client, api_keys=keys,

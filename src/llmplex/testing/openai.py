@@ -7,6 +7,10 @@
   (every other chunk then has ``"usage":null``), and ``data: [DONE]\\n\\n``. Without
   ``stream`` one ``chat.completion`` object (pretty-printed, as OpenAI sends it).
 - ``GET /v1/models`` and ``GET /v1/models/{id}``.
+- ``POST /v1/embeddings``: deterministic unit vectors (float lists, or base64 with
+  ``encoding_format: "base64"``), ``dimensions`` for ``text-embedding-3`` models, OpenAI's
+  400s (:mod:`llmplex.testing.openai_embeddings`); ``Fault.http_status(..., step="embeddings")``
+  makes it fail.
 - Errors are OpenAI's: ``{"error": {"message", "type", "param", "code"}}`` with the status.
 
 Token counts are deterministic stand-ins: a token is a whitespace-separated word.
@@ -475,7 +479,7 @@ class _Choice:
 
 
 class OpenAIEmulator(Emulator):
-    """OpenAI's ``/v1/chat/completions`` and ``/v1/models``.
+    """OpenAI's ``/v1/chat/completions``, ``/v1/embeddings`` and ``/v1/models``.
 
     ``api_keys``: ``None`` accepts any request (with or without a key); a collection
     requires ``Authorization: Bearer <one of them>`` (else 401, as OpenAI answers).
@@ -507,6 +511,7 @@ class OpenAIEmulator(Emulator):
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self.chat_completions),
+            web.post("/v1/embeddings", self.create_embeddings),
             web.get("/v1/models", self.list_models),
             web.get("/v1/models/{model:.+}", self.get_model),
             web.route("*", "/{tail:.*}", self.not_found),
@@ -836,6 +841,33 @@ class OpenAIEmulator(Emulator):
                              "created": self.created.get(model, CREATED),
                              "owned_by": "system"}, indent=2),
             content_type="application/json", headers=self._headers())
+
+    async def create_embeddings(self, request: web.Request) -> web.Response:
+        """``POST /v1/embeddings`` (:mod:`llmplex.testing.openai_embeddings`)."""
+        from . import openai_embeddings
+
+        record = await self.record(request)
+        denied = self._auth(request)
+        if denied is not None:
+            return denied
+        script = self._queue[0] if self._queue else self.script
+        fault = script.fault
+        if fault is not None and fault.kind == "status" and fault.step == "embeddings":
+            if self._queue:
+                self._queue.popleft()
+            return self._fault_response(fault)
+        try:
+            body = json.loads(record.body)
+        except ValueError:
+            return error_response(400, _BAD_JSON)
+        problem = openai_embeddings.check(body, self.strict)
+        if problem is not None:
+            return error_response(400, problem[0], param=problem[1], code=problem[2])
+        if self.enforce_models and body["model"] not in self.models:
+            return error_response(404, f"The model '{body['model']}' does not exist",
+                                  param="model", code="model_not_found")
+        return web.Response(text=json.dumps(openai_embeddings.embeddings(body)),
+                            content_type="application/json", headers=self._headers())
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         record = await self.record(request)

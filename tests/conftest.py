@@ -23,6 +23,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 _config_dir = tempfile.mkdtemp(prefix="llmplex-tests-")
 os.environ["LLMPLEX_CONFIG"] = os.path.join(_config_dir, "config.toml")
 open(os.environ["LLMPLEX_CONFIG"], "w").close()
+# What llmplex keeps on disk (Replicate's model schemas...): never in a developer's home.
+os.environ["LLMPLEX_DATA_DIR"] = os.path.join(_config_dir, "data")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -163,7 +163,7 @@ async def test_a_native_max_tokens_is_left_to_the_service(services):
     await client.chat.completions.create(
         model="replicate:meta/meta-llama-3-8b-instruct", messages="Hi", max_tokens=3)
     assert services["Replicate"].requests_to("/predictions", "POST")[0].json["input"][
-        "max_new_tokens"] == 3
+        "max_tokens"] == 3  # Llama 3's own name for it
 
 
 async def test_stop_truncates_even_across_chunks_where_the_service_cannot(services):

@@ -18,6 +18,7 @@ from aiohttp import web
 from llmplex.errors import ResponseError
 from llmplex.providers import Replicate
 from llmplex.providers.replicate import trusted_url
+from llmplex.providers.replicate_models import openapi_schema
 
 TOKEN = "r8_Token_ForReplicateOnly_42"
 MODEL = "meta/meta-llama-3-8b-instruct"
@@ -52,6 +53,7 @@ class Api:
         self.create_delay = create_delay
         self.created = asyncio.Event()
         self.cancels: list[tuple[str, str | None]] = []  # (path, Authorization)
+        self.gets: list[str | None] = []  # Authorization of each GET of the prediction
         self.a = self.b = ""
 
     async def create(self, request: web.Request) -> web.StreamResponse:
@@ -68,6 +70,11 @@ class Api:
             await asyncio.sleep(0.02)
         await response.write(b"event: done\nid: 1:99\ndata: {}\n\n")
         return response
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        self.gets.append(request.headers.get("Authorization"))
+        return web.json_response({"id": "p1", "status": "succeeded", "output": "polled",
+                                  "metrics": {"output_token_count": 1}})
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
         self.cancels.append((request.path, request.headers.get("Authorization")))
@@ -94,6 +101,7 @@ async def servers() -> AsyncIterator:
         a_app = web.Application()
         a_app.add_routes([web.post("/v1/models/{owner}/{name}/predictions", api.create),
                           web.get("/v1/streams/{id}", api.stream),
+                          web.get("/v1/predictions/{id}", api.get),
                           web.post("/v1/predictions/{id}/cancel", api.cancel)])
         api.b = f"http://127.0.0.1:{b_server.sockets[0].getsockname()[1]}"
         api.a = await start(a_app)
@@ -107,8 +115,13 @@ async def servers() -> AsyncIterator:
         await server.wait_closed()
 
 
+#: the model's schema, given: server A serves predictions only
+SCHEMA = openapi_schema({"prompt": {"type": "string"}})
+
+
 def generator(api: Api):
-    return Replicate.create_async_generator(MODEL, "Hi", api_key=TOKEN, base_url=api.a)
+    return Replicate.create_async_generator(MODEL, "Hi", api_key=TOKEN, base_url=api.a,
+                                            schema=SCHEMA)
 
 
 async def test_a_stream_url_on_another_host_is_refused_and_gets_nothing(servers):
@@ -194,3 +207,19 @@ def test_the_configured_base_urls_origin_is_trusted_exactly():
     assert not trusted_url("http://localhost:8080/v1/streams/x", "stream", base)  # host
     # Replicate's own hosts stay trusted behind a configured gateway
     assert trusted_url("https://stream.replicate.com/v1/files/x", "stream", base)
+
+
+async def test_a_get_url_on_another_host_is_not_polled(servers):
+    # A model that does not stream is polled: at the API's own /v1/predictions/{id}, not
+    # at the urls.get the prediction names on B.
+    api, b = await servers({"get": "{b}/v1/predictions/p1", "cancel": "{b}/v1/predictions/p1/cancel"})
+    plain = openapi_schema({"prompt": {"type": "string"}}, output={"type": "string"})
+
+    class Quick(Replicate):
+        poll_interval = 0.01
+
+    chunks = [chunk async for chunk in Quick.create_async_generator(
+        MODEL, "Hi", api_key=TOKEN, base_url=api.a, schema=plain)]
+    assert "".join(c for c in chunks if isinstance(c, str)) == "polled"
+    assert b.requests == []
+    assert api.gets == [f"Bearer {TOKEN}"] and api.cancels == []

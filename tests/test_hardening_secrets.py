@@ -20,6 +20,7 @@ from aiohttp import web
 from llmplex.errors import LLMplexError, ResponseError, ResponseStatusError, StreamError
 from llmplex.http.session import MIN_SECRET_LENGTH, Secrets
 from llmplex.providers import OpenAICompatible, OpenAssistant, Replicate
+from llmplex.providers.replicate_models import openapi_schema
 
 REPLICATE_TOKEN = "r8_EchoedToken_0123456789abcdef"
 OA_COOKIE = "oa-session/cookie+value=42"  # characters that JSON and URLs quote differently
@@ -110,7 +111,8 @@ async def test_replicate_token_echoed_back_is_scrubbed(serve_app, mode, error):
     base = await serve_app(replicate_routes(mode))
     with pytest.raises(error) as info:
         await consume(Replicate.create_async_generator(
-            "meta/meta-llama-3-8b-instruct", "Hi", base_url=base, api_key=REPLICATE_TOKEN))
+            "meta/meta-llama-3-8b-instruct", "Hi", base_url=base, api_key=REPLICATE_TOKEN,
+            schema=openapi_schema({"prompt": {"type": "string"}})))
     assert_clean(info.value, REPLICATE_TOKEN)
     assert info.value.provider == "Replicate"
 

@@ -23,6 +23,7 @@ from llmplex.errors import (
     ResponseStatusError,
     StreamError,
 )
+from llmplex.events import Usage
 from llmplex.providers import Replicate
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
 from llmplex.testing.replicate import ReplicateEmulator
@@ -30,6 +31,7 @@ from llmplex.types import FinishReason
 
 KEY = "r8_test_key_0123456789"
 MODEL = "meta/meta-llama-3-8b-instruct"
+LLAMA2 = "meta/llama-2-70b-chat"  # the classic names: system_prompt, max_new_tokens, stop_sequences
 
 
 async def collect(emulator, messages="Hi", **options):
@@ -54,15 +56,24 @@ def cancels(emulator):
     return emulator.requests_to("/cancel", "POST")
 
 
+def answer(chunks):
+    """The chunks without the usage the stream ends with (its counts, checked apart)."""
+    return [c for c in chunks if not isinstance(c, Usage)]
+
+
 # -- answers -------------------------------------------------------------------------------
 
 async def test_plain_answer(replicate_emulator):
     replicate_emulator.script = Script("Once upon a time")
     chunks = await collect(replicate_emulator)
-    assert chunks == ["Once", " upon", " a", " time", FinishReason("stop")]
+    assert chunks == ["Once", " upon", " a", " time", FinishReason("stop"),
+                      Usage(prompt_tokens=1, completion_tokens=4)]
+    (schema,) = replicate_emulator.requests_to(f"/v1/models/{MODEL}", "GET")
+    assert schema.headers["Authorization"] == f"Bearer {KEY}"
     (create,) = creates(replicate_emulator)
     assert create.path == f"/v1/models/{MODEL}/predictions"
-    assert create.json == {"stream": True, "input": {"prompt": "Hi"}}
+    assert create.json == {"input": {"prompt": "Hi"}}  # no deprecated "stream": true
+    assert "Prefer" not in create.headers  # a model that streams is streamed
     assert create.headers["Authorization"] == f"Bearer {KEY}"
     (stream,) = replicate_emulator.requests_to("/v1/streams/", "GET")
     assert stream.headers["Accept"] == "text/event-stream"
@@ -81,9 +92,11 @@ async def test_default_model_and_create_async(replicate_emulator):
 
 
 async def test_options_are_sent_and_unknown_options_are_refused(replicate_emulator):
-    caller_extra = {"seed": 42, "presence_penalty": 0.5}
+    caller_extra = {"repetition_penalty": 1.1}
     await collect(
         replicate_emulator,
+        model=LLAMA2,
+        seed=42,
         system_prompt="Be brief.",
         max_tokens=64,
         temperature=0.2,
@@ -95,7 +108,6 @@ async def test_options_are_sent_and_unknown_options_are_refused(replicate_emulat
     )
     body = creates(replicate_emulator)[0].json
     assert body == {
-        "stream": True,
         "input": {
             "prompt": "Hi",
             "system_prompt": "Be brief.",
@@ -105,10 +117,10 @@ async def test_options_are_sent_and_unknown_options_are_refused(replicate_emulat
             "top_k": 40,
             "stop_sequences": "a,b",
             "seed": 42,
-            "presence_penalty": 0.5,
+            "repetition_penalty": 1.1,
         },
     }
-    assert caller_extra == {"seed": 42, "presence_penalty": 0.5}
+    assert caller_extra == {"repetition_penalty": 1.1}
     for option in ({"web_search": True}, {"stream": False}, {"cookies": {"a": "b"}},
                    {"max_token": 5}):
         with pytest.raises(InvalidRequestError) as info:
@@ -119,7 +131,7 @@ async def test_options_are_sent_and_unknown_options_are_refused(replicate_emulat
 
 
 async def test_stop_as_a_string(replicate_emulator):
-    await collect(replicate_emulator, stop="</s>")
+    await collect(replicate_emulator, model=LLAMA2, stop="</s>")
     assert creates(replicate_emulator)[0].json["input"]["stop_sequences"] == "</s>"
 
 
@@ -130,10 +142,18 @@ async def test_history_and_system_messages(replicate_emulator):
         {"role": "assistant", "content": "Bonjour"},
         {"role": "user", "content": "How are you?"},
     ]
-    await collect(replicate_emulator, messages)
+    await collect(replicate_emulator, messages, model=LLAMA2)
     data = creates(replicate_emulator)[0].json["input"]
     assert data["prompt"] == "User: Hi\nAssistant: Bonjour\nUser: How are you?\nAssistant:"
     assert data["system_prompt"] == "Answer in French."
+    # Llama 3 has no system_prompt input: the system text is its template's system turn
+    await collect(replicate_emulator, messages, model=MODEL)
+    data = creates(replicate_emulator)[1].json["input"]
+    assert data["prompt"] == "User: Hi\nAssistant: Bonjour\nUser: How are you?\nAssistant:"
+    assert data["prompt_template"].startswith(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nAnswer in French."
+        "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>")
+    assert set(data) == {"prompt", "prompt_template"}
 
 
 async def test_unicode_prompt_arrives_intact(replicate_emulator):
@@ -148,14 +168,14 @@ async def test_unicode_prompt_arrives_intact(replicate_emulator):
 
 async def test_multiline_tokens_are_joined_with_newlines(replicate_emulator):
     replicate_emulator.script = Script(chunks=["Roses", " eyes\n", "\n", "line\r\n", "two\n\nend"])
-    chunks = await collect(replicate_emulator)
+    chunks = answer(await collect(replicate_emulator))
     # SSE carries line breaks as separate data: lines, which rejoin with "\n"
     assert chunks == ["Roses", " eyes\n", "\n", "line\n", "two\n\nend", FinishReason("stop")]
 
 
 async def test_logs_events_are_not_answer_text(replicate_emulator):
     replicate_emulator.script = Script("Answer", extra={"logs": ["Loading weights", "ok\nready"]})
-    chunks = await collect(replicate_emulator)
+    chunks = answer(await collect(replicate_emulator))
     assert chunks == ["Answer", FinishReason("stop")]
 
 
@@ -179,11 +199,11 @@ def test_sync_create_completion(replicate_emulator):
     chunks = list(
         Replicate.create_completion(MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url)
     )
-    assert chunks == ["Sync", " works", FinishReason("stop")]
+    assert answer(chunks) == ["Sync", " works", FinishReason("stop")]
     whole = list(Replicate.create_completion(
         MODEL, "Hi", stream=False, api_key=KEY, base_url=replicate_emulator.url
     ))
-    assert whole == ["Sync works", FinishReason("stop")]
+    assert answer(whole) == ["Sync works", FinishReason("stop")]
 
 
 # -- models --------------------------------------------------------------------------------
@@ -209,7 +229,7 @@ async def test_missing_key_raises_missing_auth(replicate_emulator):
 
 async def test_key_from_environment(replicate_emulator, monkeypatch):
     monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_from_env")
-    chunks = await collect(replicate_emulator, api_key=None)
+    chunks = answer(await collect(replicate_emulator, api_key=None))
     assert chunks[-1] == FinishReason("stop")
     assert creates(replicate_emulator)[0].headers["Authorization"] == "Bearer r8_from_env"
 
@@ -324,14 +344,21 @@ async def test_prediction_without_id():
             await collect(emulator)
 
 
-async def test_prediction_without_stream_url(replicate_emulator):
-    replicate_emulator.script = Script(extra={"omit": ["urls.stream"]})
-    with pytest.raises(ResponseError, match=f"Replicate: model {MODEL} cannot stream"):
-        await collect(replicate_emulator)
-    # the prediction was created: it is cancelled rather than left running upstream
-    (cancel,) = cancels(replicate_emulator)
-    assert cancel.headers["Authorization"] == f"Bearer {KEY}"
-    assert list(replicate_emulator.predictions.values())[0].status == "canceled"
+async def test_prediction_without_stream_url_is_polled(replicate_emulator):
+    # A model that streams, but whose prediction gives no stream URL: its output is read
+    # from urls.get as it grows.
+    replicate_emulator.script = Script("Once upon a time", delay=0.1,
+                                       extra={"omit": ["urls.stream"]})
+    chunks = []
+    async for chunk in _QuickPoll.create_async_generator(
+            MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url):
+        chunks.append(chunk)
+    chunks = answer(chunks)
+    assert text_of(chunks) == "Once upon a time" and chunks[-1] == FinishReason("stop")
+    assert len(chunks) > 2  # the text came as it grew, not all at the end
+    assert len(replicate_emulator.requests_to("/v1/predictions/", "GET")) >= 2
+    assert not replicate_emulator.requests_to("/v1/streams/")
+    assert not cancels(replicate_emulator)
 
 
 # -- stream faults -------------------------------------------------------------------------
@@ -378,7 +405,7 @@ async def test_stall_times_out_and_cancels(replicate_emulator):
 
 async def test_done_canceled_gives_finish_reason_canceled(replicate_emulator):
     replicate_emulator.script = Script("Once upon", finish_reason="canceled")
-    chunks = await collect(replicate_emulator)
+    chunks = answer(await collect(replicate_emulator))
     assert chunks == ["Once", " upon", FinishReason("canceled")]
 
 
@@ -431,6 +458,7 @@ async def test_cancelled_while_the_prediction_is_created_still_cancels_it(replic
     """The create request may already have started the prediction (which bills): it is
     let finish, then cancelled."""
     emu = replicate_emulator
+    emu.script = Script("one two three", delay=1)  # still running when cancelled
     emu.latency = 0.3  # every request is answered 0.3 s after it arrives
     task = asyncio.create_task(collect(emu))
     await eventually(lambda: creates(emu))
@@ -438,7 +466,8 @@ async def test_cancelled_while_the_prediction_is_created_still_cancels_it(replic
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in emu.requests] == [
-        ("POST", "predictions"), ("POST", "cancel")]  # no stream was opened
+        ("GET", MODEL.split("/")[1]), ("POST", "predictions"),
+        ("POST", "cancel")]  # no stream was opened
     (prediction,) = emu.predictions.values()
     assert prediction.status == "canceled"
 
@@ -468,6 +497,10 @@ def test_sync_early_close_cancels_prediction(replicate_emulator):
 
 class _QuickCancel(Replicate):
     cancel_timeout = 0.3
+
+
+class _QuickPoll(Replicate):
+    poll_interval = 0.02
 
 
 async def test_cleanup_is_bounded_when_cancel_hangs():
@@ -503,7 +536,8 @@ async def test_emulator_wire_format(replicate_emulator):
             assert resp.status == 201
             prediction = await resp.json()
         assert list(prediction) == ["id", "model", "version", "input", "logs", "output",
-                                    "error", "status", "created_at", "urls"]
+                                    "data_removed", "error", "status", "created_at", "urls",
+                                    "metrics"]
         assert re.fullmatch(r"[a-z0-9]{26}", prediction["id"])
         assert prediction["status"] == "starting" and prediction["output"] is None
         assert prediction["urls"]["get"] == f"{url}/v1/predictions/{prediction['id']}"

@@ -461,6 +461,8 @@ class _Run:
         self.state: dict[str, Any] | None = None
         #: what llmplex emulates for the route answering ("tools", "response_format")
         self.emulated: list[str] | None = None
+        #: when the answer began (its total deadline counts from here)
+        self.started_at = time.monotonic()
 
     def _open(self, route: Route) -> AsyncIterator[Any]:
         cls = route.provider
@@ -472,6 +474,10 @@ class _Run:
             kwargs.setdefault("proxy", self.client.proxy)
         if self.timeout is not None:
             kwargs["timeout"] = self.timeout
+        if cls.takes_deadline():
+            left = self._time_left(route)
+            if left is not None:
+                kwargs["total_timeout"] = left
         kwargs.update(request.route_options)  # one provider only (checked by create)
         # The client enforces the limits this service does not (and only those).
         max_tokens = None if caps.max_tokens else request.max_tokens
@@ -506,6 +512,16 @@ class _Run:
 
         return emulate(how, self.history, open_stream, route.name)
 
+    def _time_left(self, route: Route) -> float | None:
+        """Seconds left for the answer on ``route`` (the total deadline, and the route's
+        own), for a provider that tells its service (None: no deadline)."""
+        total = self.deadlines.get("total_timeout", self.client.total_timeout)
+        left = None if total is None else total - (time.monotonic() - self.started_at)
+        own = self._attempt_timeout(route)
+        if own is not None and (left is None or own < left):
+            left = own
+        return None if left is None else max(left, 0.001)
+
     def _first_token_timeout(self, route: Route) -> float | None:
         if "first_token_timeout" in self.deadlines:
             return self.deadlines["first_token_timeout"]
@@ -531,6 +547,7 @@ class _Run:
         # steps that open connections, whichever task iterates us; not between them.
         pool = self.client._pool
         bind = nullcontext if pool is None else pool.bind
+        self.started_at = time.monotonic()
         stream = self.client.router.stream(
             self.routes[:self.client.router.max_routes], self._open, model=self.model,
             first_token_timeout=self._first_token_timeout,

@@ -345,8 +345,12 @@ class Router:
         if not emulate and any(route.provider.missing(request, True, route.model) == []
                                for route, _ in lacking):
             hint += " (emulation through the prompt is off for this call: emulate=True allows it)"
+        # the provider may say why, for its model (a Replicate model's own inputs)
+        why = lacking[0][0].provider.why_missing(param, lacking[0][0].model) if len(
+            lacking) == 1 else None
+        reason = f" ({why})" if why else ""
         raise InvalidRequestError(
-            f"{what} is not supported by {', '.join(names)}{hint}", param=param)
+            f"{what} is not supported by {', '.join(names)}{reason}{hint}", param=param)
 
     # -- health ----------------------------------------------------------------------------
 

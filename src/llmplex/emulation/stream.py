@@ -19,10 +19,10 @@ JSON ``response_format`` the service lacks (:meth:`AsyncGeneratorProvider.emulat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..errors import OutputValidationError, ResponseError, ToolCallError
 from ..events import FinishReason, ToolCallDelta, Usage
@@ -113,7 +113,9 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
         spacing: list[str] = []  # whitespace after a call, held
         reason = "stop"
         size = 0  # characters of this attempt's answer
-        async with aclosing(open_stream(rendered, state)) as upstream:
+        # (providers' streams are async generators: they have aclose)
+        async with aclosing(cast(AsyncGenerator[Chunk, None], open_stream(rendered, state))) \
+                as upstream:
             async for chunk in upstream:
                 if type(chunk) is str:
                     size += len(chunk)
@@ -135,7 +137,7 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
                     yield chunk  # reasoning, the upstream's model id...
                     continue
                 for item in items:
-                    if type(item) is not str:
+                    if isinstance(item, tool_prompt.ToolCall):
                         calls.append(item)
                     elif held_json:
                         text.append(item)
@@ -152,7 +154,7 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
         tail: list[str] = []
         if parser is not None:
             for item in parser.finish():
-                if type(item) is not str:
+                if isinstance(item, tool_prompt.ToolCall):
                     calls.append(item)
                 elif held_json:
                     text.append(item)
@@ -169,8 +171,9 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
                 problems.append(f"no tool call, but tool_choice requires "
                                 f"{'a call of ' + repr(plan.choice) if plan.choice else 'one'}")
         output = None
+        response_format = plan.response_format or {}
         if held_json and not calls and not problems:
-            output, json_problems = json_output.check(plan.response_format, "".join(text))
+            output, json_problems = json_output.check(response_format, "".join(text))
             if json_problems:
                 problems.extend(json_problems)
                 error = OutputValidationError
@@ -179,7 +182,7 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
                 problems.append("the answer was cut off (finish_reason: length)")
             if attempt < plan.retries and not delivered:
                 attempt += 1
-                correction = (json_output.correction(problems, plan.response_format)
+                correction = (json_output.correction(problems, response_format)
                               if error is OutputValidationError else
                               tool_prompt.correction(problems, required=plan.required,
                                                      choice=plan.choice))

@@ -117,7 +117,9 @@ class ProviderModelMixin:
 
 
 #: keyword arguments of create_async_generator that are llmplex's plumbing, not options
-_PLUMBING = frozenset({"conversation", "return_conversation", "timeout"})
+#: (``total_timeout``: the seconds left for the whole answer, given to a provider that
+#: declares it so that it can tell its service, e.g. Replicate's ``Cancel-After``)
+_PLUMBING = frozenset({"conversation", "return_conversation", "timeout", "total_timeout"})
 
 
 class AsyncGeneratorProvider(BaseProvider):
@@ -147,6 +149,18 @@ class AsyncGeneratorProvider(BaseProvider):
             cached = frozenset(p.name for p in parameters
                                if p.kind is inspect.Parameter.KEYWORD_ONLY) - _PLUMBING
             cls._accepted = cached  # type: ignore[attr-defined]
+        return cached
+
+    @classmethod
+    def takes_deadline(cls) -> bool:
+        """Whether ``create_async_generator`` takes ``total_timeout`` (the seconds left for
+        the answer), to pass on to its service."""
+        cached = cls.__dict__.get("_takes_deadline")
+        if cached is None:
+            function = getattr(cls.create_async_generator, "__func__",
+                               cls.create_async_generator)
+            cached = "total_timeout" in inspect.signature(function).parameters
+            cls._takes_deadline = cached  # type: ignore[attr-defined]
         return cached
 
     @classmethod
@@ -206,6 +220,12 @@ class AsyncGeneratorProvider(BaseProvider):
             if name not in accepted or name in caps.unsupported:
                 out.append((name, name))
         return out
+
+    @classmethod
+    def why_missing(cls, param: str, model: str | None) -> str | None:
+        """Why ``model`` cannot take ``param`` (:meth:`missing` listed it), when the
+        provider can say more than that (e.g. the model's own inputs); None otherwise."""
+        return None
 
     @classmethod
     def emulated(cls, request: ChatRequest, model: str | None = None) -> frozenset[str]:

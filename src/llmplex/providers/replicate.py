@@ -1,10 +1,14 @@
-"""Replicate (``Replicate``): language models run as predictions, streamed over SSE.
+"""Replicate (``Replicate``): language models run as predictions.
 
-Wire protocol: PROTOCOLS.md §4. ``POST /v1/models/{owner}/{name}/predictions`` with
-``"stream": true`` creates a prediction (201); its ``urls.stream`` is then read as a
-standard Server-Sent Events stream of ``output`` tokens ending with ``done``. A prediction
-that is abandoned before ``done`` (early stop, cancellation, error) is cancelled with
-``POST urls.cancel``, so it does not keep running — and billing — upstream.
+Wire protocol: PROTOCOLS.md §4 (and its 2026 additions). Each model's schema is read first
+(:mod:`.replicate_schema`) and the request mapped onto the inputs it declares
+(:mod:`.replicate_input`). ``POST /v1/models/{owner}/{name}/predictions`` (``POST
+/v1/predictions`` with a pinned ``version``) creates a prediction (201), with
+``Cancel-After`` from the answer's total deadline. A model whose output streams is read
+from ``urls.stream``, a standard Server-Sent Events stream of ``output`` tokens ending with
+``done``; another is created with ``Prefer: wait`` and polled at ``urls.get`` until it is
+done. A prediction that is abandoned before its end (early stop, cancellation, error) is
+cancelled with ``POST urls.cancel``, so it does not keep running — and billing — upstream.
 
 The prediction names the URLs to follow, and they get the API token: they are followed
 only to Replicate's own hosts or the configured base URL's origin (see
@@ -15,26 +19,39 @@ the cancel on cleanup (which then goes to the API's own ``/v1/predictions/{id}/c
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import yarl
 
-from ..errors import MissingAuthError, ResponseError, StreamError
+from ..capabilities import TEXT_ONLY, Capabilities
+from ..errors import InvalidRequestError, MissingAuthError, ResponseError, StreamError
+from ..events import Usage
 from ..http.session import Session
-from ..capabilities import TEXT_ONLY
-from ..prompt import filter_none, format_prompt, require_text_only
+from ..prompt import filter_none
 from ..types import Chunk, FinishReason, Messages
-from .base import AsyncGeneratorProvider, ProviderModelMixin, create_upstream, run_cleanup
+from .base import (
+    AsyncGeneratorProvider,
+    ProviderModelMixin,
+    create_upstream,
+    run_cleanup,
+)
+from .replicate_input import build_input
+from .replicate_models import ModelSchema
+from .replicate_output import OutputReader
+from .replicate_schema import SchemaCache
 
 __all__ = ["Replicate"]
 
 _ORIGIN = "https://api.replicate.com"
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[0-9A-Za-z]+)?")
 _TOKEN_ENV = "REPLICATE_API_TOKEN"
 
 #: Where a prediction's ``urls`` may point, besides the configured base URL's origin
@@ -48,7 +65,14 @@ _STREAM_HOST = re.compile(r"stream[a-z0-9-]*(\.[a-z0-9-]+)*\.replicate\.net")
 
 
 class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
-    """Replicate's HTTP API; needs an API token (``api_key=`` or ``REPLICATE_API_TOKEN``)."""
+    """Replicate's HTTP API; needs an API token (``api_key=`` or ``REPLICATE_API_TOKEN``).
+
+    Each model is sent the inputs its own schema declares (:mod:`.replicate_input`),
+    read once per model and version (:mod:`.replicate_schema`). A model whose output
+    streams is read from ``urls.stream``; another is waited for (``Prefer: wait``) and
+    polled at ``urls.get``. Either way a prediction not finished when the caller stops —
+    early, by cancellation, on an error — is cancelled.
+    """
 
     label = "Replicate"
     url = "https://replicate.com"
@@ -57,11 +81,14 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
     working = True
     needs_auth = True
     supports_stream = True
-    # text only; system messages become the model's ``system_prompt``, the history is
-    # rendered into the prompt; max_new_tokens and stop_sequences are the model's inputs
-    capabilities = TEXT_ONLY.with_(system_message=True)
+    # A model whose schema is not known yet: text, its system text handled (its own input
+    # or the prompt), max_tokens taken by almost every model; stop left to the client.
+    # Known models answer with their own (capabilities_for).
+    capabilities = TEXT_ONLY.with_(system_message=True, stop=False)
 
     default_model = "meta/meta-llama-3-70b-instruct"
+    # Listed (routed to by name alone); every other owner/name is served when asked for
+    # as "replicate:owner/name", and the families of FAMILIES have known capabilities.
     models: ClassVar[list[str]] = [
         default_model,
         "meta/meta-llama-3-8b-instruct",
@@ -71,11 +98,39 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
 
     #: upper bound, in seconds, for the best-effort cancel request sent on cleanup
     cancel_timeout: ClassVar[float] = 5.0
+    #: seconds a create request of a model that does not stream waits for the answer
+    #: (``Prefer: wait=N``); short, so that a caller cancelled meanwhile still learns the
+    #: prediction's id (within ``cancel_timeout`` more) and cancels it
+    wait_seconds: ClassVar[int] = 5
+    #: seconds between two looks at a prediction that is not done
+    poll_interval: ClassVar[float] = 0.5
+    #: the models' schemas (memory and disk; ``schemas.clear()`` forgets the first)
+    schemas: ClassVar[SchemaCache] = SchemaCache()
 
     @classmethod
     def accepts_model(cls, model: str) -> bool:
-        """Replicate runs any public model: every ``owner/name`` is a valid name."""
+        """Replicate runs any public model: every ``owner/name`` is a valid name, and
+        ``owner/name:version`` pins a version."""
         return bool(_MODEL_NAME.fullmatch(model))
+
+    @classmethod
+    def capabilities_for(cls, model: str | None) -> Capabilities:
+        """The model's own capabilities (native ``tools``, images, which limits it
+        enforces...), from its schema when one was read, else llmplex's table of known
+        models (:data:`FAMILIES`), else :attr:`capabilities`."""
+        name = model or cls.default_model
+        schema = cls.schemas.latest(name) or ModelSchema.known(name)
+        return schema.capabilities() if schema is not None else cls.capabilities
+
+    @classmethod
+    def why_missing(cls, param: str, model: str | None) -> str | None:
+        """The model's inputs, when its schema is known and lacks ``param``."""
+        name = model or cls.default_model
+        schema = cls.schemas.latest(name) or ModelSchema.known(name)
+        if schema is None or param not in schema.capabilities().unsupported:
+            return None
+        inputs = ", ".join(sorted(schema.inputs))
+        return f"model {name} has no input for it; its inputs are: {inputs}"
 
     @classmethod
     async def create_async_generator(  # type: ignore[override]
@@ -86,22 +141,37 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
         api_key: str | None = None,
         proxy: str | None = None,
         timeout: float = 180,
+        total_timeout: float | None = None,
         base_url: str | None = None,
         system_prompt: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         top_k: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        seed: int | None = None,
         stop: str | Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        reasoning_effort: str | None = None,
+        verbosity: str | None = None,
         extra_data: Mapping[str, Any] | None = None,
+        schema: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,  # refused: see reject_unknown
     ) -> AsyncIterator[Chunk]:
-        """Stream the answer of ``model`` (``owner/name``) as text deltas, then a
-        :class:`FinishReason` (``"stop"``, or ``"canceled"`` when cancelled upstream).
+        """Stream the answer of ``model`` (``owner/name`` or ``owner/name:version``) as
+        text deltas (and reasoning, tool calls, usage), then a :class:`FinishReason`
+        (``"stop"``, ``"tool_calls"``, or ``"canceled"`` when cancelled upstream).
 
-        ``max_tokens`` is sent as ``max_new_tokens``; ``stop`` (a string or a list) as the
-        comma-joined ``stop_sequences``; ``extra_data`` is merged into the model input.
+        Options go to the model's own inputs (``max_tokens`` as its ``max_tokens``,
+        ``max_completion_tokens`` or ``max_new_tokens``...); one it has no input for is an
+        :class:`InvalidRequestError` naming its inputs. ``extra_data`` is merged into the
+        input as given (each key must be an input of the model). ``schema``: the model's
+        schema (its ``openapi_schema``, version or model JSON), instead of reading it.
+        ``total_timeout``: seconds the answer may take; Replicate cancels the prediction
+        then (``Cancel-After``), should llmplex be unable to.
         """
         cls.reject_unknown(kwargs)
         model = cls.get_model(model)
@@ -112,26 +182,20 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
                 f"(create one at {cls.login_url})",
                 provider=cls.__name__,
             )
-        prompt, system_prompt = _split_system(messages, system_prompt)
-        if isinstance(stop, str):
-            stop_sequences: str | None = stop or None
-        else:
-            stop_sequences = ",".join(stop) if stop else None
-        body = {
-            "stream": True,
-            "input": {
-                "prompt": prompt,
-                **filter_none(
-                    system_prompt=system_prompt,
-                    max_new_tokens=max_tokens,
-                    temperature=temperature,
-                    top_p=top_p,
-                    top_k=top_k,
-                    stop_sequences=stop_sequences,
-                ),
-                **(extra_data or {}),
-            },
-        }
+        given = None
+        if schema is not None:
+            try:
+                given = ModelSchema.parse(model, schema)
+            except (ValueError, AttributeError, TypeError) as exc:
+                raise InvalidRequestError(f"schema: {exc}", param="schema",
+                                          provider=cls.__name__) from None
+        options = filter_none(
+            system_prompt=system_prompt, max_tokens=max_tokens, temperature=temperature,
+            top_p=top_p, top_k=top_k, presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty, seed=seed, stop=stop, tools=tools,
+            tool_choice=tool_choice, reasoning_effort=reasoning_effort, verbosity=verbosity)
+        if given is not None:  # a bad request is refused before anything is sent
+            build_input(given, messages, options, extra_data)
         # A fresh dict per call: the caller's mapping is never mutated or shared.
         request_headers = {
             "Accept": "application/json",
@@ -139,59 +203,166 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
             "Authorization": f"Bearer {api_key}",
         }
         api = cls.resolve_base_url(base_url, _ORIGIN)
-        endpoint = f"{api}/v1/models/{model}/predictions"
         name = cls.__name__
         async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as session:
+            found = given or await cls.schemas.get(session, api, model)
+            body: dict[str, Any] = {"input": build_input(found, messages, options, extra_data)}
+            path, _, version = model.partition(":")
+            if version:
+                endpoint = f"{api}/v1/predictions"
+                body = {"version": version, **body}
+            else:
+                endpoint = f"{api}/v1/models/{path}/predictions"
+            create_headers = {}
+            if total_timeout is not None and math.isfinite(total_timeout):
+                create_headers["Cancel-After"] = f"{max(1, math.ceil(total_timeout))}s"
+            if not found.streams:
+                create_headers["Prefer"] = f"wait={cls.wait_seconds}"
+            undo_within = cls.cancel_timeout + (0 if found.streams else cls.wait_seconds)
             prediction = await create_upstream(
-                _create_prediction(session, endpoint, body, model),
+                _create_prediction(session, endpoint, body, model, create_headers),
                 lambda made: _cancel(session, _cancel_url(made, api), cls.cancel_timeout),
-                cls.cancel_timeout)
-            urls = _urls(prediction)
+                undo_within)
             cancel_url = _cancel_url(prediction, api)
-            finished = False
+            reader = OutputReader(tools="tools" in body["input"])
+            run = _Run(session, api, name, prediction)
+            end: FinishReason | None = None
             try:
                 if not isinstance(prediction, dict) or not prediction.get("id"):
                     raise ResponseError(
                         f"invalid prediction (no id): {json.dumps(prediction)[:300]}",
                         provider=name,
                     )
-                stream_url = urls.get("stream")
-                if not stream_url:
-                    raise ResponseError(
-                        f"model {model} cannot stream: its prediction has no urls.stream",
-                        provider=name,
-                    )
-                if not trusted_url(stream_url, "stream", api):
-                    raise _refused(stream_url, "stream", api, name)
-                sse_headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-                async with session.request("GET", stream_url, headers=sse_headers) as stream:
-                    async for event in session.sse(stream):
-                        if event.event == "output":
-                            if event.data:
-                                yield event.data
-                        elif event.event == "error":
-                            finished = True  # the prediction failed: nothing to cancel
-                            raise StreamError(
-                                f"prediction failed: {_error_detail(event.data)}", provider=name
-                            )
-                        elif event.event == "done":
-                            reason = _done_reason(event.data, name)
-                            finished = True
-                            if reason == "error":
-                                raise StreamError("prediction failed", provider=name)
-                            yield FinishReason("canceled" if reason == "canceled" else "stop")
-                            return
-                        # "logs" and unknown events carry no answer text
-                raise ResponseError("stream ended before the done event", provider=name)
+                stream_url = _urls(prediction).get("stream") if found.streams else None
+                if stream_url:
+                    if not trusted_url(stream_url, "stream", api):
+                        raise _refused(stream_url, "stream", api, name)
+                    pieces = run.stream(stream_url)
+                else:  # the model does not stream: wait for the whole answer
+                    pieces = run.poll(cls.poll_interval)
+                async with aclosing(pieces):  # its request ends with it, however it ends
+                    async for piece in pieces:
+                        if not isinstance(piece, str):
+                            end = piece
+                            break
+                        if reader.state == "text":  # the fast path: plain answer text
+                            yield piece
+                            continue
+                        for chunk in reader.feed(piece):
+                            yield chunk
+                if end is None:
+                    raise ResponseError("stream ended before the done event", provider=name)
+                for chunk in reader.end(complete=end.reason == "stop"):
+                    yield chunk
+                if not (reader.called and end.reason == "stop"):
+                    yield end  # (a tool call's answer gave its own: tool_calls)
+                usage = await run.usage(cls.cancel_timeout)
+                if usage is not None:
+                    yield usage
             finally:
-                if not finished and cancel_url:
+                if not run.finished and cancel_url:
                     await _cancel(session, cancel_url, cls.cancel_timeout)
 
 
+class _Run:
+    """Following one prediction to its end: its stream, or its state polled."""
+
+    def __init__(self, session: Session, api: str, provider: str, prediction: Any) -> None:
+        self.session = session
+        self.api = api
+        self.provider = provider
+        self.prediction = prediction
+        self.finished = False  # done upstream (succeeded, failed, canceled): nothing to cancel
+
+    def get_url(self) -> str:
+        url = _urls(self.prediction).get("get")
+        if url and trusted_url(url, "get", self.api):
+            return url
+        return f"{self.api}/v1/predictions/{quote(str(self.prediction['id']), safe='')}"
+
+    async def stream(self, url: str) -> AsyncGenerator[str | FinishReason, None]:
+        """Text pieces from ``urls.stream``, then the finish reason."""
+        session, name = self.session, self.provider
+        sse_headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        async with session.request("GET", url, headers=sse_headers) as stream:
+            async for event in session.sse(stream):
+                if event.event == "output":
+                    if event.data:
+                        yield event.data
+                elif event.event == "error":
+                    self.finished = True  # the prediction failed: nothing to cancel
+                    raise StreamError(f"prediction failed: {_error_detail(event.data)}",
+                                      provider=name)
+                elif event.event == "done":
+                    reason = _done_reason(event.data, name)
+                    self.finished = True
+                    if reason == "error":
+                        raise StreamError("prediction failed", provider=name)
+                    yield FinishReason("canceled" if reason == "canceled" else "stop")
+                    return
+                # "logs" and unknown events carry no answer text
+
+    async def poll(self, interval: float) -> AsyncGenerator[str | FinishReason, None]:
+        """The output of a prediction that does not stream (or gave no stream URL): as
+        the create call answered, then ``urls.get`` until it is done; output that grows
+        meanwhile (a list of tokens) comes as it grows."""
+        said = ""
+        while True:
+            prediction = self.prediction
+            if not isinstance(prediction, dict):
+                raise ResponseError(f"invalid prediction: {str(prediction)[:200]!r}",
+                                    provider=self.provider)
+            text = _output_text(prediction.get("output"))
+            if text.startswith(said) and len(text) > len(said):
+                yield text[len(said):]
+                said = text
+            status = prediction.get("status")
+            if status in ("succeeded", "failed", "canceled"):
+                self.finished = True
+                if status == "failed":
+                    detail = prediction.get("error") or "unknown error"
+                    raise StreamError(f"prediction failed: {detail}", provider=self.provider)
+                yield FinishReason("stop" if status == "succeeded" else "canceled")
+                return
+            await asyncio.sleep(interval)
+            async with self.session.request("GET", self.get_url()) as response:
+                self.prediction = {**prediction, **(await self.session.read_json(response))}
+
+    async def usage(self, limit: float) -> Usage | None:
+        """Token counts from the prediction's ``metrics`` (read once more, briefly, when
+        the prediction at hand has none: a stream's end says nothing of them)."""
+        metrics = self.prediction.get("metrics") if isinstance(self.prediction, dict) else None
+        if not isinstance(metrics, dict) or "output_token_count" not in metrics:
+            try:
+                async with asyncio.timeout(limit):
+                    async with self.session.request("GET", self.get_url()) as response:
+                        latest = await self.session.read_json(response)
+            except Exception:  # noqa: BLE001 - usage is a courtesy: the answer is complete
+                return None
+            metrics = latest.get("metrics") if isinstance(latest, dict) else None
+        if not isinstance(metrics, dict):
+            return None
+        prompt, completion = metrics.get("input_token_count"), metrics.get("output_token_count")
+        if not isinstance(completion, int) or isinstance(completion, bool):
+            return None
+        return Usage(prompt if isinstance(prompt, int) else 0, completion)
+
+
+def _output_text(output: Any) -> str:
+    """A prediction's output as text: a string, or a list of tokens joined."""
+    if output is None:
+        return ""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return "".join(str(piece) for piece in output)
+    return json.dumps(output)
+
+
 async def _create_prediction(session: Session, endpoint: str, body: dict[str, Any],
-                             model: str) -> Any:
+                             model: str, headers: Mapping[str, str]) -> Any:
     # 404 here means the owner/name does not exist (or is not visible to us).
-    async with session.request("POST", endpoint, json=body,
+    async with session.request("POST", endpoint, json=body, headers=dict(headers),
                                messages={404: f"Model not found: {model}"}) as response:
         return await session.read_json(response)
 
@@ -263,18 +434,6 @@ def _cancel_url(prediction: Any, api: str) -> str | None:
     if not isinstance(ident, str) or not ident:
         return None
     return f"{api}/v1/predictions/{quote(ident, safe='')}/cancel"
-
-
-def _split_system(messages: Messages | str, system_prompt: str | None) -> tuple[str, str | None]:
-    """The prompt, and the system prompt: ``system_prompt`` plus any system messages,
-    which models on Replicate take as a separate input."""
-    items = require_text_only(messages)
-    system = [m["content"] for m in items if m["role"] == "system"]
-    rest = [m for m in items if m["role"] != "system"]
-    if not system or not rest:
-        return format_prompt(items), system_prompt
-    parts = ([system_prompt] if system_prompt else []) + system
-    return format_prompt(rest), "\n".join(parts)
 
 
 def _error_detail(data: str) -> str:

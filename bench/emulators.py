@@ -1,7 +1,7 @@
 """Serve the benchmark's emulators in their own process (so their CPU is not counted).
 
 Run in llmplex's environment, e.g. ``python emulators.py --burst 1,1000 --paced 1,200``.
-For each protocol (OpenAI-compatible SSE, Replicate SSE, Ai2 NDJSON) and each stream it
+For each protocol (OpenAI-compatible SSE, Replicate SSE, Ai2 v5 JSONL) and each stream it
 serves one emulator on its own 127.0.0.1 port, whose every answer is that many chunks:
 ``b<n>`` with no delay (burst), ``p<n>`` with ``--delay`` seconds before each chunk
 (paced, as a model streams), ``s<n>`` with ``--slow-delay`` (for clients run under

@@ -65,7 +65,7 @@ LABELS = {
     "g4f": "g4f",
 }
 PROTOCOLS = {"openai": "OpenAI-compatible SSE", "replicate": "Replicate SSE",
-             "ai2": "Ai2 NDJSON"}
+             "ai2": "Ai2 JSONL (v5)"}
 #: llmplex's clients, lowest layer first
 LLMPLEX_CLIENTS = ("llmplex", "llmplex-pool", "llmplex-async", "llmplex-sync")
 #: the bare aiohttp client each llmplex client's CPU per request is held against: the one

@@ -178,11 +178,13 @@ class Baseline:
     async def _ai2(self, session, url: str, on_text) -> None:
         aiohttp = self.aiohttp
         form = aiohttp.FormData()
-        for key, value in (("model", common.AI2_MODEL), ("host", common.AI2_HOST),
-                           ("content", MESSAGES[0]["content"]), ("private", "true")):
+        # the v5 protocol (/v5/threads/chat), signed in: any captcha token is taken
+        for key, value in (("role", "user"), ("model", common.AI2_MODEL),
+                           ("content", MESSAGES[0]["content"]), ("captchaToken", "bench"),
+                           ("private", "true")):
             form.add_field(key, value, content_type="text/plain; charset=utf-8")
-        headers = {"X-Anonymous-User-ID": "0f8b3c52-7d3e-4d0e-9a55-bench00000000"}
-        async with session.post(url + "/v4/message/stream", data=form, headers=headers) as resp:
+        headers = {"Authorization": f"Bearer {common.AI2_TOKEN}"}
+        async with session.post(url + "/v5/threads/chat", data=form, headers=headers) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"HTTP {resp.status}")
             loads = json.loads
@@ -192,10 +194,14 @@ class Baseline:
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     value = loads(line)
-                    content = value.get("content") if "message" in value else None
-                    if content:
-                        on_text(content)
-                    elif value.get("final"):
+                    kind = value["type"]
+                    if kind == "modelResponse":
+                        on_text(value["content"])
+                    elif kind == "addMessage":  # the reply's first fragment is inside
+                        for message in value["messages"]:
+                            if message["role"] == "assistant" and message["content"]:
+                                on_text(message["content"])
+                    elif kind == "end":
                         return
 
     async def request(self, proto: str, url: str) -> str:
@@ -237,7 +243,7 @@ def _llmplex_call(proto: str, url: str) -> tuple[Any, str, dict[str, Any]]:
         return _PROVIDERS[proto], common.OPENAI_MODEL, {"base_url": url + "/v1"}
     if proto == "replicate":
         return _PROVIDERS[proto], common.REPLICATE_MODEL, {"base_url": url, "api_key": API_KEY}
-    return _PROVIDERS[proto], common.AI2_MODEL, {"base_url": url}
+    return _PROVIDERS[proto], common.AI2_MODEL, {"base_url": url, "api_key": common.AI2_TOKEN}
 
 
 class LLMplexProvider:

@@ -23,7 +23,7 @@ REPLY = "Hello! Bonjour! Привет! 你好!"
 
 # provider, emulator, model, options the real service would need (dummy values here)
 DEMOS = [
-    (AllenAI, "allenai", "tulu-3-405b", {}),
+    (AllenAI, "allenai", "olmo-3.1-32b-instruct", {"api_key": "ai2-emulated-token"}),
     (OpenAssistant, "openassistant", "OA_SFT_Llama_30B_6",
      {"cookies": {"next-auth.session-token": "demo-session"}}),
     (H2o, "h2o", "falcon-40b", {}),

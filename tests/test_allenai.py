@@ -1,39 +1,65 @@
-"""AllenAI (Ai2 Playground) against its emulator, over real sockets on 127.0.0.1."""
+"""AllenAI (Ai2 Playground) on its current API, v5 ``/v5/threads/chat``, against the v5
+emulator over real sockets on 127.0.0.1. The retired v4 protocol: test_allenai_v4.py."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
-import socket
-import subprocess
-import sys
-import time
+import warnings
 
 import aiohttp
+import openai
 import pytest
 
+from llmplex import AsyncClient
 from llmplex.errors import (
     InvalidRequestError,
     MissingAuthError,
     ModelNotFoundError,
     ProviderConnectionError,
-    ProviderTimeoutError,
+    ProviderWarning,
     RateLimitError,
     ResponseError,
     ResponseStatusError,
     StreamError,
 )
+from llmplex.http.ndjson import NDJSONDecoder
 from llmplex.providers import AllenAI
-from llmplex.providers.allenai import Conversation
-from llmplex.testing import Fault, Script, cancel_mid_stream, eventually
+from llmplex.providers.ai2_v5 import ChunkReader
+from llmplex.providers.allenai import API_KEY_ENV, Conversation
+from llmplex.routing import Router
+from llmplex.server import ServerThread, create_app
+from llmplex.server.emulated import EmulatedServices, emulated_client
+from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
+from llmplex.testing.ai2 import EMULATED_TOKEN, EMULATED_USER, MODELS, Ai2Emulator
+from llmplex.types import FinishReason, ReasoningDelta, ToolCallDelta
 
-MSG_ID = re.compile(r"^msg_[A-Z0-9]{10}$")
-STREAM = "/v4/message/stream"
+CHAT = "/v5/threads/chat"
+MSG_ID = re.compile(r"^msg_([A-Z][0-9]){5}$")
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+IMAGE = {"type": "image_url",
+         "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()}}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(monkeypatch):
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    AllenAI.catalogue.clear()
+    yield
+    AllenAI.catalogue.clear()
 
 
 async def collect(emu, model="", messages="Hi", **kwargs):
     kwargs.setdefault("base_url", emu.url)
+    if "captcha_token" not in kwargs:
+        kwargs.setdefault("api_key", EMULATED_TOKEN)
     return [c async for c in AllenAI.create_async_generator(model, messages, **kwargs)]
 
 
@@ -41,476 +67,819 @@ def text_of(chunks) -> str:
     return "".join(c for c in chunks if isinstance(c, str))
 
 
-async def raw_post(emu, fields, headers=None):
+def chats(emu):
+    return emu.requests_to(CHAT, "POST")
+
+
+async def raw_post(emu, fields, headers=None, files=()):
     """A hand-made request, to check what the emulator itself enforces and sends."""
     form = aiohttp.FormData(charset="utf-8")
     for key, value in fields:
         form.add_field(key, value, content_type="text/plain; charset=utf-8")
+    for name, ctype, data in files:
+        form.add_field("files", data, filename=name, content_type=ctype)
     async with aiohttp.ClientSession() as session:
-        async with session.post(emu.url + STREAM, data=form, headers=headers or {}) as resp:
+        async with session.post(emu.url + CHAT, data=form, headers=headers or {}) as resp:
             return resp.status, resp.headers.get("Content-Type"), await resp.read()
 
 
-# -- models and hosts ------------------------------------------------------------------------
+def lines_of(body: bytes) -> list[dict]:
+    text = body.decode("utf-8")
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
 
 
-def test_models_aliases_and_hosts():
-    assert AllenAI.working is False  # the endpoint was replaced in Nov 2025
-    assert AllenAI.conversation_class is Conversation
-    assert AllenAI.get_model("") == AllenAI.get_model(None) == "tulu3-405b"
-    assert AllenAI.get_model("tulu-3-405b") == "tulu3-405b"
-    # no alias names a model the route does not serve (Tulu is not Meta's Llama)
-    assert not any(alias.startswith("llama") for alias in AllenAI.model_aliases)
-    assert AllenAI.get_model("olmo-2-13b") == "OLMo-2-1124-13B-Instruct"
-    assert AllenAI.get_model("tulu-3-70b") == "Llama-3-1-Tulu-3-70B"
-    assert "olmo-2-0325-32b-instruct" in AllenAI.models
-    assert AllenAI.get_host("tulu3-405b") == "inferd"
-    for model in AllenAI.models[1:]:
-        assert AllenAI.get_host(model) == "modal"
+SIGNED_IN = {"Authorization": f"Bearer {EMULATED_TOKEN}"}
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+def test_builtin_models_and_their_capabilities():
+    assert AllenAI.default_model == "olmo-3.1-32b-instruct"
+    assert AllenAI.get_models()[:4] == ["olmo-3.1-32b-instruct", "olmo-3.1-32b-think",
+                                        "molmo2-8b", "molmo2-4b"]
+    assert AllenAI.get_model("") == "olmo-3.1-32b-instruct"
+    assert AllenAI.get_model("olmo-3.1-32b") == "olmo-3.1-32b-instruct"
+    instruct = AllenAI.capabilities_for("olmo-3.1-32b-instruct")
+    think = AllenAI.capabilities_for("olmo-3.1-32b-think")
+    molmo = AllenAI.capabilities_for("molmo2-8b")
+    assert (instruct.tools, instruct.reasoning, instruct.images) == ("native", False, False)
+    assert (think.tools, think.reasoning) == ("none", True)  # text only: tools get emulated
+    assert (molmo.images, molmo.files, molmo.tools) == (True, True, "none")
     with pytest.raises(ModelNotFoundError) as info:
-        AllenAI.get_model("gpt-5")
-    assert "AllenAI" in str(info.value)
+        AllenAI.get_model("olmo-3.1-32b-instrukt")
+    assert "olmo-3.1-32b-instruct" in info.value.suggestions
 
 
-@pytest.mark.parametrize("model", AllenAI.models)
-async def test_every_model_is_sent_with_its_host(ai2_emulator, model):
-    chunks = await collect(ai2_emulator, model)
-    assert text_of(chunks) == "Hello! How can I help you today?"
-    form = ai2_emulator.requests[-1].form
-    assert (form["model"], form["host"]) == (model, "inferd" if model == "tulu3-405b" else "modal")
+async def test_models_come_from_the_models_endpoint_once(ai2_emulator):
+    ai2_emulator.models["olmo-4-test"] = {**MODELS[0], "id": "olmo-4-test",
+                                          "canCallTools": False, "canThink": True}
+    listed = await AllenAI.load_models(base_url=ai2_emulator.url)
+    assert [m.id for m in listed] == [*(m["id"] for m in MODELS), "olmo-4-test"]
+    assert "olmo-4-test" in AllenAI.get_models() and AllenAI.get_model("olmo-4-test")
+    assert AllenAI.capabilities_for("olmo-4-test").reasoning is True
+    (get,) = ai2_emulator.requests_to("/v5/models/")
+    assert get.method == "GET" and "Authorization" not in get.headers  # anonymous is fine
+    await collect(ai2_emulator, "olmo-4-test")
+    await collect(ai2_emulator, "olmo-4-test")
+    assert len(ai2_emulator.requests_to("/v5/models/")) == 1  # cached
 
 
-async def test_alias_resolves_before_sending(ai2_emulator):
-    await collect(ai2_emulator, "tulu-3-70b")
-    assert ai2_emulator.requests[-1].form["model"] == "Llama-3-1-Tulu-3-70B"
+async def test_first_call_reads_the_model_list(ai2_emulator):
+    await collect(ai2_emulator)
+    await collect(ai2_emulator)
+    assert [r.path for r in ai2_emulator.requests] == ["/v5/models/", CHAT, CHAT]
 
 
-async def test_explicit_host_is_sent_and_a_wrong_one_is_the_servers_400(ai2_emulator):
+async def test_unknown_model_is_the_servers_422(ai2_emulator):
+    del ai2_emulator.models["molmo2-4b"]
     with pytest.raises(ResponseStatusError) as info:
-        await collect(ai2_emulator, "tulu3-405b", host="modal")
+        await collect(ai2_emulator, "molmo2-4b")
     err = info.value
-    assert err.status == 400 and err.provider == "AllenAI"
-    assert "Invalid model/host combination tulu3-405b/modal" in str(err)
-    assert str(err).startswith("AllenAI:")
-    assert ai2_emulator.requests[-1].form["host"] == "modal"
+    assert err.status == 422 and "Model with ID 'molmo2-4b' not found" in str(err)
+    assert json.loads(err.body)["status"] == 422
+
+
+# -- credentials and captcha -----------------------------------------------------------------
+
+
+async def test_without_credentials_the_error_says_how_to_get_them(ai2_emulator):
+    with pytest.raises(MissingAuthError) as info:
+        await AllenAI.create_async("", "Hi", base_url=ai2_emulator.url)
+    text = str(info.value)
+    assert "AllenAI" in text and "captcha" in text and API_KEY_ENV in text
+    assert "api_key=" in text and "captcha_token=" in text and "playground.allenai.org" in text
+    assert ai2_emulator.requests == []
+    assert AllenAI.working is False and API_KEY_ENV in AllenAI.why_not_working()
+
+
+def test_working_follows_the_configuration(monkeypatch):
+    assert AllenAI.why_not_working({"api_key": "t"}) is None
+    assert AllenAI.why_not_working({"captcha_token": "t"}) is None
+    monkeypatch.setenv(API_KEY_ENV, "token-from-env")
+    assert AllenAI.working is True and AllenAI.why_not_working() is None
+
+
+async def test_bearer_mode_needs_no_browser(ai2_emulator):
+    chunks = await collect(ai2_emulator, return_conversation=True)
+    (req,) = chats(ai2_emulator)
+    assert req.headers["Authorization"] == f"Bearer {EMULATED_TOKEN}"
+    assert "X-Anonymous-User-ID" not in req.headers  # a bad token must be a 401
+    assert req.form["captchaToken"]  # present, as the server wants; not assessed
+    conv = chunks[-2]
+    assert ai2_emulator.messages[conv.parent]["creator"] == EMULATED_USER
+
+
+async def test_api_key_from_the_environment(ai2_emulator, monkeypatch):
+    monkeypatch.setenv(API_KEY_ENV, EMULATED_TOKEN)
+    assert await AllenAI.create_async("", "Hi", base_url=ai2_emulator.url) == (
+        "Hello! How can I help you today?")
+
+
+async def test_invalid_bearer_is_missing_auth_and_hides_the_token(ai2_emulator):
+    with pytest.raises(MissingAuthError) as info:
+        await collect(ai2_emulator, api_key="eyJ-not-a-valid-token")
+    assert info.value.status == 401 and "Authentication required" in str(info.value)
+    assert "eyJ-not-a-valid-token" not in repr(info.value)
+
+
+async def test_captcha_minter_is_called_once_per_message(ai2_emulator):
+    minted = []
+
+    async def mint() -> str:
+        await asyncio.sleep(0)
+        token = ai2_emulator.mint_captcha()
+        minted.append(token)
+        return token
+
+    first = await collect(ai2_emulator, messages="Q1", captcha_token=mint,
+                          return_conversation=True)
+    conv = first[-2]
+    await collect(ai2_emulator, messages="Q2", captcha_token=mint, conversation=conv)
+    sent = chats(ai2_emulator)
+    assert [r.form["captchaToken"] for r in sent] == minted and len(set(minted)) == 2
+    assert {r.headers["X-Anonymous-User-ID"] for r in sent} == {conv.x_anonymous_user_id}
+    assert all("Authorization" not in r.headers for r in sent)
+
+
+async def test_a_captcha_string_is_used_as_given(ai2_emulator):
+    token = ai2_emulator.mint_captcha()
+    assert text_of(await collect(ai2_emulator, captcha_token=token))
+    # single use, as reCAPTCHA's: the same token again is refused
+    with pytest.raises(ResponseStatusError) as info:
+        await collect(ai2_emulator, captcha_token=token)
+    assert info.value.status == 400 and "Invalid captcha" in str(info.value)
+
+
+async def test_low_captcha_score_fails_the_assessment(ai2_emulator):
+    with pytest.raises(ResponseStatusError) as info:
+        await collect(ai2_emulator, captcha_token=ai2_emulator.mint_captcha(score=0.1))
+    assert info.value.status == 400 and "Captcha assessment failed" in str(info.value)
+
+
+async def test_an_empty_captcha_is_the_servers_422_as_missing_auth(ai2_emulator):
+    with pytest.raises(MissingAuthError) as info:
+        await collect(ai2_emulator, captcha_token="")
+    err = info.value
+    assert err.status == 422 and "captchaToken" in str(err) and "captcha_token=" in str(err)
+
+
+async def test_a_minter_returning_nothing_is_missing_auth(ai2_emulator):
+    async def broken() -> str:
+        return ""
+
+    with pytest.raises(MissingAuthError, match="returned no token"):
+        await collect(ai2_emulator, captcha_token=broken)
+
+
+async def test_development_deployment_without_captcha():
+    with serve(Ai2Emulator(Script("dev"), captcha="off")) as emu:
+        status, _, body = await raw_post(emu, [("role", "user"), ("model", "molmo2-4b"),
+                                               ("content", "hi")],
+                                         {"X-Anonymous-User-ID": "anon"})
+        assert status == 200 and lines_of(body)[-1]["type"] == "end"
 
 
 # -- answers ---------------------------------------------------------------------------------
 
 
-async def test_plain_answer(ai2_emulator):
-    ai2_emulator.script = Script(chunks=["Hel", "lo", " ", "world"])
-    chunks = await collect(ai2_emulator, messages=[{"role": "user", "content": "Hi"}])
-    assert chunks == ["Hel", "lo", " ", "world", chunks[-1]]
-    assert chunks[-1].reason == "stop"
-    (req,) = ai2_emulator.requests
-    assert req.method == "POST" and req.path == STREAM
+async def test_new_thread(ai2_emulator):
+    ai2_emulator.script = Script(chunks=["Hel", "lo", " wor", "ld"])
+    chunks = await collect(ai2_emulator, messages=[{"role": "user", "content": "Hi"}],
+                           return_conversation=True)
+    assert chunks[:4] == ["Hel", "lo", " wor", "ld"]
+    conv, finish = chunks[4:]
+    assert finish == FinishReason("stop")
+    (req,) = chats(ai2_emulator)
     assert req.headers["Content-Type"].startswith("multipart/form-data; boundary=")
-    assert req.form == {"model": "tulu3-405b", "host": "inferd", "content": "Hi",
-                        "private": "true"}
-    assert req.headers["X-Anonymous-User-ID"]
-
-
-async def test_unicode_prompt_arrives_intact(ai2_emulator):
-    prompt = "Привет, мир! 你好，世界 🎉👩‍💻"
-    await collect(ai2_emulator, messages=prompt)
-    req = ai2_emulator.requests[-1]
-    assert req.form["content"] == prompt
-    assert prompt.encode("utf-8") in req.body  # real UTF-8 multipart, not Latin-1 / escapes
-
-
-async def test_multi_message_prompt_is_formatted(ai2_emulator):
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                {"role": "user", "content": "c"}]
-    await collect(ai2_emulator, messages=messages)
-    assert ai2_emulator.requests[-1].form["content"] == "User: a\nAssistant: b\nUser: c\nAssistant:"
-
-
-async def test_finish_reason_length_propagates(ai2_emulator):
-    ai2_emulator.script = Script("cut short", finish_reason="length")
-    chunks = await collect(ai2_emulator)
-    assert chunks[-1].reason == "length"
-
-
-async def test_options_arrive_in_the_form_and_unknown_kwargs_are_refused(ai2_emulator):
-    await collect(ai2_emulator, temperature=0.5, top_p=0.9, private=False, max_tokens=64,
-                  stop=["\n\n", "User:"], stream=True)
-    req = ai2_emulator.requests[-1]
-    assert req.form == {
-        "model": "tulu3-405b", "host": "inferd", "content": "Hi", "private": "false",
-        "temperature": "0.5", "top_p": "0.9", "max_tokens": "64", "stop": ["\n\n", "User:"],
-    }
-    assert b'name="stream"' not in req.body
-    for option in ({"seed": 3}, {"frobnicate": "x"}, {"api_key": "sk-secret"},
-                   {"temprature": 0.5}):
-        with pytest.raises(InvalidRequestError) as info:
-            await collect(ai2_emulator, **option)
-        assert info.value.param == next(iter(option)) and "AllenAI" in str(info.value)
-        assert "sk-secret" not in str(info.value)
-    assert info.value.suggestions == ["temperature"]
-    assert len(ai2_emulator.requests) == 1  # nothing was sent for the refused calls
-
-
-async def test_single_stop_string_is_one_field(ai2_emulator):
-    await collect(ai2_emulator, stop="END")
-    assert ai2_emulator.requests[-1].form["stop"] == "END"
-
-
-async def test_out_of_range_option_is_the_servers_validation_error(ai2_emulator):
-    with pytest.raises(ResponseStatusError) as info:
-        await collect(ai2_emulator, temperature=5)
-    assert info.value.status == 400
-    assert "less than or equal to 1" in str(info.value)
-
-
-async def test_empty_content_is_the_servers_validation_error(ai2_emulator):
-    with pytest.raises(ResponseStatusError) as info:
-        await collect(ai2_emulator, messages="")
-    err = info.value
-    assert err.status == 400 and "AllenAI" in str(err)
-    assert "String should have at least 1 character" in str(err)
-    assert json.loads(err.body)["error"]["validation_errors"][0]["loc"] == ["content"]
-
-
-async def test_bad_messages_fail_before_any_request(ai2_emulator):
-    with pytest.raises(InvalidRequestError):
-        await collect(ai2_emulator, messages=[{"role": "user"}])
-    assert ai2_emulator.requests == []
-
-
-# -- conversations ---------------------------------------------------------------------------
-
-
-async def test_history_records_the_whole_reply(ai2_emulator):
-    ai2_emulator.script = Script(chunks=["The ", "whole ", "reply."])
-    chunks = await collect(ai2_emulator, messages="Q1", return_conversation=True)
-    conv = chunks[-2]
-    assert isinstance(conv, Conversation)
-    assert conv.messages == [{"role": "user", "content": "Q1"},
-                             {"role": "assistant", "content": "The whole reply."}]
-    assert conv.model == "tulu3-405b"
+    assert req.form == {"role": "user", "model": "olmo-3.1-32b-instruct", "content": "Hi",
+                        "captchaToken": req.form["captchaToken"], "private": "true"}
+    assert conv.messages == [{"role": "user", "content": "Hi"},
+                             {"role": "assistant", "content": "Hello world"}]
     reply = ai2_emulator.messages[conv.parent]
     assert reply["role"] == "assistant" and MSG_ID.match(conv.parent)
+    root = ai2_emulator.messages[conv.thread_id]
+    assert root["role"] == "system" and root["parent"] is None  # the model's system prompt
 
 
-async def test_return_conversation_ordering(ai2_emulator):
-    chunks = await collect(ai2_emulator, return_conversation=True)
-    kinds = [type(c).__name__ for c in chunks]
-    assert kinds == ["str"] * (len(chunks) - 2) + ["Conversation", "FinishReason"]
-    assert len(chunks) > 2
-    assert "Conversation" not in [type(c).__name__ for c in await collect(ai2_emulator)]
-
-
-async def test_second_turn_sends_only_the_last_user_message_and_parent(ai2_emulator):
+async def test_continued_thread(ai2_emulator):
     ai2_emulator.push(Script("First answer."), Script("Second answer."))
-    first = await collect(ai2_emulator, messages="Q1", return_conversation=True)
-    conv = first[-2]
-    anonymous_id, first_reply = conv.x_anonymous_user_id, conv.parent
-    history = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "First answer."},
+    conv = (await collect(ai2_emulator, messages="Q1", return_conversation=True))[-2]
+    first_reply, thread = conv.parent, conv.thread_id
+    history = [{"role": "user", "content": "Q1"},
+               {"role": "assistant", "content": "First answer."},
                {"role": "user", "content": "Q2 ✓"}]
     second = await collect(ai2_emulator, messages=history, conversation=conv,
                            return_conversation=True)
-    assert text_of(second) == "Second answer."
-    assert second[-2] is conv
-    req1, req2 = ai2_emulator.requests
-    assert req2.form == {"model": "tulu3-405b", "host": "inferd", "content": "Q2 ✓",
-                         "private": "true", "parent": first_reply}
-    assert req1.headers["X-Anonymous-User-ID"] == anonymous_id
-    assert req2.headers["X-Anonymous-User-ID"] == anonymous_id
-    assert conv.x_anonymous_user_id == anonymous_id
-    assert conv.parent != first_reply and ai2_emulator.messages[conv.parent]["parent"] in (
-        ai2_emulator.messages)
+    assert text_of(second) == "Second answer." and second[-2] is conv
+    req = chats(ai2_emulator)[1]
+    assert (req.form["content"], req.form["parent"], req.form["role"]) == (
+        "Q2 ✓", first_reply, "user")
+    assert conv.thread_id == thread and ai2_emulator.messages[conv.parent]["root"] == thread
     assert conv.messages == history + [{"role": "assistant", "content": "Second answer."}]
+    # the state survives JSON (a store) and goes on from there
+    restored = Conversation.from_dict(json.loads(json.dumps(conv.get_dict())))
+    assert text_of(await collect(ai2_emulator, messages="Q3", conversation=restored))
+    assert chats(ai2_emulator)[2].form["parent"] == conv.parent
 
 
-async def test_each_new_conversation_gets_its_own_anonymous_id(ai2_emulator):
-    a = (await collect(ai2_emulator, return_conversation=True))[-2]
-    b = (await collect(ai2_emulator, return_conversation=True))[-2]
-    assert a.x_anonymous_user_id != b.x_anonymous_user_id
-
-
-async def test_conversation_round_trips_through_get_dict_for_a_continuation(ai2_emulator):
-    conv = (await collect(ai2_emulator, messages="Q1", return_conversation=True))[-2]
-    stored = json.loads(json.dumps(conv.get_dict()))
-    assert set(stored) == {"model", "messages", "parent", "x_anonymous_user_id"}
-    restored = Conversation.from_dict(stored)
-    assert restored == conv and restored is not conv
-    chunks = await collect(ai2_emulator, messages="Q2", conversation=restored)
-    assert text_of(chunks)
-    req = ai2_emulator.requests[-1]
-    assert req.form["parent"] == stored["parent"]
-    assert req.headers["X-Anonymous-User-ID"] == stored["x_anonymous_user_id"]
-    assert len(restored.messages) == 4 and len(conv.messages) == 2
-
-
-async def test_system_rooted_thread_of_an_olmo_model_continues(ai2_emulator):
-    ai2_emulator.push(Script("One."), Script("Two."))
-    conv = (await collect(ai2_emulator, "olmo-2-13b", "Q1", return_conversation=True))[-2]
-    reply = ai2_emulator.messages[conv.parent]
-    user = ai2_emulator.messages[reply["parent"]]
-    system = ai2_emulator.messages[user["parent"]]
-    assert (reply["role"], user["role"], system["role"]) == ("assistant", "user", "system")
-    chunks = await collect(ai2_emulator, "", "Q2", conversation=conv)
-    assert text_of(chunks) == "Two."
-    assert ai2_emulator.requests[-1].form["parent"] == reply["id"]
-    assert ai2_emulator.requests[-1].form["model"] == "OLMo-2-1124-13B-Instruct"
-    assert conv.messages[-1] == {"role": "assistant", "content": "Two."}
-
-
-async def test_follow_up_with_another_anonymous_id_is_refused(ai2_emulator):
-    conv = (await collect(ai2_emulator, return_conversation=True))[-2]
+async def test_anonymous_thread_keeps_its_identity_and_refuses_others(ai2_emulator):
+    conv = (await collect(ai2_emulator, captcha_token=ai2_emulator.mint_captcha(),
+                          return_conversation=True))[-2]
+    assert ai2_emulator.messages[conv.parent]["creator"] == conv.x_anonymous_user_id
     stranger = Conversation(conv.model, parent=conv.parent)
     with pytest.raises(MissingAuthError) as info:
-        await collect(ai2_emulator, conversation=stranger)
-    assert info.value.status == 403 and "AllenAI" in str(info.value)
+        await collect(ai2_emulator, conversation=stranger,
+                      captcha_token=ai2_emulator.mint_captcha())
+    err = info.value
+    assert err.status == 403 and "Cannot create message when not creator" in str(err)
     assert stranger.messages == []
 
 
-async def test_unknown_parent_is_a_400(ai2_emulator):
+async def test_history_without_a_thread_goes_as_a_transcript(ai2_emulator):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    await collect(ai2_emulator, messages=messages)
+    assert chats(ai2_emulator)[0].form["content"] == (
+        "System: Be brief.\nUser: a\nAssistant: b\nUser: c\nAssistant:")
+
+
+async def test_thinking_streams_as_reasoning(ai2_emulator):
+    ai2_emulator.script = Script("The answer is 4.", reasoning="Two plus two is four.")
+    chunks = await collect(ai2_emulator, "olmo-3.1-32b-think", "2+2?")
+    reasoning = [c for c in chunks if isinstance(c, ReasoningDelta)]
+    assert "".join(r.text for r in reasoning) == "Two plus two is four."
+    assert text_of(chunks) == "The answer is 4."
+    assert chunks.index(reasoning[-1]) < chunks.index("The")  # thinking first
+    # on the wire: the first reasoning fragment is inside the reply's addMessage
+    token = ai2_emulator.mint_captcha()
+    ai2_emulator.script = Script("Yes.", reasoning="Hmm, yes.")
+    _, _, body = await raw_post(ai2_emulator, [("role", "user"),
+                                               ("model", "olmo-3.1-32b-think"),
+                                               ("content", "q"), ("captchaToken", token)],
+                                {"X-Anonymous-User-ID": "anon"})
+    lines = lines_of(body)
+    add = next(line for line in lines if line["type"] == "addMessage")
+    assert add["messages"][0]["thinking"] == "Hmm," and add["messages"][0]["content"] == ""
+    assert [line["content"] for line in lines if line["type"] == "thinking"] == [" yes."]
+    final = next(line for line in lines if line["type"] == "finalThread")
+    assert final["messages"][-1]["thinking"] == "Hmm, yes."
+
+
+async def test_options_arrive_in_the_form_and_unknown_ones_are_refused(ai2_emulator):
+    await collect(ai2_emulator, temperature=0.5, top_p=0.9, max_tokens=64, private=False,
+                  stop=["\n\n", "User:"], extra_parameters={"seed": 7})
+    form = chats(ai2_emulator)[-1].form
+    assert (form["temperature"], form["topP"], form["maxTokens"], form["private"]) == (
+        "0.5", "0.9", "64", "false")
+    assert form["stop"] == ["\n\n", "User:"]
+    assert json.loads(form["extraParameters"]) == {"seed": 7}
+    for option in ({"seed": 3}, {"top_k": 3}, {"temprature": 0.5}):
+        with pytest.raises(InvalidRequestError) as info:
+            await collect(ai2_emulator, **option)
+        assert info.value.param == next(iter(option))
+    with pytest.raises(InvalidRequestError) as info:
+        await collect(ai2_emulator, api_version="v6")
+    assert info.value.param == "api_version"
+    assert len(chats(ai2_emulator)) == 1
+
+
+async def test_out_of_bounds_option_is_the_servers_validation_error(ai2_emulator):
     with pytest.raises(ResponseStatusError) as info:
-        await collect(ai2_emulator,
-                      conversation=Conversation("tulu3-405b", parent="msg_NOPE000000"))
-    assert info.value.status == 400 and "msg_NOPE000000" in str(info.value)
+        await collect(ai2_emulator, temperature=5)
+    err = info.value
+    assert err.status == 422 and "temperature" in str(err)
+    assert json.loads(err.body)["errors"][0]["loc"] == ["body", "temperature"]
 
 
-def test_conversation_repr_hides_the_anonymous_id():
-    conv = Conversation("tulu3-405b", x_anonymous_user_id="very-private-id")
-    assert "very-private-id" not in repr(conv)
-    assert conv.get_dict()["x_anonymous_user_id"] == "very-private-id"
-    assert str(conv) == ""
+async def test_unicode_prompts_and_answers(ai2_emulator):
+    prompt = "Привет, мир! 你好，世界 🎉👩‍💻 \r\n next"
+    ai2_emulator.script = Script(chunks=["Ответ ", "答案 ", "😀", "!"])
+    chunks = await collect(ai2_emulator, messages=prompt, return_conversation=True)
+    assert text_of(chunks) == "Ответ 答案 😀!"
+    req = chats(ai2_emulator)[0]
+    assert req.form["content"] == prompt
+    assert prompt.encode("utf-8") in req.body  # real UTF-8 multipart
+    stored = ai2_emulator.messages[ai2_emulator.messages[chunks[-2].parent]["parent"]]
+    assert stored["content"] == prompt.replace("\r\n", "\n")  # as the server keeps it
 
 
-# -- faults ----------------------------------------------------------------------------------
+def test_final_thread_is_authoritative():
+    # a reply whose last fragment never streamed: the final thread has it
+    reader = ChunkReader()
+    events = []
+    for line in ({"message": "m", "type": "start"},
+                 {"message": "a", "id": "a", "type": "addMessage",
+                  "messages": [{"id": "a", "role": "assistant", "content": "Par",
+                                "final": False}]},
+                 {"message": "m", "id": "m", "type": "finalThread",
+                  "messages": [{"id": "u", "role": "user", "content": "q"},
+                               {"id": "a", "role": "assistant", "content": "Partial",
+                                "finishReason": "length", "final": True}]},
+                 {"message": "m", "type": "end"}):
+        events += reader.feed(line)
+    assert events == ["Par", "tial"] and reader.finish_reason() == "length"
+    assert reader.last_id() == "a" and reader.ended
 
 
-@pytest.mark.parametrize(
-    "status, error_type",
-    [(500, ResponseStatusError), (400, ResponseStatusError), (401, MissingAuthError),
-     (403, MissingAuthError), (429, RateLimitError)],
-)
-async def test_http_status_faults(ai2_emulator, status, error_type):
-    ai2_emulator.script = Script(fault=Fault.http_status(status, "upstream says no", retry_after=7))
+# -- tools -------------------------------------------------------------------------------
+
+
+def _call_history(call_id, result="Rainy, 12 °C"):
+    return [{"role": "user", "content": "Weather in Seattle?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call_id, "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city":"Seattle"}'}}]},
+            {"role": "tool", "tool_call_id": call_id, "content": result}]
+
+
+async def test_tool_round_trip(ai2_emulator):
+    ai2_emulator.push(Script(tool_calls=[{"name": "get_weather",
+                                          "arguments": {"city": "Seattle"}}]),
+                      Script("Seattle: rainy, 12 °C."))
+    first = await collect(ai2_emulator, messages="Weather in Seattle?", tools=WEATHER,
+                          return_conversation=True)
+    deltas = [c for c in first if isinstance(c, ToolCallDelta)]
+    call_id = deltas[0].id
+    assert deltas[0].name == "get_weather" and call_id.startswith("call_")
+    assert "".join(d.arguments for d in deltas) == '{"city":"Seattle"}'
+    assert {d.index for d in deltas} == {0} and text_of(first) == ""
+    conv, finish = first[-2:]
+    assert finish == FinishReason("tool_calls")
+    assert conv.messages[-1]["tool_calls"][0]["id"] == call_id
+    req = chats(ai2_emulator)[0]
+    assert req.form["enableToolCalling"] == "true"
+    assert json.loads(req.form["toolDefinitions"]) == [{
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": WEATHER[0]["function"]["parameters"]}]
+    second = await collect(ai2_emulator, messages=_call_history(call_id), tools=WEATHER,
+                           conversation=conv)
+    assert text_of(second) == "Seattle: rainy, 12 °C." and second[-1] == FinishReason("stop")
+    result = chats(ai2_emulator)[1].form
+    assert (result["role"], result["toolCallId"], result["content"], result["parent"]) == (
+        "tool_call_result", call_id, "Rainy, 12 °C", ai2_emulator.messages[
+            result["parent"]]["id"])
+    assert ai2_emulator.messages[result["parent"]]["role"] == "assistant"
+
+
+async def test_two_tool_results_are_chained(ai2_emulator):
+    ai2_emulator.push(Script(tool_calls=[
+        {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_a"},
+        {"name": "get_weather", "arguments": {"city": "Oslo"}, "id": "call_b"}]),
+        Script("Paris sunny, Oslo snowy."))
+    conv = (await collect(ai2_emulator, messages="Two cities?", tools=WEATHER,
+                          return_conversation=True))[-2]
+    history = [*conv.messages, {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
+               {"role": "tool", "tool_call_id": "call_b", "content": "snowy"}]
+    chunks = await collect(ai2_emulator, messages=history, tools=WEATHER, conversation=conv)
+    assert text_of(chunks) == "Paris sunny, Oslo snowy."
+    first, second = chats(ai2_emulator)[1:]
+    assert (first.form["toolCallId"], second.form["toolCallId"]) == ("call_a", "call_b")
+    assert second.form["parent"] != first.form["parent"]  # chained under the first result
+    assert ai2_emulator.messages[second.form["parent"]]["role"] == "tool_call_result"
+
+
+async def test_tools_for_a_model_without_them_are_refused(ai2_emulator):
+    with pytest.raises(InvalidRequestError) as info:
+        await collect(ai2_emulator, "olmo-3.1-32b-think", tools=WEATHER)
+    assert info.value.param == "tools" and "canCallTools" in str(info.value)
+    with pytest.raises(InvalidRequestError) as info:
+        await collect(ai2_emulator, tools=WEATHER, tool_choice="required")
+    assert info.value.param == "tool_choice"
+    assert chats(ai2_emulator) == []
+
+
+async def test_tool_round_trip_through_async_client(ai2_emulator):
+    ai2_emulator.push(Script(tool_calls=[{"name": "get_weather",
+                                          "arguments": {"city": "Seattle"}}]),
+                      Script("Rainy in Seattle."))
+    async with AsyncClient(provider_options={"AllenAI": {"base_url": ai2_emulator.url,
+                                                         "api_key": EMULATED_TOKEN}},
+                           router=Router(include_not_working=True)) as client:
+        model = "allenai:olmo-3.1-32b-instruct"
+        first = await client.chat.completions.create(model=model, messages="Weather?",
+                                                     tools=WEATHER)
+        choice = first.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert first.emulated is None  # the model's own tool calls, not the prompt's
+        (call,) = choice.message.tool_calls
+        assert (call.function.name, json.loads(call.function.arguments)) == (
+            "get_weather", {"city": "Seattle"})
+        messages = _call_history(call.id, "rainy")
+        messages[0]["content"] = "Weather?"
+        second = await client.chat.completions.create(model=model, messages=messages,
+                                                      tools=WEATHER)
+    assert second.choices[0].message.content == "Rainy in Seattle."
+    result = chats(ai2_emulator)[1].form
+    # no conversation given: the thread was found by its pending call
+    assert result["role"] == "tool_call_result" and result["toolCallId"] == call.id
+
+
+def test_tool_round_trip_through_llmplex_serve_with_the_openai_sdk():
+    with EmulatedServices(["allenai"]) as services:
+        emu = services.emulators["allenai"]
+        emu.push(Script(tool_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}}]),
+                 Script("Oslo: snow, −3 °C."))
+        with ServerThread(create_app(emulated_client(services))) as server:
+            with openai.OpenAI(base_url=server.url + "/v1", api_key="unused",
+                               max_retries=0) as oai:
+                model = "allenai:olmo-3.1-32b-instruct"
+                first = oai.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "Oslo weather?"}],
+                    tools=WEATHER)
+                (call,) = first.choices[0].message.tool_calls
+                assert first.choices[0].finish_reason == "tool_calls"
+                assert json.loads(call.function.arguments) == {"city": "Oslo"}
+                stream = oai.chat.completions.create(model=model, stream=True, tools=WEATHER,
+                                                     messages=[
+                    {"role": "user", "content": "Oslo weather?"},
+                    first.choices[0].message.model_dump(exclude_none=True),
+                    {"role": "tool", "tool_call_id": call.id, "content": "snow, -3"}])
+                text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "Oslo: snow, −3 °C."
+    posted = emu.requests_to(CHAT)
+    assert posted[1].form["toolCallId"] == call.id
+    assert posted[0].headers["Authorization"] == f"Bearer {EMULATED_TOKEN}"
+
+
+def test_providers_endpoint_says_why_not_working():
+    import httpx
+
+    with EmulatedServices(["allenai"]) as services:
+        client = AsyncClient(provider_options={"AllenAI": {"base_url": services.urls()[
+            "allenai"]}}, router=Router(include_not_working=True))
+        with ServerThread(create_app(client)) as server:
+            table = {p["id"]: p for p in httpx.get(server.url + "/v1/providers").json()["data"]}
+    ai2 = table["AllenAI"]
+    assert ai2["working"] is False and API_KEY_ENV in ai2["not_working_reason"]
+    assert ai2["capabilities"]["tools"] == "native"
+    assert table["OpenAI"]["not_working_reason"] is None
+
+
+# -- images ----------------------------------------------------------------------------------
+
+
+async def test_image_part_goes_as_a_file_to_a_model_that_takes_files(ai2_emulator):
+    ai2_emulator.script = Script("A single pixel.")
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, IMAGE]}]
+    chunks = await collect(ai2_emulator, "molmo2-8b", messages)
+    assert text_of(chunks) == "A single pixel."
+    (req,) = chats(ai2_emulator)
+    assert req.form["content"] == "What is this?" and req.form["files"] == PNG
+    assert ai2_emulator.files == [("image.png", "image/png", PNG)]
+
+
+async def test_images_are_refused_where_they_cannot_go(ai2_emulator):
+    messages = [{"role": "user", "content": [{"type": "text", "text": "?"}, IMAGE]}]
+    with pytest.raises(InvalidRequestError) as info:
+        await collect(ai2_emulator, "olmo-3.1-32b-instruct", messages)
+    assert "acceptsFiles" in str(info.value)
+    remote = [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "https://example.org/cat.png"}}]}]
+    with pytest.raises(InvalidRequestError) as info:
+        await collect(ai2_emulator, "molmo2-8b", remote)
+    assert info.value.param == "messages[0].content[0].image_url.url"
+    assert chats(ai2_emulator) == []
+    bmp = [{"role": "user", "content": [{"type": "text", "text": "?"}, {
+        "type": "image_url", "image_url": {"url": "data:image/bmp;base64,Qk0="}}]}]
+    with pytest.raises(ResponseStatusError) as info:
+        await collect(ai2_emulator, "molmo2-8b", bmp)
+    assert info.value.status == 400 and "Unsupported file types" in str(info.value)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, error_type", [
+    (500, ResponseStatusError), (400, ResponseStatusError), (401, MissingAuthError),
+    (403, MissingAuthError), (429, RateLimitError)])
+async def test_problem_json_errors_by_status(ai2_emulator, status, error_type):
+    ai2_emulator.script = Script(fault=Fault.http_status(status, "upstream says no",
+                                                         retry_after=7))
     with pytest.raises(error_type) as info:
         await collect(ai2_emulator)
     err = info.value
     assert err.status == status and err.provider == "AllenAI"
-    assert "AllenAI" in str(err) and "upstream says no" in str(err) and str(status) in str(err)
-    assert json.loads(err.body) == {"error": {"code": status, "message": "upstream says no"}}
+    assert "upstream says no" in str(err) and str(status) in str(err)
+    assert json.loads(err.body)["detail"] == "upstream says no"
     if status == 429:
         assert err.retry_after == 7
 
 
-async def test_error_line_raises_stream_error_after_the_final_line(ai2_emulator):
+async def test_flagged_prompt_is_a_400(ai2_emulator):
+    ai2_emulator.script = Script(extra={"flagged": True})
+    with pytest.raises(ResponseStatusError) as info:
+        await collect(ai2_emulator)
+    assert info.value.status == 400 and "flagged as inappropriate" in str(info.value)
+
+
+async def test_error_chunk_raises_after_the_stream_ended(ai2_emulator):
     ai2_emulator.script = Script(chunks=["par", "tial", " rest"],
-                                 fault=Fault.error_event("model overloaded", after=2,
-                                                         reason="grpc inference failed"))
-    conv = Conversation("tulu3-405b")
+                                 fault=Fault.error_event("inference failed", after=2))
+    conv = Conversation()
     seen = []
     with pytest.raises(StreamError) as info:
         async for chunk in AllenAI.create_async_generator(
-            "", "Hi", base_url=ai2_emulator.url, conversation=conv, return_conversation=True
-        ):
+                "", "Hi", base_url=ai2_emulator.url, api_key=EMULATED_TOKEN,
+                conversation=conv, return_conversation=True):
             seen.append(chunk)
-    err = info.value
     assert seen == ["par", "tial"]
-    assert "AllenAI" in str(err) and "model overloaded" in str(err)
-    assert "grpc inference failed" in str(err)
+    assert "inference failed" in str(info.value) and "otherError" in str(info.value)
     assert conv.messages == [] and conv.parent is None  # a failed turn is not history
-    # The emulator wrote its final line (the reply is finalized, not aborted by the client).
-    (reply,) = [m for m in ai2_emulator.messages.values() if m["role"] == "assistant"]
-    assert reply["finish_reason"] == "grpc inference failed"
     assert ai2_emulator.open_streams == 0
+    (reply,) = [m for m in ai2_emulator.messages.values() if m["role"] == "assistant"]
+    assert reply["final"] and reply["errorSeverity"] == "error"
 
 
-async def test_disconnect_mid_stream(ai2_emulator):
+async def test_warning_chunk_is_a_warning_and_the_answer_goes_on(ai2_emulator):
+    ai2_emulator.script = Script(chunks=["one ", "two"], fault=Fault.error_event(
+        "tool server slow", after=1, reason="warning"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chunks = await collect(ai2_emulator)
+    assert text_of(chunks) == "one two" and chunks[-1] == FinishReason("stop")
+    (warning,) = [w for w in caught if issubclass(w.category, ProviderWarning)]
+    assert "tool server slow" in str(warning.message) and "warning" in str(warning.message)
+
+
+async def test_disconnect_and_malformed_and_missing_final_thread(ai2_emulator):
     ai2_emulator.script = Script(fault=Fault.disconnect(after=2))
-    with pytest.raises(ProviderConnectionError) as info:
+    with pytest.raises(ProviderConnectionError):
         await collect(ai2_emulator)
-    assert "AllenAI" in str(info.value)
-
-
-async def test_malformed_line(ai2_emulator):
     ai2_emulator.script = Script(fault=Fault.malformed(after=1))
-    with pytest.raises(ResponseError) as info:
+    with pytest.raises(ResponseError, match="malformed"):
         await collect(ai2_emulator)
-    assert "AllenAI" in str(info.value) and "malformed" in str(info.value)
-
-
-async def test_stall_times_out(ai2_emulator):
-    ai2_emulator.script = Script(fault=Fault.stall(3.0, after=1))
-    started = time.monotonic()
-    with pytest.raises(ProviderTimeoutError) as info:
-        await collect(ai2_emulator, timeout=0.3)
-    assert time.monotonic() - started < 2.5
-    assert "AllenAI" in str(info.value)
-
-
-async def test_stream_without_final_line_is_a_response_error(ai2_emulator):
-    ai2_emulator.script = Script("no end", extra={"final_line": False})
+    ai2_emulator.script = Script("no end", extra={"final_thread": False})
     chunks = []
-    with pytest.raises(ResponseError) as info:
-        async for chunk in AllenAI.create_async_generator("", "Hi", base_url=ai2_emulator.url):
+    with pytest.raises(ResponseError, match="finalThread"):
+        async for chunk in AllenAI.create_async_generator(
+                "", "Hi", base_url=ai2_emulator.url, api_key=EMULATED_TOKEN):
             chunks.append(chunk)
-    assert "AllenAI" in str(info.value) and "final" in str(info.value)
-    assert chunks == ["no", " end"]  # text came, but no FinishReason
+    assert chunks == ["no", " end"]
+
+
+async def test_emulator_validation_and_parent_rules(ai2_emulator):
+    token = ai2_emulator.mint_captcha
+    anon = {"X-Anonymous-User-ID": "anon-1"}
+    status, ctype, body = await raw_post(ai2_emulator, [("model", "molmo2-4b"),
+                                                        ("content", "q")], SIGNED_IN)
+    assert status == 422 and ctype == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["status"] == 422 and problem["errors"][0]["loc"] == ["body", "role"]
+    # JSON is not a form: every field is missing
+    async with aiohttp.ClientSession() as session:
+        async with session.post(ai2_emulator.url + CHAT, json={"role": "user"},
+                                headers=SIGNED_IN) as resp:
+            assert resp.status == 422
+    # no identity at all
+    status, _, body = await raw_post(ai2_emulator, [("role", "user")])
+    assert status == 401 and json.loads(body)["detail"] == "Authentication required"
+    # production: anonymous callers need a captcha
+    status, _, body = await raw_post(ai2_emulator, [("role", "user"), ("model", "molmo2-4b"),
+                                                    ("content", "q")], anon)
+    assert status == 422 and "captcha" in body.decode()
+    fields = [("role", "user"), ("model", "molmo2-4b"), ("content", "q")]
+    status, _, body = await raw_post(ai2_emulator, [*fields, ("captchaToken", token())], anon)
+    final = next(line for line in lines_of(body) if line["type"] == "finalThread")
+    user_id, reply_id = final["messages"][0]["id"], final["messages"][-1]["id"]
+    # a user message under a user message
+    status, _, body = await raw_post(ai2_emulator, [*fields, ("parent", user_id),
+                                                    ("captchaToken", token())], anon)
+    assert status == 422 and "same role" in json.loads(body)["detail"]
+    # visibility must match the thread's
+    status, _, body = await raw_post(ai2_emulator, [*fields, ("parent", reply_id),
+                                                    ("private", "false"),
+                                                    ("captchaToken", token())], anon)
+    assert status == 422 and "Visibility" in json.loads(body)["detail"]
+    # an unknown parent, and a tool result for no pending call
+    status, _, _ = await raw_post(ai2_emulator, [*fields, ("parent", "msg_A0A0A0A0A0"),
+                                                 ("captchaToken", token())], anon)
+    assert status == 422
+    status, _, body = await raw_post(ai2_emulator, [
+        ("role", "tool_call_result"), ("model", "molmo2-4b"), ("content", "r"),
+        ("toolCallId", "call_x"), ("parent", reply_id), ("captchaToken", token())], anon)
+    assert status == 422 and "call_x" in json.loads(body)["detail"]
+
+
+async def test_emulator_wire_format_and_threads(ai2_emulator):
+    ai2_emulator.script = Script(chunks=["a", "b"])
+    status, ctype, body = await raw_post(ai2_emulator, [
+        ("role", "user"), ("model", "molmo2-8b"), ("content", "hé"),
+        ("captchaToken", "x")], SIGNED_IN)
+    assert status == 200 and ctype == "application/jsonl"
+    lines = lines_of(body)
+    for raw, line in zip(body.decode().splitlines(), lines):
+        assert raw == json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+    assert [line["type"] for line in lines] == [
+        "start", "startThread", "addMessage", "modelResponse", "finalThread", "end"]
+    start, thread, add, delta, final, end = lines
+    (user,) = thread["messages"]  # Molmo has no system prompt
+    assert start["message"] == thread["id"] == user["id"] == user["root"] == end["message"]
+    reply = add["messages"][0]
+    assert (reply["content"], reply["parent"], reply["final"]) == ("a", user["id"], False)
+    assert delta == {"message": reply["id"], "content": "b", "type": "modelResponse"}
+    assert [m["final"] for m in final["messages"]] == [True, True]
+    assert final["messages"][-1]["content"] == "ab"
+    assert list(user)[:8] == ["id", "content", "inputParts", "creator", "role", "opts",
+                              "root", "created"]
+    # the thread, read and deleted by its owner only
+    thread_url = ai2_emulator.url + "/v5/threads/" + user["id"]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(thread_url, headers=SIGNED_IN) as resp:
+            assert resp.status == 200
+            assert [m["id"] for m in (await resp.json())["messages"]] == [
+                user["id"], reply["id"]]
+        async with session.delete(thread_url,
+                                  headers={"X-Anonymous-User-ID": "someone"}) as resp:
+            assert resp.status == 403
+        async with session.delete(thread_url, headers=SIGNED_IN) as resp:
+            assert resp.status == 204
+        async with session.get(thread_url, headers=SIGNED_IN) as resp:
+            assert resp.status == 404
+    assert ai2_emulator.messages == {}
+
+
+# -- byte splits -----------------------------------------------------------------------------
+
+
+async def test_the_jsonl_split_at_every_byte_offset(ai2_emulator):
+    ai2_emulator.script = Script(chunks=["Привет ", "😀", " 你好"], reasoning="мысль 🤔",
+                                 fault=Fault.error_event("note", after=1, reason="info"))
+    _, _, body = await raw_post(ai2_emulator, [
+        ("role", "user"), ("model", "olmo-3.1-32b-think"), ("content", "q"),
+        ("captchaToken", "x")], SIGNED_IN)
+
+    def events(pieces):
+        decoder, reader, out = NDJSONDecoder(), ChunkReader(), []
+        for piece in pieces:
+            for line in decoder.feed(piece):
+                out += reader.feed(line)
+        for line in decoder.close():
+            out += reader.feed(line)
+        return out + reader.flush(), reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProviderWarning)
+        whole, reader = events([body])
+        assert "".join(c for c in whole if isinstance(c, str)) == "Привет 😀 你好"
+        assert "".join(c.text for c in whole if isinstance(c, ReasoningDelta)) == "мысль 🤔"
+        assert reader.ended and reader.final is not None
+        for at in range(len(body) + 1):
+            assert events([body[:at], body[at:]])[0] == whole, at
+        assert events([body[i:i + 1] for i in range(len(body))])[0] == whole
+
+
+async def test_an_answer_written_one_byte_at_a_time():
+    """A server that writes the v5 answer byte by byte, over a real socket."""
+    from aiohttp import web
+
+    from llmplex.testing.server import EmulatorServer
+
+    with serve(Ai2Emulator(Script(chunks=["Ü", "ber ", "😀"]))) as emu:
+        _, _, body = await raw_post(emu, [("role", "user"), ("model", "molmo2-4b"),
+                                          ("content", "q"), ("captchaToken", "x")], SIGNED_IN)
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/jsonl"})
+        await response.prepare(request)
+        for i in range(len(body)):
+            await response.write(body[i:i + 1])
+        return response
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(MODELS)
+
+    class Trickle(Ai2Emulator):
+        def routes(self):
+            return [web.post(CHAT, trickle), web.get("/v5/models/", models)]
+
+    server = EmulatorServer(Trickle())
+    url = server.start()
+    try:
+        chunks = [c async for c in AllenAI.create_async_generator(
+            "molmo2-4b", "q", base_url=url, api_key=EMULATED_TOKEN)]
+    finally:
+        server.stop()
+    assert chunks == ["Ü", "ber ", "😀", FinishReason("stop")]
 
 
 # -- stopping early --------------------------------------------------------------------------
 
 
-async def test_early_stop_closes_the_stream(ai2_emulator):
+async def test_early_stop_and_cancellation_close_the_stream(ai2_emulator):
     ai2_emulator.script = Script(chunks=[f"w{i} " for i in range(200)], delay=0.01)
-    agen = AllenAI.create_async_generator("", "Hi", base_url=ai2_emulator.url)
-    got = [await agen.__anext__(), await agen.__anext__()]
-    assert got == ["w0 ", "w1 "]
-    assert ai2_emulator.open_streams == 1
+    agen = AllenAI.create_async_generator("", "Hi", base_url=ai2_emulator.url,
+                                          api_key=EMULATED_TOKEN)
+    assert [await agen.__anext__(), await agen.__anext__()] == ["w0 ", "w1 "]
     await agen.aclose()
     await eventually(lambda: ai2_emulator.open_streams == 0)
-    # The server saw the client go away: the reply is finalized as aborted, nothing else
-    # exists upstream to delete (Ai2 threads are the conversation state itself).
     (reply,) = [m for m in ai2_emulator.messages.values() if m["role"] == "assistant"]
-    await eventually(lambda: reply["finish_reason"] == "aborted")
-    assert len(ai2_emulator.requests) == 1
-
-
-async def test_task_cancellation_closes_the_stream(ai2_emulator):
-    ai2_emulator.script = Script(chunks=[f"w{i} " for i in range(200)], delay=0.01)
-    await cancel_mid_stream(
-        AllenAI.create_async_generator("", "Hi", base_url=ai2_emulator.url),
-        first_within=3)
+    await eventually(lambda: reply["finishReason"] == "aborted")
+    await cancel_mid_stream(AllenAI.create_async_generator(
+        "", "Hi", base_url=ai2_emulator.url, api_key=EMULATED_TOKEN), first_within=3)
     await eventually(lambda: ai2_emulator.open_streams == 0)
 
 
-# -- sync API, proxy -------------------------------------------------------------------------
+def test_conversation_repr_hides_the_anonymous_id():
+    conv = Conversation("olmo-3.1-32b-instruct", x_anonymous_user_id="very-private-id")
+    assert "very-private-id" not in repr(conv)
+    assert conv.get_dict()["x_anonymous_user_id"] == "very-private-id"
 
 
-def test_sync_create_completion(ai2_emulator):
-    ai2_emulator.script = Script(chunks=["sync ", "works"])
-    chunks = list(AllenAI.create_completion("", "Hi", base_url=ai2_emulator.url))
-    assert chunks[:2] == ["sync ", "works"] and chunks[-1].reason == "stop"
-    whole = list(AllenAI.create_completion("", "Hi", stream=False, base_url=ai2_emulator.url))
-    assert whole[0] == "sync works"
+# -- the command line ------------------------------------------------------------------------
 
 
-def test_sync_early_close(ai2_emulator):
-    ai2_emulator.script = Script(chunks=[f"w{i} " for i in range(200)], delay=0.01)
-    stream = AllenAI.create_completion("", "Hi", base_url=ai2_emulator.url)
-    assert next(stream) == "w0 "
-    stream.close()
-    deadline = time.monotonic() + 3
-    while ai2_emulator.open_streams and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert ai2_emulator.open_streams == 0
+def test_llmplex_emulate_allenai_for_another_process(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
 
+    from llmplex.testing import interrupt, read_exports
 
-async def test_create_async_returns_the_whole_text(ai2_emulator):
-    assert await AllenAI.create_async("", "Hi", base_url=ai2_emulator.url) == (
-        "Hello! How can I help you today?")
-
-
-async def test_base_url_from_environment(ai2_emulator, monkeypatch):
-    monkeypatch.setenv("LLMPLEX_ALLENAI_BASE_URL", ai2_emulator.url)
-    assert await AllenAI.create_async("", "Hi") == "Hello! How can I help you today?"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def test_requests_go_through_the_proxy(ai2_emulator):
-    port = _free_port()
-    proxy = subprocess.Popen(
-        [sys.executable, "-m", "pproxy", "-l", f"http://127.0.0.1:{port}", "-v"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    llmplex = shutil.which("llmplex", path=str(Path(sys.executable).parent)) or "llmplex"
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LLMPLEX_") and k != API_KEY_ENV}
+    env.update(LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp_path / "data"),
+               PYTHONIOENCODING="utf-8")
+    process = subprocess.Popen([llmplex, "emulate", "allenai", "--port", "0"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-        text = await AllenAI.create_async("", "через прокси", base_url=ai2_emulator.url,
-                                          proxy=f"http://127.0.0.1:{port}")
-        assert text == "Hello! How can I help you today?"
-        assert ai2_emulator.requests[-1].form["content"] == "через прокси"
+        exports = read_exports(process)
+        assert exports[API_KEY_ENV] == EMULATED_TOKEN and "LLMPLEX_ALLENAI_BASE_URL" in exports
+        result = subprocess.run([llmplex, "chat", "Hi", "-m", "allenai:olmo-3.1-32b-instruct"],
+                                env={**env, **exports}, capture_output=True, text=True,
+                                encoding="utf-8", timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "local allenai emulator" in result.stdout
+        # with its credentials configured, the provider reports itself usable
+        listed = subprocess.run([llmplex, "providers", "--json"], env={**env, **exports},
+                                capture_output=True, text=True, timeout=60, check=False)
+        ai2 = next(p for p in json.loads(listed.stdout) if p["name"] == "AllenAI")
+        assert ai2["working"] is True and ai2["not_working_reason"] is None
     finally:
-        proxy.terminate()
-        log = proxy.communicate(timeout=5)[0].decode()
-    emulator_port = ai2_emulator.url.rsplit(":", 1)[1]
-    assert f"-> 127.0.0.1:{emulator_port}" in log
+        code = interrupt(process)
+        process.stdout.close()
+        process.stderr.close()
+    assert code == 0
 
 
-async def test_unreachable_proxy_is_a_connection_error(ai2_emulator):
-    with pytest.raises(ProviderConnectionError) as info:
-        await collect(ai2_emulator, proxy=f"http://user:pw@127.0.0.1:{_free_port()}")
-    assert "AllenAI" in str(info.value) and "pw" not in str(info.value)
+# -- configuration ---------------------------------------------------------------------------
 
 
-# -- the emulator on the wire ----------------------------------------------------------------
+async def test_config_file_sets_the_api_version_and_credentials(tmp_path, ai2_v4_emulator,
+                                                                ai2_emulator):
+    from llmplex.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(f'[providers.AllenAI]\napi_version = "v4"\nbase_url = "{ai2_v4_emulator.url}"\n')
+    config = load_config(path, environ={})
+    assert config.providers["AllenAI"]["api_version"] == "v4"
+    async with AsyncClient(config=path) as client:  # usable as configured: v4 and its URL
+        done = await client.chat.completions.create(model="allenai:tulu3-405b", messages="Hi")
+    assert done.choices[0].message.content == "Hello! How can I help you today?"
+    assert ai2_v4_emulator.requests[-1].path == "/v4/message/stream"
+    path.write_text(f'[providers.AllenAI]\napi_key = "{EMULATED_TOKEN}"\n'
+                    f'base_url = "{ai2_emulator.url}"\n')
+    async with AsyncClient(config=path) as client:
+        done = await client.chat.completions.create(model="allenai:molmo2-4b", messages="Hi")
+    assert done.provider == "AllenAI"
+    assert chats(ai2_emulator)[-1].headers["Authorization"] == f"Bearer {EMULATED_TOKEN}"
 
 
-async def test_emulator_wire_format(ai2_emulator):
-    ai2_emulator.script = Script(chunks=["a", "b"])
-    status, ctype, body = await raw_post(
-        ai2_emulator, [("model", "olmoe-0125"), ("host", "modal"), ("content", "hé")],
-        {"X-Anonymous-User-ID": "anon-1"})
-    assert status == 200 and ctype == "application/jsonl"
-    lines = body.decode("utf-8").split("\n")
-    assert lines[-1] == ""
-    objects = [json.loads(line) for line in lines[:-1]]
-    for line, obj in zip(lines, objects):
-        assert line == json.dumps(obj)  # Python's default spacing
-    first, *chunks, final = objects
-    assert first["role"] == "system" and first["final"] is False and first["parent"] is None
-    user = first["children"][0]
-    reply = user["children"][0]
-    assert (user["role"], user["content"], reply["role"]) == ("user", "hé", "assistant")
-    assert all(MSG_ID.match(m["id"]) for m in (first, user, reply))
-    assert reply["root"] == user["root"] == first["id"]
-    assert chunks == [{"message": reply["id"], "content": "a", "logprobs": []},
-                      {"message": reply["id"], "content": "b", "logprobs": []}]
-    final_reply = final["children"][0]["children"][0]
-    assert final["final"] is True
-    assert (final_reply["content"], final_reply["final"], final_reply["finish_reason"]) == (
-        "ab", True, "stop")
-    assert list(first) == [
-        "id", "content", "snippet", "creator", "role", "opts", "root", "created", "model_id",
-        "model_host", "deleted", "parent", "template", "logprobs", "children", "completion",
-        "final", "original", "private", "model_type", "finish_reason", "harmful",
-        "expiration_time", "labels", "file_urls"]
+async def test_tool_results_of_an_unknown_thread_go_as_a_transcript(ai2_emulator):
+    ai2_emulator.script = Script("From the transcript: rainy.")
+    chunks = await collect(ai2_emulator, messages=_call_history("call_from_elsewhere"),
+                           tools=WEATHER)
+    assert text_of(chunks) == "From the transcript: rainy."
+    (req,) = chats(ai2_emulator)
+    assert req.form["role"] == "user" and "parent" not in req.form
+    assert "Tool result (call_from_elsewhere): Rainy, 12 °C" in req.form["content"]
+    assert 'Assistant called get_weather({"city":"Seattle"})' in req.form["content"]
 
 
-async def test_emulator_error_line_then_final_line(ai2_emulator):
-    ai2_emulator.script = Script(chunks=["x", "y"], fault=Fault.error_event("boom", after=1,
-                                                                            reason="length"))
-    status, _, body = await raw_post(
-        ai2_emulator, [("model", "tulu3-405b"), ("host", "inferd"), ("content", "q")],
-        {"X-Anonymous-User-ID": "anon-1"})
-    objects = [json.loads(line) for line in body.decode().splitlines()]
-    assert status == 200 and len(objects) == 4
-    reply_id = objects[0]["children"][0]["id"]
-    assert objects[2] == {"message": reply_id, "error": "boom", "reason": "length"}
-    assert objects[3]["final"] is True and objects[3]["children"][0]["content"] == "x"
+async def test_native_tool_round_trip_in_a_stored_conversation(ai2_emulator):
+    from llmplex.conversations import MemoryStore
 
-
-async def test_emulator_auth_rules(ai2_emulator):
-    fields = [("model", "tulu3-405b"), ("host", "inferd"), ("content", "q")]
-    status, ctype, body = await raw_post(ai2_emulator, fields)
-    assert status == 401 and ctype == "application/json"
-    assert json.loads(body)["error"]["code"] == 401
-    status, _, _ = await raw_post(ai2_emulator, fields, {"Authorization": "Bearer nope"})
-    assert status == 401
-    ai2_emulator.tokens["good-token"] = "user-42"
-    fields.append(("private", "false"))
-    status, _, body = await raw_post(ai2_emulator, fields, {"Authorization": "Bearer good-token"})
-    first = json.loads(body.splitlines()[0])
-    assert status == 200 and first["creator"] == "user-42" and first["private"] is False
-    status, _, body = await raw_post(ai2_emulator, fields, {"X-Anonymous-User-ID": "anon-2"})
-    assert status == 200 and json.loads(body.splitlines()[0])["private"] is True
-    assert len(ai2_emulator.requests) == 4  # every request is recorded, refused ones too
+    ai2_emulator.push(Script(tool_calls=[{"name": "get_weather",
+                                          "arguments": {"city": "Lima"}}]),
+                      Script("Lima: cloudy."))
+    async with AsyncClient(provider_options={"AllenAI": {"base_url": ai2_emulator.url,
+                                                         "api_key": EMULATED_TOKEN}},
+                           store=MemoryStore()) as client:
+        conversation = await client.conversations.create(model="allenai:olmo-3.1-32b-instruct")
+        first = await client.chat.completions.create(messages="Lima?", tools=WEATHER,
+                                                     conversation=conversation)
+        (call,) = first.choices[0].message.tool_calls
+        final = await client.chat.completions.create(
+            messages=[{"role": "tool", "tool_call_id": call.id, "content": "cloudy"}],
+            tools=WEATHER, conversation=conversation)
+    assert final.choices[0].message.content == "Lima: cloudy." and final.emulated is None
+    first_post, result = chats(ai2_emulator)
+    assert result.form["role"] == "tool_call_result" and result.form["toolCallId"] == call.id
+    assert ai2_emulator.messages[result.form["parent"]]["toolCalls"][0]["toolCallId"] == call.id

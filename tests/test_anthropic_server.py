@@ -18,7 +18,7 @@ from llmplex.testing import Fault, Script, wait_until
 
 CLAUDE = "claude-sonnet-4-5"
 GPT = "openai:gpt-4o-mini"
-ALLENAI = "allenai:tulu3-405b"
+ALLENAI = "allenai:olmo-3.1-32b-think"  # an Ai2 model without native tools
 KEY = "sk-llmplex-server-key"
 WEATHER = {"name": "get_weather", "description": "The weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},

@@ -38,7 +38,8 @@ def env(tmp_path, emulators):
     oai, _ = emulators
     environ = {k: v for k, v in os.environ.items()
                if not k.startswith("LLMPLEX_") and k not in ("OPENAI_API_KEY",
-                                                              "REPLICATE_API_TOKEN")}
+                                                              "REPLICATE_API_TOKEN",
+                                                              "AI2_API_KEY")}
     config = tmp_path / "config.toml"
     config.write_text("")
     environ.update(
@@ -112,10 +113,10 @@ def test_json_output(env):
 def test_error_exit_codes(env, emulators):
     oai, _ = emulators
     # an unknown model: an llmplex error, one line, no traceback
-    result = run(env, "chat", "Hi", "-m", "tulu-3-450b")
+    result = run(env, "chat", "Hi", "-m", "olmo-3.1-32b-instrukt")
     assert result.returncode == 1
     assert result.stderr.startswith("llmplex: error: ModelNotFoundError:")
-    assert "tulu-3-405b" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "olmo-3.1-32b-instruct" in result.stderr and len(result.stderr.splitlines()) == 1
     assert "Traceback" not in result.stderr and result.stdout == ""
     # an upstream failure
     oai.push(Script(fault=Fault.http_status(429, retry_after=3)))
@@ -123,7 +124,7 @@ def test_error_exit_codes(env, emulators):
     assert result.returncode == 1 and "RateLimitError" in result.stderr
     assert "OpenAI" in result.stderr and "429" in result.stderr
     # --debug adds the traceback
-    result = run(env, "--debug", "chat", "Hi", "-m", "tulu-3-450b")
+    result = run(env, "--debug", "chat", "Hi", "-m", "olmo-3.1-32b-instrukt")
     assert result.returncode == 1 and "Traceback" in result.stderr
     # usage errors: 2
     assert run(env, "chat", "Hi", "--temperature", "warm").returncode == 2
@@ -397,22 +398,26 @@ def test_providers_and_models_tables(env):
     data = json.loads(run(env, "providers", "--json").stdout)
     assert {p["name"] for p in data} >= {"AllenAI", "OpenAssistant", "H2o", "Replicate"}
     caps = {p["name"]: p["capabilities"] for p in data}
-    assert caps["OpenAI"]["tools"] == "native" and caps["AllenAI"]["tools"] == "emulated"
+    assert caps["OpenAI"]["tools"] == "native" and caps["AllenAI"]["tools"] == "native"
+    assert caps["Replicate"]["tools"] == "emulated"
+    ai2 = next(p for p in data if p["name"] == "AllenAI")
+    assert ai2["working"] is False and "AI2_API_KEY" in ai2["not_working_reason"]
     assert caps["OpenAssistant"]["native_stop"] is False
-    result = run(env, "models", "-p", "allenai")  # not working: nothing routable
-    assert result.stdout == "" and "AllenAI is not available: marked not working" in (
+    result = run(env, "models", "-p", "allenai")  # no credentials: nothing routable
+    assert result.stdout == "" and "AllenAI is not available: no credentials" in (
         result.stderr)
     models = run(env, "models", "-p", "allenai", "--all").stdout
-    assert "tulu3-405b" in models and "gpt-4o-mini" not in models
-    assert "no: AllenAI: marked not working" in models
+    assert "olmo-3.1-32b-instruct" in models and "gpt-4o-mini" not in models
+    assert "no: AllenAI: no credentials" in models
     listed = json.loads(run(env, "models", "--all", "--json").stdout)
-    assert {"id": "tulu3-405b", "providers": ["AllenAI"], "created": 0, "available": False,
-            "reason": "AllenAI: marked not working"} in listed
+    (molmo,) = [m for m in listed if m["id"] == "molmo2-8b"]
+    assert molmo["providers"] == ["AllenAI"] and molmo["available"] is False
+    assert molmo["reason"].startswith("AllenAI: no credentials")
     # by default: what the configured OpenAI (the emulator) lists, with its created times
     listed = {m["id"]: m for m in json.loads(run(env, "models", "--json").stdout)}
     assert listed["gpt-4o"] == {"id": "gpt-4o", "providers": ["OpenAI"],
                                 "created": DEFAULT_CREATED["gpt-4o"]}
-    assert "tulu3-405b" not in listed
+    assert "molmo2-8b" not in listed
 
 
 def test_help_documents_environment_and_exit_codes(env):

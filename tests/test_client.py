@@ -17,13 +17,14 @@ from llmplex.errors import InvalidRequestError, ModelNotFoundError
 from llmplex.providers import get_provider
 from llmplex.routing import Router
 from llmplex.testing import Script, get_emulator, serve
+from llmplex.testing.ai2 import EMULATED_TOKEN
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
 QUESTION = "What is the capital of France?"
 
 # provider name -> (emulator name, model, extra options besides base_url)
 CASES = {
-    "AllenAI": ("allenai", "tulu3-405b", {}),
+    "AllenAI": ("allenai", "olmo-3.1-32b-instruct", {"api_key": EMULATED_TOKEN}),
     "Replicate": ("replicate", "meta/meta-llama-3-8b-instruct", {"api_key": "r8_test"}),
     "OpenAssistant": ("openassistant", "OA_SFT_Llama_30B_6",
                       {"cookies": {"next-auth.session-token": "session-1"}}),
@@ -213,25 +214,28 @@ async def test_messages_validation_and_unknown_models(services):
         await client.chat.completions.create(model="openai:gpt-4o-mini", messages="x",
                                              max_tokens=0)
     with pytest.raises(ModelNotFoundError) as info:
-        await client.chat.completions.create(model="tulu-3-450b", messages="x")
+        await client.chat.completions.create(model="olmo-3.1-32b-instrukt", messages="x")
     print(info.value)  # shown with -s: the message a user sees
-    assert "tulu-3-405b" in str(info.value) and "tulu-3-405b" in info.value.suggestions
+    assert "olmo-3.1-32b-instruct" in str(info.value)
+    assert "olmo-3.1-32b-instruct" in info.value.suggestions
     with pytest.raises(ModelNotFoundError) as info:
         await client.chat.completions.create(model="allenai:gpt-5", messages="x")
-    assert info.value.provider == "AllenAI" and "tulu3-405b" in str(info.value)
+    assert info.value.provider == "AllenAI" and "olmo-3.1-32b-instruct" in str(info.value)
 
 
 async def test_not_working_providers_only_when_named(services):
     client = client_for(services)
-    # "olmo-2-13b" is an AllenAI alias only, and AllenAI is marked not working.
+    # "olmo-3.1-think" is an AllenAI alias only, and AllenAI is not working without
+    # credentials in the environment.
     with pytest.raises(ModelNotFoundError) as info:
-        await client.chat.completions.create(model="olmo-2-13b", messages="x")
-    assert "allenai:olmo-2-13b" in str(info.value)
-    completion = await client.chat.completions.create(model="allenai:olmo-2-13b", messages="x")
+        await client.chat.completions.create(model="olmo-3.1-think", messages="x")
+    assert "allenai:olmo-3.1-think" in str(info.value)
+    completion = await client.chat.completions.create(model="allenai:olmo-3.1-think",
+                                                      messages="x")
     assert completion.choices[0].message.content == ANSWER
     # ... or when the router is told to include them
     client.router.include_not_working = True
-    completion = await client.chat.completions.create(model="olmo-2-13b", messages="x")
+    completion = await client.chat.completions.create(model="olmo-3.1-think", messages="x")
     assert completion.provider == "AllenAI"
 
 
@@ -239,16 +243,18 @@ async def test_models_list_names_providers(services):
     client = client_for(services)
     models = await client.models.list(all=True)
     table = {m.id: m.providers for m in models}
-    assert table["tulu3-405b"] == ["AllenAI"]
-    assert table["tulu-3-1-8b"] == ["AllenAI"]  # a model that is also an alias: listed once
+    assert table["olmo-3.1-32b-instruct"] == ["AllenAI"]
     assert "Replicate" in table["meta/meta-llama-3-70b-instruct"]
     assert table["gpt-4o-mini"][0] == "OpenAI"
     assert models.object == "list" and models.data[0].object == "model"
-    # by default only what can be routed now: AllenAI is marked not working
+    # by default only what can be routed now: H2o is marked not working; AllenAI works
+    # with its (emulator's) token configured
     routable = {m.id: m for m in await client.models.list()}
-    assert "tulu3-405b" not in routable and routable["gpt-4o-mini"].available
-    [tulu] = [m for m in models if m.id == "tulu3-405b"]
-    assert not tulu.available and tulu.reason == "AllenAI: marked not working"
+    falcon = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3"
+    assert falcon not in routable and routable["gpt-4o-mini"].available
+    assert routable["olmo-3.1-32b-instruct"].available
+    [h2o] = [m for m in models if m.id == falcon]
+    assert not h2o.available and h2o.reason == "H2o: marked not working"
 
 
 # -- conversations -----------------------------------------------------------------------
@@ -257,7 +263,7 @@ async def test_conversation_keeps_history_and_native_state(services):
     ai2 = services["AllenAI"]
     client = client_for(services)
     conversation = await client.conversations.create()
-    first = await client.chat.completions.create(model="allenai:tulu3-405b", messages="Hello",
+    first = await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct", messages="Hello",
                                                  conversation=conversation)
     assert first.conversation_id == conversation.id
     # no model: the conversation goes on with the one it used
@@ -267,26 +273,26 @@ async def test_conversation_keeps_history_and_native_state(services):
     stored = await client.conversations.get(conversation.id)
     assert [m["content"] for m in stored.messages] == ["Hello", ANSWER, "And then?", ANSWER]
     # The second turn continued the Ai2 thread: only the new text, with the parent.
-    second = ai2.requests_to("/v4/message/stream")[1]
+    first, second = ai2.requests_to("/v5/threads/chat")
     assert second.form["content"] == "And then?" and second.form.get("parent")
-    first_id = ai2.requests_to("/v4/message/stream")[0].headers["X-Anonymous-User-ID"]
-    assert second.headers["X-Anonymous-User-ID"] == first_id
+    assert second.form["parent"] in ai2.messages
+    assert second.headers["Authorization"] == first.headers["Authorization"]
 
 
 async def test_conversation_survives_a_switch_of_provider(services):
     client = client_for(services)
     conversation = await client.conversations.create(
         messages=[{"role": "system", "content": "Be brief."}])
-    await client.chat.completions.create(model="allenai:tulu3-405b", messages="Turn one",
+    await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct", messages="Turn one",
                                          conversation=conversation)
     await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Turn two",
                                          conversation=conversation)
     sent = services["OpenAI"].requests_to("/chat/completions")[0].json["messages"]
     assert [m["content"] for m in sent] == ["Be brief.", "Turn one", ANSWER, "Turn two"]
     # Back on Ai2: its thread does not know turn two, so the whole history is sent anew.
-    await client.chat.completions.create(model="allenai:tulu3-405b", messages="Turn three",
+    await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct", messages="Turn three",
                                          conversation=conversation)
-    third = services["AllenAI"].requests_to("/v4/message/stream")[-1]
+    third = services["AllenAI"].requests_to("/v5/threads/chat")[-1]
     assert "parent" not in third.form
     assert "Turn one" in third.form["content"] and "Turn two" in third.form["content"]
     stored = await client.conversations.get(conversation.id)

@@ -42,8 +42,8 @@ def test_an_unknown_provider_key_has_a_did_you_mean(tmp_path):
 
 
 def test_a_key_another_provider_takes_is_unknown_here(tmp_path):
-    error = refused(tmp_path, '[providers.AllenAI]\napi_key = "x"\n')  # AllenAI has no key
-    assert "unknown key 'api_key'" in str(error)
+    error = refused(tmp_path, '[providers.AllenAI]\ncookies = { a = "x" }\n')  # no cookies
+    assert "unknown key 'cookies'" in str(error)
 
 
 @pytest.mark.parametrize("line, words", [

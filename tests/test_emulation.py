@@ -26,6 +26,11 @@ from llmplex.testing import Script
 
 TEXT_ONLY = {"allenai": "AllenAI", "openassistant": "OpenAssistant", "h2o": "H2o",
              "replicate": "Replicate"}
+#: an Ai2 model without native tool calls (olmo-3.1-32b-instruct has them: no emulation)
+AI2 = "allenai:olmo-3.1-32b-think"
+#: the model each text-only service is asked for (its default, Ai2's text-only one)
+MODELS = {service: AI2 if service == "allenai" else f"{name.lower()}:"
+          for service, name in TEXT_ONLY.items()}
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city",
     "parameters": {"type": "object", "properties": {
@@ -86,7 +91,7 @@ async def test_a_text_only_provider_answers_a_tool_call(services, client, servic
     services.emulators[service].push(Script(FORMATS[form]))
     async with client:
         done = await client.chat.completions.create(
-            model=f"{TEXT_ONLY[service].lower()}:", messages=QUESTION, tools=TOOLS)
+            model=MODELS[service], messages=QUESTION, tools=TOOLS)
     choice = done.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert calls_of(done) == [("get_weather", {"city": "Paris"})]
@@ -112,7 +117,7 @@ async def test_several_calls_streamed_with_prose_first(services, client, service
     services.emulators[service].push(Script(answer))
     async with client:
         stream = await client.chat.completions.create(
-            model=f"{TEXT_ONLY[service].lower()}:", messages=QUESTION, tools=TOOLS, stream=True)
+            model=MODELS[service], messages=QUESTION, tools=TOOLS, stream=True)
         chunks = [chunk async for chunk in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == "I will check both.\n"
@@ -133,7 +138,7 @@ async def test_prose_only_is_an_answer(services, client, service):
     services.emulators[service].push(Script("It is sunny in Paris, {as far as I know}."))
     async with client:
         done = await client.chat.completions.create(
-            model=f"{TEXT_ONLY[service].lower()}:", messages=QUESTION, tools=TOOLS)
+            model=MODELS[service], messages=QUESTION, tools=TOOLS)
     assert done.choices[0].message.content == "It is sunny in Paris, {as far as I know}."
     assert done.choices[0].finish_reason == "stop"
     assert done.choices[0].message.tool_calls is None
@@ -143,7 +148,7 @@ async def test_json_that_is_no_call_is_text(services, client):
     services.emulators["allenai"].push(Script('{"city": "Paris", "forecast": "sun"}'))
     async with client:
         done = await client.chat.completions.create(
-            model="allenai:", messages=QUESTION, tools=TOOLS)
+            model=AI2, messages=QUESTION, tools=TOOLS)
     assert done.choices[0].message.content == '{"city": "Paris", "forecast": "sun"}'
     assert done.choices[0].finish_reason == "stop"
 
@@ -163,7 +168,7 @@ async def test_an_invalid_call_is_retried_once(services, client, service, bad):
     emulator.push(Script(bad), Script(f"<tool_call>{CALL}</tool_call>"))
     async with client:
         done = await client.chat.completions.create(
-            model=f"{TEXT_ONLY[service].lower()}:", messages=QUESTION, tools=TOOLS)
+            model=MODELS[service], messages=QUESTION, tools=TOOLS)
     assert calls_of(done) == [("get_weather", {"city": "Paris"})]
     first, retry = prompts(services, service)[-2:]
     # The retry carries the bad answer and a correction naming what was wrong with it.
@@ -179,7 +184,7 @@ async def test_twice_invalid_is_a_tool_call_error_with_the_raw_answer(services, 
     async with client:
         with pytest.raises(ToolCallError) as caught:
             result = await client.chat.completions.create(
-                model="allenai:", messages=QUESTION, tools=TOOLS, stream=stream)
+                model=AI2, messages=QUESTION, tools=TOOLS, stream=stream)
             if stream:
                 async for _ in result:
                     pass
@@ -223,7 +228,7 @@ async def test_a_named_function_must_be_the_one_called(services, client):
         Script('<tool_call>{"name": "get_time", "arguments": {"city": "Paris"}}</tool_call>'))
     async with client:
         done = await client.chat.completions.create(
-            model="allenai:", messages=QUESTION, tools=TOOLS,
+            model=AI2, messages=QUESTION, tools=TOOLS,
             tool_choice={"type": "function", "function": {"name": "get_time"}})
     assert calls_of(done) == [("get_time", {"city": "Paris"})]
 
@@ -234,14 +239,14 @@ async def test_parallel_tool_calls_false_allows_one(services, client):
     async with client:
         with pytest.raises(ToolCallError, match="parallel_tool_calls"):
             await client.chat.completions.create(
-                model="allenai:", messages=QUESTION, tools=TOOLS, parallel_tool_calls=False)
+                model=AI2, messages=QUESTION, tools=TOOLS, parallel_tool_calls=False)
 
 
 async def test_tool_choice_none_offers_no_tools(services, client):
     services.emulators["allenai"].push(Script("No tools needed: it is sunny."))
     async with client:
         done = await client.chat.completions.create(
-            model="allenai:", messages=QUESTION, tools=TOOLS, tool_choice="none")
+            model=AI2, messages=QUESTION, tools=TOOLS, tool_choice="none")
     assert done.choices[0].message.content == "No tools needed: it is sunny."
     assert "get_weather" not in services.emulators["allenai"].requests[-1].text
 
@@ -268,7 +273,7 @@ async def test_a_stored_conversation_carries_emulated_calls(services, client):
     services.emulators["allenai"].push(Script(f"<tool_call>{CALL}</tool_call>"),
                                        Script("Sunny, 21 degrees."))
     async with client:
-        conversation = await client.conversations.create(model="allenai:")
+        conversation = await client.conversations.create(model=AI2)
         done = await client.chat.completions.create(
             messages=QUESTION, tools=TOOLS, conversation=conversation)
         call = done.choices[0].message.tool_calls[0]
@@ -290,7 +295,7 @@ async def test_a_native_route_is_preferred(services):
     services.emulators["openai"].push(Script(tool_calls=[
         {"name": "get_weather", "arguments": {"city": "Paris"}}]))
     client = emulated_client(services, router=Router(
-        include_not_working=True, aliases={"any": ["allenai:", "openai:gpt-4o-mini"]}))
+        include_not_working=True, aliases={"any": [AI2, "openai:gpt-4o-mini"]}))
     async with client:
         done = await client.chat.completions.create(model="any", messages=QUESTION, tools=TOOLS)
         assert done.provider == "OpenAI" and done.emulated is None
@@ -303,15 +308,15 @@ async def test_emulation_can_be_turned_off(services, client):
     async with client:
         with pytest.raises(InvalidRequestError, match="emulat") as caught:
             await client.chat.completions.create(
-                model="allenai:", messages=QUESTION, tools=TOOLS, emulate=False)
+                model=AI2, messages=QUESTION, tools=TOOLS, emulate=False)
         assert caught.value.param == "tools"
         with pytest.raises(InvalidRequestError, match="emulate"):
             await client.chat.completions.create(
-                model="allenai:", messages=QUESTION, tools=TOOLS, emulate="no")
+                model=AI2, messages=QUESTION, tools=TOOLS, emulate="no")
     off = emulated_client(services, router=Router(include_not_working=True, emulate=False))
     async with off:
         with pytest.raises(InvalidRequestError, match="tools"):
-            await off.chat.completions.create(model="allenai:", messages=QUESTION, tools=TOOLS)
+            await off.chat.completions.create(model=AI2, messages=QUESTION, tools=TOOLS)
     assert not services.emulators["allenai"].requests  # refused before anything was sent
 
 
@@ -320,7 +325,7 @@ def test_the_legacy_functions_field_is_not_emulated(services, client):
         Client(router=Router(include_not_working=True),
                provider_options=services.provider_options(), store=MemoryStore()
                ).chat.completions.create(
-            model="allenai:", messages=QUESTION,
+            model=AI2, messages=QUESTION,
             functions=[{"name": "get_weather", "parameters": {"type": "object"}}])
 
 
@@ -354,7 +359,7 @@ async def test_json_schema_output_is_extracted_and_validated(services, client, s
         'Here you are:\n```json\n{"city": "Paris", "celsius": 21}\n```'))
     async with client:
         done = await client.chat.completions.create(
-            model=f"{TEXT_ONLY[service].lower()}:", messages=QUESTION,
+            model=MODELS[service], messages=QUESTION,
             response_format=SCHEMA_FORMAT)
     assert json.loads(done.choices[0].message.content) == {"city": "Paris", "celsius": 21}
     assert done.emulated == ["response_format"]
@@ -405,7 +410,7 @@ def test_sdk_tool_round_trip_to_a_text_only_provider(services, sdk):
     emulator = services.emulators["allenai"]
     emulator.push(Script(f"Checking.\n<tool_call>{CALL}</tool_call>"),
                   Script("It is 21 degrees and sunny in Paris."))
-    first = sdk.chat.completions.create(model="allenai:", messages=QUESTION, tools=TOOLS)
+    first = sdk.chat.completions.create(model=AI2, messages=QUESTION, tools=TOOLS)
     message = first.choices[0].message
     assert first.choices[0].finish_reason == "tool_calls"
     assert message.tool_calls[0].function.name == "get_weather"
@@ -413,7 +418,7 @@ def test_sdk_tool_round_trip_to_a_text_only_provider(services, sdk):
     history = [*QUESTION, message.model_dump(exclude_none=True),
                {"role": "tool", "tool_call_id": message.tool_calls[0].id,
                 "content": '{"celsius": 21, "sunny": true}'}]
-    with sdk.chat.completions.stream(model="allenai:", messages=history, tools=TOOLS) as stream:
+    with sdk.chat.completions.stream(model=AI2, messages=history, tools=TOOLS) as stream:
         final = stream.get_final_completion()
     assert final.choices[0].message.content == "It is 21 degrees and sunny in Paris."
     assert '\\"celsius\\": 21' in emulator.requests[-1].text or \
@@ -441,7 +446,7 @@ def test_sdk_parse_against_a_text_only_provider(services, sdk):
 
 def test_sdk_can_turn_emulation_off(sdk):
     with pytest.raises(openai.BadRequestError) as caught:
-        sdk.chat.completions.create(model="allenai:", messages=QUESTION, tools=TOOLS,
+        sdk.chat.completions.create(model=AI2, messages=QUESTION, tools=TOOLS,
                                     extra_body={"emulate": False})
     assert caught.value.body["param"] == "tools"
 
@@ -449,8 +454,11 @@ def test_sdk_can_turn_emulation_off(sdk):
 def test_providers_endpoint_says_what_is_emulated(sdk):
     listed = sdk.get("/providers", cast_to=object)
     caps = {p["name"]: p["capabilities"] for p in listed["data"]}
-    assert caps["AllenAI"]["tools"] == "emulated"
-    assert caps["AllenAI"]["emulated"] == ["json_object", "json_schema", "tools"]
+    assert caps["Replicate"]["tools"] == "emulated"
+    assert caps["Replicate"]["emulated"] == ["json_object", "json_schema", "tools"]
+    # AllenAI: native tools on some models (emulated on the others), JSON output emulated
+    assert caps["AllenAI"]["tools"] == "native"
+    assert caps["AllenAI"]["emulated"] == ["json_object", "json_schema"]
     assert caps["OpenAI"]["tools"] == "native" and caps["OpenAI"]["emulated"] == []
 
 

@@ -18,6 +18,7 @@ from llmplex.errors import ResponseStatusError
 from llmplex.providers import AllenAI, Anthropic, H2o, OpenAssistant, Replicate
 from llmplex.providers.openai_compatible import OpenAICompatible
 from llmplex.testing import EMULATORS, Script, get_emulator, serve
+from llmplex.testing.ai2 import EMULATED_TOKEN
 from llmplex.testing.openassistant import OpenAssistantEmulator
 
 LINE = "Grüße aus Köln 😀 -- the quick brown fox jumps over the lazy dog\n"
@@ -50,8 +51,9 @@ def test_prompt_is_over_two_megabytes():
 
 async def test_allenai_takes_a_large_multipart_prompt():
     with serve(get_emulator("allenai")(Script(REPLY))) as emu:
-        chunks = [c async for c in AllenAI.create_async_generator("", PROMPT, base_url=emu.url)]
-        [record] = emu.requests_to(STREAM, "POST")
+        chunks = [c async for c in AllenAI.create_async_generator(
+            "", PROMPT, base_url=emu.url, api_key=EMULATED_TOKEN)]
+        [record] = emu.requests_to("/v5/threads/chat", "POST")
     assert text_of(chunks) == REPLY
     assert record.headers["Content-Type"].startswith("multipart/form-data")
     assert len(record.body) > 2_000_000
@@ -124,7 +126,7 @@ def test_every_emulator_is_covered():
 # -- the multipart parser, with hand-made bodies ---------------------------------------------
 
 
-async def post(emu, data, headers=None):
+async def post(emu, data, headers=None):  # to the v4 emulator: its form parser
     async with aiohttp.ClientSession() as session, session.post(
             emu.url + STREAM, data=data, headers=headers or {}) as resp:
         return resp.status, await resp.read()
@@ -142,7 +144,7 @@ def raw_body(boundary: str, parts: list[tuple[str, bytes]], preamble: bytes = b"
     return out + (b"--" + boundary.encode() + b"--\r\n" if close else b"")
 
 
-async def test_multipart_large_binary_file_part_and_charsets(ai2_emulator):
+async def test_multipart_large_binary_file_part_and_charsets(ai2_v4_emulator):
     blob = bytes(range(256)) * 8192 + b"\r\n--\r\n\r\n--" * 1000  # 2 MB, CRLFs and dashes
     big = "é" * 1_100_000
     body = raw_body("7f3a9c", [
@@ -155,10 +157,10 @@ async def test_multipart_large_binary_file_part_and_charsets(ai2_emulator):
         (('Content-Disposition: form-data; name="attachment"; filename="blob.bin"\r\n'
           "Content-Type: application/octet-stream"), blob),
     ])
-    status, _ = await post(ai2_emulator, io.BytesIO(body), {
+    status, _ = await post(ai2_v4_emulator, io.BytesIO(body), {
         "Content-Type": "multipart/form-data; boundary=7f3a9c",
         "X-Anonymous-User-ID": "anon-1"})
-    record = ai2_emulator.requests[-1]
+    record = ai2_v4_emulator.requests[-1]
     assert len(record.body) == len(body) > 4_000_000
     assert record.form["content"] == [big, "café"]
     assert record.form["attachment"] == blob
@@ -166,7 +168,7 @@ async def test_multipart_large_binary_file_part_and_charsets(ai2_emulator):
     assert status == 400  # two values for content: olmo-api's validation, not a crash
 
 
-async def test_multipart_preamble_transfer_encodings_and_folded_headers(ai2_emulator):
+async def test_multipart_preamble_transfer_encodings_and_folded_headers(ai2_v4_emulator):
     boundary = "b0undary"
     body = raw_body(boundary, [
         ('Content-Disposition: form-data; name="model"', b"tulu3-405b"),
@@ -177,10 +179,10 @@ async def test_multipart_preamble_transfer_encodings_and_folded_headers(ai2_emul
           "Content-Transfer-Encoding: quoted-printable"), b"tr=\r\nue"),
         ("Content-Type: text/plain", b"a part without a name is skipped"),
     ], preamble=b"This is the preamble.")
-    status, _ = await post(ai2_emulator, body, {
+    status, _ = await post(ai2_v4_emulator, body, {
         "Content-Type": f"multipart/form-data; boundary={boundary}",
         "X-Anonymous-User-ID": "anon-2"})
-    assert ai2_emulator.requests[-1].form == {
+    assert ai2_v4_emulator.requests[-1].form == {
         "model": "tulu3-405b", "host": "inferd", "content": "Hi, there", "private": "true"}
     assert status == 200
 
@@ -195,8 +197,8 @@ async def test_multipart_preamble_transfer_encodings_and_folded_headers(ai2_emul
     (raw_body("xyz", [('Content-Disposition: form-data; name="content"', b"\xff\xfe")]),
      "multipart/form-data; boundary=xyz"),  # not UTF-8
 ])
-async def test_malformed_multipart_is_a_400_not_a_crash(ai2_emulator, body, ctype):
-    status, answer = await post(ai2_emulator, body, {"Content-Type": ctype,
+async def test_malformed_multipart_is_a_400_not_a_crash(ai2_v4_emulator, body, ctype):
+    status, answer = await post(ai2_v4_emulator, body, {"Content-Type": ctype,
                                                      "X-Anonymous-User-ID": "anon-3"})
-    assert ai2_emulator.requests[-1].form == {}
+    assert ai2_v4_emulator.requests[-1].form == {}
     assert status == 400, answer

@@ -246,7 +246,7 @@ def test_an_image_part_is_forwarded_through_the_server(server, emulator):
                                                                "content": parts}])
     assert received(emulator)["messages"] == [{"role": "user", "content": parts}]
     with pytest.raises(openai.BadRequestError) as info:  # a text-only provider refuses it
-        server.oai.chat.completions.create(model="allenai:tulu3-405b", messages=[
+        server.oai.chat.completions.create(model="allenai:olmo-3.1-32b-think", messages=[
             {"role": "user", "content": parts}])
     assert info.value.body["param"] == "messages[0].content[1]"
 

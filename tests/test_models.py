@@ -92,8 +92,9 @@ async def test_all_lists_everything_saying_why(monkeypatch, upstreams):
     configure(monkeypatch, upstreams, "OpenAI")
     models = {m.id: m for m in await client().models.list(all=True)}
     assert models["gpt-4o"].available
-    assert not models["tulu3-405b"].available
-    assert models["tulu3-405b"].reason == "AllenAI: marked not working"
+    assert not models["h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3"].available
+    assert models["h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3"].reason == "H2o: marked not working"
+    assert models["molmo2-8b"].reason.startswith("AllenAI: no credentials (set AI2_API_KEY")
     assert models["llama-3.1-8b-instant"].reason == "Groq: no API key (set GROQ_API_KEY)"
     assert models["llama3.2"].reason.startswith("Ollama: a local server that is not configured")
     assert models["meta/meta-llama-3-70b-instruct"].reason == (
@@ -370,18 +371,18 @@ def test_v1_models_lists_only_routable_models(monkeypatch, upstreams):
         assert {p for m in models.values() for p in m.model_extra["providers"]} == {
             "OpenAI", "Groq"}
         assert all(m.model_extra["available"] for m in models.values())
-        assert "tulu3-405b" not in models and "claude" not in str(models)
+        assert "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3" not in models and "claude" not in str(models)
         oai.models.list()
         assert len(listings(upstreams["OpenAI"])) == 1  # cached across requests
         assert oai.models.retrieve("gpt-4o").created == DEFAULT_CREATED["gpt-4o"]
         with pytest.raises(openai.NotFoundError) as info:
-            oai.models.retrieve("tulu3-405b")
+            oai.models.retrieve("h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3")
         assert "not available" in str(info.value) and "marked not working" in str(info.value)
 
         everything = oai.models.list(extra_query={"all": "true"}).data
         table = {m.id: m.model_extra for m in everything}
-        assert table["tulu3-405b"]["available"] is False
-        assert table["tulu3-405b"]["reason"] == "AllenAI: marked not working"
+        assert table["h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3"]["available"] is False
+        assert table["h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3"]["reason"] == "H2o: marked not working"
         assert table["gpt-4o"]["available"] is True and "reason" not in table["gpt-4o"]
         plain = httpx.get(server.url + "/v1/models", timeout=15).json()
         assert plain["object"] == "list" and len(plain["data"]) == len(models)
@@ -396,7 +397,7 @@ def test_in_emulate_mode_every_emulated_provider_is_routable():
             providers = {p for names in models.values() for p in names}
             assert {"AllenAI", "Replicate", "H2o", "OpenAssistant", "OpenAI", "Groq",
                     "Ollama"} <= providers
-            assert "tulu3-405b" in models
+            assert "olmo-3.1-32b-instruct" in models
             everything = oai.models.list(extra_query={"all": "true"}).data
             assert all(m.model_extra["available"] for m in everything)
 
@@ -456,5 +457,5 @@ def test_llmplex_models_lists_what_is_routable(monkeypatch, upstreams, tmp_path)
     emulated = run("--emulate", "--json")
     assert "EMULATED" in emulated.stderr
     table = {m["id"]: m for m in json.loads(emulated.stdout)}
-    assert "tulu3-405b" in table and "AllenAI" in table["tulu3-405b"]["providers"]
+    assert "molmo2-8b" in table and "AllenAI" in table["molmo2-8b"]["providers"]
     assert "llama-3.3-70b-versatile" not in table  # the emulators, not the user's Groq

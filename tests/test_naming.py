@@ -122,5 +122,5 @@ async def test_a_provider_argument_typo_has_a_did_you_mean(services):
 
 def test_aliases_name_only_the_model_served():
     assert not any(alias.startswith("llama") for alias in AllenAI.model_aliases)
-    assert AllenAI.get_model("tulu-3-405b") == AllenAI.default_model
+    assert AllenAI.get_model("olmo-3.1-32b") == AllenAI.default_model
     assert "llama-3.1-405b" not in Router().catalog()

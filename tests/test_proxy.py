@@ -19,12 +19,13 @@ from llmplex.errors import ProviderConnectionError
 from llmplex.providers import get_provider
 from llmplex.providers.legacy import h2o as legacy_h2o
 from llmplex.testing import Script, get_emulator, serve
+from llmplex.testing.ai2 import EMULATED_TOKEN
 
 ANSWER = "Through the proxy, intact: Привет 😀"
 USER, PASSWORD = "proxyuser", "s3cret-pw"
 
 CASES = {
-    "AllenAI": ("allenai", "tulu3-405b", {}),
+    "AllenAI": ("allenai", "olmo-3.1-32b-instruct", {"api_key": EMULATED_TOKEN}),
     "Replicate": ("replicate", "meta/meta-llama-3-8b-instruct", {"api_key": "r8_test"}),
     "OpenAssistant": ("openassistant", "OA_SFT_Llama_30B_6",
                       {"cookies": {"next-auth.session-token": "session-1"}}),

@@ -110,6 +110,8 @@ class Emulators:
         if key == "REPLICATE_API_TOKEN":
             return {"LLMPLEX_REPLICATE_BASE_URL": self.url("replicate"),
                     key: self.exports[key]}
+        if key == "AI2_API_KEY":
+            return {"LLMPLEX_ALLENAI_BASE_URL": self.url("allenai"), key: self.exports[key]}
         if key == "ANTHROPIC_API_KEY":
             return {"LLMPLEX_ANTHROPIC_BASE_URL": self.url("anthropic"),
                     key: self.exports[key]}

@@ -16,6 +16,7 @@ from llmplex.providers import get_provider
 from llmplex.request import ChatRequest
 from llmplex.routing import Router
 from llmplex.testing import Script, get_emulator, serve
+from llmplex.testing.ai2 import EMULATED_TOKEN
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 TOOLS = [{"type": "function", "function": {
@@ -33,7 +34,7 @@ def emulators():
 def client_for(emulators, **router) -> AsyncClient:
     return AsyncClient(store=MemoryStore(), router=Router(**router), provider_options={
         "OpenAI": {"base_url": emulators["openai"].url + "/v1", "api_key": "sk-test"},
-        "AllenAI": {"base_url": emulators["allenai"].url},
+        "AllenAI": {"base_url": emulators["allenai"].url, "api_key": EMULATED_TOKEN},
         "Replicate": {"base_url": emulators["replicate"].url, "api_key": "r8_test"}})
 
 
@@ -89,7 +90,9 @@ async def test_a_field_the_route_cannot_serve_names_who_could(emulators, kwargs,
     kwargs = {"messages": "Hi", **kwargs}
     async with client_for(emulators) as client:
         with pytest.raises(InvalidRequestError) as info:
-            await client.chat.completions.create(model="allenai:tulu3-405b", **kwargs)
+            # a text-only Ai2 model
+            await client.chat.completions.create(model="allenai:olmo-3.1-32b-think",
+                                                 **kwargs)
     message = str(info.value)
     assert info.value.param == param
     assert needle in message and "AllenAI" in message
@@ -105,7 +108,7 @@ async def test_routing_skips_routes_without_the_capability(emulators):
     # image goes to OpenAI only; a plain one still goes to the first.
     emulators["openai"].script = Script(tool_calls=[{"name": "get_weather",
                                                      "arguments": {"city": "Paris"}}])
-    aliases = {"any": ["allenai:tulu3-405b", "openai:gpt-4o-mini"]}
+    aliases = {"any": ["allenai:olmo-3.1-32b-think", "openai:gpt-4o-mini"]}
     async with client_for(emulators, aliases=aliases) as client:
         answer = await client.chat.completions.create(model="any", messages="Hi", tools=TOOLS)
         assert answer.provider == "OpenAI"

@@ -282,10 +282,14 @@ def test_images_and_refusals(server):
         "I can't help with that."]
 
 
+AI2_TEXT_ONLY = "allenai:olmo-3.1-32b-think"
+
+
 def test_function_tool_on_a_text_only_provider_is_emulated(server):
     server.emu["allenai"].push(Script(
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'))
-    response = server.sdk.responses.create(model="allenai:", input="Weather in Paris?",
+    # an Ai2 model without native tools (olmo-3.1-32b-instruct calls them itself)
+    response = server.sdk.responses.create(model=AI2_TEXT_ONLY, input="Weather in Paris?",
                                            tools=[WEATHER])
     [call] = response.output
     assert call.type == "function_call" and call.name == "get_weather"
@@ -294,7 +298,7 @@ def test_function_tool_on_a_text_only_provider_is_emulated(server):
     # the answer goes back as a function_call_output, rendered for the text-only model
     server.emu["allenai"].push(Script("It is 22 C in Paris."))
     done = server.sdk.responses.create(
-        model="allenai:", previous_response_id=response.id, tools=[WEATHER],
+        model=AI2_TEXT_ONLY, previous_response_id=response.id, tools=[WEATHER],
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "22 C"}])
     assert done.output_text == "It is 22 C in Paris."
     prompt = [r.text for r in server.emu["allenai"].requests if r.method == "POST"][-1]

@@ -84,7 +84,9 @@ async def test_agent_on_a_text_only_provider(served):
     emulator.push(Script(
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>'))
     emulator.push(Script("Sunny in Rome."))
-    agent = Agent(name="Weather", instructions="Use the tool.", model="allenai:",
+    # an Ai2 model without native tools (olmo-3.1-32b-instruct calls them itself)
+    agent = Agent(name="Weather", instructions="Use the tool.",
+                  model="allenai:olmo-3.1-32b-think",
                   tools=[get_weather])
     result = await Runner.run(agent, "Weather in Rome?")
     assert result.final_output == "Sunny in Rome."

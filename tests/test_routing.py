@@ -233,8 +233,8 @@ def test_resolution_of_names():
     router = Router()
     (route,) = router.resolve("replicate:meta/meta-llama-3-8b-instruct")
     assert (route.name, route.model, route.named) == ("Replicate", "meta/meta-llama-3-8b-instruct", True)
-    (route,) = router.resolve("allenai:tulu-3-405b")  # alias resolved by the provider
-    assert route.model == "tulu3-405b"
+    (route,) = router.resolve("allenai:olmo-3.1-32b")  # alias resolved by the provider
+    assert route.model == "olmo-3.1-32b-instruct"
     (route,) = router.resolve("ollama:llama3.2:1b")  # colons inside the model name survive
     assert (route.name, route.model) == ("Ollama", "llama3.2:1b")
     # a bare listed name: every working provider listing it

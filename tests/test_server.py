@@ -27,7 +27,7 @@ MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 # provider prefix model -> emulator name
 MODELS = {
     "openai:gpt-4o-mini": "openai",
-    "allenai:tulu3-405b": "allenai",
+    "allenai:olmo-3.1-32b-instruct": "allenai",
     "replicate:meta/meta-llama-3-8b-instruct": "replicate",
     "h2o:falcon-40b": "h2o",
     "openassistant:OA_SFT_Llama_30B_6": "openassistant",
@@ -141,7 +141,7 @@ def test_stream_include_usage_is_a_final_chunk_with_empty_choices(server):
 async def test_async_openai_client_streams(server):
     async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x",
                                   max_retries=0) as oai:
-        stream = await oai.chat.completions.create(model="allenai:tulu3-405b",
+        stream = await oai.chat.completions.create(model="allenai:olmo-3.1-32b-instruct",
                                                    messages=MESSAGES, stream=True)
         text = "".join([c.choices[0].delta.content or "" async for c in stream])
     assert text == ANSWER
@@ -186,7 +186,7 @@ def test_vendor_fields_go_to_compatible_upstreams_and_are_refused_elsewhere(serv
     sent = server.emu["openai"].requests_to("/chat/completions")[-1].json
     assert sent["some_future_field"] == {"x": 1}
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(model="allenai:tulu3-405b", messages=MESSAGES,
+        oai.chat.completions.create(model="allenai:olmo-3.1-32b-instruct", messages=MESSAGES,
                                     extra_body={"some_future_field": 1})
     assert info.value.body["param"] == "some_future_field"
     assert not server.emu["allenai"].requests
@@ -200,9 +200,9 @@ def test_vendor_fields_go_to_compatible_upstreams_and_are_refused_elsewhere(serv
 def test_model_list_and_retrieve(server):
     oai = server.openai()
     models = {m.id: m for m in oai.models.list()}
-    assert "gpt-4o-mini" in models and "tulu3-405b" in models
-    assert models["tulu3-405b"].model_extra["providers"] == ["AllenAI"]
-    assert oai.models.retrieve("tulu3-405b").id == "tulu3-405b"
+    assert "gpt-4o-mini" in models and "molmo2-8b" in models
+    assert models["molmo2-8b"].model_extra["providers"] == ["AllenAI"]
+    assert oai.models.retrieve("molmo2-8b").id == "molmo2-8b"
     with pytest.raises(openai.NotFoundError):
         oai.models.retrieve("no-such-model")
 
@@ -258,10 +258,14 @@ def test_providers_show_health_cooldown_and_emulation(server):
     assert table["OpenAI"]["capabilities"]["response_format"] == ["json_object", "json_schema"]
     assert table["Groq"]["capabilities"]["n"] is False
     assert table["OpenAI"]["health"]["successes"] == 1 and not table["OpenAI"]["cooling_down"]
-    assert table["AllenAI"]["working"] is False and "tulu3-405b" in table["AllenAI"]["models"]
+    # configured with the emulator's token, AllenAI is usable; it says why when it is not
+    ai2 = table["AllenAI"]
+    assert ai2["working"] is True and ai2["not_working_reason"] is None
+    assert "olmo-3.1-32b-instruct" in ai2["models"]
+    assert table["H2o"]["working"] is False and table["H2o"]["not_working_reason"]
     assert table["OpenAssistant"]["needs_auth"] is True
     # the dummy credentials of the emulated providers never show
-    for secret in ("r8_emulated", "sk-emulated", "emulated-session"):
+    for secret in ("r8_emulated", "sk-emulated", "emulated-session", "ai2-emulated-token"):
         assert secret not in response.text
 
 
@@ -319,10 +323,11 @@ def test_malformed_json_and_non_object_bodies(server):
 
 def test_unknown_model_is_404_with_suggestions(server):
     with pytest.raises(openai.NotFoundError) as info:
-        server.openai().chat.completions.create(model="tulu-3-450b", messages=MESSAGES)
+        server.openai().chat.completions.create(model="olmo-3.1-32b-instrukt",
+                                                messages=MESSAGES)
     error = info.value.body
     assert error["code"] == "model_not_found" and error["param"] == "model"
-    assert "Did you mean" in error["message"] and "tulu-3-405b" in error["message"]
+    assert "Did you mean" in error["message"] and "olmo-3.1-32b-instruct" in error["message"]
     assert info.value.response.headers["x-should-retry"] == "false"
     # an unknown provider is the caller's mistake: 400
     with pytest.raises(openai.BadRequestError, match="unknown provider"):
@@ -665,8 +670,9 @@ def test_serve_emulate_from_the_command_line(tmp_path):
         assert providers["emulated"] is True
         assert all(p["emulated"] for p in providers["data"])
         with openai.OpenAI(base_url=url, api_key="x", max_retries=0) as oai:
-            # AllenAI is marked not working, but in emulation every provider is routed to
-            answer = oai.chat.completions.create(model="tulu3-405b", messages=MESSAGES)
+            # AllenAI has no credentials in this environment (not working), but in
+            # emulation every provider is routed to
+            answer = oai.chat.completions.create(model="molmo2-8b", messages=MESSAGES)
             assert "allenai emulator" in answer.choices[0].message.content
             stream = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
                                                  stream=True)

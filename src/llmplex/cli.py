@@ -635,7 +635,9 @@ def cmd_providers(args: argparse.Namespace, config: Config) -> int:
         key_env = _key_env(name)
         configured = (name in config.providers or bool(cls.env_base_url())
                       or bool(key_env and os.environ.get(key_env)))
-        items.append({"name": name, "label": cls.label, "working": cls.working,
+        why_not = cls.why_not_working(config.providers.get(name))
+        items.append({"name": name, "label": cls.label, "working": why_not is None,
+                      "not_working_reason": why_not,
                       "needs_auth": cls.needs_auth, "configured": configured,
                       "default_model": getattr(cls, "default_model", "") or None,
                       "models": cls.get_models(), "url": cls.url,  # type: ignore[attr-defined]

@@ -222,9 +222,11 @@ class AsyncClient:
         """Why ``provider`` cannot serve a request now, or None when it can (working, and
         configured as far as it needs: credentials, a base URL, a local server set up)."""
         name = provider.get_name()
-        if not provider.working and not self.router.include_not_working:
-            return "marked not working"
         options = self.provider_options.get(name.lower(), {})
+        if not self.router.include_not_working:
+            why = provider.why_not_working(options)  # "marked not working", or its own
+            if why is not None:
+                return why
         if getattr(provider, "local", False) and not self.configured(provider):
             return (f"a local server that is not configured (set LLMPLEX_{name.upper()}"
                     f"_BASE_URL or add [providers.{name}])")
@@ -234,7 +236,8 @@ class AsyncClient:
             return f"no base URL (set LLMPLEX_{name.upper()}_BASE_URL)"
         if provider.needs_auth:
             key, key_env = self._key(provider)
-            if not (key or options.get("cookies") or options.get("headers")):
+            if not (key or options.get("cookies") or options.get("headers")
+                    or options.get("captcha_token")):
                 return (f"no API key (set {key_env})" if key_env
                         else f"no credentials (add [providers.{name}])")
         return None

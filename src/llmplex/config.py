@@ -82,6 +82,7 @@ ENVIRONMENT: dict[str, str] = {
     "LLMPLEX_SERVER_API_KEYS": "API keys `llmplex serve` accepts, comma-separated",
     "LLMPLEX_<PROVIDER>_BASE_URL": "where a provider's service is (e.g. LLMPLEX_OPENAI_BASE_URL)",
     "<SERVICE>_API_KEY": "provider keys: REPLICATE_API_TOKEN, OPENAI_API_KEY, ANTHROPIC_API_KEY, GROQ_API_KEY...",
+    "AI2_API_KEY": "Ai2 Playground sign-in (an Auth0 access token of playground.allenai.org)",
     "LLMPLEX_COOKIES_DIR": "directory of exported browser cookies (OpenAssistant)",
 }
 
@@ -263,7 +264,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
 
 #: proxy URL schemes the HTTP layer speaks
 PROXY_SCHEMES = ("http", "https", "socks4", "socks5")
-_STRINGS = ("api_key", "base_url", "proxy")
+_STRINGS = ("api_key", "base_url", "proxy", "api_version", "captcha_token")
 _STRING_TABLES = ("cookies", "headers")
 
 
@@ -335,4 +336,5 @@ def _key_env(provider: str) -> str | None:
 
     if provider in ENDPOINTS:
         return ENDPOINTS[provider].api_key_env
-    return {"Replicate": "REPLICATE_API_TOKEN", "Anthropic": "ANTHROPIC_API_KEY"}.get(provider)
+    return {"Replicate": "REPLICATE_API_TOKEN", "Anthropic": "ANTHROPIC_API_KEY",
+            "AllenAI": "AI2_API_KEY"}.get(provider)

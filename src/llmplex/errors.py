@@ -23,6 +23,8 @@ chosen from the HTTP status or the kind of failure, never by guessing from messa
     │                                 (also a ConnectionError)
     ├── AllProvidersFailed            fallback exhausted; .errors lists each provider's error
     └── InvalidRequestError           bad arguments from the caller (also a ValueError)
+
+    ProviderWarning (UserWarning)     a non-fatal notice inside a stream (``warnings.warn``)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "ProviderConnectionError",
     "AllProvidersFailed",
     "InvalidRequestError",
+    "ProviderWarning",
 ]
 
 
@@ -317,3 +320,9 @@ class InvalidRequestError(LLMplexError, ValueError):
 
 def _rebuild_invalid(message, param, suggestions, provider):
     return InvalidRequestError(message, param=param, suggestions=suggestions, provider=provider)
+
+
+class ProviderWarning(UserWarning):
+    """A service's non-fatal notice inside an answer (Ai2's ``error`` chunks of severity
+    ``warning`` or ``info``): issued with :func:`warnings.warn`, the answer goes on. Filter
+    it with ``warnings.filterwarnings("ignore", category=ProviderWarning)``."""

@@ -11,7 +11,7 @@ Model names take three forms:
   its name (``"openrouter/auto"``) is kept whole;
 - a ``provider=`` argument (class, name, or a list of them, tried in order); there a
   ``"other/..."`` model naming a different provider is that provider's model id as written;
-- a bare model name or alias (``"tulu-3-405b"``) — every working provider that lists it
+- a bare model name or alias (``"olmo-3.1-32b"``) — every working provider that lists it
   (or a router alias), tried in order of health. A provider lists the models of its static
   row and, once discovered, those its upstream's ``GET /models`` gave (``discovered``, a
   :class:`~llmplex.providers.discovery.ModelCache` the client fills for configured
@@ -22,7 +22,7 @@ A ``prefix:`` that is not a provider name is part of the model name (Ollama's
 ``"llama3.2:1b"``), unless it is a near miss of one — one edit away for names of up to five
 characters, two for longer ones, at least three characters — and the whole name is no
 known model or alias: then it is refused as an unknown provider with a did-you-mean
-(``"alenai:tulu-3-405b"`` → AllenAI).
+(``"alenai:olmo-3.1-32b"`` → AllenAI).
 
 Fallback: a provider that fails before its first text chunk is skipped and the next one is
 tried; a failure after text reached the caller is raised (never retried: no duplicated
@@ -290,7 +290,7 @@ class Router:
         return None, model
 
     def _refuse_provider_typo(self, head: str, rest: str, model: str) -> None:
-        """Raise for ``"alenai:tulu-3-405b"``: a near miss of a provider name, in a name
+        """Raise for ``"alenai:olmo-3.1-32b"``: a near miss of a provider name, in a name
         that is no known model or alias."""
         near = _providers.similar_providers(head, strict=True)
         if not near or model in self.aliases:

@@ -49,6 +49,12 @@ class BaseProvider:
     conversation_class: ClassVar[type[JsonConversation] | None] = None
 
     @classmethod
+    def why_not_working(cls, options: Mapping[str, Any] | None = None) -> str | None:
+        """``None`` when the provider is usable as configured (``options``: its configured
+        options), else the reason it is not (``/v1/providers`` shows it)."""
+        return None if cls.working else "marked not working"
+
+    @classmethod
     def get_name(cls) -> str:
         """The provider's name: its class name (``"AllenAI"``)."""
         return cls.__name__

@@ -401,13 +401,15 @@ def _providers(client: AsyncClient, emulated: bool) -> list[dict[str, Any]]:
         name = cls.get_name()
         health = status.get(name) or ProviderHealth().snapshot(now)
         models = cls.get_models()  # type: ignore[attr-defined]
+        why_not = cls.why_not_working(client.provider_options.get(name.lower()))
         items.append({
             "id": name,
             "object": "provider",
             "name": name,
             "label": cls.label,
             "url": cls.url,
-            "working": cls.working,
+            "working": why_not is None,
+            "not_working_reason": why_not,  # what to configure, never the options
             "needs_auth": cls.needs_auth,
             "configured": name.lower() in client.provider_options,  # never the options
             "emulated": emulated,

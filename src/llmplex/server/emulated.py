@@ -30,6 +30,7 @@ EMULATED_NOTICE = "EMULATED: answers come from local emulators, not real service
 
 #: provider name -> options every emulator accepts in place of real credentials
 DUMMY_CREDENTIALS: dict[str, dict[str, Any]] = {
+    "AllenAI": {"api_key": "ai2-emulated-token"},  # llmplex.testing.ai2.EMULATED_TOKEN
     "Replicate": {"api_key": "r8_emulated"},
     "OpenAssistant": {"cookies": {"next-auth.session-token": "emulated-session"}},
     "Anthropic": {"api_key": "sk-ant-emulated"},
@@ -123,6 +124,8 @@ class EmulatedServices:
             line = f"export LLMPLEX_{provider.upper()}_BASE_URL={emulator.url}"
             if provider == "Replicate":
                 line += f" REPLICATE_API_TOKEN={DUMMY_CREDENTIALS['Replicate']['api_key']}"
+            elif provider == "AllenAI":
+                line += f" AI2_API_KEY={DUMMY_CREDENTIALS['AllenAI']['api_key']}"
             elif provider == "Anthropic":
                 line += f" ANTHROPIC_API_KEY={DUMMY_CREDENTIALS['Anthropic']['api_key']}"
             lines.append((name, emulator.url, line))

@@ -27,6 +27,15 @@ def ai2_emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
+def ai2_v4_emulator() -> Iterator[Emulator]:
+    """The emulator of the Ai2 Playground's retired v4 API (``api_version="v4"``)."""
+    from .ai2_v4 import Ai2V4Emulator
+
+    with serve(Ai2V4Emulator()) as emulator:
+        yield emulator
+
+
+@pytest.fixture
 def replicate_emulator() -> Iterator[Emulator]:
     """The Replicate emulator (predictions API + SSE stream host)."""
     yield from _served("replicate")

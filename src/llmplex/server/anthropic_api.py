@@ -78,7 +78,14 @@ from .anthropic_translate import (
 )
 from .errors import APIError
 from .handlers import log_error
-from .streaming import CLIENT_STALL_TIMEOUT, ClientGone, Pump, disconnected, unless_gone
+from .streaming import (
+    CLIENT_STALL_TIMEOUT,
+    ClientGone,
+    Pump,
+    disconnected,
+    started,
+    unless_gone,
+)
 
 __all__ = ["anthropic_router"]
 
@@ -171,13 +178,7 @@ def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
                 return JSONResponse(await unless_gone(
                     watcher, message_for(stream, estimate_input(body))))
             pump = Pump(client.chat.completions.create(**kwargs, stream=True))
-            try:
-                first = await unless_gone(watcher, pump.get())
-                if first[0] == "error":
-                    raise first[1]
-            except BaseException:
-                await pump.close()
-                raise
+            first = await started(watcher, pump)
             response = MessageStream(first, pump, watcher, client_stall_timeout,
                                      estimate_input(body), ping_interval)
             owned = False  # the stream owns the watcher now

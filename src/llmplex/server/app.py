@@ -69,6 +69,7 @@ from .streaming import (
     Pump,
     disconnected,
     public,
+    started,
     unless_gone,
 )
 
@@ -223,13 +224,7 @@ def create_app(
                     watcher, client.chat.completions.create(**kwargs))
                 return JSONResponse(public(completion.model_dump()))
             pump = Pump(client.chat.completions.create(**kwargs, stream=True))
-            try:
-                first = await unless_gone(watcher, pump.get())
-                if first[0] == "error":
-                    raise first[1]
-            except BaseException:
-                await pump.close()
-                raise
+            first = await started(watcher, pump)
             stream = EventStream(first, pump, watcher, include_usage, client_stall_timeout)
             owned = False  # the stream owns it now
             return stream

@@ -38,7 +38,7 @@ from .handlers import log_error
 from .responses_input import chat_arguments, input_items, input_messages
 from .responses_output import Event, ResponseWriter, new_response_id
 from .schemas import UPSTREAM_FIELDS
-from .streaming import ClientGone, EventStream, Pump, disconnected, unless_gone
+from .streaming import ClientGone, EventStream, Pump, disconnected, started, unless_gone
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import AsyncClient
@@ -296,13 +296,7 @@ def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: 
             if not body.stream:
                 return JSONResponse(await unless_gone(watcher, turn.complete()))
             pump = Pump(_opened(turn.events(streamed=True)))
-            try:
-                first = await unless_gone(watcher, pump.get())
-                if first[0] == "error":
-                    raise first[1]
-            except BaseException:
-                await pump.close()
-                raise
+            first = await started(watcher, pump)
             owned = False  # the stream owns it now
             return _ResponsesStream(first, pump, watcher, stall_timeout, writer)
         except ClientGone:

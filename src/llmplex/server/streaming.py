@@ -38,7 +38,7 @@ from .errors import error_for
 from .handlers import log_error
 
 __all__ = ["CLIENT_STALL_TIMEOUT", "QUEUE_CHUNKS", "ClientGone", "EventStream", "Pump",
-           "disconnected", "public", "unless_gone"]
+           "disconnected", "public", "started", "unless_gone"]
 
 log = logging.getLogger("llmplex.server")
 
@@ -115,6 +115,20 @@ async def unless_gone(watcher: asyncio.Future[None], work: Awaitable[T]) -> T:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     raise ClientGone()
+
+
+async def started(watcher: asyncio.Future[None], pump: Pump) -> tuple[str, Any]:
+    """The pump's first item, once the answer has started: an error before any chunk is
+    raised (the route answers it as an HTTP error), and the pump is closed, its upstream
+    cleaned up, on every failure (also :class:`ClientGone`)."""
+    try:
+        first = await unless_gone(watcher, pump.get())
+        if first[0] == "error":
+            raise first[1]
+    except BaseException:
+        await pump.close()
+        raise
+    return first
 
 
 class Pump:

@@ -187,13 +187,20 @@ def _check_choice(keyword: str, options: list[Any], value: Any, path: str, root:
                       f"{'; '.join(best[:3])})")
 
 
+def _check_size(schema: Mapping[str, Any], keyword: str, size: int, path: str,
+                errors: list[str], fewer: str, more: str) -> None:
+    """``min<keyword>`` / ``max<keyword>`` (Length, Items, Properties) against ``size``."""
+    low, high = schema.get("min" + keyword), schema.get("max" + keyword)
+    if isinstance(low, int) and size < low:
+        errors.append(f"{path}: {fewer.format(low)}")
+    if isinstance(high, int) and size > high:
+        errors.append(f"{path}: {more.format(high)}")
+
+
 def _check_string(schema: Mapping[str, Any], value: str, path: str,
                   errors: list[str]) -> None:
-    low, high = schema.get("minLength"), schema.get("maxLength")
-    if isinstance(low, int) and len(value) < low:
-        errors.append(f"{path}: shorter than {low} characters")
-    if isinstance(high, int) and len(value) > high:
-        errors.append(f"{path}: longer than {high} characters")
+    _check_size(schema, "Length", len(value), path, errors,
+                "shorter than {} characters", "longer than {} characters")
     source = schema.get("pattern")
     pattern = _pattern(source) if isinstance(source, str) else None
     if pattern is not None and not pattern.search(value):
@@ -214,11 +221,8 @@ def _check_number(schema: Mapping[str, Any], value: float, path: str,
 
 def _check_array(schema: Mapping[str, Any], value: list[Any], path: str, root: Any,
                  errors: list[str]) -> None:
-    low, high = schema.get("minItems"), schema.get("maxItems")
-    if isinstance(low, int) and len(value) < low:
-        errors.append(f"{path}: fewer than {low} items")
-    if isinstance(high, int) and len(value) > high:
-        errors.append(f"{path}: more than {high} items")
+    _check_size(schema, "Items", len(value), path, errors,
+                "fewer than {} items", "more than {} items")
     if schema.get("uniqueItems") is True:
         seen = set()
         for i, item in enumerate(value):
@@ -246,11 +250,8 @@ def _check_object(schema: Mapping[str, Any], value: dict[str, Any], path: str, r
     for name in schema.get("required") or ():
         if name not in value:
             errors.append(f"{path}: missing required property {name!r}")
-    low, high = schema.get("minProperties"), schema.get("maxProperties")
-    if isinstance(low, int) and len(value) < low:
-        errors.append(f"{path}: fewer than {low} properties")
-    if isinstance(high, int) and len(value) > high:
-        errors.append(f"{path}: more than {high} properties")
+    _check_size(schema, "Properties", len(value), path, errors,
+                "fewer than {} properties", "more than {} properties")
     properties = schema.get("properties")
     properties = properties if isinstance(properties, Mapping) else {}
     patterns = schema.get("patternProperties")

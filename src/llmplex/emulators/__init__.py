@@ -24,8 +24,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from .emulator import Emulator, RecordedRequest
     from .server import EmulatorServer, serve
 
-__all__ = ["Script", "Fault", "split_tokens", "serve", "EmulatorServer", "Emulator",
-           "RecordedRequest", "EMULATORS", "get_emulator", "emulator_specs"]
+__all__ = [
+    "EMULATORS",
+    "Emulator",
+    "EmulatorServer",
+    "Fault",
+    "RecordedRequest",
+    "Script",
+    "emulator_specs",
+    "get_emulator",
+    "serve",
+    "split_tokens",
+]
 
 
 def emulator_specs() -> dict[str, ProviderSpec]:

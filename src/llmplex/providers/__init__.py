@@ -34,10 +34,27 @@ if TYPE_CHECKING:  # pragma: no cover
     from .openassistant import OpenAssistant
     from .replicate import Replicate
 
-__all__ = ["AllenAI", "Anthropic", "OpenAssistant", "H2o", "Replicate", "OpenAICompatible", "get_provider",
-           "provider_names", "all_providers", "provider_option_names", "similar_providers",
-           "REGISTRY", "ENTRY_POINT_GROUP", "BUILTIN_PLUGINS", "ProviderSpec", "PluginWarning",
-           "get_spec", "provider_specs", "key_variables"]
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "REGISTRY",
+    "AllenAI",
+    "Anthropic",
+    "H2o",
+    "OpenAICompatible",
+    "OpenAssistant",
+    "PluginWarning",
+    "ProviderSpec",
+    "Replicate",
+    "all_providers",
+    "get_provider",
+    "get_spec",
+    "key_variables",
+    "provider_names",
+    "provider_option_names",
+    "provider_specs",
+    "similar_providers",
+]
 
 #: the entry-point group plugins register their specs in
 ENTRY_POINT_GROUP = "llmplex.providers"
@@ -117,7 +134,7 @@ def _load_external() -> dict[str, ProviderSpec]:
             clash = [s.name for s in specs if s.name.lower() in taken]
             if clash:
                 raise ValueError(f"provider name {', '.join(clash)} is already taken")
-        except Exception as exc:  # a broken plugin must not break llmplex
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break llmplex
             warnings.warn(PluginWarning(
                 f"llmplex plugin {ep.name!r} ({ep.value}) not loaded: "
                 f"{type(exc).__name__}: {exc}"), stacklevel=3)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..emulators.script import Script
     from .base import AsyncGeneratorProvider
 
-__all__ = ["ProviderSpec", "PluginWarning", "load_object"]
+__all__ = ["PluginWarning", "ProviderSpec", "load_object"]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
@@ -101,12 +101,12 @@ class ProviderSpec:
         object.__setattr__(self, "key_env", key_env)
         object.__setattr__(self, "models", tuple(self.models))
         if self.capabilities is not None and not isinstance(self.capabilities, Capabilities):
-            raise ValueError(f"{self.name}: capabilities must be a llmplex Capabilities")
+            raise TypeError(f"{self.name}: capabilities must be a llmplex Capabilities")
         # read-only copies: a spec is shared by every user of the registry
         for name in ("aliases", "emulator_options", "emulator_env"):
             value = getattr(self, name)
             if not isinstance(value, Mapping):
-                raise ValueError(f"{self.name}: {name} must be a mapping")
+                raise TypeError(f"{self.name}: {name} must be a mapping")
             object.__setattr__(self, name, MappingProxyType(dict(value)))
         if not all(isinstance(k, str) and isinstance(v, str)
                    for k, v in self.emulator_env.items()):

@@ -20,7 +20,7 @@ from typing import Any
 from ..emulators import Script, emulator_specs
 from ..providers import provider_specs
 
-__all__ = ["DUMMY_CREDENTIALS", "EMULATED_NOTICE", "EmulatedServices", "emulated_client"]
+__all__ = ["EMULATED_NOTICE", "EmulatedServices", "dummy_credentials", "emulated_client"]
 
 #: what ``serve --emulate``, ``chat --emulate`` and ``repl --emulate`` say on stderr (and
 #: the server in its API description); :data:`llmplex.server.app.EMULATED_NOTICE` is the
@@ -28,10 +28,16 @@ __all__ = ["DUMMY_CREDENTIALS", "EMULATED_NOTICE", "EmulatedServices", "emulated
 EMULATED_NOTICE = "EMULATED: answers come from local emulators, not real services"
 
 
+def dummy_credentials() -> dict[str, dict[str, Any]]:
+    """Provider name -> the options its emulator accepts in place of real credentials
+    (each spec's ``emulator_options``)."""
+    return {s.name: _copy(s.emulator_options) for s in provider_specs()
+            if s.emulator and s.emulator_options}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "DUMMY_CREDENTIALS":  # provider name -> its spec's emulator_options
-        return {s.name: dict(s.emulator_options) for s in provider_specs()
-                if s.emulator and s.emulator_options}
+    if name == "DUMMY_CREDENTIALS":  # the former constant, now read from the specs
+        return dummy_credentials()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

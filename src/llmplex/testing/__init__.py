@@ -25,9 +25,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..emulators.emulator import Emulator, RecordedRequest
     from ..emulators.server import EmulatorServer, serve
 
-__all__ = ["Script", "Fault", "split_tokens", "serve", "EmulatorServer", "Emulator",
-           "RecordedRequest", "eventually", "wait_until", "cancel_mid_stream", "interrupt",
-           "read_exports"]
+__all__ = [
+    "Emulator",
+    "EmulatorServer",
+    "Fault",
+    "RecordedRequest",
+    "Script",
+    "cancel_mid_stream",
+    "eventually",
+    "interrupt",
+    "read_exports",
+    "serve",
+    "split_tokens",
+    "wait_until",
+]
 
 # names that moved to llmplex.emulators: still importable from here, with a warning
 _MOVED = {"EMULATORS": "llmplex.emulators", "get_emulator": "llmplex.emulators",
@@ -46,5 +57,7 @@ def __getattr__(name: str) -> Any:
     if name in _MOVED:
         warnings.warn(f"llmplex.testing.{name} is deprecated: use "
                       f"from {_MOVED[name]} import {name}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
+        value = getattr(importlib.import_module(_MOVED[name]), name)
+        globals()[name] = value  # warned once: ``from ... import`` asks twice
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402  (cheap: pure Python)
+from .errors import (  # after __version__, which the CLI reads early (cheap: pure Python)
     AllProvidersFailed,
     EmulationError,
     InvalidRequestError,

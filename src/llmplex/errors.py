@@ -293,7 +293,7 @@ def _key_hint(names: list[str]) -> str:
     what = "api_key" if len(variables) == len(names) else "api_key or cookies"
     try:
         where = display_path(config_path())
-    except Exception:  # noqa: BLE001  (an error's text must never fail to be made)
+    except Exception:  # an error's text must never fail to be made
         where = "llmplex's config.toml"
     hint = (f"(set {or_list(variables)}, or add " if variables else "(add ") + \
         f"{what} under {table} in {where})"

@@ -134,7 +134,7 @@ def _load_external() -> dict[str, ProviderSpec]:
             clash = [s.name for s in specs if s.name.lower() in taken]
             if clash:
                 raise ValueError(f"provider name {', '.join(clash)} is already taken")
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break llmplex
+        except Exception as exc:  # a broken plugin must not break llmplex
             warnings.warn(PluginWarning(
                 f"llmplex plugin {ep.name!r} ({ep.value}) not loaded: "
                 f"{type(exc).__name__}: {exc}"), stacklevel=3)
@@ -233,7 +233,8 @@ def similar_providers(name: str, *, strict: bool = False) -> list[str]:
     if len(key) < 3 and strict:
         return []
     limit = 1 if len(key) <= 5 else 2
-    scored = sorted((_distance(key, registered.lower()), registered) for registered in provider_names())
+    scored = sorted((_distance(key, registered.lower()), registered)
+                    for registered in provider_names())
     if scored and scored[0][0] <= limit:  # the closest names only
         return [registered for d, registered in scored if d == scored[0][0]]
     if strict:

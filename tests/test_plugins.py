@@ -206,16 +206,16 @@ def test_plugin_through_serve_emulate(echo_path, tmp_path):
                 base = line.split(" at ", 1)[1].split()[0]
         assert base, "the server did not start"
         wait_until(lambda: _answers(base.removesuffix("/v1") + "/health"), timeout=15)
-        client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
-        answer = client.chat.completions.create(
-            model="echo:echo-1", messages=[{"role": "user", "content": "hi"}])
-        assert "local echo emulator" in answer.choices[0].message.content
-        stream = client.chat.completions.create(
-            model="echo:echo-1", messages=[{"role": "user", "content": "hi"}], stream=True)
-        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        assert "local echo emulator" in text
-        models = {m.id for m in client.models.list()}
-        assert {"echo-1", "echo-loud"} <= models
+        with openai.OpenAI(base_url=base, api_key="unused", max_retries=0) as client:
+            answer = client.chat.completions.create(
+                model="echo:echo-1", messages=[{"role": "user", "content": "hi"}])
+            assert "local echo emulator" in answer.choices[0].message.content
+            stream = client.chat.completions.create(
+                model="echo:echo-1", messages=[{"role": "user", "content": "hi"}], stream=True)
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            assert "local echo emulator" in text
+            models = {m.id for m in client.models.list()}
+            assert {"echo-1", "echo-loud"} <= models
         table = {p["id"]: p for p in httpx.get(base + "/providers", timeout=10).json()["data"]}
         assert table["Echo"]["emulated"] is True and table["Echo"]["configured"] is True
         assert table["Echo"]["working"] is True

@@ -384,3 +384,44 @@ def test_old_import_paths_work_with_a_deprecation_warning(tmp_path):
                  "from llmplex.emulators.openai import OpenAIEmulator\n"
                  "assert Script is S and set(EMULATORS) >= {'openai', 'allenai', 'replicate'}\n")
     assert result.returncode == 0, result.stderr
+
+
+# -- the spec itself ----------------------------------------------------------------------
+
+def test_spec_validates_and_says_how_to_reach_its_emulator():
+    from llmplex.providers.spec import ProviderSpec
+
+    spec = ProviderSpec(name="Mine", provider="mine.provider:Mine", key_env="MINE_KEY",
+                        emulator="mine.emulator:MineEmulator", emulator_path="/api",
+                        emulator_options={"api_key": "k"}, emulator_env={"MINE_MODE": "x"})
+    assert spec.key_env == ("MINE_KEY",) and spec.emulator_service == "mine"
+    assert spec.emulated_env("http://127.0.0.1:9") == {
+        "LLMPLEX_MINE_BASE_URL": "http://127.0.0.1:9/api", "MINE_KEY": "k", "MINE_MODE": "x"}
+    with pytest.raises(TypeError):
+        spec.emulator_options["api_key"] = "changed"  # shared by every user: read-only
+    for bad in ({"name": "two words"}, {"provider": "no_colon"}, {"emulator": "x"},
+                {"key_env": ("",)}):
+        with pytest.raises(ValueError, match="name|must be"):
+            ProviderSpec(**{"name": "Mine", "provider": "mine:Mine", **bad})
+    with pytest.raises(TypeError, match="not a provider class"):
+        ProviderSpec(name="Mine", provider="llmplex.providers.spec:ProviderSpec").load_class()
+    with pytest.raises(LookupError, match="no emulator"):
+        ProviderSpec(name="Mine", provider="mine:Mine").load_emulator()
+
+
+def test_emulated_services_read_every_fact_from_the_specs():
+    from llmplex.server.emulated import EmulatedServices, dummy_credentials
+
+    with EmulatedServices(["openassistant", "replicate", "openai"]) as services:
+        exports = {service: line for service, _, line in services.exports()}
+        hints = services.config_hints()
+        options = services.provider_options()
+    assert exports["replicate"].endswith(" REPLICATE_API_TOKEN=r8_emulated")
+    assert exports["openai"].startswith("export LLMPLEX_OPENAI_BASE_URL=")
+    assert exports["openai"].endswith("/v1 OPENAI_API_KEY=sk-emulated")
+    # a session cookie is carried by no variable: config.toml's [providers.OpenAssistant]
+    assert hints == {"openassistant": {"provider": "OpenAssistant",
+                                       "cookies": dummy_credentials()["OpenAssistant"]["cookies"]}}
+    # the OpenAI emulator stands in for every OpenAI-compatible provider
+    assert options["Groq"]["base_url"] == options["OpenAI"]["base_url"]
+    assert options["Groq"]["base_url"].endswith("/v1") and "AllenAI" not in options

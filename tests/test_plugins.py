@@ -401,7 +401,7 @@ def test_spec_validates_and_says_how_to_reach_its_emulator():
         spec.emulator_options["api_key"] = "changed"  # shared by every user: read-only
     for bad in ({"name": "two words"}, {"provider": "no_colon"}, {"emulator": "x"},
                 {"key_env": ("",)}):
-        with pytest.raises(ValueError, match="name|must be"):
+        with pytest.raises(ValueError, match=r"name|must be"):
             ProviderSpec(**{"name": "Mine", "provider": "mine:Mine", **bad})
     with pytest.raises(TypeError, match="not a provider class"):
         ProviderSpec(name="Mine", provider="llmplex.providers.spec:ProviderSpec").load_class()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import threading
 import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,7 @@ _BUILTIN_NAMES: dict[str, str] = {
 # asked for; the third-party ones all at once, the first time a name is not built in)
 _specs: dict[str, ProviderSpec] = {}
 _external: dict[str, ProviderSpec] | None = None
+_loading = threading.Lock()
 
 
 def _as_specs(obj: Any) -> list[ProviderSpec]:
@@ -117,10 +119,17 @@ def _load_external() -> dict[str, ProviderSpec]:
     global _external
     if _external is not None:
         return _external
-    _external = {}
+    with _loading:  # once, even when threads (the sync Client's loop...) ask together
+        if _external is None:
+            _external = _load_plugins()
+    return _external
+
+
+def _load_plugins() -> dict[str, ProviderSpec]:
+    loaded: dict[str, ProviderSpec] = {}
     allowed = _allowed()
     if allowed is not None and not allowed:
-        return _external
+        return loaded
     taken = {n.lower() for n in _BUILTIN_NAMES}
     seen: set[str] = set()
     for ep in _entry_points():
@@ -137,16 +146,16 @@ def _load_external() -> dict[str, ProviderSpec]:
         except Exception as exc:  # a broken plugin must not break llmplex
             warnings.warn(PluginWarning(
                 f"llmplex plugin {ep.name!r} ({ep.value}) not loaded: "
-                f"{type(exc).__name__}: {exc}"), stacklevel=3)
+                f"{type(exc).__name__}: {exc}"), stacklevel=4)
             continue
         for spec in specs:
             taken.add(spec.name.lower())
-            _external[spec.name] = spec
+            loaded[spec.name] = spec
     for name in sorted((allowed or set()) - seen):
         warnings.warn(PluginWarning(
             f"LLMPLEX_PLUGINS names plugin {name!r}, which is not installed "
-            f"(installed: {', '.join(sorted(seen)) or 'none'})"), stacklevel=3)
-    return _external
+            f"(installed: {', '.join(sorted(seen)) or 'none'})"), stacklevel=4)
+    return loaded
 
 
 def _registry() -> dict[str, str]:

@@ -43,7 +43,9 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     keepalive_timeout = 20            # idle kept-alive connections
     max_connections = 2048            # at once; beyond: 503
 
-Every key is checked when the file is read, and a mistake is a :class:`ConfigError` naming
+A ``[providers.X]`` table names any registered provider, a plugin's too (see
+:mod:`llmplex.providers`; ``LLMPLEX_PLUGINS`` chooses the plugins). Every key is checked
+when the file is read, and a mistake is a :class:`ConfigError` naming
 the file, the table and the key: an unknown key (with a did-you-mean; a ``[providers.X]``
 table takes the options that provider takes, plus ``timeout`` and the deadlines), a value
 of the wrong type (``api_key``, ``base_url``, ``proxy``: strings; ``cookies``, ``headers``:

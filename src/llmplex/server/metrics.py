@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from starlette.requests import Request  # at module level: FastAPI resolves the annotation
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..routing import Attempt, RouterObserver
@@ -146,7 +147,6 @@ class Metrics(RouterObserver):
 
     def endpoint(self, api_keys: Sequence[bytes] = ()) -> Callable[..., Any]:
         """The ``/metrics`` route; with ``api_keys``, only for a request that has one."""
-        from starlette.requests import Request
         from starlette.responses import JSONResponse, Response
 
         async def metrics(request: Request) -> Response:

@@ -40,8 +40,9 @@ def install_observability(app: FastAPI, client: AsyncClient, *, metrics: str = "
 
         counted = Metrics(client.router.status)
         client.router.observers.append(counted)
-        app.add_route("/metrics", counted.endpoint(api_keys if metrics == "keyed" else ()),
-                      methods=["GET"], include_in_schema=False)
+        # an APIRoute (not a plain route): FastAPI then names its template in the scope
+        app.add_api_route("/metrics", counted.endpoint(api_keys if metrics == "keyed" else ()),
+                          methods=["GET"], include_in_schema=False)
         app.add_middleware(MetricsMiddleware, metrics=counted)
     if tracer_provider is not None:
         from .tracing import Tracing, TracingMiddleware

@@ -14,11 +14,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
+from served import Served, clean_environ
 
 from llmplex import AsyncClient
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Fault, Script
-from served import Served, clean_environ
 
 MESSAGES = [{"role": "user", "content": "Say three words"}]
 KEY = "sk-test-secret-0123456789"

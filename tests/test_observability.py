@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from served import Served, clean_environ
 
 from llmplex import AsyncClient
+from llmplex.routing import Attempt, Router, RouterObserver
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Fault, Script
 
@@ -213,3 +214,53 @@ def test_traces_a_server_span_per_request_and_a_child_per_attempt(openai_emulato
     text = json.dumps([s.to_json() for s in spans])
     for secret in (KEY, "secret question", "boom", "one two three"):
         assert secret not in text
+
+
+async def test_router_observers_see_each_attempt_and_a_failing_one_breaks_nothing(
+        openai_emulator, caplog):
+    class Seen(RouterObserver):
+        def __init__(self) -> None:
+            self.attempts: list[Attempt] = []
+
+        def attempt_ended(self, attempt: Attempt) -> None:
+            self.attempts.append(attempt)
+
+    class Broken(RouterObserver):
+        def attempt_ended(self, attempt: Attempt) -> None:
+            raise RuntimeError("an observer's own bug")
+
+    seen = Seen()
+    options = {name: {"base_url": openai_emulator.url + "/v1", "api_key": KEY}
+               for name in ("OpenAI", "Groq")}
+    openai_emulator.script = Script("one two three")
+    openai_emulator.push(Script(fault=Fault.http_status(500, "boom")))
+    async with AsyncClient(router=Router(observers=[Broken(), seen]),
+                           provider_options=options, config=False) as client:
+        completion = await client.chat.completions.create(
+            model="gpt-4o-mini", provider=["OpenAI", "Groq"], messages=MESSAGES)
+    assert completion.choices[0].message.content == "one two three"
+    assert [(a.provider, a.model, a.outcome, a.fallback, a.cooldown, type(a.error).__name__)
+            for a in seen.attempts] == [
+        ("OpenAI", "gpt-4o-mini", "error", False, True, "ResponseStatusError"),
+        ("Groq", "gpt-4o-mini", "ok", True, False, "NoneType")]
+    assert seen.attempts[1].usage.completion_tokens == completion.usage.completion_tokens == 3
+    assert all(a.start_ns <= a.end_ns for a in seen.attempts)
+    assert sum("router observer" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--workers", "0"], "--workers must be a positive integer"),
+    (["--metrics", "keyed"], "metrics = 'keyed' needs API keys"),
+    (["--workers", "2", "--metrics", "keyed"], "metrics = 'keyed' needs API keys"),
+    (["--drain-timeout", "0"], "--drain-timeout must be a positive number"),
+])
+def test_serve_refuses_bad_settings(tmp_path, args, message):
+    import subprocess
+
+    from served import BIN
+
+    done = subprocess.run([str(BIN / "llmplex"), "serve", "--port", "0", *args],
+                          env=clean_environ(tmp_path), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr

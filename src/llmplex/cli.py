@@ -755,7 +755,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     for name in ("first_token_timeout", "total_timeout"):  # the flags win over the config
         if getattr(args, name) is not None:
             setattr(config, name, _positive(getattr(args, name), "--" + name.replace("_", "-")))
-    workers = setting("workers") or 1
+    workers = setting("workers")
+    workers = 1 if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UsageError(f"--workers must be a positive integer, not {workers!r}")
     drain = setting("drain_timeout")

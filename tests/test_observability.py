@@ -259,7 +259,7 @@ def test_serve_refuses_bad_settings(tmp_path, args, message):
 
     from served import BIN
 
-    done = subprocess.run([str(BIN / "llmplex"), "serve", "--port", "0", *args],
+    done = subprocess.run([str(BIN / "llmplex"), "serve", "--port", "0", *args], check=False,
                           env=clean_environ(tmp_path), capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 2, done.stderr

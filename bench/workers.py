@@ -3,8 +3,8 @@
     .venv/bin/python bench/workers.py [--seconds 10] [--rounds 3] [--concurrency 32]
 
 Run with the project's environment (llmplex with the server extra, aiohttp). Starts the
-OpenAI emulator (:mod:`llmplex.testing`, answering at once, in its own process), then for each round and
-each worker count a fresh ``llmplex serve --workers N`` in front of it, and drives it
+OpenAI emulator (:mod:`llmplex.testing`, answering at once, in its own process), then for
+each round and each worker count a fresh ``llmplex serve --workers N`` in front of it, and drives it
 from this process with ``--concurrency`` aiohttp requests in flight (non-streaming chat
 completions, a three-word answer, kept-alive connections) for ``--seconds``. Prints the
 median requests/s per worker count as a Markdown table (for bench/RESULTS.md). On a

@@ -102,7 +102,7 @@ def test_sigterm_drains_streams_then_cancels_with_upstream_cleanup(replicate_emu
                         texts[name].append(chunk.choices[0].delta.content)
                         started[name].set()
                 endings[name] = None
-            except Exception as exc:  # noqa: BLE001 - what the client saw
+            except Exception as exc:  # what the client saw
                 endings[name] = exc
             finally:
                 started[name].set()

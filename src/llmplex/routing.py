@@ -685,7 +685,7 @@ def _tell(observers: Sequence[RouterObserver], attempt: Attempt) -> None:
     for observer in observers:
         try:
             observer.attempt_ended(attempt)
-        except Exception:  # noqa: BLE001 - measuring must never break an answer
+        except Exception:  # measuring must never break an answer
             _log.exception("router observer %r failed", observer)
 
 

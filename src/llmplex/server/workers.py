@@ -104,7 +104,7 @@ def supervise(workers: int, sock: socket.socket, serve: Callable[[int], None]) -
                     code = 0
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else 1
-                except BaseException:  # noqa: BLE001 - report it, the supervisor restarts
+                except BaseException:  # report it; the supervisor restarts it
                     traceback.print_exc()
                 finally:
                     sys.stdout.flush()

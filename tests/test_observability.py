@@ -253,14 +253,21 @@ async def test_router_observers_see_each_attempt_and_a_failing_one_breaks_nothin
     (["--metrics", "keyed"], "metrics = 'keyed' needs API keys"),
     (["--workers", "2", "--metrics", "keyed"], "metrics = 'keyed' needs API keys"),
     (["--drain-timeout", "0"], "--drain-timeout must be a positive number"),
+    ('[server]\nlog_format = "xml"', "log format must be one of text, json"),
+    ('[server]\nmetrics = "secret"', "metrics must be one of public, keyed, off"),
+    ('[server]\nworkers = 0', "workers must be a positive integer"),
 ])
 def test_serve_refuses_bad_settings(tmp_path, args, message):
     import subprocess
 
     from served import BIN
 
+    env = clean_environ(tmp_path)
+    if isinstance(args, str):  # config.toml's [server] table
+        (tmp_path / "config" / "config.toml").write_text(args + "\n")
+        args = []
     done = subprocess.run([str(BIN / "llmplex"), "serve", "--port", "0", *args], check=False,
-                          env=clean_environ(tmp_path), capture_output=True, text=True,
+                          env=env, capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr

@@ -3,6 +3,7 @@ processes, the emulators and the official ``openai`` SDK."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import threading
@@ -114,8 +115,13 @@ def test_sigterm_drains_streams_then_cancels_with_upstream_cleanup(replicate_emu
         threads["short"].start()
         assert started["short"].wait(60)
         assert not endings  # both in flight
+        idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        idle.request("GET", "/health")
+        assert idle.getresponse().read()  # and the connection is kept alive, idle
         server.terminate()
         server.wait_for(r"Shutting down")
+        assert idle.sock.recv(1) == b""  # the idle kept-alive connection is closed
+        idle.close()
         # no new connections during the drain (the long stream still runs)
         def refused() -> bool:
             try:

@@ -271,3 +271,18 @@ def test_serve_refuses_bad_settings(tmp_path, args, message):
                           timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_traces_to_the_exporter_the_environment_names(openai_emulator, tmp_path,
+                                                            workers):
+    env = openai_env(openai_emulator, tmp_path, "OpenAI")
+    env["OTEL_TRACES_EXPORTER"] = "console"  # spans as JSON on stdout
+    with Served(tmp_path, "--traces", "--workers", workers, env=env) as server:
+        for n in range(4):
+            httpx.get(server.url + "/v1/models", headers={"x-request-id": f"exported-{n}"})
+    assert server.process.returncode == 0
+    # every span reached the exporter before the process (each worker) ended
+    ids = re.findall(r'"llmplex.request_id": "(exported-\d)"', server.log)
+    assert sorted(ids) == [f"exported-{n}" for n in range(4)], server.log
+    assert server.log.count('"name": "GET /v1/models"') == 4

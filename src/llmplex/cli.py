@@ -814,6 +814,9 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                           **limits)
         finally:
             client.store.close()
+            tracer_provider = observe.get("tracer_provider")
+            if tracer_provider is not None:  # a worker ends with os._exit: no atexit flush
+                tracer_provider.force_flush()
 
     try:
         app = client = None

@@ -48,7 +48,9 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     log_format = "text"               # or "json": one object per line
     traces = false                    # OpenTelemetry, exporter from OTEL_* (otel extra)
 
-Every key is checked when the file is read, and a mistake is a :class:`ConfigError` naming
+A ``[providers.X]`` table names any registered provider, a plugin's too (see
+:mod:`llmplex.providers`; ``LLMPLEX_PLUGINS`` chooses the plugins). Every key is checked
+when the file is read, and a mistake is a :class:`ConfigError` naming
 the file, the table and the key: an unknown key (with a did-you-mean; a ``[providers.X]``
 table takes the options that provider takes, plus ``timeout`` and the deadlines), a value
 of the wrong type (``api_key``, ``base_url``, ``proxy``: strings; ``cookies``, ``headers``:
@@ -72,7 +74,7 @@ from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError
 
 __all__ = ["Config", "ConfigError", "load_config", "config_path", "data_dir",
-           "display_path", "ENVIRONMENT"]
+           "display_path", "ENVIRONMENT", "environment"]
 
 #: environment variables llmplex reads, for ``llmplex --help``
 ENVIRONMENT: dict[str, str] = {
@@ -86,10 +88,22 @@ ENVIRONMENT: dict[str, str] = {
     "LLMPLEX_DATA_DIR": "directory of conversations and REPL history",
     "LLMPLEX_SERVER_API_KEYS": "API keys `llmplex serve` accepts, comma-separated",
     "LLMPLEX_<PROVIDER>_BASE_URL": "where a provider's service is (e.g. LLMPLEX_OPENAI_BASE_URL)",
-    "<SERVICE>_API_KEY": "provider keys: REPLICATE_API_TOKEN, OPENAI_API_KEY, ANTHROPIC_API_KEY, GROQ_API_KEY...",
-    "AI2_API_KEY": "Ai2 Playground sign-in (an Auth0 access token of playground.allenai.org)",
+    "LLMPLEX_PLUGINS": "provider plugins to load: unset all, 'none', or names, comma-separated",
     "LLMPLEX_COOKIES_DIR": "directory of exported browser cookies (OpenAssistant)",
 }
+
+
+def environment() -> dict[str, str]:
+    """:data:`ENVIRONMENT` and every provider's key variables (from the providers' specs,
+    plugins' included: imports every provider)."""
+    from .providers import provider_specs
+
+    keys: dict[str, list[str]] = {}
+    for spec in provider_specs():
+        for variable in spec.key_env:
+            keys.setdefault(variable, []).append(spec.label or spec.name)
+    return {**ENVIRONMENT, **{v: "API key of " + ", ".join(labels) for v, labels in keys.items()}}
+
 
 _SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list,
                 "allow_upstream_overrides": bool, "max_body_bytes": int,
@@ -183,7 +197,7 @@ def _check(table: Mapping[str, Any], types: Mapping[str, Any], where: str) -> di
 def load_config(path: str | os.PathLike[str] | None = None,
                 environ: Mapping[str, str] | None = None) -> Config:
     """Read the config file (if it exists) and apply the environment over it."""
-    from .providers import REGISTRY, get_provider
+    from .providers import find_provider, get_provider, key_variables, provider_names
 
     environ = os.environ if environ is None else environ
     file = Path(path).expanduser() if path is not None else config_path(environ)
@@ -221,9 +235,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if not isinstance(providers, dict):
         raise ConfigError(f"{file}: [providers] must be a table of tables")
     for name, options in providers.items():
-        if name not in REGISTRY and name.lower() not in (n.lower() for n in REGISTRY):
+        if find_provider(name) is None:
             raise ConfigError(f"{file}: [providers.{name}]: unknown provider "
-                              f"(known: {', '.join(REGISTRY)})")
+                              f"(known: {', '.join(provider_names())})")
         if not isinstance(options, dict):
             raise ConfigError(f"{file}: [providers.{name}] must be a table")
         cls = get_provider(name)
@@ -262,8 +276,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         # Providers read these variables only when no option is given: drop the option.
         if environ.get(f"LLMPLEX_{name.upper()}_BASE_URL"):
             options.pop("base_url", None)
-        key_env = _key_env(name)
-        if key_env and environ.get(key_env):
+        if any(environ.get(v) for v in key_variables(name)):
             options.pop("api_key", None)
     return config
 
@@ -337,10 +350,8 @@ def _names(value: Any, where: str) -> list[str]:
 
 
 def _key_env(provider: str) -> str | None:
-    """The environment variable a provider reads its API key from, if any."""
-    from .providers.endpoints import ENDPOINTS
+    """The (first) environment variable a provider reads its API key from, if any: its
+    spec's (:func:`llmplex.providers.key_variables` has them all)."""
+    from .providers import key_variables
 
-    if provider in ENDPOINTS:
-        return ENDPOINTS[provider].api_key_env
-    return {"Replicate": "REPLICATE_API_TOKEN", "Anthropic": "ANTHROPIC_API_KEY",
-            "AllenAI": "AI2_API_KEY"}.get(provider)
+    return next(iter(key_variables(provider)), None)

@@ -50,7 +50,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..client import AsyncClient
 from ..errors import InvalidRequestError
-from ..routing import ProviderHealth
 from .anthropic_api import anthropic_router
 from .docs import install_docs
 from .errors import APIError
@@ -397,33 +396,6 @@ def _conversation(conversation: Any) -> dict[str, Any]:
 
 
 def _providers(client: AsyncClient, emulated: bool) -> list[dict[str, Any]]:
-    router = client.router
-    status = router.status()
-    now = router.clock()
-    items = []
-    for cls in router.provider_classes():
-        name = cls.get_name()
-        health = status.get(name) or ProviderHealth().snapshot(now)
-        models = cls.get_models()  # type: ignore[attr-defined]
-        why_not = cls.why_not_working(client.provider_options.get(name.lower()))
-        items.append({
-            "id": name,
-            "object": "provider",
-            "name": name,
-            "label": cls.label,
-            "url": cls.url,
-            "working": why_not is None,
-            "not_working_reason": why_not,  # what to configure, never the options
-            "needs_auth": cls.needs_auth,
-            "configured": name.lower() in client.provider_options,  # never the options
-            "emulated": emulated,
-            "default_model": getattr(cls, "default_model", "") or None,
-            "models": models,
-            "aliases": dict(getattr(cls, "model_aliases", {})),
-            "open_catalog": bool(cls.accepts_model("x/y")),  # type: ignore[attr-defined]
-            "capabilities": cls.capabilities.summary(router.emulate),
-            "health": health,
-            "cooling_down": health["cooling_down"],
-            "cooldown_remaining": health["cooldown_remaining"],
-        })
-    return items
+    from ..providers.table import provider_table  # the table `llmplex providers` prints
+
+    return provider_table(client, emulated=emulated)

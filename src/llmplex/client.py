@@ -361,7 +361,8 @@ class _AsyncCompletions:
             if value is not None}
         record = None
         if conversation is not None:
-            conversation_id = conversation.id if isinstance(conversation, Conversation) else str(conversation)
+            conversation_id = (conversation.id if isinstance(conversation, Conversation)
+                               else str(conversation))
             record = await asyncio.to_thread(client.store.get, conversation_id)
             if not model and provider is None:
                 model = record.model  # a conversation goes on with the model it used
@@ -672,7 +673,8 @@ class _Run:
             return ChatCompletionChunk(self.id, self.created, self.model, self.provider,
                                        choices, emulated=self.emulated, **more)
         return ChatCompletionChunk(self.id, self.created, meta.model or self.model,
-                                   self.provider, choices, system_fingerprint=meta.system_fingerprint,
+                                   self.provider, choices,
+                                   system_fingerprint=meta.system_fingerprint,
                                    service_tier=meta.service_tier, emulated=self.emulated, **more)
 
     async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:

@@ -107,7 +107,8 @@ class CompletionUsage(_Object):
                  completion_tokens_details: dict[str, Any] | None = None) -> None:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
-        self.total_tokens = prompt_tokens + completion_tokens if total_tokens is None else total_tokens
+        self.total_tokens = (prompt_tokens + completion_tokens if total_tokens is None
+                             else total_tokens)
         #: the service's details (``cached_tokens``, ``reasoning_tokens``...), if it sent them
         self.prompt_tokens_details = (Details(prompt_tokens_details)
                                       if prompt_tokens_details is not None else None)

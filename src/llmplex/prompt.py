@@ -45,7 +45,8 @@ def _check_part(part: Any, role: str, where: str) -> None:
     allowed = _PARTS[role]
     if kind not in allowed:
         known = kind in _PARTS["user"] or kind == "refusal"
-        raise _fail(f"{kind!r} is {'not allowed in ' + role + ' messages' if known else 'not a content part type'}"
+        what = f"not allowed in {role} messages" if known else "not a content part type"
+        raise _fail(f"{kind!r} is {what}"
                     f" ({role} messages take: {', '.join(sorted(allowed))})", f"{where}.type")
     if kind in ("text", "refusal"):
         if not isinstance(part.get(kind), str):
@@ -99,7 +100,8 @@ def validate_messages(messages: Any) -> list[Mapping[str, Any]]:
         return [{"role": "user", "content": messages}]
     if not isinstance(messages, Sequence) or isinstance(messages, (bytes, bytearray)):
         raise InvalidRequestError(
-            f"messages must be a list of {{'role', 'content'}} dicts, not {type(messages).__name__}",
+            "messages must be a list of {'role', 'content'} dicts,"
+            f" not {type(messages).__name__}",
             param="messages")
     if not messages:
         raise InvalidRequestError("messages is empty", param="messages")
@@ -201,7 +203,8 @@ def require_text_only(messages: Any, provider: str | None = None) -> list[dict[s
     return out
 
 
-def format_prompt(messages: Sequence[Mapping[str, Any]] | str, add_special_tokens: bool = False) -> str:
+def format_prompt(messages: Sequence[Mapping[str, Any]] | str,
+                  add_special_tokens: bool = False) -> str:
     """Render messages as one prompt.
 
     One message (and ``add_special_tokens`` false) gives its content unchanged; several give

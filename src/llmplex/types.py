@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal, TypedDict, Union
+from typing import Any, Literal, TypedDict
 
 from .events import (
     ChoiceText,
@@ -96,6 +96,6 @@ class JsonConversation(Event):
     __hash__ = None  # type: ignore[assignment]
 
 
-Chunk = Union[str, Event]
+Chunk = str | Event
 AsyncResult = AsyncIterator[Chunk]
 CreateResult = Iterator[Chunk]

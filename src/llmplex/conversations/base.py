@@ -100,5 +100,5 @@ class ConversationStore(abc.ABC):
     def list(self, limit: int = 50) -> list[Conversation]:
         """The most recently updated conversations first."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op default, not abstract: most stores hold nothing
         """Release resources (files, connections)."""

@@ -166,10 +166,11 @@ class SQLiteStore(ConversationStore):
                 "INSERT INTO messages (conversation_id, message) VALUES (?, ?)",
                 [(conversation_id, json.dumps(dict(m))) for m in messages],
             )
-            if provider and state is not None and (expected_turns is None or turns == expected_turns):
+            if provider and state is not None and (
+                    expected_turns is None or turns == expected_turns):
                 db.execute(
-                    "INSERT OR REPLACE INTO provider_state (conversation_id, provider, state, turns)"
-                    " VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO provider_state"
+                    " (conversation_id, provider, state, turns) VALUES (?, ?, ?, ?)",
                     (conversation_id, provider, json.dumps(state), turns + len(messages)),
                 )
             db.execute(

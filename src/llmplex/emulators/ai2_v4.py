@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import random
 import string
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
@@ -186,7 +186,7 @@ class Ai2V4Emulator(Emulator):
     def _message(self, role: str, content: str, user: str, form: dict[str, Any],
                  parent: dict[str, Any] | None) -> dict[str, Any]:
         """A new Message object, stored and linked under ``parent``."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         mid = self.new_id()
         stop = form.get("stop")
         message = {

@@ -27,8 +27,8 @@ import json
 import secrets
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -140,7 +140,8 @@ class H2oEmulator(Emulator):
         if request.method == "POST" and request.content_type in _FORM_TYPES:
             referer = request.headers.get("Referer")
             if not referer:
-                return _error_response(request, 403, "Non-JSON form requests need to have a referer")
+                return _error_response(request, 403,
+                                       "Non-JSON form requests need to have a referer")
             if _origin(referer) != str(request.url.origin()):
                 return _error_response(request, 403, "Invalid referer for POST request")
         if (request.method not in ("GET", "OPTIONS", "HEAD")
@@ -169,7 +170,7 @@ class H2oEmulator(Emulator):
             form.get("shareConversationsWithModelAuthors"))
         settings["activeModel"] = form.get("activeModel") or MODELS[0]
         if form.get("ethicsModalAccepted"):
-            settings["ethicsModalAcceptedAt"] = datetime.now(timezone.utc).isoformat()
+            settings["ethicsModalAcceptedAt"] = datetime.now(UTC).isoformat()
         session.settings = settings
         location = request.headers.get("Referer") or "/"
         if _accepts_json(request):
@@ -198,7 +199,8 @@ class H2oEmulator(Emulator):
         script = self._script(session)
         session.script = None  # this answer uses it up
         fault = script.fault
-        if fault is not None and fault.kind == "status" and (fault.step or "generate") == "generate":
+        if (fault is not None and fault.kind == "status"
+                and (fault.step or "generate") == "generate"):
             return self._fault_response(request, fault)
         body = request[_RECORD].json
         if not _valid_body(body):
@@ -373,7 +375,7 @@ def _error_response(request: web.Request, status: int, message: str) -> web.Resp
 
 def _set_cookie(response: web.StreamResponse, session_id: str) -> None:
     # refreshSessionCookie(): dev-mode flags (no Secure: the emulator speaks plain http).
-    expires = datetime.now(timezone.utc) + timedelta(days=365)
+    expires = datetime.now(UTC) + timedelta(days=365)
     response.headers.add("Set-Cookie", f"{COOKIE}={session_id}; Path=/; Expires="
                          f"{format_datetime(expires, usegmt=True)}; HttpOnly; SameSite=Lax")
 

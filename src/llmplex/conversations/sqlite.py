@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,10 @@ class SQLiteStore(ConversationStore):
             else:
                 self._db.execute("COMMIT")
 
-    def create(self, *, model=None, messages=(), metadata=None, id=None) -> Conversation:
+    def create(
+        self, *, model: str | None = None, messages: Sequence[Mapping[str, Any]] = (),
+        metadata: dict[str, Any] | None = None, id: str | None = None,
+    ) -> Conversation:
         conversation = Conversation(
             model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
         )

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import secrets
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -133,7 +134,10 @@ class H2oEmulator(Emulator):
     # -- hooks.server.ts -------------------------------------------------------------------
 
     @web.middleware
-    async def _hooks(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _hooks(
+        self, request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
         request[_RECORD] = await self.record(request)
         sid = request.cookies.get(COOKIE) or str(uuid4())
         request[_SESSION] = self.sessions.setdefault(sid, ChatSession(sid))
@@ -220,7 +224,8 @@ class H2oEmulator(Emulator):
     async def _stream(self, request: web.Request, session: ChatSession,
                       conversation: Conversation, script: Script,
                       body: dict[str, Any]) -> web.StreamResponse:
-        parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+        given = body.get("parameters")
+        parameters: dict[str, Any] = given if isinstance(given, dict) else {}
         pieces = script.pieces()
         finish = script.finish_reason
         limit = parameters.get("max_new_tokens")

@@ -346,7 +346,8 @@ class OpenAssistantEmulator(Emulator):
     def _message(self, chat: Chat, role: str, parent_id: str | None, content: str | None,
                  state: str, work: dict[str, Any] | None) -> dict[str, Any]:
         """A MessageRead, stored in the chat."""
-        message = {"id": str(uuid.uuid4()), "parent_id": parent_id, "content": content,
+        message: dict[str, Any] = {
+                   "id": str(uuid.uuid4()), "parent_id": parent_id, "content": content,
                    "chat_id": chat.id, "created_at": _now(), "role": role, "state": state,
                    "score": 0, "reports": [], "work_parameters": work, "safe_content": None,
                    "safety_level": None, "safety_label": None, "safety_rots": None,

@@ -66,6 +66,8 @@ class _Object:
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.model_dump() == self.model_dump()
 
+    # unhashable, as __eq__ compares values; the ignore: typeshed declares
+    # object.__hash__ a method, so mypy refuses the None Python documents
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
@@ -91,6 +93,8 @@ class Details:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Details) and other.__dict__ == self.__dict__
 
+    # unhashable, as __eq__ compares values; the ignore: typeshed declares
+    # object.__hash__ a method, so mypy refuses the None Python documents
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:

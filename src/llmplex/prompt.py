@@ -53,11 +53,13 @@ def _check_part(part: Any, role: str, where: str) -> None:
             raise _fail("must be a string", f"{where}.{kind}")
     elif kind == "image_url":
         image = part.get("image_url")
-        url = image.get("url") if isinstance(image, Mapping) else None
+        if not isinstance(image, Mapping):
+            image = {}  # no url, refused below
+        url = image.get("url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://", "data:")):
             raise _fail("must be an http(s) URL or a data: URI",
                         f"{where}.image_url.url")
-        detail = image.get("detail")  # type: ignore[union-attr]
+        detail = image.get("detail")
         if detail is not None and detail not in _IMAGE_DETAIL:
             raise _fail(f"must be one of auto, low, high, not {detail!r}",
                         f"{where}.image_url.detail")

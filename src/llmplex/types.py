@@ -93,6 +93,8 @@ class JsonConversation(Event):
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.get_dict() == self.get_dict()
 
+    # unhashable, as __eq__ compares values; the ignore: typeshed declares
+    # object.__hash__ a method, so mypy refuses the None Python documents
     __hash__ = None  # type: ignore[assignment]
 
 

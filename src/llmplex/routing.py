@@ -147,6 +147,9 @@ class Router:
     clock: Callable[[], float] = time.monotonic
     health: dict[str, ProviderHealth] = field(default_factory=dict)
     discovered: ModelCache = field(default_factory=ModelCache, repr=False)
+    #: health shared with other processes (:class:`llmplex.state.health.SharedHealth`,
+    #: set by the server for a Redis state backend); None: this process's own only
+    shared: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.emulation_retries, bool) or not isinstance(
@@ -437,6 +440,8 @@ class Router:
         """
         loop = asyncio.get_running_loop()
         total_at = loop.time() + total_timeout if total_timeout else None
+        if self.shared is not None and len(routes) > 1:  # one read per decision
+            await self.shared.pull(self, [route.name for route in routes])
         ordered, errors = self.ordered(routes)
         for route in ordered:
             for attempt in range(1 + max(0, self.retries)):
@@ -494,6 +499,8 @@ class Router:
                     unconfigured = isinstance(exc, MissingAuthError) and exc.unconfigured
                     if not (_refused(exc) or unconfigured):
                         self.record_failure(route.name, exc)
+                        if self.shared is not None:
+                            await self.shared.failed(self, route.name)
                     if delivered or watch.total_passed:
                         raise
                     errors.append((route.name, exc))
@@ -506,7 +513,12 @@ class Router:
                     aclose = getattr(stream, "aclose", None)
                     if aclose is not None:
                         await aclose()
+                health = self.health.get(route.name)
+                failing = health is not None and (health.consecutive_failures > 0
+                                                  or health.cooldown_until > 0)
                 self.record_success(route.name)
+                if failing and self.shared is not None:
+                    await self.shared.succeeded(route.name)
                 return
         if len(errors) == 1 and len(routes) == 1:
             raise errors[0][1]  # one route: its own error says it best

@@ -209,7 +209,10 @@ class KeyRing:
         key = caller.key
         if key is None or key.tpm is None or not tokens:
             return
-        await self.limiter.spend(key.name, int(tokens))
+        try:
+            await self.limiter.spend(key.name, int(tokens))
+        except LLMplexError as exc:  # the answer was given: say it, do not fail it
+            log.warning("tokens of key %r not counted: %s", key.name, exc)
 
     def metered(self, caller: Caller, opening: Awaitable[Any]) -> Awaitable[Any]:
         """``opening`` (an awaitable giving a chat chunk stream), with the stream's usage
@@ -310,10 +313,7 @@ class _Metered:
     async def _record(self) -> None:
         if not self._done:
             self._done = True
-            try:
-                await self._ring.record_usage(self._caller, self._tokens)
-            except LLMplexError as exc:  # the answer was given: say it, do not fail it
-                log.warning("tokens of key %r not counted: %s", self._caller.name, exc)
+            await self._ring.record_usage(self._caller, self._tokens)
 
     async def aclose(self) -> None:
         try:

@@ -251,11 +251,12 @@ def _silence_stdout() -> None:
 
 # -- shared helpers -----------------------------------------------------------------------
 
-def _client(config: Config) -> Any:
+def _client(config: Config, store: Any = None) -> Any:
     from .client import AsyncClient
     from .conversations import SQLiteStore
 
-    store = SQLiteStore(data_dir(config) / "conversations.sqlite3")
+    if store is None:
+        store = SQLiteStore(data_dir(config) / "conversations.sqlite3")
     return AsyncClient(config=config, store=store)  # its router, providers, proxy, deadlines
 
 
@@ -742,6 +743,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     extra = {name: value for name in ("client_stall_timeout", "max_providers")
              if (value := setting(name)) is not None}
     services = None
+    state = _state(config)  # [state] / LLMPLEX_STATE_URL: embedded, or Redis
     for name in ("first_token_timeout", "total_timeout"):  # the flags win over the config
         if getattr(args, name) is not None:
             setattr(config, name, _positive(getattr(args, name), "--" + name.replace("_", "-")))
@@ -750,14 +752,15 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
         services = EmulatedServices().start()
         client = emulated_client(services, first_token_timeout=config.first_token_timeout,
-                                 total_timeout=config.total_timeout)
+                                 total_timeout=config.total_timeout,
+                                 **({"store": state.store} if state.store else {}))
         bar = "=" * len(EMULATED_NOTICE)
         print(f"{bar}\n{EMULATED_NOTICE}\n{bar}", file=sys.stderr, flush=True)
     else:
-        client = _client(config)
+        client = _client(config, state.store)
     try:
         app = create_app(
-            client, api_keys=api_keys,
+            client, api_keys=api_keys, keys=settings.get("keys"), state=state,
             allow_upstream_overrides=bool(args.allow_upstream_overrides
                                           or settings.get("allow_upstream_overrides")),
             cors_origins=args.cors_origins or settings.get("cors_origins") or (),
@@ -775,10 +778,14 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         real_port = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
-        auth = "API key required" if api_keys else "no API key required"
+        auth = "API key required" if api_keys or settings.get("keys") else "no API key required"
+        from .state import describe
+
+        auth += f"; {describe(state)}"
         print(f"llmplex: serving the OpenAI-compatible API at http://{shown}:{real_port}/v1 "
               f"({auth}{'; EMULATED' if services else ''})", file=sys.stderr, flush=True)
-        if not api_keys and host not in ("127.0.0.1", "localhost", "::1"):
+        if not (api_keys or settings.get("keys")) and host not in ("127.0.0.1", "localhost",
+                                                                   "::1"):
             print(f"llmplex: warning: listening on {host} without an API key: anyone who "
                   "reaches this port can use your providers' credentials", file=sys.stderr)
         serve_forever(app, sock, log_level=args.log_level, **limits)
@@ -788,6 +795,20 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         else:
             client.store.close()
     return EXIT_OK
+
+
+def _state(config: Config) -> Any:
+    """The state backend of ``[state]`` (``LLMPLEX_STATE_URL`` over its ``url``)."""
+    from .errors import InvalidRequestError
+    from .state import from_url
+
+    options = config.state
+    try:
+        return from_url(options.get("url"), on_error=options.get("on_error", "closed"),
+                        prefix=options.get("prefix", "llmplex:"),
+                        timeout=options.get("timeout", 5.0))
+    except InvalidRequestError as exc:
+        raise UsageError(exc.message) from None
 
 
 def cmd_emulate(args: argparse.Namespace, config: Config) -> int:

@@ -28,7 +28,7 @@ import abc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import InvalidRequestError, LLMplexError
 
@@ -81,7 +81,9 @@ def redact_url(url: str) -> str:
     query = "&".join(
         f"{k}=***" if k.lower() == "password" else (f"{k}={v}" if sep else k)
         for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # by hand: urlunsplit drops the "//" of an empty host (unix:///path)
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
 class StateBackend(abc.ABC):

@@ -9,14 +9,13 @@ import threading
 
 import pytest
 import redis
+from redis_server import RedisServer, free_port
 
 from llmplex.conversations import ConversationNotFoundError, RedisStore
 from llmplex.errors import RateLimitError
 from llmplex.routing import Router
 from llmplex.state import EmbeddedState, StateBackendError, from_url, redact_url
 from llmplex.state.limits import LocalLimiter
-
-from redis_server import RedisServer, free_port
 
 PASSWORD = "s3cret-pass-word"
 
@@ -189,3 +188,36 @@ async def test_unreachable_open_goes_local_and_warns_once(tmp_path, caplog):
             assert state.store.create().id  # and the store works without a restart
     finally:
         await state.aclose()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[state]\non_error = "maybe"\n', "on_error"),
+    ('[state]\nurl = "http://:pw@host"\n', "redis://"),
+    ('[state]\nurls = "redis://host"\n', "unknown key 'urls'"),
+    ('[server.keys.a]\nkey = "k"\nrpn = 1\n', "[server.keys.a]: unknown key 'rpn'"),
+    ('[server.keys.a]\nkey = "k"\nkey_sha256 = "00"\n', "exactly one of"),
+    ('[server.keys.a]\nkey_sha256 = "abc"\n', "64 hexadecimal"),
+    ('[server.keys.a]\nkey = "k"\nrpm = 0\n', "'rpm' must be a positive integer"),
+    ('[server.keys.a]\nkey = "k"\n[server.keys.b]\nkey = "k"\n', "same secret"),
+])
+def test_config_refuses_bad_state_and_key_tables(tmp_path, text, expected):
+    from llmplex.config import ConfigError, load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert expected in str(info.value) and "pw" not in str(info.value)
+    assert "'k'" not in str(info.value)  # never a key
+
+
+def test_config_reads_state_and_keys_and_the_variable_wins(tmp_path):
+    from llmplex.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[state]\nurl = "redis://file:6379"\non_error = "open"\n'
+                    '[server.keys.a]\nkey = "k"\nrpm = 5\nmodels = ["openai:*"]\n')
+    config = load_config(path, environ={"LLMPLEX_STATE_URL": "redis://env:6379"})
+    assert config.state == {"url": "redis://env:6379", "on_error": "open"}
+    assert config.server["keys"] == {"a": {"key": "k", "rpm": 5, "models": ["openai:*"]}}
+    assert "redis" not in repr(config) and "'k'" not in repr(config)

@@ -3,7 +3,8 @@
     .venv/bin/python bench/state_cost.py [--requests 400]
 
 Needs ``redis-server`` on PATH (or /usr/bin) and the ``redis`` extra. Starts a Redis on a
-free port and ``llmplex serve --emulate`` twice (embedded state; Redis state), each with
+free port, the OpenAI emulator (in this process, answering at once), and ``llmplex serve``
+twice (embedded state; Redis state), each with
 one API key limited by rpm and tpm (so every request is admitted and counted through the
 backend), and sends the same sequential requests over one kept-alive connection: plain
 chat completions, then turns of one stored conversation. Prints the mean wall time per
@@ -45,16 +46,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(tmp: Path, name: str, state_url: str | None) -> tuple[subprocess.Popen[bytes], str]:
+def start(tmp: Path, name: str, state_url: str | None,
+          upstream: str) -> tuple[subprocess.Popen[bytes], str]:
     config = tmp / f"{name}.toml"
     config.write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPLEX_")}
-    env.update(LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp / f"{name}-data"))
+    env.update(LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp / f"{name}-data"),
+               LLMPLEX_OPENAI_BASE_URL=upstream + "/v1", OPENAI_API_KEY="sk-upstream")
     if state_url:
         env["LLMPLEX_STATE_URL"] = state_url
     log = tmp / f"{name}.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([LLMPLEX, "serve", "--emulate", "--port", "0",
+        process = subprocess.Popen([LLMPLEX, "serve", "--port", "0",
                                     "--log-level", "warning"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=sink)
     deadline = time.monotonic() + 60
@@ -96,8 +99,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
+    from llmplex.testing import Script, serve
+    from llmplex.testing.openai import OpenAIEmulator
+
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, \
+            serve(OpenAIEmulator(Script("Hello there, from the emulator."))) as upstream:
         tmp = Path(directory)
         port = free_port()
         redis = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
@@ -108,7 +115,7 @@ def main() -> None:
         try:
             for name, state_url in (("embedded", None),
                                     ("redis", f"redis://127.0.0.1:{port}/0")):
-                process, url = start(tmp, name, state_url)
+                process, url = start(tmp, name, state_url, str(upstream.url))
                 try:
                     results[name] = measure(process, url, args.requests)
                 finally:
@@ -118,7 +125,7 @@ def main() -> None:
             redis.terminate()
             redis.wait(timeout=10)
     print(f"{args.requests} sequential requests each, one kept-alive connection, "
-          "llmplex serve --emulate, a key with rpm and tpm")
+          "llmplex serve, a key with rpm and tpm")
     print(f"{'':28}{'embedded':>10}{'redis':>10}{'delta':>10}")
     for metric in results["embedded"]:
         a, b = results["embedded"][metric], results["redis"][metric]

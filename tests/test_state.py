@@ -97,7 +97,8 @@ def test_concurrent_writers_lose_no_turn(url):
     users = [m["content"] for m in messages[::2]]
     assert sorted(users) == sorted(f"{n}-{i}" for n in range(writers) for i in range(turns))
     # every turn's two messages stay together
-    assert all(b["content"] == "re " + a["content"] for a, b in zip(messages[::2], messages[1::2]))
+    assert all(b["content"] == "re " + a["content"]
+               for a, b in zip(messages[::2], messages[1::2], strict=True))
     first.close()
     second.close()
 

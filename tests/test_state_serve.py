@@ -292,8 +292,8 @@ def test_anthropic_messages_share_the_keys_limits(pair):
                                messages=[{"role": "user", "content": "Hi"}])
     assert int(info.value.response.headers["retry-after"]) >= 1
     with pytest.raises(anthropic.AuthenticationError):
-        first.anthropic("sk-nope").messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user",
-                                                                   "content": "Hi"}])
+        first.anthropic("sk-nope").messages.create(
+            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "Hi"}])
 
 
 def test_concurrent_writers_on_both_instances_lose_no_turn(pair):
@@ -308,7 +308,7 @@ def test_concurrent_writers_on_both_instances_lose_no_turn(pair):
             for i in range(3):
                 ask(first if (n + i) % 2 else second, "sk-free", text=f"turn {n}-{i}",
                     extra_body={"conversation_id": conversation})
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
@@ -323,7 +323,7 @@ def test_concurrent_writers_on_both_instances_lose_no_turn(pair):
     assert users == sorted(f"turn {n}-{i}" for n in range(8) for i in range(3))
     assert len(messages) == 48
     assert all(a["role"] == "user" and b["role"] == "assistant"
-               for a, b in zip(messages[::2], messages[1::2]))
+               for a, b in zip(messages[::2], messages[1::2], strict=True))
 
 
 def test_kill_9_of_one_instance_loses_no_acknowledged_turn(tmp_path, upstreams):

@@ -238,7 +238,7 @@ class KeyRing:
             names = [n for route in routes for n in (
                 f"{route.name.lower()}:{route.model}",)]
             allowed = all(_matches(patterns, name, model, route.model)
-                          for name, route in zip(names, routes))
+                          for name, route in zip(names, routes, strict=True))
         else:
             allowed = _matches(patterns, model, model, model)
         if not allowed:

@@ -106,7 +106,7 @@ class StateBackend(abc.ABC):
         """Whether the state is shared with other processes."""
         return self.health is not None
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - nothing to release by default
         """Release connections."""
 
 

@@ -264,6 +264,8 @@ def test_tpm_counts_streamed_answers(pair, shared_redis):
 def test_model_allow_list_hashed_keys_and_wrong_keys(pair):
     first, second = pair
     assert ask(first, "sk-openai-only").choices[0].message.content == "From OpenAI."
+    # a bare name counts by the routes it takes: OpenAI's only
+    assert ask(first, "sk-openai-only", "gpt-4o-mini").provider == "OpenAI"
     for model in ("groq:llama-3.1-8b-instant", "duo"):  # duo may reach Groq
         with pytest.raises(openai.PermissionDeniedError) as info:
             ask(second, "sk-openai-only", model)
@@ -399,3 +401,11 @@ def test_redis_stopped_mid_run_then_back(tmp_path, upstreams, policy):
         instance.stop()
         server.stop()
     assert PASSWORD not in instance.text()
+
+
+def test_serve_refuses_an_unusable_state_url_without_showing_its_password(tmp_path, upstreams):
+    env = environment(tmp_path, "", *upstreams, f"http://:{PASSWORD}@127.0.0.1:1/0")
+    result = subprocess.run([LLMPLEX, "serve", "--port", "0"], env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "redis://" in result.stderr and PASSWORD not in result.stderr + result.stdout

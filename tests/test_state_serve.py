@@ -53,6 +53,14 @@ key_sha256 = "{hashlib.sha256(KEY_HASHED.encode()).hexdigest()}"
 [server.keys.messages]
 key = "sk-messages"
 rpm = 2
+
+[server.keys.tpm-anthropic]
+key = "sk-tpm-anthropic"
+tpm = 1
+
+[server.keys.tpm-responses]
+key = "sk-tpm-responses"
+tpm = 1
 """
 
 
@@ -259,6 +267,21 @@ def test_tpm_counts_streamed_answers(pair, shared_redis):
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     with pytest.raises(openai.RateLimitError):
         ask(second, "sk-tpm1")
+
+
+def test_tpm_counts_anthropic_messages_and_responses(pair):
+    first, second = pair
+    message = first.anthropic("sk-tpm-anthropic").messages.create(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
+    assert message.usage.output_tokens > 0
+    with pytest.raises(anthropic.RateLimitError):
+        second.anthropic("sk-tpm-anthropic").messages.create(
+            model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
+    events = list(first.openai("sk-tpm-responses").responses.create(
+        model=MODEL, input="Hi", stream=True))
+    assert events[-1].type == "response.completed"
+    with pytest.raises(openai.RateLimitError):
+        second.openai("sk-tpm-responses").responses.create(model=MODEL, input="Hi")
 
 
 def test_model_allow_list_hashed_keys_and_wrong_keys(pair):

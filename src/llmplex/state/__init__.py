@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from ..errors import InvalidRequestError, LLMplexError
+from ..errors import InvalidRequestError, StateBackendError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..conversations.base import ConversationStore
@@ -55,13 +55,6 @@ SCHEMES = ("redis", "rediss", "unix")
 ON_ERROR = ("closed", "open")
 
 T = TypeVar("T")
-
-
-class StateBackendError(LLMplexError):
-    """The shared state backend (Redis) could not be reached or refused an operation.
-
-    The message names the backend by its URL without password; the server answers 503
-    (``state_backend_unavailable``, ``x-should-retry: true``)."""
 
 
 def redact_url(url: str) -> str:

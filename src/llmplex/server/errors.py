@@ -81,6 +81,7 @@ from ..errors import (
     RateLimitError,
     ResponseError,
     ResponseStatusError,
+    StateBackendError,
     StreamError,
     summarize,
 )
@@ -175,7 +176,6 @@ def _not_configured(provider: str) -> str:
 
 def _error_for(exc: BaseException) -> APIError:
     from ..routing import CoolingDown
-    from ..state import StateBackendError
 
     if isinstance(exc, APIError):
         return exc

@@ -93,6 +93,8 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     client_stall_timeout: float = CLIENT_STALL_TIMEOUT,
     max_providers: int = MAX_PROVIDERS,
+    metrics: str = "public",
+    tracer_provider: Any = None,
     keys: Any = None,
     state: Any = None,
 ) -> FastAPI:
@@ -118,6 +120,9 @@ def create_app(
     the upstream request is closed and cleaned up (default
     :data:`~llmplex.server.streaming.CLIENT_STALL_TIMEOUT`, 60 s).
     ``max_providers``: the longest ``provider`` list a request may name (400 above).
+    ``metrics``: ``GET /metrics`` is ``"public"``, ``"keyed"`` (needs one of the API
+    keys) or ``"off"``; ``tracer_provider``: OpenTelemetry traces (None: none). Every
+    response has an ``x-request-id`` (:mod:`llmplex.server.observability`).
 
     ``keys``: API keys with names, limits and allowed models (a ``[server.keys]`` table,
     :class:`~llmplex.server.keys.ApiKey` objects or a
@@ -326,6 +331,12 @@ def create_app(
                            "anthropic-version", "anthropic-beta"],
         )
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
+    from .observability import install_observability  # request ids, /metrics, traces
+
+    # "keyed" /metrics takes the plain api_keys (named [server.keys] ones: not yet)
+    install_observability(app, client, metrics=metrics,
+                          api_keys=tuple(k.encode() for k in api_keys if k),
+                          tracer_provider=tracer_provider)
     return app
 
 

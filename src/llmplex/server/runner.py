@@ -25,6 +25,12 @@ its default here (seconds, counts, bytes):
     ``max_incomplete_event_size``); more is a 400. (Headers that arrive complete in one
     read are parsed whole: one read is at most 256 KiB.)
 
+Shutdown (:func:`serve_forever`): on SIGTERM or Ctrl-C the listening socket is closed (new
+connections are refused), idle kept-alive connections are closed and busy ones after
+their current response; running requests (streams) get ``drain_timeout`` seconds
+(:data:`DRAIN_TIMEOUT`, 30 s) to finish, then are cancelled, their upstream requests
+cleaned up by the providers (:mod:`llmplex.server.shutdown`), and the call returns.
+
 Every accepted TCP connection has ``TCP_NODELAY`` set: without it a response written in
 two pieces (headers, then body) waits ~40 ms for the client's delayed ACK on a kept-alive
 connection. (asyncio sets it only on sockets whose ``proto`` is ``IPPROTO_TCP``, which a
@@ -43,13 +49,14 @@ import threading
 from typing import Any
 
 __all__ = ["bind", "serve_forever", "ServerThread", "HEADER_TIMEOUT", "BODY_TIMEOUT",
-           "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "MAX_HEADER_BYTES"]
+           "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "MAX_HEADER_BYTES", "DRAIN_TIMEOUT"]
 
 HEADER_TIMEOUT = 10.0  # seconds for a request's headers (from connect, or its first byte)
 BODY_TIMEOUT = 30.0  # seconds for a request's body, from its headers
 KEEPALIVE_TIMEOUT = 20.0  # seconds an idle kept-alive connection stays open
 MAX_CONNECTIONS = 2048  # connections (and requests) served at once; beyond: 503
 MAX_HEADER_BYTES = 32 * 1024  # of a request's headers buffered while they arrive; beyond: 400
+DRAIN_TIMEOUT = 30.0  # seconds running requests get to finish on SIGTERM (serve_forever)
 
 _logger = logging.getLogger("llmplex.server")
 
@@ -216,12 +223,14 @@ def serve_forever(
     keepalive_timeout: float = KEEPALIVE_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
     max_header_bytes: int = MAX_HEADER_BYTES,
+    drain_timeout: float = DRAIN_TIMEOUT,
     **options: Any,
 ) -> None:
     """Serve ``app`` on the bound ``sock`` until Ctrl-C or SIGTERM, then return.
 
     The limits for clients are described in the module docstring; ``options`` are
-    ``uvicorn.Config`` options.
+    ``uvicorn.Config`` options. ``drain_timeout``: seconds running requests get to
+    finish after the signal (then they are cancelled, with upstream cleanup).
 
     uvicorn shuts down gracefully on either signal and then raises it again for the
     previous handler; SIGTERM's handler is set to raise ``KeyboardInterrupt`` meanwhile,
@@ -234,6 +243,7 @@ def serve_forever(
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    options.setdefault("timeout_graceful_shutdown", drain_timeout)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(_config(
         app, host, port, header_timeout=header_timeout, body_timeout=body_timeout,

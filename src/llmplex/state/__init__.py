@@ -27,7 +27,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import InvalidRequestError, StateBackendError
@@ -175,8 +175,3 @@ def from_url(url: str | None, *, on_error: str = "closed", prefix: str = "llmple
             "missing): pip install 'llmplex[redis]'", param="state_url") from None
     return RedisState(url, on_error=on_error, prefix=prefix, timeout=timeout)
 
-
-def describe(backend: Any) -> str:
-    """One line for the server's start-up message."""
-    where = getattr(backend, "where", None)
-    return f"state in Redis at {where}" if where else "embedded state"

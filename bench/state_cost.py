@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
     from llmplex.testing import Script, serve
-    from llmplex.testing.openai import OpenAIEmulator
+    from llmplex.emulators.openai import OpenAIEmulator
 
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     with tempfile.TemporaryDirectory() as directory, \

@@ -22,7 +22,7 @@ import redis
 from redis_server import RedisServer
 
 from llmplex.testing import Fault, Script, serve, wait_until
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 LLMPLEX = shutil.which("llmplex", path=str(Path(sys.executable).parent)) or "llmplex"
 PASSWORD = "redis-pass-9f8e7d"

@@ -287,11 +287,12 @@ def _silence_stdout() -> None:
 
 # -- shared helpers -----------------------------------------------------------------------
 
-def _client(config: Config) -> Any:
+def _client(config: Config, store: Any = None) -> Any:
     from .client import AsyncClient
     from .conversations import SQLiteStore
 
-    store = SQLiteStore(data_dir(config) / "conversations.sqlite3")
+    if store is None:
+        store = SQLiteStore(data_dir(config) / "conversations.sqlite3")
     return AsyncClient(config=config, store=store)  # its router, providers, proxy, deadlines
 
 
@@ -793,13 +794,15 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         print(f"{bar}\n{EMULATED_NOTICE}\n{bar}", file=sys.stderr, flush=True)
 
     def make_app() -> Any:  # in each worker: its own client, pool and app
+        state = _state(config)  # [state] / LLMPLEX_STATE_URL: embedded, or Redis
         if services is not None:
             from .server.emulated import emulated_client
 
             client = emulated_client(services, first_token_timeout=config.first_token_timeout,
-                                     total_timeout=config.total_timeout)
+                                     total_timeout=config.total_timeout,
+                                     **({"store": state.store} if state.store else {}))
         else:
-            client = _client(config)
+            client = _client(config, state.store)
         if setting("traces"):
             from .server.tracing import tracer_provider_from_env
 
@@ -809,7 +812,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                 raise UsageError(str(exc)) from None
         try:
             app = create_app(
-                client, api_keys=api_keys,
+                client, api_keys=api_keys, keys=settings.get("keys"), state=state,
                 allow_upstream_overrides=bool(args.allow_upstream_overrides
                                               or settings.get("allow_upstream_overrides")),
                 cors_origins=args.cors_origins or settings.get("cors_origins") or (),
@@ -842,11 +845,16 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         real_port = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
-        auth = "API key required" if api_keys else "no API key required"
+        keyed = bool(api_keys or settings.get("keys"))
+        auth = "API key required" if keyed else "no API key required"
+        from .state import redact_url
+
+        url = config.state.get("url")
+        auth += f"; state in Redis at {redact_url(url)}" if url else "; embedded state"
         print(f"llmplex: serving the OpenAI-compatible API at http://{shown}:{real_port}/v1 "
               f"({auth}{'; EMULATED' if services else ''}"
               f"{f'; {workers} workers' if workers > 1 else ''})", file=sys.stderr, flush=True)
-        if not api_keys and host not in ("127.0.0.1", "localhost", "::1"):
+        if not keyed and host not in ("127.0.0.1", "localhost", "::1"):
             print(f"llmplex: warning: listening on {host} without an API key: anyone who "
                   "reaches this port can use your providers' credentials", file=sys.stderr)
         if app is not None:
@@ -872,6 +880,20 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     finally:
         if services is not None:
             services.stop()
+
+
+def _state(config: Config) -> Any:
+    """The state backend of ``[state]`` (``LLMPLEX_STATE_URL`` over its ``url``)."""
+    from .errors import InvalidRequestError
+    from .state import from_url
+
+    options = config.state
+    try:
+        return from_url(options.get("url"), on_error=options.get("on_error", "closed"),
+                        prefix=options.get("prefix", "llmplex:"),
+                        timeout=options.get("timeout", 5.0))
+    except InvalidRequestError as exc:
+        raise UsageError(exc.message) from None
 
 
 def cmd_emulate(args: argparse.Namespace, config: Config) -> int:

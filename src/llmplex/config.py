@@ -48,6 +48,15 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     log_format = "text"               # or "json": one object per line
     traces = false                    # OpenTelemetry, exporter from OTEL_* (otel extra)
 
+    [server.keys.team-a]              # a named API key with limits (llmplex.server.keys)
+    key_sha256 = "<64 hex digits>"    # or key = "sk-..."
+    rpm = 60                          # requests per minute, tpm = tokens per minute
+    models = ["openai:*"]             # the models it may ask for (globs)
+
+    [state]                           # shared by several servers (llmplex.state)
+    url = "redis://localhost:6379/0"  # (LLMPLEX_STATE_URL); unset: embedded state
+    on_error = "closed"               # Redis unreachable: "closed" 503s, "open" goes local
+
 A ``[providers.X]`` table names any registered provider, a plugin's too (see
 :mod:`llmplex.providers`; ``LLMPLEX_PLUGINS`` chooses the plugins). Every key is checked
 when the file is read, and a mistake is a :class:`ConfigError` naming
@@ -87,6 +96,7 @@ ENVIRONMENT: dict[str, str] = {
     "LLMPLEX_TOTAL_TIMEOUT": "seconds per answer (default 1800)",
     "LLMPLEX_DATA_DIR": "directory of conversations and REPL history",
     "LLMPLEX_SERVER_API_KEYS": "API keys `llmplex serve` accepts, comma-separated",
+    "LLMPLEX_STATE_URL": "shared state of `llmplex serve` (redis://...; unset: embedded)",
     "LLMPLEX_<PROVIDER>_BASE_URL": "where a provider's service is (e.g. LLMPLEX_OPENAI_BASE_URL)",
     "LLMPLEX_PLUGINS": "provider plugins to load: unset all, 'none', or names, comma-separated",
     "LLMPLEX_COOKIES_DIR": "directory of exported browser cookies (OpenAssistant)",
@@ -110,7 +120,9 @@ _SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list
                 "allowed_hosts": list, "client_stall_timeout": float, "max_providers": int,
                 "header_timeout": float, "body_timeout": float, "keepalive_timeout": float,
                 "max_connections": int, "workers": int, "drain_timeout": float,
-                "metrics": str, "log_format": str, "traces": bool}
+                "metrics": str, "log_format": str, "traces": bool, "keys": dict}
+# [state]: where a server's health, conversations and limits live (llmplex.state)
+_STATE_KEYS = {"url": str, "on_error": str, "prefix": str, "timeout": float}
 _ROUTER_KEYS = {"order": list, "aliases": dict, "include_not_working": bool, "cooldown": float,
                 "max_cooldown": float, "retries": int, "max_routes": int, "emulate": bool,
                 "emulation_retries": int}
@@ -134,6 +146,7 @@ class Config:
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     router: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # [state]; its url may hold a password
     path: Path | None = None  # the file read, if any
 
     def __repr__(self) -> str:  # provider options and server keys are secrets
@@ -212,7 +225,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
     elif path is not None or environ.get("LLMPLEX_CONFIG"):
         raise ConfigError(f"config file {file} does not exist")
 
-    top = _check({k: v for k, v in raw.items() if k not in ("providers", "router", "server")},
+    top = _check({k: v for k, v in raw.items() if k not in ("providers", "router", "server",
+                                                                  "state")},
                  {"model": str, "provider": (str, list), "proxy": str, "timeout": float,
                   "first_token_timeout": float, "total_timeout": float,
                   "data_dir": str}, str(file))
@@ -248,6 +262,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: [{section}] must be a table")
         setattr(config, section, _check(table, types, f"{file}: [{section}]"))
+    _check_state(config, raw.get("state", {}), str(file))
 
     # The environment wins over the file.
     if environ.get("LLMPLEX_MODEL"):
@@ -269,6 +284,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
                 setattr(config, name, default_deadline(name, environ))
             except InvalidRequestError as exc:
                 raise ConfigError(exc.message) from None
+    if environ.get("LLMPLEX_STATE_URL"):
+        config.state["url"] = environ["LLMPLEX_STATE_URL"]
     if environ.get("LLMPLEX_SERVER_API_KEYS"):
         config.server["api_keys"] = [k.strip() for k in
                                      environ["LLMPLEX_SERVER_API_KEYS"].split(",") if k.strip()]
@@ -279,6 +296,25 @@ def load_config(path: str | os.PathLike[str] | None = None,
         if any(environ.get(v) for v in key_variables(name)):
             options.pop("api_key", None)
     return config
+
+
+def _check_state(config: Config, table: Any, file: str) -> None:
+    """``[state]`` and ``[server.keys.*]``: known keys, right types, usable values."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: [state] must be a table")
+    config.state = _check(table, _STATE_KEYS, f"{file}: [state]")
+    if config.state.get("on_error", "closed") not in ("closed", "open"):
+        raise ConfigError(f"{file}: [state] on_error must be \"closed\" or \"open\"")
+    url = config.state.get("url")
+    if url and url.split("://", 1)[0].lower() not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{file}: [state] url must start with redis://, rediss:// or unix://")
+    if "keys" in config.server:
+        from .server.keys import parse_keys
+
+        try:
+            parse_keys(config.server["keys"], f"{file}: [server.keys]")
+        except InvalidRequestError as exc:
+            raise ConfigError(exc.message) from None
 
 
 #: proxy URL schemes the HTTP layer speaks

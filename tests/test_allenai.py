@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from llmplex import AsyncClient
+from llmplex.emulators.ai2 import EMULATED_TOKEN, EMULATED_USER, MODELS, Ai2Emulator
 from llmplex.errors import (
     InvalidRequestError,
     MissingAuthError,
@@ -33,7 +34,6 @@ from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
 from llmplex.server.emulated import EmulatedServices, emulated_client
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.emulators.ai2 import EMULATED_TOKEN, EMULATED_USER, MODELS, Ai2Emulator
 from llmplex.types import FinishReason, ReasoningDelta, ToolCallDelta
 
 CHAT = "/v5/threads/chat"
@@ -837,7 +837,8 @@ async def test_config_file_sets_the_api_version_and_credentials(tmp_path, ai2_v4
     from llmplex.config import load_config
 
     path = tmp_path / "config.toml"
-    path.write_text(f'[providers.AllenAI]\napi_version = "v4"\nbase_url = "{ai2_v4_emulator.url}"\n')
+    path.write_text('[providers.AllenAI]\napi_version = "v4"\n'
+                    f'base_url = "{ai2_v4_emulator.url}"\n')
     config = load_config(path, environ={})
     assert config.providers["AllenAI"]["api_version"] == "v4"
     async with AsyncClient(config=path) as client:  # usable as configured: v4 and its URL

@@ -136,7 +136,8 @@ async def test_multi_message_prompt_is_formatted(ai2_v4_emulator):
     messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                 {"role": "user", "content": "c"}]
     await collect(ai2_v4_emulator, messages=messages)
-    assert ai2_v4_emulator.requests[-1].form["content"] == "User: a\nAssistant: b\nUser: c\nAssistant:"
+    assert ai2_v4_emulator.requests[-1].form["content"] == (
+        "User: a\nAssistant: b\nUser: c\nAssistant:")
 
 
 async def test_finish_reason_length_propagates(ai2_v4_emulator):
@@ -258,7 +259,8 @@ async def test_conversation_round_trips_through_get_dict_for_a_continuation(ai2_
 
 async def test_system_rooted_thread_of_an_olmo_model_continues(ai2_v4_emulator):
     ai2_v4_emulator.push(Script("One."), Script("Two."))
-    conv = (await collect(ai2_v4_emulator, "OLMo-2-1124-13B-Instruct", "Q1", return_conversation=True))[-2]
+    conv = (await collect(ai2_v4_emulator, "OLMo-2-1124-13B-Instruct", "Q1",
+                          return_conversation=True))[-2]
     reply = ai2_v4_emulator.messages[conv.parent]
     user = ai2_v4_emulator.messages[reply["parent"]]
     system = ai2_v4_emulator.messages[user["parent"]]
@@ -302,7 +304,8 @@ def test_conversation_repr_hides_the_anonymous_id():
      (403, MissingAuthError), (429, RateLimitError)],
 )
 async def test_http_status_faults(ai2_v4_emulator, status, error_type):
-    ai2_v4_emulator.script = Script(fault=Fault.http_status(status, "upstream says no", retry_after=7))
+    ai2_v4_emulator.script = Script(
+        fault=Fault.http_status(status, "upstream says no", retry_after=7))
     with pytest.raises(error_type) as info:
         await collect(ai2_v4_emulator)
     err = info.value
@@ -321,7 +324,8 @@ async def test_error_line_raises_stream_error_after_the_final_line(ai2_v4_emulat
     seen = []
     with pytest.raises(StreamError) as info:
         async for chunk in AllenAI.create_async_generator(
-            "", "Hi", base_url=ai2_v4_emulator.url, api_version="v4", conversation=conv, return_conversation=True
+            "", "Hi", base_url=ai2_v4_emulator.url, api_version="v4", conversation=conv,
+            return_conversation=True,
         ):
             seen.append(chunk)
     err = info.value
@@ -362,7 +366,8 @@ async def test_stream_without_final_line_is_a_response_error(ai2_v4_emulator):
     ai2_v4_emulator.script = Script("no end", extra={"final_line": False})
     chunks = []
     with pytest.raises(ResponseError) as info:
-        async for chunk in AllenAI.create_async_generator("", "Hi", base_url=ai2_v4_emulator.url, api_version="v4"):
+        async for chunk in AllenAI.create_async_generator(
+                "", "Hi", base_url=ai2_v4_emulator.url, api_version="v4"):
             chunks.append(chunk)
     assert "AllenAI" in str(info.value) and "final" in str(info.value)
     assert chunks == ["no", " end"]  # text came, but no FinishReason
@@ -399,9 +404,11 @@ async def test_task_cancellation_closes_the_stream(ai2_v4_emulator):
 
 def test_sync_create_completion(ai2_v4_emulator):
     ai2_v4_emulator.script = Script(chunks=["sync ", "works"])
-    chunks = list(AllenAI.create_completion("", "Hi", base_url=ai2_v4_emulator.url, api_version="v4"))
+    chunks = list(AllenAI.create_completion("", "Hi", base_url=ai2_v4_emulator.url,
+                                            api_version="v4"))
     assert chunks[:2] == ["sync ", "works"] and chunks[-1].reason == "stop"
-    whole = list(AllenAI.create_completion("", "Hi", stream=False, base_url=ai2_v4_emulator.url, api_version="v4"))
+    whole = list(AllenAI.create_completion("", "Hi", stream=False,
+                                           base_url=ai2_v4_emulator.url, api_version="v4"))
     assert whole[0] == "sync works"
 
 
@@ -435,27 +442,30 @@ def _free_port() -> int:
 
 async def test_requests_go_through_the_proxy(ai2_v4_emulator):
     port = _free_port()
-    proxy = subprocess.Popen(
-        [sys.executable, "-m", "pproxy", "-l", f"http://127.0.0.1:{port}", "-v"],
+    proxy = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pproxy", "-l", f"http://127.0.0.1:{port}", "-v",
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
             except OSError:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.05)
-        text = await AllenAI.create_async("", "через прокси", base_url=ai2_v4_emulator.url, api_version="v4",
-                                          proxy=f"http://127.0.0.1:{port}")
+            else:
+                writer.close()
+                await writer.wait_closed()
+                break
+        text = await AllenAI.create_async("", "через прокси", base_url=ai2_v4_emulator.url,
+                                          api_version="v4", proxy=f"http://127.0.0.1:{port}")
         assert text == "Hello! How can I help you today?"
         assert ai2_v4_emulator.requests[-1].form["content"] == "через прокси"
     finally:
         proxy.terminate()
-        log = proxy.communicate(timeout=5)[0].decode()
+        log = (await asyncio.wait_for(proxy.communicate(), 5))[0].decode()
     emulator_port = ai2_v4_emulator.url.rsplit(":", 1)[1]
     assert f"-> 127.0.0.1:{emulator_port}" in log
 
@@ -522,7 +532,8 @@ async def test_emulator_auth_rules(ai2_v4_emulator):
     assert status == 401
     ai2_v4_emulator.tokens["good-token"] = "user-42"
     fields.append(("private", "false"))
-    status, _, body = await raw_post(ai2_v4_emulator, fields, {"Authorization": "Bearer good-token"})
+    status, _, body = await raw_post(ai2_v4_emulator, fields,
+                                     {"Authorization": "Bearer good-token"})
     first = json.loads(body.splitlines()[0])
     assert status == 200 and first["creator"] == "user-42" and first["private"] is False
     status, _, body = await raw_post(ai2_v4_emulator, fields, {"X-Anonymous-User-ID": "anon-2"})

@@ -8,6 +8,7 @@ import json
 import anthropic
 import pytest
 
+from llmplex.emulators.anthropic import AnthropicEmulator
 from llmplex.errors import (
     InvalidRequestError,
     MissingAuthError,
@@ -17,7 +18,6 @@ from llmplex.errors import (
 )
 from llmplex.providers import Anthropic, get_provider
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.emulators.anthropic import AnthropicEmulator
 from llmplex.types import (
     FinishReason,
     ReasoningDelta,

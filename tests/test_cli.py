@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmplex.testing import Fault, Script, interrupt, read_exports, serve, wait_until
 from llmplex.emulators.openai import DEFAULT_CREATED, OpenAIEmulator
 from llmplex.emulators.replicate import ReplicateEmulator
+from llmplex.testing import Fault, Script, interrupt, read_exports, serve, wait_until
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
 LLMPLEX = shutil.which("llmplex", path=str(Path(sys.executable).parent)) or "llmplex"

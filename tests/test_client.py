@@ -13,11 +13,11 @@ import pytest
 
 from llmplex import AsyncClient, Client
 from llmplex.conversations import ConversationNotFoundError, MemoryStore, SQLiteStore
+from llmplex.emulators import Script, get_emulator, serve
+from llmplex.emulators.ai2 import EMULATED_TOKEN
 from llmplex.errors import InvalidRequestError, ModelNotFoundError
 from llmplex.providers import get_provider
 from llmplex.routing import Router
-from llmplex.emulators import Script, get_emulator, serve
-from llmplex.emulators.ai2 import EMULATED_TOKEN
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
 QUESTION = "What is the capital of France?"
@@ -118,7 +118,8 @@ async def test_objects_have_attribute_access_and_model_dump(services):
 async def test_provider_reported_usage_is_used(services):
     # The OpenAI emulator reports usage (words); the estimate would differ.
     client = client_for(services)
-    completion = await client.chat.completions.create(model="openai:gpt-4o-mini", messages="one two")
+    completion = await client.chat.completions.create(model="openai:gpt-4o-mini",
+                                                      messages="one two")
     assert completion.usage.prompt_tokens == 2
     assert completion.usage.completion_tokens == len(ANSWER.split())
     assert completion.usage.estimated is False
@@ -263,8 +264,8 @@ async def test_conversation_keeps_history_and_native_state(services):
     ai2 = services["AllenAI"]
     client = client_for(services)
     conversation = await client.conversations.create()
-    first = await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct", messages="Hello",
-                                                 conversation=conversation)
+    first = await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct",
+                                                 messages="Hello", conversation=conversation)
     assert first.conversation_id == conversation.id
     # no model: the conversation goes on with the one it used
     again = await client.chat.completions.create(messages="And then?",
@@ -290,8 +291,8 @@ async def test_conversation_survives_a_switch_of_provider(services):
     sent = services["OpenAI"].requests_to("/chat/completions")[0].json["messages"]
     assert [m["content"] for m in sent] == ["Be brief.", "Turn one", ANSWER, "Turn two"]
     # Back on Ai2: its thread does not know turn two, so the whole history is sent anew.
-    await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct", messages="Turn three",
-                                         conversation=conversation)
+    await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct",
+                                         messages="Turn three", conversation=conversation)
     third = services["AllenAI"].requests_to("/v5/threads/chat")[-1]
     assert "parent" not in third.form
     assert "Turn one" in third.form["content"] and "Turn two" in third.form["content"]

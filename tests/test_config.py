@@ -8,9 +8,9 @@ import pytest
 from llmplex import AsyncClient
 from llmplex.config import ConfigError, load_config
 from llmplex.conversations import MemoryStore
+from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.testing import Script, serve
-from llmplex.emulators.openai import OpenAIEmulator
 
 
 @pytest.fixture(autouse=True)

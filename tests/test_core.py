@@ -87,7 +87,8 @@ def test_get_last_user_message():
         ([{"role": "user"}], "messages[0].content must be a string"),
         ([{"role": "wizard", "content": "x"}], "messages[0].role"),
         ([{"role": "user", "content": "x"}, "hello"], "messages[1] must be a dict"),
-        ([{"role": "user", "content": ["parts"]}], "content[0] must be a content part object, not str"),
+        ([{"role": "user", "content": ["parts"]}],
+         "content[0] must be a content part object, not str"),
     ],
 )
 def test_bad_messages_are_named(messages, fragment):
@@ -152,7 +153,8 @@ def test_status_is_chosen_by_code_not_text():
          "You need to accept the welcome modal first"),
         ('{"title": "Unauthenticated", "detail": "bad token", "status": 401}', "bad token"),
         ('{"message": "Chat not found"}', "Chat not found"),
-        ("Non-JSON form requests need to have a referer", "Non-JSON form requests need to have a referer"),
+        ("Non-JSON form requests need to have a referer",
+         "Non-JSON form requests need to have a referer"),
         ("", ""),
     ],
 )

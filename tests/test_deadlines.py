@@ -18,12 +18,12 @@ from aiohttp import web
 from llmplex import AsyncClient
 from llmplex.config import ConfigError, load_config
 from llmplex.conversations import MemoryStore
+from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.errors import AllProvidersFailed, InvalidRequestError, ProviderTimeoutError
 from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Script, eventually, serve
-from llmplex.emulators.openai import OpenAIEmulator
 
 
 class KeepAlives:

@@ -190,7 +190,8 @@ def test_ndjson_malformed_line_raises_with_the_line():
     values=st.lists(
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.text(),
-            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+            lambda inner: (st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(), inner, max_size=3)),
             max_leaves=6,
         ),
         max_size=6,
@@ -452,7 +453,8 @@ async def test_an_over_long_line_from_an_upstream_is_a_response_error():
     try:
         url = f"http://127.0.0.1:{port}/stream"
         seen = []
-        async with Session("Hostile", timeout=30) as session, session.request("GET", url) as response:
+        async with (Session("Hostile", timeout=30) as session,
+                    session.request("GET", url) as response):
             with pytest.raises(ResponseError) as info:
                 async for event in session.sse(response):
                     seen.append(event.data)

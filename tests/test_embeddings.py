@@ -19,11 +19,11 @@ from llmplex import (
     InvalidRequestError,
     ModelNotFoundError,
 )
+from llmplex.emulators.openai_embeddings import vector
 from llmplex.errors import ResponseStatusError
 from llmplex.server import ServerThread, create_app
 from llmplex.server.emulated import EmulatedServices, emulated_client
 from llmplex.testing import Fault, Script
-from llmplex.emulators.openai_embeddings import vector
 
 
 @pytest.fixture(scope="module")

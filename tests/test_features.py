@@ -14,9 +14,9 @@ from pydantic import BaseModel
 
 from llmplex import AsyncClient
 from llmplex.conversations import MemoryStore
+from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Script, serve
-from llmplex.emulators.openai import OpenAIEmulator
 
 KEY = "sk-test-features-0000"
 MODEL = "openai:gpt-4o-mini"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from test_cli import run  # the installed command, in a subprocess
 
+from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.server.emulated import EMULATED_NOTICE
 from llmplex.testing import Fault, Script, serve
-from llmplex.emulators.openai import OpenAIEmulator
 
 CONFIG = "~/.config/llmplex/config.toml"
 

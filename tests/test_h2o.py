@@ -9,6 +9,7 @@ import json
 import aiohttp
 import pytest
 
+from llmplex.emulators.h2o import MODELS
 from llmplex.errors import (
     InvalidRequestError,
     MissingAuthError,
@@ -23,7 +24,6 @@ from llmplex.errors import (
 from llmplex.prompt import format_prompt
 from llmplex.providers import H2o
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually
-from llmplex.emulators.h2o import MODELS
 from llmplex.types import FinishReason
 
 FALCON_40B = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
@@ -349,7 +349,8 @@ def test_sync_early_stop(h2o_emulator):
 # -- the emulator enforces what chat-ui enforces (raw HTTP) --------------------------------
 
 async def raw(emulator, method, path, *, jar=None, **kwargs):
-    async with aiohttp.ClientSession(cookie_jar=jar if jar is not None else aiohttp.CookieJar(unsafe=True)) as http:
+    jar = jar if jar is not None else aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
         async with http.request(method, emulator.url + path, allow_redirects=False,
                                 **kwargs) as response:
             return response.status, dict(response.headers), await response.read(), \

@@ -125,7 +125,8 @@ def generator(api: Api):
 
 
 async def test_a_stream_url_on_another_host_is_refused_and_gets_nothing(servers):
-    api, b = await servers({"get": "{b}/v1/predictions/p1", "cancel": "{b}/v1/predictions/p1/cancel",
+    api, b = await servers({"get": "{b}/v1/predictions/p1",
+                            "cancel": "{b}/v1/predictions/p1/cancel",
                             "stream": "{b}/v1/streams/s1"})
     with pytest.raises(ResponseError) as info:
         [chunk async for chunk in generator(api)]
@@ -212,7 +213,8 @@ def test_the_configured_base_urls_origin_is_trusted_exactly():
 async def test_a_get_url_on_another_host_is_not_polled(servers):
     # A model that does not stream is polled: at the API's own /v1/predictions/{id}, not
     # at the urls.get the prediction names on B.
-    api, b = await servers({"get": "{b}/v1/predictions/p1", "cancel": "{b}/v1/predictions/p1/cancel"})
+    api, b = await servers({"get": "{b}/v1/predictions/p1",
+                            "cancel": "{b}/v1/predictions/p1/cancel"})
     plain = openapi_schema({"prompt": {"type": "string"}}, output={"type": "string"})
 
     class Quick(Replicate):

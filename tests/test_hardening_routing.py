@@ -9,11 +9,11 @@ import pytest
 
 from llmplex import AsyncClient
 from llmplex.conversations import MemoryStore
+from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.errors import InvalidRequestError, ProviderConnectionError, StreamError
 from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.routing import Router
 from llmplex.testing import Fault, Script, serve
-from llmplex.emulators.openai import OpenAIEmulator
 
 
 @pytest.fixture(autouse=True)

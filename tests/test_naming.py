@@ -8,12 +8,12 @@ import pytest
 
 from llmplex import AsyncClient
 from llmplex.conversations import MemoryStore
+from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.errors import InvalidRequestError, ModelNotFoundError
 from llmplex.providers import AllenAI
 from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.routing import Router
 from llmplex.testing import Script, serve
-from llmplex.emulators.openai import OpenAIEmulator
 
 
 @pytest.fixture(autouse=True)

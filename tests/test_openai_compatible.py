@@ -14,6 +14,7 @@ import aiohttp
 import openai
 import pytest
 
+from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.errors import (
     InvalidRequestError,
     MissingAuthError,
@@ -31,7 +32,6 @@ from llmplex.providers.openai_compatible import (
     endpoint_provider,
 )
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.types import FinishReason, ResponseMeta, Usage
 
 KEY = "sk-test-0123456789abcdef"

@@ -17,8 +17,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from llmplex.testing import Fault, Script, serve
 from llmplex.emulators.openai import OpenAIEmulator
+from llmplex.testing import Fault, Script, serve
 
 KEY = "sk-test-0123456789abcdef"
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -385,8 +385,9 @@ async def test_json_object_and_scripted_text(openai_emulator):
         default = await oai.chat.completions.create(
             model="gpt-4o", messages=USER, response_format={"type": "json_object"})
         openai_emulator.script = Script('{"city": "Paris"}')
-        scripted = await oai.chat.completions.create(model="gpt-4o", messages=USER, response_format={
-            "type": "json_schema", "json_schema": {"name": "Person", "schema": {}}})
+        scripted = await oai.chat.completions.create(
+            model="gpt-4o", messages=USER, response_format={
+                "type": "json_schema", "json_schema": {"name": "Person", "schema": {}}})
     assert json.loads(default.choices[0].message.content) == {
         "answer": "Hello! How can I help you today?"}
     assert scripted.choices[0].message.content == '{"city": "Paris"}'  # sent as is

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from llmplex.cookies import ENV_VAR, cookie_files, cookies_dir, load_cookies
+from llmplex.emulators.openassistant import SAMPLING_KEYS, OpenAssistantEmulator
 from llmplex.errors import (
     InvalidRequestError,
     MissingAuthError,
@@ -29,7 +30,6 @@ from llmplex.errors import (
 from llmplex.prompt import format_prompt
 from llmplex.providers.openassistant import DEFAULT_SAMPLING, OpenAssistant
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.emulators.openassistant import SAMPLING_KEYS, OpenAssistantEmulator
 from llmplex.types import FinishReason
 
 TOKEN = "tok-3f9a1c0e7b"  # a value that must never show up in an error message
@@ -308,7 +308,7 @@ async def test_each_step_failure_is_typed_and_the_chat_deleted(
     steps = ["chat", "prompter", "assistant", "events"]
     expected = FLOW[: steps.index(step) + 1]
     if step != "chat":
-        expected = expected + [("DELETE", "/api/chat")]  # the chat existed: deleted
+        expected = [*expected, ("DELETE", "/api/chat")]  # the chat existed: deleted
     assert flow_of(emu) == expected
     assert emu.live_chats() == []
 

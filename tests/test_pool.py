@@ -12,9 +12,9 @@ import pytest
 
 from llmplex import AsyncClient, Client
 from llmplex.conversations import MemoryStore
+from llmplex.emulators import Script, get_emulator, serve
 from llmplex.http import ConnectionPool
 from llmplex.providers import OpenAICompatible, OpenAssistant
-from llmplex.emulators import Script, get_emulator, serve
 from llmplex.testing import eventually, wait_until
 
 ANSWER = "Pooled, Привет 😀!"

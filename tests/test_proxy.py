@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from llmplex.emulators import Script, get_emulator, serve
+from llmplex.emulators.ai2 import EMULATED_TOKEN
 from llmplex.errors import ProviderConnectionError
 from llmplex.providers import get_provider
 from llmplex.providers.legacy import h2o as legacy_h2o
-from llmplex.emulators import Script, get_emulator, serve
-from llmplex.emulators.ai2 import EMULATED_TOKEN
 
 ANSWER = "Through the proxy, intact: Привет 😀"
 USER, PASSWORD = "proxyuser", "s3cret-pw"
@@ -59,7 +59,7 @@ class Proxy:
                 break
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"pproxy did not start: {self.log()}")
+                    raise RuntimeError(f"pproxy did not start: {self.log()}") from None
                 time.sleep(0.05)
 
     def url(self, scheme: str) -> str:

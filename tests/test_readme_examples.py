@@ -380,7 +380,8 @@ def _run(args: list[str], ctx: Context, what: str, stdin: str = "",
         done = subprocess.run(args, env=ctx.env, cwd=ctx.cwd, input=stdin, text=True,
                               capture_output=True, timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"{what}: still running after {TIMEOUT} s\n{exc.stdout}\n{exc.stderr}")
+        raise AssertionError(
+            f"{what}: still running after {TIMEOUT} s\n{exc.stdout}\n{exc.stderr}") from exc
     assert done.returncode == status, (f"{what}: exit status {done.returncode}, not {status}\n"
                                   f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
     return done

@@ -12,6 +12,7 @@ import time
 import aiohttp
 import pytest
 
+from llmplex.emulators.replicate import ReplicateEmulator
 from llmplex.errors import (
     InvalidRequestError,
     MissingAuthError,
@@ -26,7 +27,6 @@ from llmplex.errors import (
 from llmplex.events import Usage
 from llmplex.providers import Replicate
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.emulators.replicate import ReplicateEmulator
 from llmplex.types import FinishReason
 
 KEY = "r8_test_key_0123456789"
@@ -222,7 +222,7 @@ def test_model_names():
 # -- auth and secrets ----------------------------------------------------------------------
 
 async def test_missing_key_raises_missing_auth(replicate_emulator):
-    with pytest.raises(MissingAuthError, match="Replicate.*REPLICATE_API_TOKEN"):
+    with pytest.raises(MissingAuthError, match=r"Replicate.*REPLICATE_API_TOKEN"):
         await collect(replicate_emulator, api_key=None)
     assert replicate_emulator.requests == []  # nothing was sent without a key
 
@@ -292,7 +292,7 @@ async def test_extra_models_are_served():
 
 async def test_401_fault_is_missing_auth(replicate_emulator):
     replicate_emulator.script = Script(fault=Fault.http_status(401))
-    with pytest.raises(MissingAuthError, match="Replicate.*401"):
+    with pytest.raises(MissingAuthError, match=r"Replicate.*401"):
         await collect(replicate_emulator)
 
 
@@ -325,7 +325,7 @@ async def test_429_is_rate_limit_with_retry_after(replicate_emulator):
 
 async def test_500_is_status_error(replicate_emulator):
     replicate_emulator.script = Script(fault=Fault.http_status(500))
-    with pytest.raises(ResponseStatusError, match="Replicate.*500") as info:
+    with pytest.raises(ResponseStatusError, match=r"Replicate.*500") as info:
         await collect(replicate_emulator)
     assert info.value.status == 500
 
@@ -340,7 +340,7 @@ async def test_stream_request_failure_cancels_prediction(replicate_emulator):
 
 async def test_prediction_without_id():
     with serve(ReplicateEmulator(omit={"id"})) as emulator:
-        with pytest.raises(ResponseError, match="Replicate.*no id"):
+        with pytest.raises(ResponseError, match=r"Replicate.*no id"):
             await collect(emulator)
 
 

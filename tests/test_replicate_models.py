@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from llmplex import AsyncClient
+from llmplex.emulators.replicate import ReplicateEmulator
 from llmplex.errors import (
     InvalidRequestError,
     ProviderTimeoutError,
@@ -21,7 +22,6 @@ from llmplex.providers import Replicate
 from llmplex.providers.replicate_models import ModelSchema, openapi_schema, version_id
 from llmplex.providers.replicate_schema import SchemaCache
 from llmplex.testing import Script, cancel_mid_stream, eventually, serve
-from llmplex.emulators.replicate import ReplicateEmulator
 from llmplex.types import FinishReason
 
 KEY = "r8_test_key_0123456789"

@@ -11,12 +11,12 @@ import pytest
 
 from llmplex import AsyncClient
 from llmplex.conversations import MemoryStore
+from llmplex.emulators import Script, get_emulator, serve
+from llmplex.emulators.ai2 import EMULATED_TOKEN
 from llmplex.errors import InvalidRequestError
 from llmplex.providers import get_provider
 from llmplex.request import ChatRequest
 from llmplex.routing import Router
-from llmplex.emulators import Script, get_emulator, serve
-from llmplex.emulators.ai2 import EMULATED_TOKEN
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 TOOLS = [{"type": "function", "function": {

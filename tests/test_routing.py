@@ -8,6 +8,8 @@ import pytest
 
 from llmplex import AsyncClient
 from llmplex.conversations import MemoryStore
+from llmplex.emulators.openai import OpenAIEmulator
+from llmplex.emulators.replicate import ReplicateEmulator
 from llmplex.errors import (
     AllProvidersFailed,
     InvalidRequestError,
@@ -22,8 +24,6 @@ from llmplex.errors import (
 from llmplex.providers import get_provider
 from llmplex.routing import CoolingDown, Router
 from llmplex.testing import Fault, Script, serve
-from llmplex.emulators.openai import OpenAIEmulator
-from llmplex.emulators.replicate import ReplicateEmulator
 
 GOOD = "Fallback worked fine."
 
@@ -232,7 +232,8 @@ async def test_provider_argument_forms(pair):
 def test_resolution_of_names():
     router = Router()
     (route,) = router.resolve("replicate:meta/meta-llama-3-8b-instruct")
-    assert (route.name, route.model, route.named) == ("Replicate", "meta/meta-llama-3-8b-instruct", True)
+    assert (route.name, route.model, route.named) == (
+        "Replicate", "meta/meta-llama-3-8b-instruct", True)
     (route,) = router.resolve("allenai:olmo-3.1-32b")  # alias resolved by the provider
     assert route.model == "olmo-3.1-32b-instruct"
     (route,) = router.resolve("ollama:llama3.2:1b")  # colons inside the model name survive

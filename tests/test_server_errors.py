@@ -14,12 +14,12 @@ import pytest
 
 from llmplex import AsyncClient
 from llmplex.conversations import MemoryStore
+from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Fault, Script, serve
 from llmplex.testing.hostile import hostile
-from llmplex.emulators.openai import OpenAIEmulator
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 DUO = {"duo": ["openai:gpt-4o-mini", "groq:llama-3.1-8b-instant"]}

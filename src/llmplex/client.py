@@ -17,9 +17,9 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, nullcontext
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
 
 from .conversations.base import Conversation, ConversationStore
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
@@ -43,14 +43,21 @@ from .objects import (
     ModelList,
 )
 from .prompt import validate_messages
-from .providers.base import emulated_fields, run_cleanup
+from .providers.base import (
+    AsyncGeneratorProvider,
+    ProviderModelMixin,
+    emulated_fields,
+    run_cleanup,
+)
 from .request import ChatRequest
 from .routing import Route, Router
 from .types import (
     ChoiceText,
+    Chunk,
     FinishReason,
     JsonConversation,
     Logprobs,
+    Messages,
     ReasoningDelta,
     ReasoningSignature,
     RefusalDelta,
@@ -179,7 +186,7 @@ class AsyncClient:
         if pool is not None:
             await pool.close()
 
-    def configured(self, provider: type[Any]) -> bool:
+    def configured(self, provider: type[AsyncGeneratorProvider]) -> bool:
         """Whether the user configured ``provider``: options for it (``provider_options``,
         config.toml), its base-URL or key variable, or the router's order or aliases."""
         name = provider.get_name().lower()
@@ -209,7 +216,7 @@ class AsyncClient:
             + ("" if named_ok else " (this server only reaches the local servers its "
                "operator configured)"), param="model", provider=name)
 
-    def _key(self, provider: type[Any]) -> tuple[str | None, str | None]:
+    def _key(self, provider: type[AsyncGeneratorProvider]) -> tuple[str | None, str | None]:
         """The key ``provider`` would use (its options', else its variable's) and the
         name of that variable."""
         from .config import _key_env
@@ -219,7 +226,7 @@ class AsyncClient:
         key = self.provider_options.get(name.lower(), {}).get("api_key")
         return key or (os.environ.get(key_env) if key_env else None), key_env
 
-    def unavailable(self, provider: type[Any]) -> str | None:
+    def unavailable(self, provider: type[AsyncGeneratorProvider]) -> str | None:
         """Why ``provider`` cannot serve a request now, or None when it can (working, and
         configured as far as it needs: credentials, a base URL, a local server set up)."""
         name = provider.get_name()
@@ -315,6 +322,10 @@ class _AsyncCompletions:
     async def create(self, *, model: str | None = ..., messages: Any, stream: Literal[True],
                      **kwargs: Any) -> AsyncStream: ...
 
+    @overload
+    async def create(self, *, model: str | None = ..., messages: Any, stream: bool,
+                     **kwargs: Any) -> ChatCompletion | AsyncStream: ...
+
     async def create(
         self,
         *,
@@ -361,7 +372,8 @@ class _AsyncCompletions:
             if value is not None}
         record = None
         if conversation is not None:
-            conversation_id = conversation.id if isinstance(conversation, Conversation) else str(conversation)
+            conversation_id = (conversation.id if isinstance(conversation, Conversation)
+                               else str(conversation))
             record = await asyncio.to_thread(client.store.get, conversation_id)
             if not model and provider is None:
                 model = record.model  # a conversation goes on with the model it used
@@ -449,7 +461,7 @@ class _Run:
         self.request = request
         self.new_messages = [dict(m) for m in request.messages]
         self.record = record
-        self.history = (record.messages if record else []) + self.new_messages
+        self.history = _messages((record.messages if record else []) + self.new_messages)
         self.model = model
         self.timeout = timeout
         self.limiter: OutputLimiter | None = None  # for the route now answering, if needed
@@ -465,7 +477,7 @@ class _Run:
         #: when the answer began (its total deadline counts from here)
         self.started_at = time.monotonic()
 
-    def _open(self, route: Route) -> AsyncIterator[Any]:
+    def _open(self, route: Route) -> AsyncIterator[Chunk]:
         cls = route.provider
         caps = cls.capabilities_for(route.model)
         request = self.request
@@ -506,10 +518,11 @@ class _Run:
         how = plan(request.fields, emulated, router.emulation_retries)
         self.emulated = list(how.features)
 
-        def open_stream(messages: list[dict[str, str]], state: Any) -> AsyncIterator[Any]:
+        def open_stream(messages: list[dict[str, str]],
+                        state: JsonConversation | None) -> AsyncIterator[Chunk]:
             if state is not None:
                 kwargs["conversation"] = state
-            return cls.create_async_generator(route.model, messages, **kwargs)
+            return cls.create_async_generator(route.model, _messages(messages), **kwargs)
 
         return emulate(how, self.history, open_stream, route.name)
 
@@ -541,7 +554,7 @@ class _Run:
             choice = self.choices[index] = _Choice()
         return choice
 
-    async def events(self) -> AsyncIterator[Any]:
+    async def events(self) -> AsyncGenerator[str | _AnswerEvent, None]:
         """The answer's text (``str``, after limits) and content events; fills in the
         provider, finish reasons, usage, model id and state as they pass."""
         # The client's pool (if it keeps one) is bound around each step of the stream, the
@@ -554,6 +567,8 @@ class _Run:
             first_token_timeout=self._first_token_timeout,
             total_timeout=self.deadlines.get("total_timeout", self.client.total_timeout),
             attempt_timeout=self._attempt_timeout)
+        # an async generator, though routing.py annotates it AsyncIterator: it has aclose()
+        assert isinstance(stream, AsyncGenerator)
         first = self.choices[0]
         current = None
         size = 0  # characters of text so far: an answer's memory is bounded
@@ -672,17 +687,18 @@ class _Run:
             return ChatCompletionChunk(self.id, self.created, self.model, self.provider,
                                        choices, emulated=self.emulated, **more)
         return ChatCompletionChunk(self.id, self.created, meta.model or self.model,
-                                   self.provider, choices, system_fingerprint=meta.system_fingerprint,
+                                   self.provider, choices,
+                                   system_fingerprint=meta.system_fingerprint,
                                    service_tier=meta.service_tier, emulated=self.emulated, **more)
 
-    async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
+    async def chunks(self) -> AsyncGenerator[ChatCompletionChunk, None]:
         first = self.choices[0]
         pending: dict[int, Logprobs] = {}  # logprobs wait for the text they describe
         # aclosing: if our consumer stops early, close the inner stream right away, so
         # the upstream request is cancelled and cleaned up now, not at garbage collection.
         async with aclosing(self.events()) as events:
             async for event in events:
-                if type(event) is str:
+                if isinstance(event, str):  # exactly str: events() passes no subclass
                     index, delta = 0, ChoiceDelta(event)
                     choice = first
                 else:
@@ -749,6 +765,15 @@ class _Run:
 #: the events that are part of a choice's answer
 _ANSWER_EVENTS = (ToolCallDelta, ReasoningDelta, RefusalDelta, ChoiceText, Logprobs,
                   ReasoningSignature)
+_AnswerEvent = (ToolCallDelta | ReasoningDelta | RefusalDelta | ChoiceText | Logprobs
+                | ReasoningSignature)
+
+
+def _messages(messages: list[dict[str, Any]] | list[dict[str, str]]) -> Messages:
+    """``messages`` as the provider contract types them: each was checked on its way in
+    (``prompt.validate_messages``; a store keeps only checked turns, and the emulation's
+    rendered ones are role/content pairs), so they are OpenAI-shaped Message dicts."""
+    return cast("Messages", messages)
 
 
 def _default_finish(choice: _Choice) -> str:
@@ -772,7 +797,7 @@ class AsyncStream:
 
     __slots__ = ("_chunks",)
 
-    def __init__(self, chunks: AsyncIterator[ChatCompletionChunk]) -> None:
+    def __init__(self, chunks: AsyncGenerator[ChatCompletionChunk, None]) -> None:
         self._chunks = chunks
 
     def __aiter__(self) -> AsyncStream:
@@ -783,7 +808,7 @@ class AsyncStream:
 
     async def close(self) -> None:
         """Stop the stream (no-op when it ended)."""
-        await self._chunks.aclose()  # type: ignore[attr-defined]
+        await self._chunks.aclose()
 
     aclose = close
 
@@ -794,13 +819,21 @@ class AsyncStream:
         await self.close()
 
 
+class _SyncChunks(Protocol):
+    """What a :class:`Stream` iterates: chunks, and a way to stop early."""
+
+    def __next__(self) -> ChatCompletionChunk: ...
+
+    def close(self) -> None: ...
+
+
 class Stream:
     """The sync counterpart of :class:`AsyncStream`: iterate it; ``with stream:`` or
     ``stream.close()`` stops early and cleans up upstream."""
 
     __slots__ = ("_chunks",)
 
-    def __init__(self, chunks: Iterator[ChatCompletionChunk]) -> None:
+    def __init__(self, chunks: _SyncChunks) -> None:
         self._chunks = chunks
 
     def __iter__(self) -> Stream:
@@ -811,7 +844,7 @@ class Stream:
 
     def close(self) -> None:
         """Stop the stream (no-op when it ended)."""
-        self._chunks.close()  # type: ignore[attr-defined]
+        self._chunks.close()
 
     def __enter__(self) -> Stream:
         return self
@@ -843,7 +876,10 @@ class _AsyncModels:
                 continue
             listed = router.discovered.listed(name) if reason is None else {}
             # What the upstream lists replaces the static row (which may not hold there).
-            static = cls.get_models()  # type: ignore[attr-defined]
+            # every provider lists its models (ProviderModelMixin), though
+            # provider_classes() types them as AsyncGeneratorProvider only
+            assert issubclass(cls, ProviderModelMixin)
+            static = cls.get_models()
             for model in dict.fromkeys([*(listed or static),
                                         *getattr(cls, "model_aliases", {})]):
                 row = rows.setdefault(model, [[], 0, [], False])
@@ -881,7 +917,8 @@ class _AsyncConversations:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def create(self, *, model: str | None = None, messages: Sequence[Mapping] = (),
+    async def create(self, *, model: str | None = None,
+                     messages: Sequence[Mapping[str, Any]] = (),
                      metadata: dict[str, Any] | None = None) -> Conversation:
         """Start a conversation (``messages`` may seed it, e.g. with a system message)."""
         seed = validate_messages(list(messages)) if messages else []
@@ -969,13 +1006,17 @@ class _SyncCompletions:
     @overload
     def create(self, *, stream: Literal[True], **kwargs: Any) -> Stream: ...
 
-    def create(self, **kwargs: Any) -> ChatCompletion | Stream:
+    @overload
+    def create(self, *, stream: bool, **kwargs: Any) -> ChatCompletion | Stream: ...
+
+    def create(self, *, stream: bool = False, **kwargs: Any) -> ChatCompletion | Stream:
         """See :meth:`_AsyncCompletions.create`; ``stream=True`` gives a :class:`Stream`."""
         from . import bridge
 
-        result = bridge.run(self._client.chat.completions.create(**kwargs))
-        if kwargs.get("stream"):
-            return Stream(bridge.iterate(lambda: result))
+        result = bridge.run(self._client.chat.completions.create(stream=stream, **kwargs))
+        if isinstance(result, AsyncStream):
+            chunks = result
+            return Stream(bridge.iterate(lambda: chunks))
         return result
 
 

@@ -84,7 +84,8 @@ class LLMplexError(Exception):
             text = f"{self.provider}: {text}"
         return text
 
-    def __reduce__(self) -> tuple[Any, ...]:  # keep keyword attributes across pickling (multiprocessing, logs)
+    # keep keyword attributes across pickling (multiprocessing, logs)
+    def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild,
             (type(self), self.message, self.provider, self.status, self.body, self.retry_after),

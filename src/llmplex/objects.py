@@ -66,6 +66,8 @@ class _Object:
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.model_dump() == self.model_dump()
 
+    # unhashable, as __eq__ compares values; the ignore: typeshed declares
+    # object.__hash__ a method, so mypy refuses the None Python documents
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
@@ -91,6 +93,8 @@ class Details:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Details) and other.__dict__ == self.__dict__
 
+    # unhashable, as __eq__ compares values; the ignore: typeshed declares
+    # object.__hash__ a method, so mypy refuses the None Python documents
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
@@ -107,7 +111,8 @@ class CompletionUsage(_Object):
                  completion_tokens_details: dict[str, Any] | None = None) -> None:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
-        self.total_tokens = prompt_tokens + completion_tokens if total_tokens is None else total_tokens
+        self.total_tokens = (prompt_tokens + completion_tokens if total_tokens is None
+                             else total_tokens)
         #: the service's details (``cached_tokens``, ``reasoning_tokens``...), if it sent them
         self.prompt_tokens_details = (Details(prompt_tokens_details)
                                       if prompt_tokens_details is not None else None)

@@ -45,18 +45,21 @@ def _check_part(part: Any, role: str, where: str) -> None:
     allowed = _PARTS[role]
     if kind not in allowed:
         known = kind in _PARTS["user"] or kind == "refusal"
-        raise _fail(f"{kind!r} is {'not allowed in ' + role + ' messages' if known else 'not a content part type'}"
+        what = f"not allowed in {role} messages" if known else "not a content part type"
+        raise _fail(f"{kind!r} is {what}"
                     f" ({role} messages take: {', '.join(sorted(allowed))})", f"{where}.type")
     if kind in ("text", "refusal"):
         if not isinstance(part.get(kind), str):
             raise _fail("must be a string", f"{where}.{kind}")
     elif kind == "image_url":
         image = part.get("image_url")
-        url = image.get("url") if isinstance(image, Mapping) else None
+        if not isinstance(image, Mapping):
+            image = {}  # no url, refused below
+        url = image.get("url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://", "data:")):
             raise _fail("must be an http(s) URL or a data: URI",
                         f"{where}.image_url.url")
-        detail = image.get("detail")  # type: ignore[union-attr]
+        detail = image.get("detail")
         if detail is not None and detail not in _IMAGE_DETAIL:
             raise _fail(f"must be one of auto, low, high, not {detail!r}",
                         f"{where}.image_url.detail")
@@ -99,7 +102,8 @@ def validate_messages(messages: Any) -> list[Mapping[str, Any]]:
         return [{"role": "user", "content": messages}]
     if not isinstance(messages, Sequence) or isinstance(messages, (bytes, bytearray)):
         raise InvalidRequestError(
-            f"messages must be a list of {{'role', 'content'}} dicts, not {type(messages).__name__}",
+            "messages must be a list of {'role', 'content'} dicts,"
+            f" not {type(messages).__name__}",
             param="messages")
     if not messages:
         raise InvalidRequestError("messages is empty", param="messages")
@@ -201,7 +205,8 @@ def require_text_only(messages: Any, provider: str | None = None) -> list[dict[s
     return out
 
 
-def format_prompt(messages: Sequence[Mapping[str, Any]] | str, add_special_tokens: bool = False) -> str:
+def format_prompt(messages: Sequence[Mapping[str, Any]] | str,
+                  add_special_tokens: bool = False) -> str:
     """Render messages as one prompt.
 
     One message (and ``add_special_tokens`` false) gives its content unchanged; several give

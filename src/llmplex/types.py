@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal, TypedDict, Union
+from typing import Any, Literal, TypedDict
 
 from .events import (
     ChoiceText,
@@ -93,9 +93,11 @@ class JsonConversation(Event):
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.get_dict() == self.get_dict()
 
+    # unhashable, as __eq__ compares values; the ignore: typeshed declares
+    # object.__hash__ a method, so mypy refuses the None Python documents
     __hash__ = None  # type: ignore[assignment]
 
 
-Chunk = Union[str, Event]
+Chunk = str | Event
 AsyncResult = AsyncIterator[Chunk]
 CreateResult = Iterator[Chunk]

@@ -6,7 +6,7 @@ import abc
 import copy
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,7 @@ class ConversationStore(abc.ABC):
 
     @abc.abstractmethod
     def create(
-        self, *, model: str | None = None, messages: Sequence[dict[str, Any]] = (),
+        self, *, model: str | None = None, messages: Sequence[Mapping[str, Any]] = (),
         metadata: dict[str, Any] | None = None, id: str | None = None,
     ) -> Conversation:
         """A new, saved conversation (optionally seeded with messages, e.g. a system one).
@@ -100,5 +100,5 @@ class ConversationStore(abc.ABC):
     def list(self, limit: int = 50) -> list[Conversation]:
         """The most recently updated conversations first."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op default, not abstract: most stores hold nothing
         """Release resources (files, connections)."""

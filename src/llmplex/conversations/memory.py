@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import Conversation, ConversationNotFoundError, ConversationStore
@@ -20,7 +20,10 @@ class MemoryStore(ConversationStore):
         self._items: dict[str, Conversation] = {}
         self._lock = threading.Lock()
 
-    def create(self, *, model=None, messages=(), metadata=None, id=None) -> Conversation:
+    def create(
+        self, *, model: str | None = None, messages: Sequence[Mapping[str, Any]] = (),
+        metadata: dict[str, Any] | None = None, id: str | None = None,
+    ) -> Conversation:
         conversation = Conversation(
             model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
         )

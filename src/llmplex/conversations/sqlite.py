@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,10 @@ class SQLiteStore(ConversationStore):
             else:
                 self._db.execute("COMMIT")
 
-    def create(self, *, model=None, messages=(), metadata=None, id=None) -> Conversation:
+    def create(
+        self, *, model: str | None = None, messages: Sequence[Mapping[str, Any]] = (),
+        metadata: dict[str, Any] | None = None, id: str | None = None,
+    ) -> Conversation:
         conversation = Conversation(
             model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
         )
@@ -166,10 +169,11 @@ class SQLiteStore(ConversationStore):
                 "INSERT INTO messages (conversation_id, message) VALUES (?, ?)",
                 [(conversation_id, json.dumps(dict(m))) for m in messages],
             )
-            if provider and state is not None and (expected_turns is None or turns == expected_turns):
+            if provider and state is not None and (
+                    expected_turns is None or turns == expected_turns):
                 db.execute(
-                    "INSERT OR REPLACE INTO provider_state (conversation_id, provider, state, turns)"
-                    " VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO provider_state"
+                    " (conversation_id, provider, state, turns) VALUES (?, ?, ?, ?)",
                     (conversation_id, provider, json.dumps(state), turns + len(messages)),
                 )
             db.execute(

@@ -462,7 +462,8 @@ class Ai2Emulator(Emulator):
         content = (form.get("content") or "").replace("\r\n", "\n")
         calls = None
         if role == "tool_call_result":
-            call = next(c for c in self._calls_above(parent) if c["toolCallId"] == form["toolCallId"])
+            call = next(c for c in self._calls_above(parent)
+                        if c["toolCallId"] == form["toolCallId"])
             calls = [dict(call)]
         asked = self._message(role, content, user, form, model, parent or (new[0] if new else None),
                               signed_in, toolCalls=calls,
@@ -496,7 +497,7 @@ class Ai2Emulator(Emulator):
         outcome = StreamOutcome.COMPLETE
         try:
             if script.reasoning and model["canThink"]:
-                for i, piece in enumerate(split_tokens(script.reasoning)):
+                for piece in split_tokens(script.reasoning):
                     if script.delay:
                         await _sleep(script.delay)
                     if not sent:
@@ -580,7 +581,7 @@ class Ai2Emulator(Emulator):
         if not sent():
             await response.write(add_message(content=""))
         calls = []
-        for i, call in enumerate(script.tool_calls or ()):
+        for call in script.tool_calls or ():
             arguments = call.get("arguments", "")
             if not isinstance(arguments, str):
                 arguments = json.dumps(arguments, separators=(",", ":"))

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import random
 import string
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
@@ -186,7 +186,7 @@ class Ai2V4Emulator(Emulator):
     def _message(self, role: str, content: str, user: str, form: dict[str, Any],
                  parent: dict[str, Any] | None) -> dict[str, Any]:
         """A new Message object, stored and linked under ``parent``."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         mid = self.new_id()
         stop = form.get("stop")
         message = {
@@ -217,6 +217,7 @@ class Ai2V4Emulator(Emulator):
 
     async def _answer(self, request: web.Request, script: Script, form: dict[str, Any],
                       user: str, parent_id: str | None) -> web.StreamResponse:
+        top: dict[str, Any] | None
         if parent_id is not None:
             top = user_msg = self._message("user", form["content"], user, form,
                                            self.messages[parent_id])
@@ -248,8 +249,9 @@ class Ai2V4Emulator(Emulator):
         if outcome == StreamOutcome.ABORTED:
             reply["finish_reason"] = "aborted"
             return response
+        fault_reason = script.fault.reason if script.fault is not None else None
         reply["finish_reason"] = (script.finish_reason if outcome == StreamOutcome.COMPLETE
-                                  else script.fault.reason or "aborted")  # type: ignore[union-attr]
+                                  else fault_reason or "aborted")
         if script.extra.get("final_line", True) is False:
             # A server that dies between the last chunk and the final line: clean EOF.
             await response.write_eof()

@@ -350,8 +350,9 @@ class _Answer:
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "request-id": self.emulator._id("req_")})
         await response.prepare(request)
-        start: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                                 "content": [], "stop_reason": None, "stop_sequence": None,
+        start: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant",
+                                 "model": self.model, "content": [], "stop_reason": None,
+                                 "stop_sequence": None,
                                  "usage": {**self.usage, "output_tokens": 1}}
         write = response.write
         await write(sse("message_start", {"type": "message_start", "message": start}))

@@ -152,7 +152,8 @@ class Emulator:
         fault. Returns a :class:`StreamOutcome` value."""
         pieces = script.pieces()
         fault = script.fault
-        if fault is not None and fault.kind not in ("error_event", "disconnect", "malformed", "stall"):
+        if fault is not None and fault.kind not in (
+                "error_event", "disconnect", "malformed", "stall"):
             fault = None
         self.open_streams += 1
         try:
@@ -208,7 +209,7 @@ async def _parse_form(request: web.Request, body: bytes) -> dict[str, Any]:
     def add(key: str, value: Any) -> None:
         if key in fields:
             existing = fields[key]
-            fields[key] = existing + [value] if isinstance(existing, list) else [existing, value]
+            fields[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
         else:
             fields[key] = value
 

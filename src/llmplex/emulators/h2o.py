@@ -26,9 +26,10 @@ import dataclasses
 import json
 import secrets
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -133,14 +134,18 @@ class H2oEmulator(Emulator):
     # -- hooks.server.ts -------------------------------------------------------------------
 
     @web.middleware
-    async def _hooks(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _hooks(
+        self, request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
         request[_RECORD] = await self.record(request)
         sid = request.cookies.get(COOKIE) or str(uuid4())
         request[_SESSION] = self.sessions.setdefault(sid, ChatSession(sid))
         if request.method == "POST" and request.content_type in _FORM_TYPES:
             referer = request.headers.get("Referer")
             if not referer:
-                return _error_response(request, 403, "Non-JSON form requests need to have a referer")
+                return _error_response(request, 403,
+                                       "Non-JSON form requests need to have a referer")
             if _origin(referer) != str(request.url.origin()):
                 return _error_response(request, 403, "Invalid referer for POST request")
         if (request.method not in ("GET", "OPTIONS", "HEAD")
@@ -169,7 +174,7 @@ class H2oEmulator(Emulator):
             form.get("shareConversationsWithModelAuthors"))
         settings["activeModel"] = form.get("activeModel") or MODELS[0]
         if form.get("ethicsModalAccepted"):
-            settings["ethicsModalAcceptedAt"] = datetime.now(timezone.utc).isoformat()
+            settings["ethicsModalAcceptedAt"] = datetime.now(UTC).isoformat()
         session.settings = settings
         location = request.headers.get("Referer") or "/"
         if _accepts_json(request):
@@ -198,7 +203,8 @@ class H2oEmulator(Emulator):
         script = self._script(session)
         session.script = None  # this answer uses it up
         fault = script.fault
-        if fault is not None and fault.kind == "status" and (fault.step or "generate") == "generate":
+        if (fault is not None and fault.kind == "status"
+                and (fault.step or "generate") == "generate"):
             return self._fault_response(request, fault)
         body = request[_RECORD].json
         if not _valid_body(body):
@@ -218,7 +224,8 @@ class H2oEmulator(Emulator):
     async def _stream(self, request: web.Request, session: ChatSession,
                       conversation: Conversation, script: Script,
                       body: dict[str, Any]) -> web.StreamResponse:
-        parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+        given = body.get("parameters")
+        parameters: dict[str, Any] = given if isinstance(given, dict) else {}
         pieces = script.pieces()
         finish = script.finish_reason
         limit = parameters.get("max_new_tokens")
@@ -373,7 +380,7 @@ def _error_response(request: web.Request, status: int, message: str) -> web.Resp
 
 def _set_cookie(response: web.StreamResponse, session_id: str) -> None:
     # refreshSessionCookie(): dev-mode flags (no Secure: the emulator speaks plain http).
-    expires = datetime.now(timezone.utc) + timedelta(days=365)
+    expires = datetime.now(UTC) + timedelta(days=365)
     response.headers.add("Set-Cookie", f"{COOKIE}={session_id}; Path=/; Expires="
                          f"{format_datetime(expires, usegmt=True)}; HttpOnly; SameSite=Lax")
 

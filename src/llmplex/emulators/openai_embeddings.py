@@ -82,7 +82,8 @@ def check(body: Any, strict: bool) -> tuple[str, str | None, str | None] | None:
             return ("This model does not support specifying dimensions.", None, None)
         native = NATIVE_DIMENSIONS.get(model, _DEFAULT_DIMENSIONS)
         if not 1 <= dimensions <= native:
-            message = f"Invalid value for 'dimensions': {dimensions}. It must be between 1 and {native}."
+            message = (f"Invalid value for 'dimensions': {dimensions}."
+                       f" It must be between 1 and {native}.")
             return (message, "dimensions", "invalid_value")
     return None
 

@@ -23,7 +23,7 @@ import random
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -67,7 +67,7 @@ class Chat:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _frame(data: Any) -> bytes:
@@ -76,7 +76,7 @@ def _frame(data: Any) -> bytes:
 
 
 def _ping() -> bytes:
-    return f": ping - {datetime.now(timezone.utc).replace(tzinfo=None)}\r\n\r\n".encode()
+    return f": ping - {datetime.now(UTC).replace(tzinfo=None)}\r\n\r\n".encode()
 
 
 class OpenAssistantEmulator(Emulator):
@@ -346,7 +346,8 @@ class OpenAssistantEmulator(Emulator):
     def _message(self, chat: Chat, role: str, parent_id: str | None, content: str | None,
                  state: str, work: dict[str, Any] | None) -> dict[str, Any]:
         """A MessageRead, stored in the chat."""
-        message = {"id": str(uuid.uuid4()), "parent_id": parent_id, "content": content,
+        message: dict[str, Any] = {
+                   "id": str(uuid.uuid4()), "parent_id": parent_id, "content": content,
                    "chat_id": chat.id, "created_at": _now(), "role": role, "state": state,
                    "score": 0, "reports": [], "work_parameters": work, "safe_content": None,
                    "safety_level": None, "safety_label": None, "safety_rots": None,

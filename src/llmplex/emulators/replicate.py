@@ -438,11 +438,11 @@ def _pieces(script: Script, data: Mapping[str, Any]) -> list[str]:
                              if isinstance(c["arguments"], str) else c["arguments"]}
                             for c in script.tool_calls])
         half = len(calls) // 2
-        return out + ["<|tool_call|>", calls[:half], calls[half:]]
+        return [*out, "<|tool_call|>", calls[:half], calls[half:]]
     return out + script.pieces()
 
 
-def _duration(value: str | None) -> float | None | bool:
+def _duration(value: str | None) -> float | bool | None:
     """A Cancel-After duration in seconds (None: not given; False: not a duration)."""
     if value is None:
         return None

@@ -37,20 +37,20 @@ class EmulatorServer:
 
     def start(self) -> str:
         """Start listening; return the base URL."""
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
         started = threading.Event()
         failure: list[BaseException] = []
 
         def main() -> None:
-            asyncio.set_event_loop(self._loop)
+            asyncio.set_event_loop(loop)
             try:
-                self._loop.run_until_complete(self._start())
+                loop.run_until_complete(self._start())
             except BaseException as exc:  # reported to the starting thread
                 failure.append(exc)
                 started.set()
                 return
             started.set()
-            self._loop.run_forever()
+            loop.run_forever()
 
         self._thread = threading.Thread(
             target=main, name=f"emulator-{self.emulator.name}", daemon=True
@@ -59,7 +59,8 @@ class EmulatorServer:
         started.wait()
         if failure:
             raise failure[0]
-        return self.url  # type: ignore[return-value]
+        assert self.url is not None  # set by _start(), which succeeded
+        return self.url
 
     async def _start(self) -> None:
         # shutdown_timeout: stalled handlers must not hold up stop().
@@ -69,8 +70,7 @@ class EmulatorServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        sockets = site._server.sockets  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]  # the socket of our one site
         self.url = f"http://{self.host}:{self.port}"
         self.emulator.url = self.url
         server = self._runner.server

@@ -134,7 +134,7 @@ class ConnectionPool:
         self._connector: aiohttp.TCPConnector | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._token: contextvars.Token | None = None
+        self._token: contextvars.Token[ConnectionPool | None] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._connector else "unused"
@@ -192,10 +192,10 @@ class ConnectionPool:
 class _Binding:
     # A plain class, not @contextmanager: clients bind around every step of a stream.
     __slots__ = ("_pool", "_token")
+    _token: contextvars.Token[ConnectionPool | None]  # set by __enter__, which always comes first
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
-        self._token: contextvars.Token | None = None
 
     def __enter__(self) -> None:
         self._token = _current.set(self._pool)

@@ -143,9 +143,9 @@ class HostileUpstream:
             await writer.drain()
             return  # closed by _handle: no finish_reason, no [DONE]
         if behaviour == "split-emoji":
-            for piece in ('"Smile ', '"\\ud83d', '"\\ude00'):
+            for text in ('"Smile ', '"\\ud83d', '"\\ude00'):
                 writer.write(b'data: {"choices":[{"index":0,"delta":{"content":' +
-                             piece.encode() + b'"},"finish_reason":null}]}\n\n')
+                             text.encode() + b'"},"finish_reason":null}]}\n\n')
             writer.write(_END)
             await writer.drain()
             return

@@ -67,7 +67,7 @@ async def cancel_mid_stream(stream: AsyncIterator[Any], *, first_within: float =
         raise AssertionError(f"the consumer was not cancelled: {task.exception()!r}")
 
 
-def interrupt(process: subprocess.Popen, timeout: float = 15.0) -> int:
+def interrupt(process: subprocess.Popen[Any], timeout: float = 15.0) -> int:
     """Stop ``process`` as Ctrl-C would (SIGINT), wait for it and close its pipes; its exit
     code. Killed, and ``subprocess.TimeoutExpired`` raised, if it outlives ``timeout``."""
     process.send_signal(signal.SIGINT)

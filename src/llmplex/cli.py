@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     repl = commands.add_parser("repl", help="interactive multi-turn chat",
                                description="Interactive chat keeping one conversation. "
-                               "Commands: /new, /model [NAME|-], /provider [NAME|-], /id, /help, /exit. "
+                               "Commands: /new, /model [NAME|-], /provider [NAME|-], /id, "
+                               "/help, /exit. "
                                "A pasted block of several lines is one message.")
     model_options(repl)
     repl.set_defaults(handler=cmd_repl)
@@ -227,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config: Config | None = None
     try:
         config = load_config(args.config)
-        return args.handler(args, config)
+        code: int = args.handler(args, config)
+        return code
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -367,7 +369,7 @@ def _remember(config: Config, conversation_id: str, emulated: bool = False) -> N
 def _conversation_id(args: argparse.Namespace, config: Config) -> str | None:
     """The conversation to continue (``--conversation``, ``--continue``), else None."""
     if args.conversation:
-        return args.conversation
+        return str(args.conversation)
     if args.continue_:
         try:
             found = _last_file(config).read_text(encoding="utf-8").strip()
@@ -644,7 +646,7 @@ def cmd_repl(args: argparse.Namespace, config: Config) -> int:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
              for row in [header, *rows]]
     return "\n".join(lines)
 

@@ -40,7 +40,7 @@ import weakref
 from asyncio import current_task
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, cast
 
 from . import providers as _providers
 from .errors import (
@@ -55,19 +55,23 @@ from .errors import (
     ResponseStatusError,
 )
 from .events import Usage
-from .providers.base import AsyncGeneratorProvider
+from .providers.base import AsyncGeneratorProvider, ProviderModelMixin
 from .providers.discovery import ModelCache
 from .types import Chunk
 
 if TYPE_CHECKING:  # pragma: no cover
     from .request import ChatRequest
 
-__all__ = ["Attempt", "CoolingDown", "ProviderHealth", "ProviderSpec", "Route", "Router",
+__all__ = ["Attempt", "CoolingDown", "ProviderArg", "ProviderHealth", "ProviderSpec", "Route",
+           "Router",
            "RouterObserver"]
 
 _log = logging.getLogger("llmplex.routing")
 
-ProviderSpec = Union[str, type[AsyncGeneratorProvider]]
+#: what ``provider=`` takes: a provider's name or its class
+ProviderArg = str | type[AsyncGeneratorProvider]
+#: the old name of :data:`ProviderArg` (not :class:`llmplex.providers.spec.ProviderSpec`)
+ProviderSpec = ProviderArg
 
 
 class CoolingDown(LLMplexError):
@@ -192,8 +196,9 @@ class Router:
     shared: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.emulation_retries, bool) or not isinstance(
-                self.emulation_retries, int) or not 0 <= self.emulation_retries <= MAX_EMULATION_RETRIES:
+        retries = self.emulation_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) \
+                or not 0 <= retries <= MAX_EMULATION_RETRIES:
             raise InvalidRequestError(
                 f"emulation_retries must be an integer from 0 to {MAX_EMULATION_RETRIES}, "
                 f"got {self.emulation_retries!r}", param="emulation_retries")
@@ -210,7 +215,8 @@ class Router:
         table: dict[str, list[str]] = {}
         for cls in self.provider_classes():
             # a name that is both a model and an alias counts once
-            for model in dict.fromkeys([*cls.get_models(), *getattr(cls, "model_aliases", {}),
+            for model in dict.fromkeys([*_naming(cls).get_models(),
+                                        *getattr(cls, "model_aliases", {}),
                                         *self.discovered.listed(cls.get_name())]):
                 table.setdefault(model, []).append(cls.get_name())
         for alias, targets in self.aliases.items():
@@ -220,12 +226,13 @@ class Router:
     # -- resolution ------------------------------------------------------------------------
 
     def resolve(
-        self, model: str | None, provider: ProviderSpec | Sequence[ProviderSpec] | None = None
+        self, model: str | None, provider: ProviderArg | Sequence[ProviderArg] | None = None
     ) -> list[Route]:
         """The routes able to serve ``model``, in preference order (before health)."""
         model = model or ""
         if provider is not None:
-            specs = list(provider) if isinstance(provider, (list, tuple)) else [provider]
+            specs: list[ProviderArg] = (
+                [provider] if isinstance(provider, (str, type)) else list(provider))
             if not specs:
                 raise InvalidRequestError("provider= is an empty list", param="provider")
             if len(specs) > self.max_routes:
@@ -248,33 +255,33 @@ class Router:
                 if prefix is None:  # "groq/..." with provider=Groq; else the id as written
                     slashed, rest_of_slash = self._split_prefix(model)
                     name = rest_of_slash if slashed is cls else model
-                route = Route(cls, cls.get_model(name), named=True)
+                route = Route(cls, _naming(cls).get_model(name), named=True)
                 if route not in routes:  # a name given twice is tried once
                     routes.append(route)
             return routes
 
         prefix, rest = self._split_prefix(model)
         if prefix is not None:
-            return [Route(prefix, prefix.get_model(rest), named=True)]
+            return [Route(prefix, _naming(prefix).get_model(rest), named=True)]
 
         if model in self.aliases:
             routes = []
             for target in self.aliases[model]:
-                cls, name = self._split_prefix(target)
-                if cls is None:
+                named, name = self._split_prefix(target)
+                if named is None:
                     raise InvalidRequestError(
                         f"router alias {model!r}: {target!r} is not 'provider:model'"
                     )
-                routes.append(Route(cls, cls.get_model(name), named=True))
+                routes.append(Route(named, _naming(named).get_model(name), named=True))
             return routes
 
         routes, idle = [], []
         for cls in self.provider_classes():
-            target = self._serves(cls, model)
-            if target is None:
+            served = self._serves(cls, model)
+            if served is None:
                 continue
             if cls.working or self.include_not_working:
-                routes.append(Route(cls, target))
+                routes.append(Route(cls, served))
             else:
                 idle.append(cls.get_name())
         if routes:
@@ -302,10 +309,10 @@ class Router:
 
     def _serves(self, cls: type[AsyncGeneratorProvider], model: str) -> str | None:
         if not model:
-            return cls.default_model or None  # type: ignore[attr-defined]
+            return _naming(cls).default_model or None
         if model in getattr(cls, "model_aliases", {}):
-            return cls.model_aliases[model]  # type: ignore[attr-defined]
-        if model in cls.get_models() or model in self.discovered.listed(cls.get_name()):  # type: ignore[attr-defined]
+            return _naming(cls).model_aliases[model]
+        if model in _naming(cls).get_models() or model in self.discovered.listed(cls.get_name()):
             return model
         return None  # open-ended catalogues serve other names only given explicitly
 
@@ -346,7 +353,7 @@ class Router:
             param="model", suggestions=near)
 
     @staticmethod
-    def _provider(spec: ProviderSpec) -> type[AsyncGeneratorProvider]:
+    def _provider(spec: ProviderArg) -> type[AsyncGeneratorProvider]:
         if isinstance(spec, type) and issubclass(spec, AsyncGeneratorProvider):
             return spec
         if isinstance(spec, str):
@@ -423,7 +430,9 @@ class Router:
             seconds = min(self.max_cooldown, self.cooldown * 2 ** doublings)
         health.cooldown_until = max(health.cooldown_until, self.clock() + seconds)
 
-    def ordered(self, routes: Iterable[Route]) -> tuple[list[Route], list[tuple[str, BaseException]]]:
+    def ordered(
+        self, routes: Iterable[Route]
+    ) -> tuple[list[Route], list[tuple[str, BaseException]]]:
         """Routes to try, healthiest first (stable), and those skipped while cooling down.
 
         A single route is always tried: there is nothing to fall back to, and the caller
@@ -432,7 +441,8 @@ class Router:
         if len(routes) <= 1:
             return routes, []
         now = self.clock()
-        ready, skipped = [], []
+        ready: list[Route] = []
+        skipped: list[tuple[str, BaseException]] = []
         for route in routes:
             health = self.health.get(route.name)
             left = health.cooling(now) if health else 0.0
@@ -701,8 +711,18 @@ def _tell(observers: Sequence[RouterObserver], attempt: Attempt) -> None:
             _log.exception("router observer %r failed", observer)
 
 
+def _naming(cls: type[AsyncGeneratorProvider]) -> type[ProviderModelMixin]:
+    """The model-naming side of a provider class.
+
+    Every routable provider mixes in :class:`ProviderModelMixin` (a provider module's
+    class is ``class X(AsyncGeneratorProvider, ProviderModelMixin)``); the type system
+    has no intersection type to say so in ``type[...]``, hence the cast.
+    """
+    return cast("type[ProviderModelMixin]", cls)
+
+
 def _refused(exc: BaseException) -> bool:
     """Whether the upstream refused this request (a client error), rather than failed;
     an emulated answer that was unusable says nothing of the service's health either."""
-    return isinstance(exc, ResponseStatusError) and exc.status in _REFUSALS or isinstance(
+    return (isinstance(exc, ResponseStatusError) and exc.status in _REFUSALS) or isinstance(
         exc, EmulationError)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -81,7 +81,7 @@ class RedisStore(ConversationStore):
 
             raise backend_error(self._where, self._secret, exc) from None
 
-    def create(self, *, model: str | None = None, messages: Sequence[dict[str, Any]] = (),
+    def create(self, *, model: str | None = None, messages: Sequence[Mapping[str, Any]] = (),
                metadata: dict[str, Any] | None = None, id: str | None = None) -> Conversation:
         conversation = Conversation(
             model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {}))

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds per answer (default 1800; config total_timeout)")
     serve.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request (method, path, status; off by default: it "
+                            "costs ~5%% of a request's CPU)")
     serve.set_defaults(handler=cmd_serve)
 
     emulate = commands.add_parser("emulate", help="run the service emulators for other tools",
@@ -781,7 +784,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         if not api_keys and host not in ("127.0.0.1", "localhost", "::1"):
             print(f"llmplex: warning: listening on {host} without an API key: anyone who "
                   "reaches this port can use your providers' credentials", file=sys.stderr)
-        serve_forever(app, sock, log_level=args.log_level, **limits)
+        serve_forever(app, sock, log_level=args.log_level, access_log=args.access_log,
+                      **limits)
     finally:
         if services is not None:
             services.stop()

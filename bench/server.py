@@ -574,7 +574,7 @@ def render(results: dict[str, Any]) -> list[str]:
     lines = [
         "## The server hop",
         "",
-        f"`python3 bench/run.py --server{' --quick' if results.get('quick') else ''}`: each "
+        (f"`python3 bench/run.py --server{' --quick' if results.get('quick') else ''}`: each "
         "gateway (one process) between the load generator (raw asyncio sockets, its own "
         "process) and the same fast aiohttp upstream (OpenAI-compatible, its own process). "
         f"Medians of {results['rounds']} rounds, gateways interleaved in every round. "
@@ -584,13 +584,13 @@ def render(results: dict[str, Any]) -> list[str]:
         f"chunk (streams of {results['chunks']} chunks, {results['delay'] * 1e3:g} ms apart, "
         "minus one-chunk streams). *First token*: to the first body bytes of a stream. "
         f"*{results['many']} streams*: {results['many']} streams of "
-        f"{results['many_chunks']} chunks at once, wall time. Ratios are to the floor.",
+        f"{results['many_chunks']} chunks at once, wall time. Ratios are to the floor."),
         "",
         "### Kept-alive connections",
         "",
-        "| gateway | added latency p50 ms | added p99 ms | req/s c=16 | req/s c=64 | "
-        "CPU/request c=16 ms | CPU/chunk µs | first token ms | "
-        f"{results['many']} streams s | peak RSS MB |",
+        ("| gateway | added latency p50 ms | added p99 ms | req/s c=16 | req/s c=64 | "
+         "CPU/request c=16 ms | CPU/chunk µs | first token ms | "
+         f"{results['many']} streams s | peak RSS MB |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 

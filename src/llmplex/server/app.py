@@ -51,9 +51,11 @@ from .. import __version__
 from ..client import AsyncClient
 from ..errors import InvalidRequestError
 from ..routing import ProviderHealth
+from . import fastpath
 from .anthropic_api import anthropic_router
 from .docs import install_docs
 from .errors import APIError
+from .fastpath import bearer_token
 from .handlers import install_error_handlers
 from .middleware import BodyLimit, HostCheck
 from .schemas import (
@@ -168,14 +170,15 @@ def create_app(
     bearer = HTTPBearer(auto_error=False, description="One of the server's API keys, "
                         "when it was started with any.")
 
-    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def check_key(token: str | None) -> None:
+        """The API-key check of every ``/v1`` route (``token``: the bearer token sent)."""
         if not keys:
             return
-        if credentials is None or not credentials.credentials:
+        if not token:
             raise APIError(401, "You didn't provide an API key. Send it in an Authorization "
                            "header using Bearer auth (Authorization: Bearer YOUR_KEY).",
                            code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-        given = credentials.credentials.encode()
+        given = token.encode()
         # Compare against every key (no early exit) so timing tells nothing.
         matched = False
         for key in keys:
@@ -183,6 +186,13 @@ def create_app(
         if not matched:
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
+
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        check_key(credentials.credentials if credentials is not None else None)
+
+    def authorize_request(request: Request) -> None:
+        """The hot routes' dependency (see :mod:`.fastpath`): the same check."""
+        check_key(bearer_token(request))
 
     install_error_handlers(app)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
@@ -290,6 +300,10 @@ def create_app(
     install_responses(v1, client, stall_timeout=client_stall_timeout,
                       max_providers=max_providers, responses=_ERROR_RESPONSES)
     app.include_router(v1)
+    # The hot route without FastAPI's per-request dependency solving: a plain route in
+    # front of the FastAPI one, which stays for the OpenAPI schema (same steps, errors).
+    app.router.routes.insert(0, fastpath.route(
+        "/v1/chat/completions", ChatCompletionRequest, authorize_request, chat_completions))
     # Anthropic's Messages API (/v1/messages): its own auth headers and error shape
     app.include_router(anthropic_router(client, api_keys=keys,
                                         client_stall_timeout=client_stall_timeout))

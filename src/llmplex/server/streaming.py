@@ -265,7 +265,7 @@ class ChunkRenderer:
     so their bytes are :func:`render_chunk`'s, without dumping objects to dicts and
     dicts to JSON for every chunk; any other chunk goes through :func:`render_chunk`."""
 
-    __slots__ = ("include_usage", "_key", "_head", "_tail")
+    __slots__ = ("_head", "_key", "_tail", "include_usage")
 
     def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage

@@ -38,7 +38,7 @@ ENV_SPECS: dict[str, list[str]] = {
     "litellm": ["litellm==1.102.4"],
     "g4f": ["g4f==8.8.6"],
     # LiteLLM's proxy server (--server): its own environment, its extra's dependencies
-    "litellm-proxy": ["litellm[proxy]==LITELLM_PROXY_VERSION"],
+    "litellm-proxy": ["litellm[proxy]==1.108.7"],
 }
 SERVER_JSON = BENCH / "server-results.json"
 

@@ -33,6 +33,7 @@ from typing import Any
 HELLO = "hello"
 MESSAGES = [{"role": "user", "content": "Hi"}]
 TICK = os.sysconf("SC_CLK_TCK")
+LITELLM_KEY = "sk-bench-master-0123456789abcdef0123456789"  # its proxy's master key
 
 
 # -- the upstream ----------------------------------------------------------------------------
@@ -212,11 +213,12 @@ class _Conn(asyncio.Protocol):
             self.done.set_result((self.status, bytes(self.body), self.first))
 
 
-def _request(port: int, model: str, chunks: int, stream: bool, keepalive: bool) -> bytes:
+def _request(port: int, model: str, chunks: int, stream: bool, keepalive: bool,
+             key: str = "sk-bench") -> bytes:
     body = json.dumps({"model": model, "messages": MESSAGES, "max_tokens": chunks,
                        "stream": stream}).encode()
     return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json\r\nAuthorization: Bearer sk-bench\r\n"
+            f"Content-Type: application/json\r\nAuthorization: Bearer {key}\r\n"
             f"Content-Length: {len(body)}\r\n"
             + ("" if keepalive else "Connection: close\r\n") + "\r\n").encode() + body
 
@@ -227,7 +229,8 @@ async def _run(command: dict[str, Any]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     port, keepalive = command["port"], command["keepalive"]
     chunks, stream = command["chunks"], command["stream"]
-    data = _request(port, command["model"], chunks, stream, keepalive)
+    data = _request(port, command["model"], chunks, stream, keepalive,
+                    command.get("key", "sk-bench"))
     count = command.get("count")
     deadline = time.perf_counter() + command.get("duration", 1e9)
     latencies: list[float] = []
@@ -360,6 +363,7 @@ class Gateway:
     def __init__(self, name: str, label: str, argv: list[str] | None, port: int, model: str,
                  env: dict[str, str], workdir: Path) -> None:
         self.name, self.label, self.port, self.model = name, label, port, model
+        self.key = "sk-bench"  # the bearer token the load generator sends
         self.proc: subprocess.Popen[Any] | None = None
         self.pids: list[int] = []
         self.argv, self.env = argv, env
@@ -414,7 +418,7 @@ def _measure_round(load: Load, gw: Gateway, quick: bool, chunks: int) -> dict[st
     """One round of every figure for one gateway."""
     d = 1.0 if quick else 3.0
     out: dict[str, Any] = {}
-    base = {"port": gw.port, "model": gw.model}
+    base = {"port": gw.port, "model": gw.model, "key": gw.key}
     errors = 0
     for keepalive in (True, False):
         tag = "ka" if keepalive else "new"
@@ -493,6 +497,8 @@ def measure(python: str, litellm_python: str | None, llmplex_bin: str, workdir: 
                 "model_list:\n  - model_name: bench\n    litellm_params:\n"
                 f"      model: openai/bench\n      api_base: {target}/v1\n"
                 "      api_key: sk-bench\n"
+                # it refuses to start without a master key (a strong one)
+                f"general_settings:\n  master_key: {LITELLM_KEY}\n"
                 "litellm_settings:\n  telemetry: false\n  drop_params: true\n")
             gateways.append(Gateway(
                 "litellm", "LiteLLM proxy",
@@ -501,6 +507,7 @@ def measure(python: str, litellm_python: str | None, llmplex_bin: str, workdir: 
                 port, "bench",
                 {**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
                  "LITELLM_LOG": "ERROR", "HOME": str(workdir)}, workdir))
+            gateways[-1].key = LITELLM_KEY
         else:
             results["notes"]["litellm"] = "not installed (see --litellm-python)"
         running = []
@@ -514,10 +521,10 @@ def measure(python: str, litellm_python: str | None, llmplex_bin: str, workdir: 
         load = Load(python)
         try:
             for gw in running:  # warm-up: imports, first connections, caches
-                load.run(port=gw.port, model=gw.model, keepalive=True, chunks=1, stream=False,
-                         concurrency=4, count=50)
-                load.run(port=gw.port, model=gw.model, keepalive=True, chunks=5, stream=True,
-                         concurrency=4, count=8)
+                load.run(port=gw.port, model=gw.model, key=gw.key, keepalive=True, chunks=1,
+                         stream=False, concurrency=4, count=50)
+                load.run(port=gw.port, model=gw.model, key=gw.key, keepalive=True, chunks=5,
+                         stream=True, concurrency=4, count=8)
             per: dict[str, list[dict[str, Any]]] = {gw.name: [] for gw in running}
             for i in range(rounds):
                 log(f"server bench: round {i + 1}/{rounds}")
@@ -537,8 +544,8 @@ def measure(python: str, litellm_python: str | None, llmplex_bin: str, workdir: 
                     row["error_sample"] = samples[0]
                 log(f"server bench: {many} concurrent streams through {gw.name}")
                 c0 = gw.cpu()
-                r = load.run(port=gw.port, model=gw.model, keepalive=True, chunks=many_chunks,
-                             stream=True, concurrency=many, count=many)
+                r = load.run(port=gw.port, model=gw.model, key=gw.key, keepalive=True,
+                             chunks=many_chunks, stream=True, concurrency=many, count=many)
                 row["many_wall_s"] = r["wall"]
                 row["many_ok"] = r["n"]
                 row["many_cpu_s"] = gw.cpu() - c0

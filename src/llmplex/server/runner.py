@@ -196,11 +196,72 @@ class _Limits:
         self.transport.close()
 
 
+class _HeadFirst:
+    """The transport as a request's response cycle sees it (httptools): the response's
+    head is held back until the body's first bytes follow (or the loop's next turn), so
+    that a whole answer goes out in one write, one TCP segment, not two. uvicorn writes
+    the status line and headers as soon as the app starts its response and the body
+    right after, in the same turn for an answer the app has in hand."""
+
+    __slots__ = ("_held", "_loop", "_transport", "_used")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._used = False
+
+    def write(self, data: bytes) -> None:
+        if not self._used:  # the first write of the cycle: the head (or a 100 Continue)
+            self._used = True
+            self._held = data
+            self._loop.call_soon(self.flush)
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _HeadFirstMixin:
+    """Mixed into uvicorn's httptools protocol: each request's cycle writes through
+    :class:`_HeadFirst`."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = _HeadFirst(self.transport, self.loop)
+
+
 @functools.cache
 def _protocol(base: type, header_timeout: float, body_timeout: float,
               header_bytes: int | None = None) -> type:
-    """uvicorn's protocol class ``base`` with the deadlines of :class:`_Limits`."""
-    return type(f"Limited{base.__name__}", (_Limits, base),
+    """uvicorn's protocol class ``base`` with the deadlines of :class:`_Limits` (and for
+    httptools, whole answers in one write: :class:`_HeadFirst`)."""
+    mixins: tuple[type, ...] = (_Limits,)
+    if hasattr(base, "on_headers_complete"):  # httptools' (h11 has no such callback)
+        mixins += (_HeadFirstMixin,)
+    return type(f"Limited{base.__name__}", (*mixins, base),
                 {"header_timeout": header_timeout, "body_timeout": body_timeout,
                  "header_bytes": header_bytes})
 

@@ -277,7 +277,7 @@ async def test_continued_thread(ai2_emulator):
     assert (req.form["content"], req.form["parent"], req.form["role"]) == (
         "Q2 ✓", first_reply, "user")
     assert conv.thread_id == thread and ai2_emulator.messages[conv.parent]["root"] == thread
-    assert conv.messages == history + [{"role": "assistant", "content": "Second answer."}]
+    assert conv.messages == [*history, {"role": "assistant", "content": "Second answer."}]
     # the state survives JSON (a store) and goes on from there
     restored = Conversation.from_dict(json.loads(json.dumps(conv.get_dict())))
     assert text_of(await collect(ai2_emulator, messages="Q3", conversation=restored))
@@ -669,7 +669,7 @@ async def test_emulator_wire_format_and_threads(ai2_emulator):
         ("captchaToken", "x")], SIGNED_IN)
     assert status == 200 and ctype == "application/jsonl"
     lines = lines_of(body)
-    for raw, line in zip(body.decode().splitlines(), lines):
+    for raw, line in zip(body.decode().splitlines(), lines, strict=False):
         assert raw == json.dumps(line, separators=(",", ":"), ensure_ascii=False)
     assert [line["type"] for line in lines] == [
         "start", "startThread", "addMessage", "modelResponse", "finalThread", "end"]
@@ -880,6 +880,6 @@ async def test_native_tool_round_trip_in_a_stored_conversation(ai2_emulator):
             messages=[{"role": "tool", "tool_call_id": call.id, "content": "cloudy"}],
             tools=WEATHER, conversation=conversation)
     assert final.choices[0].message.content == "Lima: cloudy." and final.emulated is None
-    first_post, result = chats(ai2_emulator)
+    _first_post, result = chats(ai2_emulator)
     assert result.form["role"] == "tool_call_result" and result.form["toolCallId"] == call.id
     assert ai2_emulator.messages[result.form["parent"]]["toolCalls"][0]["toolCallId"] == call.id

@@ -233,7 +233,7 @@ async def test_second_turn_sends_only_the_last_user_message_and_parent(ai2_v4_em
     assert conv.x_anonymous_user_id == anonymous_id
     assert conv.parent != first_reply and ai2_v4_emulator.messages[conv.parent]["parent"] in (
         ai2_v4_emulator.messages)
-    assert conv.messages == history + [{"role": "assistant", "content": "Second answer."}]
+    assert conv.messages == [*history, {"role": "assistant", "content": "Second answer."}]
 
 
 async def test_each_new_conversation_gets_its_own_anonymous_id(ai2_v4_emulator):
@@ -478,7 +478,7 @@ async def test_emulator_wire_format(ai2_v4_emulator):
     lines = body.decode("utf-8").split("\n")
     assert lines[-1] == ""
     objects = [json.loads(line) for line in lines[:-1]]
-    for line, obj in zip(lines, objects):
+    for line, obj in zip(lines, objects, strict=False):
         assert line == json.dumps(obj)  # Python's default spacing
     first, *chunks, final = objects
     assert first["role"] == "system" and first["final"] is False and first["parent"] is None

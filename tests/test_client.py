@@ -199,7 +199,7 @@ async def test_stopping_early_closes_the_upstream(services):
     client = client_for(services)
     stream = await client.chat.completions.create(
         model="openassistant:OA_SFT_Llama_30B_6", messages="Hi", stream=True)
-    async for chunk in stream:
+    async for _chunk in stream:
         break
     await stream.aclose()
     assert emu.requests_to("/api/chat", "DELETE")  # the upstream chat was deleted

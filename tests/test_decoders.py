@@ -131,7 +131,7 @@ _field_text = st.text(
 def test_sse_property_any_split_any_newline(events, newline, cuts):
     data = _render_sse(events, newline)
     points = sorted({c % (len(data) + 1) for c in cuts})
-    parts = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    parts = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=False)]
     decoded = decode_sse(parts)
     # Values that start with a space lose exactly that one space ("data:  x" -> " x" ...)
     # because the renderer writes "data: " + value: the decoder strips the one it added.
@@ -202,7 +202,7 @@ def test_ndjson_property_any_split(values, crlf, cuts):
     newline = b"\r\n" if crlf else b"\n"
     data = b"".join(json.dumps(v, ensure_ascii=False).encode() + newline for v in values)
     points = sorted({c % (len(data) + 1) for c in cuts})
-    parts = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    parts = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=False)]
     assert decode_ndjson(parts) == values
 
 
@@ -347,7 +347,7 @@ def test_ndjson_limit_is_exact(split):
 
 def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=False)]
 
 
 def _sse_outcome(parts: list[bytes], limit: int):

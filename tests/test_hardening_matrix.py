@@ -13,8 +13,14 @@ import pytest
 
 from llmplex import AsyncClient
 from llmplex.conversations import MemoryStore
-from llmplex.errors import (LLMplexError, ProviderConnectionError, ProviderTimeoutError,
-                            RateLimitError, ResponseError, ResponseStatusError)
+from llmplex.errors import (
+    LLMplexError,
+    ProviderConnectionError,
+    ProviderTimeoutError,
+    RateLimitError,
+    ResponseError,
+    ResponseStatusError,
+)
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import eventually, wait_until
 from llmplex.testing.hostile import hostile

@@ -128,7 +128,7 @@ def test_early_stop_deletes(h2o_emulator):
 
 def test_abandoned_generator_deletes(h2o_emulator):
     h2o_emulator.script = Script(chunks=[f" t{i}" for i in range(100)], delay=0.02)
-    for token in h2o._create_completion("falcon-40b", MESSAGES, True, base_url=h2o_emulator.url):
+    for _token in h2o._create_completion("falcon-40b", MESSAGES, True, base_url=h2o_emulator.url):
         break  # the loop drops the generator: finalisation must clean up
     gc.collect()
     wait_until(lambda: closed(h2o_emulator))

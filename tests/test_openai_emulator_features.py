@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 import openai
@@ -291,7 +291,7 @@ async def test_stream_helper_get_final_completion_of_text(openai_emulator):
 # -- JSON output -------------------------------------------------------------------------------
 
 
-class Colour(str, Enum):
+class Colour(StrEnum):
     red = "red"
     green = "green"
 

@@ -414,7 +414,7 @@ async def test_break_out_of_async_for_deletes(openassistant_emulator):
     emu = openassistant_emulator
     emu.script = Script("a b c d e f g h", delay=0.05)
     stream = OpenAssistant.create_async_generator("", "Hi", cookies=COOKIES, base_url=emu.url)
-    async for chunk in stream:
+    async for _chunk in stream:
         break
     await stream.aclose()
     assert_deleted(emu)

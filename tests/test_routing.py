@@ -206,7 +206,7 @@ async def test_retries_try_the_same_provider_again(pair):
 
 
 async def test_health_order_puts_failing_providers_last(pair):
-    first, second, _ = pair
+    first, _second, _ = pair
     clock = Clock()
     client = make_client(pair, clock=clock, cooldown=1)
     first.push(Script(GOOD, fault=Fault.http_status(500)))

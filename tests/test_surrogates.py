@@ -5,6 +5,7 @@ through the provider, AsyncClient and the server."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import httpx
@@ -35,7 +36,7 @@ TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x1FFFF,
 def test_any_split_joins_to_the_same_valid_text(text, cuts):
     units = code_units(text)
     points = sorted({min(c, len(units)) for c in cuts} | {0, len(units)})
-    pieces = ["".join(units[a:b]) for a, b in zip(points, points[1:])]
+    pieces = ["".join(units[a:b]) for a, b in itertools.pairwise(points)]
     joiner = Surrogates()
     out = [joiner.feed(piece) for piece in pieces] + [joiner.flush()]
     assert "".join(out) == fix_surrogates(text)
@@ -75,7 +76,7 @@ class SplitEmoji:
             await response.prepare(request)
             for piece in PIECES:
                 event = ('{"id":"c","object":"chat.completion.chunk","model":"m","choices":'
-                         '[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}' % piece)
+                         f'[{{"index":0,"delta":{{"content":"{piece}"}},"finish_reason":null}}]}}')
                 await response.write(f"data: {event}\n\n".encode())
             await response.write(b'data: {"id":"c","choices":[{"index":0,"delta":{},'
                                  b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')

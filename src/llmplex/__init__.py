@@ -5,11 +5,11 @@ Importing the package is cheap: no aiohttp, pydantic or server code is loaded un
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402  (cheap: pure Python)
+from .errors import (  # after __version__, which the CLI reads early (cheap: pure Python)
     AllProvidersFailed,
     EmulationError,
     InvalidRequestError,
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The clients pull in routing and stores; load them on first use, not at import.
     if name in ("Client", "AsyncClient"):
         from . import client

@@ -114,7 +114,8 @@ def run(awaitable: Awaitable[T]) -> T:
     _check_thread()
     job = _Job(awaitable)
     try:
-        return job.done.result()
+        result: T = job.done.result()
+        return result
     except BaseException:
         # Interrupted (KeyboardInterrupt): cancel the task and let its cleanup finish.
         job.cancel_and_wait()
@@ -142,7 +143,7 @@ def finalize(awaitable: Awaitable[Any], timeout: float = 5.0) -> None:
         concurrent.futures.wait([job.done], timeout=timeout)
 
 
-def iterate(factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+def iterate(factory: Callable[[], AsyncIterator[T]]) -> _Stream[T]:
     """Iterate synchronously over the async iterator ``factory()`` builds.
 
     The iterator is created and consumed on the background loop; items reach the caller
@@ -171,18 +172,18 @@ def iterate(factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
     return _Stream(items, _Job(pump()))
 
 
-class _Stream(Iterator[Any]):
+class _Stream(Iterator[T]):
     """The sync side of :func:`iterate`; ``close()`` cancels the pump and waits for cleanup."""
 
-    def __init__(self, items: queue.SimpleQueue, job: _Job) -> None:
+    def __init__(self, items: queue.SimpleQueue[tuple[int, Any]], job: _Job) -> None:
         self._items = items
         self._job = job
         self._finished = False
 
-    def __iter__(self) -> _Stream:
+    def __iter__(self) -> _Stream[T]:
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> T:
         if self._finished:
             raise StopIteration
         try:
@@ -191,7 +192,8 @@ class _Stream(Iterator[Any]):
             self.close()
             raise
         if kind == _ITEM:
-            return value
+            item: T = value
+            return item
         self._finished = True
         if kind == _ERROR:
             raise value
@@ -206,7 +208,7 @@ class _Stream(Iterator[Any]):
         if not self._job.done.done():
             self._job.cancel()
 
-    def __enter__(self) -> _Stream:
+    def __enter__(self) -> _Stream[T]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

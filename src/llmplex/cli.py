@@ -162,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true",
                        help="log every request (method, path, status; off by default: it "
                             "costs ~5%% of a request's CPU)")
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="log lines as text or one JSON object each (default text)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes sharing the port (default 1)")
+    serve.add_argument("--drain-timeout", type=float, metavar="SECONDS",
+                       help="on SIGTERM, running streams get this long to finish (default 30)")
+    serve.add_argument("--metrics", choices=["public", "keyed", "off"],
+                       help="GET /metrics: without a key, with one, or none (default public)")
+    serve.add_argument("--traces", action="store_true", default=None,
+                       help="OpenTelemetry traces, exporter from OTEL_* (the otel extra)")
     serve.set_defaults(handler=cmd_serve)
 
     emulate = commands.add_parser("emulate", help="run the service emulators for other tools",
@@ -748,30 +758,73 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     for name in ("first_token_timeout", "total_timeout"):  # the flags win over the config
         if getattr(args, name) is not None:
             setattr(config, name, _positive(getattr(args, name), "--" + name.replace("_", "-")))
+    workers = setting("workers")
+    workers = 1 if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"--workers must be a positive integer, not {workers!r}")
+    drain = setting("drain_timeout")
+    if drain is not None:
+        limits["drain_timeout"] = _positive(drain, "--drain-timeout")
+    observe: dict[str, Any] = {}
+    if setting("metrics") is not None:
+        observe["metrics"] = setting("metrics")
+    from .server.logs import log_config
+
+    try:
+        logging_setup = log_config(setting("log_format") or "text", args.log_level)
+    except ValueError as exc:
+        raise UsageError(f"[server] log_format: {exc}") from None
     if args.emulate:
-        from .server.emulated import EmulatedServices, emulated_client
+        from .server.emulated import EmulatedServices
 
         services = EmulatedServices().start()
-        client = emulated_client(services, first_token_timeout=config.first_token_timeout,
-                                 total_timeout=config.total_timeout)
         bar = "=" * len(EMULATED_NOTICE)
         print(f"{bar}\n{EMULATED_NOTICE}\n{bar}", file=sys.stderr, flush=True)
-    else:
-        client = _client(config)
-    try:
-        app = create_app(
-            client, api_keys=api_keys,
-            allow_upstream_overrides=bool(args.allow_upstream_overrides
-                                          or settings.get("allow_upstream_overrides")),
-            cors_origins=args.cors_origins or settings.get("cors_origins") or (),
-            max_body_bytes=args.max_body_bytes or settings.get("max_body_bytes") or 1_000_000,
-            emulated=services is not None,
-            allowed_hosts=allowed_hosts_for(host, setting("allowed_hosts") or ()), **extra)
-    except (ValueError, TypeError) as exc:  # a limit out of range
+
+    def make_app() -> Any:  # in each worker: its own client, pool and app
         if services is not None:
-            services.stop()
-        raise UsageError(str(exc)) from None
+            from .server.emulated import emulated_client
+
+            client = emulated_client(services, first_token_timeout=config.first_token_timeout,
+                                     total_timeout=config.total_timeout)
+        else:
+            client = _client(config)
+        if setting("traces"):
+            from .server.tracing import tracer_provider_from_env
+
+            try:
+                observe["tracer_provider"] = tracer_provider_from_env()
+            except RuntimeError as exc:
+                raise UsageError(str(exc)) from None
+        try:
+            app = create_app(
+                client, api_keys=api_keys,
+                allow_upstream_overrides=bool(args.allow_upstream_overrides
+                                              or settings.get("allow_upstream_overrides")),
+                cors_origins=args.cors_origins or settings.get("cors_origins") or (),
+                max_body_bytes=args.max_body_bytes or settings.get("max_body_bytes") or 1_000_000,
+                emulated=services is not None,
+                allowed_hosts=allowed_hosts_for(host, setting("allowed_hosts") or ()),
+                **extra, **observe)
+        except (ValueError, TypeError) as exc:  # a limit out of range
+            client.store.close()
+            raise UsageError(str(exc)) from None
+        return app, client
+
+    def serve(app: Any, client: Any) -> None:
+        try:
+            serve_forever(app, sock, log_level=args.log_level, log_config=logging_setup,
+                          access_log=args.access_log, **limits)
+        finally:
+            client.store.close()
+            tracer_provider = observe.get("tracer_provider")
+            if tracer_provider is not None:  # a worker ends with os._exit: no atexit flush
+                tracer_provider.force_flush()
+
     try:
+        app = client = None
+        if workers == 1:  # built before binding: a bad setting is a usage error first
+            app, client = make_app()
         try:
             sock = bind(host, port)
         except OSError as exc:
@@ -780,18 +833,34 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         shown = f"[{host}]" if ":" in host else host
         auth = "API key required" if api_keys else "no API key required"
         print(f"llmplex: serving the OpenAI-compatible API at http://{shown}:{real_port}/v1 "
-              f"({auth}{'; EMULATED' if services else ''})", file=sys.stderr, flush=True)
+              f"({auth}{'; EMULATED' if services else ''}"
+              f"{f'; {workers} workers' if workers > 1 else ''})", file=sys.stderr, flush=True)
         if not api_keys and host not in ("127.0.0.1", "localhost", "::1"):
             print(f"llmplex: warning: listening on {host} without an API key: anyone who "
                   "reaches this port can use your providers' credentials", file=sys.stderr)
-        serve_forever(app, sock, log_level=args.log_level, access_log=args.access_log,
-                      **limits)
+        if app is not None:
+            serve(app, client)
+            return EXIT_OK
+        state = getattr(config, "state", None)
+        if not (os.environ.get("LLMPLEX_STATE_URL")
+                or (isinstance(state, dict) and state.get("url"))):
+            print(f"llmplex: warning: {workers} workers without a shared state backend "
+                  "(LLMPLEX_STATE_URL / [state] url): each worker keeps its own provider "
+                  "health and cooldowns", file=sys.stderr, flush=True)
+        from .server.workers import WorkerTag, supervise
+
+        def worker(number: int) -> None:
+            try:
+                app, client = make_app()
+            except UsageError as exc:  # the same for every worker: the supervisor stops
+                print(f"llmplex: error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(EXIT_USAGE) from None
+            serve(WorkerTag(app, number), client)
+
+        return supervise(workers, sock, worker)
     finally:
         if services is not None:
             services.stop()
-        else:
-            client.store.close()
-    return EXIT_OK
 
 
 def cmd_emulate(args: argparse.Namespace, config: Config) -> int:

@@ -42,6 +42,11 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     body_timeout = 30                 # seconds for its body
     keepalive_timeout = 20            # idle kept-alive connections
     max_connections = 2048            # at once; beyond: 503
+    workers = 1                       # processes sharing the port (docs/deployment.md)
+    drain_timeout = 30                # on SIGTERM, seconds running streams get to finish
+    metrics = "public"                # GET /metrics: "public", "keyed" (API key) or "off"
+    log_format = "text"               # or "json": one object per line
+    traces = false                    # OpenTelemetry, exporter from OTEL_* (otel extra)
 
 Every key is checked when the file is read, and a mistake is a :class:`ConfigError` naming
 the file, the table and the key: an unknown key (with a did-you-mean; a ``[providers.X]``
@@ -90,7 +95,8 @@ _SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list
                 "allow_upstream_overrides": bool, "max_body_bytes": int,
                 "allowed_hosts": list, "client_stall_timeout": float, "max_providers": int,
                 "header_timeout": float, "body_timeout": float, "keepalive_timeout": float,
-                "max_connections": int}
+                "max_connections": int, "workers": int, "drain_timeout": float,
+                "metrics": str, "log_format": str, "traces": bool}
 _ROUTER_KEYS = {"order": list, "aliases": dict, "include_not_working": bool, "cooldown": float,
                 "max_cooldown": float, "retries": int, "max_routes": int, "emulate": bool,
                 "emulation_retries": int}

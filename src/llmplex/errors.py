@@ -82,14 +82,15 @@ class LLMplexError(Exception):
             text = f"{self.provider}: {text}"
         return text
 
-    def __reduce__(self):  # keep keyword attributes across pickling (multiprocessing, logs)
+    def __reduce__(self) -> tuple[Any, ...]:  # keep keyword attributes across pickling (multiprocessing, logs)
         return (
             _rebuild,
             (type(self), self.message, self.provider, self.status, self.body, self.retry_after),
         )
 
 
-def _rebuild(cls, message, provider, status, body, retry_after):
+def _rebuild(cls: type[LLMplexError], message: str, provider: str | None, status: int | None,
+             body: str | None, retry_after: float | None) -> LLMplexError:
     err = cls.__new__(cls)
     LLMplexError.__init__(
         err, message, provider=provider, status=status, body=body, retry_after=retry_after
@@ -109,7 +110,7 @@ class ModelNotFoundError(LLMplexError, LookupError):
         *,
         provider: str | None = None,
         suggestions: Sequence[str] = (),
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         self.suggestions = list(suggestions)
         super().__init__(message, provider=provider, **kwargs)
@@ -157,12 +158,13 @@ class EmulationError(ResponseError):
         self.problems = list(problems)
         super().__init__(message, **kwargs)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_emulation, (type(self), self.message, self.raw, self.problems,
                                      self.provider))
 
 
-def _rebuild_emulation(cls, message, raw, problems, provider):
+def _rebuild_emulation(cls: type[EmulationError], message: str, raw: str,
+                       problems: list[str], provider: str | None) -> EmulationError:
     return cls(message, raw=raw, problems=problems, provider=provider)
 
 
@@ -209,7 +211,7 @@ class AllProvidersFailed(LLMplexError):
         """Every provider failed for want of credentials (none configured)."""
         return bool(self.errors) and all(_unconfigured(e) for _, e in self.errors)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.errors, self.model))
 
 
@@ -291,7 +293,7 @@ def _key_hint(names: list[str]) -> str:
     what = "api_key" if len(variables) == len(names) else "api_key or cookies"
     try:
         where = display_path(config_path())
-    except Exception:  # noqa: BLE001  (an error's text must never fail to be made)
+    except Exception:  # an error's text must never fail to be made
         where = "llmplex's config.toml"
     hint = (f"(set {or_list(variables)}, or add " if variables else "(add ") + \
         f"{what} under {table} in {where})"
@@ -314,11 +316,12 @@ class InvalidRequestError(LLMplexError, ValueError):
         self.suggestions = list(suggestions)
         super().__init__(message, **kwargs)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_invalid, (self.message, self.param, self.suggestions, self.provider))
 
 
-def _rebuild_invalid(message, param, suggestions, provider):
+def _rebuild_invalid(message: str, param: str | None, suggestions: list[str],
+                     provider: str | None) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, suggestions=suggestions, provider=provider)
 
 

@@ -8,6 +8,7 @@ Completions API, so code written against the ``openai`` package reads them uncha
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 __all__ = [
@@ -297,7 +298,7 @@ class ModelList(_Object):
         self.object = "list"
         self.data = data
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Model]:
         return iter(self.data)
 
     def __len__(self) -> int:

@@ -66,7 +66,7 @@ def _integer(low: int, high: int | None = None) -> Callable[[str, Any], None]:
 
 def _of(*types: type, what: str) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise _bad(name, f"expected {what}, got {type(value).__name__}")
     return check
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import logging
 import time
 import weakref
 from asyncio import current_task
@@ -53,6 +54,7 @@ from .errors import (
     RateLimitError,
     ResponseStatusError,
 )
+from .events import Usage
 from .providers.base import AsyncGeneratorProvider
 from .providers.discovery import ModelCache
 from .types import Chunk
@@ -60,7 +62,10 @@ from .types import Chunk
 if TYPE_CHECKING:  # pragma: no cover
     from .request import ChatRequest
 
-__all__ = ["Router", "Route", "ProviderHealth", "CoolingDown", "ProviderSpec"]
+__all__ = ["Attempt", "CoolingDown", "ProviderHealth", "ProviderSpec", "Route", "Router",
+           "RouterObserver"]
+
+_log = logging.getLogger("llmplex.routing")
 
 ProviderSpec = Union[str, type[AsyncGeneratorProvider]]
 
@@ -110,6 +115,39 @@ class ProviderHealth:
         }
 
 
+@dataclass(slots=True)
+class Attempt:
+    """One try of one route, told to the router's observers when it has ended.
+
+    ``outcome``: ``"ok"`` (answered, also when the consumer stopped reading after text),
+    ``"error"`` (failed: ``error`` says how), ``"invalid"`` (the caller's mistake, an
+    :class:`~llmplex.errors.InvalidRequestError`) or ``"cancelled"``. ``fallback``: an
+    earlier attempt of the same request failed. ``cooldown``: this failure (re)started
+    the provider's cooldown. ``start_ns``/``end_ns``: wall-clock ``time.time_ns()``.
+    ``usage``: the token counts the upstream reported, if it did."""
+
+    provider: str
+    model: str
+    fallback: bool
+    start_ns: int
+    end_ns: int = 0
+    outcome: str = "cancelled"
+    error: BaseException | None = None
+    usage: Usage | None = None
+    cooldown: bool = False
+
+
+class RouterObserver:
+    """What :attr:`Router.observers` hold (metrics, traces): subclass and override.
+
+    Called in the task that runs the request, right after each attempt, so context
+    variables of the request (its id, its trace span) are visible. Must be quick and must
+    not raise (an exception is logged and dropped)."""
+
+    def attempt_ended(self, attempt: Attempt) -> None:
+        """One attempt has ended (see :class:`Attempt`)."""
+
+
 #: the most corrective retries an emulated answer may get (each is a whole new answer)
 MAX_EMULATION_RETRIES = 3
 
@@ -147,6 +185,8 @@ class Router:
     clock: Callable[[], float] = time.monotonic
     health: dict[str, ProviderHealth] = field(default_factory=dict)
     discovered: ModelCache = field(default_factory=ModelCache, repr=False)
+    #: told of every attempt (:class:`RouterObserver`); none: nothing is measured
+    observers: list[RouterObserver] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.emulation_retries, bool) or not isinstance(
@@ -438,6 +478,8 @@ class Router:
         loop = asyncio.get_running_loop()
         total_at = loop.time() + total_timeout if total_timeout else None
         ordered, errors = self.ordered(routes)
+        observers = self.observers
+        tried = 0  # attempts so far (each after the first follows a failure)
         for route in ordered:
             for attempt in range(1 + max(0, self.retries)):
                 first = first_token_timeout(route) if callable(first_token_timeout) \
@@ -446,6 +488,9 @@ class Router:
                 own = attempt_timeout(route) if attempt_timeout is not None else None
                 if own is not None and (until is None or loop.time() + own < until):
                     until, total = loop.time() + own, own
+                seen = Attempt(route.name, route.model, tried > 0, time.time_ns()) \
+                    if observers else None
+                tried += 1
                 watch = _Watch(loop, route.name, first, total, until)
                 stream = open_stream(route)
                 iterator = stream.__aiter__()
@@ -465,6 +510,9 @@ class Router:
                             raise
                         finally:
                             watch.task = None
+                        if seen is not None and type(chunk) is not str \
+                                and isinstance(chunk, Usage):
+                            seen.usage = chunk
                         if not delivered:
                             # Text, or an event that is part of the answer (reasoning, a
                             # tool call...): from here on no other provider may take over.
@@ -480,13 +528,19 @@ class Router:
                         yield route, chunk
                     for early in held:
                         yield route, early
+                    if seen is not None:
+                        seen.outcome = "ok"
                 except GeneratorExit:
                     # Our consumer stopped (a stop sequence, a length limit, enough read):
                     # a provider that was answering is healthy.
                     if delivered:
                         self.record_success(route.name)
+                        if seen is not None:
+                            seen.outcome = "ok"
                     raise
-                except InvalidRequestError:
+                except InvalidRequestError as exc:
+                    if seen is not None:
+                        seen.outcome, seen.error = "invalid", exc
                     raise  # the caller's mistake: another provider will not fix it
                 except Exception as exc:
                     # A refused request, or one never sent for want of a key, says
@@ -494,6 +548,10 @@ class Router:
                     unconfigured = isinstance(exc, MissingAuthError) and exc.unconfigured
                     if not (_refused(exc) or unconfigured):
                         self.record_failure(route.name, exc)
+                        if seen is not None:
+                            seen.cooldown = True
+                    if seen is not None:
+                        seen.outcome, seen.error = "error", exc
                     if delivered or watch.total_passed:
                         raise
                     errors.append((route.name, exc))
@@ -503,6 +561,9 @@ class Router:
                     continue
                 finally:
                     watch.stop()
+                    if seen is not None:
+                        seen.end_ns = time.time_ns()
+                        _tell(observers, seen)
                     aclose = getattr(stream, "aclose", None)
                     if aclose is not None:
                         await aclose()
@@ -617,6 +678,15 @@ class _Watch:
 
 #: upstream statuses that refuse the request itself (its fields, its size, its model)
 _REFUSALS = frozenset({400, 404, 413, 422})
+
+
+def _tell(observers: Sequence[RouterObserver], attempt: Attempt) -> None:
+    """Give ``attempt`` to each observer; one that fails does not fail the request."""
+    for observer in observers:
+        try:
+            observer.attempt_ended(attempt)
+        except Exception:  # measuring must never break an answer
+            _log.exception("router observer %r failed", observer)
 
 
 def _refused(exc: BaseException) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["MAX_DEPTH", "MAX_ERRORS", "json_type", "validate"]
@@ -209,7 +209,8 @@ def _check_string(schema: Mapping[str, Any], value: str, path: str,
 
 def _check_number(schema: Mapping[str, Any], value: float, path: str,
                   errors: list[str]) -> None:
-    tests = (("minimum", lambda b: value < b, "less than"),
+    tests: tuple[tuple[str, Callable[[float], bool], str], ...] = (
+             ("minimum", lambda b: value < b, "less than"),
              ("maximum", lambda b: value > b, "greater than"),
              ("exclusiveMinimum", lambda b: value <= b, "at most"),
              ("exclusiveMaximum", lambda b: value >= b, "at least"))

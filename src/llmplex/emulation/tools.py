@@ -348,7 +348,7 @@ class ToolCallParser:
     def _emit(self, text: str) -> None:
         if text:
             if self._out and type(self._out[-1]) is str:
-                self._out[-1] += text  # type: ignore[operator]
+                self._out[-1] += text
             else:
                 self._out.append(text)
 

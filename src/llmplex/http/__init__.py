@@ -8,7 +8,7 @@ The decoders (:mod:`.sse`, :mod:`.ndjson`) are pure Python and import nothing he
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .ndjson import MalformedLineError, NDJSONDecoder
 from .sse import ServerSentEvent, SSEDecoder
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in ("Session", "Secrets", "redact_url"):
         from . import session
 

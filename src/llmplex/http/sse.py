@@ -25,7 +25,8 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 # The C scanner behind json.loads, called directly: a streamed chunk is a small compact
 # JSON object, and for that json.loads spends as long in its three Python-level frames and
 # two whitespace regexes as in the parsing itself.
-_scan = make_scanner(json.JSONDecoder())
+# (typeshed types make_scanner's argument as the Python scanner class; C takes a decoder)
+_scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def loads(text: str) -> Any:

@@ -73,10 +73,10 @@ def extract_message(body: str) -> str:
     if isinstance(data, dict):
         error = data.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
+            return str(error["message"])
         for key in ("error", "detail", "message", "title"):
             if isinstance(data.get(key), str) and data[key]:
-                return data[key]
+                return str(data[key])
     return text[:300]
 
 

@@ -106,7 +106,7 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
     url = "https://playground.allenai.org"
     login_url = "https://playground.allenai.org"
     api_endpoint = _ORIGIN + v5.PATH
-    working = _Working()  # type: ignore[assignment]
+    working = _Working()
     needs_auth = True
     supports_stream = True
     #: what some model can do; :meth:`capabilities_for` says per model
@@ -192,7 +192,7 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
     # -- a turn ----------------------------------------------------------------------------
 
     @classmethod
-    async def create_async_generator(  # type: ignore[override]
+    async def create_async_generator(
         cls,
         model: str,
         messages: Messages | str,

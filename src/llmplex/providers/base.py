@@ -336,12 +336,12 @@ async def create_upstream(create: Awaitable[T], undo: Callable[[T], Awaitable[An
         async def finish_then_undo() -> None:
             try:
                 result = await task
-            except Exception:  # noqa: BLE001 - it failed: nothing to undo
+            except Exception:  # it failed: nothing to undo
                 return
             await undo(result)
 
         try:
             await run_cleanup(finish_then_undo(), timeout)
-        except Exception:  # noqa: BLE001 - a timeout or failed undo must not hide the cancellation
+        except Exception:  # a timeout or failed undo must not hide the cancellation
             pass
         raise

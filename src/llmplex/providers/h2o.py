@@ -13,7 +13,7 @@ fetching ``/`` first).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any, ClassVar
 from uuid import uuid4
@@ -100,7 +100,7 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
     }
 
     @classmethod
-    async def create_async_generator(  # type: ignore[override]
+    async def create_async_generator(
         cls,
         model: str,
         messages: Messages | str,
@@ -152,7 +152,7 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
         timeout: float | None = DEFAULT_TIMEOUT,
         base_url: str | None = None,
         get_root_first: bool = False,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """The whole exchange for a ready ``prompt`` and resolved ``model`` id.
 
         ``get_root_first`` fetches ``/`` before anything else, as the legacy module did

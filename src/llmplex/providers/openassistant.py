@@ -86,7 +86,7 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
     ]
 
     @classmethod
-    async def create_async_generator(  # type: ignore[override]
+    async def create_async_generator(
         cls,
         model: str,
         messages: Messages | str,

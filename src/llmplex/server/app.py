@@ -96,6 +96,8 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     client_stall_timeout: float = CLIENT_STALL_TIMEOUT,
     max_providers: int = MAX_PROVIDERS,
+    metrics: str = "public",
+    tracer_provider: Any = None,
 ) -> FastAPI:
     """Build the ASGI app serving ``client``.
 
@@ -119,6 +121,9 @@ def create_app(
     the upstream request is closed and cleaned up (default
     :data:`~llmplex.server.streaming.CLIENT_STALL_TIMEOUT`, 60 s).
     ``max_providers``: the longest ``provider`` list a request may name (400 above).
+    ``metrics``: ``GET /metrics`` is ``"public"``, ``"keyed"`` (needs one of the API
+    keys) or ``"off"``; ``tracer_provider``: OpenTelemetry traces (None: none). Every
+    response has an ``x-request-id`` (:mod:`llmplex.server.observability`).
     """
     if not (isinstance(client_stall_timeout, (int, float)) and math.isfinite(
             client_stall_timeout) and client_stall_timeout > 0):
@@ -321,6 +326,10 @@ def create_app(
                            "anthropic-version", "anthropic-beta"],
         )
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
+    from .observability import install_observability  # request ids, /metrics, traces
+
+    install_observability(app, client, metrics=metrics, api_keys=keys,
+                          tracer_provider=tracer_provider)
     return app
 
 

@@ -9,6 +9,7 @@ with no internet — they stay blank. These serve the same pages with the assets
 from __future__ import annotations
 
 from importlib.resources import files
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -29,8 +30,8 @@ def install_docs(app: FastAPI) -> None:
     try:
         static = files("fastapi_offline") / "static"
     except ModuleNotFoundError:  # fastapi installed without the extra: FastAPI's CDN pages
-        swagger: dict[str, str] = {}
-        redoc_assets: dict[str, str] = {}
+        swagger: dict[str, Any] = {}
+        redoc_assets: dict[str, Any] = {}
     else:
         app.mount(ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
         swagger = {"swagger_js_url": f"{ASSETS}/swagger-ui-bundle.js",

@@ -61,7 +61,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import _key_env
 from ..conversations.base import ConversationNotFoundError
@@ -80,6 +80,9 @@ from ..errors import (
     StreamError,
     summarize,
 )
+
+if TYPE_CHECKING:
+    from starlette.responses import JSONResponse
 
 __all__ = ["UPSTREAM_REJECTIONS", "APIError", "error_for", "public"]
 
@@ -122,7 +125,7 @@ class APIError(Exception):
             return self.headers
         return {**self.headers, "x-should-retry": "false"}
 
-    def response(self) -> Any:
+    def response(self) -> JSONResponse:
         from starlette.responses import JSONResponse
 
         return JSONResponse(self.body(), status_code=self.status, headers=self.all_headers())

@@ -33,6 +33,12 @@ way (``gc.freeze()``) and collects the youngest generation less often, so that a
 collection does not pause every few requests; the access log is off unless asked for
 (``llmplex serve --access-log``): a log record per request costs ~5% of a request's CPU.
 
+Shutdown (:func:`serve_forever`): on SIGTERM or Ctrl-C the listening socket is closed (new
+connections are refused), idle kept-alive connections are closed and busy ones after
+their current response; running requests (streams) get ``drain_timeout`` seconds
+(:data:`DRAIN_TIMEOUT`, 30 s) to finish, then are cancelled, their upstream requests
+cleaned up by the providers (:mod:`llmplex.server.shutdown`), and the call returns.
+
 Every accepted TCP connection has ``TCP_NODELAY`` set: without it a response written in
 two pieces (headers, then body) waits ~40 ms for the client's delayed ACK on a kept-alive
 connection. (asyncio sets it only on sockets whose ``proto`` is ``IPPROTO_TCP``, which a
@@ -52,13 +58,14 @@ import threading
 from typing import Any
 
 __all__ = ["bind", "serve_forever", "ServerThread", "HEADER_TIMEOUT", "BODY_TIMEOUT",
-           "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "MAX_HEADER_BYTES"]
+           "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "MAX_HEADER_BYTES", "DRAIN_TIMEOUT"]
 
 HEADER_TIMEOUT = 10.0  # seconds for a request's headers (from connect, or its first byte)
 BODY_TIMEOUT = 30.0  # seconds for a request's body, from its headers
 KEEPALIVE_TIMEOUT = 20.0  # seconds an idle kept-alive connection stays open
 MAX_CONNECTIONS = 2048  # connections (and requests) served at once; beyond: 503
 MAX_HEADER_BYTES = 32 * 1024  # of a request's headers buffered while they arrive; beyond: 400
+DRAIN_TIMEOUT = 30.0  # seconds running requests get to finish on SIGTERM (serve_forever)
 
 _logger = logging.getLogger("llmplex.server")
 
@@ -330,14 +337,17 @@ def serve_forever(
     keepalive_timeout: float = KEEPALIVE_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
     max_header_bytes: int = MAX_HEADER_BYTES,
+    drain_timeout: float = DRAIN_TIMEOUT,
     **options: Any,
 ) -> None:
     """Serve ``app`` on the bound ``sock`` until Ctrl-C or SIGTERM, then return.
 
     The limits for clients are described in the module docstring; ``options`` are
-    ``uvicorn.Config`` options (``access_log`` is off unless given). The collector is
-    tuned for a long-running server (``gc.freeze()`` and higher thresholds, see
-    :func:`_tune_gc`): this process is the server's.
+    ``uvicorn.Config`` options (``access_log`` is off unless given). ``drain_timeout``:
+    seconds running requests get to finish after the signal (then they are cancelled,
+    with upstream cleanup). The collector is tuned for a long-running server
+    (``gc.freeze()`` and higher thresholds, see :func:`_tune_gc`): this process is the
+    server's.
 
     uvicorn shuts down gracefully on either signal and then raises it again for the
     previous handler; SIGTERM's handler is set to raise ``KeyboardInterrupt`` meanwhile,
@@ -350,6 +360,7 @@ def serve_forever(
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    options.setdefault("timeout_graceful_shutdown", drain_timeout)
     host, port = sock.getsockname()[:2]
     options.setdefault("access_log", False)  # llmplex serve --access-log turns it on
     server = uvicorn.Server(_config(

@@ -42,7 +42,8 @@ def legacy_prompt(messages: Sequence[Mapping[str, Any]] | str) -> str:
     return f"{_INSTRUCTION}{lines}assistant:"
 
 
-def _create_completion(model: str, messages: list, stream: bool, **kwargs):
+def _create_completion(model: str, messages: list[dict[str, str]], stream: bool,
+                       **kwargs: Any) -> Iterator[str]:
     """Yield the answer's tokens (a plain generator); ``stream=False`` yields it whole.
 
     ``model`` is a short name (``falcon-40b``, ``falcon-7b``, ``llama-13b``) or a model

@@ -1,0 +1,53 @@
+"""What ``create_app`` adds for operators: request ids, metrics, traces, the drain.
+
+The middlewares, outermost first: :class:`~llmplex.server.request_id.RequestId` (so every
+response has its id, a refused Host's 403 too), the tracing one when traces are on,
+:class:`~llmplex.server.metrics.MetricsMiddleware` unless metrics are off, and
+:class:`~llmplex.server.shutdown.Drain`; then the app's own (Host check, CORS, body
+limit). Each is plain ASGI: nothing is buffered, streams pass as they are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .metrics import METRICS_MODES
+from .request_id import RequestId
+from .shutdown import Drain
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ..client import AsyncClient
+
+__all__ = ["install_observability"]
+
+
+def install_observability(app: FastAPI, client: AsyncClient, *, metrics: str = "public",
+                          api_keys: Sequence[bytes] = (),
+                          tracer_provider: Any = None) -> None:
+    """Add the middlewares above to ``app`` and, unless ``metrics`` is ``"off"``,
+    ``GET /metrics`` (``"public"``: no key needed; ``"keyed"``: one of ``api_keys``).
+    ``tracer_provider``: an OpenTelemetry tracer provider (None: no traces)."""
+    if metrics not in METRICS_MODES:
+        raise ValueError(f"metrics must be one of {', '.join(METRICS_MODES)}, not {metrics!r}")
+    if metrics == "keyed" and not api_keys:
+        raise ValueError("metrics = 'keyed' needs API keys (--api-key or [server] api_keys)")
+    app.add_middleware(Drain)
+    if metrics != "off":
+        from .metrics import Metrics, MetricsMiddleware
+
+        counted = Metrics(client.router.status)
+        client.router.observers.append(counted)
+        # an APIRoute (not a plain route): FastAPI then names its template in the scope
+        app.add_api_route("/metrics", counted.endpoint(api_keys if metrics == "keyed" else ()),
+                          methods=["GET"], include_in_schema=False)
+        app.add_middleware(MetricsMiddleware, metrics=counted)
+    if tracer_provider is not None:
+        from .tracing import Tracing, TracingMiddleware
+
+        tracing = Tracing(tracer_provider)
+        client.router.observers.append(tracing)
+        app.add_middleware(TracingMiddleware, tracing=tracing)
+    app.add_middleware(RequestId)

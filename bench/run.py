@@ -33,7 +33,7 @@ WORKER = BENCH / "worker.py"
 
 #: environment name -> what pip installs there (peers pinned to versions checked here)
 ENV_SPECS: dict[str, list[str]] = {
-    "llmplex": ["-e", f"{ROOT}[server]"],
+    "llmplex": ["-e", f"{ROOT}[server,uvloop]"],
     "openai": ["openai==3.54.0"],
     "litellm": ["litellm==1.102.4"],
     "g4f": ["g4f==8.8.6"],

@@ -26,8 +26,8 @@ its default here (seconds, counts, bytes):
     that arrive complete in one read are parsed whole: one read is at most 256 KiB.)
 
 Speed (``llmplex serve`` is a hop between clients and upstreams, measured in
-``bench/server.py``): uvloop and httptools (the ``[server]`` extra) are used when
-installed (uvicorn's ``"auto"``), with the same limits on either HTTP parser;
+``bench/server.py``): httptools (the ``[server]`` extra) and uvloop (``[uvloop]``) are
+used when installed (uvicorn's ``"auto"``), with the same limits on either HTTP parser;
 :func:`serve_forever` moves the objects built at start-up out of the garbage collector's
 way (``gc.freeze()``) and collects the youngest generation less often, so that a
 collection does not pause every few requests; the access log is off unless asked for

@@ -16,7 +16,7 @@ MESSAGES = [{"role": "user", "content": "Tell me a story."}]
 OPENAI_MODEL = "gpt-4o-mini"
 REPLICATE_MODEL = "meta/meta-llama-3-8b-instruct"
 AI2_MODEL = "olmo-3.1-32b-instruct"
-#: the bearer token the Ai2 v5 emulator accepts (llmplex.testing.ai2.EMULATED_TOKEN)
+#: the bearer token the Ai2 v5 emulator accepts (llmplex.emulators.ai2.EMULATED_TOKEN)
 AI2_TOKEN = "ai2-emulated-token"
 API_KEY = "sk-bench-not-a-real-key"
 

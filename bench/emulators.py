@@ -28,10 +28,10 @@ from aiohttp import web
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import chunks  # noqa: E402
 
-from llmplex.testing import Script  # noqa: E402
-from llmplex.testing.ai2 import Ai2Emulator  # noqa: E402
-from llmplex.testing.openai import OpenAIEmulator  # noqa: E402
-from llmplex.testing.replicate import ReplicateEmulator  # noqa: E402
+from llmplex.emulators import Script  # noqa: E402
+from llmplex.emulators.ai2 import Ai2Emulator  # noqa: E402
+from llmplex.emulators.openai import OpenAIEmulator  # noqa: E402
+from llmplex.emulators.replicate import ReplicateEmulator  # noqa: E402
 
 BACKLOG = 4096
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/workers.py [--seconds 10] [--rounds 3] [--concurrency 32]
 
 Run with the project's environment (llmplex with the server extra, aiohttp). Starts the
-OpenAI emulator (:mod:`llmplex.testing`, answering at once, in its own process), then for
+OpenAI emulator (:mod:`llmplex.emulators`, answering at once, in its own process), then for
 each round and each worker count a fresh ``llmplex serve --workers N`` in front of it, and drives it
 from this process with ``--concurrency`` aiohttp requests in flight (non-streaming chat
 completions, a three-word answer, kept-alive connections) for ``--seconds``. Prints the
@@ -31,8 +31,8 @@ BIN = Path(sys.executable).parent
 # The emulator in a process of its own, answering three words at once (no pacing).
 EMULATOR = """
 import sys
-from llmplex.testing import Script, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators import Script, serve
+from llmplex.emulators.openai import OpenAIEmulator
 with serve(OpenAIEmulator(Script("one two three"))) as emulator:
     print(emulator.url, flush=True)
     sys.stdin.read()

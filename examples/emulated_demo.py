@@ -15,8 +15,8 @@ from contextlib import ExitStack
 
 from llmplex import AsyncClient
 from llmplex.conversations import MemoryStore
+from llmplex.emulators import Script, get_emulator, serve
 from llmplex.providers import AllenAI, H2o, OpenAssistant, Replicate, get_provider
-from llmplex.testing import Script, get_emulator, serve
 
 QUESTION = [{"role": "user", "content": "Say hello in three languages."}]
 REPLY = "Hello! Bonjour! Привет! 你好!"

@@ -1,5 +1,5 @@
-"""Shared test configuration. Emulator fixtures come from llmplex's pytest plugin
-(``llmplex.testing.pytest_plugin``, registered through the package's entry point)."""
+"""Shared test configuration. Emulator fixtures come from llmplex's opt-in pytest plugin
+(``llmplex.testing.pytest_plugin``, enabled below)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ import tempfile
 
 import pytest
 
+pytest_plugins = ["llmplex.testing.pytest_plugin"]
+
 # Tests never talk to the real services: make sure no developer environment override
 # points a provider somewhere else, and no key from the environment is picked up.
 for _name in list(os.environ):
     if _name.startswith("LLMPLEX_") or _name in ("REPLICATE_API_TOKEN", "OPENAI_API_KEY"):
         os.environ.pop(_name)
+# No third-party provider plugin installed where the tests run may change what they see
+# (tests/test_plugins.py sets LLMPLEX_PLUGINS for the processes it starts).
+os.environ["LLMPLEX_PLUGINS"] = "none"
 # A shell starts background commands with SIGINT ignored, and children inherit that: the
 # Ctrl-C tests of the CLI would then see their Ctrl-C ignored. Restore Python's default.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:

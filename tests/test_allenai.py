@@ -33,7 +33,7 @@ from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
 from llmplex.server.emulated import EmulatedServices, emulated_client
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.testing.ai2 import EMULATED_TOKEN, EMULATED_USER, MODELS, Ai2Emulator
+from llmplex.emulators.ai2 import EMULATED_TOKEN, EMULATED_USER, MODELS, Ai2Emulator
 from llmplex.types import FinishReason, ReasoningDelta, ToolCallDelta
 
 CHAT = "/v5/threads/chat"
@@ -734,7 +734,7 @@ async def test_an_answer_written_one_byte_at_a_time():
     """A server that writes the v5 answer byte by byte, over a real socket."""
     from aiohttp import web
 
-    from llmplex.testing.server import EmulatorServer
+    from llmplex.emulators.server import EmulatorServer
 
     with serve(Ai2Emulator(Script(chunks=["Ü", "ber ", "😀"]))) as emu:
         _, _, body = await raw_post(emu, [("role", "user"), ("model", "molmo2-4b"),

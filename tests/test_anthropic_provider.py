@@ -17,7 +17,7 @@ from llmplex.errors import (
 )
 from llmplex.providers import Anthropic, get_provider
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.testing.anthropic import AnthropicEmulator
+from llmplex.emulators.anthropic import AnthropicEmulator
 from llmplex.types import (
     FinishReason,
     ReasoningDelta,

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from llmplex.testing import Fault, Script, interrupt, read_exports, serve, wait_until
-from llmplex.testing.openai import DEFAULT_CREATED, OpenAIEmulator
-from llmplex.testing.replicate import ReplicateEmulator
+from llmplex.emulators.openai import DEFAULT_CREATED, OpenAIEmulator
+from llmplex.emulators.replicate import ReplicateEmulator
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
 LLMPLEX = shutil.which("llmplex", path=str(Path(sys.executable).parent)) or "llmplex"
@@ -456,7 +456,7 @@ def test_emulate_serves_emulators_for_other_processes(env):
 
 
 def test_ctrl_c_exits_130_and_cleans_up_upstream(env, tmp_path):
-    from llmplex.testing.openassistant import OpenAssistantEmulator
+    from llmplex.emulators.openassistant import OpenAssistantEmulator
 
     with serve(OpenAssistantEmulator(Script("word " * 400, delay=0.05))) as emulator:
         Path(env["LLMPLEX_CONFIG"]).write_text(

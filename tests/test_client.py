@@ -16,8 +16,8 @@ from llmplex.conversations import ConversationNotFoundError, MemoryStore, SQLite
 from llmplex.errors import InvalidRequestError, ModelNotFoundError
 from llmplex.providers import get_provider
 from llmplex.routing import Router
-from llmplex.testing import Script, get_emulator, serve
-from llmplex.testing.ai2 import EMULATED_TOKEN
+from llmplex.emulators import Script, get_emulator, serve
+from llmplex.emulators.ai2 import EMULATED_TOKEN
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
 QUESTION = "What is the capital of France?"

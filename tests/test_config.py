@@ -10,7 +10,7 @@ from llmplex.config import ConfigError, load_config
 from llmplex.conversations import MemoryStore
 from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.testing import Script, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Fault, Script, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 OPENAI_KEY = "sk-openai-0123456789abcdef"
 GROQ_KEY = "gsk-groq-fedcba9876543210"

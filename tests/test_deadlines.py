@@ -23,7 +23,7 @@ from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Script, eventually, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 
 class KeepAlives:

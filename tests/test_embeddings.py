@@ -23,7 +23,7 @@ from llmplex.errors import ResponseStatusError
 from llmplex.server import ServerThread, create_app
 from llmplex.server.emulated import EmulatedServices, emulated_client
 from llmplex.testing import Fault, Script
-from llmplex.testing.openai_embeddings import vector
+from llmplex.emulators.openai_embeddings import vector
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from llmplex.cookies import ENV_VAR
 from llmplex.errors import ResponseStatusError
 from llmplex.providers import AllenAI, Anthropic, H2o, OpenAssistant, Replicate
 from llmplex.providers.openai_compatible import OpenAICompatible
-from llmplex.testing import EMULATORS, Script, get_emulator, serve
-from llmplex.testing.ai2 import EMULATED_TOKEN
-from llmplex.testing.openassistant import OpenAssistantEmulator
+from llmplex.emulators import EMULATORS, Script, get_emulator, serve
+from llmplex.emulators.ai2 import EMULATED_TOKEN
+from llmplex.emulators.openassistant import OpenAssistantEmulator
 
 LINE = "Grüße aus Köln 😀 -- the quick brown fox jumps over the lazy dog\n"
 PROMPT = LINE * (2_000_000 // len(LINE.encode()) + 1)  # a little over 2 MB of UTF-8

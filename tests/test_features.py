@@ -16,7 +16,7 @@ from llmplex import AsyncClient
 from llmplex.conversations import MemoryStore
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Script, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 KEY = "sk-test-features-0000"
 MODEL = "openai:gpt-4o-mini"

@@ -14,7 +14,7 @@ from test_cli import run  # the installed command, in a subprocess
 
 from llmplex.server.emulated import EMULATED_NOTICE
 from llmplex.testing import Fault, Script, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 CONFIG = "~/.config/llmplex/config.toml"
 

@@ -23,7 +23,7 @@ from llmplex.errors import (
 from llmplex.prompt import format_prompt
 from llmplex.providers import H2o
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually
-from llmplex.testing.h2o import MODELS
+from llmplex.emulators.h2o import MODELS
 from llmplex.types import FinishReason
 
 FALCON_40B = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"

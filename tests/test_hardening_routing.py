@@ -13,7 +13,7 @@ from llmplex.errors import InvalidRequestError, ProviderConnectionError, StreamE
 from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.routing import Router
 from llmplex.testing import Fault, Script, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 
 @pytest.fixture(autouse=True)

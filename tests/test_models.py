@@ -24,7 +24,7 @@ from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
 from llmplex.server.emulated import EmulatedServices, emulated_client
 from llmplex.testing import Fault, Script, serve
-from llmplex.testing.openai import DEFAULT_CREATED, OpenAIEmulator
+from llmplex.emulators.openai import DEFAULT_CREATED, OpenAIEmulator
 
 #: what each emulated upstream lists: ids in its own style, with created times
 GROQ_MODELS = {"llama-3.1-8b-instant": 1693721698, "llama-3.3-70b-versatile": 1733447754}

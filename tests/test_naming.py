@@ -13,7 +13,7 @@ from llmplex.providers import AllenAI
 from llmplex.providers.endpoints import ENDPOINTS
 from llmplex.routing import Router
 from llmplex.testing import Script, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 
 @pytest.fixture(autouse=True)

@@ -31,7 +31,7 @@ from llmplex.providers.openai_compatible import (
     endpoint_provider,
 )
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 from llmplex.types import FinishReason, ResponseMeta, Usage
 
 KEY = "sk-test-0123456789abcdef"

@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from llmplex.testing import Fault, Script, serve
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 KEY = "sk-test-0123456789abcdef"
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]

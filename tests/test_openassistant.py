@@ -29,7 +29,7 @@ from llmplex.errors import (
 from llmplex.prompt import format_prompt
 from llmplex.providers.openassistant import DEFAULT_SAMPLING, OpenAssistant
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.testing.openassistant import SAMPLING_KEYS, OpenAssistantEmulator
+from llmplex.emulators.openassistant import SAMPLING_KEYS, OpenAssistantEmulator
 from llmplex.types import FinishReason
 
 TOKEN = "tok-3f9a1c0e7b"  # a value that must never show up in an error message

@@ -14,7 +14,8 @@ from llmplex import AsyncClient, Client
 from llmplex.conversations import MemoryStore
 from llmplex.http import ConnectionPool
 from llmplex.providers import OpenAICompatible, OpenAssistant
-from llmplex.testing import Script, eventually, get_emulator, serve, wait_until
+from llmplex.emulators import Script, get_emulator, serve
+from llmplex.testing import eventually, wait_until
 
 ANSWER = "Pooled, Привет 😀!"
 OA_COOKIES = {"next-auth.session-token": "session-1"}

@@ -18,8 +18,8 @@ import pytest
 from llmplex.errors import ProviderConnectionError
 from llmplex.providers import get_provider
 from llmplex.providers.legacy import h2o as legacy_h2o
-from llmplex.testing import Script, get_emulator, serve
-from llmplex.testing.ai2 import EMULATED_TOKEN
+from llmplex.emulators import Script, get_emulator, serve
+from llmplex.emulators.ai2 import EMULATED_TOKEN
 
 ANSWER = "Through the proxy, intact: Привет 😀"
 USER, PASSWORD = "proxyuser", "s3cret-pw"

@@ -139,9 +139,9 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
 def _cookie_config() -> str:
     """The config.toml lines ``llmplex emulate`` tells a user to add for OpenAssistant
     (a session cookie), made from the same data it prints them from."""
-    from llmplex.server.emulated import DUMMY_CREDENTIALS
+    from llmplex.server.emulated import dummy_credentials
 
-    cookies = DUMMY_CREDENTIALS["OpenAssistant"]["cookies"]
+    cookies = dummy_credentials()["OpenAssistant"]["cookies"]
     pairs = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in cookies.items())
     return f"[providers.OpenAssistant]\ncookies = {{ {pairs} }}\n"
 

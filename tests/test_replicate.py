@@ -26,7 +26,7 @@ from llmplex.errors import (
 from llmplex.events import Usage
 from llmplex.providers import Replicate
 from llmplex.testing import Fault, Script, cancel_mid_stream, eventually, serve
-from llmplex.testing.replicate import ReplicateEmulator
+from llmplex.emulators.replicate import ReplicateEmulator
 from llmplex.types import FinishReason
 
 KEY = "r8_test_key_0123456789"

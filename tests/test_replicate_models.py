@@ -21,7 +21,7 @@ from llmplex.providers import Replicate
 from llmplex.providers.replicate_models import ModelSchema, openapi_schema, version_id
 from llmplex.providers.replicate_schema import SchemaCache
 from llmplex.testing import Script, cancel_mid_stream, eventually, serve
-from llmplex.testing.replicate import ReplicateEmulator
+from llmplex.emulators.replicate import ReplicateEmulator
 from llmplex.types import FinishReason
 
 KEY = "r8_test_key_0123456789"

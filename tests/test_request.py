@@ -15,8 +15,8 @@ from llmplex.errors import InvalidRequestError
 from llmplex.providers import get_provider
 from llmplex.request import ChatRequest
 from llmplex.routing import Router
-from llmplex.testing import Script, get_emulator, serve
-from llmplex.testing.ai2 import EMULATED_TOKEN
+from llmplex.emulators import Script, get_emulator, serve
+from llmplex.emulators.ai2 import EMULATED_TOKEN
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 TOOLS = [{"type": "function", "function": {

@@ -22,8 +22,8 @@ from llmplex.errors import (
 from llmplex.providers import get_provider
 from llmplex.routing import CoolingDown, Router
 from llmplex.testing import Fault, Script, serve
-from llmplex.testing.openai import OpenAIEmulator
-from llmplex.testing.replicate import ReplicateEmulator
+from llmplex.emulators.openai import OpenAIEmulator
+from llmplex.emulators.replicate import ReplicateEmulator
 
 GOOD = "Fallback worked fine."
 

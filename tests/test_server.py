@@ -21,7 +21,7 @@ from llmplex.routing import Router
 from llmplex.server import EMULATED_NOTICE, ServerThread, create_app
 from llmplex.server.emulated import EmulatedServices, emulated_client
 from llmplex.testing import Fault, Script, interrupt, serve, wait_until
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 ANSWER = "The capital of France is Paris. Привет, 你好 😀!"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]

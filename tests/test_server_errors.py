@@ -19,7 +19,7 @@ from llmplex.routing import Router
 from llmplex.server import ServerThread, create_app
 from llmplex.testing import Fault, Script, serve
 from llmplex.testing.hostile import hostile
-from llmplex.testing.openai import OpenAIEmulator
+from llmplex.emulators.openai import OpenAIEmulator
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 DUO = {"duo": ["openai:gpt-4o-mini", "groq:llama-3.1-8b-instant"]}

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ENVIRONMENT, Config, ConfigError, config_path, data_dir, load_config
+from .config import Config, ConfigError, config_path, data_dir, load_config
+from .config import environment as load_environment
 from .errors import AllProvidersFailed, LLMplexError
 
 __all__ = ["main", "build_parser"]
@@ -37,9 +38,33 @@ class UsageError(Exception):
 
 # -- parser -------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog is made when help is shown (``epilog_of``): it lists
+    every provider's key variables or emulators, which imports every provider — a cost
+    the other commands need not pay."""
+
+    def __init__(self, *args: Any, epilog_of: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epilog_of = epilog_of
+
+    def format_help(self) -> str:
+        if self._epilog_of is not None:
+            self.epilog = self._epilog_of()
+        return super().format_help()
+
+
+def _emulate_epilog() -> str:
+    from .emulators import emulator_specs
+
+    services = ", ".join(f"{s} ({spec.label or spec.name})"
+                         for s, spec in emulator_specs().items())
+    return f"services: {services}"
+
+
 def _epilog() -> str:
-    width = max(len(k) for k in ENVIRONMENT)
-    env = "\n".join(f"  {name.ljust(width)}  {text}" for name, text in ENVIRONMENT.items())
+    environment = load_environment()
+    width = max(len(k) for k in environment)
+    env = "\n".join(f"  {name.ljust(width)}  {text}" for name, text in environment.items())
     return f"""\
 configuration:
   config file: {config_path()}
@@ -63,9 +88,9 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="llmplex", description="One streaming interface to many LLM chat services.",
-        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog_of=_epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"llmplex {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--config", metavar="PATH", help="config file (default: see below)")
@@ -176,9 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     emulate = commands.add_parser("emulate", help="run the service emulators for other tools",
                                   description="Serve emulators of the upstream services on "
-                                  "127.0.0.1 and print how to point llmplex at them.")
+                                  "127.0.0.1 and print how to point llmplex at them.",
+                                  epilog_of=_emulate_epilog)
     emulate.add_argument("services", nargs="*", metavar="SERVICE",
-                         help="allenai, replicate, openassistant, h2o, openai (default: all)")
+                         help="the emulators to run, named below (default: all)")
     emulate.add_argument("--port", type=int, default=0,
                          help="first port, the next ones consecutive (default 0: any free)")
     emulate.add_argument("--host", default="127.0.0.1")
@@ -264,11 +290,12 @@ def _silence_stdout() -> None:
 
 # -- shared helpers -----------------------------------------------------------------------
 
-def _client(config: Config) -> Any:
+def _client(config: Config, store: Any = None) -> Any:
     from .client import AsyncClient
     from .conversations import SQLiteStore
 
-    store = SQLiteStore(data_dir(config) / "conversations.sqlite3")
+    if store is None:
+        store = SQLiteStore(data_dir(config) / "conversations.sqlite3")
     return AsyncClient(config=config, store=store)  # its router, providers, proxy, deadlines
 
 
@@ -639,23 +666,11 @@ def _can(caps: dict[str, Any]) -> str:
 
 
 def cmd_providers(args: argparse.Namespace, config: Config) -> int:
-    from .config import _key_env
-    from .providers import all_providers
+    from .client import AsyncClient
+    from .conversations import MemoryStore
+    from .providers.table import provider_table  # the table GET /v1/providers serves
 
-    items = []
-    for cls in all_providers():
-        name = cls.get_name()
-        key_env = _key_env(name)
-        configured = (name in config.providers or bool(cls.env_base_url())
-                      or bool(key_env and os.environ.get(key_env)))
-        why_not = cls.why_not_working(config.providers.get(name))
-        items.append({"name": name, "label": cls.label, "working": why_not is None,
-                      "not_working_reason": why_not,
-                      "needs_auth": cls.needs_auth, "configured": configured,
-                      "default_model": getattr(cls, "default_model", "") or None,
-                      "models": cls.get_models(), "url": cls.url,  # type: ignore[attr-defined]
-                      "capabilities": cls.capabilities.summary(
-                          config.router.get("emulate", True))})
+    items = provider_table(AsyncClient(config=config, store=MemoryStore()))
     if args.json:
         print(json.dumps(items, ensure_ascii=False, indent=2))
         return EXIT_OK
@@ -782,13 +797,15 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         print(f"{bar}\n{EMULATED_NOTICE}\n{bar}", file=sys.stderr, flush=True)
 
     def make_app() -> Any:  # in each worker: its own client, pool and app
+        state = _state(config)  # [state] / LLMPLEX_STATE_URL: embedded, or Redis
         if services is not None:
             from .server.emulated import emulated_client
 
             client = emulated_client(services, first_token_timeout=config.first_token_timeout,
-                                     total_timeout=config.total_timeout)
+                                     total_timeout=config.total_timeout,
+                                     **({"store": state.store} if state.store else {}))
         else:
-            client = _client(config)
+            client = _client(config, state.store)
         if setting("traces"):
             from .server.tracing import tracer_provider_from_env
 
@@ -798,7 +815,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                 raise UsageError(str(exc)) from None
         try:
             app = create_app(
-                client, api_keys=api_keys,
+                client, api_keys=api_keys, keys=settings.get("keys"), state=state,
                 allow_upstream_overrides=bool(args.allow_upstream_overrides
                                               or settings.get("allow_upstream_overrides")),
                 cors_origins=args.cors_origins or settings.get("cors_origins") or (),
@@ -831,11 +848,16 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         real_port = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
-        auth = "API key required" if api_keys else "no API key required"
+        keyed = bool(api_keys or settings.get("keys"))
+        auth = "API key required" if keyed else "no API key required"
+        from .state import redact_url
+
+        url = config.state.get("url")
+        auth += f"; state in Redis at {redact_url(url)}" if url else "; embedded state"
         print(f"llmplex: serving the OpenAI-compatible API at http://{shown}:{real_port}/v1 "
               f"({auth}{'; EMULATED' if services else ''}"
               f"{f'; {workers} workers' if workers > 1 else ''})", file=sys.stderr, flush=True)
-        if not api_keys and host not in ("127.0.0.1", "localhost", "::1"):
+        if not keyed and host not in ("127.0.0.1", "localhost", "::1"):
             print(f"llmplex: warning: listening on {host} without an API key: anyone who "
                   "reaches this port can use your providers' credentials", file=sys.stderr)
         if app is not None:
@@ -863,11 +885,25 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
             services.stop()
 
 
+def _state(config: Config) -> Any:
+    """The state backend of ``[state]`` (``LLMPLEX_STATE_URL`` over its ``url``)."""
+    from .errors import InvalidRequestError
+    from .state import from_url
+
+    options = config.state
+    try:
+        return from_url(options.get("url"), on_error=options.get("on_error", "closed"),
+                        prefix=options.get("prefix", "llmplex:"),
+                        timeout=options.get("timeout", 5.0))
+    except InvalidRequestError as exc:
+        raise UsageError(exc.message) from None
+
+
 def cmd_emulate(args: argparse.Namespace, config: Config) -> int:
     import signal
     import time
 
-    from .server.emulated import DUMMY_CREDENTIALS, EmulatedServices
+    from .server.emulated import EmulatedServices
 
     try:
         services = EmulatedServices(args.services, host=args.host, port=args.port)
@@ -883,16 +919,17 @@ def cmd_emulate(args: argparse.Namespace, config: Config) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    hints = services.config_hints()
     try:
         for service, url, line in services.exports():
             print(f"{service:<14} {url}")
             print(f"  {line}")
-            if service == "openassistant":
-                cookie = DUMMY_CREDENTIALS["OpenAssistant"]["cookies"]
-                name, value = next(iter(cookie.items()))
-                print(f"  # and a session cookie (any value), e.g. in {config_path()}:\n"
-                      f"  #   [providers.OpenAssistant]\n"
-                      f"  #   cookies = {{ \"{name}\" = \"{value}\" }}")
+            hint = hints.get(service)
+            if hint:  # options no variable carries (a session cookie...): config.toml
+                print(f"  # and (any value will do) in {config_path()}:\n"
+                      f"  #   [providers.{hint.pop('provider')}]")
+                for key, value in hint.items():
+                    print(f"  #   {key} = {_toml(value)}")
         print("Emulators running; Ctrl-C to stop.", flush=True)
         while True:
             time.sleep(3600)
@@ -901,6 +938,13 @@ def cmd_emulate(args: argparse.Namespace, config: Config) -> int:
     finally:
         services.stop()
     return EXIT_OK
+
+
+def _toml(value: Any) -> str:
+    """A string or a table of strings as TOML (the emulators' dummy options)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 if __name__ == "__main__":  # pragma: no cover

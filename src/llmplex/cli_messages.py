@@ -25,11 +25,12 @@ _PROMPT_SHOWN = 40
 
 
 def _variables(environ: Mapping[str, str]) -> set[str]:
-    """Every variable that configures a provider: its key, its base URL."""
-    from .providers.endpoints import ENDPOINTS
+    """Every variable that configures a provider: its key, its base URL (the providers'
+    specs say which)."""
+    from .providers import provider_specs
 
-    keys = {e.api_key_env for e in ENDPOINTS.values()} | {_key_env("Replicate") or ""}
-    return {k for k in keys if k} | {
+    keys = {v for spec in provider_specs() for v in spec.key_env}
+    return keys | {
         name for name in environ if name.startswith("LLMPLEX_") and name.endswith("_BASE_URL")}
 
 

@@ -185,8 +185,9 @@ class AsyncClient:
         name = provider.get_name().lower()
         if name in self.provider_options or provider.env_base_url():
             return True
-        key_env = getattr(provider, "api_key_env", None)
-        if key_env and os.environ.get(key_env):
+        from .providers import key_variables  # the spec's, so the same for every provider
+
+        if any(os.environ.get(v) for v in key_variables(provider.get_name())):
             return True
         router = self.router
         return any(n.lower() == name for n in router.order) or any(

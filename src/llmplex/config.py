@@ -48,7 +48,18 @@ named by ``LLMPLEX_CONFIG``. Every key is optional::
     log_format = "text"               # or "json": one object per line
     traces = false                    # OpenTelemetry, exporter from OTEL_* (otel extra)
 
-Every key is checked when the file is read, and a mistake is a :class:`ConfigError` naming
+    [server.keys.team-a]              # a named API key with limits (llmplex.server.keys)
+    key_sha256 = "<64 hex digits>"    # or key = "sk-..."
+    rpm = 60                          # requests per minute, tpm = tokens per minute
+    models = ["openai:*"]             # the models it may ask for (globs)
+
+    [state]                           # shared by several servers (llmplex.state)
+    url = "redis://localhost:6379/0"  # (LLMPLEX_STATE_URL); unset: embedded state
+    on_error = "closed"               # Redis unreachable: "closed" 503s, "open" goes local
+
+A ``[providers.X]`` table names any registered provider, a plugin's too (see
+:mod:`llmplex.providers`; ``LLMPLEX_PLUGINS`` chooses the plugins). Every key is checked
+when the file is read, and a mistake is a :class:`ConfigError` naming
 the file, the table and the key: an unknown key (with a did-you-mean; a ``[providers.X]``
 table takes the options that provider takes, plus ``timeout`` and the deadlines), a value
 of the wrong type (``api_key``, ``base_url``, ``proxy``: strings; ``cookies``, ``headers``:
@@ -72,7 +83,7 @@ from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError
 
 __all__ = ["Config", "ConfigError", "load_config", "config_path", "data_dir",
-           "display_path", "ENVIRONMENT"]
+           "display_path", "ENVIRONMENT", "environment"]
 
 #: environment variables llmplex reads, for ``llmplex --help``
 ENVIRONMENT: dict[str, str] = {
@@ -85,18 +96,33 @@ ENVIRONMENT: dict[str, str] = {
     "LLMPLEX_TOTAL_TIMEOUT": "seconds per answer (default 1800)",
     "LLMPLEX_DATA_DIR": "directory of conversations and REPL history",
     "LLMPLEX_SERVER_API_KEYS": "API keys `llmplex serve` accepts, comma-separated",
+    "LLMPLEX_STATE_URL": "shared state of `llmplex serve` (redis://...; unset: embedded)",
     "LLMPLEX_<PROVIDER>_BASE_URL": "where a provider's service is (e.g. LLMPLEX_OPENAI_BASE_URL)",
-    "<SERVICE>_API_KEY": "provider keys: REPLICATE_API_TOKEN, OPENAI_API_KEY, ANTHROPIC_API_KEY, GROQ_API_KEY...",
-    "AI2_API_KEY": "Ai2 Playground sign-in (an Auth0 access token of playground.allenai.org)",
+    "LLMPLEX_PLUGINS": "provider plugins to load: unset all, 'none', or names, comma-separated",
     "LLMPLEX_COOKIES_DIR": "directory of exported browser cookies (OpenAssistant)",
 }
+
+
+def environment() -> dict[str, str]:
+    """:data:`ENVIRONMENT` and every provider's key variables (from the providers' specs,
+    plugins' included: imports every provider)."""
+    from .providers import provider_specs
+
+    keys: dict[str, list[str]] = {}
+    for spec in provider_specs():
+        for variable in spec.key_env:
+            keys.setdefault(variable, []).append(spec.label or spec.name)
+    return {**ENVIRONMENT, **{v: "API key of " + ", ".join(labels) for v, labels in keys.items()}}
+
 
 _SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list,
                 "allow_upstream_overrides": bool, "max_body_bytes": int,
                 "allowed_hosts": list, "client_stall_timeout": float, "max_providers": int,
                 "header_timeout": float, "body_timeout": float, "keepalive_timeout": float,
                 "max_connections": int, "workers": int, "drain_timeout": float,
-                "metrics": str, "log_format": str, "traces": bool}
+                "metrics": str, "log_format": str, "traces": bool, "keys": dict}
+# [state]: where a server's health, conversations and limits live (llmplex.state)
+_STATE_KEYS = {"url": str, "on_error": str, "prefix": str, "timeout": float}
 _ROUTER_KEYS = {"order": list, "aliases": dict, "include_not_working": bool, "cooldown": float,
                 "max_cooldown": float, "retries": int, "max_routes": int, "emulate": bool,
                 "emulation_retries": int}
@@ -120,6 +146,7 @@ class Config:
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     router: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # [state]; its url may hold a password
     path: Path | None = None  # the file read, if any
 
     def __repr__(self) -> str:  # provider options and server keys are secrets
@@ -183,7 +210,7 @@ def _check(table: Mapping[str, Any], types: Mapping[str, Any], where: str) -> di
 def load_config(path: str | os.PathLike[str] | None = None,
                 environ: Mapping[str, str] | None = None) -> Config:
     """Read the config file (if it exists) and apply the environment over it."""
-    from .providers import REGISTRY, get_provider
+    from .providers import find_provider, get_provider, key_variables, provider_names
 
     environ = os.environ if environ is None else environ
     file = Path(path).expanduser() if path is not None else config_path(environ)
@@ -198,7 +225,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
     elif path is not None or environ.get("LLMPLEX_CONFIG"):
         raise ConfigError(f"config file {file} does not exist")
 
-    top = _check({k: v for k, v in raw.items() if k not in ("providers", "router", "server")},
+    top = _check({k: v for k, v in raw.items() if k not in ("providers", "router", "server",
+                                                                  "state")},
                  {"model": str, "provider": (str, list), "proxy": str, "timeout": float,
                   "first_token_timeout": float, "total_timeout": float,
                   "data_dir": str}, str(file))
@@ -221,9 +249,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if not isinstance(providers, dict):
         raise ConfigError(f"{file}: [providers] must be a table of tables")
     for name, options in providers.items():
-        if name not in REGISTRY and name.lower() not in (n.lower() for n in REGISTRY):
+        if find_provider(name) is None:
             raise ConfigError(f"{file}: [providers.{name}]: unknown provider "
-                              f"(known: {', '.join(REGISTRY)})")
+                              f"(known: {', '.join(provider_names())})")
         if not isinstance(options, dict):
             raise ConfigError(f"{file}: [providers.{name}] must be a table")
         cls = get_provider(name)
@@ -234,6 +262,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: [{section}] must be a table")
         setattr(config, section, _check(table, types, f"{file}: [{section}]"))
+    _check_state(config, raw.get("state", {}), str(file))
 
     # The environment wins over the file.
     if environ.get("LLMPLEX_MODEL"):
@@ -255,6 +284,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
                 setattr(config, name, default_deadline(name, environ))
             except InvalidRequestError as exc:
                 raise ConfigError(exc.message) from None
+    if environ.get("LLMPLEX_STATE_URL"):
+        config.state["url"] = environ["LLMPLEX_STATE_URL"]
     if environ.get("LLMPLEX_SERVER_API_KEYS"):
         config.server["api_keys"] = [k.strip() for k in
                                      environ["LLMPLEX_SERVER_API_KEYS"].split(",") if k.strip()]
@@ -262,10 +293,28 @@ def load_config(path: str | os.PathLike[str] | None = None,
         # Providers read these variables only when no option is given: drop the option.
         if environ.get(f"LLMPLEX_{name.upper()}_BASE_URL"):
             options.pop("base_url", None)
-        key_env = _key_env(name)
-        if key_env and environ.get(key_env):
+        if any(environ.get(v) for v in key_variables(name)):
             options.pop("api_key", None)
     return config
+
+
+def _check_state(config: Config, table: Any, file: str) -> None:
+    """``[state]`` and ``[server.keys.*]``: known keys, right types, usable values."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: [state] must be a table")
+    config.state = _check(table, _STATE_KEYS, f"{file}: [state]")
+    if config.state.get("on_error", "closed") not in ("closed", "open"):
+        raise ConfigError(f"{file}: [state] on_error must be \"closed\" or \"open\"")
+    url = config.state.get("url")
+    if url and url.split("://", 1)[0].lower() not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{file}: [state] url must start with redis://, rediss:// or unix://")
+    if "keys" in config.server:
+        from .server.keys import parse_keys
+
+        try:
+            parse_keys(config.server["keys"], f"{file}: [server.keys]")
+        except InvalidRequestError as exc:
+            raise ConfigError(exc.message) from None
 
 
 #: proxy URL schemes the HTTP layer speaks
@@ -337,10 +386,8 @@ def _names(value: Any, where: str) -> list[str]:
 
 
 def _key_env(provider: str) -> str | None:
-    """The environment variable a provider reads its API key from, if any."""
-    from .providers.endpoints import ENDPOINTS
+    """The (first) environment variable a provider reads its API key from, if any: its
+    spec's (:func:`llmplex.providers.key_variables` has them all)."""
+    from .providers import key_variables
 
-    if provider in ENDPOINTS:
-        return ENDPOINTS[provider].api_key_env
-    return {"Replicate": "REPLICATE_API_TOKEN", "Anthropic": "ANTHROPIC_API_KEY",
-            "AllenAI": "AI2_API_KEY"}.get(provider)
+    return next(iter(key_variables(provider)), None)

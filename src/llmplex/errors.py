@@ -22,6 +22,7 @@ chosen from the HTTP status or the kind of failure, never by guessing from messa
     ├── ProviderConnectionError       connect/proxy failure, connection lost mid-stream
     │                                 (also a ConnectionError)
     ├── AllProvidersFailed            fallback exhausted; .errors lists each provider's error
+    ├── StateBackendError             the shared state backend (Redis) unreachable or failing
     └── InvalidRequestError           bad arguments from the caller (also a ValueError)
 
     ProviderWarning (UserWarning)     a non-fatal notice inside a stream (``warnings.warn``)
@@ -45,6 +46,7 @@ __all__ = [
     "OutputValidationError",
     "ProviderTimeoutError",
     "ProviderConnectionError",
+    "StateBackendError",
     "AllProvidersFailed",
     "InvalidRequestError",
     "ProviderWarning",
@@ -323,6 +325,12 @@ class InvalidRequestError(LLMplexError, ValueError):
 def _rebuild_invalid(message: str, param: str | None, suggestions: list[str],
                      provider: str | None) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, suggestions=suggestions, provider=provider)
+
+
+class StateBackendError(LLMplexError):
+    """The shared state backend (:mod:`llmplex.state`: Redis) could not be reached or
+    failed an operation. The message names the backend by its URL without password; the
+    server answers 503 ``state_backend_unavailable`` with ``x-should-retry: true``."""
 
 
 class ProviderWarning(UserWarning):

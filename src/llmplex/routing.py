@@ -187,6 +187,9 @@ class Router:
     discovered: ModelCache = field(default_factory=ModelCache, repr=False)
     #: told of every attempt (:class:`RouterObserver`); none: nothing is measured
     observers: list[RouterObserver] = field(default_factory=list, repr=False)
+    #: health shared with other processes (:class:`llmplex.state.health.SharedHealth`,
+    #: set by the server for a Redis state backend); None: this process's own only
+    shared: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.emulation_retries, bool) or not isinstance(
@@ -477,6 +480,8 @@ class Router:
         """
         loop = asyncio.get_running_loop()
         total_at = loop.time() + total_timeout if total_timeout else None
+        if self.shared is not None and len(routes) > 1:  # one read per decision
+            await self.shared.pull(self, [route.name for route in routes])
         ordered, errors = self.ordered(routes)
         observers = self.observers
         tried = 0  # attempts so far (each after the first follows a failure)
@@ -552,6 +557,8 @@ class Router:
                             seen.cooldown = True
                     if seen is not None:
                         seen.outcome, seen.error = "error", exc
+                    if self.shared is not None and not (_refused(exc) or unconfigured):
+                        await self.shared.failed(self, route.name)
                     if delivered or watch.total_passed:
                         raise
                     errors.append((route.name, exc))
@@ -567,7 +574,12 @@ class Router:
                     aclose = getattr(stream, "aclose", None)
                     if aclose is not None:
                         await aclose()
+                health = self.health.get(route.name)
+                failing = health is not None and (health.consecutive_failures > 0
+                                                  or health.cooldown_until > 0)
                 self.record_success(route.name)
+                if failing and self.shared is not None:
+                    await self.shared.succeeded(route.name)
                 return
         if len(errors) == 1 and len(routes) == 1:
             raise errors[0][1]  # one route: its own error says it best

@@ -2,7 +2,8 @@
 continuation state, kept in a store so a later process can continue by id.
 
 Stores: :class:`SQLiteStore` (the default; a file in the user's data directory, safe with
-several processes writing) and :class:`MemoryStore` (tests, short-lived programs).
+several processes writing), :class:`MemoryStore` (tests, short-lived programs) and
+:class:`RedisStore` (shared by servers on several machines; the ``redis`` extra).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .base import Conversation, ConversationNotFoundError, ConversationStore
 from .memory import MemoryStore
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .redis import RedisStore
     from .sqlite import SQLiteStore, default_path
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "ConversationStore",
     "ConversationNotFoundError",
     "MemoryStore",
+    "RedisStore",
     "SQLiteStore",
     "default_path",
 ]
@@ -31,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from . import sqlite
 
         return getattr(sqlite, name)
+    if name == "RedisStore":  # the redis client library only when asked for
+        from .redis import RedisStore
+
+        return RedisStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -433,3 +433,15 @@ def _form(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]) ->
     for filename, ctype, data in files:
         form.add_field("files", data, filename=filename, content_type=ctype)
     return form
+
+
+# -- provider spec: what the registry, config, the server and --emulate know of AllenAI --
+from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of its own)
+
+#: AllenAI's facts for the registry (:mod:`llmplex.providers.spec`)
+SPEC = ProviderSpec(
+    name="AllenAI", provider=f"{__name__}:AllenAI", label=AllenAI.label, base_url=_ORIGIN,
+    key_env=(API_KEY_ENV,), capabilities=AllenAI.capabilities,
+    models=tuple(AllenAI.models), aliases=AllenAI.model_aliases,
+    emulator="llmplex.emulators.ai2:Ai2Emulator",
+    emulator_options={"api_key": "ai2-emulated-token"})  # llmplex.emulators.ai2.EMULATED_TOKEN

@@ -526,3 +526,14 @@ def _image(image: Mapping[str, Any], where: str, provider: str) -> dict[str, Any
         return {"type": "image", "source": {"type": "url", "url": url}}
     raise _bad(f"{where}.image_url.url", "expected a data: or http(s) URL", provider)
 
+
+# -- provider spec: what the registry, config, the server and --emulate know of Anthropic --
+from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of its own)
+
+#: Anthropic's facts for the registry (:mod:`llmplex.providers.spec`)
+SPEC = ProviderSpec(
+    name="Anthropic", provider=f"{__name__}:Anthropic", label=Anthropic.label, base_url=_ORIGIN,
+    key_env=(Anthropic.api_key_env,), capabilities=Anthropic.capabilities,
+    models=tuple(Anthropic.models), aliases=Anthropic.model_aliases,
+    emulator="llmplex.emulators.anthropic:AnthropicEmulator",
+    emulator_options={"api_key": "sk-ant-emulated"})

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..capabilities import Capabilities
+from .spec import ProviderSpec
 
-__all__ = ["Endpoint", "ENDPOINTS", "FULL"]
+__all__ = ["Endpoint", "ENDPOINTS", "FULL", "SPECS"]
 
 _JSON = frozenset({"json_object", "json_schema"})
 #: the whole Chat Completions API (OpenAI itself, and the generic OpenAICompatible, which
@@ -95,3 +96,17 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
              False, "qwen2.5-7b-instruct", True, "https://lmstudio.ai",
              _CHAT.with_(unsupported=_OPENAI_ONLY | {"logit_bias"}), embeddings=True),
 )}
+
+
+def _spec(e: Endpoint) -> ProviderSpec:
+    # Every named endpoint is emulated by the OpenAI emulator (one for all of them).
+    return ProviderSpec(
+        name=e.name, provider=f"llmplex.providers.openai_compatible:{e.name}", label=e.label,
+        base_url=e.base_url, key_env=(e.api_key_env,), capabilities=e.capabilities,
+        models=tuple(dict.fromkeys((e.default_model, *e.models))),
+        emulator="llmplex.emulators.openai:OpenAIEmulator", emulator_service="openai",
+        emulator_path="/v1", emulator_options={"api_key": "sk-emulated"})
+
+
+#: the named endpoints' specs (:mod:`llmplex.providers.spec`), registered as one plugin
+SPECS: tuple[ProviderSpec, ...] = tuple(_spec(e) for e in ENDPOINTS.values())

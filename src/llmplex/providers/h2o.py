@@ -259,3 +259,15 @@ async def _delete(session: Session, url: str) -> None:
             await response.read()
     except Exception:  # best effort: a failed cleanup must not hide the real outcome
         pass
+
+
+# -- provider spec: what the registry, config, the server and --emulate know of H2o --
+from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of its own)
+
+#: H2o's facts for the registry (:mod:`llmplex.providers.spec`)
+SPEC = ProviderSpec(
+    name="H2o", provider=f"{__name__}:H2o", label=H2o.label, base_url=_ORIGIN,
+    key_env=(), capabilities=H2o.capabilities,
+    models=tuple(H2o.models), aliases=H2o.model_aliases,
+    emulator="llmplex.emulators.h2o:H2oEmulator",
+    emulator_options={})

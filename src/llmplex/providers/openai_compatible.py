@@ -485,3 +485,16 @@ def __getattr__(name: str) -> type[OpenAICompatible]:
     if name in ENDPOINTS:
         return _build(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- provider spec: what the registry, config, the server and --emulate know of the generic
+# OpenAI-compatible provider (the named endpoints' specs are data, in .endpoints) --
+from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of its own)
+
+#: OpenAICompatible's facts for the registry (:mod:`llmplex.providers.spec`); the OpenAI
+#: emulator stands in for it
+SPEC = ProviderSpec(
+    name="OpenAICompatible", provider=f"{__name__}:OpenAICompatible",
+    label=OpenAICompatible.label, capabilities=OpenAICompatible.capabilities,
+    emulator="llmplex.emulators.openai:OpenAIEmulator", emulator_service="openai",
+    emulator_path="/v1", emulator_options={"api_key": "sk-emulated"})

@@ -226,3 +226,15 @@ async def _delete(session: Session, api: str, chat_id: str, *, strict: bool) -> 
                 raise
             raise ResponseError("deleting the chat timed out", provider=session.provider) from None
         log.warning("OpenAssistant: could not delete chat %s: %s", chat_id, exc)
+
+
+# -- provider spec: what the registry, config, the server and --emulate know of OpenAssistant --
+from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of its own)
+
+#: OpenAssistant's facts for the registry (:mod:`llmplex.providers.spec`)
+SPEC = ProviderSpec(
+    name="OpenAssistant", provider=f"{__name__}:OpenAssistant", label=OpenAssistant.label, base_url=_ORIGIN,
+    key_env=(), capabilities=OpenAssistant.capabilities,
+    models=tuple(OpenAssistant.models), aliases=OpenAssistant.model_aliases,
+    emulator="llmplex.emulators.openassistant:OpenAssistantEmulator",
+    emulator_options={"cookies": {"next-auth.session-token": "emulated-session"}})

@@ -489,3 +489,15 @@ async def _cancel(session: Session, url: str | None, limit: float) -> None:
         await run_cleanup(post(), limit)
     except Exception:  # noqa: BLE001 - cleanup must not replace the real outcome
         pass
+
+
+# -- provider spec: what the registry, config, the server and --emulate know of Replicate --
+from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of its own)
+
+#: Replicate's facts for the registry (:mod:`llmplex.providers.spec`)
+SPEC = ProviderSpec(
+    name="Replicate", provider=f"{__name__}:Replicate", label=Replicate.label, base_url=_ORIGIN,
+    key_env=(_TOKEN_ENV,), capabilities=Replicate.capabilities,
+    models=tuple(Replicate.models), aliases=Replicate.model_aliases,
+    emulator="llmplex.emulators.replicate:ReplicateEmulator",
+    emulator_options={"api_key": "r8_emulated"})

@@ -56,7 +56,6 @@ Cancellation, back-pressure and cleanup are those of ``/v1/chat/completions``
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -116,23 +115,6 @@ class _AnthropicRoute(APIRoute):
 
 # -- the routes --------------------------------------------------------------------------
 
-def _authorize(request: Request, keys: Sequence[bytes]) -> None:
-    if not keys:
-        return
-    given = request.headers.get("x-api-key", "")
-    bearer = request.headers.get("authorization", "")
-    if not given and bearer[:7].lower() == "bearer ":
-        given = bearer[7:].strip()
-    if not given:
-        raise APIError(401, "x-api-key header is required (one of this server's API keys; "
-                       "Authorization: Bearer also works)", code="invalid_api_key")
-    matched = False
-    for key in keys:  # every key compared (no early exit): timing tells nothing
-        matched |= hmac.compare_digest(given.encode(), key)
-    if not matched:
-        raise APIError(401, "invalid x-api-key", code="invalid_api_key")
-
-
 async def _json(request: Request) -> Any:
     try:
         return json.loads(await request.body())
@@ -143,12 +125,15 @@ async def _json(request: Request) -> Any:
 
 def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
                      client_stall_timeout: float = CLIENT_STALL_TIMEOUT,
-                     ping_interval: float = PING_SECONDS) -> APIRouter:
+                     ping_interval: float = PING_SECONDS, keys: Any = None) -> APIRouter:
     """The ``/v1/messages`` routes over ``client``; ``api_keys`` (UTF-8 bytes) and
     ``client_stall_timeout`` as ``create_app``'s; ``ping_interval``: seconds of upstream
-    silence after which a stream gets a ``ping``."""
+    silence after which a stream gets a ``ping``. ``keys``: the server's
+    :class:`~llmplex.server.keys.KeyRing` (instead of ``api_keys``)."""
+    from .keys import KeyRing
+
     router = APIRouter(prefix="/v1", route_class=_AnthropicRoute, tags=["anthropic"])
-    keys = tuple(api_keys)
+    ring = keys if keys is not None else KeyRing(plain=[k.decode() for k in api_keys])
 
     def arguments(body: Any, count_only: bool = False) -> tuple[dict[str, Any], bool]:
         model = body.get("model") if isinstance(body, dict) else None
@@ -159,8 +144,11 @@ def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
     async def messages(request: Request) -> Response:
         """Anthropic's Messages API: create a message; with ``"stream": true`` Anthropic's
         SSE event sequence (see :mod:`llmplex.server.anthropic_api`)."""
-        _authorize(request, keys)
+        ring.authenticate(request.headers, anthropic=True)  # before the body is looked at
         body = await _json(request)
+        model = body.get("model") if isinstance(body, dict) else None
+        caller = await ring.admit(request.headers, model if isinstance(model, str) else None,
+                                  anthropic=True)
         kwargs, native = arguments(body)
         if native:
             kwargs["anthropic_body"] = {k: v for k, v in body.items()
@@ -174,10 +162,12 @@ def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
         try:
             if not streamed:
                 # read as a stream: thinking signatures come only in stream chunks
-                stream = await client.chat.completions.create(**kwargs, stream=True)
+                stream = await ring.metered(caller, client.chat.completions.create(
+                    **kwargs, stream=True))
                 return JSONResponse(await unless_gone(
                     watcher, message_for(stream, estimate_input(body))))
-            pump = Pump(client.chat.completions.create(**kwargs, stream=True))
+            pump = Pump(ring.metered(caller, client.chat.completions.create(
+                **kwargs, stream=True)))
             first = await started(watcher, pump)
             response = MessageStream(first, pump, watcher, client_stall_timeout,
                                      estimate_input(body), ping_interval)
@@ -197,7 +187,7 @@ def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
         """A request's input tokens: Anthropic's own count when every route is the
         Anthropic provider, else an estimate (no upstream counts): one token per 4 bytes
         of its text, tool definitions included."""
-        _authorize(request, keys)
+        ring.authenticate(request.headers, anthropic=True)  # counting asks no model
         body = await _json(request)
         kwargs, native = arguments(body, count_only=True)
         routes = client.router.resolve(kwargs["model"])  # unknown model: a 404, as upstream

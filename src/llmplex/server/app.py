@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import hmac
 import logging
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -50,12 +49,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..client import AsyncClient
 from ..errors import InvalidRequestError
-from ..routing import ProviderHealth
 from . import fastpath
 from .anthropic_api import anthropic_router
 from .docs import install_docs
 from .errors import APIError
-from .fastpath import bearer_token
 from .handlers import install_error_handlers
 from .middleware import BodyLimit, HostCheck
 from .schemas import (
@@ -98,6 +95,8 @@ def create_app(
     max_providers: int = MAX_PROVIDERS,
     metrics: str = "public",
     tracer_provider: Any = None,
+    keys: Any = None,
+    state: Any = None,
 ) -> FastAPI:
     """Build the ASGI app serving ``client``.
 
@@ -124,6 +123,13 @@ def create_app(
     ``metrics``: ``GET /metrics`` is ``"public"``, ``"keyed"`` (needs one of the API
     keys) or ``"off"``; ``tracer_provider``: OpenTelemetry traces (None: none). Every
     response has an ``x-request-id`` (:mod:`llmplex.server.observability`).
+
+    ``keys``: API keys with names, limits and allowed models (a ``[server.keys]`` table,
+    :class:`~llmplex.server.keys.ApiKey` objects or a
+    :class:`~llmplex.server.keys.KeyRing`), besides ``api_keys`` (keys without limits).
+    ``state``: the state backend (:func:`llmplex.state.from_url`; default: embedded):
+    provider health and rate limits are counted there, and a backend with a store wants
+    it as the client's (``AsyncClient(store=state.store)``); closed with the app.
     """
     if not (isinstance(client_stall_timeout, (int, float)) and math.isfinite(
             client_stall_timeout) and client_stall_timeout > 0):
@@ -134,14 +140,27 @@ def create_app(
         raise ValueError(f"max_providers must be a positive integer, not {max_providers!r}")
     if isinstance(allowed_hosts, str):
         raise TypeError("allowed_hosts is a list of names, not one string")
-    keys = tuple(k.encode() for k in api_keys if k)
+    from ..state import EmbeddedState
+    from .keys import KeyRing
+
+    state = state if state is not None else EmbeddedState()
+    if state.store is not None and getattr(client, "_store", None) is not state.store:
+        raise ValueError("the state backend keeps conversations: build the client with "
+                         "AsyncClient(store=state.store)")
+    ring = keys if isinstance(keys, KeyRing) else KeyRing(
+        keys or (), [k for k in api_keys if k], limiter=state.limiter, router=client.router)
+    if state.health is not None:
+        client.router.shared = state.health
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The client keeps its upstream connections alive for the server's life: requests
         # reuse them instead of opening one per call.
-        async with client:
-            yield
+        try:
+            async with client:
+                yield
+        finally:
+            await state.aclose()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -171,33 +190,20 @@ def create_app(
     # configure (a model named "llamacpp:x" would probe 127.0.0.1:8080).
     client.local_servers = "configured"
     app.state.emulated = emulated
+    app.state.keys = ring
+    app.state.backend = state
 
     bearer = HTTPBearer(auto_error=False, description="One of the server's API keys, "
                         "when it was started with any.")
 
-    def check_key(token: str | None) -> None:
-        """The API-key check of every ``/v1`` route (``token``: the bearer token sent)."""
-        if not keys:
-            return
-        if not token:
-            raise APIError(401, "You didn't provide an API key. Send it in an Authorization "
-                           "header using Bearer auth (Authorization: Bearer YOUR_KEY).",
-                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-        given = token.encode()
-        # Compare against every key (no early exit) so timing tells nothing.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(given, key)
-        if not matched:
-            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
-
-    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        check_key(credentials.credentials if credentials is not None else None)
+    async def authorize(request: Request, credentials: HTTPAuthorizationCredentials | None
+                        = Depends(bearer)) -> None:
+        # the key only; the routes that ask a model also call ring.admit (model, limits)
+        ring.authenticate(request.headers)
 
     def authorize_request(request: Request) -> None:
         """The hot routes' dependency (see :mod:`.fastpath`): the same check."""
-        check_key(bearer_token(request))
+        ring.authenticate(request.headers)
 
     install_error_handlers(app)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
@@ -215,11 +221,12 @@ def create_app(
             raise APIError(400, f"Too many providers: the 'provider' list has "
                            f"{len(body.provider)} entries, this server takes at most "
                            f"{max_providers}.", code="invalid_value", param="provider")
+        caller = await ring.admit(request.headers, body.model, provider=body.provider)
         kwargs = _create_arguments(body, allow_upstream_overrides)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         watcher = asyncio.ensure_future(disconnected(request.receive))
         try:
-            return await _answer(kwargs, body.stream, include_usage, request, watcher)
+            return await _answer(kwargs, body.stream, include_usage, request, watcher, caller)
         except InvalidRequestError as exc:
             vendor = kwargs.get("extra_body")
             if exc.param == "extra_body" and vendor:
@@ -231,14 +238,16 @@ def create_app(
             raise
 
     async def _answer(kwargs: dict[str, Any], streamed: bool, include_usage: bool,
-                      request: Request, watcher: asyncio.Future[None]) -> Any:
+                      request: Request, watcher: asyncio.Future[None], caller: Any) -> Any:
         owned = True  # the watcher is cancelled here, unless a stream took it over
         try:
             if not streamed:
                 completion = await unless_gone(
                     watcher, client.chat.completions.create(**kwargs))
+                await ring.record_usage(caller, completion.usage.total_tokens)
                 return JSONResponse(public(completion.model_dump()))
-            pump = Pump(client.chat.completions.create(**kwargs, stream=True))
+            pump = Pump(ring.metered(caller, client.chat.completions.create(**kwargs,
+                                                                            stream=True)))
             first = await started(watcher, pump)
             stream = EventStream(first, pump, watcher, include_usage, client_stall_timeout)
             owned = False  # the stream owns it now
@@ -275,6 +284,9 @@ def create_app(
     @v1.get("/providers", tags=["models"])
     async def list_providers() -> dict[str, Any]:
         """Every provider: whether it works, needs credentials, its models, its health."""
+        if client.router.shared is not None:  # the health every instance shares
+            await client.router.shared.pull(client.router, [
+                cls.get_name() for cls in client.router.provider_classes()])
         return {"object": "list", "emulated": emulated, "data": _providers(client, emulated)}
 
     @v1.post("/conversations", tags=["conversations"], responses=_ERROR_RESPONSES)
@@ -301,16 +313,17 @@ def create_app(
     from .embeddings import install_embeddings
     from .responses_api import install_responses
 
-    install_embeddings(v1, client, max_providers=max_providers, responses=_ERROR_RESPONSES)
+    install_embeddings(v1, client, max_providers=max_providers, responses=_ERROR_RESPONSES,
+                       keys=ring)
     install_responses(v1, client, stall_timeout=client_stall_timeout,
-                      max_providers=max_providers, responses=_ERROR_RESPONSES)
+                      max_providers=max_providers, responses=_ERROR_RESPONSES, keys=ring)
     app.include_router(v1)
     # The hot route without FastAPI's per-request dependency solving: a plain route in
     # front of the FastAPI one, which stays for the OpenAPI schema (same steps, errors).
     app.router.routes.insert(0, fastpath.route(
         "/v1/chat/completions", ChatCompletionRequest, authorize_request, chat_completions))
     # Anthropic's Messages API (/v1/messages): its own auth headers and error shape
-    app.include_router(anthropic_router(client, api_keys=keys,
+    app.include_router(anthropic_router(client, keys=ring,
                                         client_stall_timeout=client_stall_timeout))
     # Middleware: the last added is the outermost. CORS goes outside the size limit, so a
     # browser also sees its 413; the Host check outside everything: a request under a
@@ -328,7 +341,9 @@ def create_app(
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     from .observability import install_observability  # request ids, /metrics, traces
 
-    install_observability(app, client, metrics=metrics, api_keys=keys,
+    # "keyed" /metrics takes the plain api_keys (named [server.keys] ones: not yet)
+    install_observability(app, client, metrics=metrics,
+                          api_keys=tuple(k.encode() for k in api_keys if k),
                           tracer_provider=tracer_provider)
     return app
 
@@ -411,33 +426,6 @@ def _conversation(conversation: Any) -> dict[str, Any]:
 
 
 def _providers(client: AsyncClient, emulated: bool) -> list[dict[str, Any]]:
-    router = client.router
-    status = router.status()
-    now = router.clock()
-    items = []
-    for cls in router.provider_classes():
-        name = cls.get_name()
-        health = status.get(name) or ProviderHealth().snapshot(now)
-        models = cls.get_models()  # type: ignore[attr-defined]
-        why_not = cls.why_not_working(client.provider_options.get(name.lower()))
-        items.append({
-            "id": name,
-            "object": "provider",
-            "name": name,
-            "label": cls.label,
-            "url": cls.url,
-            "working": why_not is None,
-            "not_working_reason": why_not,  # what to configure, never the options
-            "needs_auth": cls.needs_auth,
-            "configured": name.lower() in client.provider_options,  # never the options
-            "emulated": emulated,
-            "default_model": getattr(cls, "default_model", "") or None,
-            "models": models,
-            "aliases": dict(getattr(cls, "model_aliases", {})),
-            "open_catalog": bool(cls.accepts_model("x/y")),  # type: ignore[attr-defined]
-            "capabilities": cls.capabilities.summary(router.emulate),
-            "health": health,
-            "cooling_down": health["cooling_down"],
-            "cooldown_remaining": health["cooldown_remaining"],
-        })
-    return items
+    from ..providers.table import provider_table  # the table `llmplex providers` prints
+
+    return provider_table(client, emulated=emulated)

@@ -48,8 +48,12 @@ class EmbeddingRequest(BaseModel):
 
 
 def install_embeddings(router: APIRouter, client: AsyncClient, *, max_providers: int,
-                       responses: dict[int | str, Any]) -> None:
-    """Add ``POST /embeddings`` to ``router`` (the ``/v1`` one, with its auth)."""
+                       responses: dict[int | str, Any], keys: Any = None) -> None:
+    """Add ``POST /embeddings`` to ``router`` (the ``/v1`` one, with its auth);
+    ``keys``: the server's :class:`~llmplex.server.keys.KeyRing` (model, limits)."""
+    from .keys import KeyRing
+
+    ring = keys if keys is not None else KeyRing()
 
     @router.post("/embeddings", tags=["embeddings"], responses=responses)
     async def create_embeddings(body: EmbeddingRequest, request: Request) -> Any:
@@ -61,6 +65,7 @@ def install_embeddings(router: APIRouter, client: AsyncClient, *, max_providers:
             raise APIError(400, f"Too many providers: the 'provider' list has "
                            f"{len(body.provider)} entries, this server takes at most "
                            f"{max_providers}.", code="invalid_value", param="provider")
+        caller = await ring.admit(request.headers, body.model, provider=body.provider)
         watcher = asyncio.ensure_future(disconnected(request.receive))
         try:
             result = await unless_gone(watcher, client.embeddings.create(
@@ -70,4 +75,6 @@ def install_embeddings(router: APIRouter, client: AsyncClient, *, max_providers:
             return Response(status_code=499)
         finally:
             watcher.cancel()
+        if result.usage is not None:
+            await ring.record_usage(caller, result.usage.total_tokens)
         return JSONResponse(result.model_dump())

@@ -4,39 +4,41 @@
 This module imports nothing from FastAPI or uvicorn (the emulators run on aiohttp), so it
 works on a base install, without the ``[server]`` extra.
 
-:class:`EmulatedServices` starts the emulators of :data:`llmplex.testing.EMULATORS` on
-127.0.0.1 and says how to reach them: provider options for an in-process client
-(:meth:`~EmulatedServices.provider_options`, with dummy credentials the emulators
-accept) or environment variables for another process (:meth:`~EmulatedServices.exports`).
-The OpenAI emulator stands in for every OpenAI-compatible provider (OpenAI, Groq,
-Ollama...).
+:class:`EmulatedServices` starts the emulators of :mod:`llmplex.emulators` (one per
+service named in the providers' specs, plugins' included) on 127.0.0.1 and says how to
+reach them: provider options for an in-process client
+(:meth:`~EmulatedServices.provider_options`, with the dummy credentials of each spec) or
+environment variables for another process (:meth:`~EmulatedServices.exports`). The
+OpenAI emulator stands in for every OpenAI-compatible provider (OpenAI, Groq, Ollama...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..providers import provider_names
-from ..providers.endpoints import ENDPOINTS
-from ..testing import EMULATORS, Script, get_emulator
+from ..emulators import Script, emulator_specs
+from ..providers import provider_specs
 
-__all__ = ["DUMMY_CREDENTIALS", "EMULATED_NOTICE", "EmulatedServices", "emulated_client"]
+__all__ = ["EMULATED_NOTICE", "EmulatedServices", "dummy_credentials", "emulated_client"]
 
 #: what ``serve --emulate``, ``chat --emulate`` and ``repl --emulate`` say on stderr (and
 #: the server in its API description); :data:`llmplex.server.app.EMULATED_NOTICE` is the
 #: same text, kept there so that this module needs no FastAPI
 EMULATED_NOTICE = "EMULATED: answers come from local emulators, not real services"
 
-#: provider name -> options every emulator accepts in place of real credentials
-DUMMY_CREDENTIALS: dict[str, dict[str, Any]] = {
-    "AllenAI": {"api_key": "ai2-emulated-token"},  # llmplex.testing.ai2.EMULATED_TOKEN
-    "Replicate": {"api_key": "r8_emulated"},
-    "OpenAssistant": {"cookies": {"next-auth.session-token": "emulated-session"}},
-    "Anthropic": {"api_key": "sk-ant-emulated"},
-}
-_OPENAI_KEY = "sk-emulated"
-_COMPATIBLE = ("OpenAICompatible", *ENDPOINTS)
+
+def dummy_credentials() -> dict[str, dict[str, Any]]:
+    """Provider name -> the options its emulator accepts in place of real credentials
+    (each spec's ``emulator_options``)."""
+    return {s.name: _copy(s.emulator_options) for s in provider_specs()
+            if s.emulator and s.emulator_options}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DUMMY_CREDENTIALS":  # the former constant, now read from the specs
+        return dummy_credentials()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def demo_script(service: str) -> Script:
@@ -56,11 +58,12 @@ class EmulatedServices:
 
     def __init__(self, names: Iterable[str] | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, script: Any = demo_script) -> None:
-        chosen = list(names) if names else list(EMULATORS)
-        unknown = [n for n in chosen if n.lower() not in EMULATORS]
+        self.services = emulator_specs()  # service -> the spec it is named for
+        chosen = list(names) if names else list(self.services)
+        unknown = [n for n in chosen if n.lower() not in self.services]
         if unknown:
             raise KeyError(f"no emulator {', '.join(map(repr, unknown))}; "
-                           f"known: {', '.join(EMULATORS)}")
+                           f"known: {', '.join(self.services)}")
         self.names = list(dict.fromkeys(n.lower() for n in chosen))
         self.host = host
         self.port = port
@@ -69,11 +72,11 @@ class EmulatedServices:
         self._servers: list[Any] = []
 
     def start(self) -> EmulatedServices:
-        from ..testing.server import EmulatorServer
+        from ..emulators.server import EmulatorServer
 
         try:
             for index, name in enumerate(self.names):
-                emulator = get_emulator(name)(self._script(name))
+                emulator = self.services[name].load_emulator()(self._script(name))
                 server = EmulatorServer(emulator, self.host, self.port + index if self.port else 0)
                 server.start()
                 self._servers.append(server)
@@ -101,35 +104,40 @@ class EmulatedServices:
     def provider_options(self) -> dict[str, dict[str, Any]]:
         """Options pointing every emulated provider at its emulator, with dummy keys."""
         options: dict[str, dict[str, Any]] = {}
-        for name, emulator in self.emulators.items():
-            if name == "openai":
-                for provider in _COMPATIBLE:
-                    options[provider] = {"base_url": emulator.url + "/v1", "api_key": _OPENAI_KEY}
-                continue
-            provider = next(p for p in provider_names() if p.lower() == name)
-            options[provider] = {"base_url": emulator.url, **DUMMY_CREDENTIALS.get(provider, {})}
+        for spec in provider_specs():
+            emulator = self.emulators.get(spec.emulator_service) if spec.emulator else None
+            if emulator is not None:
+                options[spec.name] = {"base_url": emulator.url + spec.emulator_path,
+                                      **_copy(spec.emulator_options)}
         return options
 
     def exports(self) -> list[tuple[str, str, str]]:
         """``(service, url, shell line)`` for each emulator: the environment variables that
-        point llmplex in another process at it."""
+        point llmplex in another process at it (its spec's base-URL and key variables)."""
         lines = []
         for name, emulator in self.emulators.items():
-            if name == "openai":
-                line = (f"export LLMPLEX_OPENAI_BASE_URL={emulator.url}/v1 "
-                        f"OPENAI_API_KEY={_OPENAI_KEY}")
-                lines.append((name, emulator.url + "/v1", line))
-                continue
-            provider = next(p for p in provider_names() if p.lower() == name)
-            line = f"export LLMPLEX_{provider.upper()}_BASE_URL={emulator.url}"
-            if provider == "Replicate":
-                line += f" REPLICATE_API_TOKEN={DUMMY_CREDENTIALS['Replicate']['api_key']}"
-            elif provider == "AllenAI":
-                line += f" AI2_API_KEY={DUMMY_CREDENTIALS['AllenAI']['api_key']}"
-            elif provider == "Anthropic":
-                line += f" ANTHROPIC_API_KEY={DUMMY_CREDENTIALS['Anthropic']['api_key']}"
-            lines.append((name, emulator.url, line))
+            spec = self.services[name]
+            env = spec.emulated_env(emulator.url)
+            line = "export " + " ".join(f"{k}={v}" for k, v in env.items())
+            lines.append((name, emulator.url + spec.emulator_path, line))
         return lines
+
+    def config_hints(self) -> dict[str, dict[str, Any]]:
+        """Service -> the dummy options no environment variable carries (OpenAssistant's
+        session cookie...), to put in ``[providers.<name>]`` of config.toml instead."""
+        hints: dict[str, dict[str, Any]] = {}
+        for name in self.emulators:
+            spec = self.services[name]
+            rest = {k: v for k, v in spec.emulator_options.items()
+                    if not (k == "api_key" and spec.key_env)}
+            if rest:
+                hints[name] = {"provider": spec.name, **rest}
+        return hints
+
+
+def _copy(options: Mapping[str, Any]) -> dict[str, Any]:
+    # a spec's options are read-only and shared: each client gets its own (nested) copy
+    return {k: dict(v) if isinstance(v, Mapping) else v for k, v in options.items()}
 
 
 def emulated_client(services: EmulatedServices, **options: Any) -> Any:

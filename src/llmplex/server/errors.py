@@ -24,6 +24,10 @@ JSON unreadable after retries)
 StreamError, other ResponseError    502     upstream_error                 upstream_error
 provider cooling down (fallback)    503     upstream_error                 upstream_cooling_down
 ProviderTimeoutError                504     upstream_error                 upstream_timeout
+StateBackendError (Redis down,      503     server_error                   state_backend_unavailable
+``[state] on_error = "closed"``)
+API key's model not allowed         403     permission_error               model_not_allowed
+API key's rpm/tpm spent             429     requests / tokens              rate_limit_exceeded
 anything else (a bug)               500     server_error                   internal_error
 ==================================  ======  =============================  =========================
 
@@ -77,6 +81,7 @@ from ..errors import (
     RateLimitError,
     ResponseError,
     ResponseStatusError,
+    StateBackendError,
     StreamError,
     summarize,
 )
@@ -175,6 +180,9 @@ def _error_for(exc: BaseException) -> APIError:
     if isinstance(exc, APIError):
         return exc
     message = str(exc)
+    if isinstance(exc, StateBackendError):  # the message has no password (its own rule)
+        return APIError(503, message, "server_error", "state_backend_unavailable",
+                        headers={"x-should-retry": "true"})
     if isinstance(exc, ConversationNotFoundError):
         return APIError(404, message, code="conversation_not_found", param="conversation_id")
     if isinstance(exc, ModelNotFoundError):

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -208,13 +209,16 @@ class _Turn:
         self.writer = writer
         self.history = [*history, *new]
         self.store = store
+        #: wraps the chat call's opening (the key ring's usage meter); identity by default
+        self.meter: Callable[[Awaitable[Any]], Awaitable[Any]] = lambda opening: opening
 
     async def events(self, streamed: bool) -> AsyncGenerator[list[Event], None]:
         """The events (see :mod:`.responses_output`), a list per chat chunk. An error
         before the first chunk is raised (the request gets its status); a later one is a
         ``response.failed`` event when ``streamed``, else raised too."""
         writer = self.writer
-        stream = await self.client.chat.completions.create(**self.arguments, stream=True)
+        stream = await self.meter(self.client.chat.completions.create(**self.arguments,
+                                                                      stream=True))
         async with aclosing(stream) as chunks:
             iterator = aiter(chunks)
             first = await anext(iterator, None)
@@ -273,14 +277,20 @@ async def _stored(client: AsyncClient, response_id: str, param: str | None) -> A
 
 
 def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: float,
-                      max_providers: int, responses: dict[int | str, Any]) -> None:
-    """Add the ``/responses`` routes to ``router`` (the ``/v1`` one, with its auth)."""
+                      max_providers: int, responses: dict[int | str, Any],
+                      keys: Any = None) -> None:
+    """Add the ``/responses`` routes to ``router`` (the ``/v1`` one, with its auth);
+    ``keys``: the server's :class:`~llmplex.server.keys.KeyRing` (model, limits)."""
+    from .keys import KeyRing
+
+    ring = keys if keys is not None else KeyRing()
 
     @router.post("/responses", tags=["responses"], responses=responses)
     async def create_response(body: ResponseRequest, request: Request) -> Any:
         """Create a model response (OpenAI's Responses API); with ``"stream": true`` the
         Responses event stream. llmplex extras: ``provider`` and ``emulate``."""
         _check(body, max_providers)
+        caller = await ring.admit(request.headers, body.model, provider=body.provider)
         history: list[dict[str, Any]] = []
         if body.previous_response_id:
             previous = await _stored(client, body.previous_response_id,
@@ -290,6 +300,7 @@ def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: 
         writer = ResponseWriter(_skeleton(body, new_response_id()))
         turn = _Turn(client, arguments, writer, history, new, body.store is not False,
                      body.input)
+        turn.meter = functools.partial(ring.metered, caller)
         watcher = asyncio.ensure_future(disconnected(request.receive))
         owned = True  # the watcher is cancelled here, unless a stream took it over
         try:

@@ -1,58 +1,63 @@
-"""Faithful local emulators of every upstream service, for tests, benchmarks and demos.
+"""Test helpers for code that uses llmplex: emulator scripts and servers, waiting helpers,
+a misbehaving upstream (:mod:`llmplex.testing.hostile`) and pytest fixtures.
 
 >>> from llmplex.testing import serve, Script, Fault
->>> from llmplex.testing.ai2 import Ai2Emulator
+>>> from llmplex.emulators.ai2 import Ai2Emulator
 >>> with serve(Ai2Emulator(Script("Hi there"))) as emu:
 ...     ...  # AllenAI.create_async_generator(..., base_url=emu.url)
 
-The same emulators are served by ``llmplex emulate`` and used by ``bench/``. Pytest
-fixtures (``ai2_emulator``, ``replicate_emulator``, ...) come with the package's pytest
-plugin (:mod:`llmplex.testing.pytest_plugin`).
+The emulators themselves are :mod:`llmplex.emulators` (``Script``, ``Fault`` and
+``serve`` are re-exported here). The pytest fixtures (``ai2_emulator``,
+``openai_emulator``, ..., ``llmplex_emulator``) are an opt-in pytest plugin: add
+``pytest_plugins = ["llmplex.testing.pytest_plugin"]`` to your ``conftest.py`` or run
+``pytest -p llmplex.testing.pytest_plugin``.
 """
 
 from __future__ import annotations
 
-import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
-from .script import Fault, Script, split_tokens
+from ..emulators.script import Fault, Script, split_tokens
 from .waiting import cancel_mid_stream, eventually, interrupt, read_exports, wait_until
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .emulator import Emulator, RecordedRequest
-    from .server import EmulatorServer, serve
+    from ..emulators.emulator import Emulator, RecordedRequest
+    from ..emulators.server import EmulatorServer, serve
 
-__all__ = ["Script", "Fault", "split_tokens", "serve", "EmulatorServer", "Emulator",
-           "RecordedRequest", "EMULATORS", "get_emulator", "eventually", "wait_until",
-           "cancel_mid_stream", "interrupt", "read_exports"]
+__all__ = [
+    "Emulator",
+    "EmulatorServer",
+    "Fault",
+    "RecordedRequest",
+    "Script",
+    "cancel_mid_stream",
+    "eventually",
+    "interrupt",
+    "read_exports",
+    "serve",
+    "split_tokens",
+    "wait_until",
+]
 
-# service name -> "module:Class"; service names match the lower-case provider names.
-EMULATORS: dict[str, str] = {
-    "allenai": "llmplex.testing.ai2:Ai2Emulator",
-    "replicate": "llmplex.testing.replicate:ReplicateEmulator",
-    "openassistant": "llmplex.testing.openassistant:OpenAssistantEmulator",
-    "h2o": "llmplex.testing.h2o:H2oEmulator",
-    "openai": "llmplex.testing.openai:OpenAIEmulator",
-    "anthropic": "llmplex.testing.anthropic:AnthropicEmulator",
-}
-
-
-def get_emulator(name: str) -> type[Emulator]:
-    """The emulator class for a service name (``"allenai"``, ``"replicate"``, ...)."""
-    try:
-        module, cls = EMULATORS[name.lower()].split(":")
-    except KeyError:
-        raise KeyError(f"no emulator {name!r}; known: {', '.join(EMULATORS)}") from None
-    return getattr(importlib.import_module(module), cls)
+# names that moved to llmplex.emulators: still importable from here, with a warning
+_MOVED = {"EMULATORS": "llmplex.emulators", "get_emulator": "llmplex.emulators",
+          "Ai2Emulator": "llmplex.emulators.ai2", "Ai2V4Emulator": "llmplex.emulators.ai2_v4",
+          "AnthropicEmulator": "llmplex.emulators.anthropic",
+          "H2oEmulator": "llmplex.emulators.h2o", "OpenAIEmulator": "llmplex.emulators.openai",
+          "OpenAssistantEmulator": "llmplex.emulators.openassistant",
+          "ReplicateEmulator": "llmplex.emulators.replicate"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("serve", "EmulatorServer"):
-        from . import server
+    import importlib
 
-        return getattr(server, name)
-    if name in ("Emulator", "RecordedRequest"):
-        from . import emulator
-
-        return getattr(emulator, name)
+    if name in ("serve", "EmulatorServer", "Emulator", "RecordedRequest"):
+        return getattr(importlib.import_module("llmplex.emulators"), name)
+    if name in _MOVED:
+        warnings.warn(f"llmplex.testing.{name} is deprecated: use "
+                      f"from {_MOVED[name]} import {name}", DeprecationWarning, stacklevel=2)
+        value = getattr(importlib.import_module(_MOVED[name]), name)
+        globals()[name] = value  # warned once: ``from ... import`` asks twice
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,11 +33,14 @@ WORKER = BENCH / "worker.py"
 
 #: environment name -> what pip installs there (peers pinned to versions checked here)
 ENV_SPECS: dict[str, list[str]] = {
-    "llmplex": ["-e", f"{ROOT}[server]"],
+    "llmplex": ["-e", f"{ROOT}[server,uvloop]"],
     "openai": ["openai==3.54.0"],
     "litellm": ["litellm==1.102.4"],
     "g4f": ["g4f==8.8.6"],
+    # LiteLLM's proxy server (--server): its own environment, its extra's dependencies
+    "litellm-proxy": ["litellm[proxy]==1.108.7"],
 }
+SERVER_JSON = BENCH / "server-results.json"
 
 #: client -> (environment, protocols it is measured on)
 CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -769,6 +772,9 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append("")
 
     lines += ["## Budget (DESIGN.md)", ""] + budget_lines(results, args) + [""]
+    section = server_section(SERVER_JSON)
+    if section:
+        lines += [section]
     blocked = results.get("blocked", {})
     lines += ["## Network", "",
               "Every client ran with outbound connections to anything but 127.0.0.1 refused "
@@ -940,7 +946,72 @@ def _settings(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Name
     return args
 
 
-def main() -> int:
+def server_section(path: Path) -> str:
+    """The server hop's section of RESULTS.md, from ``--server``'s JSON (if any)."""
+    if not path.exists():
+        return ""
+    sys.path.insert(0, str(BENCH))
+    import server
+
+    results = json.loads(path.read_text())
+    head = (f"Written by `python3 bench/run.py {' '.join(results['argv'])}` on "
+            f"{results['date']} (UTC), in {results['duration_s']:.0f} s; llmplex at commit "
+            f"{results['machine'].get('commit', '?')}; {results.get('versions', '')}.")
+    lines = server.render(results)
+    return "\n".join(lines[:2] + [head, ""] + lines[2:])
+
+
+def server_main(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--server``: measure the server hop, write its JSON, re-render RESULTS.md."""
+    sys.path.insert(0, str(BENCH))
+    import server
+
+    started = time.time()
+    python = Path(args.server_python) if args.server_python else ensure_env("llmplex")
+    litellm: str | None
+    if args.litellm_python == "none":
+        litellm = None
+    elif args.litellm_python:
+        litellm = args.litellm_python
+    else:
+        litellm = str(ensure_env("litellm-proxy"))
+    versions = []
+    for py, names in ((python, "uvicorn fastapi aiohttp uvloop httptools"),
+                      (litellm, "litellm")):
+        if py:
+            out = subprocess.run(
+                [str(py), "-c", "import importlib.metadata as m, sys\n"
+                 "for n in sys.argv[1:]:\n"
+                 "    try: print(n, m.version(n))\n"
+                 "    except m.PackageNotFoundError: print(n, 'absent')", *names.split()],
+                capture_output=True, text=True).stdout.split("\n")
+            versions += [line for line in out if line]
+    workdir = Path(tempfile.mkdtemp(prefix="llmplex-server-bench-"))
+    try:
+        results = server.measure(str(python), litellm, str(Path(python).parent / "llmplex"),
+                                 workdir, args.quick, log)
+    finally:
+        if not args.keep_work:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results.update({"argv": argv, "quick": args.quick, "machine": machine_info(),
+                    "versions": ", ".join(versions),
+                    "date": datetime.datetime.now(datetime.timezone.utc)
+                    .strftime("%Y-%m-%d %H:%M"), "duration_s": time.time() - started})
+    Path(args.server_json).write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    section = server_section(Path(args.server_json))
+    print(section)
+    library = Path(args.json)
+    if library.exists() and Path(args.output).resolve() == (BENCH / "RESULTS.md").resolve():
+        lib = json.loads(library.read_text())
+        report = render(lib, _settings(build_parser(), lib.get("argv", [])))
+        Path(args.output).write_text(report + "\n")
+        log(f"wrote {args.output} (library figures from {library}, server from "
+            f"{args.server_json})")
+    log(f"wrote {args.server_json} in {results['duration_s']:.0f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer and shorter runs (about 3 minutes once the envs exist)")
@@ -972,8 +1043,27 @@ def main() -> int:
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: write the report again from the JSON file "
                              "(after a change to the report's wording)")
+    parser.add_argument("--server", action="store_true",
+                        help="the server hop instead: the aiohttp proxy floor, llmplex serve "
+                        "and LiteLLM's proxy in front of one upstream (bench/server.py); "
+                        "writes bench/server-results.json and the server section of "
+                        "RESULTS.md (with --quick: about 4 minutes)")
+    parser.add_argument("--server-python", default="",
+                        help="with --server: the Python with llmplex[server] to run the "
+                        "gateways in (default: bench/.envs/llmplex's)")
+    parser.add_argument("--litellm-python", default="",
+                        help="with --server: the Python with litellm[proxy] (default: "
+                        "bench/.envs/litellm-proxy's, created on first use; 'none': skip)")
+    parser.add_argument("--server-json", default=str(SERVER_JSON))
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     argv = sys.argv[1:]
     args = _settings(parser, argv)
+    if args.server:
+        return server_main(args, argv)
     if args.render_only:
         results = json.loads(Path(args.json).read_text())
         report = render(results, _settings(parser, results.get("argv", [])))

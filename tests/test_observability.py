@@ -116,7 +116,7 @@ def test_metrics_can_need_a_key_or_be_off(openai_emulator, tmp_path):
 
 def test_request_ids_on_answers_errors_streams_and_log_lines(openai_emulator, tmp_path):
     env = openai_env(openai_emulator, tmp_path, "OpenAI")
-    with Served(tmp_path, env=env) as server, openai.OpenAI(
+    with Served(tmp_path, "--access-log", env=env) as server, openai.OpenAI(
             base_url=server.url + "/v1", api_key="unused", max_retries=0) as client:
         given = client.chat.completions.with_raw_response.create(
             model="openai:gpt-4o-mini", messages=MESSAGES,
@@ -155,7 +155,7 @@ def test_request_ids_on_answers_errors_streams_and_log_lines(openai_emulator, tm
 
 def test_json_log_lines(openai_emulator, tmp_path):
     env = openai_env(openai_emulator, tmp_path, "OpenAI")
-    with Served(tmp_path, "--log-format", "json", env=env) as server:
+    with Served(tmp_path, "--log-format", "json", "--access-log", env=env) as server:
         httpx.get(server.url + "/v1/models", headers={"x-request-id": "json-line"})
     entries = [json.loads(line) for line in server.log.splitlines() if line.startswith("{")]
     assert entries, server.log

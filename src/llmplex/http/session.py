@@ -32,13 +32,15 @@ import functools
 import importlib
 import json
 import re
+import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
 import aiohttp
+from multidict import CIMultiDict
 
 from ..errors import (
     AllProvidersFailed,
@@ -59,8 +61,18 @@ from .pool import (
 from .sse import ServerSentEvent, SSEDecoder, loads
 from .status import raise_for_status
 
-__all__ = ["Session", "EventStream", "ServerSentEvent", "redact_url", "DEFAULT_TIMEOUT",
-           "ConnectionPool", "json_object", "Secrets", "MIN_SECRET_LENGTH", "MAX_BODY_BYTES"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_BODY_BYTES",
+    "MIN_SECRET_LENGTH",
+    "ConnectionPool",
+    "EventStream",
+    "Secrets",
+    "ServerSentEvent",
+    "Session",
+    "json_object",
+    "redact_url",
+]
 # ConnectionPool: re-exported from .pool
 
 DEFAULT_TIMEOUT = 120.0
@@ -333,8 +345,16 @@ class Session:
         headers: Mapping[str, str] | None = None,
         cookies: Mapping[str, str] | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        stateless: bool = False,
     ) -> None:
+        """``stateless``: the calls keep no cookies (the upstream's are not needed from
+        one request to the next, as for OpenAI-compatible APIs). Inside a connection
+        pool such a session then borrows the pool's one long-lived
+        ``aiohttp.ClientSession`` (per connector, so per event loop; no cookie jar),
+        sending its headers and timeout with each request, instead of building a
+        ``ClientSession`` per call."""
         self.provider = provider
+        self._stateless = stateless and not cookies
         self.proxy = proxy or None
         self._headers = dict(headers) if headers else {}
         self._cookies = dict(cookies) if cookies else None
@@ -343,6 +363,8 @@ class Session:
         self._request_proxy: str | None = None
         self._pooled = False
         self._sent: list[tuple[str, Any]] = []  # per-request headers, URLs... (their secrets)
+        # the pool's shared ClientSession is used: this session's timeout and headers
+        self._borrowed: tuple[aiohttp.ClientTimeout, CIMultiDict[str]] | None = None
 
     def __repr__(self) -> str:
         return f"Session(provider={self.provider!r}, proxy={redact_url(self.proxy)!r})"
@@ -365,6 +387,10 @@ class Session:
             timeout = aiohttp.ClientTimeout(
                 total=None, connect=self._timeout, sock_read=self._timeout
             )
+        if self._stateless and self._pooled:
+            self._session = _shared_session(connector)
+            self._borrowed = (timeout, CIMultiDict(self._headers))
+            return self
         self._session = aiohttp.ClientSession(
             connector=connector,
             connector_owner=owner,
@@ -387,7 +413,8 @@ class Session:
     async def close(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None
-            await session.close()
+            if self._borrowed is None:  # (a borrowed one stays with its connector)
+                await session.close()
 
     # -- secrets ---------------------------------------------------------------------------
 
@@ -551,6 +578,10 @@ class Session:
         Returns the response and its connection's protocol (None if unknown): a small
         answer read whole is handed back to the pool before the caller sees it."""
         assert self._session is not None
+        if self._borrowed is not None:  # what a ClientSession of its own would add
+            timeout, defaults = self._borrowed
+            kwargs.setdefault("timeout", timeout)
+            kwargs["headers"] = _merged(defaults, kwargs.get("headers"))
         probe = ConnectProbe()
         token = connect_probe.set(probe)
         try:
@@ -708,8 +739,17 @@ class EventStream:
     watch over, its own timeout stays in charge.)
     """
 
-    __slots__ = ("_session", "_response", "_decoder", "_pending", "_done", "_timeout",
-                 "_timer", "_waiting_since", "_loop")
+    __slots__ = (
+        "_decoder",
+        "_done",
+        "_loop",
+        "_pending",
+        "_response",
+        "_session",
+        "_timeout",
+        "_timer",
+        "_waiting_since",
+    )
 
     def __init__(self, session: Session, response: aiohttp.ClientResponse, decoder: Any) -> None:
         self._session = session
@@ -790,6 +830,41 @@ class EventStream:
 
 
 _SocketTimeoutError = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError)
+
+
+#: the long-lived ClientSession of each pool connector (stateless sessions borrow it)
+_SHARED: weakref.WeakKeyDictionary[aiohttp.BaseConnector, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary())
+
+
+def _shared_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+    """The connector's shared ``ClientSession``: no cookie jar, no default headers, no
+    timeout of its own (each request brings them); closed with its connector (an
+    ``aiohttp.ClientSession`` that does not own its connector holds nothing else)."""
+    session = _SHARED.get(connector)
+    if session is None or session.closed:
+        session = aiohttp.ClientSession(connector=connector, connector_owner=False,
+                                        cookie_jar=aiohttp.DummyCookieJar(),
+                                        timeout=aiohttp.ClientTimeout(total=None))
+        _SHARED[connector] = session
+    return session
+
+
+def _merged(defaults: CIMultiDict[str], headers: Any) -> CIMultiDict[str]:
+    """The session's headers with a request's on top, as ``aiohttp.ClientSession`` merges
+    its default headers: a request's header replaces the session's of that name, and a
+    name the request repeats keeps every value."""
+    result = defaults.copy()
+    if headers:
+        added: set[str] = set()
+        items = headers.items() if hasattr(headers, "items") else headers
+        for key, value in items:
+            if key in added:
+                result.add(key, value)
+            else:
+                result[key] = value
+                added.add(key)
+    return result
 
 
 def _replayable(kwargs: Mapping[str, Any]) -> bool:

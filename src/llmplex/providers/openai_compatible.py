@@ -154,7 +154,8 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         # The Session scrubs every secret these headers carry from the errors it lets out.
         reader = _Reader(name)
         done = False
-        async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as s:
+        async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout,
+                           stateless=True) as s:
             async with s.request("POST", url, json=body) as response:
                 if response.content_type == "application/json":
                     # A server that ignores "stream" answers with one chat.completion.

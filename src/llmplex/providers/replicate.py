@@ -237,19 +237,36 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
                 if stream_url:
                     if not trusted_url(stream_url, "stream", api):
                         raise _refused(stream_url, "stream", api, name)
-                    pieces = run.stream(stream_url)
+                    # The stream read here, not through a generator of its own: one layer
+                    # less per chunk (_Run.event says what the other events mean).
+                    async with session.request("GET", stream_url,
+                                               headers=_SSE_HEADERS) as response:
+                        async for event in session.sse(response):
+                            if event.event == "output":
+                                piece = event.data
+                                if not piece:
+                                    continue
+                                if reader.state == "text":  # the fast path: answer text
+                                    yield piece
+                                    continue
+                                for chunk in reader.feed(piece):
+                                    yield chunk
+                            else:
+                                end = run.event(event)
+                                if end is not None:
+                                    break
                 else:  # the model does not stream: wait for the whole answer
                     pieces = run.poll(cls.poll_interval)
-                async with aclosing(pieces):  # its request ends with it, however it ends
-                    async for piece in pieces:
-                        if not isinstance(piece, str):
-                            end = piece
-                            break
-                        if reader.state == "text":  # the fast path: plain answer text
-                            yield piece
-                            continue
-                        for chunk in reader.feed(piece):
-                            yield chunk
+                    async with aclosing(pieces):  # its request ends with it, however it ends
+                        async for item in pieces:
+                            if not isinstance(item, str):
+                                end = item
+                                break
+                            if reader.state == "text":
+                                yield item
+                                continue
+                            for chunk in reader.feed(item):
+                                yield chunk
                 if end is None:
                     raise ResponseError("stream ended before the done event", provider=name)
                 for chunk in reader.end(complete=end.reason == "stop"):
@@ -262,6 +279,9 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
             finally:
                 if not run.finished and cancel_url:
                     await _cancel(session, cancel_url, cls.cancel_timeout)
+
+
+_SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 
 
 class _Run:
@@ -280,27 +300,21 @@ class _Run:
             return url
         return f"{self.api}/v1/predictions/{quote(str(self.prediction['id']), safe='')}"
 
-    async def stream(self, url: str) -> AsyncGenerator[str | FinishReason, None]:
-        """Text pieces from ``urls.stream``, then the finish reason."""
-        session, name = self.session, self.provider
-        sse_headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-        async with session.request("GET", url, headers=sse_headers) as stream:
-            async for event in session.sse(stream):
-                if event.event == "output":
-                    if event.data:
-                        yield event.data
-                elif event.event == "error":
-                    self.finished = True  # the prediction failed: nothing to cancel
-                    raise StreamError(f"prediction failed: {_error_detail(event.data)}",
-                                      provider=name)
-                elif event.event == "done":
-                    reason = _done_reason(event.data, name)
-                    self.finished = True
-                    if reason == "error":
-                        raise StreamError("prediction failed", provider=name)
-                    yield FinishReason("canceled" if reason == "canceled" else "stop")
-                    return
-                # "logs" and unknown events carry no answer text
+    def event(self, event: Any) -> FinishReason | None:
+        """A stream event other than ``output``: the finish reason at ``done``, an error
+        raised at ``error`` (or a ``done`` saying so); ``logs`` and unknown events carry
+        no answer text (None)."""
+        if event.event == "error":
+            self.finished = True  # the prediction failed: nothing to cancel
+            raise StreamError(f"prediction failed: {_error_detail(event.data)}",
+                              provider=self.provider)
+        if event.event == "done":
+            reason = _done_reason(event.data, self.provider)
+            self.finished = True
+            if reason == "error":
+                raise StreamError("prediction failed", provider=self.provider)
+            return FinishReason("canceled" if reason == "canceled" else "stop")
+        return None
 
     async def poll(self, interval: float) -> AsyncGenerator[str | FinishReason, None]:
         """The output of a prediction that does not stream (or gave no stream URL): as

@@ -49,6 +49,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .. import __version__
 from ..client import AsyncClient
 from ..errors import InvalidRequestError
+from . import fastpath
 from .anthropic_api import anthropic_router
 from .docs import install_docs
 from .errors import APIError
@@ -200,6 +201,10 @@ def create_app(
         # the key only; the routes that ask a model also call ring.admit (model, limits)
         ring.authenticate(request.headers)
 
+    def authorize_request(request: Request) -> None:
+        """The hot routes' dependency (see :mod:`.fastpath`): the same check."""
+        ring.authenticate(request.headers)
+
     install_error_handlers(app)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
 
@@ -313,6 +318,10 @@ def create_app(
     install_responses(v1, client, stall_timeout=client_stall_timeout,
                       max_providers=max_providers, responses=_ERROR_RESPONSES, keys=ring)
     app.include_router(v1)
+    # The hot route without FastAPI's per-request dependency solving: a plain route in
+    # front of the FastAPI one, which stays for the OpenAPI schema (same steps, errors).
+    app.router.routes.insert(0, fastpath.route(
+        "/v1/chat/completions", ChatCompletionRequest, authorize_request, chat_completions))
     # Anthropic's Messages API (/v1/messages): its own auth headers and error shape
     app.include_router(anthropic_router(client, keys=ring,
                                         client_stall_timeout=client_stall_timeout))

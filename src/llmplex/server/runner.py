@@ -22,8 +22,16 @@ its default here (seconds, counts, bytes):
     503 at once (uvicorn's ``limit_concurrency``).
 ``max_header_bytes`` (:data:`MAX_HEADER_BYTES`, 32 KiB)
     What the server buffers of one request's line and headers while they arrive (h11's
-    ``max_incomplete_event_size``); more is a 400. (Headers that arrive complete in one
-    read are parsed whole: one read is at most 256 KiB.)
+    ``max_incomplete_event_size``; with httptools, counted here); more is a 400. (Headers
+    that arrive complete in one read are parsed whole: one read is at most 256 KiB.)
+
+Speed (``llmplex serve`` is a hop between clients and upstreams, measured in
+``bench/server.py``): httptools (the ``[server]`` extra) and uvloop (``[uvloop]``) are
+used when installed (uvicorn's ``"auto"``), with the same limits on either HTTP parser;
+:func:`serve_forever` moves the objects built at start-up out of the garbage collector's
+way (``gc.freeze()``) and collects the youngest generation less often, so that a
+collection does not pause every few requests; the access log is off unless asked for
+(``llmplex serve --access-log``): a log record per request costs ~5% of a request's CPU.
 
 Shutdown (:func:`serve_forever`): on SIGTERM or Ctrl-C the listening socket is closed (new
 connections are refused), idle kept-alive connections are closed and busy ones after
@@ -43,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import socket
 import threading
@@ -90,6 +99,8 @@ class _Limits:
 
     header_timeout: float = HEADER_TIMEOUT
     body_timeout: float = BODY_TIMEOUT
+    #: headers buffered while they arrive, at most (None: the parser enforces it, as h11)
+    header_bytes: int | None = None
 
     # The protocol's own attributes these methods use (uvicorn's h11 and httptools
     # protocols both have them).
@@ -109,6 +120,7 @@ class _Limits:
         self._limit_timer: asyncio.TimerHandle | None = None
         self._limit_deadline: float | None = None  # when the current phase must end
         self._limit_what = "headers"
+        self._limit_head = 0  # bytes of the request's head received so far
         self._limit_set(self.header_timeout, "headers")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -124,8 +136,28 @@ class _Limits:
             self._limit_request()
         elif self._limit_what == "idle":  # the first bytes of a next request
             self._limit_set(self.header_timeout, "headers")
+            self._limit_head = len(data)
+            self._limit_head_size()
         elif self._limit_what == "body" and not self.cycle.more_body:
             self._limit_clear("app")  # the body is in: the app answers, no deadline
+        elif self._limit_what == "headers" and self.header_bytes is not None:
+            self._limit_head += len(data)
+            self._limit_head_size()
+
+    def _limit_head_size(self) -> None:
+        """Headers still incomplete beyond ``header_bytes``: a 400 and the connection
+        closed, as h11 answers beyond its ``max_incomplete_event_size``."""
+        limit = self.header_bytes
+        if limit is None or self._limit_head <= limit or self.transport.is_closing():
+            return
+        _logger.debug("closing a connection from %s: request headers beyond %d bytes",
+                      getattr(self, "client", None), limit)
+        body = b"Invalid HTTP request received."
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; "
+                             b"charset=utf-8\r\nconnection: close\r\ncontent-length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self._limit_deadline = None
+        self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]  # (may start a pipelined one)
@@ -171,11 +203,85 @@ class _Limits:
         self.transport.close()
 
 
+class _HeadFirst:
+    """The transport as a request's response cycle sees it (httptools): the response's
+    head is held back until the body's first bytes follow (or the loop's next turn), so
+    that a whole answer goes out in one write, one TCP segment, not two. uvicorn writes
+    the status line and headers as soon as the app starts its response and the body
+    right after, in the same turn for an answer the app has in hand."""
+
+    __slots__ = ("_held", "_loop", "_transport", "_used")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._used = False
+
+    def write(self, data: bytes) -> None:
+        if not self._used:  # the first write of the cycle: the head (or a 100 Continue)
+            self._used = True
+            self._held = data
+            self._loop.call_soon(self.flush)
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _HeadFirstMixin:
+    """Mixed into uvicorn's httptools protocol: each request's cycle writes through
+    :class:`_HeadFirst`."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = _HeadFirst(self.transport, self.loop)
+
+
 @functools.cache
-def _protocol(base: type, header_timeout: float, body_timeout: float) -> type:
-    """uvicorn's protocol class ``base`` with the deadlines of :class:`_Limits`."""
-    return type(f"Limited{base.__name__}", (_Limits, base),
-                {"header_timeout": header_timeout, "body_timeout": body_timeout})
+def _protocol(base: type, header_timeout: float, body_timeout: float,
+              header_bytes: int | None = None) -> type:
+    """uvicorn's protocol class ``base`` with the deadlines of :class:`_Limits` (and for
+    httptools, whole answers in one write: :class:`_HeadFirst`)."""
+    mixins: tuple[type, ...] = (_Limits,)
+    if hasattr(base, "on_headers_complete"):  # httptools' (h11 has no such callback)
+        mixins += (_HeadFirstMixin,)
+    return type(f"Limited{base.__name__}", (*mixins, base),
+                {"header_timeout": header_timeout, "body_timeout": body_timeout,
+                 "header_bytes": header_bytes})
+
+
+def _tune_gc() -> None:
+    """Keep the collector out of the hot path: what exists after start-up (modules, the
+    app, its schemas) is frozen out of every collection, and the youngest generation is
+    collected after 50,000 allocations instead of 700 (a request allocates a few
+    thousand objects; most die young by reference counting, cycles still get
+    collected)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _config(
@@ -206,9 +312,17 @@ def _config(
     options.setdefault("h11_max_incomplete_event_size", max_header_bytes)
     http = options.pop("http", "auto")
     base = import_from_string(HTTP_PROTOCOLS.get(http, http)) if isinstance(http, str) else http
-    options["http"] = _protocol(base, float(header_timeout), float(body_timeout))
-    # Requests are logged by uvicorn's access log: method, path and status only (no
-    # headers, no bodies, so no keys).
+    # h11 bounds incomplete headers itself; httptools does not: _Limits counts them
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    header_bytes = None if issubclass(base, H11Protocol) else int(max_header_bytes)
+    options["http"] = _protocol(base, float(header_timeout), float(body_timeout), header_bytes)
+    # uvloop when installed (uvicorn's "auto"); say so: the default is asyncio's loop
+    options.setdefault("loop", "auto")
+    if options.pop("tune_gc", False):
+        _tune_gc()
+    # Requests are logged by uvicorn's access log when it is on: method, path and status
+    # only (no headers, no bodies, so no keys).
     # lifespan "on": the app opens its upstream connection pool at start-up and closes it
     # at shutdown.
     return uvicorn.Config(app, host=host, port=port, lifespan="on", **options)
@@ -229,8 +343,11 @@ def serve_forever(
     """Serve ``app`` on the bound ``sock`` until Ctrl-C or SIGTERM, then return.
 
     The limits for clients are described in the module docstring; ``options`` are
-    ``uvicorn.Config`` options. ``drain_timeout``: seconds running requests get to
-    finish after the signal (then they are cancelled, with upstream cleanup).
+    ``uvicorn.Config`` options (``access_log`` is off unless given). ``drain_timeout``:
+    seconds running requests get to finish after the signal (then they are cancelled,
+    with upstream cleanup). The collector is tuned for a long-running server
+    (``gc.freeze()`` and higher thresholds, see :func:`_tune_gc`): this process is the
+    server's.
 
     uvicorn shuts down gracefully on either signal and then raises it again for the
     previous handler; SIGTERM's handler is set to raise ``KeyboardInterrupt`` meanwhile,
@@ -245,10 +362,11 @@ def serve_forever(
 
     options.setdefault("timeout_graceful_shutdown", drain_timeout)
     host, port = sock.getsockname()[:2]
+    options.setdefault("access_log", False)  # llmplex serve --access-log turns it on
     server = uvicorn.Server(_config(
         app, host, port, header_timeout=header_timeout, body_timeout=body_timeout,
         keepalive_timeout=keepalive_timeout, max_connections=max_connections,
-        max_header_bytes=max_header_bytes, **options))
+        max_header_bytes=max_header_bytes, tune_gc=True, **options))
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, interrupt) if main else None
     try:

@@ -24,6 +24,7 @@ cleanup then runs before the request ends.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 from collections.abc import Awaitable
@@ -33,12 +34,12 @@ from typing import Any, TypeVar
 from fastapi.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ..objects import ChatCompletionChunk
+from ..objects import ChatCompletionChunk, ChoiceDelta, ChunkChoice
 from .errors import error_for
 from .handlers import log_error
 
-__all__ = ["CLIENT_STALL_TIMEOUT", "QUEUE_CHUNKS", "ClientGone", "EventStream", "Pump",
-           "disconnected", "public", "started", "unless_gone"]
+__all__ = ["CLIENT_STALL_TIMEOUT", "QUEUE_CHUNKS", "ChunkRenderer", "ClientGone", "EventStream",
+           "Pump", "disconnected", "public", "render_chunk", "started", "unless_gone"]
 
 log = logging.getLogger("llmplex.server")
 
@@ -236,6 +237,73 @@ def sse(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+def render_chunk(chunk: ChatCompletionChunk, include_usage: bool) -> bytes:
+    """A chunk as OpenAI's SSE: its ``data:`` line, and with ``include_usage`` ``usage``
+    null on it and the usage (if it has one) in a chunk of its own after it."""
+    data = public(chunk.model_dump())
+    usage = data.pop("usage", None)
+    if include_usage:
+        data["usage"] = None  # OpenAI: null on every chunk but the usage one
+    out = sse(data)
+    if usage is not None and include_usage:
+        out += sse({**data, "choices": [], "usage": usage})
+    return out
+
+
+#: stands for the text in a rendered template (its JSON found once, else no template)
+_SENTINEL = "\ue000llmplex-text\ue000"
+_SENTINEL_JSON = json.dumps(_SENTINEL, ensure_ascii=False).encode()
+_encode_text = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
+
+
+class ChunkRenderer:
+    """:func:`render_chunk` for one stream, with a fast path for the chunks that make
+    most of a stream: text only (one choice at index 0, ``content`` and nothing else:
+    no role, finish reason, logprobs, usage...), with the same stream-level fields (id,
+    created, model, provider...) as the chunk before. Those are rendered from a template
+    made once per stream (by :func:`render_chunk` itself, with a sentinel for the text),
+    so their bytes are :func:`render_chunk`'s, without dumping objects to dicts and
+    dicts to JSON for every chunk; any other chunk goes through :func:`render_chunk`."""
+
+    __slots__ = ("_head", "_key", "_tail", "include_usage")
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self._key: tuple[Any, ...] | None = None
+        self._head = b""
+        self._tail = b""
+
+    def __call__(self, chunk: ChatCompletionChunk) -> bytes:
+        choices = chunk.choices
+        if len(choices) == 1 and chunk.usage is None:
+            choice = choices[0]
+            delta = choice.delta
+            text = delta.content
+            if (type(text) is str and choice.index == 0 and choice.finish_reason is None
+                    and choice.logprobs is None and delta.role is None
+                    and delta.refusal is None and delta.tool_calls is None
+                    and delta.reasoning_content is None
+                    and delta.reasoning_signature is None):
+                key = (chunk.id, chunk.created, chunk.model, chunk.provider,
+                       chunk.system_fingerprint, chunk.service_tier, chunk.conversation_id,
+                       chunk.emulated)
+                if key != self._key and not self._template(chunk, key):
+                    return render_chunk(chunk, self.include_usage)
+                return self._head + _encode_text(text).encode() + self._tail
+        return render_chunk(chunk, self.include_usage)
+
+    def _template(self, chunk: ChatCompletionChunk, key: tuple[Any, ...]) -> bool:
+        model = copy.copy(chunk)
+        model.choices = [ChunkChoice(ChoiceDelta(_SENTINEL))]
+        rendered = render_chunk(model, self.include_usage)
+        head, found, tail = rendered.partition(_SENTINEL_JSON)
+        if not found or _SENTINEL_JSON in tail:  # (a field held the sentinel too)
+            self._key = None
+            return False
+        self._key, self._head, self._tail = key, head, tail
+        return True
+
+
 DONE = b"data: [DONE]\n\n"
 
 
@@ -257,6 +325,7 @@ class EventStream(Response):
         self.pump = pump
         self.watcher = watcher
         self.include_usage = include_usage
+        self.renderer = ChunkRenderer(include_usage)
         self.stall_timeout = stall_timeout
 
     #: seconds without a chunk after which :meth:`_idle` is written (None: never)
@@ -290,14 +359,7 @@ class EventStream(Response):
                              "more_body": True})
 
     def _render(self, chunk: ChatCompletionChunk) -> bytes:
-        data = public(chunk.model_dump())
-        usage = data.pop("usage", None)
-        if self.include_usage:
-            data["usage"] = None  # OpenAI: null on every chunk but the usage one
-        out = sse(data)
-        if usage is not None and self.include_usage:
-            out += sse({**data, "choices": [], "usage": usage})
-        return out
+        return self.renderer(chunk)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump, watcher = self.pump, self.watcher

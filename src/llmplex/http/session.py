@@ -880,7 +880,7 @@ def _take_read_timeout(response: aiohttp.ClientResponse) -> float | None:
     keeps watching). Set again by aiohttp for the connection's next request."""
     connection = response.connection
     protocol = getattr(connection, "protocol", None) if connection is not None else None
-    timeout = getattr(protocol, "read_timeout", None)
+    timeout: float | None = getattr(protocol, "read_timeout", None)
     if not timeout:
         return None
     try:
@@ -922,7 +922,7 @@ def _origin(url: str | None) -> str:
 def _reason(exc: BaseException) -> str:
     os_error = getattr(exc, "os_error", None)
     if os_error is not None and getattr(os_error, "strerror", None):
-        return os_error.strerror
+        return str(os_error.strerror)
     text = str(exc)
     return text or type(exc).__name__
 

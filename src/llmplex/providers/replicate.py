@@ -133,7 +133,7 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
         return f"model {name} has no input for it; its inputs are: {inputs}"
 
     @classmethod
-    async def create_async_generator(  # type: ignore[override]
+    async def create_async_generator(
         cls,
         model: str,
         messages: Messages | str,

@@ -8,9 +8,28 @@ from __future__ import annotations
 
 # Token-like pieces with their leading space, as models stream them; a few are Cyrillic,
 # CJK or emoji so the UTF-8 paths are exercised too.
-_WORDS = (" the", " quick", " brown", " fox", " jumps", " over", " a", " lazy", " dog",
-          " and", " then", " writes", " some", " code", ",", " привет", " 世界", " 🙂",
-          " again", ".")
+_WORDS = (
+    " the",
+    " quick",
+    " brown",
+    " fox",
+    " jumps",
+    " over",
+    " a",
+    " lazy",
+    " dog",
+    " and",
+    " then",
+    " writes",
+    " some",
+    " code",
+    ",",
+    " привет",
+    " 世界",
+    " 🙂",
+    " again",
+    ".",
+)
 
 MESSAGES = [{"role": "user", "content": "Tell me a story."}]
 OPENAI_MODEL = "gpt-4o-mini"

@@ -26,12 +26,12 @@ import sys
 from aiohttp import web
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import chunks  # noqa: E402
+from common import chunks
 
-from llmplex.emulators import Script  # noqa: E402
-from llmplex.emulators.ai2 import Ai2Emulator  # noqa: E402
-from llmplex.emulators.openai import OpenAIEmulator  # noqa: E402
-from llmplex.emulators.replicate import ReplicateEmulator  # noqa: E402
+from llmplex.emulators import Script
+from llmplex.emulators.ai2 import Ai2Emulator
+from llmplex.emulators.openai import OpenAIEmulator
+from llmplex.emulators.replicate import ReplicateEmulator
 
 BACKLOG = 4096
 
@@ -64,7 +64,7 @@ class Forgetful:
 
 
 async def main(streams: list[tuple[str, int, float]], kinds: list[str]) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     urls: dict[str, dict[str, str]] = {}
     runners = []
@@ -89,7 +89,9 @@ async def main(streams: list[tuple[str, int, float]], kinds: list[str]) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     # stdin closing (the benchmark ended or died) stops us too
-    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(1) else None)
+    loop.add_reader(
+        sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(1) else None
+    )
     cleaner = asyncio.ensure_future(Forgetful(emulators).run())
     await stop.wait()
     cleaner.cancel()
@@ -99,14 +101,21 @@ async def main(streams: list[tuple[str, int, float]], kinds: list[str]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--burst", default="1,1000,50",
-                        help="chunk counts served with no delay (keys b<count>)")
-    parser.add_argument("--paced", default="1,200",
-                        help="chunk counts served with --delay before each chunk (keys p<count>)")
+    parser.add_argument(
+        "--burst", default="1,1000,50", help="chunk counts served with no delay (keys b<count>)"
+    )
+    parser.add_argument(
+        "--paced",
+        default="1,200",
+        help="chunk counts served with --delay before each chunk (keys p<count>)",
+    )
     parser.add_argument("--delay", type=float, default=0.001)
-    parser.add_argument("--slow", default="",
-                        help="chunk counts served with --slow-delay (keys s<count>), for "
-                        "clients run under valgrind")
+    parser.add_argument(
+        "--slow",
+        default="",
+        help="chunk counts served with --slow-delay (keys s<count>), for "
+        "clients run under valgrind",
+    )
     parser.add_argument("--slow-delay", type=float, default=0.02)
     parser.add_argument("--kinds", default="openai,replicate,ai2")
     args = parser.parse_args()

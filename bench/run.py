@@ -67,8 +67,11 @@ LABELS = {
     "litellm": "LiteLLM",
     "g4f": "g4f",
 }
-PROTOCOLS = {"openai": "OpenAI-compatible SSE", "replicate": "Replicate SSE",
-             "ai2": "Ai2 JSONL (v5)"}
+PROTOCOLS = {
+    "openai": "OpenAI-compatible SSE",
+    "replicate": "Replicate SSE",
+    "ai2": "Ai2 JSONL (v5)",
+}
 #: llmplex's clients, lowest layer first
 LLMPLEX_CLIENTS = ("llmplex", "llmplex-pool", "llmplex-async", "llmplex-sync")
 #: the bare aiohttp client each llmplex client's CPU per request is held against: the one
@@ -82,8 +85,11 @@ IMPORTS = [
     ("import aiohttp (baseline)", "llmplex", "import aiohttp"),
     ("import llmplex", "llmplex", "import llmplex"),
     ("from llmplex import AsyncClient", "llmplex", "from llmplex import AsyncClient"),
-    ("from llmplex.providers import Replicate", "llmplex",
-     "from llmplex.providers import Replicate"),
+    (
+        "from llmplex.providers import Replicate",
+        "llmplex",
+        "from llmplex.providers import Replicate",
+    ),
     ("import openai", "openai", "import openai"),
     ("from openai import AsyncOpenAI", "openai", "from openai import AsyncOpenAI"),
     ("import litellm", "litellm", "import litellm"),
@@ -142,9 +148,16 @@ def ensure_env(name: str, rebuild: bool = False) -> Path:
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("LLMPLEX_") or k.endswith("_API_KEY") or k.endswith("_TOKEN")
-                   or k.lower() in ("http_proxy", "https_proxy", "all_proxy"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (
+            k.startswith("LLMPLEX_")
+            or k.endswith("_API_KEY")
+            or k.endswith("_TOKEN")
+            or k.lower() in ("http_proxy", "https_proxy", "all_proxy")
+        )
+    }
     env.update(QUIET_ENV)
     env.update(extra or {})
     return env
@@ -160,9 +173,14 @@ class Worker:
         self.client = client
         python = env_python(CLIENTS[client][0])
         self.stderr = open(workdir / f"{client}.stderr", "w")
-        self.proc = subprocess.Popen([str(python), str(WORKER), client], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr, cwd=workdir,
-                                     env=child_env(extra_env))
+        self.proc = subprocess.Popen(
+            [str(python), str(WORKER), client],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            cwd=workdir,
+            env=child_env(extra_env),
+        )
         self._buffer = b""
         self.ready = self._read(120)
 
@@ -215,14 +233,19 @@ class Worker:
         self.stderr.close()
 
 
-def run_once(client: str, command: dict[str, Any], workdir: Path, extra_env: dict[str, str],
-             timeout: float) -> dict[str, Any]:
+def run_once(
+    client: str, command: dict[str, Any], workdir: Path, extra_env: dict[str, str], timeout: float
+) -> dict[str, Any]:
     """One command in a fresh worker process (its peak RSS is its own)."""
     python = env_python(CLIENTS[client][0])
     try:
-        proc = subprocess.run([str(python), str(WORKER), client, "--once", json.dumps(command)],
-                              capture_output=True, cwd=workdir, env=child_env(extra_env),
-                              timeout=timeout)
+        proc = subprocess.run(
+            [str(python), str(WORKER), client, "--once", json.dumps(command)],
+            capture_output=True,
+            cwd=workdir,
+            env=child_env(extra_env),
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f}s"}
     for line in proc.stdout.splitlines():
@@ -234,12 +257,19 @@ def run_once(client: str, command: dict[str, Any], workdir: Path, extra_env: dic
 class Background:
     """A long-running helper process (emulators, llmplex serve)."""
 
-    def __init__(self, argv: list[str], workdir: Path, name: str,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], workdir: Path, name: str, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.log_path = workdir / f"{name}.log"
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log, cwd=workdir, env=child_env(extra_env))
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            cwd=workdir,
+            env=child_env(extra_env),
+        )
 
     def first_line(self, timeout: float = 60) -> str:
         fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
@@ -249,8 +279,9 @@ class Background:
             deadline = time.monotonic() + timeout
             while b"\n" not in data:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.log_path.name}: no output; "
-                                       f"{self.log_path.read_text()[-1000:]}")
+                    raise RuntimeError(
+                        f"{self.log_path.name}: no output; {self.log_path.read_text()[-1000:]}"
+                    )
                 if selector.select(1):
                     chunk = os.read(fd, 65536)
                     if not chunk:
@@ -272,8 +303,12 @@ class Background:
 def start_serve(workdir: Path) -> tuple[Background | None, str]:
     """``llmplex serve`` on a free port, or (None, reason) when it is not available."""
     python = env_python("llmplex")
-    check = subprocess.run([str(python), "-c", "import llmplex.server, llmplex.cli"],
-                           capture_output=True, text=True, env=child_env())
+    check = subprocess.run(
+        [str(python), "-c", "import llmplex.server, llmplex.cli"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
     if check.returncode != 0:
         return None, "llmplex serve is not available in this checkout"
     data = workdir / "serve-data"
@@ -281,9 +316,21 @@ def start_serve(workdir: Path) -> tuple[Background | None, str]:
     config = workdir / "serve-config.toml"
     config.write_text("[server]\nallow_upstream_overrides = true\n")
     serve = Background(
-        [str(ENVS / "llmplex" / "bin" / "llmplex"), "serve", "--host", "127.0.0.1", "--port", "0",
-         "--allow-upstream-overrides", "--log-level", "warning"],
-        workdir, "serve", {"LLMPLEX_CONFIG": str(config), "LLMPLEX_DATA_DIR": str(data)})
+        [
+            str(ENVS / "llmplex" / "bin" / "llmplex"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--allow-upstream-overrides",
+            "--log-level",
+            "warning",
+        ],
+        workdir,
+        "serve",
+        {"LLMPLEX_CONFIG": str(config), "LLMPLEX_DATA_DIR": str(data)},
+    )
     deadline = time.monotonic() + 60
     text = ""
     while time.monotonic() < deadline and serve.proc.poll() is None:
@@ -308,18 +355,21 @@ def measure_imports(runs: int, envs: set[str]) -> dict[str, dict[str, Any]]:
     chosen = [item for item in IMPORTS if item[1] in envs]
     times: dict[str, list[float]] = {label: [] for label, _, _ in chosen}
     env = child_env()
-    for label, env_name, statement in chosen:  # once untimed: warm the disk cache, .pyc files
+    for _label, env_name, statement in chosen:  # once untimed: warm the disk cache, .pyc files
         subprocess.run([str(env_python(env_name)), "-c", statement], env=env, capture_output=True)
     for _ in range(runs):
         for label, env_name, statement in chosen:
             start = time.perf_counter()
-            proc = subprocess.run([str(env_python(env_name)), "-c", statement], env=env,
-                                  capture_output=True)
+            proc = subprocess.run(
+                [str(env_python(env_name)), "-c", statement], env=env, capture_output=True
+            )
             elapsed = time.perf_counter() - start
             if proc.returncode == 0:
                 times[label].append(elapsed)
-    return {label: {"median_ms": _ms(median(v)), "runs_ms": [round(x * 1e3, 1) for x in v]}
-            for label, v in times.items()}
+    return {
+        label: {"median_ms": _ms(median(v)), "runs_ms": [round(x * 1e3, 1) for x in v]}
+        for label, v in times.items()
+    }
 
 
 def _ms(value: float | None) -> float | None:
@@ -340,8 +390,12 @@ class Bench:
     @property
     def streams(self) -> list[tuple[str, int]]:
         a = self.args
-        return [("p1", 1), (f"p{a.paced_chunks}", a.paced_chunks), ("b1", 1),
-                (f"b{a.chunks}", a.chunks)]
+        return [
+            ("p1", 1),
+            (f"p{a.paced_chunks}", a.paced_chunks),
+            ("b1", 1),
+            (f"b{a.chunks}", a.chunks),
+        ]
 
     def clients(self) -> list[str]:
         chosen = [c for c in CLIENTS if not self.args.only or c in self.args.only]
@@ -354,11 +408,21 @@ class Bench:
     def start(self) -> None:
         a = self.args
         emulators = Background(
-            [str(env_python("llmplex")), str(BENCH / "emulators.py"),
-             "--burst", f"1,{a.chunks},{a.concurrent_chunks}",
-             "--paced", f"1,{a.paced_chunks}", "--delay", str(a.delay),
-             "--slow", f"1,{a.slow_chunks}" if a.instructions else ""],
-            self.workdir, "emulators")
+            [
+                str(env_python("llmplex")),
+                str(BENCH / "emulators.py"),
+                "--burst",
+                f"1,{a.chunks},{a.concurrent_chunks}",
+                "--paced",
+                f"1,{a.paced_chunks}",
+                "--delay",
+                str(a.delay),
+                "--slow",
+                f"1,{a.slow_chunks}" if a.instructions else "",
+            ],
+            self.workdir,
+            "emulators",
+        )
         self.emulators = emulators
         info = json.loads(emulators.first_line())
         self.urls = info["urls"]
@@ -371,8 +435,10 @@ class Bench:
             else:
                 self.serve_url = self.serve_url or reason
                 self.results["serve"] = f"llmplex serve at {reason}"
-                self.extra_env = {"BENCH_SERVE_URL": reason,
-                                  "BENCH_SERVE_PID": str(self.serve.proc.pid)}
+                self.extra_env = {
+                    "BENCH_SERVE_URL": reason,
+                    "BENCH_SERVE_PID": str(self.serve.proc.pid),
+                }
                 log(f"llmplex serve up at {reason}")
 
     def stop(self) -> None:
@@ -406,8 +472,9 @@ class Bench:
                 worker.close()
                 continue
             protos = CLIENTS[client][1]
-            setup = worker.call({"op": "setup", "warmup": [
-                [p, self.urls[p]["b1"], 1] for p in protos]}, timeout=300)
+            setup = worker.call(
+                {"op": "setup", "warmup": [[p, self.urls[p]["b1"], 1] for p in protos]}, timeout=300
+            )
             self.note_blocked(client, setup)
             if "error" in setup:
                 self.error(f"{client} setup", setup)
@@ -426,9 +493,16 @@ class Bench:
                 for proto in CLIENTS[client][1]:
                     if (client, proto) in failed:
                         continue
-                    result = worker.call({"op": "stream", "proto": proto,
-                                          "urls": self.urls[proto], "streams": self.streams,
-                                          "reps": a.reps}, timeout=600)
+                    result = worker.call(
+                        {
+                            "op": "stream",
+                            "proto": proto,
+                            "urls": self.urls[proto],
+                            "streams": self.streams,
+                            "reps": a.reps,
+                        },
+                        timeout=600,
+                    )
                     self.note_blocked(client, result)
                     if "error" in result:
                         self.error(f"{client} {proto} stream", result)
@@ -436,9 +510,16 @@ class Bench:
                         continue
                     for key, rows in result["streams"].items():
                         samples[client][proto][key].extend(rows)
-                    result = worker.call({"op": "request", "proto": proto,
-                                          "url": self.urls[proto]["b1"], "n": 1,
-                                          "reps": a.request_reps}, timeout=600)
+                    result = worker.call(
+                        {
+                            "op": "request",
+                            "proto": proto,
+                            "url": self.urls[proto]["b1"],
+                            "n": 1,
+                            "reps": a.request_reps,
+                        },
+                        timeout=600,
+                    )
                     self.note_blocked(client, result)
                     if "error" in result:
                         self.error(f"{client} {proto} request", result)
@@ -460,7 +541,8 @@ class Bench:
                 paced = _paired_per_chunk(s[pk], s["p1"], a.paced_chunks)
                 burst = _paired_per_chunk(s[bk], s["b1"], a.chunks)
                 row = {
-                    "paced_us": paced, "burst_us": burst,
+                    "paced_us": paced,
+                    "burst_us": burst,
                     "ttfc_ms": _ms(median([x["ttfc"] for x in s["b1"] + s[bk]])),
                     "stream_wall_ms": _ms(median([x["wall"] for x in s[bk]])),
                     "request_ms": _ms(median([x["cpu"] for x in r])),
@@ -468,10 +550,12 @@ class Bench:
                     "samples": len(s[pk]),
                 }
                 if client == "serve":  # the server's CPU, read from /proc
-                    row["server_paced_us"] = _paired_per_chunk(s[pk], s["p1"], a.paced_chunks,
-                                                               "server_cpu")
-                    row["server_burst_us"] = _paired_per_chunk(s[bk], s["b1"], a.chunks,
-                                                               "server_cpu")
+                    row["server_paced_us"] = _paired_per_chunk(
+                        s[pk], s["p1"], a.paced_chunks, "server_cpu"
+                    )
+                    row["server_burst_us"] = _paired_per_chunk(
+                        s[bk], s["b1"], a.chunks, "server_cpu"
+                    )
                     row["server_request_ms"] = _ms(median([x["server_cpu"] for x in r]))
                 table.setdefault(proto, {})[client] = row
         self.results["streams"] = table
@@ -485,12 +569,17 @@ class Bench:
                     continue
                 for proto in CLIENTS[client][1]:
                     log(f"{n} concurrent streams: {client} {proto}")
-                    command = {"op": "concurrent", "proto": proto, "n": n,
-                               "chunks": a.concurrent_chunks,
-                               "url": self.urls[proto][f"b{a.concurrent_chunks}"],
-                               "timeout": a.concurrent_timeout}
-                    result = run_once(client, command, self.workdir, self.extra_env,
-                                      a.concurrent_timeout + 120)
+                    command = {
+                        "op": "concurrent",
+                        "proto": proto,
+                        "n": n,
+                        "chunks": a.concurrent_chunks,
+                        "url": self.urls[proto][f"b{a.concurrent_chunks}"],
+                        "timeout": a.concurrent_timeout,
+                    }
+                    result = run_once(
+                        client, command, self.workdir, self.extra_env, a.concurrent_timeout + 120
+                    )
                     self.note_blocked(client, result)
                     if "error" in result:
                         self.error(f"{client} {proto} {n} concurrent", result)
@@ -498,7 +587,6 @@ class Bench:
                     result.update(client=client, proto=proto)
                     out.append(result)
         self.results["concurrency"] = out
-
 
     def measure_instructions(self) -> None:
         """Instructions per chunk under callgrind: deterministic, whatever else the machine
@@ -538,18 +626,35 @@ class Bench:
             while len(running) >= 2:  # two cores
                 reap(False)
                 time.sleep(0.2)
-            log(f"callgrind: {client} {proto} " +
-                (f"{n} chunks" if n > 0 else f"{-n} requests"))
+            log(f"callgrind: {client} {proto} " + (f"{n} chunks" if n > 0 else f"{-n} requests"))
             out = self.workdir / f"callgrind.{client}.{proto}.{n}.out"
-            command = {"op": "instructions", "proto": proto, "n": max(n, 1),
-                       "requests": max(-n, 0), "url": self.urls[proto][f"s{max(n, 1)}"],
-                       "warmup_url": self.urls[proto]["s1"]}
-            argv = [valgrind, "--tool=callgrind", "--zero-before=getsid",
-                    "--dump-before=getpgid", f"--callgrind-out-file={out}",
-                    str(env_python(CLIENTS[client][0])), str(WORKER), client, "--once",
-                    json.dumps(command)]
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    cwd=self.workdir, env=child_env(self.extra_env))
+            command = {
+                "op": "instructions",
+                "proto": proto,
+                "n": max(n, 1),
+                "requests": max(-n, 0),
+                "url": self.urls[proto][f"s{max(n, 1)}"],
+                "warmup_url": self.urls[proto]["s1"],
+            }
+            argv = [
+                valgrind,
+                "--tool=callgrind",
+                "--zero-before=getsid",
+                "--dump-before=getpgid",
+                f"--callgrind-out-file={out}",
+                str(env_python(CLIENTS[client][0])),
+                str(WORKER),
+                client,
+                "--once",
+                json.dumps(command),
+            ]
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.workdir,
+                env=child_env(self.extra_env),
+            )
             running.append((key, proc, out))
         reap(True)
         table: dict[str, dict[str, float | None]] = {}
@@ -558,11 +663,13 @@ class Bench:
             if n == a.slow_chunks:
                 big, small = counts.get((client, proto, n)), counts.get((client, proto, 1))
                 table.setdefault(proto, {})[client] = (
-                    None if big is None or small is None else (big - small) / (n - 1))
+                    None if big is None or small is None else (big - small) / (n - 1)
+                )
             elif n == -11:
                 big, small = counts.get((client, proto, -11)), counts.get((client, proto, -1))
                 requests.setdefault(proto, {})[client] = (
-                    None if big is None or small is None else (big - small) / 10)
+                    None if big is None or small is None else (big - small) / 10
+                )
         self.results["instructions"] = table
         self.results["instructions_request"] = requests
 
@@ -577,12 +684,13 @@ def _callgrind_total(path: Path) -> int | None:
     return None
 
 
-def _paired_per_chunk(big: list[dict[str, float]], small: list[dict[str, float]], n: int,
-                      field: str = "cpu") -> float | None:
+def _paired_per_chunk(
+    big: list[dict[str, float]], small: list[dict[str, float]], n: int, field: str = "cpu"
+) -> float | None:
     """µs per chunk: the median over rounds of (CPU of an n-chunk stream - CPU of the
     1-chunk stream measured next to it) / (n - 1). Pairing neighbours cancels most of the
     drift of a shared machine."""
-    pairs = [(b[field] - s[field]) / (n - 1) * 1e6 for b, s in zip(big, small)]
+    pairs = [(b[field] - s[field]) / (n - 1) * 1e6 for b, s in zip(big, small, strict=False)]
     return median(pairs) if pairs and n > 1 else None
 
 
@@ -590,8 +698,11 @@ def _paired_per_chunk(big: list[dict[str, float]], small: list[dict[str, float]]
 
 
 def machine_info() -> dict[str, str]:
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cores": str(os.cpu_count())}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cores": str(os.cpu_count()),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -604,10 +715,12 @@ def machine_info() -> dict[str, str]:
     except OSError:
         pass
     try:
-        info["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                        capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"],
-                               capture_output=True, text=True).stdout.strip()
+        info["commit"] = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True, text=True
+        ).stdout.strip()
         if dirty:
             info["commit"] += " + uncommitted changes in src/"
     except OSError:
@@ -625,31 +738,41 @@ def ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}x"
 
 
-def _instruction_table(title: str, intro: str,
-                       counts: dict[str, dict[str, int | None]]) -> list[str]:
+def _instruction_table(
+    title: str, intro: str, counts: dict[str, dict[str, int | None]]
+) -> list[str]:
     """A callgrind table: a row per client, a column per protocol, with the ratio to the
     baseline; nothing when nothing was counted."""
     if not counts:
         return []
-    lines = [f"### {title}", "", intro, "",
-             "| client | " + " | ".join(PROTOCOLS[p] for p in counts) + " |",
-             "|---|" + "---:|" * len(counts)]
+    lines = [
+        f"### {title}",
+        "",
+        intro,
+        "",
+        "| client | " + " | ".join(PROTOCOLS[p] for p in counts) + " |",
+        "|---|" + "---:|" * len(counts),
+    ]
     for client in [c for c in CLIENTS if any(c in row for row in counts.values())]:
         cells = []
         for row in counts.values():
             value, base = row.get(client), row.get("aiohttp")
-            cells.append("" if client not in row else
-                         f"{fmt(value / 1000 if value else None)}k ({ratio(value, base)})")
+            cells.append(
+                ""
+                if client not in row
+                else f"{fmt(value / 1000 if value else None)}k ({ratio(value, base)})"
+            )
         lines.append(f"| {LABELS[client]} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render(results: dict[str, Any], args: argparse.Namespace) -> str:
     m = results["machine"]
+    argv = " " + " ".join(results["argv"]) if results["argv"] else ""
     lines = [
         "# llmplex benchmark results",
         "",
-        f"Written by `python3 bench/run.py{' ' + ' '.join(results['argv']) if results['argv'] else ''}`"
+        f"Written by `python3 bench/run.py{argv}`"
         f" on {results['date']} (UTC), in {results['duration_s']:.0f} s. "
         "Every figure comes from this one run; ratios are to bare aiohttp (the baseline) "
         "measured in the same run on the same streams.",
@@ -665,8 +788,9 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         if env not in per_env:
             per_env[env] = ", ".join(f"{k} {x}" for k, x in sorted(v.items()))
     if per_env:
-        lines.append("- Environments: " + "; ".join(f"`{env}`: {text}"
-                                                  for env, text in per_env.items()))
+        lines.append(
+            "- Environments: " + "; ".join(f"`{env}`: {text}" for env, text in per_env.items())
+        )
     lines += [
         f"- Streams: {args.paced_chunks} chunks paced at {args.delay * 1e3:g} ms "
         f"(each chunk arrives on its own, as from a model), and {args.chunks} chunks with no "
@@ -679,11 +803,16 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         "",
     ]
 
-    lines += ["## Where llmplex stands", ""] + findings(results) + [""]
-    lines += ["## Import time", "",
-              f"`python -c \"...\"` wall time, interpreter start included, median of "
-              f"{args.import_runs} runs.", "",
-              "| statement | ms | vs `import aiohttp` |", "|---|---:|---:|"]
+    lines += ["## Where llmplex stands", "", *findings(results), ""]
+    lines += [
+        "## Import time",
+        "",
+        f'`python -c "..."` wall time, interpreter start included, median of '
+        f"{args.import_runs} runs.",
+        "",
+        "| statement | ms | vs `import aiohttp` |",
+        "|---|---:|---:|",
+    ]
     imports = results.get("imports", {})
     base = (imports.get("import aiohttp (baseline)") or {}).get("median_ms")
     for label, row in imports.items():
@@ -691,30 +820,45 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
     lines.append("")
 
     streams = results.get("streams", {})
-    lines += ["## Streaming and requests", "",
-              "CPU per chunk *paced* is the figure that matters for real models, whose chunks "
-              "arrive one at a time: it includes the event loop waking up for each chunk. "
-              "*Burst* reads the same chunks sent back to back with no delay; there the "
-              "client's CPU is mostly set by how fast the emulator writes (a fast client wakes "
-              "per chunk, a slow one reads many at once), so it is shown for completeness. "
-              "Time to first chunk: from the call to the first text (no delay). Request: a "
-              "whole one-chunk answer (`stream=False` where the client has it; Replicate and "
-              "Ai2 always stream).", ""]
+    lines += [
+        "## Streaming and requests",
+        "",
+        "CPU per chunk *paced* is the figure that matters for real models, whose chunks "
+        "arrive one at a time: it includes the event loop waking up for each chunk. "
+        "*Burst* reads the same chunks sent back to back with no delay; there the "
+        "client's CPU is mostly set by how fast the emulator writes (a fast client wakes "
+        "per chunk, a slow one reads many at once), so it is shown for completeness. "
+        "Time to first chunk: from the call to the first text (no delay). Request: a "
+        "whole one-chunk answer (`stream=False` where the client has it; Replicate and "
+        "Ai2 always stream).",
+        "",
+    ]
     for proto, rows in streams.items():
         b = rows.get("aiohttp", {})
-        lines += [f"### {PROTOCOLS[proto]}", "",
-                  "| client | CPU/chunk paced µs | ratio | CPU/chunk burst µs | ratio | "
-                  "first chunk ms | ratio | CPU/request ms | vs baseline | ratio |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"### {PROTOCOLS[proto]}",
+            "",
+            "| client | CPU/chunk paced µs | ratio | CPU/chunk burst µs | ratio | "
+            "first chunk ms | ratio | CPU/request ms | vs baseline | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for client, r in rows.items():
-            delta = None if r["request_ms"] is None or b.get("request_ms") is None else \
-                r["request_ms"] - b["request_ms"]
+            delta = (
+                None
+                if r["request_ms"] is None or b.get("request_ms") is None
+                else r["request_ms"] - b["request_ms"]
+            )
+            added = (
+                "" if client == "aiohttp" else ("+" if (delta or 0) >= 0 else "") + fmt(delta, 3)
+            )
             lines.append(
-                f"| {LABELS[client]} | {fmt(r['paced_us'])} | {ratio(r['paced_us'], b.get('paced_us'))} "
+                f"| {LABELS[client]} | {fmt(r['paced_us'])} "
+                f"| {ratio(r['paced_us'], b.get('paced_us'))} "
                 f"| {fmt(r['burst_us'])} | {ratio(r['burst_us'], b.get('burst_us'))} "
                 f"| {fmt(r['ttfc_ms'], 2)} | {ratio(r['ttfc_ms'], b.get('ttfc_ms'))} "
-                f"| {fmt(r['request_ms'], 3)} | {'' if client == 'aiohttp' else ('+' if (delta or 0) >= 0 else '') + fmt(delta, 3)} "
-                f"| {ratio(r['request_ms'], b.get('request_ms'))} |")
+                f"| {fmt(r['request_ms'], 3)} | {added} "
+                f"| {ratio(r['request_ms'], b.get('request_ms'))} |"
+            )
             if client == "serve":
                 lines.append(
                     f"| ↳ llmplex serve process | {fmt(r.get('server_paced_us'))} | "
@@ -722,12 +866,16 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
                     f"{fmt(r.get('server_burst_us'))} | "
                     f"{ratio(r.get('server_burst_us'), b.get('burst_us'))} | | | "
                     f"{fmt(r.get('server_request_ms'), 3)} | | "
-                    f"{ratio(r.get('server_request_ms'), b.get('request_ms'))} |")
+                    f"{ratio(r.get('server_request_ms'), b.get('request_ms'))} |"
+                )
         lines.append("")
     if results.get("serve"):
-        lines += [f"`serve`: {results['serve']}. Its rows are the openai SDK's CPU (the client) "
-                  "and, below, the llmplex server's CPU (read from /proc), which decodes the "
-                  "upstream stream and encodes its own.", ""]
+        lines += [
+            f"`serve`: {results['serve']}. Its rows are the openai SDK's CPU (the client) "
+            "and, below, the llmplex server's CPU (read from /proc), which decodes the "
+            "upstream stream and encodes its own.",
+            "",
+        ]
 
     lines += _instruction_table(
         "Instructions per chunk (callgrind)",
@@ -735,53 +883,71 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         "20 ms (valgrind runs code about 50 times slower): user-space instructions per "
         "chunk, the same on every run whatever else the machine does. Kernel time (the "
         "wake-up, the socket read) is not counted.",
-        results.get("instructions", {}))
+        results.get("instructions", {}),
+    )
     lines += _instruction_table(
         "Instructions per request (callgrind)",
         "The same for whole one-chunk answers (ten of them, after a warm-up): user-space "
         "instructions per request. The kernel's part (connecting, sending, closing) is not "
         "counted.",
-        results.get("instructions_request", {}))
+        results.get("instructions_request", {}),
+    )
 
     conc = results.get("concurrency", [])
     if conc:
-        lines += ["## Concurrent streams", "",
-                  f"N streams of {args.concurrent_chunks} chunks (no delay) at once in one "
-                  "fresh process; every text checked. Peak RSS is the process's high-water "
-                  "mark (`ru_maxrss`, imports included).", "",
-                  "| client | protocol | N | correct | wall s | ratio | CPU s | ratio | "
-                  "peak RSS MB | ratio |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        base_rows = {(r["proto"], r["n"]): r for r in conc if r["client"] == "aiohttp"
-                     and "error" not in r}
+        lines += [
+            "## Concurrent streams",
+            "",
+            f"N streams of {args.concurrent_chunks} chunks (no delay) at once in one "
+            "fresh process; every text checked. Peak RSS is the process's high-water "
+            "mark (`ru_maxrss`, imports included).",
+            "",
+            "| client | protocol | N | correct | wall s | ratio | CPU s | ratio | "
+            "peak RSS MB | ratio |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        base_rows = {
+            (r["proto"], r["n"]): r for r in conc if r["client"] == "aiohttp" and "error" not in r
+        }
         for r in conc:
             b = base_rows.get((r["proto"], r["n"]), {})
             if "error" in r:
-                lines.append(f"| {LABELS[r['client']]} | {r['proto']} | {r['n']} | failed: "
-                             f"{r['error'][:80]} | | | | | | |")
+                lines.append(
+                    f"| {LABELS[r['client']]} | {r['proto']} | {r['n']} | failed: "
+                    f"{r['error'][:80]} | | | | | | |"
+                )
                 continue
             rss = r["maxrss_kb"] / 1024
             brss = b.get("maxrss_kb", 0) / 1024 or None
             correct = f"{r['ok']}/{r['n']}"
             if r["errors"] or r["wrong"]:
-                correct += f" ({r['errors']} errors, {r['wrong']} wrong; {'; '.join(r['error_sample'])[:80]})"
+                sample = "; ".join(r["error_sample"])[:80]
+                correct += f" ({r['errors']} errors, {r['wrong']} wrong; {sample})"
             lines.append(
                 f"| {LABELS[r['client']]} | {r['proto']} | {r['n']} | {correct} "
                 f"| {fmt(r['wall'], 2)} | {ratio(r['wall'], b.get('wall'))} "
                 f"| {fmt(r['cpu'], 2)} | {ratio(r['cpu'], b.get('cpu'))} "
-                f"| {fmt(rss)} | {ratio(rss, brss)} |")
+                f"| {fmt(rss)} | {ratio(rss, brss)} |"
+            )
         lines.append("")
 
-    lines += ["## Budget (DESIGN.md)", ""] + budget_lines(results, args) + [""]
+    lines += ["## Budget (DESIGN.md)", "", *budget_lines(results, args), ""]
     section = server_section(SERVER_JSON)
     if section:
         lines += [section]
     blocked = results.get("blocked", {})
-    lines += ["## Network", "",
-              "Every client ran with outbound connections to anything but 127.0.0.1 refused "
-              "(host name lookups and connects are checked in the worker process). "
-              + ("Blocked attempts: " + "; ".join(f"{c}: {', '.join(h[:3])}"
-                                                   for c, h in blocked.items())
-                 if blocked else "No client attempted one."), ""]
+    lines += [
+        "## Network",
+        "",
+        "Every client ran with outbound connections to anything but 127.0.0.1 refused "
+        "(host name lookups and connects are checked in the worker process). "
+        + (
+            "Blocked attempts: " + "; ".join(f"{c}: {', '.join(h[:3])}" for c, h in blocked.items())
+            if blocked
+            else "No client attempted one."
+        ),
+        "",
+    ]
     if results.get("errors"):
         lines += ["## Errors", ""] + [f"- {e}" for e in results["errors"]] + [""]
     if results.get("notes"):
@@ -806,7 +972,8 @@ def findings(results: dict[str, Any]) -> list[str]:
             f"{fmt(ms('from llmplex.providers import Replicate'))} ms (aiohttp: `import "
             f"aiohttp` alone is {fmt(ms('import aiohttp (baseline)'))} ms); `import openai` "
             f"{fmt(ms('import openai'))} ms, `import litellm` {fmt(ms('import litellm'))} ms, "
-            f"`import g4f` {fmt(ms('import g4f'))} ms.")
+            f"`import g4f` {fmt(ms('import g4f'))} ms."
+        )
     streams = results.get("streams", {})
     counted = results.get("instructions", {})
     chunk_rows, request_rows = [], []
@@ -830,55 +997,76 @@ def findings(results: dict[str, Any]) -> list[str]:
         if parts:
             request_rows.append(f"{proto}: " + ", ".join(parts))
     if chunk_rows:
-        out.append("- **CPU per chunk** (paced, vs bare aiohttp): " + "; ".join(chunk_rows)
-                   + ". The decoding work per chunk is now at or below the baseline's; what "
-                   "remains above it is the routing and chunk objects of the clients, and "
-                   "for the sync `Client` the hand-off of every chunk from llmplex's event "
-                   "loop thread to the caller's thread (a thread wake-up per chunk: kernel "
-                   "time, which instruction counts do not see).")
+        out.append(
+            "- **CPU per chunk** (paced, vs bare aiohttp): "
+            + "; ".join(chunk_rows)
+            + ". The decoding work per chunk is now at or below the baseline's; what "
+            "remains above it is the routing and chunk objects of the clients, and "
+            "for the sync `Client` the hand-off of every chunk from llmplex's event "
+            "loop thread to the caller's thread (a thread wake-up per chunk: kernel "
+            "time, which instruction counts do not see)."
+        )
     if request_rows:
-        out.append("- **CPU per request**, each against the bare aiohttp client that treats "
-                   "connections the same way (a provider called directly opens a connection "
-                   "per call, like bare aiohttp with a new session per request; in a "
-                   "`ConnectionPool`, in `async with AsyncClient()` and in the sync `Client` "
-                   "connections are kept alive, like the baseline's): " + "; ".join(request_rows)
-                   + ". What remains is llmplex's own set-up (session, headers, body, error "
-                   "translation, and for the clients routing and the answer's objects) and, "
-                   "for the OpenAI-compatible API, reading the answer as a stream of events "
-                   "where the baseline reads one JSON body: llmplex streams upstream even "
-                   "for a whole answer, so that a long answer never runs into the timeout "
-                   "between bytes. The sync `Client` adds a hand-off to llmplex's loop "
-                   "thread and back per call: thread wake-ups, kernel time (its instruction "
-                   "count below is within a few percent of `AsyncClient`'s). The CPU figures "
-                   "per request move by ±0.3 ms from run to run here; the instruction counts "
-                   "below do not.")
+        out.append(
+            "- **CPU per request**, each against the bare aiohttp client that treats "
+            "connections the same way (a provider called directly opens a connection "
+            "per call, like bare aiohttp with a new session per request; in a "
+            "`ConnectionPool`, in `async with AsyncClient()` and in the sync `Client` "
+            "connections are kept alive, like the baseline's): "
+            + "; ".join(request_rows)
+            + ". What remains is llmplex's own set-up (session, headers, body, error "
+            "translation, and for the clients routing and the answer's objects) and, "
+            "for the OpenAI-compatible API, reading the answer as a stream of events "
+            "where the baseline reads one JSON body: llmplex streams upstream even "
+            "for a whole answer, so that a long answer never runs into the timeout "
+            "between bytes. The sync `Client` adds a hand-off to llmplex's loop "
+            "thread and back per call: thread wake-ups, kernel time (its instruction "
+            "count below is within a few percent of `AsyncClient`'s). The CPU figures "
+            "per request move by ±0.3 ms from run to run here; the instruction counts "
+            "below do not."
+        )
     per_request = results.get("instructions_request", {})
     counted_rows = []
     for proto, row in per_request.items():
         if row.get("aiohttp"):
-            counted_rows.append(f"{proto}: " + ", ".join(
-                f"{LABELS[c]} {row[c] / 1e3:.0f}k"
-                for c in ("aiohttp", "aiohttp-fresh", *LLMPLEX_CLIENTS) if row.get(c)))
+            counted_rows.append(
+                f"{proto}: "
+                + ", ".join(
+                    f"{LABELS[c]} {row[c] / 1e3:.0f}k"
+                    for c in ("aiohttp", "aiohttp-fresh", *LLMPLEX_CLIENTS)
+                    if row.get(c)
+                )
+            )
     if counted_rows:
-        out.append("- **Instructions per request** (user space only): " + "; ".join(counted_rows)
-                   + ".")
-    big = [r for r in results.get("concurrency", []) if r.get("n") == 1000
-           and r["client"] in ("llmplex", "llmplex-async")]
+        out.append(
+            "- **Instructions per request** (user space only): " + "; ".join(counted_rows) + "."
+        )
+    big = [
+        r
+        for r in results.get("concurrency", [])
+        if r.get("n") == 1000 and r["client"] in ("llmplex", "llmplex-async")
+    ]
     if big:
         good = all("error" not in r and r["ok"] == r["n"] for r in big)
-        out.append(f"- **1,000 concurrent streams**: {'every' if good else 'NOT every'} text "
-                   "correct, for the provider and `AsyncClient` on all three protocols; wall "
-                   + ", ".join(f"{r['client']}/{r['proto']} {r['wall']:.2f} s"
-                               for r in big if "error" not in r) + ".")
+        out.append(
+            f"- **1,000 concurrent streams**: {'every' if good else 'NOT every'} text "
+            "correct, for the provider and `AsyncClient` on all three protocols; wall "
+            + ", ".join(
+                f"{r['client']}/{r['proto']} {r['wall']:.2f} s" for r in big if "error" not in r
+            )
+            + "."
+        )
     serve = streams.get("openai", {}).get("serve")
     base = streams.get("openai", {}).get("aiohttp")
     if serve and base and serve.get("server_paced_us") and base.get("paced_us"):
-        out.append(f"- **llmplex serve** (not in the budget): the server process spends "
-                   f"{serve['server_paced_us']:.0f} µs per chunk "
-                   f"({serve['server_paced_us'] / base['paced_us']:.2f}x a bare aiohttp "
-                   "client's reading): it reads the upstream stream and writes its own, with "
-                   "FastAPI and uvicorn. The openai SDK in front of it costs more than the "
-                   "server.")
+        out.append(
+            f"- **llmplex serve** (not in the budget): the server process spends "
+            f"{serve['server_paced_us']:.0f} µs per chunk "
+            f"({serve['server_paced_us'] / base['paced_us']:.2f}x a bare aiohttp "
+            "client's reading): it reads the upstream stream and writes its own, with "
+            "FastAPI and uvicorn. The openai SDK in front of it costs more than the "
+            "server."
+        )
     return out
 
 
@@ -886,8 +1074,10 @@ def budget_lines(results: dict[str, Any], args: argparse.Namespace) -> list[str]
     out = ["| budget | measured | verdict |", "|---|---|---|"]
     imports = results.get("imports", {})
     t = (imports.get("import llmplex") or {}).get("median_ms")
-    out.append(f"| `python -c \"import llmplex\"` < 100 ms | {fmt(t)} ms | "
-               f"{'met' if t is not None and t < 100 else 'MISSED'} |")
+    out.append(
+        f'| `python -c "import llmplex"` < 100 ms | {fmt(t)} ms | '
+        f"{'met' if t is not None and t < 100 else 'MISSED'} |"
+    )
     streams = results.get("streams", {})
     instructions = results.get("instructions", {})
     for proto, rows in streams.items():
@@ -910,8 +1100,10 @@ def budget_lines(results: dict[str, Any], args: argparse.Namespace) -> list[str]
             # The verdict goes by the paced CPU; where it is counted, by the instruction
             # count too (the CPU figures move by ±20% from run to run on a shared machine).
             good = q <= 1.5 and (qi is None or qi <= 1.5)
-            out.append(f"| CPU/chunk ≤ 1.5x baseline: {LABELS[client]}, {proto} | "
-                       f"{', '.join(parts)} | {'met' if good else 'MISSED'} |")
+            out.append(
+                f"| CPU/chunk ≤ 1.5x baseline: {LABELS[client]}, {proto} | "
+                f"{', '.join(parts)} | {'met' if good else 'MISSED'} |"
+            )
         for client in LLMPLEX_CLIENTS:
             r = rows.get(client)
             reference = REQUEST_REFERENCE.get(client, "aiohttp")
@@ -919,18 +1111,24 @@ def budget_lines(results: dict[str, Any], args: argparse.Namespace) -> list[str]
             if not r or r["request_ms"] is None or ref.get("request_ms") is None:
                 continue
             d = r["request_ms"] - ref["request_ms"]
-            out.append(f"| CPU/request ≤ 0.5 ms above {LABELS[reference]}: {LABELS[client]}, "
-                       f"{proto} | {d:+.3f} ms | {'met' if d <= 0.5 else 'MISSED'} |")
+            out.append(
+                f"| CPU/request ≤ 0.5 ms above {LABELS[reference]}: {LABELS[client]}, "
+                f"{proto} | {d:+.3f} ms | {'met' if d <= 0.5 else 'MISSED'} |"
+            )
     for r in results.get("concurrency", []):
         if r.get("n") == 1000 and r["client"].startswith("llmplex"):
             if "error" in r:
-                out.append(f"| 1,000 concurrent streams correct: {LABELS[r['client']]}, "
-                           f"{r['proto']} | failed | MISSED |")
+                out.append(
+                    f"| 1,000 concurrent streams correct: {LABELS[r['client']]}, "
+                    f"{r['proto']} | failed | MISSED |"
+                )
             else:
                 good = r["ok"] == r["n"]
-                out.append(f"| 1,000 concurrent streams correct: {LABELS[r['client']]}, "
-                           f"{r['proto']} | {r['ok']}/{r['n']} in {r['wall']:.2f} s | "
-                           f"{'met' if good else 'MISSED'} |")
+                out.append(
+                    f"| 1,000 concurrent streams correct: {LABELS[r['client']]}, "
+                    f"{r['proto']} | {r['ok']}/{r['n']} in {r['wall']:.2f} s | "
+                    f"{'met' if good else 'MISSED'} |"
+                )
     return out
 
 
@@ -954,11 +1152,13 @@ def server_section(path: Path) -> str:
     import server
 
     results = json.loads(path.read_text())
-    head = (f"Written by `python3 bench/run.py {' '.join(results['argv'])}` on "
-            f"{results['date']} (UTC), in {results['duration_s']:.0f} s; llmplex at commit "
-            f"{results['machine'].get('commit', '?')}; {results.get('versions', '')}.")
+    head = (
+        f"Written by `python3 bench/run.py {' '.join(results['argv'])}` on "
+        f"{results['date']} (UTC), in {results['duration_s']:.0f} s; llmplex at commit "
+        f"{results['machine'].get('commit', '?')}; {results.get('versions', '')}."
+    )
     lines = server.render(results)
-    return "\n".join(lines[:2] + [head, ""] + lines[2:])
+    return "\n".join([*lines[:2], head, "", *lines[2:]])
 
 
 def server_main(args: argparse.Namespace, argv: list[str]) -> int:
@@ -976,27 +1176,40 @@ def server_main(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         litellm = str(ensure_env("litellm-proxy"))
     versions = []
-    for py, names in ((python, "uvicorn fastapi aiohttp uvloop httptools"),
-                      (litellm, "litellm")):
+    for py, names in ((python, "uvicorn fastapi aiohttp uvloop httptools"), (litellm, "litellm")):
         if py:
             out = subprocess.run(
-                [str(py), "-c", "import importlib.metadata as m, sys\n"
-                 "for n in sys.argv[1:]:\n"
-                 "    try: print(n, m.version(n))\n"
-                 "    except m.PackageNotFoundError: print(n, 'absent')", *names.split()],
-                capture_output=True, text=True).stdout.split("\n")
+                [
+                    str(py),
+                    "-c",
+                    "import importlib.metadata as m, sys\n"
+                    "for n in sys.argv[1:]:\n"
+                    "    try: print(n, m.version(n))\n"
+                    "    except m.PackageNotFoundError: print(n, 'absent')",
+                    *names.split(),
+                ],
+                capture_output=True,
+                text=True,
+            ).stdout.split("\n")
             versions += [line for line in out if line]
     workdir = Path(tempfile.mkdtemp(prefix="llmplex-server-bench-"))
     try:
-        results = server.measure(str(python), litellm, str(Path(python).parent / "llmplex"),
-                                 workdir, args.quick, log)
+        results = server.measure(
+            str(python), litellm, str(Path(python).parent / "llmplex"), workdir, args.quick, log
+        )
     finally:
         if not args.keep_work:
             shutil.rmtree(workdir, ignore_errors=True)
-    results.update({"argv": argv, "quick": args.quick, "machine": machine_info(),
-                    "versions": ", ".join(versions),
-                    "date": datetime.datetime.now(datetime.timezone.utc)
-                    .strftime("%Y-%m-%d %H:%M"), "duration_s": time.time() - started})
+    results.update(
+        {
+            "argv": argv,
+            "quick": args.quick,
+            "machine": machine_info(),
+            "versions": ", ".join(versions),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+            "duration_s": time.time() - started,
+        }
+    )
     Path(args.server_json).write_text(json.dumps(results, indent=1, ensure_ascii=False))
     section = server_section(Path(args.server_json))
     print(section)
@@ -1005,55 +1218,84 @@ def server_main(args: argparse.Namespace, argv: list[str]) -> int:
         lib = json.loads(library.read_text())
         report = render(lib, _settings(build_parser(), lib.get("argv", [])))
         Path(args.output).write_text(report + "\n")
-        log(f"wrote {args.output} (library figures from {library}, server from "
-            f"{args.server_json})")
+        log(f"wrote {args.output} (library figures from {library}, server from {args.server_json})")
     log(f"wrote {args.server_json} in {results['duration_s']:.0f} s")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer and shorter runs (about 3 minutes once the envs exist)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer and shorter runs (about 3 minutes once the envs exist)",
+    )
     parser.add_argument("--chunks", type=int, default=1000, help="chunks per burst stream")
     parser.add_argument("--paced-chunks", type=int, default=200, help="chunks per paced stream")
-    parser.add_argument("--delay", type=float, default=0.001,
-                        help="seconds between chunks of a paced stream")
+    parser.add_argument(
+        "--delay", type=float, default=0.001, help="seconds between chunks of a paced stream"
+    )
     parser.add_argument("--concurrency", default="100,1000", help="concurrent stream counts")
     parser.add_argument("--concurrent-chunks", type=int, default=50)
     parser.add_argument("--concurrent-timeout", type=float, default=300)
-    parser.add_argument("--rounds", type=int, default=12,
-                        help="rounds over all clients (interleaving them in time)")
+    parser.add_argument(
+        "--rounds", type=int, default=12, help="rounds over all clients (interleaving them in time)"
+    )
     parser.add_argument("--reps", type=int, default=1, help="streams per round and client")
     parser.add_argument("--request-reps", type=int, default=8, help="requests per round")
     parser.add_argument("--import-runs", type=int, default=9)
-    parser.add_argument("--instructions", action="store_true",
-                        help="also count instructions per chunk under valgrind (callgrind): "
-                        "noise-free, adds a few minutes")
-    parser.add_argument("--slow-chunks", type=int, default=100,
-                        help="chunks per stream under valgrind (paced at 20 ms)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per chunk under valgrind (callgrind): "
+        "noise-free, adds a few minutes",
+    )
+    parser.add_argument(
+        "--slow-chunks",
+        type=int,
+        default=100,
+        help="chunks per stream under valgrind (paced at 20 ms)",
+    )
     parser.add_argument("--only", default="", help="comma-separated clients (default: all)")
-    parser.add_argument("--no-peers", action="store_true",
-                        help="only the baseline and llmplex (no peer environments)")
+    parser.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="only the baseline and llmplex (no peer environments)",
+    )
     parser.add_argument("--rebuild-envs", action="store_true")
-    parser.add_argument("--keep-work", action="store_true",
-                        help="keep the work directory (worker logs, callgrind dumps)")
+    parser.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the work directory (worker logs, callgrind dumps)",
+    )
     parser.add_argument("--output", default=str(BENCH / "RESULTS.md"))
     parser.add_argument("--json", default=str(BENCH / "results.json"))
-    parser.add_argument("--render-only", action="store_true",
-                        help="measure nothing: write the report again from the JSON file "
-                             "(after a change to the report's wording)")
-    parser.add_argument("--server", action="store_true",
-                        help="the server hop instead: the aiohttp proxy floor, llmplex serve "
-                        "and LiteLLM's proxy in front of one upstream (bench/server.py); "
-                        "writes bench/server-results.json and the server section of "
-                        "RESULTS.md (with --quick: about 4 minutes)")
-    parser.add_argument("--server-python", default="",
-                        help="with --server: the Python with llmplex[server] to run the "
-                        "gateways in (default: bench/.envs/llmplex's)")
-    parser.add_argument("--litellm-python", default="",
-                        help="with --server: the Python with litellm[proxy] (default: "
-                        "bench/.envs/litellm-proxy's, created on first use; 'none': skip)")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: write the report again from the JSON file "
+        "(after a change to the report's wording)",
+    )
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="the server hop instead: the aiohttp proxy floor, llmplex serve "
+        "and LiteLLM's proxy in front of one upstream (bench/server.py); "
+        "writes bench/server-results.json and the server section of "
+        "RESULTS.md (with --quick: about 4 minutes)",
+    )
+    parser.add_argument(
+        "--server-python",
+        default="",
+        help="with --server: the Python with llmplex[server] to run the "
+        "gateways in (default: bench/.envs/llmplex's)",
+    )
+    parser.add_argument(
+        "--litellm-python",
+        default="",
+        help="with --server: the Python with litellm[proxy] (default: "
+        "bench/.envs/litellm-proxy's, created on first use; 'none': skip)",
+    )
     parser.add_argument("--server-json", default=str(SERVER_JSON))
     return parser
 
@@ -1072,16 +1314,20 @@ def main() -> int:
         return 0
 
     started = time.time()
-    needed = {"llmplex"} | {CLIENTS[c][0] for c in CLIENTS
-                            if (not args.only or c in args.only)
-                            and not (args.no_peers and CLIENTS[c][0] != "llmplex")}
+    needed = {"llmplex"} | {
+        CLIENTS[c][0]
+        for c in CLIENTS
+        if (not args.only or c in args.only) and not (args.no_peers and CLIENTS[c][0] != "llmplex")
+    }
     for name in ENV_SPECS:
         if name in needed:
             ensure_env(name, args.rebuild_envs)
 
-    results: dict[str, Any] = {"argv": argv, "machine": machine_info(),
-                               "date": datetime.datetime.now(datetime.timezone.utc)
-                               .strftime("%Y-%m-%d %H:%M")}
+    results: dict[str, Any] = {
+        "argv": argv,
+        "machine": machine_info(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+    }
     log("import times")
     results["imports"] = measure_imports(args.import_runs, needed)
     bench = Bench(args)

@@ -38,9 +38,15 @@ LITELLM_KEY = "sk-bench-master-0123456789abcdef0123456789"  # its proxy's master
 
 # -- the upstream ----------------------------------------------------------------------------
 
+
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    data = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-            "model": "bench", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    data = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "bench",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
@@ -51,19 +57,32 @@ def upstream(port: int, delay: float) -> None:
     # a few different texts in turn: LiteLLM cuts a stream repeating one chunk 100 times
     middles = [_chunk({"content": f"{HELLO}{j}"}) for j in range(8)]
     last = _chunk({}, "stop")
-    usage = (b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":'
-             b'1700000000,"model":"bench","choices":[],"usage":{"prompt_tokens":1,'
-             b'"completion_tokens":1,"total_tokens":2}}\n\n')
+    usage = (
+        b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":'
+        b'1700000000,"model":"bench","choices":[],"usage":{"prompt_tokens":1,'
+        b'"completion_tokens":1,"total_tokens":2}}\n\n'
+    )
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = json.loads(await request.read())
         n = int(body.get("max_tokens") or body.get("max_completion_tokens") or 1)
         if not body.get("stream"):
-            return web.json_response({
-                "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000,
-                "model": "bench", "choices": [{"index": 0, "message": {
-                    "role": "assistant", "content": HELLO * n}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}})
+            return web.json_response(
+                {
+                    "id": "chatcmpl-bench",
+                    "object": "chat.completion",
+                    "created": 1700000000,
+                    "model": "bench",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": HELLO * n},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1},
+                }
+            )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for i in range(n):
@@ -77,18 +96,22 @@ def upstream(port: int, delay: float) -> None:
         return response
 
     async def models(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
-            {"id": "bench", "object": "model", "created": 0, "owned_by": "bench"}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": "bench", "object": "model", "created": 0, "owned_by": "bench"}],
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     gc.freeze()
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
-                backlog=4096)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=4096)
 
 
 # -- the floor: a minimal aiohttp reverse proxy -----------------------------------------------
+
 
 def floor(port: int, target: str) -> None:
     import aiohttp
@@ -96,7 +119,8 @@ def floor(port: int, target: str) -> None:
 
     async def start(app: web.Application) -> None:
         app["session"] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+            connector=aiohttp.TCPConnector(limit=0), auto_decompress=False
+        )
 
     async def stop(app: web.Application) -> None:
         await app["session"].close()
@@ -104,14 +128,16 @@ def floor(port: int, target: str) -> None:
     async def proxy(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         async with request.app["session"].post(
-                target + request.path, data=body,
-                headers={"Content-Type": "application/json"}) as upstream:
+            target + request.path, data=body, headers={"Content-Type": "application/json"}
+        ) as upstream:
             kind = upstream.headers.get("Content-Type", "application/json")
             if not kind.startswith("text/event-stream"):
-                return web.Response(body=await upstream.read(), status=upstream.status,
-                                    headers={"Content-Type": kind})
-            response = web.StreamResponse(status=upstream.status,
-                                          headers={"Content-Type": kind})
+                return web.Response(
+                    body=await upstream.read(),
+                    status=upstream.status,
+                    headers={"Content-Type": kind},
+                )
+            response = web.StreamResponse(status=upstream.status, headers={"Content-Type": kind})
             await response.prepare(request)
             async for data in upstream.content.iter_any():
                 await response.write(data)
@@ -122,11 +148,11 @@ def floor(port: int, target: str) -> None:
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     app.router.add_post("/v1/chat/completions", proxy)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
-                backlog=4096)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=4096)
 
 
 # -- the load generator ------------------------------------------------------------------------
+
 
 class _Conn(asyncio.Protocol):
     """One HTTP/1.1 connection: sends a prepared request, parses the response (headers,
@@ -173,7 +199,7 @@ class _Conn(asyncio.Protocol):
             if end < 0:
                 return
             head = bytes(buf[:end]).decode("latin-1").split("\r\n")
-            del buf[:end + 4]
+            del buf[: end + 4]
             self.status = int(head[0].split()[1])
             for line in head[1:]:
                 name, _, value = line.partition(":")
@@ -194,18 +220,18 @@ class _Conn(asyncio.Protocol):
                 if len(buf) < line + 2 + size + 2:
                     return
                 if size == 0:
-                    del buf[:line + 4]
+                    del buf[: line + 4]
                     return self._finish()
                 if self.first is None:
                     self.first = time.perf_counter()
-                self.body += buf[line + 2:line + 2 + size]
-                del buf[:line + 2 + size + 2]
+                self.body += buf[line + 2 : line + 2 + size]
+                del buf[: line + 2 + size + 2]
         elif self.length is not None:
             if buf and self.first is None:
                 self.first = time.perf_counter()
             if len(buf) >= self.length:
-                self.body += buf[:self.length]
-                del buf[:self.length]
+                self.body += buf[: self.length]
+                del buf[: self.length]
                 self._finish()
         # (no length, not chunked: ends with the connection; not used by these servers)
 
@@ -214,14 +240,17 @@ class _Conn(asyncio.Protocol):
             self.done.set_result((self.status, bytes(self.body), self.first))
 
 
-def _request(port: int, model: str, chunks: int, stream: bool, keepalive: bool,
-             key: str = "sk-bench") -> bytes:
-    body = json.dumps({"model": model, "messages": MESSAGES, "max_tokens": chunks,
-                       "stream": stream}).encode()
-    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            + ("" if keepalive else "Connection: close\r\n") + "\r\n").encode() + body
+def _request(
+    port: int, model: str, chunks: int, stream: bool, keepalive: bool, key: str = "sk-bench"
+) -> bytes:
+    body = json.dumps(
+        {"model": model, "messages": MESSAGES, "max_tokens": chunks, "stream": stream}
+    ).encode()
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Length: {len(body)}\r\n" + ("" if keepalive else "Connection: close\r\n") + "\r\n"
+    ).encode() + body
 
 
 async def _run(command: dict[str, Any]) -> dict[str, Any]:
@@ -230,8 +259,9 @@ async def _run(command: dict[str, Any]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     port, keepalive = command["port"], command["keepalive"]
     chunks, stream = command["chunks"], command["stream"]
-    data = _request(port, command["model"], chunks, stream, keepalive,
-                    command.get("key", "sk-bench"))
+    data = _request(
+        port, command["model"], chunks, stream, keepalive, command.get("key", "sk-bench")
+    )
     count = command.get("count")
     deadline = time.perf_counter() + command.get("duration", 1e9)
     latencies: list[float] = []
@@ -277,10 +307,15 @@ async def _run(command: dict[str, Any]) -> dict[str, Any]:
     await asyncio.gather(*(worker() for _ in range(command["concurrency"])))
     wall = time.perf_counter() - t0
     latencies.sort()
-    return {"n": len(latencies), "wall": wall, "errors": len(errors),
-            "error_sample": errors[:3],
-            "p50": _pct(latencies, 50), "p99": _pct(latencies, 99),
-            "ttft": statistics.median(firsts) if firsts else None}
+    return {
+        "n": len(latencies),
+        "wall": wall,
+        "errors": len(errors),
+        "error_sample": errors[:3],
+        "p50": _pct(latencies, 50),
+        "p99": _pct(latencies, 99),
+        "ttft": statistics.median(firsts) if firsts else None,
+    }
 
 
 def _pct(values: list[float], p: float) -> float | None:
@@ -297,6 +332,7 @@ def load() -> None:
 
 
 # -- the driver (run by run.py, standard library only) ----------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -361,8 +397,16 @@ def peak_rss_mb(pids: list[int]) -> float:
 class Gateway:
     """One row: a process in front of the upstream (or none, for ``direct``)."""
 
-    def __init__(self, name: str, label: str, argv: list[str] | None, port: int, model: str,
-                 env: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        argv: list[str] | None,
+        port: int,
+        model: str,
+        env: dict[str, str],
+        workdir: Path,
+    ) -> None:
         self.name, self.label, self.port, self.model = name, label, port, model
         self.key = "sk-bench"  # the bearer token the load generator sends
         self.proc: subprocess.Popen[Any] | None = None
@@ -375,8 +419,13 @@ class Gateway:
         if self.argv is None:
             return True
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         env=self.env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
         if not wait_port(self.port, self.proc):
             self.reason = f"did not start: {self.log.read_text()[-800:]}"
             self.stop()
@@ -400,8 +449,9 @@ class Gateway:
 
 class Load:
     def __init__(self, python: str) -> None:
-        self.proc = subprocess.Popen([python, __file__, "load"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [python, __file__, "load"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
 
     def run(self, **command: Any) -> dict[str, Any]:
         assert self.proc.stdin and self.proc.stdout
@@ -425,8 +475,9 @@ def _measure_round(load: Load, gw: Gateway, quick: bool, chunks: int) -> dict[st
         tag = "ka" if keepalive else "new"
         for conc in (1, 16, 64) if keepalive else (1, 16):
             c0 = gw.cpu()
-            r = load.run(**base, keepalive=keepalive, chunks=1, stream=False,
-                         concurrency=conc, duration=d)
+            r = load.run(
+                **base, keepalive=keepalive, chunks=1, stream=False, concurrency=conc, duration=d
+            )
             cpu = gw.cpu() - c0
             errors += r["errors"]
             if r["error_sample"]:
@@ -454,8 +505,9 @@ def _measure_round(load: Load, gw: Gateway, quick: bool, chunks: int) -> dict[st
     return out
 
 
-def measure(python: str, litellm_python: str | None, llmplex_bin: str, workdir: Path,
-            quick: bool, log: Any) -> dict[str, Any]:
+def measure(
+    python: str, litellm_python: str | None, llmplex_bin: str, workdir: Path, quick: bool, log: Any
+) -> dict[str, Any]:
     """Start the upstream and the gateways, run the rounds, return the results."""
     workdir.mkdir(parents=True, exist_ok=True)
     rounds = 3 if quick else 5
@@ -463,37 +515,68 @@ def measure(python: str, litellm_python: str | None, llmplex_bin: str, workdir: 
     delay = 0.001
     many = 500
     many_chunks = 20 if quick else 50
-    env = {k: v for k, v in os.environ.items()
-           if not k.endswith(("_API_KEY", "_PROXY", "_proxy")) and k != "LLMPLEX_CONFIG"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_API_KEY", "_PROXY", "_proxy")) and k != "LLMPLEX_CONFIG"
+    }
     env.update({"DO_NOT_TRACK": "1", "NO_PROXY": "*", "no_proxy": "*"})
     up_port = free_port()
-    up = subprocess.Popen([python, __file__, "upstream", str(up_port), str(delay)],
-                          env=env, start_new_session=True)
-    results: dict[str, Any] = {"rounds": rounds, "chunks": chunks, "delay": delay,
-                               "many": many, "many_chunks": many_chunks, "rows": {},
-                               "notes": {}}
+    up = subprocess.Popen(
+        [python, __file__, "upstream", str(up_port), str(delay)], env=env, start_new_session=True
+    )
+    results: dict[str, Any] = {
+        "rounds": rounds,
+        "chunks": chunks,
+        "delay": delay,
+        "many": many,
+        "many_chunks": many_chunks,
+        "rows": {},
+        "notes": {},
+    }
     gateways: list[Gateway] = []
     try:
         if not wait_port(up_port, up):
             raise RuntimeError("the bench upstream did not start")
         target = f"http://127.0.0.1:{up_port}"
-        gateways.append(Gateway("direct", "no gateway (the upstream itself)", None, up_port,
-                                "bench", env, workdir))
+        gateways.append(
+            Gateway(
+                "direct", "no gateway (the upstream itself)", None, up_port, "bench", env, workdir
+            )
+        )
         port = free_port()
-        gateways.append(Gateway("floor", "minimal aiohttp reverse proxy (the floor)",
-                                [python, __file__, "floor", str(port), target], port,
-                                "bench", env, workdir))
+        gateways.append(
+            Gateway(
+                "floor",
+                "minimal aiohttp reverse proxy (the floor)",
+                [python, __file__, "floor", str(port), target],
+                port,
+                "bench",
+                env,
+                workdir,
+            )
+        )
         port = free_port()
         data = workdir / "serve-data"
         data.mkdir(exist_ok=True)
         config = workdir / "serve-config.toml"
         config.write_text("")
-        gateways.append(Gateway(
-            "llmplex", "`llmplex serve` (1 worker)",
-            [llmplex_bin, "serve", "--host", "127.0.0.1", "--port", str(port)], port,
-            "openaicompatible:bench",
-            {**env, "LLMPLEX_CONFIG": str(config), "LLMPLEX_DATA_DIR": str(data),
-             "LLMPLEX_OPENAICOMPATIBLE_BASE_URL": target + "/v1"}, workdir))
+        gateways.append(
+            Gateway(
+                "llmplex",
+                "`llmplex serve` (1 worker)",
+                [llmplex_bin, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                port,
+                "openaicompatible:bench",
+                {
+                    **env,
+                    "LLMPLEX_CONFIG": str(config),
+                    "LLMPLEX_DATA_DIR": str(data),
+                    "LLMPLEX_OPENAICOMPATIBLE_BASE_URL": target + "/v1",
+                },
+                workdir,
+            )
+        )
         if litellm_python:
             port = free_port()
             lconfig = workdir / "litellm.yaml"
@@ -503,14 +586,35 @@ def measure(python: str, litellm_python: str | None, llmplex_bin: str, workdir: 
                 "      api_key: sk-bench\n"
                 # it refuses to start without a master key (a strong one)
                 f"general_settings:\n  master_key: {LITELLM_KEY}\n"
-                "litellm_settings:\n  telemetry: false\n  drop_params: true\n")
-            gateways.append(Gateway(
-                "litellm", "LiteLLM proxy",
-                [str(Path(litellm_python).parent / "litellm"), "--config", str(lconfig),
-                 "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-                port, "bench",
-                {**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
-                 "LITELLM_LOG": "ERROR", "HOME": str(workdir)}, workdir))
+                "litellm_settings:\n  telemetry: false\n  drop_params: true\n"
+            )
+            gateways.append(
+                Gateway(
+                    "litellm",
+                    "LiteLLM proxy",
+                    [
+                        str(Path(litellm_python).parent / "litellm"),
+                        "--config",
+                        str(lconfig),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--num_workers",
+                        "1",
+                    ],
+                    port,
+                    "bench",
+                    {
+                        **env,
+                        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                        "LITELLM_TELEMETRY": "False",
+                        "LITELLM_LOG": "ERROR",
+                        "HOME": str(workdir),
+                    },
+                    workdir,
+                )
+            )
             gateways[-1].key = LITELLM_KEY
         else:
             results["notes"]["litellm"] = "not installed (see --litellm-python)"
@@ -525,10 +629,26 @@ def measure(python: str, litellm_python: str | None, llmplex_bin: str, workdir: 
         load = Load(python)
         try:
             for gw in running:  # warm-up: imports, first connections, caches
-                load.run(port=gw.port, model=gw.model, key=gw.key, keepalive=True, chunks=1,
-                         stream=False, concurrency=4, count=50)
-                load.run(port=gw.port, model=gw.model, key=gw.key, keepalive=True, chunks=5,
-                         stream=True, concurrency=4, count=8)
+                load.run(
+                    port=gw.port,
+                    model=gw.model,
+                    key=gw.key,
+                    keepalive=True,
+                    chunks=1,
+                    stream=False,
+                    concurrency=4,
+                    count=50,
+                )
+                load.run(
+                    port=gw.port,
+                    model=gw.model,
+                    key=gw.key,
+                    keepalive=True,
+                    chunks=5,
+                    stream=True,
+                    concurrency=4,
+                    count=8,
+                )
             per: dict[str, list[dict[str, Any]]] = {gw.name: [] for gw in running}
             for i in range(rounds):
                 log(f"server bench: round {i + 1}/{rounds}")
@@ -548,8 +668,16 @@ def measure(python: str, litellm_python: str | None, llmplex_bin: str, workdir: 
                     row["error_sample"] = samples[0]
                 log(f"server bench: {many} concurrent streams through {gw.name}")
                 c0 = gw.cpu()
-                r = load.run(port=gw.port, model=gw.model, key=gw.key, keepalive=True,
-                             chunks=many_chunks, stream=True, concurrency=many, count=many)
+                r = load.run(
+                    port=gw.port,
+                    model=gw.model,
+                    key=gw.key,
+                    keepalive=True,
+                    chunks=many_chunks,
+                    stream=True,
+                    concurrency=many,
+                    count=many,
+                )
                 row["many_wall_s"] = r["wall"]
                 row["many_ok"] = r["n"]
                 row["many_cpu_s"] = gw.cpu() - c0
@@ -587,7 +715,8 @@ PROFILE_NOTE = (
     "socket send per chunk ~13%, JSON decoding of the upstream chunk ~6%, the hand-over "
     "from the upstream task to the response through a bounded queue (back-pressure) ~5%, "
     "the client's chunk objects ~9%, the rendering ~3%. What is left above the floor is "
-    "what the floor does not do: parse, route and re-encode each answer.")
+    "what the floor does not do: parse, route and re-encode each answer."
+)
 
 
 def render(results: dict[str, Any]) -> list[str]:
@@ -600,24 +729,28 @@ def render(results: dict[str, Any]) -> list[str]:
     lines = [
         "## The server hop",
         "",
-        (f"`python3 bench/run.py --server{' --quick' if results.get('quick') else ''}`: each "
-        "gateway (one process) between the load generator (raw asyncio sockets, its own "
-        "process) and the same fast aiohttp upstream (OpenAI-compatible, its own process). "
-        f"Medians of {results['rounds']} rounds, gateways interleaved in every round. "
-        "*Added latency*: the gateway's median latency at concurrency 1 (one-chunk answers, "
-        "`stream: false`) minus the upstream's own, measured in the same round; *p99*: the "
-        "whole 99th percentile through the gateway (the upstream's included). *CPU*: the "
-        "gateway process's `utime+stime` (`/proc`), per request at c=16 and per streamed "
-        f"chunk (streams of {results['chunks']} chunks, {results['delay'] * 1e3:g} ms apart, "
-        "minus one-chunk streams). *First token*: to the first body bytes of a stream. "
-        f"*{results['many']} streams*: {results['many']} streams of "
-        f"{results['many_chunks']} chunks at once, wall time. Ratios are to the floor."),
+        (
+            f"`python3 bench/run.py --server{' --quick' if results.get('quick') else ''}`: each "
+            "gateway (one process) between the load generator (raw asyncio sockets, its own "
+            "process) and the same fast aiohttp upstream (OpenAI-compatible, its own process). "
+            f"Medians of {results['rounds']} rounds, gateways interleaved in every round. "
+            "*Added latency*: the gateway's median latency at concurrency 1 (one-chunk answers, "
+            "`stream: false`) minus the upstream's own, measured in the same round; *p99*: the "
+            "whole 99th percentile through the gateway (the upstream's included). *CPU*: the "
+            "gateway process's `utime+stime` (`/proc`), per request at c=16 and per streamed "
+            f"chunk (streams of {results['chunks']} chunks, {results['delay'] * 1e3:g} ms apart, "
+            "minus one-chunk streams). *First token*: to the first body bytes of a stream. "
+            f"*{results['many']} streams*: {results['many']} streams of "
+            f"{results['many_chunks']} chunks at once, wall time. Ratios are to the floor."
+        ),
         "",
         "### Kept-alive connections",
         "",
-        ("| gateway | added latency p50 ms | latency p99 ms | req/s c=16 | req/s c=64 | "
-         "CPU/request c=16 ms | CPU/chunk µs | first token ms | "
-         f"{results['many']} streams s | peak RSS MB |"),
+        (
+            "| gateway | added latency p50 ms | latency p99 ms | req/s c=16 | req/s c=64 | "
+            "CPU/request c=16 ms | CPU/chunk µs | first token ms | "
+            f"{results['many']} streams s | peak RSS MB |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
@@ -632,9 +765,11 @@ def render(results: dict[str, Any]) -> list[str]:
                 f"| {row['label']} | {_f(row.get('ka_p50_ms'), 3)} (itself) | "
                 f"{_f(row.get('ka_p99_ms'), 3)} (itself) | {_f(row.get('ka_c16_rps'), 0)} | "
                 f"{_f(row.get('ka_c64_rps'), 0)} | | | {_f(row.get('ttft_ms'))} | "
-                f"{_f(row.get('many_wall_s'))} | |")
+                f"{_f(row.get('many_wall_s'))} | |"
+            )
             continue
         a50, a99 = added(row, "ka_p50_ms"), row.get("ka_p99_ms")
+        many_ok = "" if row.get("many_ok") == results["many"] else f" ({row.get('many_ok')} ok)"
         lines.append(
             f"| {row['label']} | {_f(a50, 3)}{_x(a50, added(fl, 'ka_p50_ms'))} | "
             f"{_f(a99, 3)}{_x(a99, fl.get('ka_p99_ms'))} | "
@@ -645,8 +780,9 @@ def render(results: dict[str, Any]) -> list[str]:
             f"{_f(row.get('chunk_us'), 1)}{_x(row.get('chunk_us'), fl.get('chunk_us'))} | "
             f"{_f(row.get('ttft_ms'))}{_x(row.get('ttft_ms'), fl.get('ttft_ms'))} | "
             f"{_f(row.get('many_wall_s'))}{_x(row.get('many_wall_s'), fl.get('many_wall_s'))}"
-            f"{'' if row.get('many_ok') == results['many'] else ' (' + str(row.get('many_ok')) + ' ok)'} | "
-            f"{_f(row.get('rss_mb'), 0)}{_x(row.get('rss_mb'), fl.get('rss_mb'))} |")
+            f"{many_ok} | "
+            f"{_f(row.get('rss_mb'), 0)}{_x(row.get('rss_mb'), fl.get('rss_mb'))} |"
+        )
     lines += [
         "",
         "### New connections (one per request, `Connection: close`)",
@@ -656,9 +792,11 @@ def render(results: dict[str, Any]) -> list[str]:
     ]
     for name, row in rows.items():
         if name == "direct":
-            lines.append(f"| {row['label']} | {_f(row.get('new_p50_ms'), 3)} (itself) | "
-                         f"{_f(row.get('new_p99_ms'), 3)} (itself) | "
-                         f"{_f(row.get('new_c16_rps'), 0)} | |")
+            lines.append(
+                f"| {row['label']} | {_f(row.get('new_p50_ms'), 3)} (itself) | "
+                f"{_f(row.get('new_p99_ms'), 3)} (itself) | "
+                f"{_f(row.get('new_c16_rps'), 0)} | |"
+            )
             continue
         a50, a99 = added(row, "new_p50_ms"), row.get("new_p99_ms")
         lines.append(
@@ -666,32 +804,47 @@ def render(results: dict[str, Any]) -> list[str]:
             f"{_f(a99, 3)}{_x(a99, fl.get('new_p99_ms'))} | "
             f"{_f(row.get('new_c16_rps'), 0)}{_x(row.get('new_c16_rps'), fl.get('new_c16_rps'))} | "
             f"{_f(row.get('new_c16_cpu_ms'), 3)}"
-            f"{_x(row.get('new_c16_cpu_ms'), fl.get('new_c16_cpu_ms'))} |")
+            f"{_x(row.get('new_c16_cpu_ms'), fl.get('new_c16_cpu_ms'))} |"
+        )
     budget = []
     ll = rows.get("llmplex")
     if ll and fl:
+
         def check(what: str, value: Any, base: Any, limit: float, above: bool) -> None:
             if value is None or not base:
                 return
             r = value / base
             ok = r >= limit if above else r <= limit
-            budget.append(f"- {what}: {r:.2f}x the floor (budget {'≥' if above else '≤'} "
-                          f"{limit}x): **{'met' if ok else 'not met'}**")
-        check("CPU per request (c=16, kept-alive)", ll.get("ka_c16_cpu_ms"),
-              fl.get("ka_c16_cpu_ms"), 1.5, False)
+            budget.append(
+                f"- {what}: {r:.2f}x the floor (budget {'≥' if above else '≤'} "
+                f"{limit}x): **{'met' if ok else 'not met'}**"
+            )
+
+        check(
+            "CPU per request (c=16, kept-alive)",
+            ll.get("ka_c16_cpu_ms"),
+            fl.get("ka_c16_cpu_ms"),
+            1.5,
+            False,
+        )
         check("CPU per streamed chunk", ll.get("chunk_us"), fl.get("chunk_us"), 1.2, False)
-        check("requests/s at c=16 (kept-alive)", ll.get("ka_c16_rps"), fl.get("ka_c16_rps"),
-              0.67, True)
+        check(
+            "requests/s at c=16 (kept-alive)",
+            ll.get("ka_c16_rps"),
+            fl.get("ka_c16_rps"),
+            0.67,
+            True,
+        )
     if budget:
-        lines += ["", "Budget (`llmplex serve` against the floor):", "", *budget, "",
-                  PROFILE_NOTE]
+        lines += ["", "Budget (`llmplex serve` against the floor):", "", *budget, "", PROFILE_NOTE]
     for name, row in rows.items():
         if row.get("errors"):
-            lines.append(f"\n{name}: {row['errors']} failed answers, e.g. "
-                         f"{row.get('error_sample')}")
+            lines.append(
+                f"\n{name}: {row['errors']} failed answers, e.g. {row.get('error_sample')}"
+            )
     for name, note in (results.get("notes") or {}).items():
         lines.append(f"\n{name}: {note}")
-    return lines + [""]
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

@@ -46,20 +46,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(tmp: Path, name: str, state_url: str | None,
-          upstream: str) -> tuple[subprocess.Popen[bytes], str]:
+def start(
+    tmp: Path, name: str, state_url: str | None, upstream: str
+) -> tuple[subprocess.Popen[bytes], str]:
     config = tmp / f"{name}.toml"
     config.write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPLEX_")}
-    env.update(LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp / f"{name}-data"),
-               LLMPLEX_OPENAI_BASE_URL=upstream + "/v1", OPENAI_API_KEY="sk-upstream")
+    env.update(
+        LLMPLEX_CONFIG=str(config),
+        LLMPLEX_DATA_DIR=str(tmp / f"{name}-data"),
+        LLMPLEX_OPENAI_BASE_URL=upstream + "/v1",
+        OPENAI_API_KEY="sk-upstream",
+    )
     if state_url:
         env["LLMPLEX_STATE_URL"] = state_url
     log = tmp / f"{name}.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([LLMPLEX, "serve", "--port", "0",
-                                    "--log-level", "warning"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=sink)
+        process = subprocess.Popen(
+            [LLMPLEX, "serve", "--port", "0", "--log-level", "warning"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
@@ -83,8 +91,10 @@ def measure(process: subprocess.Popen[bytes], url: str, requests: int) -> dict[s
         for _ in range(20):  # warm up
             client.post("/v1/chat/completions", json=body).raise_for_status()
         conversation = client.post("/v1/conversations", json={}).json()["id"]
-        for label, extra in (("chat", {}), ("conversation turn",
-                                             {"conversation_id": conversation})):
+        for label, extra in (
+            ("chat", {}),
+            ("conversation turn", {"conversation_id": conversation}),
+        ):
             cpu, wall = cpu_seconds(process.pid), time.perf_counter()
             for _ in range(requests):
                 client.post("/v1/chat/completions", json={**body, **extra}).raise_for_status()
@@ -99,22 +109,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
-    from llmplex.testing import Script, serve
     from llmplex.emulators.openai import OpenAIEmulator
+    from llmplex.testing import Script, serve
 
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    with tempfile.TemporaryDirectory() as directory, \
-            serve(OpenAIEmulator(Script("Hello there, from the emulator."))) as upstream:
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        serve(OpenAIEmulator(Script("Hello there, from the emulator."))) as upstream,
+    ):
         tmp = Path(directory)
         port = free_port()
-        redis = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        redis = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.5)
         results = {}
         try:
-            for name, state_url in (("embedded", None),
-                                    ("redis", f"redis://127.0.0.1:{port}/0")):
+            for name, state_url in (("embedded", None), ("redis", f"redis://127.0.0.1:{port}/0")):
                 process, url = start(tmp, name, state_url, str(upstream.url))
                 try:
                     results[name] = measure(process, url, args.requests)
@@ -124,8 +147,10 @@ def main() -> None:
         finally:
             redis.terminate()
             redis.wait(timeout=10)
-    print(f"{args.requests} sequential requests each, one kept-alive connection, "
-          "llmplex serve, a key with rpm and tpm")
+    print(
+        f"{args.requests} sequential requests each, one kept-alive connection, "
+        "llmplex serve, a key with rpm and tpm"
+    )
     print(f"{'':28}{'embedded':>10}{'redis':>10}{'delta':>10}")
     for metric in results["embedded"]:
         a, b = results["embedded"][metric], results["redis"][metric]

@@ -38,8 +38,8 @@ import traceback
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import API_KEY, MESSAGES  # noqa: E402
+import common
+from common import API_KEY, MESSAGES
 
 # -- no phoning home ---------------------------------------------------------------------
 # Peers must only ever talk to the 127.0.0.1 emulators. Any other host name lookup or
@@ -108,8 +108,7 @@ class Baseline:
 
     def session(self):
         if self._session is None or self.fresh:
-            self._session = self.aiohttp.ClientSession(
-                connector=self.aiohttp.TCPConnector(limit=0))
+            self._session = self.aiohttp.ClientSession(connector=self.aiohttp.TCPConnector(limit=0))
         return self._session
 
     async def _done(self, session) -> None:
@@ -124,11 +123,14 @@ class Baseline:
             await self._done(session)
 
     async def _openai(self, session, url: str, on_text) -> None:
-        body = {"model": common.OPENAI_MODEL, "messages": MESSAGES, "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = {
+            "model": common.OPENAI_MODEL,
+            "messages": MESSAGES,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         headers = {"Authorization": f"Bearer {API_KEY}"}
-        async with session.post(url + "/v1/chat/completions", json=body,
-                                headers=headers) as resp:
+        async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"HTTP {resp.status}")
             loads = json.loads
@@ -149,14 +151,17 @@ class Baseline:
 
     async def _replicate(self, session, url: str, on_text) -> None:
         headers = {"Authorization": f"Bearer {API_KEY}"}
-        async with session.post(f"{url}/v1/models/{common.REPLICATE_MODEL}/predictions",
-                                json={"stream": True, "input": {"prompt": MESSAGES[0]["content"]}},
-                                headers=headers) as resp:
+        async with session.post(
+            f"{url}/v1/models/{common.REPLICATE_MODEL}/predictions",
+            json={"stream": True, "input": {"prompt": MESSAGES[0]["content"]}},
+            headers=headers,
+        ) as resp:
             if resp.status != 201:
                 raise RuntimeError(f"HTTP {resp.status}")
             prediction = await resp.json()
-        async with session.get(prediction["urls"]["stream"],
-                               headers={"Accept": "text/event-stream"}) as resp:
+        async with session.get(
+            prediction["urls"]["stream"], headers={"Accept": "text/event-stream"}
+        ) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"HTTP {resp.status}")
             buffer = b""
@@ -179,9 +184,13 @@ class Baseline:
         aiohttp = self.aiohttp
         form = aiohttp.FormData()
         # the v5 protocol (/v5/threads/chat), signed in: any captcha token is taken
-        for key, value in (("role", "user"), ("model", common.AI2_MODEL),
-                           ("content", MESSAGES[0]["content"]), ("captchaToken", "bench"),
-                           ("private", "true")):
+        for key, value in (
+            ("role", "user"),
+            ("model", common.AI2_MODEL),
+            ("content", MESSAGES[0]["content"]),
+            ("captchaToken", "bench"),
+            ("private", "true"),
+        ):
             form.add_field(key, value, content_type="text/plain; charset=utf-8")
         headers = {"Authorization": f"Bearer {common.AI2_TOKEN}"}
         async with session.post(url + "/v5/threads/chat", data=form, headers=headers) as resp:
@@ -212,8 +221,11 @@ class Baseline:
         session = self.session()
         try:
             body = {"model": common.OPENAI_MODEL, "messages": MESSAGES}
-            async with session.post(url + "/v1/chat/completions", json=body,
-                                    headers={"Authorization": f"Bearer {API_KEY}"}) as resp:
+            async with session.post(
+                url + "/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"HTTP {resp.status}")
                 data = json.loads(await resp.read())
@@ -289,9 +301,11 @@ class LLMplexPooled(LLMplexProvider):
 
 
 def _route(proto: str) -> str:
-    return {"openai": "openaicompatible:" + common.OPENAI_MODEL,
-            "replicate": "replicate:" + common.REPLICATE_MODEL,
-            "ai2": "allenai:" + common.AI2_MODEL}[proto]
+    return {
+        "openai": "openaicompatible:" + common.OPENAI_MODEL,
+        "replicate": "replicate:" + common.REPLICATE_MODEL,
+        "ai2": "allenai:" + common.AI2_MODEL,
+    }[proto]
 
 
 def _options(proto: str, url: str) -> dict[str, Any]:
@@ -313,7 +327,8 @@ class LLMplexAsync:
 
     async def stream(self, proto: str, url: str, on_text) -> None:
         stream = await self.client.chat.completions.create(
-            model=_route(proto), messages=MESSAGES, stream=True, **_options(proto, url))
+            model=_route(proto), messages=MESSAGES, stream=True, **_options(proto, url)
+        )
         async for chunk in stream:
             content = chunk.choices[0].delta.content
             if content:
@@ -321,7 +336,8 @@ class LLMplexAsync:
 
     async def request(self, proto: str, url: str) -> str:
         answer = await self.client.chat.completions.create(
-            model=_route(proto), messages=MESSAGES, **_options(proto, url))
+            model=_route(proto), messages=MESSAGES, **_options(proto, url)
+        )
         return answer.choices[0].message.content
 
     async def close(self) -> None:
@@ -341,14 +357,16 @@ class LLMplexSync:
 
     def stream(self, proto: str, url: str, on_text) -> None:
         for chunk in self.client.chat.completions.create(
-                model=_route(proto), messages=MESSAGES, stream=True, **_options(proto, url)):
+            model=_route(proto), messages=MESSAGES, stream=True, **_options(proto, url)
+        ):
             content = chunk.choices[0].delta.content
             if content:
                 on_text(content)
 
     def request(self, proto: str, url: str) -> str:
         answer = self.client.chat.completions.create(
-            model=_route(proto), messages=MESSAGES, **_options(proto, url))
+            model=_route(proto), messages=MESSAGES, **_options(proto, url)
+        )
         return answer.choices[0].message.content
 
     def close(self) -> None:
@@ -368,14 +386,18 @@ class OpenAISDK:
 
     def client(self, url: str):
         if url not in self.clients:
-            self.clients[url] = self.openai.AsyncOpenAI(base_url=url + "/v1", api_key=API_KEY,
-                                                        max_retries=0)
+            self.clients[url] = self.openai.AsyncOpenAI(
+                base_url=url + "/v1", api_key=API_KEY, max_retries=0
+            )
         return self.clients[url]
 
     async def stream(self, proto: str, url: str, on_text) -> None:
         stream = await self.client(url).chat.completions.create(
-            model=common.OPENAI_MODEL, messages=MESSAGES, stream=True,
-            stream_options={"include_usage": True})
+            model=common.OPENAI_MODEL,
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         async for chunk in stream:
             if chunk.choices:
                 content = chunk.choices[0].delta.content
@@ -384,7 +406,8 @@ class OpenAISDK:
 
     async def request(self, proto: str, url: str) -> str:
         answer = await self.client(url).chat.completions.create(
-            model=common.OPENAI_MODEL, messages=MESSAGES)
+            model=common.OPENAI_MODEL, messages=MESSAGES
+        )
         return answer.choices[0].message.content
 
     async def close(self) -> None:
@@ -406,8 +429,12 @@ class Serve(OpenAISDK):
 
     async def stream(self, proto: str, url: str, on_text) -> None:
         stream = await self.client(self.serve_url).chat.completions.create(
-            model=self.model, messages=MESSAGES, stream=True,
-            stream_options={"include_usage": True}, extra_body={"base_url": url + "/v1"})
+            model=self.model,
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"base_url": url + "/v1"},
+        )
         async for chunk in stream:
             if chunk.choices:
                 content = chunk.choices[0].delta.content
@@ -416,7 +443,8 @@ class Serve(OpenAISDK):
 
     async def request(self, proto: str, url: str) -> str:
         answer = await self.client(self.serve_url).chat.completions.create(
-            model=self.model, messages=MESSAGES, extra_body={"base_url": url + "/v1"})
+            model=self.model, messages=MESSAGES, extra_body={"base_url": url + "/v1"}
+        )
         return answer.choices[0].message.content
 
 
@@ -434,8 +462,13 @@ class LiteLLM:
 
     async def stream(self, proto: str, url: str, on_text) -> None:
         stream = await self.litellm.acompletion(
-            model="openai/" + common.OPENAI_MODEL, messages=MESSAGES, api_base=url + "/v1",
-            api_key=API_KEY, stream=True, stream_options={"include_usage": True})
+            model="openai/" + common.OPENAI_MODEL,
+            messages=MESSAGES,
+            api_base=url + "/v1",
+            api_key=API_KEY,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         async for chunk in stream:
             if chunk.choices:
                 content = chunk.choices[0].delta.content
@@ -444,8 +477,11 @@ class LiteLLM:
 
     async def request(self, proto: str, url: str) -> str:
         answer = await self.litellm.acompletion(
-            model="openai/" + common.OPENAI_MODEL, messages=MESSAGES, api_base=url + "/v1",
-            api_key=API_KEY)
+            model="openai/" + common.OPENAI_MODEL,
+            messages=MESSAGES,
+            api_base=url + "/v1",
+            api_key=API_KEY,
+        )
         return answer.choices[0].message.content
 
     async def close(self) -> None:
@@ -469,13 +505,15 @@ class G4F:
 
     def client(self, url: str):
         if url not in self.clients:
-            self.clients[url] = self.AsyncClient(provider=self.Custom, base_url=url + "/v1",
-                                                 api_key=API_KEY)
+            self.clients[url] = self.AsyncClient(
+                provider=self.Custom, base_url=url + "/v1", api_key=API_KEY
+            )
         return self.clients[url]
 
     async def stream(self, proto: str, url: str, on_text) -> None:
         stream = self.client(url).chat.completions.create(
-            messages=MESSAGES, model=common.OPENAI_MODEL, stream=True)
+            messages=MESSAGES, model=common.OPENAI_MODEL, stream=True
+        )
         async for chunk in stream:
             if chunk.choices:
                 content = chunk.choices[0].delta.content
@@ -484,7 +522,8 @@ class G4F:
 
     async def request(self, proto: str, url: str) -> str:
         answer = await self.client(url).chat.completions.create(
-            messages=MESSAGES, model=common.OPENAI_MODEL)
+            messages=MESSAGES, model=common.OPENAI_MODEL
+        )
         return answer.choices[0].message.content
 
     async def close(self) -> None:
@@ -557,10 +596,15 @@ class Runner:
         s1 = server_cpu()
         text = "".join(parts)
         if text != common.reply(n):
-            raise AssertionError(f"wrong text: {len(text)} chars, expected {len(common.reply(n))}:"
-                                 f" {text[:80]!r}")
-        return {"cpu": cpu, "wall": wall, "ttfc": (first[0] - w0) if first else wall,
-                "server_cpu": s1 - s0}
+            raise AssertionError(
+                f"wrong text: {len(text)} chars, expected {len(common.reply(n))}: {text[:80]!r}"
+            )
+        return {
+            "cpu": cpu,
+            "wall": wall,
+            "ttfc": (first[0] - w0) if first else wall,
+            "server_cpu": s1 - s0,
+        }
 
     def op_stream(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """``reps`` rounds over ``streams`` (``[[key, chunks], ...]``, interleaved), each
@@ -602,8 +646,9 @@ class Runner:
 
         async def run_all():
             tasks = [asyncio.ensure_future(one()) for _ in range(n)]
-            return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True),
-                                          cmd.get("timeout", 300))
+            return await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), cmd.get("timeout", 300)
+            )
 
         gc.collect()
         s0 = server_cpu()
@@ -614,7 +659,11 @@ class Runner:
         wall = time.perf_counter() - w0
         errors = [r for r in results if isinstance(r, BaseException)]
         return {
-            "n": n, "chunks": chunks, "wall": wall, "cpu": cpu, "server_cpu": server_cpu() - s0,
+            "n": n,
+            "chunks": chunks,
+            "wall": wall,
+            "cpu": cpu,
+            "server_cpu": server_cpu() - s0,
             "ok": sum(1 for r in results if r is True),
             "wrong": sum(1 for r in results if r is False),
             "errors": len(errors),
@@ -653,8 +702,10 @@ class Runner:
         try:
             result = getattr(self, "op_" + cmd["op"])(cmd)
         except Exception as exc:  # reported, the benchmark goes on
-            result = {"error": f"{type(exc).__name__}: {exc}"[:500],
-                      "traceback": traceback.format_exc()[-2000:]}
+            result = {
+                "error": f"{type(exc).__name__}: {exc}"[:500],
+                "traceback": traceback.format_exc()[-2000:],
+            }
         result["blocked"] = list(BLOCKED)
         return result
 
@@ -689,7 +740,7 @@ def emit(result: dict[str, Any]) -> None:
 
 def main() -> None:
     name = sys.argv[1]
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if len(sys.argv) > 3 and sys.argv[2] == "--once":
         runner = Runner(name)

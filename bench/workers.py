@@ -41,21 +41,40 @@ BODY = {"model": "openai:gpt-4o-mini", "messages": [{"role": "user", "content": 
 
 
 def environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLMPLEX_", "PROMETHEUS_")) and not k.endswith("_API_KEY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLMPLEX_", "PROMETHEUS_")) and not k.endswith("_API_KEY")
+    }
     home = Path(tempfile.mkdtemp(prefix="llmplex-bench-workers-"))
     (home / "config.toml").touch()
-    env.update(HOME=str(home), LLMPLEX_CONFIG=str(home / "config.toml"),
-               LLMPLEX_DATA_DIR=str(home / "data"))
+    env.update(
+        HOME=str(home),
+        LLMPLEX_CONFIG=str(home / "config.toml"),
+        LLMPLEX_DATA_DIR=str(home / "data"),
+    )
     return env
 
 
 def start_server(env: dict[str, str], workers: int, log: Path) -> tuple[subprocess.Popen[str], str]:
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [str(BIN / "llmplex"), "serve", "--port", "0", "--workers", str(workers),
-             "--log-level", "warning"], env=env, text=True, stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                str(BIN / "llmplex"),
+                "serve",
+                "--port",
+                "0",
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            text=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         found = re.search(r"at (http://127\.0\.0\.1:\d+)/v1", log.read_text())
@@ -72,6 +91,7 @@ async def load(url: str, seconds: float, concurrency: int) -> float:
     """Requests/s completed (each checked) with ``concurrency`` in flight."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def ready() -> None:  # every worker up: the port answers
             for _ in range(600):
                 try:
@@ -112,13 +132,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     env = environment()
-    emulator = subprocess.Popen([sys.executable, "-c", EMULATOR], env=env, text=True,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    emulator = subprocess.Popen(
+        [sys.executable, "-c", EMULATOR],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     results: dict[int, list[float]] = {1: [], 2: []}
     try:
         assert emulator.stdout is not None
-        env.update(LLMPLEX_OPENAI_BASE_URL=emulator.stdout.readline().strip() + "/v1",
-                   OPENAI_API_KEY="sk-bench")
+        env.update(
+            LLMPLEX_OPENAI_BASE_URL=emulator.stdout.readline().strip() + "/v1",
+            OPENAI_API_KEY="sk-bench",
+        )
         log = Path(env["HOME"]) / "serve.log"
         for _ in range(args.rounds):
             for workers in results:  # interleaved: a busy moment hits both
@@ -137,8 +164,10 @@ def main() -> None:
         emulator.stdin.close()
         emulator.stdout.close()
     one = statistics.median(results[1])
-    print(f"\n{os.cpu_count()} cores; {args.concurrency} requests in flight, "
-          f"{args.seconds:g} s x {args.rounds} rounds, median\n")
+    print(
+        f"\n{os.cpu_count()} cores; {args.concurrency} requests in flight, "
+        f"{args.seconds:g} s x {args.rounds} rounds, median\n"
+    )
     print("| workers | requests/s | vs 1 worker |\n|---:|---:|---:|")
     for workers, rates in results.items():
         median = statistics.median(rates)

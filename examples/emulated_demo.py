@@ -24,8 +24,12 @@ REPLY = "Hello! Bonjour! Привет! 你好!"
 # provider, emulator, model, options the real service would need (dummy values here)
 DEMOS = [
     (AllenAI, "allenai", "olmo-3.1-32b-instruct", {"api_key": "ai2-emulated-token"}),
-    (OpenAssistant, "openassistant", "OA_SFT_Llama_30B_6",
-     {"cookies": {"next-auth.session-token": "demo-session"}}),
+    (
+        OpenAssistant,
+        "openassistant",
+        "OA_SFT_Llama_30B_6",
+        {"cookies": {"next-auth.session-token": "demo-session"}},
+    ),
     (H2o, "h2o", "falcon-40b", {}),
     (Replicate, "replicate", "meta/meta-llama-3-8b-instruct", {"api_key": "r8_demo"}),
     (get_provider("OpenAI"), "openai", "gpt-4o-mini", {"api_key": "sk-demo"}),
@@ -42,16 +46,18 @@ async def main() -> None:
             options[provider.get_name()] = {"base_url": base_url, **extra}
             print(f"{provider.get_name():>14} ({model}) @ {base_url}: ", end="", flush=True)
             # 1. The provider called directly: an async generator of text and typed chunks.
-            async for chunk in provider.create_async_generator(model, QUESTION,
-                                                              **options[provider.get_name()]):
+            async for chunk in provider.create_async_generator(
+                model, QUESTION, **options[provider.get_name()]
+            ):
                 if isinstance(chunk, str):
                     print(chunk, end="", flush=True)
             print()
 
         # 2. The same through the one client: "provider:model" names, OpenAI-shaped objects.
         client = AsyncClient(provider_options=options, store=MemoryStore())
-        answer = await client.chat.completions.create(model="replicate:meta/meta-llama-3-8b-instruct",
-                                                      messages="Hi!")
+        answer = await client.chat.completions.create(
+            model="replicate:meta/meta-llama-3-8b-instruct", messages="Hi!"
+        )
         print(f"\nAsyncClient via {answer.provider}: {answer.choices[0].message.content}")
 
 

@@ -15,10 +15,17 @@ def fuzz_route(url: str, path: str, examples: int = 150) -> dict[int, int]:
     operation = schema[path]["POST"]
     seen: dict[int, int] = {}
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
-    @given(case=operation.as_strategy(GenerationMode.POSITIVE)
-           | operation.as_strategy(GenerationMode.NEGATIVE))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        case=operation.as_strategy(GenerationMode.POSITIVE)
+        | operation.as_strategy(GenerationMode.NEGATIVE)
+    )
     def check(case):
         response = case.call(base_url=url, timeout=15)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1

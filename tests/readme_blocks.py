@@ -46,7 +46,8 @@ HOW_TO_MARK = (
     "as written against the emulators), `<!-- readme-test: real-key OPENAI_API_KEY -->` "
     "(works for real with that key; tested against its emulator), `; serve` if it talks to "
     "`llmplex serve` on port 1337, `; continues` to run it after the previous block of its "
-    "section, or `<!-- readme-test: skip reason=\"...\" -->`; see tests/readme_blocks.py")
+    'section, or `<!-- readme-test: skip reason="..." -->`; see tests/readme_blocks.py'
+)
 
 _FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)")
 _MARKER = re.compile(r"<!--\s*readme-test:(.*?)-->", re.DOTALL)
@@ -143,9 +144,15 @@ def blocks(text: str | None = None) -> list[Block]:
         if not fence:
             i += 1
             continue
-        end = next((j for j in range(i + 1, len(lines))
-                    if lines[j].strip().startswith(fence.group(1))
-                    and not lines[j].strip().strip(fence.group(1)[0])), len(lines))
+        end = next(
+            (
+                j
+                for j in range(i + 1, len(lines))
+                if lines[j].strip().startswith(fence.group(1))
+                and not lines[j].strip().strip(fence.group(1)[0])
+            ),
+            len(lines),
+        )
         ordinal += 1
         marker, error = None, None
         before = _comment_above(lines, i)
@@ -154,8 +161,17 @@ def blocks(text: str | None = None) -> list[Block]:
                 marker = Marker.parse(before)
             except MarkerError as exc:
                 error = str(exc)
-        found.append(Block(f"{slug(section)}-{ordinal}", section, fence.group(2).lower(),
-                           "\n".join(lines[i + 1:end]) + "\n", i + 1, marker, error))
+        found.append(
+            Block(
+                f"{slug(section)}-{ordinal}",
+                section,
+                fence.group(2).lower(),
+                "\n".join(lines[i + 1 : end]) + "\n",
+                i + 1,
+                marker,
+                error,
+            )
+        )
         i = end + 1
     return found
 
@@ -170,5 +186,5 @@ def _comment_above(lines: list[str], fence: int) -> str | None:
     k = j
     while k >= 0 and "<!--" not in lines[k]:
         k -= 1
-    found = _MARKER.search("\n".join(lines[max(k, 0):j + 1]))
+    found = _MARKER.search("\n".join(lines[max(k, 0) : j + 1]))
     return found.group(1) if found else None

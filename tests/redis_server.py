@@ -17,7 +17,8 @@ from typing import Self
 import pytest
 
 REDIS_SERVER = shutil.which("redis-server") or (
-    "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+)
 
 
 def free_port() -> int:
@@ -28,16 +29,18 @@ def free_port() -> int:
 
 def need_redis() -> str:
     if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; "
-                    ".ci/run installs it)")
+        pytest.skip(
+            "redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
+        )
     return REDIS_SERVER
 
 
 class RedisServer:
     """One ``redis-server`` process; ``url`` while it runs (also after a restart)."""
 
-    def __init__(self, directory: Path, *, password: str | None = None,
-                 appendonly: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, password: str | None = None, appendonly: bool = False
+    ) -> None:
         self.binary = need_redis()
         self.directory = directory
         self.port = free_port()
@@ -51,13 +54,24 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                   "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-                   "--dir", str(self.directory)]
+        command = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--dir",
+            str(self.directory),
+        ]
         if self.password:
             command += ["--requirepass", self.password]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -22,14 +22,22 @@ PATIENCE = 60.0
 
 def clean_environ(home: Path, **extra: str) -> dict[str, str]:
     """This environment without llmplex settings or service keys, with a scratch home."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLMPLEX_", "PROMETHEUS_", "OTEL_"))
-           and not re.search(r"_(API_KEY|API_TOKEN|KEY)$", k)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLMPLEX_", "PROMETHEUS_", "OTEL_"))
+        and not re.search(r"_(API_KEY|API_TOKEN|KEY)$", k)
+    }
     for name in ("config", "data", "cookies"):
         (home / name).mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-               PYTHONPATH=str(SRC), LLMPLEX_CONFIG=str(home / "config" / "config.toml"),
-               LLMPLEX_DATA_DIR=str(home / "data"), LLMPLEX_COOKIES_DIR=str(home / "cookies"))
+    env.update(
+        HOME=str(home),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(SRC),
+        LLMPLEX_CONFIG=str(home / "config" / "config.toml"),
+        LLMPLEX_DATA_DIR=str(home / "data"),
+        LLMPLEX_COOKIES_DIR=str(home / "cookies"),
+    )
     (home / "config" / "config.toml").touch()
     env.update(extra)
     return env
@@ -42,8 +50,13 @@ class Served:
         self.log_path = home / "serve.log"
         with open(self.log_path, "w") as out:
             self.process = subprocess.Popen(
-                [str(BIN / "llmplex"), "serve", "--port", "0", *args], env=env, text=True,
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [str(BIN / "llmplex"), "serve", "--port", "0", *args],
+                env=env,
+                text=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         found = self.wait_for(r"serving .* at http://127\.0\.0\.1:(\d+)/v1")
         self.port = int(found.group(1))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,8 +74,9 @@ class Served:
             if found:
                 return found
             if self.process.poll() is not None:
-                raise AssertionError(f"llmplex serve exited ({self.process.returncode}):\n"
-                                     f"{self.log}")
+                raise AssertionError(
+                    f"llmplex serve exited ({self.process.returncode}):\n{self.log}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"no {pattern!r} in the server's log:\n{self.log}")
 

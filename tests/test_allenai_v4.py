@@ -79,8 +79,12 @@ async def test_default_model_of_v4_is_its_own(ai2_v4_emulator):
 
 
 async def test_v5_only_options_are_refused_on_v4(ai2_v4_emulator):
-    for option in ({"captcha_token": "t"}, {"tools": [{"type": "function", "function": {
-            "name": "f"}}]}, {"extra_parameters": {}}, {"tool_choice": "auto"}):
+    for option in (
+        {"captcha_token": "t"},
+        {"tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"extra_parameters": {}},
+        {"tool_choice": "auto"},
+    ):
         with pytest.raises(InvalidRequestError) as info:
             await collect(ai2_v4_emulator, **option)
         assert info.value.param == next(iter(option)) and "v5" in str(info.value)
@@ -119,8 +123,7 @@ async def test_plain_answer(ai2_v4_emulator):
     (req,) = ai2_v4_emulator.requests
     assert req.method == "POST" and req.path == STREAM
     assert req.headers["Content-Type"].startswith("multipart/form-data; boundary=")
-    assert req.form == {"model": "tulu3-405b", "host": "inferd", "content": "Hi",
-                        "private": "true"}
+    assert req.form == {"model": "tulu3-405b", "host": "inferd", "content": "Hi", "private": "true"}
     assert req.headers["X-Anonymous-User-ID"]
 
 
@@ -133,11 +136,15 @@ async def test_unicode_prompt_arrives_intact(ai2_v4_emulator):
 
 
 async def test_multi_message_prompt_is_formatted(ai2_v4_emulator):
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                {"role": "user", "content": "c"}]
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
     await collect(ai2_v4_emulator, messages=messages)
     assert ai2_v4_emulator.requests[-1].form["content"] == (
-        "User: a\nAssistant: b\nUser: c\nAssistant:")
+        "User: a\nAssistant: b\nUser: c\nAssistant:"
+    )
 
 
 async def test_finish_reason_length_propagates(ai2_v4_emulator):
@@ -147,16 +154,33 @@ async def test_finish_reason_length_propagates(ai2_v4_emulator):
 
 
 async def test_options_arrive_in_the_form_and_unknown_kwargs_are_refused(ai2_v4_emulator):
-    await collect(ai2_v4_emulator, temperature=0.5, top_p=0.9, private=False, max_tokens=64,
-                  stop=["\n\n", "User:"], stream=True)
+    await collect(
+        ai2_v4_emulator,
+        temperature=0.5,
+        top_p=0.9,
+        private=False,
+        max_tokens=64,
+        stop=["\n\n", "User:"],
+        stream=True,
+    )
     req = ai2_v4_emulator.requests[-1]
     assert req.form == {
-        "model": "tulu3-405b", "host": "inferd", "content": "Hi", "private": "false",
-        "temperature": "0.5", "top_p": "0.9", "max_tokens": "64", "stop": ["\n\n", "User:"],
+        "model": "tulu3-405b",
+        "host": "inferd",
+        "content": "Hi",
+        "private": "false",
+        "temperature": "0.5",
+        "top_p": "0.9",
+        "max_tokens": "64",
+        "stop": ["\n\n", "User:"],
     }
     assert b'name="stream"' not in req.body
-    for option in ({"seed": 3}, {"frobnicate": "x"}, {"cookies": {"a": "sk-secret"}},
-                   {"temprature": 0.5}):
+    for option in (
+        {"seed": 3},
+        {"frobnicate": "x"},
+        {"cookies": {"a": "sk-secret"}},
+        {"temprature": 0.5},
+    ):
         with pytest.raises(InvalidRequestError) as info:
             await collect(ai2_v4_emulator, **option)
         assert info.value.param == next(iter(option)) and "AllenAI" in str(info.value)
@@ -200,8 +224,10 @@ async def test_history_records_the_whole_reply(ai2_v4_emulator):
     chunks = await collect(ai2_v4_emulator, messages="Q1", return_conversation=True)
     conv = chunks[-2]
     assert isinstance(conv, Conversation)
-    assert conv.messages == [{"role": "user", "content": "Q1"},
-                             {"role": "assistant", "content": "The whole reply."}]
+    assert conv.messages == [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "The whole reply."},
+    ]
     assert conv.model == "tulu3-405b"
     reply = ai2_v4_emulator.messages[conv.parent]
     assert reply["role"] == "assistant" and MSG_ID.match(conv.parent)
@@ -220,20 +246,30 @@ async def test_second_turn_sends_only_the_last_user_message_and_parent(ai2_v4_em
     first = await collect(ai2_v4_emulator, messages="Q1", return_conversation=True)
     conv = first[-2]
     anonymous_id, first_reply = conv.x_anonymous_user_id, conv.parent
-    history = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "First answer."},
-               {"role": "user", "content": "Q2 ✓"}]
-    second = await collect(ai2_v4_emulator, messages=history, conversation=conv,
-                           return_conversation=True)
+    history = [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "First answer."},
+        {"role": "user", "content": "Q2 ✓"},
+    ]
+    second = await collect(
+        ai2_v4_emulator, messages=history, conversation=conv, return_conversation=True
+    )
     assert text_of(second) == "Second answer."
     assert second[-2] is conv
     req1, req2 = ai2_v4_emulator.requests
-    assert req2.form == {"model": "tulu3-405b", "host": "inferd", "content": "Q2 ✓",
-                         "private": "true", "parent": first_reply}
+    assert req2.form == {
+        "model": "tulu3-405b",
+        "host": "inferd",
+        "content": "Q2 ✓",
+        "private": "true",
+        "parent": first_reply,
+    }
     assert req1.headers["X-Anonymous-User-ID"] == anonymous_id
     assert req2.headers["X-Anonymous-User-ID"] == anonymous_id
     assert conv.x_anonymous_user_id == anonymous_id
     assert conv.parent != first_reply and ai2_v4_emulator.messages[conv.parent]["parent"] in (
-        ai2_v4_emulator.messages)
+        ai2_v4_emulator.messages
+    )
     assert conv.messages == [*history, {"role": "assistant", "content": "Second answer."}]
 
 
@@ -259,8 +295,9 @@ async def test_conversation_round_trips_through_get_dict_for_a_continuation(ai2_
 
 async def test_system_rooted_thread_of_an_olmo_model_continues(ai2_v4_emulator):
     ai2_v4_emulator.push(Script("One."), Script("Two."))
-    conv = (await collect(ai2_v4_emulator, "OLMo-2-1124-13B-Instruct", "Q1",
-                          return_conversation=True))[-2]
+    conv = (
+        await collect(ai2_v4_emulator, "OLMo-2-1124-13B-Instruct", "Q1", return_conversation=True)
+    )[-2]
     reply = ai2_v4_emulator.messages[conv.parent]
     user = ai2_v4_emulator.messages[reply["parent"]]
     system = ai2_v4_emulator.messages[user["parent"]]
@@ -283,8 +320,9 @@ async def test_follow_up_with_another_anonymous_id_is_refused(ai2_v4_emulator):
 
 async def test_unknown_parent_is_a_400(ai2_v4_emulator):
     with pytest.raises(ResponseStatusError) as info:
-        await collect(ai2_v4_emulator,
-                      conversation=Conversation("tulu3-405b", parent="msg_NOPE000000"))
+        await collect(
+            ai2_v4_emulator, conversation=Conversation("tulu3-405b", parent="msg_NOPE000000")
+        )
     assert info.value.status == 400 and "msg_NOPE000000" in str(info.value)
 
 
@@ -300,12 +338,18 @@ def test_conversation_repr_hides_the_anonymous_id():
 
 @pytest.mark.parametrize(
     "status, error_type",
-    [(500, ResponseStatusError), (400, ResponseStatusError), (401, MissingAuthError),
-     (403, MissingAuthError), (429, RateLimitError)],
+    [
+        (500, ResponseStatusError),
+        (400, ResponseStatusError),
+        (401, MissingAuthError),
+        (403, MissingAuthError),
+        (429, RateLimitError),
+    ],
 )
 async def test_http_status_faults(ai2_v4_emulator, status, error_type):
     ai2_v4_emulator.script = Script(
-        fault=Fault.http_status(status, "upstream says no", retry_after=7))
+        fault=Fault.http_status(status, "upstream says no", retry_after=7)
+    )
     with pytest.raises(error_type) as info:
         await collect(ai2_v4_emulator)
     err = info.value
@@ -317,14 +361,19 @@ async def test_http_status_faults(ai2_v4_emulator, status, error_type):
 
 
 async def test_error_line_raises_stream_error_after_the_final_line(ai2_v4_emulator):
-    ai2_v4_emulator.script = Script(chunks=["par", "tial", " rest"],
-                                 fault=Fault.error_event("model overloaded", after=2,
-                                                         reason="grpc inference failed"))
+    ai2_v4_emulator.script = Script(
+        chunks=["par", "tial", " rest"],
+        fault=Fault.error_event("model overloaded", after=2, reason="grpc inference failed"),
+    )
     conv = Conversation("tulu3-405b")
     seen = []
     with pytest.raises(StreamError) as info:
         async for chunk in AllenAI.create_async_generator(
-            "", "Hi", base_url=ai2_v4_emulator.url, api_version="v4", conversation=conv,
+            "",
+            "Hi",
+            base_url=ai2_v4_emulator.url,
+            api_version="v4",
+            conversation=conv,
             return_conversation=True,
         ):
             seen.append(chunk)
@@ -367,7 +416,8 @@ async def test_stream_without_final_line_is_a_response_error(ai2_v4_emulator):
     chunks = []
     with pytest.raises(ResponseError) as info:
         async for chunk in AllenAI.create_async_generator(
-                "", "Hi", base_url=ai2_v4_emulator.url, api_version="v4"):
+            "", "Hi", base_url=ai2_v4_emulator.url, api_version="v4"
+        ):
             chunks.append(chunk)
     assert "AllenAI" in str(info.value) and "final" in str(info.value)
     assert chunks == ["no", " end"]  # text came, but no FinishReason
@@ -395,7 +445,8 @@ async def test_task_cancellation_closes_the_stream(ai2_v4_emulator):
     ai2_v4_emulator.script = Script(chunks=[f"w{i} " for i in range(200)], delay=0.01)
     await cancel_mid_stream(
         AllenAI.create_async_generator("", "Hi", base_url=ai2_v4_emulator.url, api_version="v4"),
-        first_within=3)
+        first_within=3,
+    )
     await eventually(lambda: ai2_v4_emulator.open_streams == 0)
 
 
@@ -404,11 +455,15 @@ async def test_task_cancellation_closes_the_stream(ai2_v4_emulator):
 
 def test_sync_create_completion(ai2_v4_emulator):
     ai2_v4_emulator.script = Script(chunks=["sync ", "works"])
-    chunks = list(AllenAI.create_completion("", "Hi", base_url=ai2_v4_emulator.url,
-                                            api_version="v4"))
+    chunks = list(
+        AllenAI.create_completion("", "Hi", base_url=ai2_v4_emulator.url, api_version="v4")
+    )
     assert chunks[:2] == ["sync ", "works"] and chunks[-1].reason == "stop"
-    whole = list(AllenAI.create_completion("", "Hi", stream=False,
-                                           base_url=ai2_v4_emulator.url, api_version="v4"))
+    whole = list(
+        AllenAI.create_completion(
+            "", "Hi", stream=False, base_url=ai2_v4_emulator.url, api_version="v4"
+        )
+    )
     assert whole[0] == "sync works"
 
 
@@ -425,13 +480,15 @@ def test_sync_early_close(ai2_v4_emulator):
 
 async def test_create_async_returns_the_whole_text(ai2_v4_emulator):
     assert await AllenAI.create_async("", "Hi", base_url=ai2_v4_emulator.url, api_version="v4") == (
-        "Hello! How can I help you today?")
+        "Hello! How can I help you today?"
+    )
 
 
 async def test_base_url_from_environment(ai2_v4_emulator, monkeypatch):
     monkeypatch.setenv("LLMPLEX_ALLENAI_BASE_URL", ai2_v4_emulator.url)
     assert await AllenAI.create_async("", "Hi", api_version="v4") == (
-        "Hello! How can I help you today?")
+        "Hello! How can I help you today?"
+    )
 
 
 def _free_port() -> int:
@@ -443,8 +500,14 @@ def _free_port() -> int:
 async def test_requests_go_through_the_proxy(ai2_v4_emulator):
     port = _free_port()
     proxy = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pproxy", "-l", f"http://127.0.0.1:{port}", "-v",
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "pproxy",
+        "-l",
+        f"http://127.0.0.1:{port}",
+        "-v",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 10
@@ -459,8 +522,13 @@ async def test_requests_go_through_the_proxy(ai2_v4_emulator):
                 writer.close()
                 await writer.wait_closed()
                 break
-        text = await AllenAI.create_async("", "через прокси", base_url=ai2_v4_emulator.url,
-                                          api_version="v4", proxy=f"http://127.0.0.1:{port}")
+        text = await AllenAI.create_async(
+            "",
+            "через прокси",
+            base_url=ai2_v4_emulator.url,
+            api_version="v4",
+            proxy=f"http://127.0.0.1:{port}",
+        )
         assert text == "Hello! How can I help you today?"
         assert ai2_v4_emulator.requests[-1].form["content"] == "через прокси"
     finally:
@@ -482,8 +550,10 @@ async def test_unreachable_proxy_is_a_connection_error(ai2_v4_emulator):
 async def test_emulator_wire_format(ai2_v4_emulator):
     ai2_v4_emulator.script = Script(chunks=["a", "b"])
     status, ctype, body = await raw_post(
-        ai2_v4_emulator, [("model", "olmoe-0125"), ("host", "modal"), ("content", "hé")],
-        {"X-Anonymous-User-ID": "anon-1"})
+        ai2_v4_emulator,
+        [("model", "olmoe-0125"), ("host", "modal"), ("content", "hé")],
+        {"X-Anonymous-User-ID": "anon-1"},
+    )
     assert status == 200 and ctype == "application/jsonl"
     lines = body.decode("utf-8").split("\n")
     assert lines[-1] == ""
@@ -497,25 +567,55 @@ async def test_emulator_wire_format(ai2_v4_emulator):
     assert (user["role"], user["content"], reply["role"]) == ("user", "hé", "assistant")
     assert all(MSG_ID.match(m["id"]) for m in (first, user, reply))
     assert reply["root"] == user["root"] == first["id"]
-    assert chunks == [{"message": reply["id"], "content": "a", "logprobs": []},
-                      {"message": reply["id"], "content": "b", "logprobs": []}]
+    assert chunks == [
+        {"message": reply["id"], "content": "a", "logprobs": []},
+        {"message": reply["id"], "content": "b", "logprobs": []},
+    ]
     final_reply = final["children"][0]["children"][0]
     assert final["final"] is True
     assert (final_reply["content"], final_reply["final"], final_reply["finish_reason"]) == (
-        "ab", True, "stop")
+        "ab",
+        True,
+        "stop",
+    )
     assert list(first) == [
-        "id", "content", "snippet", "creator", "role", "opts", "root", "created", "model_id",
-        "model_host", "deleted", "parent", "template", "logprobs", "children", "completion",
-        "final", "original", "private", "model_type", "finish_reason", "harmful",
-        "expiration_time", "labels", "file_urls"]
+        "id",
+        "content",
+        "snippet",
+        "creator",
+        "role",
+        "opts",
+        "root",
+        "created",
+        "model_id",
+        "model_host",
+        "deleted",
+        "parent",
+        "template",
+        "logprobs",
+        "children",
+        "completion",
+        "final",
+        "original",
+        "private",
+        "model_type",
+        "finish_reason",
+        "harmful",
+        "expiration_time",
+        "labels",
+        "file_urls",
+    ]
 
 
 async def test_emulator_error_line_then_final_line(ai2_v4_emulator):
-    ai2_v4_emulator.script = Script(chunks=["x", "y"], fault=Fault.error_event("boom", after=1,
-                                                                            reason="length"))
+    ai2_v4_emulator.script = Script(
+        chunks=["x", "y"], fault=Fault.error_event("boom", after=1, reason="length")
+    )
     status, _, body = await raw_post(
-        ai2_v4_emulator, [("model", "tulu3-405b"), ("host", "inferd"), ("content", "q")],
-        {"X-Anonymous-User-ID": "anon-1"})
+        ai2_v4_emulator,
+        [("model", "tulu3-405b"), ("host", "inferd"), ("content", "q")],
+        {"X-Anonymous-User-ID": "anon-1"},
+    )
     objects = [json.loads(line) for line in body.decode().splitlines()]
     assert status == 200 and len(objects) == 4
     reply_id = objects[0]["children"][0]["id"]
@@ -532,8 +632,9 @@ async def test_emulator_auth_rules(ai2_v4_emulator):
     assert status == 401
     ai2_v4_emulator.tokens["good-token"] = "user-42"
     fields.append(("private", "false"))
-    status, _, body = await raw_post(ai2_v4_emulator, fields,
-                                     {"Authorization": "Bearer good-token"})
+    status, _, body = await raw_post(
+        ai2_v4_emulator, fields, {"Authorization": "Bearer good-token"}
+    )
     first = json.loads(body.splitlines()[0])
     assert status == 200 and first["creator"] == "user-42" and first["private"] is False
     status, _, body = await raw_post(ai2_v4_emulator, fields, {"X-Anonymous-User-ID": "anon-2"})

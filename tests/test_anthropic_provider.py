@@ -32,8 +32,9 @@ KEY = "sk-ant-test-0123456789"
 
 def run(emulator, messages="Hi", **options):
     options.setdefault("api_key", KEY)
-    return Anthropic.create_async_generator("claude-sonnet-4-5", messages,
-                                            base_url=emulator.url, **options)
+    return Anthropic.create_async_generator(
+        "claude-sonnet-4-5", messages, base_url=emulator.url, **options
+    )
 
 
 async def collect(stream):
@@ -47,11 +48,18 @@ def test_registered():
 
 
 async def test_text_answer_and_request(anthropic_emulator):
-    anthropic_emulator.script = Script("Hello there friend", cached_tokens=7,
-                                       extra={"cache_creation_input_tokens": 3})
-    chunks = await collect(run(anthropic_emulator, [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi there"}], temperature=0.5, stop=["END"], top_k=5))
+    anthropic_emulator.script = Script(
+        "Hello there friend", cached_tokens=7, extra={"cache_creation_input_tokens": 3}
+    )
+    chunks = await collect(
+        run(
+            anthropic_emulator,
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}],
+            temperature=0.5,
+            stop=["END"],
+            top_k=5,
+        )
+    )
     assert "".join(c for c in chunks if isinstance(c, str)) == "Hello there friend"
     assert chunks[0] == ResponseMeta("claude-sonnet-4-5")
     usage = next(c for c in chunks if isinstance(c, Usage))
@@ -62,51 +70,94 @@ async def test_text_answer_and_request(anthropic_emulator):
     sent = anthropic_emulator.requests[-1]
     assert sent.headers["x-api-key"] == KEY
     assert sent.headers["anthropic-version"] == "2023-06-01"
-    assert sent.json == {"model": "claude-sonnet-4-5", "stream": True, "max_tokens": 4096,
-                         "system": [{"type": "text", "text": "Be brief."}],
-                         "messages": [{"role": "user", "content": [
-                             {"type": "text", "text": "Hi there"}]}],
-                         "temperature": 0.5, "top_k": 5, "stop_sequences": ["END"]}
+    assert sent.json == {
+        "model": "claude-sonnet-4-5",
+        "stream": True,
+        "max_tokens": 4096,
+        "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi there"}]}],
+        "temperature": 0.5,
+        "top_k": 5,
+        "stop_sequences": ["END"],
+    }
 
 
 async def test_tools_round_trip_translation(anthropic_emulator):
-    anthropic_emulator.script = Script(tool_calls=[{"name": "weather",
-                                                    "arguments": {"city": "Paris"}}])
-    tools = [{"type": "function", "function": {"name": "weather", "description": "w",
-              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
-    chunks = await collect(run(anthropic_emulator, tools=tools, tool_choice="required",
-                               parallel_tool_calls=False))
+    anthropic_emulator.script = Script(
+        tool_calls=[{"name": "weather", "arguments": {"city": "Paris"}}]
+    )
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "description": "w",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    chunks = await collect(
+        run(anthropic_emulator, tools=tools, tool_choice="required", parallel_tool_calls=False)
+    )
     calls = [c for c in chunks if isinstance(c, ToolCallDelta)]
     assert calls[0].name == "weather" and calls[0].id.startswith("toolu_")
     assert json.loads("".join(c.arguments for c in calls)) == {"city": "Paris"}
     assert chunks[-1] == FinishReason("tool_calls")
     sent = anthropic_emulator.requests[-1].json
-    assert sent["tools"] == [{"name": "weather", "description": "w", "input_schema":
-                              tools[0]["function"]["parameters"]}]
+    assert sent["tools"] == [
+        {"name": "weather", "description": "w", "input_schema": tools[0]["function"]["parameters"]}
+    ]
     assert sent["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
     # the answer goes back: assistant tool_calls and the tool message, translated
-    history = [{"role": "user", "content": "Weather?"},
-               {"role": "assistant", "content": None, "tool_calls": [
-                   {"id": calls[0].id, "type": "function",
-                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}]},
-               {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny"},
-               {"role": "user", "content": [
-                   {"type": "text", "text": "And this?"},
-                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": calls[0].id,
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "And this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            ],
+        },
+    ]
     anthropic_emulator.script = Script("Sunny in Paris.")
-    text = await Anthropic.create_async("claude-sonnet-4-5", history,
-                                        base_url=anthropic_emulator.url, api_key=KEY,
-                                        tools=tools)
+    text = await Anthropic.create_async(
+        "claude-sonnet-4-5", history, base_url=anthropic_emulator.url, api_key=KEY, tools=tools
+    )
     assert text == "Sunny in Paris."
     sent = anthropic_emulator.requests[-1].json["messages"]
-    assert sent[1] == {"role": "assistant", "content": [
-        {"type": "tool_use", "id": calls[0].id, "name": "weather", "input": {"city": "Paris"}}]}
-    assert sent[2] == {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": calls[0].id,
-         "content": [{"type": "text", "text": "sunny"}]},
-        {"type": "text", "text": "And this?"},
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                     "data": "AAAA"}}]}
+    assert sent[1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "tool_use", "id": calls[0].id, "name": "weather", "input": {"city": "Paris"}}
+        ],
+    }
+    assert sent[2] == {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": calls[0].id,
+                "content": [{"type": "text", "text": "sunny"}],
+            },
+            {"type": "text", "text": "And this?"},
+            {
+                "type": "image",
+                "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+            },
+        ],
+    }
 
 
 async def test_thinking(anthropic_emulator):
@@ -125,9 +176,14 @@ async def test_thinking(anthropic_emulator):
 
 
 async def test_pass_through_body_sent_verbatim(anthropic_emulator):
-    body = {"model": "ignored", "max_tokens": 50, "stream": False,
-            "system": [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}],
-            "messages": [{"role": "user", "content": "Hi"}], "metadata": {"user_id": "u1"}}
+    body = {
+        "model": "ignored",
+        "max_tokens": 50,
+        "stream": False,
+        "system": [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "Hi"}],
+        "metadata": {"user_id": "u1"},
+    }
     await collect(run(anthropic_emulator, anthropic_body=body, anthropic_beta="x-2025"))
     sent = anthropic_emulator.requests[-1]
     assert sent.json == {**body, "model": "claude-sonnet-4-5", "stream": True}
@@ -146,8 +202,11 @@ async def test_errors(anthropic_emulator):
     assert auth.value.status == 401 and KEY not in str(auth.value)
     anthropic_emulator.api_keys = ()
     with pytest.raises(MissingAuthError):
-        await collect(Anthropic.create_async_generator("claude-sonnet-4-5", "Hi",
-                                                       base_url=anthropic_emulator.url))
+        await collect(
+            Anthropic.create_async_generator(
+                "claude-sonnet-4-5", "Hi", base_url=anthropic_emulator.url
+            )
+        )
     anthropic_emulator.push(Script(fault=Fault.http_status(500)))
     with pytest.raises(ResponseStatusError) as server:
         await collect(run(anthropic_emulator))
@@ -173,14 +232,22 @@ async def test_cancellation_closes_the_stream(anthropic_emulator):
 
 
 async def test_emulator_with_the_official_sdk():
-    emulator = AnthropicEmulator(Script("Hi from Claude", reasoning="hmm",
-                                        tool_calls=[{"name": "f", "arguments": {"a": 1}}],
-                                        chunks=["Hi ", "from Claude"]))
+    emulator = AnthropicEmulator(
+        Script(
+            "Hi from Claude",
+            reasoning="hmm",
+            tool_calls=[{"name": "f", "arguments": {"a": 1}}],
+            chunks=["Hi ", "from Claude"],
+        )
+    )
     with serve(emulator) as emu:
         client = anthropic.AsyncAnthropic(api_key=KEY, base_url=emu.url)
-        kwargs = {"model": "claude-sonnet-4-5", "max_tokens": 2000,
-                  "thinking": {"type": "enabled", "budget_tokens": 1024},
-                  "messages": [{"role": "user", "content": "Hi"}]}
+        kwargs = {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 2000,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
         whole = await client.messages.create(**kwargs)
         async with client.messages.stream(**kwargs) as stream:
             streamed = await stream.get_final_message()
@@ -190,8 +257,10 @@ async def test_emulator_with_the_official_sdk():
             assert message.content[2].input == {"a": 1}
             assert message.stop_reason == "tool_use"
             assert message.content[0].signature
-        assert (await client.messages.count_tokens(
-            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "a b c"}])
+        assert (
+            await client.messages.count_tokens(
+                model="claude-sonnet-4-5", messages=[{"role": "user", "content": "a b c"}]
+            )
         ).input_tokens == 3
         with pytest.raises(anthropic.BadRequestError):
             await client.messages.create(model="m", max_tokens=0, messages=[])

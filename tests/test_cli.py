@@ -27,8 +27,10 @@ REPLICATE_MODEL = "replicate:meta/meta-llama-3-8b-instruct"
 
 @pytest.fixture
 def emulators():
-    with serve(OpenAIEmulator(Script(ANSWER))) as oai, \
-            serve(ReplicateEmulator(Script("Replicate says hi."))) as replicate:
+    with (
+        serve(OpenAIEmulator(Script(ANSWER))) as oai,
+        serve(ReplicateEmulator(Script("Replicate says hi."))) as replicate,
+    ):
         yield oai, replicate
 
 
@@ -36,23 +38,35 @@ def emulators():
 def env(tmp_path, emulators):
     """The environment of a user whose providers live on the emulators."""
     oai, _ = emulators
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith("LLMPLEX_") and k not in ("OPENAI_API_KEY",
-                                                              "REPLICATE_API_TOKEN",
-                                                              "AI2_API_KEY")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LLMPLEX_")
+        and k not in ("OPENAI_API_KEY", "REPLICATE_API_TOKEN", "AI2_API_KEY")
+    }
     config = tmp_path / "config.toml"
     config.write_text("")
     environ.update(
-        LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp_path / "data"),
-        LLMPLEX_OPENAI_BASE_URL=oai.url + "/v1", OPENAI_API_KEY="sk-test",
+        LLMPLEX_CONFIG=str(config),
+        LLMPLEX_DATA_DIR=str(tmp_path / "data"),
+        LLMPLEX_OPENAI_BASE_URL=oai.url + "/v1",
+        OPENAI_API_KEY="sk-test",
         PYTHONIOENCODING="utf-8",
     )
     return environ
 
 
 def run(env, *args, input=None, timeout=60):
-    return subprocess.run([LLMPLEX, *args], env=env, input=input, capture_output=True,
-                          text=True, encoding="utf-8", timeout=timeout, check=False)
+    return subprocess.run(
+        [LLMPLEX, *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        check=False,
+    )
 
 
 def sent_messages(emulator, index=-1):
@@ -84,7 +98,10 @@ def test_continue_across_two_invocations(env, emulators):
     second = run(env, "chat", "--continue", "Second question", "-m", OPENAI_MODEL)
     assert second.returncode == 0, second.stderr
     assert [m["content"] for m in sent_messages(oai)] == [
-        "First question", ANSWER, "Second question"]
+        "First question",
+        ANSWER,
+        "Second question",
+    ]
     # a new chat starts afresh; --conversation ID picks an older one
     third = run(env, "chat", "Unrelated", "-m", OPENAI_MODEL, "--json")
     conversation_id = json.loads(third.stdout.splitlines()[-1])["conversation_id"]
@@ -162,8 +179,9 @@ base_url = "{replicate.url}"
     result = run({**env, "LLMPLEX_MODEL": OPENAI_MODEL}, "chat", "Hi")
     assert result.stdout == ANSWER + "\n"
     result = run({**env, "REPLICATE_API_TOKEN": "r8_from_env"}, "chat", "Hi")
-    assert replicate.requests_to("/predictions")[-1].headers["Authorization"] == \
-        "Bearer r8_from_env"
+    assert (
+        replicate.requests_to("/predictions")[-1].headers["Authorization"] == "Bearer r8_from_env"
+    )
     # a broken config file is a usage error, said in one line without its secrets
     Path(env["LLMPLEX_CONFIG"]).write_text('model = 5\n[providers.Replicate]\napi_key = "r8_x"\n')
     result = run(env, "chat", "Hi")
@@ -195,9 +213,14 @@ class Terminal:
         import pty
 
         self.master, slave = pty.openpty()
-        self.process = subprocess.Popen([*command, *args], env={**env, "TERM": "xterm"},
-                                        stdin=slave, stdout=slave, stderr=slave,
-                                        close_fds=True)
+        self.process = subprocess.Popen(
+            [*command, *args],
+            env={**env, "TERM": "xterm"},
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            close_fds=True,
+        )
         os.close(slave)
         self.seen = b""
 
@@ -218,7 +241,7 @@ class Terminal:
                 self.seen += os.read(self.master, 4096)
             except OSError:  # the process ended and closed the terminal
                 raise AssertionError(f"{text!r} not shown; the screen: {self.seen!r}") from None
-        self.seen = self.seen[self.seen.index(wanted) + len(wanted):]
+        self.seen = self.seen[self.seen.index(wanted) + len(wanted) :]
 
     def close(self) -> int:
         try:
@@ -287,15 +310,20 @@ def test_repl_waiting_indicator_on_a_terminal_only(env, emulators):
 
 def test_repl_names_the_model_and_knows_its_commands(env, emulators):
     oai, _ = emulators
-    script = ("/model\n/model openai:gpt-4o\n/model\nTurn\n/model no-such-model-x\n/model\n"
-              "/model -\n/frobnicate\n/help\n/exit\n")
+    script = (
+        "/model\n/model openai:gpt-4o\n/model\nTurn\n/model no-such-model-x\n/model\n"
+        "/model -\n/frobnicate\n/help\n/exit\n"
+    )
     result = run(env, "repl", "-m", OPENAI_MODEL, input=script)
     assert result.returncode == 0, result.stderr
     err = result.stderr.splitlines()
     assert f"model {OPENAI_MODEL};" in err[0]  # the banner names it
     shown = [line for line in err if line.startswith("(model")]
-    assert shown[:3] == [f"(model: {OPENAI_MODEL})", "(model: openai:gpt-4o)",
-                         "(model: openai:gpt-4o)"]
+    assert shown[:3] == [
+        f"(model: {OPENAI_MODEL})",
+        "(model: openai:gpt-4o)",
+        "(model: openai:gpt-4o)",
+    ]
     # a typo is refused and the model kept; "-" goes back to the default, named
     assert any("no-such-model-x" in line and "ModelNotFoundError" in line for line in err)
     assert shown[3:5] == ["(model still: openai:gpt-4o)", "(model: openai:gpt-4o)"]
@@ -314,9 +342,18 @@ PASTE = "\x1b[200~line one\nline two\n  indented three\x1b[201~"
 @pytest.mark.parametrize("readline", ["gnu", "none"])
 def test_repl_bracketed_paste_is_one_message(env, emulators, readline):
     oai, _ = emulators
-    command = (LLMPLEX,) if readline == "gnu" else (
-        sys.executable, "-c", ("import sys; sys.modules['readline'] = None; "
-                               "from llmplex.cli import main; sys.exit(main())"))
+    command = (
+        (LLMPLEX,)
+        if readline == "gnu"
+        else (
+            sys.executable,
+            "-c",
+            (
+                "import sys; sys.modules['readline'] = None; "
+                "from llmplex.cli import main; sys.exit(main())"
+            ),
+        )
+    )
     terminal = Terminal(env, "repl", "-m", OPENAI_MODEL, command=command)
     try:
         terminal.expect("\x1b[?2004h")  # bracketed-paste mode asked of the terminal
@@ -336,7 +373,10 @@ def test_repl_bracketed_paste_is_one_message(env, emulators, readline):
         if terminal.process.poll() is None:
             terminal.close()
     assert [m["content"] for m in sent_messages(oai)] == [
-        "line one\nline two\n  indented three", ANSWER, "single line"]
+        "line one\nline two\n  indented three",
+        ANSWER,
+        "single line",
+    ]
 
 
 @pytest.mark.parametrize("command", ["serve", "emulate"])
@@ -345,7 +385,8 @@ def test_port_out_of_range_is_a_usage_error(env, command, port):
     result = run(env, command, "--port", port)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"llmplex: error: --port must be a port number from 0 to 65535, not {port}"]
+        f"llmplex: error: --port must be a port number from 0 to 65535, not {port}"
+    ]
     assert result.stdout == ""
 
 
@@ -358,8 +399,13 @@ def test_emulate_ports_must_all_fit(env):
 
 
 def test_serve_front_page_points_to_the_docs(env):
-    process = subprocess.Popen([LLMPLEX, "serve", "--emulate", "--port", "0"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [LLMPLEX, "serve", "--emulate", "--port", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         base = None
         deadline = time.monotonic() + 30
@@ -404,8 +450,7 @@ def test_providers_and_models_tables(env):
     assert ai2["working"] is False and "AI2_API_KEY" in ai2["not_working_reason"]
     assert caps["OpenAssistant"]["native_stop"] is False
     result = run(env, "models", "-p", "allenai")  # no credentials: nothing routable
-    assert result.stdout == "" and "AllenAI is not available: no credentials" in (
-        result.stderr)
+    assert result.stdout == "" and "AllenAI is not available: no credentials" in (result.stderr)
     models = run(env, "models", "-p", "allenai", "--all").stdout
     assert "olmo-3.1-32b-instruct" in models and "gpt-4o-mini" not in models
     assert "no: AllenAI: no credentials" in models
@@ -415,33 +460,54 @@ def test_providers_and_models_tables(env):
     assert molmo["reason"].startswith("AllenAI: no credentials")
     # by default: what the configured OpenAI (the emulator) lists, with its created times
     listed = {m["id"]: m for m in json.loads(run(env, "models", "--json").stdout)}
-    assert listed["gpt-4o"] == {"id": "gpt-4o", "providers": ["OpenAI"],
-                                "created": DEFAULT_CREATED["gpt-4o"]}
+    assert listed["gpt-4o"] == {
+        "id": "gpt-4o",
+        "providers": ["OpenAI"],
+        "created": DEFAULT_CREATED["gpt-4o"],
+    }
     assert "molmo2-8b" not in listed
 
 
 def test_help_documents_environment_and_exit_codes(env):
     result = run(env, "--help")
     assert result.returncode == 0
-    for needle in ("LLMPLEX_MODEL", "LLMPLEX_CONFIG", "LLMPLEX_DATA_DIR", "config file",
-                   "exit status", "130"):
+    for needle in (
+        "LLMPLEX_MODEL",
+        "LLMPLEX_CONFIG",
+        "LLMPLEX_DATA_DIR",
+        "config file",
+        "exit status",
+        "130",
+    ):
         assert needle in result.stdout
-    result = subprocess.run([sys.executable, "-m", "llmplex", "--version"], capture_output=True,
-                            text=True, env=env, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmplex", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0 and result.stdout.startswith("llmplex ")
 
 
 def test_emulate_serves_emulators_for_other_processes(env):
-    clean = {k: v for k, v in env.items() if k not in ("LLMPLEX_OPENAI_BASE_URL",
-                                                         "OPENAI_API_KEY")}
-    process = subprocess.Popen([LLMPLEX, "emulate", "openai", "replicate", "--port", "0"],
-                               env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    clean = {k: v for k, v in env.items() if k not in ("LLMPLEX_OPENAI_BASE_URL", "OPENAI_API_KEY")}
+    process = subprocess.Popen(
+        [LLMPLEX, "emulate", "openai", "replicate", "--port", "0"],
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         exports = read_exports(process)
         assert exports["LLMPLEX_OPENAI_BASE_URL"].endswith("/v1")
-        assert set(exports) >= {"LLMPLEX_REPLICATE_BASE_URL", "REPLICATE_API_TOKEN",
-                                "OPENAI_API_KEY"}
+        assert set(exports) >= {
+            "LLMPLEX_REPLICATE_BASE_URL",
+            "REPLICATE_API_TOKEN",
+            "OPENAI_API_KEY",
+        }
         models = httpx.get(exports["LLMPLEX_OPENAI_BASE_URL"] + "/models", timeout=5)
         assert models.status_code == 200
         result = run({**clean, **exports}, "chat", "Hi", "-m", OPENAI_MODEL)
@@ -461,9 +527,14 @@ def test_ctrl_c_exits_130_and_cleans_up_upstream(env, tmp_path):
     with serve(OpenAssistantEmulator(Script("word " * 400, delay=0.05))) as emulator:
         Path(env["LLMPLEX_CONFIG"]).write_text(
             f'[providers.OpenAssistant]\nbase_url = "{emulator.url}"\n'
-            'cookies = { "next-auth.session-token" = "session-1" }\n')
-        process = subprocess.Popen([LLMPLEX, "chat", "Hi", "-m", "openassistant:"],
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            'cookies = { "next-auth.session-token" = "session-1" }\n'
+        )
+        process = subprocess.Popen(
+            [LLMPLEX, "chat", "Hi", "-m", "openassistant:"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             assert process.stdout.read(10) == b"word word "  # the answer is streaming
             process.send_signal(signal.SIGINT)
@@ -475,8 +546,10 @@ def test_ctrl_c_exits_130_and_cleans_up_upstream(env, tmp_path):
             process.stdout.close()
             process.stderr.close()
         assert code == 130
-        wait_until(lambda: emulator.requests_to("/api/chat", "DELETE"),
-                   message="the upstream chat was not deleted")
+        wait_until(
+            lambda: emulator.requests_to("/api/chat", "DELETE"),
+            message="the upstream chat was not deleted",
+        )
         # the emulator sees the closed stream a moment after the process has gone
         wait_until(lambda: emulator.open_streams == 0, message="the stream stayed open")
 

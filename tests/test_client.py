@@ -26,8 +26,11 @@ QUESTION = "What is the capital of France?"
 CASES = {
     "AllenAI": ("allenai", "olmo-3.1-32b-instruct", {"api_key": EMULATED_TOKEN}),
     "Replicate": ("replicate", "meta/meta-llama-3-8b-instruct", {"api_key": "r8_test"}),
-    "OpenAssistant": ("openassistant", "OA_SFT_Llama_30B_6",
-                      {"cookies": {"next-auth.session-token": "session-1"}}),
+    "OpenAssistant": (
+        "openassistant",
+        "OA_SFT_Llama_30B_6",
+        {"cookies": {"next-auth.session-token": "session-1"}},
+    ),
     "H2o": ("h2o", "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1", {}),
     "OpenAI": ("openai", "gpt-4o-mini", {"api_key": "sk-test"}),
 }
@@ -67,12 +70,16 @@ async def test_same_answer_as_the_provider_called_directly(services, name):
     assert completion.choices[0].finish_reason == "stop"
     assert completion.provider == name
     assert completion.object == "chat.completion"
-    assert completion.usage.total_tokens == (
-        completion.usage.prompt_tokens + completion.usage.completion_tokens
-    ) > 0
+    assert (
+        completion.usage.total_tokens
+        == (completion.usage.prompt_tokens + completion.usage.completion_tokens)
+        > 0
+    )
 
     stream = await client.chat.completions.create(
-        model=model, provider=name, messages=[{"role": "user", "content": QUESTION}],
+        model=model,
+        provider=name,
+        messages=[{"role": "user", "content": QUESTION}],
         stream=True,
     )
     chunks = [chunk async for chunk in stream]
@@ -89,16 +96,18 @@ def test_sync_client_same_answer(services, name):
     client = client_for(services, cls=Client)
     completion = client.chat.completions.create(model=f"{name.lower()}:{model}", messages=QUESTION)
     assert completion.choices[0].message.content == ANSWER
-    chunks = list(client.chat.completions.create(model=f"{name}:{model}", messages=QUESTION,
-                                                 stream=True))
+    chunks = list(
+        client.chat.completions.create(model=f"{name}:{model}", messages=QUESTION, stream=True)
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == ANSWER
 
 
 async def test_sync_client_inside_a_running_event_loop(services):
     # As in Jupyter: sync code called while an event loop runs in this thread.
     client = client_for(services, cls=Client)
-    completion = client.chat.completions.create(model="replicate:meta/meta-llama-3-8b-instruct",
-                                                messages=QUESTION)
+    completion = client.chat.completions.create(
+        model="replicate:meta/meta-llama-3-8b-instruct", messages=QUESTION
+    )
     assert completion.choices[0].message.content == ANSWER
 
 
@@ -106,9 +115,13 @@ async def test_objects_have_attribute_access_and_model_dump(services):
     client = client_for(services)
     completion = await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
     data = completion.model_dump()
-    assert data["choices"][0]["message"] == {"role": "assistant", "content": ANSWER,
-                                             "refusal": None, "tool_calls": None,
-                                             "reasoning_content": None}
+    assert data["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": ANSWER,
+        "refusal": None,
+        "tool_calls": None,
+        "reasoning_content": None,
+    }
     assert data["object"] == "chat.completion" and data["provider"] == "OpenAI"
     assert data["system_fingerprint"] == "fp_0ba0d124f1" and data["service_tier"] == "default"
     assert json.loads(completion.model_dump_json())["id"] == completion.id
@@ -118,8 +131,9 @@ async def test_objects_have_attribute_access_and_model_dump(services):
 async def test_provider_reported_usage_is_used(services):
     # The OpenAI emulator reports usage (words); the estimate would differ.
     client = client_for(services)
-    completion = await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                      messages="one two")
+    completion = await client.chat.completions.create(
+        model="openai:gpt-4o-mini", messages="one two"
+    )
     assert completion.usage.prompt_tokens == 2
     assert completion.usage.completion_tokens == len(ANSWER.split())
     assert completion.usage.estimated is False
@@ -131,9 +145,14 @@ def unlimited(emulator):
     from llmplex.providers import OpenAICompatible
     from llmplex.providers.endpoints import FULL
 
-    cls = type("Unlimited", (OpenAICompatible,), {
-        "capabilities": FULL.with_(max_tokens=False, stop=False),
-        "default_base_url": emulator.url + "/v1"})
+    cls = type(
+        "Unlimited",
+        (OpenAICompatible,),
+        {
+            "capabilities": FULL.with_(max_tokens=False, stop=False),
+            "default_base_url": emulator.url + "/v1",
+        },
+    )
     return cls
 
 
@@ -141,7 +160,8 @@ async def test_max_tokens_counts_tokens_not_chunks_where_the_service_cannot(serv
     client = client_for(services)
     provider = unlimited(services["OpenAI"])
     completion = await client.chat.completions.create(
-        model="gpt-4o-mini", provider=provider, messages="Hi", max_tokens=3)
+        model="gpt-4o-mini", provider=provider, messages="Hi", max_tokens=3
+    )
     # 3 tokens ~ 12 UTF-8 bytes: "The capital " — several chunks, cut mid-chunk.
     assert completion.choices[0].message.content == ANSWER.encode()[:12].decode()
     assert completion.choices[0].finish_reason == "length"
@@ -156,21 +176,26 @@ async def test_a_native_max_tokens_is_left_to_the_service(services):
     # cuts the answer to 8 bytes nor replaces the usage by an estimate.
     client = client_for(services)
     completion = await client.chat.completions.create(
-        model="openai:gpt-4o-mini", messages="Hi", max_tokens=2)
+        model="openai:gpt-4o-mini", messages="Hi", max_tokens=2
+    )
     assert completion.choices[0].message.content == "The capital"
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage.completion_tokens == 2 and not completion.usage.estimated
     assert services["OpenAI"].requests_to("/chat/completions")[0].json["max_tokens"] == 2
     await client.chat.completions.create(
-        model="replicate:meta/meta-llama-3-8b-instruct", messages="Hi", max_tokens=3)
-    assert services["Replicate"].requests_to("/predictions", "POST")[0].json["input"][
-        "max_tokens"] == 3  # Llama 3's own name for it
+        model="replicate:meta/meta-llama-3-8b-instruct", messages="Hi", max_tokens=3
+    )
+    assert (
+        services["Replicate"].requests_to("/predictions", "POST")[0].json["input"]["max_tokens"]
+        == 3
+    )  # Llama 3's own name for it
 
 
 async def test_stop_truncates_even_across_chunks_where_the_service_cannot(services):
     client = client_for(services)
     stream = await client.chat.completions.create(
-        model="openassistant:OA_SFT_Llama_30B_6", messages="Hi", stream=True, stop=["is Par"])
+        model="openassistant:OA_SFT_Llama_30B_6", messages="Hi", stream=True, stop=["is Par"]
+    )
     chunks = [c async for c in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "The capital of France "
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -188,7 +213,8 @@ async def test_a_provider_closed_early_after_answering_is_healthy(services):
     client.router.record_failure(provider.get_name(), RuntimeError("earlier failure"))
     assert client.router.status()["Unlimited"]["cooling_down"]
     completion = await client.chat.completions.create(
-        model="gpt-4o-mini", provider=provider, messages="Hi", stop=["France"])
+        model="gpt-4o-mini", provider=provider, messages="Hi", stop=["France"]
+    )
     assert completion.choices[0].finish_reason == "stop"
     status = client.router.status()["Unlimited"]
     assert not status["cooling_down"] and status["consecutive_failures"] == 0
@@ -199,7 +225,8 @@ async def test_stopping_early_closes_the_upstream(services):
     emu.script = Script(ANSWER, delay=0.05)
     client = client_for(services)
     stream = await client.chat.completions.create(
-        model="openassistant:OA_SFT_Llama_30B_6", messages="Hi", stream=True)
+        model="openassistant:OA_SFT_Llama_30B_6", messages="Hi", stream=True
+    )
     async for _chunk in stream:
         break
     await stream.aclose()
@@ -209,11 +236,11 @@ async def test_stopping_early_closes_the_upstream(services):
 async def test_messages_validation_and_unknown_models(services):
     client = client_for(services)
     with pytest.raises(InvalidRequestError, match=r"messages\[0\]\.role"):
-        await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                             messages=[{"role": "robot", "content": "x"}])
+        await client.chat.completions.create(
+            model="openai:gpt-4o-mini", messages=[{"role": "robot", "content": "x"}]
+        )
     with pytest.raises(InvalidRequestError, match="max_tokens"):
-        await client.chat.completions.create(model="openai:gpt-4o-mini", messages="x",
-                                             max_tokens=0)
+        await client.chat.completions.create(model="openai:gpt-4o-mini", messages="x", max_tokens=0)
     with pytest.raises(ModelNotFoundError) as info:
         await client.chat.completions.create(model="olmo-3.1-32b-instrukt", messages="x")
     print(info.value)  # shown with -s: the message a user sees
@@ -231,8 +258,7 @@ async def test_not_working_providers_only_when_named(services):
     with pytest.raises(ModelNotFoundError) as info:
         await client.chat.completions.create(model="olmo-3.1-think", messages="x")
     assert "allenai:olmo-3.1-think" in str(info.value)
-    completion = await client.chat.completions.create(model="allenai:olmo-3.1-think",
-                                                      messages="x")
+    completion = await client.chat.completions.create(model="allenai:olmo-3.1-think", messages="x")
     assert completion.choices[0].message.content == ANSWER
     # ... or when the router is told to include them
     client.router.include_not_working = True
@@ -260,16 +286,17 @@ async def test_models_list_names_providers(services):
 
 # -- conversations -----------------------------------------------------------------------
 
+
 async def test_conversation_keeps_history_and_native_state(services):
     ai2 = services["AllenAI"]
     client = client_for(services)
     conversation = await client.conversations.create()
-    first = await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct",
-                                                 messages="Hello", conversation=conversation)
+    first = await client.chat.completions.create(
+        model="allenai:olmo-3.1-32b-instruct", messages="Hello", conversation=conversation
+    )
     assert first.conversation_id == conversation.id
     # no model: the conversation goes on with the one it used
-    again = await client.chat.completions.create(messages="And then?",
-                                                 conversation=conversation.id)
+    again = await client.chat.completions.create(messages="And then?", conversation=conversation.id)
     assert again.provider == "AllenAI"
     stored = await client.conversations.get(conversation.id)
     assert [m["content"] for m in stored.messages] == ["Hello", ANSWER, "And then?", ANSWER]
@@ -283,16 +310,20 @@ async def test_conversation_keeps_history_and_native_state(services):
 async def test_conversation_survives_a_switch_of_provider(services):
     client = client_for(services)
     conversation = await client.conversations.create(
-        messages=[{"role": "system", "content": "Be brief."}])
-    await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct", messages="Turn one",
-                                         conversation=conversation)
-    await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Turn two",
-                                         conversation=conversation)
+        messages=[{"role": "system", "content": "Be brief."}]
+    )
+    await client.chat.completions.create(
+        model="allenai:olmo-3.1-32b-instruct", messages="Turn one", conversation=conversation
+    )
+    await client.chat.completions.create(
+        model="openai:gpt-4o-mini", messages="Turn two", conversation=conversation
+    )
     sent = services["OpenAI"].requests_to("/chat/completions")[0].json["messages"]
     assert [m["content"] for m in sent] == ["Be brief.", "Turn one", ANSWER, "Turn two"]
     # Back on Ai2: its thread does not know turn two, so the whole history is sent anew.
-    await client.chat.completions.create(model="allenai:olmo-3.1-32b-instruct",
-                                         messages="Turn three", conversation=conversation)
+    await client.chat.completions.create(
+        model="allenai:olmo-3.1-32b-instruct", messages="Turn three", conversation=conversation
+    )
     third = services["AllenAI"].requests_to("/v5/threads/chat")[-1]
     assert "parent" not in third.form
     assert "Turn one" in third.form["content"] and "Turn two" in third.form["content"]
@@ -303,16 +334,18 @@ async def test_conversation_survives_a_switch_of_provider(services):
 async def test_unknown_conversation_is_a_clear_error(services):
     client = client_for(services)
     with pytest.raises(ConversationNotFoundError, match="conv_nope"):
-        await client.chat.completions.create(model="openai:gpt-4o-mini", messages="x",
-                                             conversation="conv_nope")
+        await client.chat.completions.create(
+            model="openai:gpt-4o-mini", messages="x", conversation="conv_nope"
+        )
 
 
 def test_conversation_continued_in_a_second_process(services, tmp_path):
     db = tmp_path / "conversations.sqlite3"
     client = client_for(services, cls=Client, store=SQLiteStore(db))
     conversation = client.conversations.create()
-    client.chat.completions.create(model="openai:gpt-4o-mini", messages="First question",
-                                   conversation=conversation)
+    client.chat.completions.create(
+        model="openai:gpt-4o-mini", messages="First question", conversation=conversation
+    )
     client.store.close()
     script = textwrap.dedent("""
         import sys
@@ -328,7 +361,9 @@ def test_conversation_continued_in_a_second_process(services, tmp_path):
     """)
     out = subprocess.run(
         [sys.executable, "-c", script, str(db), services["OpenAI"].url + "/v1", conversation.id],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ANSWER
@@ -352,8 +387,10 @@ def test_sqlite_store_concurrent_writers_lose_nothing(tmp_path):
             store.append(sys.argv[2], [{"role": "user", "content": f"{sys.argv[3]}-{i}"}])
         store.close()
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(db), conversation.id, tag])
-             for tag in ("a", "b", "c")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(db), conversation.id, tag])
+        for tag in ("a", "b", "c")
+    ]
     assert all(p.wait(timeout=60) == 0 for p in procs)
     store = SQLiteStore(db)
     contents = [m["content"] for m in store.get(conversation.id).messages]

@@ -46,16 +46,19 @@ def test_a_key_another_provider_takes_is_unknown_here(tmp_path):
     assert "unknown key 'cookies'" in str(error)
 
 
-@pytest.mark.parametrize("line, words", [
-    ("api_key = 5", "'api_key' must be a non-empty string"),
-    ("base_url = 1", "'base_url' must be a non-empty string"),
-    ('headers = { "X-A" = 1 }', "'headers' must be a table of strings"),
-    ('headers = "X-A: 1"', "'headers' must be a table of strings"),
-    ("timeout = -1", "'timeout' must be a positive number"),
-    ("timeout = true", "'timeout' must be a positive number"),
-    ('timeout = "10"', "'timeout' must be a positive number"),
-    ("first_token_timeout = -5", "first_token_timeout"),
-])
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("api_key = 5", "'api_key' must be a non-empty string"),
+        ("base_url = 1", "'base_url' must be a non-empty string"),
+        ('headers = { "X-A" = 1 }', "'headers' must be a table of strings"),
+        ('headers = "X-A: 1"', "'headers' must be a table of strings"),
+        ("timeout = -1", "'timeout' must be a positive number"),
+        ("timeout = true", "'timeout' must be a positive number"),
+        ('timeout = "10"', "'timeout' must be a positive number"),
+        ("first_token_timeout = -5", "first_token_timeout"),
+    ],
+)
 def test_types_and_ranges_are_checked(tmp_path, line, words):
     error = refused(tmp_path, f"[providers.Replicate]\n{line}\n")
     assert "[providers.Replicate]" in str(error) and words in str(error)
@@ -66,8 +69,10 @@ def test_cookies_must_be_a_table_of_strings(tmp_path):
     assert "'cookies' must be a table of strings" in str(error)
 
 
-@pytest.mark.parametrize("proxy", ["not a url", "ftp://127.0.0.1:21", "http://:3128", "socks5:///x",
-                                   "http://127.0.0.1:99999"])
+@pytest.mark.parametrize(
+    "proxy",
+    ["not a url", "ftp://127.0.0.1:21", "http://:3128", "socks5:///x", "http://127.0.0.1:99999"],
+)
 def test_proxy_urls_are_checked_at_load_time(tmp_path, proxy):
     error = refused(tmp_path, f'[providers.Groq]\nproxy = "{proxy}"\n')
     assert "[providers.Groq]" in str(error) and "not a proxy URL" in str(error)
@@ -76,7 +81,9 @@ def test_proxy_urls_are_checked_at_load_time(tmp_path, proxy):
 
 
 def test_a_valid_table_loads(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 timeout = 30
 proxy = "socks5://127.0.0.1:9050"
 [providers.groq]
@@ -89,7 +96,8 @@ first_token_timeout = 60
 temperature = 0.2
 [providers.OpenAssistant]
 cookies = { "next-auth.session-token" = "t" }
-""")
+""",
+    )
     config = load_config(path, environ={})
     assert config.providers["Groq"]["timeout"] == 10
     assert config.providers["OpenAssistant"]["cookies"]
@@ -103,15 +111,17 @@ def test_the_environment_proxy_is_checked_too(tmp_path):
 
 async def test_async_client_reads_the_config_file(tmp_path, monkeypatch):
     with serve(OpenAIEmulator(Script("configured"), api_keys={"sk-from-file"})) as emulator:
-        path = write(tmp_path, f"""
+        path = write(
+            tmp_path,
+            f"""
 [providers.OpenAI]
 base_url = "{emulator.url}/v1"
 api_key = "sk-from-file"
-""")
+""",
+        )
         monkeypatch.setenv("LLMPLEX_CONFIG", str(path))
         async with AsyncClient(store=MemoryStore()) as client:
-            answer = await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                          messages="Hi")
+            answer = await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
         assert answer.provider == "OpenAI"
         assert answer.choices[0].message.content == "configured"
         [request] = emulator.requests_to("/chat/completions")
@@ -119,8 +129,9 @@ api_key = "sk-from-file"
 
 
 def test_explicit_arguments_and_config_false_do_not_read_it(tmp_path, monkeypatch):
-    path = write(tmp_path, '[providers.OpenAI]\napi_key = "sk-from-file"\n'
-                 '[router]\norder = ["Groq"]\n')
+    path = write(
+        tmp_path, '[providers.OpenAI]\napi_key = "sk-from-file"\n[router]\norder = ["Groq"]\n'
+    )
     monkeypatch.setenv("LLMPLEX_CONFIG", str(path))
     assert "openai" in AsyncClient(store=MemoryStore()).provider_options
     assert list(AsyncClient(store=MemoryStore()).router.order) == ["Groq"]
@@ -128,11 +139,14 @@ def test_explicit_arguments_and_config_false_do_not_read_it(tmp_path, monkeypatc
     explicit = AsyncClient(provider_options={"Groq": {"api_key": "k"}}, store=MemoryStore())
     assert list(explicit.provider_options) == ["groq"]
     assert list(explicit.router.order) == []
-    both = AsyncClient(provider_options={"Groq": {"api_key": "k"}}, config=True,
-                       store=MemoryStore())
+    both = AsyncClient(
+        provider_options={"Groq": {"api_key": "k"}}, config=True, store=MemoryStore()
+    )
     assert list(both.provider_options) == ["groq"] and list(both.router.order) == ["Groq"]
-    assert AsyncClient(config=path, store=MemoryStore(), proxy="http://127.0.0.1:9").proxy \
+    assert (
+        AsyncClient(config=path, store=MemoryStore(), proxy="http://127.0.0.1:9").proxy
         == "http://127.0.0.1:9"
+    )
 
 
 def test_a_broken_config_fails_at_construction(tmp_path, monkeypatch):

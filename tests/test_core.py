@@ -40,13 +40,16 @@ def test_import_llmplex_is_cheap():
 def test_making_a_client_loads_no_http_stack():
     """aiohttp comes with the first request, not with ``Client()`` (whose connection pool
     makes its connector on first use)."""
-    code = ("import sys, llmplex; llmplex.Client(); llmplex.AsyncClient();"
-            "print('aiohttp' in sys.modules)")
+    code = (
+        "import sys, llmplex; llmplex.Client(); llmplex.AsyncClient();"
+        "print('aiohttp' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 # -- prompt --------------------------------------------------------------------------------
+
 
 def test_format_prompt_single_message_is_its_content():
     assert format_prompt([{"role": "user", "content": "Hi"}]) == "Hi"
@@ -87,8 +90,10 @@ def test_get_last_user_message():
         ([{"role": "user"}], "messages[0].content must be a string"),
         ([{"role": "wizard", "content": "x"}], "messages[0].role"),
         ([{"role": "user", "content": "x"}, "hello"], "messages[1] must be a dict"),
-        ([{"role": "user", "content": ["parts"]}],
-         "content[0] must be a content part object, not str"),
+        (
+            [{"role": "user", "content": ["parts"]}],
+            "content[0] must be a content part object, not str",
+        ),
     ],
 )
 def test_bad_messages_are_named(messages, fragment):
@@ -104,6 +109,7 @@ def test_filter_none():
 
 # -- errors --------------------------------------------------------------------------------
 
+
 def test_error_tree_shape():
     assert issubclass(ResponseError, RuntimeError)
     assert issubclass(ResponseStatusError, ResponseError)
@@ -111,8 +117,15 @@ def test_error_tree_shape():
     assert issubclass(StreamError, ResponseError)
     assert issubclass(ProviderTimeoutError, TimeoutError)
     assert issubclass(ProviderConnectionError, ConnectionError)
-    for cls in (ModelNotFoundError, MissingAuthError, ResponseError, ProviderTimeoutError,
-                AllProvidersFailed, InvalidRequestError, ProviderConnectionError):
+    for cls in (
+        ModelNotFoundError,
+        MissingAuthError,
+        ResponseError,
+        ProviderTimeoutError,
+        AllProvidersFailed,
+        InvalidRequestError,
+        ProviderConnectionError,
+    ):
         assert issubclass(cls, LLMplexError)
 
 
@@ -127,9 +140,15 @@ def test_error_message_names_provider_and_status():
 
 @pytest.mark.parametrize(
     "status, cls",
-    [(400, ResponseStatusError), (401, MissingAuthError), (403, MissingAuthError),
-     (404, ResponseStatusError), (429, RateLimitError), (500, ResponseStatusError),
-     (503, ResponseStatusError)],
+    [
+        (400, ResponseStatusError),
+        (401, MissingAuthError),
+        (403, MissingAuthError),
+        (404, ResponseStatusError),
+        (429, RateLimitError),
+        (500, ResponseStatusError),
+        (503, ResponseStatusError),
+    ],
 )
 def test_error_for_status_chooses_by_status(status, cls):
     err = error_for_status(status, '{"detail": "nope"}', provider="P", retry_after="3")
@@ -149,12 +168,16 @@ def test_status_is_chosen_by_code_not_text():
     "body, message",
     [
         ('{"error": {"code": 400, "message": "Invalid model/host"}}', "Invalid model/host"),
-        ('{"error": "You need to accept the welcome modal first"}',
-         "You need to accept the welcome modal first"),
+        (
+            '{"error": "You need to accept the welcome modal first"}',
+            "You need to accept the welcome modal first",
+        ),
         ('{"title": "Unauthenticated", "detail": "bad token", "status": 401}', "bad token"),
         ('{"message": "Chat not found"}', "Chat not found"),
-        ("Non-JSON form requests need to have a referer",
-         "Non-JSON form requests need to have a referer"),
+        (
+            "Non-JSON form requests need to have a referer",
+            "Non-JSON form requests need to have a referer",
+        ),
         ("", ""),
     ],
 )
@@ -174,13 +197,18 @@ def test_all_providers_failed_is_a_summary_then_a_line_per_provider():
 
     long = "x" * 5000
     err = AllProvidersFailed(
-        [("AllenAI", RateLimitError("slow down", provider="AllenAI", status=429)),
-         ("Replicate", MissingAuthError("no key", provider="Replicate")),
-         ("Groq", ResponseStatusError(f"first line {long}\nsecond", provider="Groq", status=500)),
-         ("OpenAI", MissingAuthError("no API key", provider="OpenAI")),
-         ("Mistral", CoolingDown("skipped", provider="Mistral", retry_after=12.2)),
-         ("Together", CoolingDown("skipped", provider="Together", retry_after=3.0)),
-         ("DeepInfra", MissingAuthError("refused", provider="DeepInfra", status=401))],
+        [
+            ("AllenAI", RateLimitError("slow down", provider="AllenAI", status=429)),
+            ("Replicate", MissingAuthError("no key", provider="Replicate")),
+            (
+                "Groq",
+                ResponseStatusError(f"first line {long}\nsecond", provider="Groq", status=500),
+            ),
+            ("OpenAI", MissingAuthError("no API key", provider="OpenAI")),
+            ("Mistral", CoolingDown("skipped", provider="Mistral", retry_after=12.2)),
+            ("Together", CoolingDown("skipped", provider="Together", retry_after=3.0)),
+            ("DeepInfra", MissingAuthError("refused", provider="DeepInfra", status=401)),
+        ],
         model="llama-3.1-8b",
     )
     lines = str(err).splitlines()
@@ -193,8 +221,9 @@ def test_all_providers_failed_is_a_summary_then_a_line_per_provider():
     # the providers without a key: one line, then the variables to set and the file
     assert lines[4] == "  no key for: Replicate, OpenAI"
     hint = " ".join(line.strip() for line in lines[5:-1])
-    assert hint.startswith("(set REPLICATE_API_TOKEN or OPENAI_API_KEY, or add api_key "
-                           "under [providers.<Name>] in ")
+    assert hint.startswith(
+        "(set REPLICATE_API_TOKEN or OPENAI_API_KEY, or add api_key under [providers.<Name>] in "
+    )
     assert hint.endswith("config.toml)")
     assert lines[-1] == "  cooling down for up to 12s after failing recently: Mistral, Together"
     assert max(map(len, lines)) <= 202
@@ -207,13 +236,15 @@ def test_all_providers_failed_is_a_summary_then_a_line_per_provider():
 
 
 def test_all_providers_failed_for_want_of_keys_only():
-    err = AllProvidersFailed([("OpenAI", MissingAuthError("no API key", provider="OpenAI")),
-                              ("OpenAssistant", MissingAuthError("no cookies",
-                                                                 provider="OpenAssistant"))])
+    err = AllProvidersFailed(
+        [
+            ("OpenAI", MissingAuthError("no API key", provider="OpenAI")),
+            ("OpenAssistant", MissingAuthError("no cookies", provider="OpenAssistant")),
+        ]
+    )
     assert err.unconfigured
     text = str(err)
-    assert text.splitlines()[:2] == ["all providers failed:",
-                                     "  no key for: OpenAI, OpenAssistant"]
+    assert text.splitlines()[:2] == ["all providers failed:", "  no key for: OpenAI, OpenAssistant"]
     # OpenAssistant reads no variable: its cookies go in the config file
     assert "(set OPENAI_API_KEY, or add api_key or cookies under" in " ".join(text.split())
     assert not AllProvidersFailed([]).unconfigured
@@ -221,6 +252,7 @@ def test_all_providers_failed_for_want_of_keys_only():
 
 
 # -- types ---------------------------------------------------------------------------------
+
 
 def test_typed_chunks_join_to_text():
     chunks = ["Hel", "lo", Usage(3, 2), JsonConversation(a=1), FinishReason("stop")]

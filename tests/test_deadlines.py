@@ -73,8 +73,12 @@ def client_for(stalling, answering=None, **kwargs) -> AsyncClient:
     if answering is not None:
         options["Groq"] = {"base_url": answering.url + "/v1", "api_key": "gsk-b"}
     options.update(kwargs.pop("provider_options", {}))
-    return AsyncClient(store=MemoryStore(), provider_options=options, router=Router(
-        aliases={"chain": ["openai:gpt-4o-mini", "groq:llama-3.1-8b-instant"]}), **kwargs)
+    return AsyncClient(
+        store=MemoryStore(),
+        provider_options=options,
+        router=Router(aliases={"chain": ["openai:gpt-4o-mini", "groq:llama-3.1-8b-instant"]}),
+        **kwargs,
+    )
 
 
 async def test_keepalives_only_end_at_the_first_token_deadline():
@@ -95,8 +99,7 @@ async def test_the_next_provider_answers_after_the_first_token_deadline():
             assert answer.provider == "Groq"
             assert answer.choices[0].message.content == Script().reply
             # streamed too
-            stream = await client.chat.completions.create(model="chain", messages="Hi",
-                                                          stream=True)
+            stream = await client.chat.completions.create(model="chain", messages="Hi", stream=True)
             chunks = [c async for c in stream]
         assert chunks[-1].provider == "Groq"
 
@@ -106,11 +109,17 @@ async def test_a_per_call_and_a_per_provider_deadline():
         async with client_for(upstream) as client:  # defaults: minutes
             started = time.monotonic()
             with pytest.raises(ProviderTimeoutError):
-                await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                     messages="Hi", first_token_timeout=0.3)
+                await client.chat.completions.create(
+                    model="openai:gpt-4o-mini", messages="Hi", first_token_timeout=0.3
+                )
             assert time.monotonic() - started < 10
-        slow = {"OpenAI": {"base_url": upstream.url + "/v1", "api_key": "sk-a",
-                           "first_token_timeout": 0.3}}
+        slow = {
+            "OpenAI": {
+                "base_url": upstream.url + "/v1",
+                "api_key": "sk-a",
+                "first_token_timeout": 0.3,
+            }
+        }
         async with client_for(upstream, provider_options=slow) as client:
             with pytest.raises(ProviderTimeoutError):
                 await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
@@ -119,11 +128,12 @@ async def test_a_per_call_and_a_per_provider_deadline():
 
 
 async def test_the_total_deadline_ends_a_trickling_answer():
-    with serve(OpenAIEmulator(Script("word " * 200, delay=0.05))) as emulator, \
-            serve(OpenAIEmulator()) as other:
+    with (
+        serve(OpenAIEmulator(Script("word " * 200, delay=0.05))) as emulator,
+        serve(OpenAIEmulator()) as other,
+    ):
         async with client_for(emulator, other, total_timeout=0.6) as client:
-            stream = await client.chat.completions.create(model="chain", messages="Hi",
-                                                          stream=True)
+            stream = await client.chat.completions.create(model="chain", messages="Hi", stream=True)
             got = []
             with pytest.raises(ProviderTimeoutError, match="total timeout"):
                 async for chunk in stream:
@@ -136,8 +146,7 @@ async def test_the_total_deadline_ends_a_trickling_answer():
 async def test_a_fallback_chain_that_only_stalls_fails_with_every_timeout():
     with keepalives() as first, keepalives() as second:
         options = {"Groq": {"base_url": second.url + "/v1", "api_key": "gsk-b"}}
-        async with client_for(first, provider_options=options,
-                              first_token_timeout=0.3) as client:
+        async with client_for(first, provider_options=options, first_token_timeout=0.3) as client:
             with pytest.raises(AllProvidersFailed) as info:
                 await client.chat.completions.create(model="chain", messages="Hi")
         assert [type(e) for _, e in info.value.errors] == [ProviderTimeoutError] * 2
@@ -148,8 +157,14 @@ def test_the_server_answers_504_at_the_first_token_deadline():
         app = create_app(client_for(upstream, first_token_timeout=0.5))
         with ServerThread(app) as server:
             started = time.monotonic()
-            response = httpx.post(server.url + "/v1/chat/completions", timeout=30, json={
-                "model": "openai:gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
+            response = httpx.post(
+                server.url + "/v1/chat/completions",
+                timeout=30,
+                json={
+                    "model": "openai:gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "Hi"}],
+                },
+            )
             assert response.status_code == 504
             assert response.json()["error"]["code"] == "upstream_timeout"
             assert time.monotonic() - started < 10
@@ -157,15 +172,19 @@ def test_the_server_answers_504_at_the_first_token_deadline():
 
 def test_deadlines_from_config_and_environment(tmp_path):
     path = tmp_path / "config.toml"
-    path.write_text('first_token_timeout = 12\ntotal_timeout = 600\n'
-                    '[providers.Groq]\nfirst_token_timeout = 5\n')
+    path.write_text(
+        "first_token_timeout = 12\ntotal_timeout = 600\n[providers.Groq]\nfirst_token_timeout = 5\n"
+    )
     config = load_config(path, environ={})
     assert (config.first_token_timeout, config.total_timeout) == (12.0, 600.0)
     assert config.providers["Groq"]["first_token_timeout"] == 5
     config = load_config(path, environ={"LLMPLEX_FIRST_TOKEN_TIMEOUT": "7"})
     assert config.first_token_timeout == 7.0  # the environment wins
-    for bad in ('first_token_timeout = -1\n', 'total_timeout = "soon"\n',
-                '[providers.Groq]\ntotal_timeout = 0\n'):
+    for bad in (
+        "first_token_timeout = -1\n",
+        'total_timeout = "soon"\n',
+        "[providers.Groq]\ntotal_timeout = 0\n",
+    ):
         path.write_text(bad)
         with pytest.raises(ConfigError):
             load_config(path, environ={})

@@ -25,7 +25,7 @@ REPLICATE_STREAM = (
     b"event: logs\nid: 1690212292:2\ndata: loading weights\n\n"
     b"event: output\rid: 1690212292:3\rdata:  eyes\rdata: \r\r"
     + "event: output\nid: 1690212292:4\ndata:  привет 你好 😀\n\n".encode()
-    + b'event: done\nid: 1690212293:1\ndata: {}\n\n'
+    + b"event: done\nid: 1690212293:1\ndata: {}\n\n"
 )
 REPLICATE_EVENTS = [
     ServerSentEvent("Once upon", "output", "1690212292:0"),
@@ -91,9 +91,7 @@ def test_sse_fields_per_spec():
 
 
 def test_sse_unterminated_event_is_dropped_at_close():
-    assert decode_sse([b"data: complete\n\ndata: never ended\n"]) == [
-        ServerSentEvent("complete")
-    ]
+    assert decode_sse([b"data: complete\n\ndata: never ended\n"]) == [ServerSentEvent("complete")]
 
 
 def test_sse_invalid_utf8_is_replaced_not_fatal():
@@ -141,13 +139,19 @@ def test_sse_property_any_split_any_newline(events, newline, cuts):
 # -- NDJSON ------------------------------------------------------------------------------
 
 AI2_STREAM = (
-    json.dumps({"id": "msg_A8E5H1X2O4", "content": "Привет", "children": []}).encode() + b"\n"
-    + json.dumps({"message": "msg_V6Y0U4H4O9", "content": "你好 ", "logprobs": []},
-                 ensure_ascii=False).encode() + b"\r\n"
+    json.dumps({"id": "msg_A8E5H1X2O4", "content": "Привет", "children": []}).encode()
     + b"\n"
-    + json.dumps({"message": "msg_V6Y0U4H4O9", "content": "😀", "logprobs": []},
-                 ensure_ascii=False).encode() + b"\n"
-    + json.dumps({"id": "msg_A8E5H1X2O4", "final": True}).encode() + b"\n"
+    + json.dumps(
+        {"message": "msg_V6Y0U4H4O9", "content": "你好 ", "logprobs": []}, ensure_ascii=False
+    ).encode()
+    + b"\r\n"
+    + b"\n"
+    + json.dumps(
+        {"message": "msg_V6Y0U4H4O9", "content": "😀", "logprobs": []}, ensure_ascii=False
+    ).encode()
+    + b"\n"
+    + json.dumps({"id": "msg_A8E5H1X2O4", "final": True}).encode()
+    + b"\n"
 )
 AI2_VALUES = [
     {"id": "msg_A8E5H1X2O4", "content": "Привет", "children": []},
@@ -190,8 +194,9 @@ def test_ndjson_malformed_line_raises_with_the_line():
     values=st.lists(
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.text(),
-            lambda inner: (st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(), inner, max_size=3)),
+            lambda inner: (
+                st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3)
+            ),
             max_leaves=6,
         ),
         max_size=6,
@@ -300,9 +305,9 @@ def test_sse_limit_is_exact_and_counts_no_line_end(newline, split):
         if split == "whole":
             parts = [stream]
         elif split == "bytes":
-            parts = [stream[i:i + 1] for i in range(len(stream))]
+            parts = [stream[i : i + 1] for i in range(len(stream))]
         else:
-            parts = [stream[: len(stream) // 2], stream[len(stream) // 2:]]
+            parts = [stream[: len(stream) // 2], stream[len(stream) // 2 :]]
         decoder = SSEDecoder(max_line_bytes=limit)
         events = []
         for part in parts:
@@ -330,7 +335,7 @@ def test_ndjson_limit_is_exact(split):
     assert len(fits) == limit
 
     def decode(stream):
-        parts = [stream] if split == "whole" else [stream[i:i + 1] for i in range(len(stream))]
+        parts = [stream] if split == "whole" else [stream[i : i + 1] for i in range(len(stream))]
         decoder = NDJSONDecoder(max_line_bytes=limit)
         values = []
         for part in parts:
@@ -453,8 +458,10 @@ async def test_an_over_long_line_from_an_upstream_is_a_response_error():
     try:
         url = f"http://127.0.0.1:{port}/stream"
         seen = []
-        async with (Session("Hostile", timeout=30) as session,
-                    session.request("GET", url) as response):
+        async with (
+            Session("Hostile", timeout=30) as session,
+            session.request("GET", url) as response,
+        ):
             with pytest.raises(ResponseError) as info:
                 async for event in session.sse(response):
                     seen.append(event.data)

@@ -15,16 +15,25 @@ from llmplex.errors import InvalidRequestError
 
 # --------------------------------------------------------------------------- schema
 
-WEATHER = {"type": "object",
-           "properties": {"location": {"type": "string"},
-                          "unit": {"enum": ["celsius", "fahrenheit"]}},
-           "required": ["location"], "additionalProperties": False}
-TREE = {"$defs": {"node": {"type": "object",
-                           "properties": {"value": {"type": "integer"},
-                                          "children": {"type": "array",
-                                                       "items": {"$ref": "#/$defs/node"}}},
-                           "required": ["value"]}},
-        "$ref": "#/$defs/node"}
+WEATHER = {
+    "type": "object",
+    "properties": {"location": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+    "required": ["location"],
+    "additionalProperties": False,
+}
+TREE = {
+    "$defs": {
+        "node": {
+            "type": "object",
+            "properties": {
+                "value": {"type": "integer"},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+            },
+            "required": ["value"],
+        }
+    },
+    "$ref": "#/$defs/node",
+}
 
 SCHEMA_CASES = [
     ({}, {"anything": [1, None]}, []),
@@ -33,8 +42,11 @@ SCHEMA_CASES = [
     (WEATHER, {"location": "Paris"}, []),
     (WEATHER, {"location": 42}, ["$.location: expected string, got number"]),
     (WEATHER, {"unit": "celsius"}, ["$: missing required property 'location'"]),
-    (WEATHER, {"location": "P", "unit": "kelvin"},
-     ["$.unit: 'kelvin' is not one of 'celsius', 'fahrenheit'"]),
+    (
+        WEATHER,
+        {"location": "P", "unit": "kelvin"},
+        ["$.unit: 'kelvin' is not one of 'celsius', 'fahrenheit'"],
+    ),
     (WEATHER, {"location": "P", "extra": 1}, ["$: unexpected property 'extra'"]),
     (WEATHER, [], ["$: expected object, got array"]),
     ({"type": "integer"}, 3, []),
@@ -47,25 +59,46 @@ SCHEMA_CASES = [
     ({"type": ["string", "null"]}, 1, ["$: expected string or null, got number"]),
     ({"type": "string", "nullable": True}, None, []),
     ({"type": "string", "nullable": True}, 2, ["$: expected string, got number"]),
-    ({"type": "object", "additionalProperties": {"type": "integer"}}, {"a": 1, "b": "x"},
-     ["$.b: expected integer, got string"]),
-    ({"properties": {"a b": {"type": "string"}}}, {"a b": 1},
-     ['$["a b"]: expected string, got number']),
-    ({"patternProperties": {"^x_": {"type": "integer"}}, "additionalProperties": False},
-     {"x_1": 1, "y": 2}, ["$: unexpected property 'y'"]),
-    ({"type": "array", "items": {"type": "string"}}, ["a", 1],
-     ["$[1]: expected string, got number"]),
-    ({"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}],
-      "items": False}, ["a", 1, 2], ["$[2]: no item is allowed here"]),
+    (
+        {"type": "object", "additionalProperties": {"type": "integer"}},
+        {"a": 1, "b": "x"},
+        ["$.b: expected integer, got string"],
+    ),
+    (
+        {"properties": {"a b": {"type": "string"}}},
+        {"a b": 1},
+        ['$["a b"]: expected string, got number'],
+    ),
+    (
+        {"patternProperties": {"^x_": {"type": "integer"}}, "additionalProperties": False},
+        {"x_1": 1, "y": 2},
+        ["$: unexpected property 'y'"],
+    ),
+    (
+        {"type": "array", "items": {"type": "string"}},
+        ["a", 1],
+        ["$[1]: expected string, got number"],
+    ),
+    (
+        {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}], "items": False},
+        ["a", 1, 2],
+        ["$[2]: no item is allowed here"],
+    ),
     ({"enum": [1, "a", None]}, 1.0, []),
     ({"enum": [1]}, True, ["$: true is not one of 1"]),
     ({"const": {"a": [1]}}, {"a": [1]}, []),
     ({"const": "x"}, "y", ["$: expected 'x', got 'y'"]),
     ({"anyOf": [{"type": "string"}, {"type": "integer"}]}, 3, []),
-    ({"anyOf": [{"type": "string"}, {"type": "integer"}]}, 1.5,
-     ["$: matches none of the anyOf schemas (nearest: $: expected string, got number)"]),
-    ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, 1,
-     ["$: matches 2 of the oneOf schemas, not exactly one"]),
+    (
+        {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        1.5,
+        ["$: matches none of the anyOf schemas (nearest: $: expected string, got number)"],
+    ),
+    (
+        {"oneOf": [{"type": "integer"}, {"type": "number"}]},
+        1,
+        ["$: matches 2 of the oneOf schemas, not exactly one"],
+    ),
     ({"oneOf": [{"type": "integer"}, {"type": "string"}]}, "a", []),
     ({"allOf": [{"minimum": 1}, {"maximum": 3}]}, 5, ["$: 5 is greater than maximum 3"]),
     ({"not": {"type": "string"}}, "a", ["$: must not match the schema in 'not'"]),
@@ -83,16 +116,28 @@ SCHEMA_CASES = [
     ({"uniqueItems": True}, [1, True], []),  # true is not 1 in JSON
     ({"minProperties": 1}, {}, ["$: fewer than 1 properties"]),
     ({"maxProperties": 1}, {"a": 1, "b": 2}, ["$: more than 1 properties"]),
-    ({"type": "string", "description": "d", "format": "date", "title": "t", "default": 1},
-     "not a date", []),
+    (
+        {"type": "string", "description": "d", "format": "date", "title": "t", "default": 1},
+        "not a date",
+        [],
+    ),
     (TREE, {"value": 1, "children": [{"value": 2, "children": []}]}, []),
-    (TREE, {"value": 1, "children": [{"value": "x"}]},
-     ["$.children[0].value: expected integer, got string"]),
-    ({"definitions": {"n": {"type": "integer"}}, "items": {"$ref": "#/definitions/n"}},
-     [1, "2"], ["$[1]: expected integer, got string"]),
+    (
+        TREE,
+        {"value": 1, "children": [{"value": "x"}]},
+        ["$.children[0].value: expected integer, got string"],
+    ),
+    (
+        {"definitions": {"n": {"type": "integer"}}, "items": {"$ref": "#/definitions/n"}},
+        [1, "2"],
+        ["$[1]: expected integer, got string"],
+    ),
     ({"$ref": "#/$defs/missing"}, 1, ["$: cannot resolve $ref '#/$defs/missing'"]),
-    ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, 1,
-     ["$: the schema refers to itself without end"]),
+    (
+        {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+        1,
+        ["$: the schema refers to itself without end"],
+    ),
 ]
 
 
@@ -126,13 +171,28 @@ def test_schema_error_count_is_bounded():
 # --------------------------------------------------------------------------- tools: prompt
 
 OPENAI_TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather now.",
-                                      "parameters": WEATHER, "strict": True}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather now.",
+            "parameters": WEATHER,
+            "strict": True,
+        },
+    },
     {"type": "function", "function": {"name": "get_time"}},
-    {"type": "function", "function": {
-        "name": "search", "description": "Search the web.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
-                       "required": ["query"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the web.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
+        },
+    },
 ]
 TOOLS = tools.function_tools(OPENAI_TOOLS)
 
@@ -167,8 +227,7 @@ def test_instruction_describes_tools_and_the_one_format():
     assert "- get_weather: Weather now." in text
     assert "- get_time: (no description)" in text
     assert f"arguments schema: {json.dumps(WEATHER, separators=(',', ':'))}" in text
-    assert '<tool_call>{"name": "<tool name>", "arguments": {<the arguments>}}</tool_call>' \
-        in text
+    assert '<tool_call>{"name": "<tool name>", "arguments": {<the arguments>}}</tool_call>' in text
     assert "answer normally in plain text" in text
     assert "at most one" not in text
     assert tools.instruction(OPENAI_TOOLS) == text  # OpenAI's shape is taken as well
@@ -196,13 +255,26 @@ def test_new_call_id():
 
 HISTORY = [
     {"role": "developer", "content": "Be brief."},
-    {"role": "user", "content": [{"type": "text", "text": "Weather in "},
-                                 {"type": "text", "text": "Paris?"}]},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_1", "type": "function",
-         "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}},
-        {"id": "call_2", "type": "function",
-         "function": {"name": "search", "arguments": "not json"}}]},
+    {
+        "role": "user",
+        "content": [{"type": "text", "text": "Weather in "}, {"type": "text", "text": "Paris?"}],
+    },
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+            },
+            {
+                "id": "call_2",
+                "type": "function",
+                "function": {"name": "search", "arguments": "not json"},
+            },
+        ],
+    },
     {"role": "tool", "tool_call_id": "call_1", "content": "18 C"},
     {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "x"}]},
     {"role": "assistant", "content": "It is 18 C."},
@@ -214,13 +286,19 @@ def test_render_messages_history_as_text():
     assert got == [
         {"role": "system", "content": "Be brief.\n\nINSTRUCTION"},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content":
-            '<tool_call>{"name": "get_weather", "arguments": {"location": "Paris"}}'
-            '</tool_call>\n<tool_call>{"name": "search", "arguments": "not json"}</tool_call>'},
-        {"role": "user",
-         "content": '<tool_result name="get_weather" tool_call_id="call_1">18 C</tool_result>'},
-        {"role": "user",
-         "content": '<tool_result name="search" tool_call_id="call_2">x</tool_result>'},
+        {
+            "role": "assistant",
+            "content": '<tool_call>{"name": "get_weather", "arguments": {"location": "Paris"}}'
+            '</tool_call>\n<tool_call>{"name": "search", "arguments": "not json"}</tool_call>',
+        },
+        {
+            "role": "user",
+            "content": '<tool_result name="get_weather" tool_call_id="call_1">18 C</tool_result>',
+        },
+        {
+            "role": "user",
+            "content": '<tool_result name="search" tool_call_id="call_2">x</tool_result>',
+        },
         {"role": "assistant", "content": "It is 18 C."},
     ]
 
@@ -228,8 +306,11 @@ def test_render_messages_history_as_text():
 def test_render_messages_instruction_placement_and_legacy_shapes():
     messages = [
         {"role": "user", "content": "hi", "name": "ann"},
-        {"role": "assistant", "content": "Let me look.",
-         "function_call": {"name": "get_time", "arguments": "{}"}},
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "function_call": {"name": "get_time", "arguments": "{}"},
+        },
         {"role": "function", "name": "get_time", "content": "12:00"},
         {"role": "system", "content": "late system"},
         {"role": "user", "content": "thanks"},
@@ -239,8 +320,10 @@ def test_render_messages_instruction_placement_and_legacy_shapes():
     assert got == [
         {"role": "system", "content": "INSTRUCTION"},
         {"role": "user", "content": "hi", "name": "ann"},
-        {"role": "assistant",
-         "content": 'Let me look.\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'},
+        {
+            "role": "assistant",
+            "content": 'Let me look.\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call>',
+        },
         {"role": "user", "content": '<tool_result name="get_time">12:00</tool_result>'},
         {"role": "system", "content": "late system"},
         {"role": "user", "content": "thanks"},
@@ -270,6 +353,7 @@ def test_correction_lists_problems_and_restates_the_format():
 
 # --------------------------------------------------------------------------- the parser
 
+
 def call(name, **arguments):
     return (name, arguments)
 
@@ -282,37 +366,87 @@ PARSER_CASES = [
     # the requested format
     (TAG, "", [PARIS], []),
     ("Let me check.\n" + TAG, "Let me check.\n", [PARIS], []),
-    (TAG + "\n" + TAG.replace("Paris", "Rome"), "\n",
-     [PARIS, call("get_weather", location="Rome")], []),
-    (TAG[:-len("</tool_call>")], "", [PARIS], []),  # unclosed at the end
+    (
+        TAG + "\n" + TAG.replace("Paris", "Rome"),
+        "\n",
+        [PARIS, call("get_weather", location="Rome")],
+        [],
+    ),
+    (TAG[: -len("</tool_call>")], "", [PARIS], []),  # unclosed at the end
     (TAG + " Done.", " Done.", [PARIS], []),
-    ('<tool_call>\n```json\n{"name": "get_time", "arguments": {}}\n```\n</tool_call>', "",
-     [call("get_time")], []),
-    (('<tool_call>{"name": "get_weather", "arguments": "{\\"location\\": \\"Paris\\"}"}'
-     '</tool_call>'), "", [PARIS], []),
+    (
+        '<tool_call>\n```json\n{"name": "get_time", "arguments": {}}\n```\n</tool_call>',
+        "",
+        [call("get_time")],
+        [],
+    ),
+    (
+        (
+            '<tool_call>{"name": "get_weather", "arguments": "{\\"location\\": \\"Paris\\"}"}'
+            "</tool_call>"
+        ),
+        "",
+        [PARIS],
+        [],
+    ),
     # fenced blocks
-    ('Sure:\n```json\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n```\n',
-     "Sure:\n\n", [PARIS], []),
+    (
+        'Sure:\n```json\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n```\n',
+        "Sure:\n\n",
+        [PARIS],
+        [],
+    ),
     ('```\n{"name": "get_time", "arguments": {}}\n```', "", [call("get_time")], []),
     ('```tool_call\n{"name": "get_time", "arguments": {}}\n```', "", [call("get_time")], []),
-    (('```json\n[{"name": "get_time", "arguments": {}},\n {"name": "search", "arguments": '
-     '{"query": "q"}}]\n```'), "", [call("get_time"), call("search", query="q")], []),
+    (
+        (
+            '```json\n[{"name": "get_time", "arguments": {}},\n {"name": "search", "arguments": '
+            '{"query": "q"}}]\n```'
+        ),
+        "",
+        [call("get_time"), call("search", query="q")],
+        [],
+    ),
     ('```json\n{"name": "get_time", "arguments": {}}', "", [call("get_time")], []),  # unclosed
     # bare JSON
     ('{"name": "get_weather", "arguments": {"location": "Paris"}}', "", [PARIS], []),
-    ('I will search. {"name": "search", "arguments": {"query": "a } \\" { b"}} ok',
-     "I will search.  ok", [call("search", query='a } " { b')], []),
-    (('[{"name": "get_time", "arguments": {}}, {"name": "get_weather", "arguments": '
-     '{"location": "Paris"}}]'), "", [call("get_time"), PARIS], []),
-    (('{"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", '
-     '"arguments": "{\\"location\\":\\"Paris\\"}"}}]}'), "", [PARIS], []),
+    (
+        'I will search. {"name": "search", "arguments": {"query": "a } \\" { b"}} ok',
+        "I will search.  ok",
+        [call("search", query='a } " { b')],
+        [],
+    ),
+    (
+        (
+            '[{"name": "get_time", "arguments": {}}, {"name": "get_weather", "arguments": '
+            '{"location": "Paris"}}]'
+        ),
+        "",
+        [call("get_time"), PARIS],
+        [],
+    ),
+    (
+        (
+            '{"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", '
+            '"arguments": "{\\"location\\":\\"Paris\\"}"}}]}'
+        ),
+        "",
+        [PARIS],
+        [],
+    ),
     ('\n  {  "name" : "get_time" , "arguments" : { } }\n', "\n  \n", [call("get_time")], []),
     # the call shapes models write
     ('{"name": "get_weather", "parameters": {"location": "Paris"}}', "", [PARIS], []),
-    ('{"function": {"name": "get_weather", "arguments": {"location": "Paris"}}}', "",
-     [PARIS], []),
-    (('{"type": "function", "function": {"name": "get_weather", "arguments": '
-     '"{\\"location\\": \\"Paris\\"}"}}'), "", [PARIS], []),
+    ('{"function": {"name": "get_weather", "arguments": {"location": "Paris"}}}', "", [PARIS], []),
+    (
+        (
+            '{"type": "function", "function": {"name": "get_weather", "arguments": '
+            '"{\\"location\\": \\"Paris\\"}"}}'
+        ),
+        "",
+        [PARIS],
+        [],
+    ),
     ('{"function_call": {"name": "get_time", "arguments": "{}"}}', "", [call("get_time")], []),
     ('{"tool": "get_weather", "args": {"location": "Paris"}}', "", [PARIS], []),
     ('{"tool": "get_weather", "tool_input": {"location": "Paris"}}', "", [PARIS], []),
@@ -329,13 +463,25 @@ PARSER_CASES = [
     ('{"name": "Bob", "age": 3}', '{"name": "Bob", "age": 3}', [], []),
     ('[{"name": "Bob"}, {"name": "Al"}]', '[{"name": "Bob"}, {"name": "Al"}]', [], []),
     ("a < b, c <= d, <b>bold</b>, <tool>x", "a < b, c <= d, <b>bold</b>, <tool>x", [], []),
-    ("Use `x` and ``y`` and [a link](u) or [1, 2] and {x}.",
-     "Use `x` and ``y`` and [a link](u) or [1, 2] and {x}.", [], []),
-    ('```python\nprint({"name": "get_time", "arguments": {}})\n```\nafter',
-     '```python\nprint({"name": "get_time", "arguments": {}})\n```\nafter', [], []),
+    (
+        "Use `x` and ``y`` and [a link](u) or [1, 2] and {x}.",
+        "Use `x` and ``y`` and [a link](u) or [1, 2] and {x}.",
+        [],
+        [],
+    ),
+    (
+        '```python\nprint({"name": "get_time", "arguments": {}})\n```\nafter',
+        '```python\nprint({"name": "get_time", "arguments": {}})\n```\nafter',
+        [],
+        [],
+    ),
     ('```json\n{"city": "Paris"}\n```', '```json\n{"city": "Paris"}\n```', [], []),
-    ('```json\n{"name": "Bob", "age": 3}\n```\n', '```json\n{"name": "Bob", "age": 3}\n```\n',
-     [], []),
+    (
+        '```json\n{"name": "Bob", "age": 3}\n```\n',
+        '```json\n{"name": "Bob", "age": 3}\n```\n',
+        [],
+        [],
+    ),
     ("````\nfour\n````", "````\nfour\n````", [], []),
     ('{"a": b}', '{"a": b}', [], []),  # balanced, not JSON, no known tool named
     ('{"name": "Bob", "x": ', '{"name": "Bob", "x": ', [], []),  # unbalanced at the end
@@ -343,39 +489,84 @@ PARSER_CASES = [
     ("ends with <tool_ca", "ends with <tool_ca", [], []),
     ("ends with ``", "ends with ``", [], []),
     ("ends with ```json", "ends with ```json", [], []),
-    ("Grüße — {\"ünï\": 1} 🌍", "Grüße — {\"ünï\": 1} 🌍", [], []),
+    ('Grüße — {"ünï": 1} 🌍', 'Grüße — {"ünï": 1} 🌍', [], []),
     ('{"name": "Bob", ' + TAG, '{"name": "Bob", ', [PARIS], []),  # an unbalanced { before
     ('{"result": ' + TAG[11:-12] + "}", '{"result": }', [PARIS], []),  # nested: recognised
     # invalid calls: recorded, not delivered
-    ('<tool_call>{"name": "send_email", "arguments": {}}</tool_call>', "", [],
-     ["send_email: no such tool (the tools are: get_weather, get_time, search)"]),
+    (
+        '<tool_call>{"name": "send_email", "arguments": {}}</tool_call>',
+        "",
+        [],
+        ["send_email: no such tool (the tools are: get_weather, get_time, search)"],
+    ),
     ('{"name": "send_email", "arguments": {"to": "x"}}', "", [], ["send_email: no such tool"]),
-    (('<tool_call>{"name": "get_weather", "arguments": {"location": "P", "unit": "kelvin"}}'
-     '</tool_call>'), "", [],
-     ["get_weather: $.unit: 'kelvin' is not one of 'celsius', 'fahrenheit'"]),
-    ('{"name": "get_weather"}', "", [],
-     ["get_weather: $: missing required property 'location'"]),
-    ('{"name": "get_weather", "arguments": "{location: Paris}"}', "", [],
-     ["get_weather: the arguments are not valid JSON"]),
-    ('{"name": "get_weather", "arguments": ["Paris"]}', "", [],
-     ["get_weather: the arguments must be a JSON object, not list"]),
-    ('{"name": "get_weather", "arguments": {"location": NaN}}', "", [],
-     ["get_weather: the tool call is not valid JSON"]),
-    ('Calling. ' + TAG + '<tool_call>{"name": "search", "arguments": {}}</tool_call>',
-     "Calling. ", [PARIS], ["search: $: missing required property 'query'"]),
+    (
+        (
+            '<tool_call>{"name": "get_weather", "arguments": {"location": "P", "unit": "kelvin"}}'
+            "</tool_call>"
+        ),
+        "",
+        [],
+        ["get_weather: $.unit: 'kelvin' is not one of 'celsius', 'fahrenheit'"],
+    ),
+    ('{"name": "get_weather"}', "", [], ["get_weather: $: missing required property 'location'"]),
+    (
+        '{"name": "get_weather", "arguments": "{location: Paris}"}',
+        "",
+        [],
+        ["get_weather: the arguments are not valid JSON"],
+    ),
+    (
+        '{"name": "get_weather", "arguments": ["Paris"]}',
+        "",
+        [],
+        ["get_weather: the arguments must be a JSON object, not list"],
+    ),
+    (
+        '{"name": "get_weather", "arguments": {"location": NaN}}',
+        "",
+        [],
+        ["get_weather: the tool call is not valid JSON"],
+    ),
+    (
+        "Calling. " + TAG + '<tool_call>{"name": "search", "arguments": {}}</tool_call>',
+        "Calling. ",
+        [PARIS],
+        ["search: $: missing required property 'query'"],
+    ),
     # malformed JSON
-    ('<tool_call>{"name": "get_weather", "arguments": {</tool_call>', "", [],
-     ["get_weather: the tool call is not valid JSON"]),
+    (
+        '<tool_call>{"name": "get_weather", "arguments": {</tool_call>',
+        "",
+        [],
+        ["get_weather: the tool call is not valid JSON"],
+    ),
     ("<tool_call></tool_call>", "", [], ["the tool call is empty"]),
     ('<tool_call>{"location": "Paris"}</tool_call>', "", [], ["<tool_call> holds no call"]),
-    ('<tool_call>{"name": "get_weather", "argum', "", [],
-     ["get_weather: the tool call is not valid JSON"]),
-    ('{"name": "get_weather", "arguments": {"location": "Pa', "", [],
-     ["get_weather: the call's JSON is incomplete"]),
-    ("{'name': 'get_weather', 'arguments': {}}", "{'name': 'get_weather', 'arguments': {}}",
-     [], []),
-    ('{"name": "get_weather", "arguments": {\'location\': \'P\'}}', "", [],
-     ["get_weather: the tool call is not valid JSON"]),
+    (
+        '<tool_call>{"name": "get_weather", "argum',
+        "",
+        [],
+        ["get_weather: the tool call is not valid JSON"],
+    ),
+    (
+        '{"name": "get_weather", "arguments": {"location": "Pa',
+        "",
+        [],
+        ["get_weather: the call's JSON is incomplete"],
+    ),
+    (
+        "{'name': 'get_weather', 'arguments': {}}",
+        "{'name': 'get_weather', 'arguments': {}}",
+        [],
+        [],
+    ),
+    (
+        '{"name": "get_weather", "arguments": {\'location\': \'P\'}}',
+        "",
+        [],
+        ["get_weather: the tool call is not valid JSON"],
+    ),
 ]
 
 
@@ -412,8 +603,9 @@ def _sequence(items):
         else:
             assert isinstance(item, ToolCall)
             assert re.fullmatch(r"call_[0-9a-f]{24}", item.id)
-            assert item.arguments == json.dumps(json.loads(item.arguments),
-                                                ensure_ascii=False, separators=(",", ":"))
+            assert item.arguments == json.dumps(
+                json.loads(item.arguments), ensure_ascii=False, separators=(",", ":")
+            )
             out.append((item.name, json.loads(item.arguments)))
     return out
 
@@ -551,12 +743,14 @@ def test_feed_after_finish_is_an_error():
 
 def test_large_answers_in_one_character_pieces_stay_linear():
     # Quadratic rescans would take hours here; linear work takes seconds at most.
-    prose = ("Plain prose, with a < b or `code` or [links](u) every now and then, "
-             "and long stretches of ordinary words between them. " * 17_000)  # 2 MB
+    prose = (
+        "Plain prose, with a < b or `code` or [links](u) every now and then, "
+        "and long stretches of ordinary words between them. " * 17_000
+    )  # 2 MB
     parser = ToolCallParser(TOOLS)
     delivered = [item for char in prose for item in parser.feed(char)] + parser.finish()
     assert "".join(delivered) == prose and parser.calls == []
-    query = "x\\\"{[" * 180_000  # 1 MB of argument with escapes and brackets
+    query = 'x\\"{[' * 180_000  # 1 MB of argument with escapes and brackets
     answer = '<tool_call>{"name": "search", "arguments": {"query": "' + query + '"}}'
     parser = ToolCallParser(TOOLS)
     for char in answer:
@@ -577,10 +771,16 @@ def test_many_unbalanced_braces_at_the_end_stay_linear():
 
 # --------------------------------------------------------------------------- json output
 
-POINT = {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
-         "required": ["x", "y"], "additionalProperties": False}
-JSON_SCHEMA = {"type": "json_schema", "json_schema": {
-    "name": "point", "description": "A point.", "schema": POINT, "strict": True}}
+POINT = {
+    "type": "object",
+    "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+    "required": ["x", "y"],
+    "additionalProperties": False,
+}
+JSON_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "point", "description": "A point.", "schema": POINT, "strict": True},
+}
 JSON_OBJECT = {"type": "json_object"}
 
 
@@ -597,20 +797,26 @@ def test_json_instruction():
         json_output.instruction({"type": "text"})
 
 
-@pytest.mark.parametrize(("text", "value", "source"), [
-    ('{"x": 1, "y": 2}', {"x": 1, "y": 2}, '{"x": 1, "y": 2}'),
-    ('  \n{"x": 1}\n ', {"x": 1}, '{"x": 1}'),
-    ("[1, 2]", [1, 2], "[1, 2]"),
-    ("42", 42, "42"),
-    ('Here it is:\n```json\n{"x": 1}\n```\nEnjoy.', {"x": 1}, '{"x": 1}'),
-    ('```\n[{"a": 1}]\n```', [{"a": 1}], '[{"a": 1}]'),
-    ('```json\n{"x": 1}', {"x": 1}, '{"x": 1}'),  # a fence left open
-    ('```json\nnot json\n```\n```json\n{"x": 3}\n```', {"x": 3}, '{"x": 3}'),
-    ('Sure! The point is {"x": 1, "y": {"z": "}"}} as asked.', {"x": 1, "y": {"z": "}"}},
-     '{"x": 1, "y": {"z": "}"}}'),
-    ('See [1] and {bad} then {"x": 5}.', {"x": 5}, '{"x": 5}'),  # an object before an array
-    ("Values: [1, 2, 3] done", [1, 2, 3], "[1, 2, 3]"),
-])
+@pytest.mark.parametrize(
+    ("text", "value", "source"),
+    [
+        ('{"x": 1, "y": 2}', {"x": 1, "y": 2}, '{"x": 1, "y": 2}'),
+        ('  \n{"x": 1}\n ', {"x": 1}, '{"x": 1}'),
+        ("[1, 2]", [1, 2], "[1, 2]"),
+        ("42", 42, "42"),
+        ('Here it is:\n```json\n{"x": 1}\n```\nEnjoy.', {"x": 1}, '{"x": 1}'),
+        ('```\n[{"a": 1}]\n```', [{"a": 1}], '[{"a": 1}]'),
+        ('```json\n{"x": 1}', {"x": 1}, '{"x": 1}'),  # a fence left open
+        ('```json\nnot json\n```\n```json\n{"x": 3}\n```', {"x": 3}, '{"x": 3}'),
+        (
+            'Sure! The point is {"x": 1, "y": {"z": "}"}} as asked.',
+            {"x": 1, "y": {"z": "}"}},
+            '{"x": 1, "y": {"z": "}"}}',
+        ),
+        ('See [1] and {bad} then {"x": 5}.', {"x": 5}, '{"x": 5}'),  # an object before an array
+        ("Values: [1, 2, 3] done", [1, 2, 3], "[1, 2, 3]"),
+    ],
+)
 def test_json_extract(text, value, source):
     assert json_output.extract(text) == (value, source)
 
@@ -621,17 +827,24 @@ def test_json_extract_finds_nothing(text):
         json_output.extract(text)
 
 
-@pytest.mark.parametrize(("response_format", "text", "output", "problems"), [
-    (JSON_OBJECT, 'Here: {"a": "ü", "b": [1, 2]}', '{"a":"ü","b":[1,2]}', []),
-    (JSON_OBJECT, "[1, 2]", "[1,2]", ["the answer must be a JSON object, not an array"]),
-    (JSON_OBJECT, '"text"', '"text"', ["the answer must be a JSON object, not a string"]),
-    (JSON_OBJECT, "nothing", None, ["no JSON value found in the answer: 'nothing'"]),
-    (JSON_SCHEMA, '```json\n{"x": 1, "y": 2}\n```', '{"x":1,"y":2}', []),
-    (JSON_SCHEMA, '{"x": 1, "y": "2", "z": 0}', '{"x":1,"y":"2","z":0}',
-     ["$.y: expected integer, got string", "$: unexpected property 'z'"]),
-    (JSON_SCHEMA, '{"x": 1}', '{"x":1}', ["$: missing required property 'y'"]),
-    ({"type": "json_schema", "json_schema": {"name": "any"}}, "[true]", "[true]", []),
-])
+@pytest.mark.parametrize(
+    ("response_format", "text", "output", "problems"),
+    [
+        (JSON_OBJECT, 'Here: {"a": "ü", "b": [1, 2]}', '{"a":"ü","b":[1,2]}', []),
+        (JSON_OBJECT, "[1, 2]", "[1,2]", ["the answer must be a JSON object, not an array"]),
+        (JSON_OBJECT, '"text"', '"text"', ["the answer must be a JSON object, not a string"]),
+        (JSON_OBJECT, "nothing", None, ["no JSON value found in the answer: 'nothing'"]),
+        (JSON_SCHEMA, '```json\n{"x": 1, "y": 2}\n```', '{"x":1,"y":2}', []),
+        (
+            JSON_SCHEMA,
+            '{"x": 1, "y": "2", "z": 0}',
+            '{"x":1,"y":"2","z":0}',
+            ["$.y: expected integer, got string", "$: unexpected property 'z'"],
+        ),
+        (JSON_SCHEMA, '{"x": 1}', '{"x":1}', ["$: missing required property 'y'"]),
+        ({"type": "json_schema", "json_schema": {"name": "any"}}, "[true]", "[true]", []),
+    ],
+)
 def test_json_check(response_format, text, output, problems):
     assert json_output.check(response_format, text) == (output, problems)
 

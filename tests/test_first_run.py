@@ -24,11 +24,17 @@ def fresh(tmp_path):
     """The environment of a new user: no provider variable, an empty home directory."""
     home = tmp_path / "home"
     home.mkdir()
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith(("LLMPLEX_", "XDG_"))
-               and not k.endswith(("_API_KEY", "_API_TOKEN"))}
-    environ.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-                   XDG_DATA_HOME=str(home / ".local" / "share"), PYTHONIOENCODING="utf-8")
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLMPLEX_", "XDG_")) and not k.endswith(("_API_KEY", "_API_TOKEN"))
+    }
+    environ.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        PYTHONIOENCODING="utf-8",
+    )
     return environ
 
 
@@ -73,8 +79,9 @@ def test_repl_with_nothing_configured_says_it_once_and_leaves(fresh):
     result = run(fresh, "repl", input="hello\nsecond message\n")
     banner, *rest = result.stderr.splitlines()
     assert banner.startswith("llmplex ")
-    assert_one_line(type(result)(result.args, result.returncode, result.stdout,
-                                 "\n".join(rest)), "repl")
+    assert_one_line(
+        type(result)(result.args, result.returncode, result.stdout, "\n".join(rest)), "repl"
+    )
     assert rest[0].endswith("try offline: llmplex repl --emulate")
 
 
@@ -93,14 +100,20 @@ def free_port() -> int:
 def test_a_partly_configured_machine_gets_the_summary(fresh):
     port = free_port()  # nothing listens there
     with serve(OpenAIEmulator(Script(fault=Fault.http_status(500, "meltdown")))) as oai:
-        environ = {**fresh, "GROQ_API_KEY": "gsk-test", "OPENAI_API_KEY": "sk-test",
-                   "LLMPLEX_GROQ_BASE_URL": f"http://127.0.0.1:{port}/v1",
-                   "LLMPLEX_OPENAI_BASE_URL": oai.url + "/v1"}
+        environ = {
+            **fresh,
+            "GROQ_API_KEY": "gsk-test",
+            "OPENAI_API_KEY": "sk-test",
+            "LLMPLEX_GROQ_BASE_URL": f"http://127.0.0.1:{port}/v1",
+            "LLMPLEX_OPENAI_BASE_URL": oai.url + "/v1",
+        }
         config = Path(fresh["HOME"]) / ".config" / "llmplex" / "config.toml"
         config.parent.mkdir(parents=True)
-        config.write_text('[router]\naliases = { duo = ["openai:gpt-4o-mini", '
-                          '"groq:llama-3.1-8b-instant", "mistral:mistral-small-latest", '
-                          '"together:x"] }\n')
+        config.write_text(
+            '[router]\naliases = { duo = ["openai:gpt-4o-mini", '
+            '"groq:llama-3.1-8b-instant", "mistral:mistral-small-latest", '
+            '"together:x"] }\n'
+        )
         result = run(environ, "chat", "hi", "-m", "duo")
     print(result.stderr)
     assert result.returncode == 1
@@ -110,8 +123,10 @@ def test_a_partly_configured_machine_gets_the_summary(fresh):
     assert lines[2].startswith("  Groq: cannot connect to ")
     assert lines[3] == "  no key for: Mistral, Together"
     hint = " ".join(line.strip() for line in lines[4:])
-    assert hint == ("(set MISTRAL_API_KEY or TOGETHER_API_KEY, or add api_key under "
-                    f"[providers.<Name>] in {CONFIG})")
+    assert hint == (
+        "(set MISTRAL_API_KEY or TOGETHER_API_KEY, or add api_key under "
+        f"[providers.<Name>] in {CONFIG})"
+    )
     assert max(map(len, lines)) < 120
 
 
@@ -121,9 +136,12 @@ def test_a_provider_table_in_the_config_file_is_configuration(fresh):
     config.write_text('[providers.OpenAI]\nbase_url = "http://127.0.0.1:9/v1"\n')
     result = run(fresh, "chat", "hi", "-m", "openai:gpt-4o-mini")
     assert result.returncode == 1, result.stderr
-    assert result.stderr.splitlines() == [(
-        "llmplex: error: MissingAuthError: OpenAI: no API key: set OPENAI_API_KEY or add "
-        f"api_key under [providers.OpenAI] in {CONFIG}")]
+    assert result.stderr.splitlines() == [
+        (
+            "llmplex: error: MissingAuthError: OpenAI: no API key: set OPENAI_API_KEY or add "
+            f"api_key under [providers.OpenAI] in {CONFIG}"
+        )
+    ]
 
 
 LMSTUDIO = 1234  # LM Studio's port: a local server, reached when named without configuration
@@ -140,10 +158,19 @@ def test_repl_goes_on_once_something_answered(fresh):
     finally:
         probe.close()
     with serve(Listener(), "127.0.0.1", LMSTUDIO) as listener:
-        result = run(fresh, "repl", "-m", "lmstudio:qwen", input=(
-            "hello\n/model openai:gpt-4o-mini\nagain\n/exit\n"))
+        result = run(
+            fresh,
+            "repl",
+            "-m",
+            "lmstudio:qwen",
+            input=("hello\n/model openai:gpt-4o-mini\nagain\n/exit\n"),
+        )
     assert result.returncode == 0, result.stderr
     assert len(listener.received) == 1 and result.stdout.strip() == "hi"
     first_run = [line for line in result.stderr.splitlines() if "try offline" in line]
-    assert first_run == [("llmplex: no API key for OpenAI. Set OPENAI_API_KEY or edit "
-                          f"{CONFIG}, or try offline: llmplex repl --emulate")]
+    assert first_run == [
+        (
+            "llmplex: no API key for OpenAI. Set OPENAI_API_KEY or edit "
+            f"{CONFIG}, or try offline: llmplex repl --emulate"
+        )
+    ]

@@ -28,14 +28,22 @@ from llmplex.types import FinishReason
 
 FALCON_40B = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
 FALCON_7B = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3"
-DEFAULTS = {"temperature": 0.4, "truncate": 2048, "max_new_tokens": 1024, "do_sample": True,
-            "repetition_penalty": 1.2, "return_full_text": False}
+DEFAULTS = {
+    "temperature": 0.4,
+    "truncate": 2048,
+    "max_new_tokens": 1024,
+    "do_sample": True,
+    "repetition_penalty": 1.2,
+    "return_full_text": False,
+}
 
 
 async def collect(emulator, messages="Hi", model="", **kwargs):
     kwargs.setdefault("timeout", 5)
-    return [c async for c in H2o.create_async_generator(model, messages, base_url=emulator.url,
-                                                        **kwargs)]
+    return [
+        c
+        async for c in H2o.create_async_generator(model, messages, base_url=emulator.url, **kwargs)
+    ]
 
 
 def text_of(chunks):
@@ -61,16 +69,23 @@ def assert_deleted(emulator):
 
 # -- the normal exchange -----------------------------------------------------------------
 
+
 async def test_plain_answer_and_flow(h2o_emulator):
     h2o_emulator.script = Script(chunks=["Hello", "!", " How", " can", " I", " help?"])
     chunks = await collect(h2o_emulator)
     assert chunks[:-1] == ["Hello", "!", " How", " can", " I", " help?"]
     assert chunks[-1] == FinishReason("stop")
     assert "<|endoftext|>" not in text_of(chunks)  # the special end token is skipped
-    steps = [(r.method, r.path.rsplit("/", 1)[0] if r.path.count("/") > 1 else r.path)
-             for r in h2o_emulator.requests]
-    assert steps == [("POST", "/settings"), ("POST", "/conversation"),
-                     ("POST", "/conversation"), ("DELETE", "/conversation")]
+    steps = [
+        (r.method, r.path.rsplit("/", 1)[0] if r.path.count("/") > 1 else r.path)
+        for r in h2o_emulator.requests
+    ]
+    assert steps == [
+        ("POST", "/settings"),
+        ("POST", "/conversation"),
+        ("POST", "/conversation"),
+        ("DELETE", "/conversation"),
+    ]
     assert_deleted(h2o_emulator)
 
 
@@ -87,9 +102,11 @@ async def test_one_session_cookie_and_headers(h2o_emulator):
     assert settings.headers["Accept"] == "*/*"
     assert settings.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert h2o_emulator.settings_forms() == [settings.form]
-    assert settings.form == {"ethicsModalAccepted": "true",
-                             "shareConversationsWithModelAuthors": "true",
-                             "activeModel": FALCON_40B}
+    assert settings.form == {
+        "ethicsModalAccepted": "true",
+        "shareConversationsWithModelAuthors": "true",
+        "activeModel": FALCON_40B,
+    }
     assert create.json == {"model": FALCON_40B}
 
 
@@ -112,11 +129,25 @@ async def test_body_has_only_known_parameters_with_defaults(h2o_emulator):
 
 
 async def test_parameter_overrides(h2o_emulator):
-    await collect(h2o_emulator, temperature=0.9, max_tokens=77, top_p=0.5, stop="###",
-                  do_sample=False, repetition_penalty=None, seed=3)
+    await collect(
+        h2o_emulator,
+        temperature=0.9,
+        max_tokens=77,
+        top_p=0.5,
+        stop="###",
+        do_sample=False,
+        repetition_penalty=None,
+        seed=3,
+    )
     assert generate_request(h2o_emulator).json["parameters"] == {
-        **DEFAULTS, "temperature": 0.9, "max_new_tokens": 77, "top_p": 0.5, "stop": ["###"],
-        "do_sample": False, "seed": 3}
+        **DEFAULTS,
+        "temperature": 0.9,
+        "max_new_tokens": 77,
+        "top_p": 0.5,
+        "stop": ["###"],
+        "do_sample": False,
+        "seed": 3,
+    }
 
 
 async def test_max_new_tokens_wins_over_max_tokens(h2o_emulator):
@@ -125,6 +156,7 @@ async def test_max_new_tokens_wins_over_max_tokens(h2o_emulator):
 
 
 # -- models and prompts ------------------------------------------------------------------
+
 
 def test_models_and_aliases():
     assert inspect.isasyncgenfunction(H2o.create_async_generator)
@@ -145,15 +177,18 @@ async def test_alias_reaches_the_server_as_the_model_id(h2o_emulator):
 
 
 async def test_history_travels_in_the_prompt(h2o_emulator):
-    messages = [{"role": "system", "content": "Be brief."},
-                {"role": "user", "content": "What is 2+2?"},
-                {"role": "assistant", "content": "4"},
-                {"role": "user", "content": "And times 3?"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And times 3?"},
+    ]
     await collect(h2o_emulator, messages)
     inputs = generate_request(h2o_emulator).json["inputs"]
     assert inputs == format_prompt(messages)
-    assert inputs == ("System: Be brief.\nUser: What is 2+2?\nAssistant: 4\n"
-                      "User: And times 3?\nAssistant:")
+    assert inputs == (
+        "System: Be brief.\nUser: What is 2+2?\nAssistant: 4\nUser: And times 3?\nAssistant:"
+    )
 
 
 async def test_unicode_both_ways(h2o_emulator):
@@ -215,17 +250,36 @@ def test_sync_create_completion(h2o_emulator):
 
 # -- faults ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fault, error, status, text", [
-    (Fault.http_status(500, step="settings"), ResponseStatusError, 500, "Internal Error"),
-    (Fault.http_status(403, "Non-JSON form requests need to have a referer", step="settings"),
-     MissingAuthError, 403, "need to have a referer"),
-    (Fault.http_status(405, step="conversation"), ResponseStatusError, 405, None),
-    (Fault.http_status(429, step="conversation", retry_after=7), RateLimitError, 429,
-     "too many messages"),
-    (Fault.http_status(410), ResponseStatusError, 410, "Model not available anymore"),
-    (Fault.http_status(404, step="generate"), ResponseStatusError, 404, "Conversation not found"),
-    (Fault.http_status(500, step="generate"), ResponseStatusError, 500, "Internal Error"),
-])
+
+@pytest.mark.parametrize(
+    "fault, error, status, text",
+    [
+        (Fault.http_status(500, step="settings"), ResponseStatusError, 500, "Internal Error"),
+        (
+            Fault.http_status(
+                403, "Non-JSON form requests need to have a referer", step="settings"
+            ),
+            MissingAuthError,
+            403,
+            "need to have a referer",
+        ),
+        (Fault.http_status(405, step="conversation"), ResponseStatusError, 405, None),
+        (
+            Fault.http_status(429, step="conversation", retry_after=7),
+            RateLimitError,
+            429,
+            "too many messages",
+        ),
+        (Fault.http_status(410), ResponseStatusError, 410, "Model not available anymore"),
+        (
+            Fault.http_status(404, step="generate"),
+            ResponseStatusError,
+            404,
+            "Conversation not found",
+        ),
+        (Fault.http_status(500, step="generate"), ResponseStatusError, 500, "Internal Error"),
+    ],
+)
 async def test_status_faults(h2o_emulator, fault, error, status, text):
     h2o_emulator.script = Script(fault=fault)
     with pytest.raises(error) as info:
@@ -251,9 +305,10 @@ async def test_ethics_gate_error_message(h2o_emulator):
 
 @pytest.mark.parametrize("reason", ["", "overloaded"])
 async def test_error_event(h2o_emulator, reason):
-    h2o_emulator.script = Script(chunks=["a", "b", "c"],
-                                 fault=Fault.error_event("Model is overloaded", after=2,
-                                                         reason=reason))
+    h2o_emulator.script = Script(
+        chunks=["a", "b", "c"],
+        fault=Fault.error_event("Model is overloaded", after=2, reason=reason),
+    )
     seen = []
     with pytest.raises(StreamError) as info:
         async for chunk in H2o.create_async_generator("", "Hi", base_url=h2o_emulator.url):
@@ -298,6 +353,7 @@ async def test_stream_without_final_event(h2o_emulator):
 
 # -- stopping early ----------------------------------------------------------------------
 
+
 async def test_early_stop_deletes_and_closes(h2o_emulator):
     h2o_emulator.script = Script(chunks=[f" w{i}" for i in range(100)], delay=0.02)
     stream = H2o.create_async_generator("", "Hi", base_url=h2o_emulator.url)
@@ -329,8 +385,8 @@ async def test_cancelled_while_the_conversation_is_created_still_deletes_it(h2o_
 async def test_cancellation_deletes_and_closes(h2o_emulator):
     h2o_emulator.script = Script(chunks=[f" w{i}" for i in range(100)], delay=0.02)
     await cancel_mid_stream(
-        H2o.create_async_generator("", "Hi", base_url=h2o_emulator.url),
-        first_within=5)
+        H2o.create_async_generator("", "Hi", base_url=h2o_emulator.url), first_within=5
+    )
     # The DELETE went out before the cancellation finished propagating.
     assert len(h2o_emulator.requests_to("/conversation/", "DELETE")) == 1
     await eventually(lambda: closed(h2o_emulator))
@@ -348,13 +404,19 @@ def test_sync_early_stop(h2o_emulator):
 
 # -- the emulator enforces what chat-ui enforces (raw HTTP) --------------------------------
 
+
 async def raw(emulator, method, path, *, jar=None, **kwargs):
     jar = jar if jar is not None else aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
-        async with http.request(method, emulator.url + path, allow_redirects=False,
-                                **kwargs) as response:
-            return response.status, dict(response.headers), await response.read(), \
-                response.headers.getall("Set-Cookie", [])
+        async with http.request(
+            method, emulator.url + path, allow_redirects=False, **kwargs
+        ) as response:
+            return (
+                response.status,
+                dict(response.headers),
+                await response.read(),
+                response.headers.getall("Set-Cookie", []),
+            )
 
 
 async def test_emulator_csrf_and_ethics_gate(h2o_emulator):
@@ -362,11 +424,13 @@ async def test_emulator_csrf_and_ethics_gate(h2o_emulator):
     status, headers, body, cookies = await raw(h2o_emulator, "POST", "/settings", data=form)
     assert (status, body) == (403, b"Non-JSON form requests need to have a referer")
     assert headers["Content-Type"].startswith("text/plain") and cookies == []
-    status, _, body, _ = await raw(h2o_emulator, "POST", "/settings", data=form,
-                                   headers={"Referer": "https://evil.example/"})
+    status, _, body, _ = await raw(
+        h2o_emulator, "POST", "/settings", data=form, headers={"Referer": "https://evil.example/"}
+    )
     assert (status, body) == (403, b"Invalid referer for POST request")
-    status, headers, body, _ = await raw(h2o_emulator, "POST", "/conversation",
-                                         json={"model": FALCON_40B})
+    status, headers, body, _ = await raw(
+        h2o_emulator, "POST", "/conversation", json={"model": FALCON_40B}
+    )
     assert (status, body) == (405, b'{"error":"You need to accept the welcome modal first"}')
     assert headers["Content-Type"].startswith("application/json")
 
@@ -375,42 +439,60 @@ async def test_emulator_settings_answers_and_session_scope(h2o_emulator):
     url = h2o_emulator.url
     form = {"ethicsModalAccepted": "true", "activeModel": FALCON_40B}
     jar = aiohttp.CookieJar(unsafe=True)
-    status, _, body, cookies = await raw(h2o_emulator, "POST", "/settings", jar=jar, data=form,
-                                         headers={"Referer": url + "/", "Accept": "*/*"})
+    status, _, body, cookies = await raw(
+        h2o_emulator,
+        "POST",
+        "/settings",
+        jar=jar,
+        data=form,
+        headers={"Referer": url + "/", "Accept": "*/*"},
+    )
     assert status == 200
     assert body == b'{"type":"redirect","status":303,"location":"' + url.encode() + b'/"}'
     [cookie] = cookies
     assert cookie.startswith("hf-chat=") and "Path=/" in cookie and "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
     session_id = cookie.split(";")[0].split("=", 1)[1]
-    status, headers, _, cookies = await raw(h2o_emulator, "POST", "/settings", jar=jar, data=form,
-                                            headers={"Referer": url + "/", "Accept": "text/html"})
+    status, headers, _, cookies = await raw(
+        h2o_emulator,
+        "POST",
+        "/settings",
+        jar=jar,
+        data=form,
+        headers={"Referer": url + "/", "Accept": "text/html"},
+    )
     assert (status, headers["Location"]) == (303, url + "/")
     assert cookies[0].startswith(f"hf-chat={session_id};")  # the same session, refreshed
-    status, _, body, _ = await raw(h2o_emulator, "POST", "/conversation", jar=jar,
-                                   json={"model": FALCON_40B})
+    status, _, body, _ = await raw(
+        h2o_emulator, "POST", "/conversation", jar=jar, json={"model": FALCON_40B}
+    )
     conversation_id = json.loads(body)["conversationId"]
     assert status == 200 and len(conversation_id) == 24 and int(conversation_id, 16) >= 0
     assert body == b'{"conversationId":"' + conversation_id.encode() + b'"}'
     # Another session (settings accepted too) cannot see that conversation.
     other = aiohttp.CookieJar(unsafe=True)
-    await raw(h2o_emulator, "POST", "/settings", jar=other, data=form,
-              headers={"Referer": url + "/"})
+    await raw(
+        h2o_emulator, "POST", "/settings", jar=other, data=form, headers={"Referer": url + "/"}
+    )
     body_ok = {"inputs": "Hi", "parameters": {}, "stream": True, "options": {}}
     for method in ("POST", "DELETE"):
-        status, _, body, _ = await raw(h2o_emulator, method, f"/conversation/{conversation_id}",
-                                       jar=other, json=body_ok)
+        status, _, body, _ = await raw(
+            h2o_emulator, method, f"/conversation/{conversation_id}", jar=other, json=body_ok
+        )
         assert (status, body) == (404, b'{"message":"Conversation not found"}')
     # Body validation: blank inputs, missing options, unknown model.
     for bad in ({"inputs": "  ", "options": {}}, {"inputs": "Hi"}):
-        status, _, body, _ = await raw(h2o_emulator, "POST", f"/conversation/{conversation_id}",
-                                       jar=jar, json=bad)
+        status, _, body, _ = await raw(
+            h2o_emulator, "POST", f"/conversation/{conversation_id}", jar=jar, json=bad
+        )
         assert (status, body) == (500, b'{"message":"Internal Error"}')
-    status, _, body, _ = await raw(h2o_emulator, "POST", "/conversation", jar=jar,
-                                   json={"model": "gpt-4"})
+    status, _, body, _ = await raw(
+        h2o_emulator, "POST", "/conversation", jar=jar, json={"model": "gpt-4"}
+    )
     assert (status, body) == (500, b'{"message":"Internal Error"}')
-    status, _, body, _ = await raw(h2o_emulator, "DELETE", f"/conversation/{conversation_id}",
-                                   jar=jar)
+    status, _, body, _ = await raw(
+        h2o_emulator, "DELETE", f"/conversation/{conversation_id}", jar=jar
+    )
     assert (status, body) == (200, b"")
     assert h2o_emulator.deleted == [conversation_id]
 
@@ -419,10 +501,17 @@ async def test_emulator_stream_framing(h2o_emulator):
     url = h2o_emulator.url
     h2o_emulator.script = Script(chunks=["Hi", " there"])
     jar = aiohttp.CookieJar(unsafe=True)
-    await raw(h2o_emulator, "POST", "/settings", jar=jar, data={"ethicsModalAccepted": "true"},
-              headers={"Referer": url + "/"})
-    _, _, body, _ = await raw(h2o_emulator, "POST", "/conversation", jar=jar,
-                              json={"model": FALCON_40B})
+    await raw(
+        h2o_emulator,
+        "POST",
+        "/settings",
+        jar=jar,
+        data={"ethicsModalAccepted": "true"},
+        headers={"Referer": url + "/"},
+    )
+    _, _, body, _ = await raw(
+        h2o_emulator, "POST", "/conversation", jar=jar, json={"model": FALCON_40B}
+    )
     path = f"/conversation/{json.loads(body)['conversationId']}"
     request = {"inputs": "Hi", "parameters": {}, "stream": True, "options": {}}
     status, headers, body, _ = await raw(h2o_emulator, "POST", path, jar=jar, json=request)
@@ -430,18 +519,16 @@ async def test_emulator_stream_framing(h2o_emulator):
     assert body.startswith(b":\n\n")
     events = body[3:].split(b"\n\n")
     assert events[-1] == b""
-    first, second, last = (json.loads(e[len(b"data:"):]) for e in events[:-1])
+    first, second, last = (json.loads(e[len(b"data:") :]) for e in events[:-1])
     assert events[0].startswith(b'data:{"token":{"id":') and b": " not in events[0]
     assert first["token"]["text"] == "Hi" and first["token"]["special"] is False
     assert isinstance(first["token"]["logprob"], float) and first["generated_text"] is None
     assert second["token"]["text"] == " there"
-    assert last["token"] == {"id": 11, "text": "<|endoftext|>", "logprob": -0.0367,
-                             "special": True}
+    assert last["token"] == {"id": 11, "text": "<|endoftext|>", "logprob": -0.0367, "special": True}
     assert last["generated_text"] == "Hi there" and last["details"] is None
     # error events and CRLF line ends
     h2o_emulator.crlf = True
     h2o_emulator.script = Script(chunks=["x"], fault=Fault.error_event("boom", after=1))
     _, _, body, _ = await raw(h2o_emulator, "POST", path, jar=jar, json=request)
-    assert body.startswith(b":\r\n\r\ndata:{\"token\"")
+    assert body.startswith(b':\r\n\r\ndata:{"token"')
     assert body.endswith(b'\r\n\r\ndata:{"error":"boom","error_type":"generation"}\r\n\r\n')
-

@@ -48,9 +48,13 @@ def upstream():
 
 
 def client_for(upstream) -> AsyncClient:
-    return AsyncClient(store=MemoryStore(), timeout=2, first_token_timeout=1, total_timeout=10,
-                       provider_options={"OpenAI": {"base_url": upstream.url + "/v1",
-                                                    "api_key": KEY}})
+    return AsyncClient(
+        store=MemoryStore(),
+        timeout=2,
+        first_token_timeout=1,
+        total_timeout=10,
+        provider_options={"OpenAI": {"base_url": upstream.url + "/v1", "api_key": KEY}},
+    )
 
 
 @pytest.mark.parametrize("behaviour", list(MATRIX))
@@ -59,13 +63,13 @@ async def test_async_client(upstream, behaviour):
     started = time.monotonic()
     async with client_for(upstream) as client:
         if expected is None:
-            answer = await client.chat.completions.create(model=f"openai:{behaviour}",
-                                                          messages="Hi")
+            answer = await client.chat.completions.create(
+                model=f"openai:{behaviour}", messages="Hi"
+            )
             answer.choices[0].message.content.encode("utf-8")  # valid text
         else:
             with pytest.raises(expected) as info:
-                await client.chat.completions.create(model=f"openai:{behaviour}",
-                                                     messages="Hi")
+                await client.chat.completions.create(model=f"openai:{behaviour}", messages="Hi")
             assert isinstance(info.value, LLMplexError)
             assert KEY not in str(info.value) and KEY not in repr(info.value)
             assert KEY not in (info.value.body or "")
@@ -81,9 +85,15 @@ def test_through_the_server(upstream, behaviour):
     with ServerThread(create_app(client_for(upstream))) as server:
         for stream in (False, True):
             started = time.monotonic()
-            response = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
-                "model": f"openai:{behaviour}", "stream": stream,
-                "messages": [{"role": "user", "content": "Hi"}]})
+            response = httpx.post(
+                server.url + "/v1/chat/completions",
+                timeout=60,
+                json={
+                    "model": f"openai:{behaviour}",
+                    "stream": stream,
+                    "messages": [{"role": "user", "content": "Hi"}],
+                },
+            )
             assert time.monotonic() - started < 30
             assert KEY not in response.text
             if stream and behaviour == "cut":  # text went out first: an SSE error event
@@ -103,10 +113,14 @@ def test_through_the_server(upstream, behaviour):
 
 
 async def test_a_trickling_answer_ends_at_the_total_deadline(upstream):
-    async with AsyncClient(store=MemoryStore(), total_timeout=1, provider_options={
-            "OpenAI": {"base_url": upstream.url + "/v1", "api_key": KEY}}) as client:
-        stream = await client.chat.completions.create(model="openai:trickle", messages="Hi",
-                                                      stream=True)
+    async with AsyncClient(
+        store=MemoryStore(),
+        total_timeout=1,
+        provider_options={"OpenAI": {"base_url": upstream.url + "/v1", "api_key": KEY}},
+    ) as client:
+        stream = await client.chat.completions.create(
+            model="openai:trickle", messages="Hi", stream=True
+        )
         with pytest.raises(ProviderTimeoutError, match="total timeout"):
             async for _ in stream:
                 pass
@@ -115,8 +129,9 @@ async def test_a_trickling_answer_ends_at_the_total_deadline(upstream):
 
 async def test_a_connection_cut_mid_answer_after_text_is_raised_not_retried(upstream):
     async with client_for(upstream) as client:
-        stream = await client.chat.completions.create(model="openai:cut", messages="Hi",
-                                                      stream=True)
+        stream = await client.chat.completions.create(
+            model="openai:cut", messages="Hi", stream=True
+        )
         seen = []
         with pytest.raises((ResponseError, ProviderConnectionError)):
             async for chunk in stream:
@@ -132,12 +147,21 @@ def test_the_cli_with_debug_shows_no_key(upstream, tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPLEX_")}
     (tmp_path / "config.toml").write_text("")
-    env.update(LLMPLEX_CONFIG=str(tmp_path / "config.toml"), LLMPLEX_DATA_DIR=str(tmp_path),
-               LLMPLEX_OPENAI_BASE_URL=upstream.url + "/v1", OPENAI_API_KEY=KEY)
+    env.update(
+        LLMPLEX_CONFIG=str(tmp_path / "config.toml"),
+        LLMPLEX_DATA_DIR=str(tmp_path),
+        LLMPLEX_OPENAI_BASE_URL=upstream.url + "/v1",
+        OPENAI_API_KEY=KEY,
+    )
     llmplex = str(Path(sys.executable).parent / "llmplex")
     for behaviour in ("echo", "retry-inf"):
-        result = subprocess.run([llmplex, "--debug", "chat", "Hi", "-m", f"openai:{behaviour}"],
-                                env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [llmplex, "--debug", "chat", "Hi", "-m", f"openai:{behaviour}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode != 0
         assert "Traceback" in result.stderr  # --debug really shows the details
         assert KEY not in result.stderr + result.stdout

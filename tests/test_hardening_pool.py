@@ -79,8 +79,12 @@ class Upstream:
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                headers = {name.strip().lower(): value.strip() for name, _, value in
-                           (line.partition(":") for line in head.split("\r\n")[1:] if line)}
+                headers = {
+                    name.strip().lower(): value.strip()
+                    for name, _, value in (
+                        line.partition(":") for line in head.split("\r\n")[1:] if line
+                    )
+                }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 model = json.loads(body or b"{}").get("model", "")
                 self.requests.append((number, model))
@@ -88,19 +92,26 @@ class Upstream:
                     return
                 if model == "fail-status":
                     text = b'{"error": {"message": "upstream exploded"}}'
-                    writer.write(b"HTTP/1.1 500 Internal Server Error\r\n"
-                                 b"Content-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(text), text))
+                    writer.write(
+                        b"HTTP/1.1 500 Internal Server Error\r\n"
+                        b"Content-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(text), text)
+                    )
                 else:
                     if model == "fail-stream":
                         events = [b'data: {"error": {"message": "upstream exploded"}}\n\n']
                     else:
-                        chunk = {"choices": [{"index": 0, "delta": {"content": "ok"},
-                                              "finish_reason": "stop"}]}
+                        chunk = {
+                            "choices": [
+                                {"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}
+                            ]
+                        }
                         events = [b"data: " + json.dumps(chunk).encode() + b"\n\n"]
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                                 b"Transfer-Encoding: chunked\r\n\r\n"
-                                 + _chunked(*events, b"data: [DONE]\n\n"))
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n"
+                        + _chunked(*events, b"data: [DONE]\n\n")
+                    )
                 await writer.drain()
                 if model in self.close_after:
                     await asyncio.sleep(self.close_delay)
@@ -154,8 +165,13 @@ async def test_an_error_answer_is_never_followed_by_a_request_on_its_connection(
                 assert await Second.create_async("ok", "Hi", base_url=upstream.base_url) == "ok"
             assert await Second.create_async("ok", "Hi", base_url=upstream.base_url) == "ok"
     # after each error answer a new connection; a good answer's connection is kept alive
-    assert upstream.requests == [(1, "fail-stream"), (2, "ok"), (2, "fail-status"), (3, "ok"),
-                                 (3, "ok")]
+    assert upstream.requests == [
+        (1, "fail-stream"),
+        (2, "ok"),
+        (2, "fail-status"),
+        (3, "ok"),
+        (3, "ok"),
+    ]
 
 
 async def test_a_request_on_a_connection_the_peer_closed_is_sent_again_on_a_new_one():
@@ -163,8 +179,10 @@ async def test_a_request_on_a_connection_the_peer_closed_is_sent_again_on_a_new_
     # (the connection went back to the pool with a good answer, so it is not marked).
     with Upstream({"ok"}, close_delay=0.001) as upstream:
         async with ConnectionPool():
-            texts = [await Second.create_async("ok", "Hi", base_url=upstream.base_url)
-                     for _ in range(ROUNDS)]
+            texts = [
+                await Second.create_async("ok", "Hi", base_url=upstream.base_url)
+                for _ in range(ROUNDS)
+            ]
     assert texts == ["ok"] * ROUNDS
     assert len(upstream.requests) == ROUNDS  # no request was answered twice
     assert upstream.connections >= ROUNDS

@@ -73,8 +73,14 @@ class Api:
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         self.gets.append(request.headers.get("Authorization"))
-        return web.json_response({"id": "p1", "status": "succeeded", "output": "polled",
-                                  "metrics": {"output_token_count": 1}})
+        return web.json_response(
+            {
+                "id": "p1",
+                "status": "succeeded",
+                "output": "polled",
+                "metrics": {"output_token_count": 1},
+            }
+        )
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
         self.cancels.append((request.path, request.headers.get("Authorization")))
@@ -99,10 +105,14 @@ async def servers() -> AsyncIterator:
         servers_b.append(b_server)
         api = Api(urls, create_delay)
         a_app = web.Application()
-        a_app.add_routes([web.post("/v1/models/{owner}/{name}/predictions", api.create),
-                          web.get("/v1/streams/{id}", api.stream),
-                          web.get("/v1/predictions/{id}", api.get),
-                          web.post("/v1/predictions/{id}/cancel", api.cancel)])
+        a_app.add_routes(
+            [
+                web.post("/v1/models/{owner}/{name}/predictions", api.create),
+                web.get("/v1/streams/{id}", api.stream),
+                web.get("/v1/predictions/{id}", api.get),
+                web.post("/v1/predictions/{id}/cancel", api.cancel),
+            ]
+        )
         api.b = f"http://127.0.0.1:{b_server.sockets[0].getsockname()[1]}"
         api.a = await start(a_app)
         return api, recorder
@@ -120,14 +130,19 @@ SCHEMA = openapi_schema({"prompt": {"type": "string"}})
 
 
 def generator(api: Api):
-    return Replicate.create_async_generator(MODEL, "Hi", api_key=TOKEN, base_url=api.a,
-                                            schema=SCHEMA)
+    return Replicate.create_async_generator(
+        MODEL, "Hi", api_key=TOKEN, base_url=api.a, schema=SCHEMA
+    )
 
 
 async def test_a_stream_url_on_another_host_is_refused_and_gets_nothing(servers):
-    api, b = await servers({"get": "{b}/v1/predictions/p1",
-                            "cancel": "{b}/v1/predictions/p1/cancel",
-                            "stream": "{b}/v1/streams/s1"})
+    api, b = await servers(
+        {
+            "get": "{b}/v1/predictions/p1",
+            "cancel": "{b}/v1/predictions/p1/cancel",
+            "stream": "{b}/v1/streams/s1",
+        }
+    )
     with pytest.raises(ResponseError) as info:
         [chunk async for chunk in generator(api)]
     message = str(info.value)
@@ -139,8 +154,9 @@ async def test_a_stream_url_on_another_host_is_refused_and_gets_nothing(servers)
 
 
 async def test_a_cancel_url_on_another_host_is_not_followed_on_early_stop(servers):
-    api, b = await servers({"cancel": "{b}/v1/predictions/p1/cancel",
-                            "stream": "{a}/v1/streams/s1"})
+    api, b = await servers(
+        {"cancel": "{b}/v1/predictions/p1/cancel", "stream": "{a}/v1/streams/s1"}
+    )
     stream = generator(api)
     assert await stream.__anext__() == "tok0"  # the stream on A's own origin is followed
     await stream.aclose()  # early stop: the prediction is cancelled...
@@ -151,8 +167,9 @@ async def test_a_cancel_url_on_another_host_is_not_followed_on_early_stop(server
 async def test_a_cancel_url_on_another_host_is_not_followed_when_cancelled_in_create(servers):
     # The caller is cancelled while the create request is in flight: the prediction it
     # makes is undone, on A, although it names B.
-    api, b = await servers({"cancel": "{b}/v1/predictions/p1/cancel",
-                            "stream": "{b}/v1/streams/s1"}, create_delay=0.2)
+    api, b = await servers(
+        {"cancel": "{b}/v1/predictions/p1/cancel", "stream": "{b}/v1/streams/s1"}, create_delay=0.2
+    )
     task = asyncio.create_task(generator(api).__anext__())
     await api.created.wait()
     task.cancel()
@@ -163,38 +180,41 @@ async def test_a_cancel_url_on_another_host_is_not_followed_when_cancelled_in_cr
 
 
 async def test_urls_on_the_configured_origin_are_followed(servers):
-    api, b = await servers({"cancel": "{a}/v1/predictions/p1/cancel",
-                            "stream": "{a}/v1/streams/s1"})
+    api, b = await servers(
+        {"cancel": "{a}/v1/predictions/p1/cancel", "stream": "{a}/v1/streams/s1"}
+    )
     chunks = [chunk async for chunk in generator(api)]
-    assert "".join(c for c in chunks if isinstance(c, str)) == "".join(
-        f"tok{n}" for n in range(50))
+    assert "".join(c for c in chunks if isinstance(c, str)) == "".join(f"tok{n}" for n in range(50))
     assert b.requests == [] and api.cancels == []  # done: nothing to cancel
 
 
-@pytest.mark.parametrize("url, kind, allowed", [
-    ("https://api.replicate.com/v1/predictions/p/cancel", "cancel", True),
-    ("https://api.replicate.com/v1/predictions/p", "get", True),
-    ("https://api.replicate.com/v1/streams/x", "stream", True),
-    ("https://stream.replicate.com/v1/files/bcwr-abc", "stream", True),
-    ("https://stream-b.svc.ric1.c.replicate.net/v1/streams/x", "stream", True),
-    ("https://streaming-api.svc.us.c.replicate.net/v1/streams/x", "stream", True),
-    ("HTTPS://API.REPLICATE.COM:443/v1/predictions/p/cancel", "cancel", True),
-    # the streaming hosts get no cancels; the API wants https on its own port
-    ("https://stream.replicate.com/v1/predictions/p/cancel", "cancel", False),
-    ("https://stream-b.svc.ric1.c.replicate.net/x", "cancel", False),
-    ("http://api.replicate.com/v1/predictions/p/cancel", "cancel", False),
-    ("https://api.replicate.com:8443/v1/streams/x", "stream", False),
-    # look-alikes, credentials, unparsable
-    ("https://api.replicate.com.evil.example/v1/streams/x", "stream", False),
-    ("https://api.replicate.com@evil.example/v1/streams/x", "stream", False),
-    ("https://user@api.replicate.com/v1/streams/x", "stream", False),
-    ("https://evil.example\\@api.replicate.com/v1/streams/x", "stream", False),
-    ("https://replicate.net.evil.example/v1/streams/x", "stream", False),
-    ("https://evil-replicate.net/v1/streams/x", "stream", False),
-    ("https://api.replicate.com./v1/streams/x", "stream", False),
-    ("/v1/streams/x", "stream", False),
-    ("file:///etc/passwd", "stream", False),
-])
+@pytest.mark.parametrize(
+    "url, kind, allowed",
+    [
+        ("https://api.replicate.com/v1/predictions/p/cancel", "cancel", True),
+        ("https://api.replicate.com/v1/predictions/p", "get", True),
+        ("https://api.replicate.com/v1/streams/x", "stream", True),
+        ("https://stream.replicate.com/v1/files/bcwr-abc", "stream", True),
+        ("https://stream-b.svc.ric1.c.replicate.net/v1/streams/x", "stream", True),
+        ("https://streaming-api.svc.us.c.replicate.net/v1/streams/x", "stream", True),
+        ("HTTPS://API.REPLICATE.COM:443/v1/predictions/p/cancel", "cancel", True),
+        # the streaming hosts get no cancels; the API wants https on its own port
+        ("https://stream.replicate.com/v1/predictions/p/cancel", "cancel", False),
+        ("https://stream-b.svc.ric1.c.replicate.net/x", "cancel", False),
+        ("http://api.replicate.com/v1/predictions/p/cancel", "cancel", False),
+        ("https://api.replicate.com:8443/v1/streams/x", "stream", False),
+        # look-alikes, credentials, unparsable
+        ("https://api.replicate.com.evil.example/v1/streams/x", "stream", False),
+        ("https://api.replicate.com@evil.example/v1/streams/x", "stream", False),
+        ("https://user@api.replicate.com/v1/streams/x", "stream", False),
+        ("https://evil.example\\@api.replicate.com/v1/streams/x", "stream", False),
+        ("https://replicate.net.evil.example/v1/streams/x", "stream", False),
+        ("https://evil-replicate.net/v1/streams/x", "stream", False),
+        ("https://api.replicate.com./v1/streams/x", "stream", False),
+        ("/v1/streams/x", "stream", False),
+        ("file:///etc/passwd", "stream", False),
+    ],
+)
 def test_which_urls_get_the_token(url, kind, allowed):
     assert trusted_url(url, kind, "https://api.replicate.com") is allowed
 
@@ -213,15 +233,20 @@ def test_the_configured_base_urls_origin_is_trusted_exactly():
 async def test_a_get_url_on_another_host_is_not_polled(servers):
     # A model that does not stream is polled: at the API's own /v1/predictions/{id}, not
     # at the urls.get the prediction names on B.
-    api, b = await servers({"get": "{b}/v1/predictions/p1",
-                            "cancel": "{b}/v1/predictions/p1/cancel"})
+    api, b = await servers(
+        {"get": "{b}/v1/predictions/p1", "cancel": "{b}/v1/predictions/p1/cancel"}
+    )
     plain = openapi_schema({"prompt": {"type": "string"}}, output={"type": "string"})
 
     class Quick(Replicate):
         poll_interval = 0.01
 
-    chunks = [chunk async for chunk in Quick.create_async_generator(
-        MODEL, "Hi", api_key=TOKEN, base_url=api.a, schema=plain)]
+    chunks = [
+        chunk
+        async for chunk in Quick.create_async_generator(
+            MODEL, "Hi", api_key=TOKEN, base_url=api.a, schema=plain
+        )
+    ]
     assert "".join(c for c in chunks if isinstance(c, str)) == "polled"
     assert b.requests == []
     assert api.gets == [f"Bearer {TOKEN}"] and api.cancels == []

@@ -37,12 +37,14 @@ async def test_a_long_provider_list_is_refused_and_repeats_count_once():
         async with AsyncClient(store=MemoryStore(), provider_options=options) as client:
             with pytest.raises(InvalidRequestError) as info:
                 await client.chat.completions.create(
-                    model="m", messages="Hi", provider=[f"p{i}" for i in range(20)])
+                    model="m", messages="Hi", provider=[f"p{i}" for i in range(20)]
+                )
             assert info.value.param == "provider" and "at most 8" in str(info.value)
             # 1,100 times the same provider is one route: one upstream request, not 1,100
             with pytest.raises(Exception) as failed:
-                await client.chat.completions.create(model="m", messages="Hi",
-                                                     provider=["mistral"] * 1100)
+                await client.chat.completions.create(
+                    model="m", messages="Hi", provider=["mistral"] * 1100
+                )
             assert not isinstance(failed.value, (InvalidRequestError, OverflowError))
         assert len(emulator.requests_to("/chat/completions")) == 1
 
@@ -54,26 +56,31 @@ async def test_a_failed_turn_keeps_the_users_message():
             conversation = await client.conversations.create()
             emulator.push(Script("one two three four", fault=Fault.error_event(after=2)))
             with pytest.raises(StreamError):
-                await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                     messages="first question",
-                                                     conversation=conversation)
+                await client.chat.completions.create(
+                    model="openai:gpt-4o-mini", messages="first question", conversation=conversation
+                )
             stored = (await client.conversations.get(conversation.id)).messages
             assert stored[0] == {"role": "user", "content": "first question"}
-            assert stored[1] == {"role": "assistant", "content": "one two",
-                                 "status": "incomplete"}
+            assert stored[1] == {"role": "assistant", "content": "one two", "status": "incomplete"}
             # failing before any text: the question alone is kept
             emulator.push(Script(fault=Fault.http_status(500)))
             with pytest.raises(Exception):
-                await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                     messages="second question",
-                                                     conversation=conversation)
+                await client.chat.completions.create(
+                    model="openai:gpt-4o-mini",
+                    messages="second question",
+                    conversation=conversation,
+                )
             stored = (await client.conversations.get(conversation.id)).messages
             assert stored[2] == {"role": "user", "content": "second question"}
             # continuing sends the whole history, without llmplex's own marker
             await client.chat.completions.create(messages="third", conversation=conversation)
             sent = emulator.requests_to("/chat/completions")[-1].json["messages"]
-            assert [m["content"] for m in sent] == ["first question", "one two",
-                                                   "second question", "third"]
+            assert [m["content"] for m in sent] == [
+                "first question",
+                "one two",
+                "second question",
+                "third",
+            ]
             assert all("status" not in m for m in sent)
 
 
@@ -85,8 +92,11 @@ async def test_a_cancelled_turn_keeps_the_users_message():
 
             async def ask() -> None:
                 stream = await client.chat.completions.create(
-                    model="openai:gpt-4o-mini", messages="a long one", stream=True,
-                    conversation=conversation)
+                    model="openai:gpt-4o-mini",
+                    messages="a long one",
+                    stream=True,
+                    conversation=conversation,
+                )
                 async for _ in stream:
                     pass
 
@@ -98,4 +108,3 @@ async def test_a_cancelled_turn_keeps_the_users_message():
             stored = (await client.conversations.get(conversation.id)).messages
         assert stored[0] == {"role": "user", "content": "a long one"}
         assert stored[1]["status"] == "incomplete" and stored[1]["content"].startswith("word")
-

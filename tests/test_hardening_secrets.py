@@ -31,8 +31,11 @@ PROXY_USER, PROXY_PASSWORD = "proxyuser", "pr0xy@Passw0rd"
 
 def echo(request: web.Request) -> dict:
     """What a careless server puts in an error: everything it was sent."""
-    return {"headers": dict(request.headers), "cookies": dict(request.cookies),
-            "url": str(request.url)}
+    return {
+        "headers": dict(request.headers),
+        "cookies": dict(request.cookies),
+        "url": str(request.url),
+    }
 
 
 def echo_text(request: web.Request) -> str:
@@ -75,19 +78,37 @@ async def consume(gen) -> list:
 
 # -- Replicate: the token ----------------------------------------------------------------------
 
+
 def replicate_routes(mode: str) -> list[web.RouteDef]:
     async def create(request: web.Request) -> web.StreamResponse:
         if mode == "status":
-            return web.json_response({"title": "Internal error", "detail": echo_text(request),
-                                      "status": 500, "request": echo(request)}, status=500,
-                                     content_type="application/problem+json")
+            return web.json_response(
+                {
+                    "title": "Internal error",
+                    "detail": echo_text(request),
+                    "status": 500,
+                    "request": echo(request),
+                },
+                status=500,
+                content_type="application/problem+json",
+            )
         if mode == "json":
-            return web.Response(status=201, text=f"<html>{echo(request)}</html>",
-                                content_type="application/json")
+            return web.Response(
+                status=201, text=f"<html>{echo(request)}</html>", content_type="application/json"
+            )
         origin = f"{request.scheme}://{request.host}"
-        return web.json_response({"id": "p1", "status": "starting", "urls": {
-            "get": f"{origin}/v1/predictions/p1", "cancel": f"{origin}/v1/predictions/p1/cancel",
-            "stream": f"{origin}/v1/streams/s1"}}, status=201)
+        return web.json_response(
+            {
+                "id": "p1",
+                "status": "starting",
+                "urls": {
+                    "get": f"{origin}/v1/predictions/p1",
+                    "cancel": f"{origin}/v1/predictions/p1/cancel",
+                    "stream": f"{origin}/v1/streams/s1",
+                },
+            },
+            status=201,
+        )
 
     async def stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -100,24 +121,35 @@ def replicate_routes(mode: str) -> list[web.RouteDef]:
     async def cancel(request: web.Request) -> web.StreamResponse:
         return web.json_response({"id": "p1", "status": "canceled"})
 
-    return [web.post("/v1/models/{owner}/{name}/predictions", create),
-            web.get("/v1/streams/{id}", stream),
-            web.post("/v1/predictions/{id}/cancel", cancel)]
+    return [
+        web.post("/v1/models/{owner}/{name}/predictions", create),
+        web.get("/v1/streams/{id}", stream),
+        web.post("/v1/predictions/{id}/cancel", cancel),
+    ]
 
 
-@pytest.mark.parametrize("mode, error", [("status", ResponseStatusError),
-                                         ("event", StreamError), ("json", ResponseError)])
+@pytest.mark.parametrize(
+    "mode, error",
+    [("status", ResponseStatusError), ("event", StreamError), ("json", ResponseError)],
+)
 async def test_replicate_token_echoed_back_is_scrubbed(serve_app, mode, error):
     base = await serve_app(replicate_routes(mode))
     with pytest.raises(error) as info:
-        await consume(Replicate.create_async_generator(
-            "meta/meta-llama-3-8b-instruct", "Hi", base_url=base, api_key=REPLICATE_TOKEN,
-            schema=openapi_schema({"prompt": {"type": "string"}})))
+        await consume(
+            Replicate.create_async_generator(
+                "meta/meta-llama-3-8b-instruct",
+                "Hi",
+                base_url=base,
+                api_key=REPLICATE_TOKEN,
+                schema=openapi_schema({"prompt": {"type": "string"}}),
+            )
+        )
     assert_clean(info.value, REPLICATE_TOKEN)
     assert info.value.provider == "Replicate"
 
 
 # -- OpenAssistant: the session cookie, and the one the server set ----------------------------
+
 
 def openassistant_routes(mode: str) -> list[web.RouteDef]:
     async def create(request: web.Request) -> web.StreamResponse:
@@ -143,22 +175,30 @@ def openassistant_routes(mode: str) -> list[web.RouteDef]:
     async def delete(request: web.Request) -> web.StreamResponse:
         return web.Response()
 
-    return [web.post("/api/chat", create), web.post("/api/chat/prompter_message", prompter),
-            web.post("/api/chat/assistant_message", assistant),
-            web.post("/api/chat/events", events), web.delete("/api/chat", delete)]
+    return [
+        web.post("/api/chat", create),
+        web.post("/api/chat/prompter_message", prompter),
+        web.post("/api/chat/assistant_message", assistant),
+        web.post("/api/chat/events", events),
+        web.delete("/api/chat", delete),
+    ]
 
 
 @pytest.mark.parametrize("mode, error", [("status", ResponseStatusError), ("event", StreamError)])
 async def test_openassistant_cookies_echoed_back_are_scrubbed(serve_app, mode, error):
     base = await serve_app(openassistant_routes(mode))
     with pytest.raises(error) as info:
-        await consume(OpenAssistant.create_async_generator(
-            "", "Hi", base_url=base, cookies={"next-auth.session-token": OA_COOKIE}))
+        await consume(
+            OpenAssistant.create_async_generator(
+                "", "Hi", base_url=base, cookies={"next-auth.session-token": OA_COOKIE}
+            )
+        )
     assert_clean(info.value, OA_COOKIE, SERVER_COOKIE)
     assert info.value.provider == "OpenAssistant"
 
 
 # -- OpenAI-compatible: the key ----------------------------------------------------------------
+
 
 def openai_routes(mode: str) -> list[web.RouteDef]:
     async def completions(request: web.Request) -> web.StreamResponse:
@@ -177,14 +217,16 @@ def openai_routes(mode: str) -> list[web.RouteDef]:
 @pytest.mark.parametrize("header", ["Authorization", "x-api-key", "api-key"])
 async def test_openai_compatible_keys_echoed_back_are_scrubbed(serve_app, mode, error, header):
     base = await serve_app(openai_routes(mode))
-    options = ({"api_key": OPENAI_KEY} if header == "Authorization"
-               else {"headers": {header: OPENAI_KEY}})
+    options = (
+        {"api_key": OPENAI_KEY} if header == "Authorization" else {"headers": {header: OPENAI_KEY}}
+    )
     with pytest.raises(error) as info:
         await OpenAICompatible.create_async("m", "Hi", base_url=base + "/v1", **options)
     assert_clean(info.value, OPENAI_KEY)
 
 
 # -- a proxy's password ------------------------------------------------------------------------
+
 
 async def test_proxy_credentials_echoed_back_are_scrubbed(serve_app):
     # A plain-http target goes to the proxy as an ordinary request: this proxy answers it
@@ -196,8 +238,9 @@ async def test_proxy_credentials_echoed_back_are_scrubbed(serve_app):
     quoted = PROXY_PASSWORD.replace("@", "%40")
     proxy_url = proxy.replace("http://", f"http://{PROXY_USER}:{quoted}@")
     with pytest.raises(ResponseStatusError) as info:
-        await OpenAICompatible.create_async("m", "Hi", base_url="http://127.0.0.1:9/v1",
-                                            api_key=OPENAI_KEY, proxy=proxy_url)
+        await OpenAICompatible.create_async(
+            "m", "Hi", base_url="http://127.0.0.1:9/v1", api_key=OPENAI_KEY, proxy=proxy_url
+        )
     basic = base64.b64encode(f"{PROXY_USER}:{PROXY_PASSWORD}".encode()).decode()
     assert "Proxy-Authorization" in (info.value.body or "")  # it was echoed...
     assert_clean(info.value, PROXY_PASSWORD, quoted, basic, OPENAI_KEY)  # ...and scrubbed
@@ -205,24 +248,39 @@ async def test_proxy_credentials_echoed_back_are_scrubbed(serve_app):
 
 # -- the rule ----------------------------------------------------------------------------------
 
+
 def test_short_secrets_are_only_scrubbed_where_they_were_sent():
     secrets = Secrets()
-    secrets.add_headers({"Authorization": "Bearer abc", "Cookie": "sid=1; theme=dark-mode-x",
-                         "X-Api-Key": "k9", "Accept": "application/json-and-more"})
+    secrets.add_headers(
+        {
+            "Authorization": "Bearer abc",
+            "Cookie": "sid=1; theme=dark-mode-x",
+            "X-Api-Key": "k9",
+            "Accept": "application/json-and-more",
+        }
+    )
     secrets.add_url("http://me:pw@proxy:8080")
     assert MIN_SECRET_LENGTH == 6
-    text = ("Bearer abc; abc is also a word; sid=1 and 1 more; theme=dark-mode-x; k9; "
-            "me:pw; pw; application/json-and-more")
-    assert secrets.scrub(text) == ("Bearer ***; abc is also a word; sid=*** and 1 more; "
-                                   "theme=***; k9; me:***; pw; application/json-and-more")
+    text = (
+        "Bearer abc; abc is also a word; sid=1 and 1 more; theme=dark-mode-x; k9; "
+        "me:pw; pw; application/json-and-more"
+    )
+    assert secrets.scrub(text) == (
+        "Bearer ***; abc is also a word; sid=*** and 1 more; "
+        "theme=***; k9; me:***; pw; application/json-and-more"
+    )
     assert repr(secrets).startswith("<Secrets: ") and "abc" not in repr(secrets)
 
 
 def test_long_secrets_are_scrubbed_in_every_quoted_form():
     value = 'tok/en+"quoted"=1'
     secrets = Secrets([value])
-    for form in (value, json.dumps(value)[1:-1], "tok%2Fen%2B%22quoted%22%3D1",
-                 "tok%2Fen%2B%22quoted%22%3D1".replace("%20", "+")):
+    for form in (
+        value,
+        json.dumps(value)[1:-1],
+        "tok%2Fen%2B%22quoted%22%3D1",
+        "tok%2Fen%2B%22quoted%22%3D1".replace("%20", "+"),
+    ):
         assert secrets.scrub(f"<{form}>") == "<***>"
 
 
@@ -244,8 +302,7 @@ async def test_an_echo_cut_at_the_body_limit_leaves_no_part_of_the_key(serve_app
 
     base = await serve_app([web.post("/v1/chat/completions", completions)])
     with pytest.raises(ResponseStatusError) as info:
-        await OpenAICompatible.create_async("m", "Hi", base_url=base + "/v1",
-                                            api_key=OPENAI_KEY)
+        await OpenAICompatible.create_async("m", "Hi", base_url=base + "/v1", api_key=OPENAI_KEY)
     body = info.value.body or ""
     assert body.endswith("Bearer ***") and OPENAI_KEY[:4] not in body
 
@@ -253,8 +310,9 @@ async def test_an_echo_cut_at_the_body_limit_leaves_no_part_of_the_key(serve_app
 def test_errors_carried_by_an_error_are_scrubbed_too():
     from llmplex.errors import AllProvidersFailed
 
-    inner = ResponseStatusError(f"key {OPENAI_KEY} refused", provider="X", status=400,
-                                body=f'{{"key": "{OPENAI_KEY}"}}')
+    inner = ResponseStatusError(
+        f"key {OPENAI_KEY} refused", provider="X", status=400, body=f'{{"key": "{OPENAI_KEY}"}}'
+    )
     outer = AllProvidersFailed([("X", inner)], model="m")
     Secrets([OPENAI_KEY]).scrub_error(outer)
     for error in (inner, outer):

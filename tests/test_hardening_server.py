@@ -50,13 +50,20 @@ async def app(scope, receive, send):
         if not message.get("more_body"):
             break
     if scope["path"] == "/hold":
-        while not RELEASE.is_set():
+        while not RELEASE.is_set():  # noqa: ASYNC110 - a threading.Event, set from the test thread
             await asyncio.sleep(0.01)
     body = b'{"received": %d}' % size
     # Two writes, as uvicorn makes them for any app: the start, then the body.
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", b"%d" % len(body))]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -67,9 +74,10 @@ def connect(server: ServerThread) -> socket.socket:
 
 
 def request_head(path: str = "/", body: bytes = b"", extra: bytes = b"") -> bytes:
-    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\n" + extra
-            + b"Content-Length: %d\r\n\r\n" % len(body))
+    return (
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\n" + extra + b"Content-Length: %d\r\n\r\n" % len(body)
+    )
 
 
 def read_response(sock: socket.socket) -> tuple[int, bytes]:
@@ -83,8 +91,14 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
     head, _, rest = data.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
-    length = next((int(line.split(b":", 1)[1]) for line in lines[1:]
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in lines[1:]
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
     while len(rest) < length:
         chunk = sock.recv(65536)
         if not chunk:
@@ -93,8 +107,9 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
     return status, rest[:length]
 
 
-def closed_within(sock: socket.socket, seconds: float, drip: bytes = b"",
-                  every: float = 0.2) -> float | None:
+def closed_within(
+    sock: socket.socket, seconds: float, drip: bytes = b"", every: float = 0.2
+) -> float | None:
     """Wait up to ``seconds`` for the server to close ``sock``, sending one byte of
     ``drip`` every ``every`` seconds meanwhile (a slowloris). The time it took, or None
     if the connection is still open."""
@@ -110,7 +125,7 @@ def closed_within(sock: socket.socket, seconds: float, drip: bytes = b"",
                 return time.monotonic() - start
         if drip and sent < len(drip):
             try:
-                sock.send(drip[sent:sent + 1])
+                sock.send(drip[sent : sent + 1])
             except (BrokenPipeError, ConnectionError):
                 return time.monotonic() - start
             sent += 1
@@ -125,6 +140,7 @@ def server():
 
 
 # -- TCP_NODELAY -------------------------------------------------------------------------
+
 
 def _served_sockets(server: ServerThread) -> list[socket.socket]:
     return [c.transport.get_extra_info("socket") for c in server.server.server_state.connections]
@@ -177,6 +193,7 @@ def test_kept_alive_round_trips_do_not_wait_for_delayed_acks():
 
 
 # -- limits for clients ------------------------------------------------------------------
+
 
 def test_the_defaults_close_idle_and_slow_clients_within_30_seconds():
     assert HEADER_TIMEOUT <= 30 and BODY_TIMEOUT <= 30 and KEEPALIVE_TIMEOUT <= 30

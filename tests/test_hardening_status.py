@@ -34,7 +34,8 @@ class RateLimitedUpstream:
         await request.read()
         return web.json_response(
             {"error": {"message": "Rate limit reached", "type": "requests"}},
-            status=429, headers={"Retry-After": self.header},
+            status=429,
+            headers={"Retry-After": self.header},
         )
 
     async def start(self) -> None:
@@ -109,11 +110,14 @@ async def test_provider_rate_limit_retry_after_is_capped(upstream, header):
     _check(info.value.retry_after, CASES[header])
 
 
-@pytest.mark.parametrize("offset, low, high", [
-    (60, 50, 60),  # a date a minute ahead: about a minute (the clock moved meanwhile)
-    (3600, 300, 300),  # an hour ahead: the cap
-    (-60, 0, 0),  # a minute ago: now
-])
+@pytest.mark.parametrize(
+    "offset, low, high",
+    [
+        (60, 50, 60),  # a date a minute ahead: about a minute (the clock moved meanwhile)
+        (3600, 300, 300),  # an hour ahead: the cap
+        (-60, 0, 0),  # a minute ago: now
+    ],
+)
 async def test_session_http_date_retry_after(upstream, offset, low, high):
     upstream.header = _http_date(offset)
     async with Session("Upstream", timeout=10) as session:

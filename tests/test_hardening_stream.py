@@ -55,11 +55,20 @@ class RawClient:
         body = json.dumps({"model": model, "messages": MESSAGES, "stream": True}).encode()
         self.sock = socket.create_connection((server.host, server.port), timeout=15)
         self.http = h11.Connection(h11.CLIENT)
-        request = h11.Request(method="POST", target="/v1/chat/completions", headers=[
-            ("Host", f"127.0.0.1:{server.port}"), ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body)))])
-        self.sock.sendall(self.http.send(request) + self.http.send(h11.Data(data=body))
-                          + self.http.send(h11.EndOfMessage()))
+        request = h11.Request(
+            method="POST",
+            target="/v1/chat/completions",
+            headers=[
+                ("Host", f"127.0.0.1:{server.port}"),
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        self.sock.sendall(
+            self.http.send(request)
+            + self.http.send(h11.Data(data=body))
+            + self.http.send(h11.EndOfMessage())
+        )
         self.status: int | None = None
         self.body = bytearray()
         self.complete = False  # the response's end (the last chunk) arrived
@@ -166,12 +175,17 @@ def test_a_client_that_stops_reading_is_dropped_and_the_upstream_cleaned_up(serv
             assert emulator.open_streams == 1
             # buffers fill, then a write waits for 1 s: the client is dropped
             # (filling the buffers takes a few seconds on a busy machine)
-            wait_until(lambda: emulator.open_streams == 0, timeout=30,
-                       message="the stalled client's upstream stream is still open")
+            wait_until(
+                lambda: emulator.open_streams == 0,
+                timeout=30,
+                message="the stalled client's upstream stream is still open",
+            )
             assert time.monotonic() - started < 25
             if service == "openassistant":  # the provider's cleanup ran: chat deleted
-                wait_until(lambda: emulator.requests_to("/api/chat", "DELETE"),
-                           message="upstream chat not deleted")
+                wait_until(
+                    lambda: emulator.requests_to("/api/chat", "DELETE"),
+                    message="upstream chat not deleted",
+                )
             # what the server had written still arrives, then the connection ends
             # without the end of the response
             while not client.eof:
@@ -202,8 +216,9 @@ def test_a_client_leaving_while_the_upstream_is_held_back_cleans_up():
         assert emulator.open_streams == 1
         client.close()
         wait_until(lambda: emulator.open_streams == 0, message="upstream still open")
-        wait_until(lambda: emulator.requests_to("/api/chat", "DELETE"),
-                   message="upstream chat not deleted")
+        wait_until(
+            lambda: emulator.requests_to("/api/chat", "DELETE"), message="upstream chat not deleted"
+        )
 
 
 def test_a_reading_client_is_not_dropped_by_a_short_stall_timeout():

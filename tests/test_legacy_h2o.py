@@ -12,10 +12,18 @@ from llmplex.providers.legacy import h2o
 from llmplex.testing import Fault, Script, wait_until
 
 FALCON_7B = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3"
-INSTRUCTION = ("instruction: this is a conversation beween, a user and an AI assistant, "
-               "respond to the latest message, referring to the conversation if needed\n")
-DEFAULTS = {"temperature": 0.4, "truncate": 2048, "max_new_tokens": 1024, "do_sample": True,
-            "repetition_penalty": 1.2, "return_full_text": False}
+INSTRUCTION = (
+    "instruction: this is a conversation beween, a user and an AI assistant, "
+    "respond to the latest message, referring to the conversation if needed\n"
+)
+DEFAULTS = {
+    "temperature": 0.4,
+    "truncate": 2048,
+    "max_new_tokens": 1024,
+    "do_sample": True,
+    "repetition_penalty": 1.2,
+    "return_full_text": False,
+}
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
@@ -45,8 +53,9 @@ def test_module_attributes():
     }
     assert h2o.supports_stream is True
     assert h2o.needs_auth is False
-    assert h2o.params == ("llmplex.providers.legacy.h2o supports: "
-                          "(model: str, messages: list, stream: bool)")
+    assert h2o.params == (
+        "llmplex.providers.legacy.h2o supports: (model: str, messages: list, stream: bool)"
+    )
 
 
 def test_is_a_plain_generator_and_lazy(h2o_emulator):
@@ -75,20 +84,35 @@ def test_yields_tokens_and_the_legacy_flow(h2o_emulator):
 
 
 def test_legacy_prompt_exactly(h2o_emulator):
-    messages = [{"role": "system", "content": "Be kind."},
-                {"role": "user", "content": "Привет, 世界 👋"},
-                {"role": "assistant", "content": "Hi!"},
-                {"role": "user", "content": "Again"}]
+    messages = [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Привет, 世界 👋"},
+        {"role": "assistant", "content": "Hi!"},
+        {"role": "user", "content": "Again"},
+    ]
     list(h2o._create_completion("falcon-40b", messages, True, base_url=h2o_emulator.url))
     assert generate_request(h2o_emulator).json["inputs"] == (
         INSTRUCTION + "system: Be kind.\nuser: Привет, 世界 👋\nassistant: Hi!\n"
-        "user: Again\nassistant:")
+        "user: Again\nassistant:"
+    )
 
 
 def test_kwargs_filtered_and_overrides(h2o_emulator):
-    list(h2o._create_completion("llama-13b", MESSAGES, stream=True, base_url=h2o_emulator.url,
-                                temperature=0.8, max_new_tokens=64, timeout=5, proxy=None,
-                                junk="nope", id="not-sent", web_search=True))
+    list(
+        h2o._create_completion(
+            "llama-13b",
+            MESSAGES,
+            stream=True,
+            base_url=h2o_emulator.url,
+            temperature=0.8,
+            max_new_tokens=64,
+            timeout=5,
+            proxy=None,
+            junk="nope",
+            id="not-sent",
+            web_search=True,
+        )
+    )
     body = generate_request(h2o_emulator).json
     assert body["parameters"] == {**DEFAULTS, "temperature": 0.8, "max_new_tokens": 64}
     assert set(body) == {"inputs", "parameters", "stream", "options"}
@@ -98,15 +122,18 @@ def test_kwargs_filtered_and_overrides(h2o_emulator):
 
 def test_stream_false_yields_the_whole_answer(h2o_emulator):
     h2o_emulator.script = Script(chunks=["a", "b", "c"])
-    assert list(h2o._create_completion("falcon-40b", MESSAGES, False,
-                                       base_url=h2o_emulator.url)) == ["abc"]
+    assert list(
+        h2o._create_completion("falcon-40b", MESSAGES, False, base_url=h2o_emulator.url)
+    ) == ["abc"]
 
 
 def test_crlf_stream(h2o_emulator):
     h2o_emulator.crlf = True
     h2o_emulator.script = Script(chunks=["one", "\r\n", "two"])
-    assert "".join(h2o._create_completion("falcon-40b", MESSAGES, True,
-                                          base_url=h2o_emulator.url)) == "one\r\ntwo"
+    assert (
+        "".join(h2o._create_completion("falcon-40b", MESSAGES, True, base_url=h2o_emulator.url))
+        == "one\r\ntwo"
+    )
 
 
 async def test_works_inside_a_running_event_loop(h2o_emulator):
@@ -137,12 +164,14 @@ def test_abandoned_generator_deletes(h2o_emulator):
 
 
 def test_error_event_raises_and_deletes(h2o_emulator):
-    h2o_emulator.script = Script(chunks=["a", "b"],
-                                 fault=Fault.error_event("Out of memory", after=1))
+    h2o_emulator.script = Script(
+        chunks=["a", "b"], fault=Fault.error_event("Out of memory", after=1)
+    )
     seen = []
     with pytest.raises(StreamError, match="H2o: generation error: Out of memory"):
-        for token in h2o._create_completion("falcon-40b", MESSAGES, True,
-                                            base_url=h2o_emulator.url):
+        for token in h2o._create_completion(
+            "falcon-40b", MESSAGES, True, base_url=h2o_emulator.url
+        ):
             seen.append(token)
     assert seen == ["a"]
     assert_deleted(h2o_emulator)
@@ -170,7 +199,8 @@ def test_full_model_id_accepted(h2o_emulator):
 def test_stops_at_a_plain_endoftext_token(h2o_emulator):
     # A server that does not mark <|endoftext|> special: the old module stopped there too.
     h2o_emulator.script = Script(chunks=["a", "<|endoftext|>", "b"])
-    assert list(h2o._create_completion("falcon-40b", MESSAGES, True,
-                                       base_url=h2o_emulator.url)) == ["a"]
+    assert list(
+        h2o._create_completion("falcon-40b", MESSAGES, True, base_url=h2o_emulator.url)
+    ) == ["a"]
     wait_until(lambda: closed(h2o_emulator))
     assert_deleted(h2o_emulator)

@@ -37,10 +37,20 @@ class Listener:
     def app(self) -> web.Application:
         async def anything(request: web.Request) -> web.Response:
             self.received.append((await request.read()).decode("utf-8", "replace"))
-            return web.json_response({"id": "x", "object": "chat.completion", "model": "m",
-                                      "choices": [{"index": 0, "finish_reason": "stop",
-                                                   "message": {"role": "assistant",
-                                                               "content": "hi"}}]})
+            return web.json_response(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "model": "m",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "hi"},
+                        }
+                    ],
+                }
+            )
 
         application = web.Application()
         application.add_routes([web.route("*", "/{tail:.*}", anything)])
@@ -76,23 +86,23 @@ async def test_a_bare_model_name_never_reaches_an_unconfigured_local_server():
         async with client() as plain:
             for model in ("llama3.2", None):  # Ollama's default model; the default model
                 with pytest.raises(LLMplexError):
-                    await plain.chat.completions.create(model=model,
-                                                        messages="my secret prompt")
+                    await plain.chat.completions.create(model=model, messages="my secret prompt")
         assert listener.received == []
 
 
 async def test_a_named_or_configured_local_server_is_reached():
     with listening() as listener:
         async with client() as plain:
-            answer = await plain.chat.completions.create(model="ollama:llama3.2",
-                                                         messages="named")
+            answer = await plain.chat.completions.create(model="ollama:llama3.2", messages="named")
         assert answer.provider == "Ollama" and "named" in listener.received[-1]
         async with client(provider_options={"Ollama": {}}) as configured:
-            answer = await configured.chat.completions.create(model="llama3.2",
-                                                              messages="configured")
+            answer = await configured.chat.completions.create(
+                model="llama3.2", messages="configured"
+            )
         assert answer.provider == "Ollama" and "configured" in listener.received[-1]
-        async with client(router=Router(aliases={"local": ["ollama:llama3.2"]}),
-                          local_servers="configured") as aliased:
+        async with client(
+            router=Router(aliases={"local": ["ollama:llama3.2"]}), local_servers="configured"
+        ) as aliased:
             await aliased.chat.completions.create(model="local", messages="aliased")
         assert "aliased" in listener.received[-1]
 
@@ -110,14 +120,20 @@ def test_the_servers_clients_cannot_reach_unconfigured_local_ports(monkeypatch):
     with listening() as listener:
         with ServerThread(create_app(client())) as server:
             for model in ("ollama:llama3.2", "llama3.2"):
-                response = httpx.post(server.url + "/v1/chat/completions", timeout=15, json={
-                    "model": model, "messages": [{"role": "user", "content": "secret"}]})
+                response = httpx.post(
+                    server.url + "/v1/chat/completions",
+                    timeout=15,
+                    json={"model": model, "messages": [{"role": "user", "content": "secret"}]},
+                )
                 assert response.status_code in (400, 404), response.text
                 assert response.headers["x-should-retry"] == "false"
         assert listener.received == []
         monkeypatch.setenv("LLMPLEX_OLLAMA_BASE_URL", f"http://127.0.0.1:{PORT}/v1")
         with ServerThread(create_app(client())) as server:  # configured by its operator
-            response = httpx.post(server.url + "/v1/chat/completions", timeout=15, json={
-                "model": "ollama:llama3.2", "messages": [{"role": "user", "content": "ok"}]})
+            response = httpx.post(
+                server.url + "/v1/chat/completions",
+                timeout=15,
+                json={"model": "ollama:llama3.2", "messages": [{"role": "user", "content": "ok"}]},
+            )
             assert response.status_code == 200, response.text
         assert len(listener.received) == 1

@@ -28,10 +28,16 @@ from llmplex.testing import Fault, Script, serve
 
 #: what each emulated upstream lists: ids in its own style, with created times
 GROQ_MODELS = {"llama-3.1-8b-instant": 1693721698, "llama-3.3-70b-versatile": 1733447754}
-OPENROUTER_MODELS = {"openai/gpt-4o-mini": 1721260800, "openrouter/auto": 1699401600,
-                     "anthropic/claude-3.5-sonnet": 1729555200}
-KEYS = {"OpenAI": "sk-openai-secret-0123456789", "Groq": "gsk_groq-secret-0123456789",
-        "OpenRouter": "sk-or-secret-0123456789"}
+OPENROUTER_MODELS = {
+    "openai/gpt-4o-mini": 1721260800,
+    "openrouter/auto": 1699401600,
+    "anthropic/claude-3.5-sonnet": 1729555200,
+}
+KEYS = {
+    "OpenAI": "sk-openai-secret-0123456789",
+    "Groq": "gsk_groq-secret-0123456789",
+    "OpenRouter": "sk-or-secret-0123456789",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -45,11 +51,17 @@ def _clean_environment(monkeypatch):
 
 @pytest.fixture
 def upstreams():
-    with serve(OpenAIEmulator(Script("from openai"), api_keys=[KEYS["OpenAI"]])) as openai_, \
-            serve(OpenAIEmulator(Script("from groq"), models=GROQ_MODELS,
-                                 api_keys=[KEYS["Groq"]])) as groq, \
-            serve(OpenAIEmulator(Script("from openrouter"), models=OPENROUTER_MODELS,
-                                 api_keys=[KEYS["OpenRouter"]])) as openrouter:
+    with (
+        serve(OpenAIEmulator(Script("from openai"), api_keys=[KEYS["OpenAI"]])) as openai_,
+        serve(
+            OpenAIEmulator(Script("from groq"), models=GROQ_MODELS, api_keys=[KEYS["Groq"]])
+        ) as groq,
+        serve(
+            OpenAIEmulator(
+                Script("from openrouter"), models=OPENROUTER_MODELS, api_keys=[KEYS["OpenRouter"]]
+            )
+        ) as openrouter,
+    ):
         yield {"OpenAI": openai_, "Groq": groq, "OpenRouter": openrouter}
 
 
@@ -75,6 +87,7 @@ def chats(emulator) -> list:
 
 # -- listing -------------------------------------------------------------------------------
 
+
 async def test_only_routable_models_are_listed_with_upstream_created(monkeypatch, upstreams):
     configure(monkeypatch, upstreams, "OpenAI", "Groq")
     models = {m.id: m for m in await client().models.list()}
@@ -98,7 +111,8 @@ async def test_all_lists_everything_saying_why(monkeypatch, upstreams):
     assert models["llama-3.1-8b-instant"].reason == "Groq: no API key (set GROQ_API_KEY)"
     assert models["llama3.2"].reason.startswith("Ollama: a local server that is not configured")
     assert models["meta/meta-llama-3-70b-instruct"].reason == (
-        "Replicate: no API key (set REPLICATE_API_TOKEN)")
+        "Replicate: no API key (set REPLICATE_API_TOKEN)"
+    )
     # unconfigured providers are not asked for their lists, even with all=True
     assert not listings(upstreams["Groq"]) and not listings(upstreams["OpenRouter"])
 
@@ -174,7 +188,7 @@ async def test_a_huge_model_list_is_not_read_whole(monkeypatch):
         await response.write(b'{"object": "list", "data": [')
         piece = b'{"id": "m", "object": "model", "created": 1, "owned_by": "x"},' * 1000
         try:
-            while sent[0] < 1024 ** 3:
+            while sent[0] < 1024**3:
                 await response.write(piece)
                 sent[0] += len(piece)
         except (ConnectionError, asyncio.CancelledError):
@@ -187,7 +201,7 @@ async def test_a_huge_model_list_is_not_read_whole(monkeypatch):
         c = client(router=Router(discovered=ModelCache(timeout=30)))
         await c.models.list()
         assert "too large" in c.router.discovered.error("Groq")
-        assert sent[0] < 1024 ** 3
+        assert sent[0] < 1024**3
 
 
 async def test_at_most_so_many_models_are_kept(monkeypatch):
@@ -211,6 +225,7 @@ def test_the_cache_shows_no_credentials():
 
 
 # -- nothing is asked of what the user did not configure ----------------------------------
+
 
 class _App:
     """Any HTTP service on a local port: it records the paths that reach it."""
@@ -270,6 +285,7 @@ async def test_unconfigured_rows_are_never_asked_for_their_models(monkeypatch):
 
 # -- names ----------------------------------------------------------------------------------
 
+
 async def test_bare_gpt_4o_with_an_openai_key_goes_to_openai(monkeypatch, upstreams):
     configure(monkeypatch, upstreams, "OpenAI", "OpenRouter")
     answer = await client().chat.completions.create(model="gpt-4o", messages="Hi")
@@ -286,8 +302,7 @@ async def test_a_bare_name_only_the_upstream_lists_is_found_by_discovery(monkeyp
         monkeypatch.setenv("LLMPLEX_OPENAI_BASE_URL", upstream.url + "/v1")
         c = client()
         for _ in range(2):  # the first one discovers (on the miss), the second reads it
-            answer = await c.chat.completions.create(model="gpt-5-preview-emulated",
-                                                     messages="Hi")
+            answer = await c.chat.completions.create(model="gpt-5-preview-emulated", messages="Hi")
             assert answer.provider == "OpenAI"
         assert len(listings(upstream)) == 1
         assert [r.json["model"] for r in chats(upstream)] == ["gpt-5-preview-emulated"] * 2
@@ -299,16 +314,16 @@ async def test_a_bare_name_only_the_upstream_lists_is_found_by_discovery(monkeyp
 
 async def test_groq_slash_model_goes_to_groq(monkeypatch, upstreams):
     configure(monkeypatch, upstreams, "OpenAI", "Groq", "OpenRouter")
-    answer = await client().chat.completions.create(model="groq/llama-3.3-70b-versatile",
-                                                    messages="Hi")
+    answer = await client().chat.completions.create(
+        model="groq/llama-3.3-70b-versatile", messages="Hi"
+    )
     assert answer.provider == "Groq"
     [request] = chats(upstreams["Groq"])
     assert request.json["model"] == "llama-3.3-70b-versatile"
     assert request.headers["Authorization"] == f"Bearer {KEYS['Groq']}"
 
 
-async def test_openai_slash_model_is_openai_even_when_openrouter_lists_it(monkeypatch,
-                                                                          upstreams):
+async def test_openai_slash_model_is_openai_even_when_openrouter_lists_it(monkeypatch, upstreams):
     configure(monkeypatch, upstreams, "OpenAI", "OpenRouter")
     c = client()
     models = {m.id: m.providers for m in await c.models.list()}
@@ -318,20 +333,20 @@ async def test_openai_slash_model_is_openai_even_when_openrouter_lists_it(monkey
     [request] = chats(upstreams["OpenAI"])
     assert request.json["model"] == "gpt-4o-mini"
     assert not chats(upstreams["OpenRouter"])
-    answer = await c.chat.completions.create(model="openrouter:openai/gpt-4o-mini",
-                                             messages="Hi")
+    answer = await c.chat.completions.create(model="openrouter:openai/gpt-4o-mini", messages="Hi")
     assert answer.provider == "OpenRouter"
     # OpenRouter's own id starting with its name stays whole
     answer = await c.chat.completions.create(model="openrouter/auto", messages="Hi")
     assert answer.provider == "OpenRouter"
     assert [r.json["model"] for r in chats(upstreams["OpenRouter"])] == [
-        "openai/gpt-4o-mini", "openrouter/auto"]
+        "openai/gpt-4o-mini",
+        "openrouter/auto",
+    ]
 
 
 async def test_a_keyed_provider_serves_any_model_it_is_given(monkeypatch, upstreams):
     configure(monkeypatch, upstreams, "OpenAI")
-    answer = await client().chat.completions.create(model="openai:ft:gpt-4o:acme:1",
-                                                    messages="Hi")
+    answer = await client().chat.completions.create(model="openai:ft:gpt-4o:acme:1", messages="Hi")
     assert answer.provider == "OpenAI"
     assert chats(upstreams["OpenAI"])[-1].json["model"] == "ft:gpt-4o:acme:1"
 
@@ -359,17 +374,22 @@ async def test_a_bare_openai_model_is_never_sent_to_another_vendor(monkeypatch, 
 
 # -- the server, through the official SDK ----------------------------------------------------
 
+
 def test_v1_models_lists_only_routable_models(monkeypatch, upstreams):
     configure(monkeypatch, upstreams, "OpenAI", "Groq")
-    with ServerThread(create_app(client())) as server, \
-            openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as oai:
+    with (
+        ServerThread(create_app(client())) as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as oai,
+    ):
         models = {m.id: m for m in oai.models.list()}
         assert models["gpt-4o"].created == DEFAULT_CREATED["gpt-4o"]
         assert models["gpt-4o"].owned_by == "OpenAI"
         assert models["gpt-4o"].model_extra["providers"] == ["OpenAI"]
         assert models["llama-3.3-70b-versatile"].model_extra["providers"] == ["Groq"]
         assert {p for m in models.values() for p in m.model_extra["providers"]} == {
-            "OpenAI", "Groq"}
+            "OpenAI",
+            "Groq",
+        }
         assert all(m.model_extra["available"] for m in models.values())
         assert "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-7b-v3" not in models
         assert "claude" not in str(models)
@@ -393,12 +413,21 @@ def test_v1_models_lists_only_routable_models(monkeypatch, upstreams):
 def test_in_emulate_mode_every_emulated_provider_is_routable():
     with EmulatedServices() as services:
         c = emulated_client(services)
-        with ServerThread(create_app(c, emulated=True)) as server, \
-                openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as oai:
+        with (
+            ServerThread(create_app(c, emulated=True)) as server,
+            openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as oai,
+        ):
             models = {m.id: m.model_extra["providers"] for m in oai.models.list()}
             providers = {p for names in models.values() for p in names}
-            assert {"AllenAI", "Replicate", "H2o", "OpenAssistant", "OpenAI", "Groq",
-                    "Ollama"} <= providers
+            assert {
+                "AllenAI",
+                "Replicate",
+                "H2o",
+                "OpenAssistant",
+                "OpenAI",
+                "Groq",
+                "Ollama",
+            } <= providers
             assert "olmo-3.1-32b-instruct" in models
             everything = oai.models.list(extra_query={"all": "true"}).data
             assert all(m.model_extra["available"] for m in everything)
@@ -442,18 +471,28 @@ def test_llmplex_models_lists_what_is_routable(monkeypatch, upstreams, tmp_path)
     monkeypatch.delenv("LLMPLEX_EMULATE", raising=False)
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "llmplex", "models", *args],
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "llmplex", "models", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     result = run()
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     assert header.split() == ["MODEL", "PROVIDERS"]
     assert {r.split()[0]: r.split()[1] for r in rows} == {
-        "llama-3.1-8b-instant": "Groq", "llama-3.3-70b-versatile": "Groq"}
+        "llama-3.1-8b-instant": "Groq",
+        "llama-3.3-70b-versatile": "Groq",
+    }
     listed = json.loads(run("--json").stdout)
-    assert {"id": "llama-3.3-70b-versatile", "providers": ["Groq"],
-            "created": GROQ_MODELS["llama-3.3-70b-versatile"]} in listed
+    assert {
+        "id": "llama-3.3-70b-versatile",
+        "providers": ["Groq"],
+        "created": GROQ_MODELS["llama-3.3-70b-versatile"],
+    } in listed
     everything = run("--all").stdout
     assert "no: OpenAI: no API key (set OPENAI_API_KEY)" in everything
     emulated = run("--emulate", "--json")

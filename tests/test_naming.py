@@ -24,16 +24,23 @@ def _no_keys(monkeypatch):
 
 @pytest.fixture
 def services():
-    with serve(OpenAIEmulator(Script("from openai"))) as openai_, \
-            serve(OpenAIEmulator(Script("from groq"))) as groq, \
-            serve(OpenAIEmulator(Script("from openrouter"))) as openrouter:
+    with (
+        serve(OpenAIEmulator(Script("from openai"))) as openai_,
+        serve(OpenAIEmulator(Script("from groq"))) as groq,
+        serve(OpenAIEmulator(Script("from openrouter"))) as openrouter,
+    ):
         yield {"OpenAI": openai_, "Groq": groq, "OpenRouter": openrouter}
 
 
 def client(services) -> AsyncClient:
-    return AsyncClient(router=Router(), store=MemoryStore(), provider_options={
-        name: {"base_url": emulator.url + "/v1", "api_key": f"key-{name}"}
-        for name, emulator in services.items()})
+    return AsyncClient(
+        router=Router(),
+        store=MemoryStore(),
+        provider_options={
+            name: {"base_url": emulator.url + "/v1", "api_key": f"key-{name}"}
+            for name, emulator in services.items()
+        },
+    )
 
 
 def chats(emulator) -> list:
@@ -42,8 +49,7 @@ def chats(emulator) -> list:
 
 async def test_litellm_style_groq_prefix_goes_to_groq(services):
     async with client(services) as c:
-        answer = await c.chat.completions.create(model="groq/llama-3.1-8b-instant",
-                                                 messages="Hi")
+        answer = await c.chat.completions.create(model="groq/llama-3.1-8b-instant", messages="Hi")
     assert answer.provider == "Groq"
     [request] = chats(services["Groq"])
     assert request.json["model"] == "llama-3.1-8b-instant"
@@ -62,10 +68,12 @@ async def test_openai_prefix_is_openai_never_openrouter(services):
 
 async def test_openrouter_ids_are_reached_through_openrouter_named(services):
     async with client(services) as c:
-        first = await c.chat.completions.create(model="openrouter:openai/gpt-4o-mini",
-                                                messages="Hi")
-        second = await c.chat.completions.create(model="openai/gpt-4o-mini", messages="Hi",
-                                                 provider="OpenRouter")
+        first = await c.chat.completions.create(
+            model="openrouter:openai/gpt-4o-mini", messages="Hi"
+        )
+        second = await c.chat.completions.create(
+            model="openai/gpt-4o-mini", messages="Hi", provider="OpenRouter"
+        )
     assert first.provider == second.provider == "OpenRouter"
     assert [r.json["model"] for r in chats(services["OpenRouter"])] == ["openai/gpt-4o-mini"] * 2
     assert not chats(services["OpenAI"])
@@ -73,8 +81,7 @@ async def test_openrouter_ids_are_reached_through_openrouter_named(services):
 
 def test_slash_in_a_model_id_is_not_a_provider():
     router = Router()
-    [route] = [r for r in router.resolve("meta/meta-llama-3-8b-instruct")
-               if r.name == "Replicate"]
+    [route] = [r for r in router.resolve("meta/meta-llama-3-8b-instruct") if r.name == "Replicate"]
     assert route.model == "meta/meta-llama-3-8b-instruct" and not route.named
     [route] = router.resolve("together:meta-llama/Llama-3.3-70B-Instruct-Turbo")
     assert (route.name, route.model) == ("Together", "meta-llama/Llama-3.3-70B-Instruct-Turbo")
@@ -111,8 +118,7 @@ def test_a_slash_prefix_near_a_provider_is_suggested():
 async def test_a_provider_argument_typo_has_a_did_you_mean(services):
     async with client(services) as c:
         with pytest.raises(InvalidRequestError) as info:
-            await c.chat.completions.create(model="gpt-4o-mini", messages="Hi",
-                                            provider="Replicat")
+            await c.chat.completions.create(model="gpt-4o-mini", messages="Hi", provider="Replicat")
     assert "did you mean Replicate?" in str(info.value)
     assert info.value.param == "provider" and info.value.suggestions == ["Replicate"]
     with pytest.raises(InvalidRequestError) as info:

@@ -22,12 +22,18 @@ CANNED = "This answer is canned: llmplex is running offline"
 @pytest.fixture
 def env(tmp_path):
     """A user with nothing configured: no keys, no base URLs."""
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith("LLMPLEX_") and not k.endswith(("_API_KEY", "_API_TOKEN"))}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LLMPLEX_") and not k.endswith(("_API_KEY", "_API_TOKEN"))
+    }
     config = tmp_path / "config.toml"
     config.write_text("")
-    environ.update(LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp_path / "data"),
-                   PYTHONIOENCODING="utf-8")
+    environ.update(
+        LLMPLEX_CONFIG=str(config),
+        LLMPLEX_DATA_DIR=str(tmp_path / "data"),
+        PYTHONIOENCODING="utf-8",
+    )
     return environ
 
 
@@ -38,9 +44,12 @@ def no_server_extra(env, tmp_path):
     for name in ("fastapi", "uvicorn", "starlette"):
         (blocked / name).mkdir(parents=True)
         (blocked / name / "__init__.py").write_text(
-            f'raise ModuleNotFoundError("No module named {name!r}", name={name!r})\n')
-    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(blocked),
-                                                                env.get("PYTHONPATH")]))}
+            f'raise ModuleNotFoundError("No module named {name!r}", name={name!r})\n'
+        )
+    return {
+        **env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(blocked), env.get("PYTHONPATH")])),
+    }
 
 
 def test_one_notice():
@@ -89,8 +98,13 @@ def test_chat_and_emulate_without_the_server_extra(no_server_extra):
     assert_emulated(run(env, "chat", "--emulate", "hi"))
     assert_emulated(run({**env, "LLMPLEX_EMULATE": "yes"}, "repl", input="hi\n/exit\n"))
 
-    process = subprocess.Popen([LLMPLEX, "emulate", "openai", "--port", "0"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [LLMPLEX, "emulate", "openai", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         exports = read_exports(process)
         assert "LLMPLEX_OPENAI_BASE_URL" in exports, process.stderr.read()
@@ -107,13 +121,21 @@ def test_chat_and_emulate_without_the_server_extra(no_server_extra):
 
 
 def test_emulate_imports_nothing_of_the_server_extra(env):
-    code = ("import sys; from llmplex.cli import main; import llmplex.server.emulated; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('fastapi', 'uvicorn', 'starlette')))")
+    code = (
+        "import sys; from llmplex.cli import main; import llmplex.server.emulated; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fastapi', 'uvicorn', 'starlette')))"
+    )
     import sys
 
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 

@@ -38,10 +38,15 @@ KEY = "sk-test-0123456789abcdef"
 
 
 #: the usage details the emulator reports, as OpenAI does
-DETAILS = {"prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-           "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                         "accepted_prediction_tokens": 0,
-                                         "rejected_prediction_tokens": 0}}
+DETAILS = {
+    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 0,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+}
 
 
 def meta(model: str) -> ResponseMeta:
@@ -79,10 +84,12 @@ def _no_keys(monkeypatch):
 
 
 async def test_official_async_client_non_stream(openai_emulator):
-    async with openai.AsyncOpenAI(base_url=v1(openai_emulator), api_key=KEY,
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=v1(openai_emulator), api_key=KEY, max_retries=0
+    ) as client:
         completion = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello please"}])
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello please"}]
+        )
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.role == "assistant"
     assert completion.choices[0].message.content == "Hello! How can I help you today?"
@@ -96,11 +103,15 @@ async def test_official_async_client_non_stream(openai_emulator):
 
 async def test_official_async_client_stream(openai_emulator):
     openai_emulator.script = Script(chunks=["Пр", "ивет, ", "世界 ", "🌍"])
-    async with openai.AsyncOpenAI(base_url=v1(openai_emulator), api_key=KEY,
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        base_url=v1(openai_emulator), api_key=KEY, max_retries=0
+    ) as client:
         stream = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
-            stream_options={"include_usage": True})
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         chunks = [chunk async for chunk in stream]
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -113,15 +124,18 @@ async def test_official_async_client_stream(openai_emulator):
 def test_official_sync_client(openai_emulator):
     with openai.OpenAI(base_url=v1(openai_emulator), api_key=KEY, max_retries=0) as client:
         completion = client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
         assert completion.choices[0].message.content == "Hello! How can I help you today?"
         assert completion.model == "gpt-4o"
         stream = client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
         chunks = list(stream)
         models = client.models.list()
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == (
-        "Hello! How can I help you today?")
+        "Hello! How can I help you today?"
+    )
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert all(c.usage is None for c in chunks)  # no include_usage: no usage chunk
     assert [m.id for m in models.data][:2] == ["gpt-4o-mini", "gpt-4o"]
@@ -131,12 +145,19 @@ def test_official_client_max_tokens_and_stop(openai_emulator):
     openai_emulator.script = Script("one two three four five six")
     with openai.OpenAI(base_url=v1(openai_emulator), api_key=KEY, max_retries=0) as client:
         cut = client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "count"}], max_tokens=3)
+            model="gpt-4o", messages=[{"role": "user", "content": "count"}], max_tokens=3
+        )
         stopped = client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "count"}], stop=[" four"])
-        streamed = list(client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "count"}], max_tokens=2,
-            stream=True))
+            model="gpt-4o", messages=[{"role": "user", "content": "count"}], stop=[" four"]
+        )
+        streamed = list(
+            client.chat.completions.create(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "count"}],
+                max_tokens=2,
+                stream=True,
+            )
+        )
     assert cut.choices[0].message.content == "one two three"
     assert cut.choices[0].finish_reason == "length"
     assert cut.usage.completion_tokens == 3
@@ -147,32 +168,40 @@ def test_official_client_max_tokens_and_stop(openai_emulator):
 
 
 def test_official_client_errors(keyed_emulator):
-    with openai.OpenAI(base_url=v1(keyed_emulator), api_key="sk-wrong-key-000000",
-                       max_retries=0) as client:
+    with openai.OpenAI(
+        base_url=v1(keyed_emulator), api_key="sk-wrong-key-000000", max_retries=0
+    ) as client:
         with pytest.raises(openai.AuthenticationError) as info:
-            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user",
-                                                                      "content": "hi"}])
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+            )
     assert info.value.status_code == 401
     assert info.value.code == "invalid_api_key"
     assert "Incorrect API key provided" in info.value.message
     assert "sk-wrong-key-000000" not in info.value.message  # OpenAI masks the key
 
-    keyed_emulator.push(Script(fault=Fault.http_status(429, retry_after=7)),
-                        Script(fault=Fault.error_event("overloaded", after=1)))
+    keyed_emulator.push(
+        Script(fault=Fault.http_status(429, retry_after=7)),
+        Script(fault=Fault.error_event("overloaded", after=1)),
+    )
     with openai.OpenAI(base_url=v1(keyed_emulator), api_key=KEY, max_retries=0) as client:
         with pytest.raises(openai.RateLimitError) as limited:
-            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user",
-                                                                      "content": "hi"}])
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+            )
         assert limited.value.response.headers["Retry-After"] == "7"
         assert limited.value.code == "rate_limit_exceeded"
         with pytest.raises(openai.APIError, match="overloaded"):
             for _ in client.chat.completions.create(
-                    model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True):
+                model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+            ):
                 pass
         with pytest.raises(openai.BadRequestError, match="Unrecognized request argument"):
             client.chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
-                extra_body={"top_k": 3})
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_body={"top_k": 3},
+            )
 
 
 # -- the emulator on the wire ---------------------------------------------------------------
@@ -180,8 +209,12 @@ def test_official_client_errors(keyed_emulator):
 
 async def test_emulator_stream_bytes(openai_emulator):
     openai_emulator.script = Script(chunks=["Hi", " there"])
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}],
-            "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     async with aiohttp.ClientSession() as session:
         async with session.post(v1(openai_emulator) + "/chat/completions", json=body) as resp:
             assert resp.status == 200
@@ -193,8 +226,11 @@ async def test_emulator_stream_bytes(openai_emulator):
     chunks = [json.loads(e[6:]) for e in events[:-1]]
     assert events[0].startswith('data: {"id":"chatcmpl-')  # compact JSON, as OpenAI sends
     assert [c["choices"][0]["delta"] for c in chunks[:4]] == [
-        {"role": "assistant", "content": "", "refusal": None}, {"content": "Hi"},
-        {"content": " there"}, {}]
+        {"role": "assistant", "content": "", "refusal": None},
+        {"content": "Hi"},
+        {"content": " there"},
+        {},
+    ]
     assert chunks[3]["choices"][0]["finish_reason"] == "stop"
     assert chunks[4]["choices"] == []
     assert chunks[4]["usage"]["prompt_tokens"] == 1
@@ -210,20 +246,28 @@ async def test_emulator_validation_and_auth_errors(keyed_emulator):
         async with session.post(url, json={"model": "m", "messages": []}) as resp:
             assert resp.status == 401
             assert json.loads(await resp.text())["error"]["message"].startswith(
-                "You didn't provide an API key")
+                "You didn't provide an API key"
+            )
         async with session.post(url, json={"model": "m"}, headers=auth) as resp:
             assert resp.status == 400
             raw = await resp.text()
-        async with session.post(url, json={"messages": [{"role": "user", "content": "x"}]},
-                                headers=auth) as resp:
+        async with session.post(
+            url, json={"messages": [{"role": "user", "content": "x"}]}, headers=auth
+        ) as resp:
             assert resp.status == 400
             assert "model" in json.loads(await resp.text())["error"]["message"]
         async with session.post(url, data=b"{nope", headers=auth) as resp:
             assert resp.status == 400
             assert "parse the JSON body" in await resp.text()
-        async with session.post(url, headers=auth, json={
-                "model": "m", "messages": [{"role": "user", "content": "x"}],
-                "stream_options": {"include_usage": True}}) as resp:
+        async with session.post(
+            url,
+            headers=auth,
+            json={
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "stream_options": {"include_usage": True},
+            },
+        ) as resp:
             assert resp.status == 400
         async with session.get(keyed_emulator.url + "/v1/nowhere", headers=auth) as resp:
             assert resp.status == 404
@@ -231,15 +275,17 @@ async def test_emulator_validation_and_auth_errors(keyed_emulator):
     assert raw == (
         '{\n    "error": {\n        "message": "Missing required parameter: \'messages\'.",\n'
         '        "type": "invalid_request_error",\n        "param": "messages",\n'
-        '        "code": "missing_required_parameter"\n    }\n}\n')
+        '        "code": "missing_required_parameter"\n    }\n}\n'
+    )
 
 
 # -- the provider: answers ------------------------------------------------------------------
 
 
 async def test_plain_answer_order_and_body(openai_emulator):
-    chunks = await collect(OpenAICompatible, "gpt-4o-mini", "Hi there",
-                           base_url=v1(openai_emulator))
+    chunks = await collect(
+        OpenAICompatible, "gpt-4o-mini", "Hi there", base_url=v1(openai_emulator)
+    )
     assert "".join(c for c in chunks if isinstance(c, str)) == "Hello! How can I help you today?"
     assert chunks[0] == meta("gpt-4o-mini")  # the upstream's own model id comes first
     assert all(isinstance(c, str) for c in chunks[1:-2])
@@ -247,8 +293,12 @@ async def test_plain_answer_order_and_body(openai_emulator):
     assert chunks[-2].cached_tokens == 0 and chunks[-2].reasoning_tokens == 0
     assert chunks[-1] == FinishReason("stop")
     [body] = chat_bodies(openai_emulator)
-    assert body == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi there"}],
-                    "stream": True, "stream_options": {"include_usage": True}}
+    assert body == {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hi there"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     record = openai_emulator.requests_to("/chat/completions")[0]
     assert record.path == "/v1/chat/completions"
     assert "Authorization" not in record.headers  # generic class, no key: none sent
@@ -257,23 +307,49 @@ async def test_plain_answer_order_and_body(openai_emulator):
 async def test_options_in_body_unknown_kwargs_refused(openai_emulator):
     caller_headers = {"X-Title": "llmplex-tests"}
     await collect(
-        OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator), api_key=KEY,
-        temperature=0.5, top_p=0.9, max_tokens=50, stop=["\n\n", "END"], seed=7,
-        presence_penalty=0.1, frequency_penalty=0.2, response_format={"type": "text"},
-        extra_body={"user": "u-1"}, headers=caller_headers)
-    for option in ({"host": "modal"}, {"web_search": True}, {"foo": "bar"},
-                   {"stream": False}, {"temprature": 0.1}):
+        OpenAICompatible,
+        "gpt-4o",
+        "Hi",
+        base_url=v1(openai_emulator),
+        api_key=KEY,
+        temperature=0.5,
+        top_p=0.9,
+        max_tokens=50,
+        stop=["\n\n", "END"],
+        seed=7,
+        presence_penalty=0.1,
+        frequency_penalty=0.2,
+        response_format={"type": "text"},
+        extra_body={"user": "u-1"},
+        headers=caller_headers,
+    )
+    for option in (
+        {"host": "modal"},
+        {"web_search": True},
+        {"foo": "bar"},
+        {"stream": False},
+        {"temprature": 0.1},
+    ):
         with pytest.raises(InvalidRequestError) as info:
-            await collect(OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator),
-                          **option)
+            await collect(OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator), **option)
         assert info.value.param == next(iter(option))
     assert info.value.suggestions == ["temperature"]
     [body] = chat_bodies(openai_emulator)
     assert body == {
-        "model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "stream": True,
-        "stream_options": {"include_usage": True}, "temperature": 0.5, "top_p": 0.9,
-        "max_tokens": 50, "stop": ["\n\n", "END"], "seed": 7, "presence_penalty": 0.1,
-        "frequency_penalty": 0.2, "response_format": {"type": "text"}, "user": "u-1"}
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "max_tokens": 50,
+        "stop": ["\n\n", "END"],
+        "seed": 7,
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.2,
+        "response_format": {"type": "text"},
+        "user": "u-1",
+    }
     record = openai_emulator.requests_to("/chat/completions")[0]
     assert record.headers["X-Title"] == "llmplex-tests"
     assert record.headers["Authorization"] == f"Bearer {KEY}"
@@ -283,9 +359,13 @@ async def test_options_in_body_unknown_kwargs_refused(openai_emulator):
 async def test_extra_body_merges_and_none_removes():
     # A vLLM-like server: accepts fields OpenAI does not know, ignores stream_options.
     with serve(OpenAIEmulator(strict=False, honor_stream_options=False)) as emulator:
-        chunks = await collect(OpenAICompatible, "Qwen/Qwen2.5-1.5B-Instruct", "Hi",
-                               base_url=v1(emulator),
-                               extra_body={"top_k": 20, "stream_options": None})
+        chunks = await collect(
+            OpenAICompatible,
+            "Qwen/Qwen2.5-1.5B-Instruct",
+            "Hi",
+            base_url=v1(emulator),
+            extra_body={"top_k": 20, "stream_options": None},
+        )
     [body] = chat_bodies(emulator)
     assert body["top_k"] == 20 and "stream_options" not in body
     assert not any(isinstance(c, Usage) for c in chunks)
@@ -310,8 +390,9 @@ async def test_multi_turn_history_and_unicode(openai_emulator):
 
 async def test_length_finish_reason(openai_emulator):
     openai_emulator.script = Script("a b c d e f")
-    chunks = await collect(OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator),
-                           max_tokens=2)
+    chunks = await collect(
+        OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator), max_tokens=2
+    )
     assert "".join(c for c in chunks if isinstance(c, str)) == "a b"
     assert chunks[-1] == FinishReason("length")
     assert chunks[-2].completion_tokens == 2
@@ -325,7 +406,8 @@ async def test_sync_create_completion_and_create_async(openai_emulator):
     whole = list(OpenAICompatible.create_completion("gpt-4o", "Hi", stream=False, base_url=base))
     assert whole[0] == "Hello! How can I help you today?" and whole[-1] == FinishReason("stop")
     assert await OpenAICompatible.create_async("gpt-4o", "Hi", base_url=base) == (
-        "Hello! How can I help you today?")
+        "Hello! How can I help you today?"
+    )
 
 
 # -- the provider: server variants ----------------------------------------------------------
@@ -334,9 +416,12 @@ async def test_sync_create_completion_and_create_async(openai_emulator):
 async def test_non_stream_json_fallback(openai_emulator):
     openai_emulator.push(Script("Whole answer at once", extra={"stream": False}))
     chunks = await collect(OpenAICompatible, "llama3.2", "Hi", base_url=v1(openai_emulator))
-    assert chunks == [meta("llama3.2"), "Whole answer at once",
-                      Usage(prompt_tokens=1, completion_tokens=4, **DETAILS),
-                      FinishReason("stop")]
+    assert chunks == [
+        meta("llama3.2"),
+        "Whole answer at once",
+        Usage(prompt_tokens=1, completion_tokens=4, **DETAILS),
+        FinishReason("stop"),
+    ]
     assert chat_bodies(openai_emulator)[0]["stream"] is True  # we did ask to stream
 
 
@@ -364,13 +449,16 @@ async def test_clean_eof_without_finish_is_an_error(openai_emulator):
 # -- the provider: faults -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status,error,text", [
-    (400, ResponseStatusError, "Invalid request."),
-    (401, MissingAuthError, "Incorrect API key provided"),
-    (404, ResponseStatusError, "does not exist"),
-    (500, ResponseStatusError, "The server had an error"),
-    (503, ResponseStatusError, "overloaded"),
-])
+@pytest.mark.parametrize(
+    "status,error,text",
+    [
+        (400, ResponseStatusError, "Invalid request."),
+        (401, MissingAuthError, "Incorrect API key provided"),
+        (404, ResponseStatusError, "does not exist"),
+        (500, ResponseStatusError, "The server had an error"),
+        (503, ResponseStatusError, "overloaded"),
+    ],
+)
 async def test_http_status_faults(openai_emulator, status, error, text):
     openai_emulator.push(Script(fault=Fault.http_status(status)))
     with pytest.raises(error) as info:
@@ -390,12 +478,14 @@ async def test_rate_limit_fault(openai_emulator):
 
 
 async def test_error_event_fault(openai_emulator):
-    openai_emulator.push(Script("one two three", fault=Fault.error_event("model overloaded",
-                                                                         after=2)))
+    openai_emulator.push(
+        Script("one two three", fault=Fault.error_event("model overloaded", after=2))
+    )
     seen = []
     with pytest.raises(StreamError, match="model overloaded") as info:
         async for chunk in OpenAICompatible.create_async_generator(
-                "gpt-4o", "Hi", base_url=v1(openai_emulator)):
+            "gpt-4o", "Hi", base_url=v1(openai_emulator)
+        ):
             seen.append(chunk)
     assert seen == [meta("gpt-4o"), "one", " two"]
     assert "OpenAICompatible" in str(info.value)
@@ -419,16 +509,18 @@ async def test_malformed_fault(openai_emulator):
 async def test_stall_fault(openai_emulator):
     openai_emulator.push(Script("one two", fault=Fault.stall(30, after=1)))
     with pytest.raises(ProviderTimeoutError) as info:
-        await collect(OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator),
-                      timeout=0.3)
+        await collect(OpenAICompatible, "gpt-4o", "Hi", base_url=v1(openai_emulator), timeout=0.3)
     assert "OpenAICompatible" in str(info.value)
 
 
-@pytest.mark.parametrize("fault,error", [
-    (Fault.disconnect(), ProviderConnectionError),
-    (Fault.malformed(), ResponseError),
-    (Fault.error_event("boom"), ResponseStatusError),
-])
+@pytest.mark.parametrize(
+    "fault,error",
+    [
+        (Fault.disconnect(), ProviderConnectionError),
+        (Fault.malformed(), ResponseError),
+        (Fault.error_event("boom"), ResponseStatusError),
+    ],
+)
 async def test_faults_of_non_streaming_servers(openai_emulator, fault, error):
     openai_emulator.push(Script("one two", fault=fault, extra={"stream": False}))
     with pytest.raises(error) as info:
@@ -441,8 +533,9 @@ async def test_unknown_model_on_strict_server():
         with pytest.raises(ResponseStatusError, match="does not exist") as info:
             await collect(OpenAICompatible, "gpt-5", "Hi", base_url=v1(emulator))
         assert info.value.status == 404
-        assert "".join(map(str, await collect(OpenAICompatible, "only-this", "Hi",
-                                              base_url=v1(emulator))))
+        assert "".join(
+            map(str, await collect(OpenAICompatible, "only-this", "Hi", base_url=v1(emulator)))
+        )
 
 
 # -- the provider: early stop and cancellation ----------------------------------------------
@@ -462,7 +555,8 @@ async def test_cancellation_closes_the_stream(openai_emulator):
     openai_emulator.script = Script("word " * 400, delay=0.01)
     await cancel_mid_stream(
         OpenAICompatible.create_async_generator("gpt-4o", "Hi", base_url=v1(openai_emulator)),
-        first_within=5)
+        first_within=5,
+    )
     await eventually(lambda: openai_emulator.open_streams == 0)
 
 
@@ -482,8 +576,18 @@ def test_sync_early_stop(openai_emulator):
 
 
 def test_endpoints_are_data():
-    assert list(ENDPOINTS) == ["OpenAI", "OpenRouter", "Groq", "Together", "DeepInfra",
-                               "Mistral", "Ollama", "vLLM", "LlamaCpp", "LMStudio"]
+    assert list(ENDPOINTS) == [
+        "OpenAI",
+        "OpenRouter",
+        "Groq",
+        "Together",
+        "DeepInfra",
+        "Mistral",
+        "Ollama",
+        "vLLM",
+        "LlamaCpp",
+        "LMStudio",
+    ]
     expected = {
         "OpenAI": ("https://api.openai.com/v1", "OPENAI_API_KEY", True),
         "OpenRouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", True),
@@ -499,8 +603,12 @@ def test_endpoints_are_data():
     for name, (base, env, needs_auth) in expected.items():
         e = ENDPOINTS[name]
         assert isinstance(e, Endpoint) and e.name == name
-        assert (e.base_url, e.api_key_env, e.needs_auth, e.local) == (base, env, needs_auth,
-                                                                     not needs_auth)
+        assert (e.base_url, e.api_key_env, e.needs_auth, e.local) == (
+            base,
+            env,
+            needs_auth,
+            not needs_auth,
+        )
         assert e.default_model and e.label and e.url.startswith("https://")
     with pytest.raises(Exception):
         ENDPOINTS["Groq"].base_url = "http://evil"  # frozen
@@ -519,6 +627,7 @@ def test_endpoint_provider_classes():
     assert endpoint_provider("OpenAI").default_model == "gpt-4o-mini"
     assert not endpoint_provider("LMStudio").needs_auth
     from llmplex.providers.openai_compatible import Mistral
+
     assert Mistral is endpoint_provider("Mistral")
     assert pickle.loads(pickle.dumps(groq)) is groq
     with pytest.raises(InvalidRequestError, match="unknown endpoint"):
@@ -560,15 +669,17 @@ async def test_local_endpoint_needs_no_key(openai_emulator, monkeypatch):
 async def test_wrong_key_never_in_errors(keyed_emulator):
     secret = "sk-secret-value-that-must-not-leak-42"
     with pytest.raises(MissingAuthError) as info:
-        await collect(endpoint_provider("OpenAI"), "", "Hi", base_url=v1(keyed_emulator),
-                      api_key=secret)
+        await collect(
+            endpoint_provider("OpenAI"), "", "Hi", base_url=v1(keyed_emulator), api_key=secret
+        )
     assert info.value.status == 401 and "Incorrect API key provided" in str(info.value)
     # A careless server that echoes the whole key back: the provider scrubs it.
     with serve(OpenAIEmulator(api_keys={secret})) as careless:
         careless.push(Script(fault=Fault.http_status(500, f"bad key {secret} in request")))
         with pytest.raises(ResponseStatusError) as echoed:
-            await collect(endpoint_provider("OpenAI"), "", "Hi", base_url=v1(careless),
-                          api_key=secret)
+            await collect(
+                endpoint_provider("OpenAI"), "", "Hi", base_url=v1(careless), api_key=secret
+            )
     assert "bad key *** in request" in str(echoed.value)
     for error in (info.value, echoed.value):
         for text in (str(error), repr(error), error.body or "", str(error.args)):
@@ -613,7 +724,11 @@ async def test_bad_arguments(openai_emulator):
 async def test_list_models(keyed_emulator):
     base = v1(keyed_emulator)
     assert await OpenAICompatible.list_models(base_url=base, api_key=KEY) == [
-        "gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-3.5-turbo"]
+        "gpt-4o-mini",
+        "gpt-4o",
+        "gpt-4.1-mini",
+        "gpt-3.5-turbo",
+    ]
     assert keyed_emulator.requests[-1].path == "/v1/models"
     with pytest.raises(MissingAuthError):
         await OpenAICompatible.list_models(base_url=base, api_key="sk-nope-nope-nope")
@@ -626,5 +741,6 @@ async def test_list_models(keyed_emulator):
 async def test_list_models_custom_catalogue():
     with serve(OpenAIEmulator(models=["llama3.2", "qwen2.5:7b"])) as emulator:
         assert await endpoint_provider("Ollama").list_models(base_url=v1(emulator)) == [
-            "llama3.2", "qwen2.5:7b"]
-
+            "llama3.2",
+            "qwen2.5:7b",
+        ]

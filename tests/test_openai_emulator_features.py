@@ -23,14 +23,26 @@ from llmplex.testing import Fault, Script, serve
 KEY = "sk-test-0123456789abcdef"
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 CALL_ID = re.compile(r"^call_[A-Za-z0-9]{24}$")
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
-TIME_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {
-    "type": "object", "properties": {}}}}
-CALLS = [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}},
-         {"name": "get_time", "arguments": '{"zone":"Europe/Paris"}', "id": "call_fixed_1"}]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+TIME_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+}
+CALLS = [
+    {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}},
+    {"name": "get_time", "arguments": '{"zone":"Europe/Paris"}', "id": "call_fixed_1"},
+]
 
 
 def client(emulator) -> openai.AsyncOpenAI:
@@ -57,8 +69,9 @@ def reassemble(chunks, choice: int = 0) -> dict[int, dict]:
             if c.index != choice:
                 continue
             for delta in c.delta.tool_calls or ():
-                call = calls.setdefault(delta.index, {"id": None, "name": "", "arguments": "",
-                                                      "fragments": 0})
+                call = calls.setdefault(
+                    delta.index, {"id": None, "name": "", "arguments": "", "fragments": 0}
+                )
                 if delta.id:
                     call["id"] = delta.id
                 if delta.function and delta.function.name:
@@ -81,8 +94,12 @@ async def test_tool_calls_streamed_in_fragments(openai_emulator):
     assert json.loads(calls[0]["arguments"]) == {"city": "Paris", "unit": "celsius"}
     assert calls[0]["arguments"] == '{"city":"Paris","unit":"celsius"}'  # compact JSON
     assert CALL_ID.match(calls[0]["id"])
-    assert calls[1] == {"id": "call_fixed_1", "name": "get_time",
-                        "arguments": '{"zone":"Europe/Paris"}', "fragments": calls[1]["fragments"]}
+    assert calls[1] == {
+        "id": "call_fixed_1",
+        "name": "get_time",
+        "arguments": '{"zone":"Europe/Paris"}',
+        "fragments": calls[1]["fragments"],
+    }
     assert calls[0]["fragments"] >= 5 and calls[1]["fragments"] >= 4  # really split
     deltas = [c.choices[0].delta for c in chunks]
     # The first call rides on the role chunk, OpenAI's form for a calls-only answer.
@@ -114,15 +131,17 @@ async def test_tool_call_ids_are_deterministic_per_seed():
 async def test_tool_calls_not_streamed(openai_emulator):
     openai_emulator.script = Script(tool_calls=CALLS)
     async with client(openai_emulator) as oai:
-        answer = await oai.chat.completions.create(model="gpt-4o", messages=USER,
-                                                   tools=[WEATHER_TOOL, TIME_TOOL])
+        answer = await oai.chat.completions.create(
+            model="gpt-4o", messages=USER, tools=[WEATHER_TOOL, TIME_TOOL]
+        )
     choice = answer.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None and choice.message.refusal is None
     calls = choice.message.tool_calls
     assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [
         ("function", "get_weather", '{"city":"Paris","unit":"celsius"}'),
-        ("function", "get_time", '{"zone":"Europe/Paris"}')]
+        ("function", "get_time", '{"zone":"Europe/Paris"}'),
+    ]
     assert CALL_ID.match(calls[0].id) and calls[1].id == "call_fixed_1"
     raw = openai_emulator.requests[-1]
     assert raw.json["tools"] == [WEATHER_TOOL, TIME_TOOL]
@@ -131,8 +150,9 @@ async def test_tool_calls_not_streamed(openai_emulator):
 async def test_text_and_tool_calls_together(openai_emulator):
     openai_emulator.script = Script("Let me check.", tool_calls=CALLS[:1])
     async with client(openai_emulator) as oai:
-        answer = await oai.chat.completions.create(model="gpt-4o", messages=USER,
-                                                   tools=[WEATHER_TOOL])
+        answer = await oai.chat.completions.create(
+            model="gpt-4o", messages=USER, tools=[WEATHER_TOOL]
+        )
     chunks = await stream_chunks(openai_emulator, tools=[WEATHER_TOOL])
     assert answer.choices[0].message.content == "Let me check."
     assert answer.choices[0].message.tool_calls[0].function.name == "get_weather"
@@ -153,13 +173,18 @@ async def test_an_explicit_finish_reason_is_kept_with_tool_calls(openai_emulator
 async def test_tool_round_trip(openai_emulator):
     openai_emulator.push(Script(tool_calls=CALLS[:1]), Script("It is 21 °C in Paris."))
     async with client(openai_emulator) as oai:
-        first = await oai.chat.completions.create(model="gpt-4o", messages=USER,
-                                                  tools=[WEATHER_TOOL])
+        first = await oai.chat.completions.create(
+            model="gpt-4o", messages=USER, tools=[WEATHER_TOOL]
+        )
         call = first.choices[0].message.tool_calls[0]
-        messages = [*USER, first.choices[0].message.model_dump(exclude_none=True),
-                    {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'}]
-        final = await oai.chat.completions.create(model="gpt-4o", messages=messages,
-                                                  tools=[WEATHER_TOOL])
+        messages = [
+            *USER,
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'},
+        ]
+        final = await oai.chat.completions.create(
+            model="gpt-4o", messages=messages, tools=[WEATHER_TOOL]
+        )
     assert final.choices[0].message.content == "It is 21 °C in Paris."
     assert final.choices[0].finish_reason == "stop"
     second = sent(openai_emulator)[1]["messages"]
@@ -172,27 +197,39 @@ async def test_tool_choice_steers_the_calls(openai_emulator):
     tools = [WEATHER_TOOL, TIME_TOOL]
     openai_emulator.script = Script(tool_calls=CALLS)
     async with client(openai_emulator) as oai:
-        none = await oai.chat.completions.create(model="gpt-4o", messages=USER, tools=tools,
-                                                 tool_choice="none")
+        none = await oai.chat.completions.create(
+            model="gpt-4o", messages=USER, tools=tools, tool_choice="none"
+        )
         named = await oai.chat.completions.create(
-            model="gpt-4o", messages=USER, tools=tools,
-            tool_choice={"type": "function", "function": {"name": "get_time"}})
-        single = await oai.chat.completions.create(model="gpt-4o", messages=USER, tools=tools,
-                                                   parallel_tool_calls=False)
+            model="gpt-4o",
+            messages=USER,
+            tools=tools,
+            tool_choice={"type": "function", "function": {"name": "get_time"}},
+        )
+        single = await oai.chat.completions.create(
+            model="gpt-4o", messages=USER, tools=tools, parallel_tool_calls=False
+        )
         openai_emulator.script = Script(tool_calls=CALLS[:1])
         unscripted = await oai.chat.completions.create(
-            model="gpt-4o", messages=USER, tools=tools,
-            tool_choice={"type": "function", "function": {"name": "get_time"}})
+            model="gpt-4o",
+            messages=USER,
+            tools=tools,
+            tool_choice={"type": "function", "function": {"name": "get_time"}},
+        )
         openai_emulator.script = Script()
-        required = await oai.chat.completions.create(model="gpt-4o", messages=USER,
-                                                     tools=tools, tool_choice="required")
+        required = await oai.chat.completions.create(
+            model="gpt-4o", messages=USER, tools=tools, tool_choice="required"
+        )
         auto = await oai.chat.completions.create(model="gpt-4o", messages=USER, tools=tools)
     assert none.choices[0].message.tool_calls is None
     assert none.choices[0].message.content == "Hello! How can I help you today?"
     assert none.choices[0].finish_reason == "stop"
     [call] = named.choices[0].message.tool_calls
     assert (call.id, call.function.name, call.function.arguments) == (
-        "call_fixed_1", "get_time", '{"zone":"Europe/Paris"}')
+        "call_fixed_1",
+        "get_time",
+        '{"zone":"Europe/Paris"}',
+    )
     assert [c.function.name for c in single.choices[0].message.tool_calls] == ["get_weather"]
     [call] = unscripted.choices[0].message.tool_calls
     assert (call.function.name, call.function.arguments) == ("get_time", "{}")
@@ -203,13 +240,15 @@ async def test_tool_choice_steers_the_calls(openai_emulator):
 
 
 async def test_tool_call_stream_fault(openai_emulator):
-    openai_emulator.script = Script(tool_calls=CALLS[:1],
-                                    fault=Fault.error_event("overloaded", after=2))
+    openai_emulator.script = Script(
+        tool_calls=CALLS[:1], fault=Fault.error_event("overloaded", after=2)
+    )
     seen = []
     async with client(openai_emulator) as oai:
         with pytest.raises(openai.APIError, match="overloaded"):
-            async for chunk in await oai.chat.completions.create(model="gpt-4o", messages=USER,
-                                                                 stream=True):
+            async for chunk in await oai.chat.completions.create(
+                model="gpt-4o", messages=USER, stream=True
+            ):
                 seen.append(chunk)
     assert len(seen) == 3  # the role chunk with the call's header, then two fragments
 
@@ -223,11 +262,15 @@ class GetWeather(BaseModel):
 
 
 async def test_stream_helper_on_a_tool_only_answer(openai_emulator):
-    openai_emulator.script = Script(tool_calls=[
-        {"name": "GetWeather", "arguments": {"city": "Paris", "unit": "celsius"}}])
-    async with client(openai_emulator) as oai, oai.chat.completions.stream(
-            model="gpt-4o", messages=USER,
-            tools=[openai.pydantic_function_tool(GetWeather)]) as stream:
+    openai_emulator.script = Script(
+        tool_calls=[{"name": "GetWeather", "arguments": {"city": "Paris", "unit": "celsius"}}]
+    )
+    async with (
+        client(openai_emulator) as oai,
+        oai.chat.completions.stream(
+            model="gpt-4o", messages=USER, tools=[openai.pydantic_function_tool(GetWeather)]
+        ) as stream,
+    ):
         events = [event async for event in stream]
         final = await stream.get_final_completion()
     types = [e.type for e in events]
@@ -235,19 +278,25 @@ async def test_stream_helper_on_a_tool_only_answer(openai_emulator):
     assert types.count("tool_calls.function.arguments.delta") >= 5
     [done] = [e for e in events if e.type == "tool_calls.function.arguments.done"]
     assert done.name == "GetWeather" and done.parsed_arguments == GetWeather(
-        city="Paris", unit="celsius")
+        city="Paris", unit="celsius"
+    )
     message = final.choices[0].message
     assert final.choices[0].finish_reason == "tool_calls"
     assert message.content is None
-    assert message.tool_calls[0].function.parsed_arguments == GetWeather(city="Paris",
-                                                                        unit="celsius")
+    assert message.tool_calls[0].function.parsed_arguments == GetWeather(
+        city="Paris", unit="celsius"
+    )
     assert CALL_ID.match(message.tool_calls[0].id)
 
 
 async def test_stream_helper_on_a_refusal(openai_emulator):
     openai_emulator.script = Script(refusal="I'm sorry, I can't help with that.")
-    async with client(openai_emulator) as oai, oai.chat.completions.stream(
-            model="gpt-4o", messages=USER, response_format=GetWeather) as stream:
+    async with (
+        client(openai_emulator) as oai,
+        oai.chat.completions.stream(
+            model="gpt-4o", messages=USER, response_format=GetWeather
+        ) as stream,
+    ):
         events = [event async for event in stream]
         final = await stream.get_final_completion()
     deltas = [e.delta for e in events if e.type == "refusal.delta"]
@@ -264,9 +313,12 @@ async def test_stream_helper_on_a_refusal(openai_emulator):
 
 async def test_stream_helper_on_an_empty_answer(openai_emulator):
     openai_emulator.script = Script(text="")
-    async with client(openai_emulator) as oai, oai.chat.completions.stream(
-            model="gpt-4o", messages=USER,
-            stream_options={"include_usage": True}) as stream:
+    async with (
+        client(openai_emulator) as oai,
+        oai.chat.completions.stream(
+            model="gpt-4o", messages=USER, stream_options={"include_usage": True}
+        ) as stream,
+    ):
         events = [event async for event in stream]
         final = await stream.get_final_completion()
     # The role chunk (its "content": "" a first, empty content delta), finish, usage.
@@ -279,8 +331,10 @@ async def test_stream_helper_on_an_empty_answer(openai_emulator):
 
 async def test_stream_helper_get_final_completion_of_text(openai_emulator):
     openai_emulator.script = Script(chunks=["Bonjour", " Paris", "!"])
-    async with client(openai_emulator) as oai, oai.chat.completions.stream(
-            model="gpt-4o", messages=USER) as stream:
+    async with (
+        client(openai_emulator) as oai,
+        oai.chat.completions.stream(model="gpt-4o", messages=USER) as stream,
+    ):
         deltas = [e.delta async for e in stream if e.type == "content.delta"]
         final = await stream.get_final_completion()
     assert deltas == ["", "Bonjour", " Paris", "!"]
@@ -316,21 +370,35 @@ class Person(BaseModel):
 
 async def test_parse_returns_a_parsed_object(openai_emulator):
     async with client(openai_emulator) as oai:
-        completion = await oai.chat.completions.parse(model="gpt-4o", messages=USER,
-                                                      response_format=Person)
+        completion = await oai.chat.completions.parse(
+            model="gpt-4o", messages=USER, response_format=Person
+        )
     parsed = completion.choices[0].message.parsed
     assert isinstance(parsed, Person)
-    assert parsed == Person(name="", age=0, height=0, admin=False, colour=Colour.red,
-                            kind="human", tags=[""], address=Address(street="", number=0),
-                            previous=[Address(street="", number=0)], nickname="")
+    assert parsed == Person(
+        name="",
+        age=0,
+        height=0,
+        admin=False,
+        colour=Colour.red,
+        kind="human",
+        tags=[""],
+        address=Address(street="", number=0),
+        previous=[Address(street="", number=0)],
+        nickname="",
+    )
     fmt = sent(openai_emulator)[0]["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Person"
     assert "$defs" in fmt["json_schema"]["schema"]  # the $refs really were resolved
 
 
 async def test_parse_streamed_in_json_fragments(openai_emulator):
-    async with client(openai_emulator) as oai, oai.chat.completions.stream(
-            model="gpt-4o", messages=USER, response_format=Address) as stream:
+    async with (
+        client(openai_emulator) as oai,
+        oai.chat.completions.stream(
+            model="gpt-4o", messages=USER, response_format=Address
+        ) as stream,
+    ):
         deltas = [e.delta async for e in stream if e.type == "content.delta"]
         final = await stream.get_final_completion()
     assert "".join(deltas) == '{"street":"","number":0}' and len(deltas) > 3
@@ -350,29 +418,68 @@ async def test_json_schema_minimal_instances(openai_emulator):
             "choice": {"oneOf": [{"type": "boolean"}, {"type": "string"}]},
             "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "null"}]},
             "many": {"type": "array", "items": {"$ref": "#/$defs/Leaf"}, "minItems": 2},
-            "both": {"allOf": [{"$ref": "#/$defs/Leaf"},
-                               {"type": "object", "properties": {"extra": {"type": "boolean"}},
-                                "required": ["extra"]}]},
+            "both": {
+                "allOf": [
+                    {"$ref": "#/$defs/Leaf"},
+                    {
+                        "type": "object",
+                        "properties": {"extra": {"type": "boolean"}},
+                        "required": ["extra"],
+                    },
+                ]
+            },
             "tree": {"$ref": "#/$defs/Tree"},
             "optional": {"type": "string"},
         },
-        "required": ["id", "when", "code", "count", "ratio", "mode", "choice", "pair", "many",
-                     "both", "tree"],
-        "$defs": {"Leaf": {"type": "object", "properties": {"leaf": {"type": ["string", "null"]}},
-                           "required": ["leaf"]},
-                  "Tree": {"type": "object", "required": ["children"], "properties": {
-                      "children": {"type": "array", "items": {"$ref": "#/$defs/Tree"}}}}},
+        "required": [
+            "id",
+            "when",
+            "code",
+            "count",
+            "ratio",
+            "mode",
+            "choice",
+            "pair",
+            "many",
+            "both",
+            "tree",
+        ],
+        "$defs": {
+            "Leaf": {
+                "type": "object",
+                "properties": {"leaf": {"type": ["string", "null"]}},
+                "required": ["leaf"],
+            },
+            "Tree": {
+                "type": "object",
+                "required": ["children"],
+                "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/Tree"}}},
+            },
+        },
     }
     async with client(openai_emulator) as oai:
-        answer = await oai.chat.completions.create(model="gpt-4o", messages=USER, response_format={
-            "type": "json_schema", "json_schema": {"name": "thing", "schema": schema}})
+        answer = await oai.chat.completions.create(
+            model="gpt-4o",
+            messages=USER,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "thing", "schema": schema},
+            },
+        )
     value = json.loads(answer.choices[0].message.content)
     tree = value.pop("tree")
     assert value == {
-        "id": "00000000-0000-0000-0000-000000000000", "when": "1970-01-01T00:00:00Z",
-        "code": "aaa", "count": 8, "ratio": 1.5, "mode": "fast", "choice": False,
-        "pair": [0, None], "many": [{"leaf": ""}, {"leaf": ""}],
-        "both": {"leaf": "", "extra": False}}
+        "id": "00000000-0000-0000-0000-000000000000",
+        "when": "1970-01-01T00:00:00Z",
+        "code": "aaa",
+        "count": 8,
+        "ratio": 1.5,
+        "mode": "fast",
+        "choice": False,
+        "pair": [0, None],
+        "many": [{"leaf": ""}, {"leaf": ""}],
+        "both": {"leaf": "", "extra": False},
+    }
     depth = 0
     while tree["children"]:  # a recursive schema ends once it may
         [tree] = tree["children"]
@@ -383,13 +490,20 @@ async def test_json_schema_minimal_instances(openai_emulator):
 async def test_json_object_and_scripted_text(openai_emulator):
     async with client(openai_emulator) as oai:
         default = await oai.chat.completions.create(
-            model="gpt-4o", messages=USER, response_format={"type": "json_object"})
+            model="gpt-4o", messages=USER, response_format={"type": "json_object"}
+        )
         openai_emulator.script = Script('{"city": "Paris"}')
         scripted = await oai.chat.completions.create(
-            model="gpt-4o", messages=USER, response_format={
-                "type": "json_schema", "json_schema": {"name": "Person", "schema": {}}})
+            model="gpt-4o",
+            messages=USER,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "Person", "schema": {}},
+            },
+        )
     assert json.loads(default.choices[0].message.content) == {
-        "answer": "Hello! How can I help you today?"}
+        "answer": "Hello! How can I help you today?"
+    }
     assert scripted.choices[0].message.content == '{"city": "Paris"}'  # sent as is
 
 
@@ -401,8 +515,9 @@ async def test_reasoning_streamed_and_not(openai_emulator):
     chunks = await stream_chunks(openai_emulator, stream_options={"include_usage": True})
     async with client(openai_emulator) as oai:
         answer = await oai.chat.completions.create(model="gpt-4o", messages=USER)
-    reasoning = [c.choices[0].delta.model_extra.get("reasoning_content")
-                 for c in chunks if c.choices]
+    reasoning = [
+        c.choices[0].delta.model_extra.get("reasoning_content") for c in chunks if c.choices
+    ]
     pieces = [r for r in reasoning if r is not None]
     assert "".join(pieces) == "The user asks about weather" and len(pieces) == 5
     texts = [c.choices[0].delta.content for c in chunks if c.choices]
@@ -420,13 +535,16 @@ async def test_reasoning_streamed_and_not(openai_emulator):
 
 
 async def test_reasoning_in_openrouters_field(openai_emulator):
-    openai_emulator.script = Script("Yes.", reasoning="Short thought",
-                                    extra={"reasoning_field": "reasoning"})
+    openai_emulator.script = Script(
+        "Yes.", reasoning="Short thought", extra={"reasoning_field": "reasoning"}
+    )
     chunks = await stream_chunks(openai_emulator)
     async with client(openai_emulator) as oai:
         answer = await oai.chat.completions.create(model="gpt-4o", messages=USER)
-    assert "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks) == \
-        "Short thought"
+    assert (
+        "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks)
+        == "Short thought"
+    )
     assert not any("reasoning_content" in c.choices[0].delta.model_extra for c in chunks)
     assert answer.choices[0].message.model_extra == {"reasoning": "Short thought"}
 
@@ -446,12 +564,17 @@ async def test_logprobs_with_top_logprobs(openai_emulator):
     openai_emulator.script = Script(chunks=["Hé", " there", "!"])
     chunks = await stream_chunks(openai_emulator, logprobs=True, top_logprobs=3)
     async with client(openai_emulator) as oai:
-        answer = await oai.chat.completions.create(model="gpt-4o", messages=USER,
-                                                   logprobs=True, top_logprobs=3)
+        answer = await oai.chat.completions.create(
+            model="gpt-4o", messages=USER, logprobs=True, top_logprobs=3
+        )
         plain = await oai.chat.completions.create(model="gpt-4o", messages=USER)
         zero = await oai.chat.completions.create(model="gpt-4o", messages=USER, logprobs=True)
-    streamed = [entry for c in chunks if c.choices[0].logprobs
-                for entry in c.choices[0].logprobs.content or ()]
+    streamed = [
+        entry
+        for c in chunks
+        if c.choices[0].logprobs
+        for entry in c.choices[0].logprobs.content or ()
+    ]
     assert chunks[0].choices[0].logprobs.content == []  # the role chunk
     assert chunks[-1].choices[0].logprobs is None  # the finish chunk
     assert [e.token for e in streamed] == ["Hé", " there", "!"]
@@ -481,7 +604,10 @@ async def test_n_choices_not_streamed(openai_emulator):
         answer = await oai.chat.completions.create(model="gpt-4o", messages=USER, n=3)
     assert [c.index for c in answer.choices] == [0, 1, 2]
     assert [c.message.content for c in answer.choices] == [
-        "First answer here", "Second one", "First answer here"]
+        "First answer here",
+        "Second one",
+        "First answer here",
+    ]
     assert answer.usage.completion_tokens == 3 + 2 + 3
 
 
@@ -514,25 +640,28 @@ async def test_n_choices_with_tool_calls_and_limits(openai_emulator):
     assert calls[0]["id"] != calls[1]["id"]  # every choice its own ids
     openai_emulator.script = Script("a b c d e", alternatives=["f g h i j"])
     async with client(openai_emulator) as oai:
-        answer = await oai.chat.completions.create(model="gpt-4o", messages=USER, n=2,
-                                                   max_tokens=2)
+        answer = await oai.chat.completions.create(model="gpt-4o", messages=USER, n=2, max_tokens=2)
     assert [(c.message.content, c.finish_reason) for c in answer.choices] == [
-        ("a b", "length"), ("f g", "length")]
+        ("a b", "length"),
+        ("f g", "length"),
+    ]
 
 
 # -- usage details, model id, service tier ------------------------------------------------------
 
 
 async def test_cached_tokens_model_id_and_service_tier(openai_emulator):
-    openai_emulator.script = Script(cached_tokens=1024,
-                                    extra={"model": "gpt-4o-mini-2024-07-18"})
-    chunks = await stream_chunks(openai_emulator, service_tier="flex",
-                                 stream_options={"include_usage": True})
+    openai_emulator.script = Script(cached_tokens=1024, extra={"model": "gpt-4o-mini-2024-07-18"})
+    chunks = await stream_chunks(
+        openai_emulator, service_tier="flex", stream_options={"include_usage": True}
+    )
     async with client(openai_emulator) as oai:
-        answer = await oai.chat.completions.create(model="gpt-4o-mini", messages=USER,
-                                                   service_tier="priority")
-        auto = await oai.chat.completions.create(model="gpt-4o-mini", messages=USER,
-                                                 service_tier="auto")
+        answer = await oai.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, service_tier="priority"
+        )
+        auto = await oai.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, service_tier="auto"
+        )
     assert {c.model for c in chunks} == {"gpt-4o-mini-2024-07-18"}
     assert {c.service_tier for c in chunks} == {"flex"}
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens == 1024
@@ -545,126 +674,279 @@ async def test_cached_tokens_model_id_and_service_tier(openai_emulator):
 # -- validation (strict mode) -------------------------------------------------------------------
 
 
-ASSISTANT_CALL = {"role": "assistant", "content": None, "tool_calls": [
-    {"id": "call_a", "type": "function", "function": {"name": "get_weather",
-                                                      "arguments": "{}"}},
-    {"id": "call_b", "type": "function", "function": {"name": "get_weather",
-                                                      "arguments": "{}"}}]}
+ASSISTANT_CALL = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [
+        {
+            "id": "call_a",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": "{}"},
+        },
+        {
+            "id": "call_b",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": "{}"},
+        },
+    ],
+}
 IMAGE = "https://example.com/cat.png"
 
 INVALID = [
-    pytest.param({"messages": [*USER, {"role": "tool", "content": "21"}]},
-                 "messages.[1].tool_call_id", None,
-                 "Missing parameter 'tool_call_id': messages with role 'tool' must have a "
-                 "'tool_call_id'.", id="tool-without-id"),
-    pytest.param({"messages": [*USER, ASSISTANT_CALL,
-                               {"role": "tool", "tool_call_id": "call_a", "content": "1"},
-                               {"role": "user", "content": "and?"}]},
-                 "messages.[3].role", None,
-                 "An assistant message with 'tool_calls' must be followed by tool messages "
-                 "responding to each 'tool_call_id'. The following tool_call_ids did not have "
-                 "response messages: call_b", id="call-not-answered"),
-    pytest.param({"messages": [*USER, ASSISTANT_CALL]}, "messages.[1].role", None,
-                 "The following tool_call_ids did not have response messages: call_a, call_b",
-                 id="calls-last"),
-    pytest.param({"messages": [*USER, {"role": "tool", "tool_call_id": "call_a",
-                                       "content": "1"}]},
-                 "messages.[1].role", None,
-                 "Invalid parameter: messages with role 'tool' must be a response to a "
-                 "preceeding message with 'tool_calls'.", id="tool-not-preceded"),
-    pytest.param({"messages": [*USER, ASSISTANT_CALL,
-                               {"role": "tool", "tool_call_id": "call_a", "content": "1"},
-                               {"role": "tool", "tool_call_id": "call_zzz", "content": "1"}]},
-                 "messages.[3].role", None, "must be a response to a preceeding message",
-                 id="tool-unknown-id"),
-    pytest.param({"messages": [*USER, {"role": "assistant", "content": None}]},
-                 "messages.[1].content", None,
-                 "Invalid value for 'content': expected a string, got null.",
-                 id="assistant-null-content"),
-    pytest.param({"messages": [*USER, {"role": "assistant", "tool_calls": [
-        {"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
-                 "messages[1].tool_calls[0].id", "missing_required_parameter",
-                 "Missing required parameter: 'messages[1].tool_calls[0].id'.",
-                 id="call-without-id"),
-    pytest.param({"tools": [{"type": "function", "function": {"description": "x"}}]},
-                 "tools[0].function.name", "missing_required_parameter",
-                 "Missing required parameter: 'tools[0].function.name'.", id="tool-no-name"),
-    pytest.param({"tools": [{"type": "retrieval"}]}, "tools[0].type", "invalid_value",
-                 "Invalid value: 'retrieval'. Supported values are: 'function' and 'custom'.",
-                 id="tool-type"),
-    pytest.param({"tools": [{"type": "function"}]}, "tools[0].function",
-                 "missing_required_parameter", "Missing required parameter: 'tools[0].function'.",
-                 id="tool-no-function"),
-    pytest.param({"tools": [{"type": "function", "function": {"name": "get weather"}}]},
-                 "tools[0].function.name", "invalid_value", "string does not match pattern",
-                 id="tool-name-pattern"),
-    pytest.param({"tools": []}, "tools", "empty_array", "Invalid 'tools': empty array.",
-                 id="tools-empty"),
-    pytest.param({"tools": [WEATHER_TOOL], "tool_choice": "always"}, "tool_choice",
-                 "invalid_value",
-                 "Invalid value: 'always'. Supported values are: 'none', 'auto', and "
-                 "'required'.", id="tool-choice-value"),
-    pytest.param({"tools": [WEATHER_TOOL],
-                  "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
-                 "tool_choice.function.name", "invalid_value",
-                 "function 'get_time' is not one of the functions in 'tools'",
-                 id="tool-choice-undefined"),
-    pytest.param({"tool_choice": "auto"}, "tool_choice", None,
-                 "'tool_choice' is only allowed when 'tools' are specified.",
-                 id="tool-choice-without-tools"),
-    pytest.param({"tools": [WEATHER_TOOL], "tool_choice": {"type": "function"}},
-                 "tool_choice.function", "missing_required_parameter",
-                 "Missing required parameter: 'tool_choice.function'.",
-                 id="tool-choice-no-function"),
-    pytest.param({"top_logprobs": 3}, "top_logprobs", None,
-                 "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled.",
-                 id="top-logprobs-without-logprobs"),
-    pytest.param({"logprobs": True, "top_logprobs": 21}, "top_logprobs",
-                 "integer_above_max_value",
-                 "Invalid 'top_logprobs': integer above maximum value. Expected a value <= 20, "
-                 "but got 21 instead.", id="top-logprobs-high"),
-    pytest.param({"logprobs": True, "top_logprobs": -1}, "top_logprobs",
-                 "integer_below_min_value", "Expected a value >= 0, but got -1 instead.",
-                 id="top-logprobs-low"),
-    pytest.param({"n": 0}, "n", "integer_below_min_value",
-                 "Invalid 'n': integer below minimum value. Expected a value >= 1, but got 0 "
-                 "instead.", id="n-low"),
-    pytest.param({"n": 129}, "n", "integer_above_max_value",
-                 "Invalid 'n': integer above maximum value. Expected a value <= 128, but got "
-                 "129 instead.", id="n-high"),
-    pytest.param({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "look"},
-        {"type": "image_url", "image_url": {"url": "ftp://example.com/cat.png"}}]}]},
-                 "messages[0].content[1].image_url.url", "invalid_value",
-                 "Invalid image URL: 'messages[0].content[1].image_url.url'. Expected a valid "
-                 "URL, but got a value with an invalid format.", id="image-url-scheme"),
-    pytest.param({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "cat.png"}}]}]},
-                 "messages[0].content[0].image_url.url", "invalid_value", "Invalid image URL",
-                 id="image-url-relative"),
-    pytest.param({"messages": [{"role": "user", "content": [
-        {"type": "image", "image": IMAGE}]}]},
-                 "messages[0].content[0].type", "invalid_value",
-                 "Invalid value: 'image'. Supported values are: 'text', 'image_url', "
-                 "'input_audio', and 'file'.", id="part-type"),
-    pytest.param({"messages": [{"role": "system", "content": [
-        {"type": "image_url", "image_url": {"url": IMAGE}}]}, *USER]},
-                 "messages[0].content[0].type", "invalid_value",
-                 "Invalid value: 'image_url'. Supported values are: 'text'.",
-                 id="part-type-for-role"),
-    pytest.param({"messages": [{"role": "user", "content": [{"type": "text"}]}]},
-                 "messages[0].content[0].text", "missing_required_parameter",
-                 "Missing required parameter: 'messages[0].content[0].text'.",
-                 id="text-part-without-text"),
-    pytest.param({"service_tier": "turbo"}, "service_tier", "invalid_value",
-                 "Supported values are: 'auto', 'default', 'flex', 'scale', and 'priority'.",
-                 id="service-tier"),
-    pytest.param({"response_format": {"type": "yaml"}}, "response_format.type",
-                 "invalid_value", "Invalid value: 'yaml'.", id="response-format"),
-    pytest.param({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
-                 "response_format.json_schema.name", "missing_required_parameter",
-                 "Missing required parameter: 'response_format.json_schema.name'.",
-                 id="json-schema-name"),
+    pytest.param(
+        {"messages": [*USER, {"role": "tool", "content": "21"}]},
+        "messages.[1].tool_call_id",
+        None,
+        "Missing parameter 'tool_call_id': messages with role 'tool' must have a 'tool_call_id'.",
+        id="tool-without-id",
+    ),
+    pytest.param(
+        {
+            "messages": [
+                *USER,
+                ASSISTANT_CALL,
+                {"role": "tool", "tool_call_id": "call_a", "content": "1"},
+                {"role": "user", "content": "and?"},
+            ]
+        },
+        "messages.[3].role",
+        None,
+        "An assistant message with 'tool_calls' must be followed by tool messages "
+        "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+        "response messages: call_b",
+        id="call-not-answered",
+    ),
+    pytest.param(
+        {"messages": [*USER, ASSISTANT_CALL]},
+        "messages.[1].role",
+        None,
+        "The following tool_call_ids did not have response messages: call_a, call_b",
+        id="calls-last",
+    ),
+    pytest.param(
+        {"messages": [*USER, {"role": "tool", "tool_call_id": "call_a", "content": "1"}]},
+        "messages.[1].role",
+        None,
+        "Invalid parameter: messages with role 'tool' must be a response to a "
+        "preceeding message with 'tool_calls'.",
+        id="tool-not-preceded",
+    ),
+    pytest.param(
+        {
+            "messages": [
+                *USER,
+                ASSISTANT_CALL,
+                {"role": "tool", "tool_call_id": "call_a", "content": "1"},
+                {"role": "tool", "tool_call_id": "call_zzz", "content": "1"},
+            ]
+        },
+        "messages.[3].role",
+        None,
+        "must be a response to a preceeding message",
+        id="tool-unknown-id",
+    ),
+    pytest.param(
+        {"messages": [*USER, {"role": "assistant", "content": None}]},
+        "messages.[1].content",
+        None,
+        "Invalid value for 'content': expected a string, got null.",
+        id="assistant-null-content",
+    ),
+    pytest.param(
+        {
+            "messages": [
+                *USER,
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    ],
+                },
+            ]
+        },
+        "messages[1].tool_calls[0].id",
+        "missing_required_parameter",
+        "Missing required parameter: 'messages[1].tool_calls[0].id'.",
+        id="call-without-id",
+    ),
+    pytest.param(
+        {"tools": [{"type": "function", "function": {"description": "x"}}]},
+        "tools[0].function.name",
+        "missing_required_parameter",
+        "Missing required parameter: 'tools[0].function.name'.",
+        id="tool-no-name",
+    ),
+    pytest.param(
+        {"tools": [{"type": "retrieval"}]},
+        "tools[0].type",
+        "invalid_value",
+        "Invalid value: 'retrieval'. Supported values are: 'function' and 'custom'.",
+        id="tool-type",
+    ),
+    pytest.param(
+        {"tools": [{"type": "function"}]},
+        "tools[0].function",
+        "missing_required_parameter",
+        "Missing required parameter: 'tools[0].function'.",
+        id="tool-no-function",
+    ),
+    pytest.param(
+        {"tools": [{"type": "function", "function": {"name": "get weather"}}]},
+        "tools[0].function.name",
+        "invalid_value",
+        "string does not match pattern",
+        id="tool-name-pattern",
+    ),
+    pytest.param(
+        {"tools": []}, "tools", "empty_array", "Invalid 'tools': empty array.", id="tools-empty"
+    ),
+    pytest.param(
+        {"tools": [WEATHER_TOOL], "tool_choice": "always"},
+        "tool_choice",
+        "invalid_value",
+        "Invalid value: 'always'. Supported values are: 'none', 'auto', and 'required'.",
+        id="tool-choice-value",
+    ),
+    pytest.param(
+        {
+            "tools": [WEATHER_TOOL],
+            "tool_choice": {"type": "function", "function": {"name": "get_time"}},
+        },
+        "tool_choice.function.name",
+        "invalid_value",
+        "function 'get_time' is not one of the functions in 'tools'",
+        id="tool-choice-undefined",
+    ),
+    pytest.param(
+        {"tool_choice": "auto"},
+        "tool_choice",
+        None,
+        "'tool_choice' is only allowed when 'tools' are specified.",
+        id="tool-choice-without-tools",
+    ),
+    pytest.param(
+        {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function"}},
+        "tool_choice.function",
+        "missing_required_parameter",
+        "Missing required parameter: 'tool_choice.function'.",
+        id="tool-choice-no-function",
+    ),
+    pytest.param(
+        {"top_logprobs": 3},
+        "top_logprobs",
+        None,
+        "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled.",
+        id="top-logprobs-without-logprobs",
+    ),
+    pytest.param(
+        {"logprobs": True, "top_logprobs": 21},
+        "top_logprobs",
+        "integer_above_max_value",
+        "Invalid 'top_logprobs': integer above maximum value. Expected a value <= 20, "
+        "but got 21 instead.",
+        id="top-logprobs-high",
+    ),
+    pytest.param(
+        {"logprobs": True, "top_logprobs": -1},
+        "top_logprobs",
+        "integer_below_min_value",
+        "Expected a value >= 0, but got -1 instead.",
+        id="top-logprobs-low",
+    ),
+    pytest.param(
+        {"n": 0},
+        "n",
+        "integer_below_min_value",
+        "Invalid 'n': integer below minimum value. Expected a value >= 1, but got 0 instead.",
+        id="n-low",
+    ),
+    pytest.param(
+        {"n": 129},
+        "n",
+        "integer_above_max_value",
+        "Invalid 'n': integer above maximum value. Expected a value <= 128, but got 129 instead.",
+        id="n-high",
+    ),
+    pytest.param(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "look"},
+                        {"type": "image_url", "image_url": {"url": "ftp://example.com/cat.png"}},
+                    ],
+                }
+            ]
+        },
+        "messages[0].content[1].image_url.url",
+        "invalid_value",
+        "Invalid image URL: 'messages[0].content[1].image_url.url'. Expected a valid "
+        "URL, but got a value with an invalid format.",
+        id="image-url-scheme",
+    ),
+    pytest.param(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "cat.png"}}],
+                }
+            ]
+        },
+        "messages[0].content[0].image_url.url",
+        "invalid_value",
+        "Invalid image URL",
+        id="image-url-relative",
+    ),
+    pytest.param(
+        {"messages": [{"role": "user", "content": [{"type": "image", "image": IMAGE}]}]},
+        "messages[0].content[0].type",
+        "invalid_value",
+        "Invalid value: 'image'. Supported values are: 'text', 'image_url', "
+        "'input_audio', and 'file'.",
+        id="part-type",
+    ),
+    pytest.param(
+        {
+            "messages": [
+                {"role": "system", "content": [{"type": "image_url", "image_url": {"url": IMAGE}}]},
+                *USER,
+            ]
+        },
+        "messages[0].content[0].type",
+        "invalid_value",
+        "Invalid value: 'image_url'. Supported values are: 'text'.",
+        id="part-type-for-role",
+    ),
+    pytest.param(
+        {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+        "messages[0].content[0].text",
+        "missing_required_parameter",
+        "Missing required parameter: 'messages[0].content[0].text'.",
+        id="text-part-without-text",
+    ),
+    pytest.param(
+        {"service_tier": "turbo"},
+        "service_tier",
+        "invalid_value",
+        "Supported values are: 'auto', 'default', 'flex', 'scale', and 'priority'.",
+        id="service-tier",
+    ),
+    pytest.param(
+        {"response_format": {"type": "yaml"}},
+        "response_format.type",
+        "invalid_value",
+        "Invalid value: 'yaml'.",
+        id="response-format",
+    ),
+    pytest.param(
+        {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+        "response_format.json_schema.name",
+        "missing_required_parameter",
+        "Missing required parameter: 'response_format.json_schema.name'.",
+        id="json-schema-name",
+    ),
 ]
 
 
@@ -690,10 +972,14 @@ async def test_strict_validation_errors(openai_emulator, body, param, code, mess
 async def test_valid_tool_conversations_and_parts_are_accepted(openai_emulator):
     messages = [
         {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
-        {"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": IMAGE}},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": IMAGE}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            ],
+        },
         ASSISTANT_CALL,
         {"role": "tool", "tool_call_id": "call_b", "content": "1"},
         {"role": "tool", "tool_call_id": "call_a", "content": [{"type": "text", "text": "2"}]},
@@ -702,8 +988,15 @@ async def test_valid_tool_conversations_and_parts_are_accepted(openai_emulator):
     ]
     async with client(openai_emulator) as oai:
         answer = await oai.chat.completions.create(
-            model="gpt-4o", messages=messages, tools=[WEATHER_TOOL], tool_choice="auto",
-            logprobs=True, top_logprobs=0, n=1, service_tier="default")
+            model="gpt-4o",
+            messages=messages,
+            tools=[WEATHER_TOOL],
+            tool_choice="auto",
+            logprobs=True,
+            top_logprobs=0,
+            n=1,
+            service_tier="default",
+        )
     assert answer.choices[0].message.content == "Hello! How can I help you today?"
     assert sent(openai_emulator)[0]["messages"] == messages
 
@@ -711,7 +1004,8 @@ async def test_valid_tool_conversations_and_parts_are_accepted(openai_emulator):
 async def test_lenient_mode_clamps_n_and_top_logprobs():
     with serve(OpenAIEmulator(strict=False)) as emu:
         async with client(emu) as oai:
-            many = await oai.chat.completions.create(model="m", messages=USER, n=500,
-                                                     logprobs=True, top_logprobs=50)
+            many = await oai.chat.completions.create(
+                model="m", messages=USER, n=500, logprobs=True, top_logprobs=50
+            )
     assert len(many.choices) == 128
     assert len(many.choices[0].logprobs.content[0].top_logprobs) == 20

@@ -53,8 +53,12 @@ def _no_user_cookie_files(tmp_path, monkeypatch):
 
 async def collect(emulator, messages="Hello", **options):
     options.setdefault("cookies", COOKIES)
-    return [c async for c in OpenAssistant.create_async_generator(
-        "", messages, base_url=emulator.url, **options)]
+    return [
+        c
+        async for c in OpenAssistant.create_async_generator(
+            "", messages, base_url=emulator.url, **options
+        )
+    ]
 
 
 def text_of(chunks) -> str:
@@ -99,13 +103,23 @@ async def test_request_bodies_follow_the_protocol(openassistant_emulator):
     await collect(emu, "Hi", top_p=0.9, temperature=0.5, max_new_tokens=64)
     prompter, assistant = emu.requests[1].json, emu.requests[2].json
     assert prompter == {"chat_id": prompter["chat_id"], "content": "Hi", "parent_id": None}
-    assert set(assistant) == {"chat_id", "parent_id", "model_config_name",
-                              "sampling_parameters", "plugins"}
+    assert set(assistant) == {
+        "chat_id",
+        "parent_id",
+        "model_config_name",
+        "sampling_parameters",
+        "plugins",
+    }
     assert assistant["model_config_name"] == "OA_SFT_Llama_30B_6"
     assert assistant["plugins"] == []
     assert assistant["sampling_parameters"] == {
-        "top_k": 50, "top_p": 0.9, "typical_p": None, "temperature": 0.5,
-        "repetition_penalty": 1.1111111111111112, "max_new_tokens": 64}
+        "top_k": 50,
+        "top_p": 0.9,
+        "typical_p": None,
+        "temperature": 0.5,
+        "repetition_penalty": 1.1111111111111112,
+        "max_new_tokens": 64,
+    }
     # the prompter message the emulator returned is the parent of the assistant message
     chat = emu.requests[1].json["chat_id"]
     assert assistant["chat_id"] == chat
@@ -132,8 +146,15 @@ async def test_unknown_options_never_reach_a_request_body(openassistant_emulator
     assert emu.requests[2].json["sampling_parameters"]["top_k"] == 3
     for record in emu.requests:
         raw = record.text + json.dumps(record.query)
-        for leaked in ("stream", "max_tokens", "web_search", "sentinel-xyz", "foo",
-                       "conversation", "return_conversation"):
+        for leaked in (
+            "stream",
+            "max_tokens",
+            "web_search",
+            "sentinel-xyz",
+            "foo",
+            "conversation",
+            "return_conversation",
+        ):
             assert leaked not in raw, (record.path, leaked)
 
 
@@ -171,20 +192,29 @@ async def test_history_goes_into_one_prompter_message(openassistant_emulator):
 
 async def test_model_choice_and_unknown_model(openassistant_emulator):
     emu = openassistant_emulator
-    chunks = [c async for c in OpenAssistant.create_async_generator(
-        "OA_SFT_Llama2_70B_10", "Hi", cookies=COOKIES, base_url=emu.url)]
+    chunks = [
+        c
+        async for c in OpenAssistant.create_async_generator(
+            "OA_SFT_Llama2_70B_10", "Hi", cookies=COOKIES, base_url=emu.url
+        )
+    ]
     assert chunks[-1] == FinishReason("stop")
     assert emu.requests[2].json["model_config_name"] == "OA_SFT_Llama2_70B_10"
     with pytest.raises(ModelNotFoundError, match="OpenAssistant"):
-        [c async for c in OpenAssistant.create_async_generator(
-            "gpt-4", "Hi", cookies=COOKIES, base_url=emu.url)]
+        [
+            c
+            async for c in OpenAssistant.create_async_generator(
+                "gpt-4", "Hi", cookies=COOKIES, base_url=emu.url
+            )
+        ]
     assert len(emu.requests) == len(FLOW)  # the unknown model sent nothing
 
 
 async def test_keep_alive_comments_and_pending_events_are_skipped():
     # pings every 20 ms between slow tokens, and three queue updates before the first token
-    emulator = OpenAssistantEmulator(Script("one two three", delay=0.06, extra={"queue": 2}),
-                                     ping_interval=0.02)
+    emulator = OpenAssistantEmulator(
+        Script("one two three", delay=0.06, extra={"queue": 2}), ping_interval=0.02
+    )
     with serve(emulator) as emu:
         chunks = await collect(emu)
     assert text_of(chunks) == "one two three"
@@ -204,8 +234,9 @@ def test_sync_create_completion(openassistant_emulator):
     emu.script = Script("sync works fine")
     chunks = list(OpenAssistant.create_completion("", "Hi", cookies=COOKIES, base_url=emu.url))
     assert text_of(chunks) == "sync works fine"
-    whole = list(OpenAssistant.create_completion("", "Hi", stream=False, cookies=COOKIES,
-                                                 base_url=emu.url))
+    whole = list(
+        OpenAssistant.create_completion("", "Hi", stream=False, cookies=COOKIES, base_url=emu.url)
+    )
     assert whole[0] == "sync works fine"
     assert emu.live_chats() == []
     assert len(emu.requests_to("/api/chat", "DELETE")) == 2
@@ -439,7 +470,8 @@ async def test_cancelled_task_deletes(openassistant_emulator):
     emu.script = Script("a b c d e f g h", delay=0.1)
     await cancel_mid_stream(
         OpenAssistant.create_async_generator("", "Hi", cookies=COOKIES, base_url=emu.url),
-        first_within=3)
+        first_within=3,
+    )
     assert_deleted(emu)
     await eventually(lambda: emu.open_streams == 0)
 
@@ -465,7 +497,9 @@ async def test_cancelled_twice_still_deletes(openassistant_emulator):
     emu.script = Script("a b c d e f g h", delay=0.1)
     await cancel_mid_stream(
         OpenAssistant.create_async_generator("", "Hi", cookies=COOKIES, base_url=emu.url),
-        first_within=3, cancels=2)
+        first_within=3,
+        cancels=2,
+    )
     assert_deleted(emu)
 
 
@@ -495,19 +529,32 @@ async def test_emulator_wire_format_and_session_rules(openassistant_emulator):
             raw = await r.text()
             chat = json.loads(raw)
             assert r.status == 200 and raw == json.dumps(chat)  # Python's spaced separators
-            assert set(chat) == {"id", "created_at", "modified_at", "title", "hidden",
-                                 "allow_data_use", "active_thread_tail_message_id"}
+            assert set(chat) == {
+                "id",
+                "created_at",
+                "modified_at",
+                "title",
+                "hidden",
+                "allow_data_use",
+                "active_thread_tail_message_id",
+            }
         body = {"chat_id": chat["id"], "content": "Hi", "parent_id": None}
         async with http.post(url + "/prompter_message", json=body, cookies=theirs) as r:
             assert r.status == 404 and await r.json() == {"message": "Chat not found"}
-        async with http.post(url + "/prompter_message", json={**body, "parent_id": "nope"},
-                             cookies=mine) as r:
+        async with http.post(
+            url + "/prompter_message", json={**body, "parent_id": "nope"}, cookies=mine
+        ) as r:
             assert r.status == 400 and await r.json() == {"message": "Parent message not found"}
         async with http.post(url + "/prompter_message", json=body, cookies=mine) as r:
             prompter = await r.json()
             assert prompter["role"] == "prompter" and prompter["state"] == "manual"
-        assistant_body = {"chat_id": chat["id"], "parent_id": prompter["id"],
-                          "model_config_name": "gpt-5", "sampling_parameters": {}, "plugins": []}
+        assistant_body = {
+            "chat_id": chat["id"],
+            "parent_id": prompter["id"],
+            "model_config_name": "gpt-5",
+            "sampling_parameters": {},
+            "plugins": [],
+        }
         async with http.post(url + "/assistant_message", json=assistant_body, cookies=mine) as r:
             assert r.status == 422 and await r.json() == {"message": "Model gpt-5 not found"}
         assistant_body["model_config_name"] = "OA_SFT_Llama_30B_6"
@@ -533,7 +580,7 @@ async def test_emulator_wire_format_and_session_rules(openassistant_emulator):
     assert frames[1] == b'data: {"event_type": "pending", "queue_position": 0, "queue_size": 1}'
     assert frames[2] == b'data: {"event_type": "token", "text": "Hi"}'
     assert frames[3] == b'data: {"event_type": "token", "text": " there"}'
-    final = json.loads(frames[4][len(b"data: "):])
+    final = json.loads(frames[4][len(b"data: ") :])
     assert final["event_type"] == "message"
     assert final["message"]["state"] == "complete" and final["message"]["content"] == "Hi there"
     assert len(frames) == 6
@@ -551,58 +598,87 @@ async def test_emulator_error_event_body(openassistant_emulator):
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
         async with http.post(url, cookies=mine) as r:
             chat = await r.json()
-        async with http.post(url + "/prompter_message", cookies=mine,
-                             json={"chat_id": chat["id"], "content": "Hi", "parent_id": None}) as r:
+        async with http.post(
+            url + "/prompter_message",
+            cookies=mine,
+            json={"chat_id": chat["id"], "content": "Hi", "parent_id": None},
+        ) as r:
             prompter = await r.json()
-        async with http.post(url + "/assistant_message", cookies=mine, json={
-                "chat_id": chat["id"], "parent_id": prompter["id"],
-                "model_config_name": "OA_SFT_Llama_30B_6"}) as r:
+        async with http.post(
+            url + "/assistant_message",
+            cookies=mine,
+            json={
+                "chat_id": chat["id"],
+                "parent_id": prompter["id"],
+                "model_config_name": "OA_SFT_Llama_30B_6",
+            },
+        ) as r:
             assistant = await r.json()
-        async with http.post(url + "/events", cookies=mine, params={
-                "chat_id": chat["id"], "message_id": assistant["id"]}) as r:
+        async with http.post(
+            url + "/events",
+            cookies=mine,
+            params={"chat_id": chat["id"], "message_id": assistant["id"]},
+        ) as r:
             stream = await r.read()
         async with http.delete(url, params={"chat_id": chat["id"]}, cookies=mine) as r:
             assert r.status == 200
     assert stream.split(b"\r\n\r\n")[-2] == (
-        b'data: {"event_type": "error", "error": "Timeout", "message": null}')
+        b'data: {"event_type": "error", "error": "Timeout", "message": null}'
+    )
 
 
 # -- cookie files --------------------------------------------------------------------------
 
 
 def _netscape(*lines: str) -> str:
-    return "# Netscape HTTP Cookie File\n# https://curl.se/docs/http-cookies.html\n\n" + \
-        "\n".join(lines) + "\n"
+    return (
+        "# Netscape HTTP Cookie File\n# https://curl.se/docs/http-cookies.html\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def test_netscape_cookie_file(tmp_path):
     future, past = int(time.time()) + 3600, int(time.time()) - 3600
     path = tmp_path / "open-assistant.io.txt"
-    path.write_text(_netscape(
-        f"#HttpOnly_.open-assistant.io\tTRUE\t/\tTRUE\t{future}"
-        "\t__Secure-next-auth.session-token\tS1",
-        ".open-assistant.io\tTRUE\t/\tFALSE\t0\tlocale\ten",
-        f"open-assistant.io\tFALSE\t/\tFALSE\t{past}\told\texpired",
-        "open-assistant.io\tFALSE\t/\tFALSE\t0\thostonly\th1",
-        "www.open-assistant.io\tFALSE\t/\tFALSE\t0\tsub\tnot-for-parent",
-        ".example.com\tTRUE\t/\tFALSE\t0\tother\tsite",
-        "open-assistant.io\tFALSE\t/\tFALSE\t0\tempty\t",
-    ))
+    path.write_text(
+        _netscape(
+            f"#HttpOnly_.open-assistant.io\tTRUE\t/\tTRUE\t{future}"
+            "\t__Secure-next-auth.session-token\tS1",
+            ".open-assistant.io\tTRUE\t/\tFALSE\t0\tlocale\ten",
+            f"open-assistant.io\tFALSE\t/\tFALSE\t{past}\told\texpired",
+            "open-assistant.io\tFALSE\t/\tFALSE\t0\thostonly\th1",
+            "www.open-assistant.io\tFALSE\t/\tFALSE\t0\tsub\tnot-for-parent",
+            ".example.com\tTRUE\t/\tFALSE\t0\tother\tsite",
+            "open-assistant.io\tFALSE\t/\tFALSE\t0\tempty\t",
+        )
+    )
     assert load_cookies("open-assistant.io", path=path) == {
-        "__Secure-next-auth.session-token": "S1", "locale": "en", "hostonly": "h1", "empty": ""}
+        "__Secure-next-auth.session-token": "S1",
+        "locale": "en",
+        "hostonly": "h1",
+        "empty": "",
+    }
     # a subdomain gets the domain cookies, not the host-only one of the parent
     assert load_cookies("chat.open-assistant.io", path=path) == {
-        "__Secure-next-auth.session-token": "S1", "locale": "en"}
+        "__Secure-next-auth.session-token": "S1",
+        "locale": "en",
+    }
     assert load_cookies("https://www.open-assistant.io/chat", path=path) == {
-        "__Secure-next-auth.session-token": "S1", "locale": "en", "sub": "not-for-parent"}
+        "__Secure-next-auth.session-token": "S1",
+        "locale": "en",
+        "sub": "not-for-parent",
+    }
 
 
 def test_more_specific_domain_wins_a_name_clash(tmp_path):
     path = tmp_path / "c.txt"
-    path.write_text(_netscape(
-        "open-assistant.io\tFALSE\t/\tFALSE\t0\tsid\tspecific",
-        ".open-assistant.io\tTRUE\t/\tFALSE\t0\tsid\tgeneral",
-    ))
+    path.write_text(
+        _netscape(
+            "open-assistant.io\tFALSE\t/\tFALSE\t0\tsid\tspecific",
+            ".open-assistant.io\tTRUE\t/\tFALSE\t0\tsid\tgeneral",
+        )
+    )
     assert load_cookies("open-assistant.io", path=path) == {"sid": "specific"}
 
 
@@ -610,29 +686,67 @@ def test_json_cookie_files(tmp_path):
     simple = tmp_path / "simple.json"
     simple.write_text(json.dumps({"next-auth.session-token": "J1", "a": "b"}))
     assert load_cookies("open-assistant.io", path=simple) == {
-        "next-auth.session-token": "J1", "a": "b"}
+        "next-auth.session-token": "J1",
+        "a": "b",
+    }
 
     exported = tmp_path / "exported.json"
-    exported.write_text(json.dumps([
-        {"domain": ".open-assistant.io", "hostOnly": False,
-         "name": "__Secure-next-auth.session-token", "value": "J2", "path": "/",
-         "secure": True, "httpOnly": True,
-         "expirationDate": time.time() + 3600, "session": False},
-        {"domain": "open-assistant.io", "hostOnly": True, "name": "host", "value": "h",
-         "session": True},
-        {"domain": ".open-assistant.io", "name": "gone", "value": "v",
-         "expirationDate": time.time() - 10},
-        {"domain": "other.org", "hostOnly": True, "name": "x", "value": "y", "session": True},
-    ]))
+    exported.write_text(
+        json.dumps(
+            [
+                {
+                    "domain": ".open-assistant.io",
+                    "hostOnly": False,
+                    "name": "__Secure-next-auth.session-token",
+                    "value": "J2",
+                    "path": "/",
+                    "secure": True,
+                    "httpOnly": True,
+                    "expirationDate": time.time() + 3600,
+                    "session": False,
+                },
+                {
+                    "domain": "open-assistant.io",
+                    "hostOnly": True,
+                    "name": "host",
+                    "value": "h",
+                    "session": True,
+                },
+                {
+                    "domain": ".open-assistant.io",
+                    "name": "gone",
+                    "value": "v",
+                    "expirationDate": time.time() - 10,
+                },
+                {
+                    "domain": "other.org",
+                    "hostOnly": True,
+                    "name": "x",
+                    "value": "y",
+                    "session": True,
+                },
+            ]
+        )
+    )
     assert load_cookies("open-assistant.io", path=exported) == {
-        "__Secure-next-auth.session-token": "J2", "host": "h"}
+        "__Secure-next-auth.session-token": "J2",
+        "host": "h",
+    }
     assert load_cookies("app.open-assistant.io", path=exported) == {
-        "__Secure-next-auth.session-token": "J2"}
+        "__Secure-next-auth.session-token": "J2"
+    }
 
     state = tmp_path / "state.json"  # a storage-state export
-    state.write_text(json.dumps({"cookies": [
-        {"name": "sid", "value": "S", "domain": ".open-assistant.io", "expires": -1}],
-        "origins": []}))
+    state.write_text(
+        json.dumps(
+            {
+                "cookies": [
+                    {"name": "sid", "value": "S", "domain": ".open-assistant.io", "expires": -1}
+                ],
+                "origins": [],
+            }
+        )
+    )
     assert load_cookies("open-assistant.io", path=state) == {"sid": "S"}
 
 
@@ -642,13 +756,17 @@ def test_cookie_directory_env_var_and_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(directory))
     assert cookies_dir() == directory
     assert load_cookies("open-assistant.io") == {}  # no file: nothing, no error
-    (directory / "cookies.txt").write_text(_netscape(
-        ".open-assistant.io\tTRUE\t/\tFALSE\t0\tsid\tgeneral",
-        ".open-assistant.io\tTRUE\t/\tFALSE\t0\tonly_general\tg",
-    ))
+    (directory / "cookies.txt").write_text(
+        _netscape(
+            ".open-assistant.io\tTRUE\t/\tFALSE\t0\tsid\tgeneral",
+            ".open-assistant.io\tTRUE\t/\tFALSE\t0\tonly_general\tg",
+        )
+    )
     (directory / "open-assistant.io.json").write_text(json.dumps({"sid": "specific"}))
     assert [p.name for p in cookie_files("open-assistant.io")] == [
-        "cookies.txt", "open-assistant.io.json"]
+        "cookies.txt",
+        "open-assistant.io.json",
+    ]
     assert load_cookies("open-assistant.io") == {"sid": "specific", "only_general": "g"}
     assert load_cookies("example.com") == {}
 
@@ -668,10 +786,14 @@ def test_missing_explicit_path_is_an_error(tmp_path):
 @pytest.mark.parametrize(
     ("content", "line", "reason"),
     [
-        (_netscape(".open-assistant.io\tTRUE\t/\tFALSE\t0\tok\tfine",
-                   "garbage-line-with-SECRETVALUE"), 5, "expected 7"),
-        (_netscape(".open-assistant.io\tMAYBE\t/\tFALSE\t0\tsid\tSECRETVALUE"), 4,
-         "TRUE or FALSE"),
+        (
+            _netscape(
+                ".open-assistant.io\tTRUE\t/\tFALSE\t0\tok\tfine", "garbage-line-with-SECRETVALUE"
+            ),
+            5,
+            "expected 7",
+        ),
+        (_netscape(".open-assistant.io\tMAYBE\t/\tFALSE\t0\tsid\tSECRETVALUE"), 4, "TRUE or FALSE"),
         (_netscape(".open-assistant.io\tTRUE\t/\tFALSE\tsoon\tsid\tSECRETVALUE"), 4, "expiry"),
         ('{\n  "sid": "SECRETVALUE",\n  oops\n}', 3, "invalid JSON"),
     ],
@@ -698,8 +820,9 @@ def test_malformed_json_structure_does_not_leak_values(tmp_path):
     assert "12345" not in str(info.value)
 
 
-async def test_malformed_cookie_file_fails_the_provider(openassistant_emulator, tmp_path,
-                                                        monkeypatch):
+async def test_malformed_cookie_file_fails_the_provider(
+    openassistant_emulator, tmp_path, monkeypatch
+):
     directory = tmp_path / "bad"
     directory.mkdir()
     (directory / "open-assistant.io.txt").write_text("not a cookie line SECRETVALUE\n")

@@ -44,24 +44,46 @@ def echo_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     target = work / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (target / "llmplex_echo" / "spec.py").is_file()
     return str(target)
 
 
-def environment(tmp_path: Path, *paths: str, plugins: str | None = "echo",
-                **extra: str) -> dict[str, str]:
+def environment(
+    tmp_path: Path, *paths: str, plugins: str | None = "echo", **extra: str
+) -> dict[str, str]:
     """A user's environment: nothing of the developer's, plugins on ``paths``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("LLMPLEX_") and not k.endswith(("_API_KEY", "_API_TOKEN"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LLMPLEX_") and not k.endswith(("_API_KEY", "_API_TOKEN"))
+    }
     config = tmp_path / "config.toml"
     if not config.exists():
         config.write_text("")
-    env.update(LLMPLEX_CONFIG=str(config), LLMPLEX_DATA_DIR=str(tmp_path / "data"),
-               PYTHONPATH=os.pathsep.join(paths))
+    env.update(
+        LLMPLEX_CONFIG=str(config),
+        LLMPLEX_DATA_DIR=str(tmp_path / "data"),
+        PYTHONPATH=os.pathsep.join(paths),
+    )
     if plugins is not None:
         env["LLMPLEX_PLUGINS"] = plugins
     env.update(extra)
@@ -69,8 +91,15 @@ def environment(tmp_path: Path, *paths: str, plugins: str | None = "echo",
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), env=env, capture_output=True, text=True,
-                          encoding="utf-8", timeout=120, check=False)
+    return subprocess.run(
+        list(args),
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        check=False,
+    )
 
 
 def providers(env: dict[str, str]) -> dict[str, dict]:
@@ -80,6 +109,7 @@ def providers(env: dict[str, str]) -> dict[str, dict]:
 
 
 # -- the built-ins ------------------------------------------------------------------------
+
 
 def test_builtins_are_registered_as_entry_points():
     """pyproject.toml registers exactly the plugins the registry knows statically, and
@@ -107,15 +137,21 @@ def test_builtins_work_without_package_metadata(tmp_path):
     sources = tmp_path / "src"  # the package only (src/ may hold a llmplex.egg-info)
     sources.mkdir()
     (sources / "llmplex").symlink_to(ROOT / "src" / "llmplex")
-    script = ("import importlib.metadata as m\n"
-              "assert not list(m.entry_points(group='llmplex.providers'))\n"
-              "assert m.entry_points(group='console_scripts')  # metadata is read\n"
-              "from llmplex.providers import provider_names, get_provider\n"
-              "print(len(provider_names()), get_provider('replicate').__name__)\n")
+    script = (
+        "import importlib.metadata as m\n"
+        "assert not list(m.entry_points(group='llmplex.providers'))\n"
+        "assert m.entry_points(group='console_scripts')  # metadata is read\n"
+        "from llmplex.providers import provider_names, get_provider\n"
+        "print(len(provider_names()), get_provider('replicate').__name__)\n"
+    )
     env = environment(tmp_path, plugins=None)
-    result = run(env, sys.executable, "-S", "-c",  # -S: not the venv's site-packages
-                 f"import sys; sys.path[:0] = [{str(sources)!r}, {str(linked)!r}]; "
-                 f"exec({script!r})")
+    result = run(
+        env,
+        sys.executable,
+        "-S",
+        "-c",  # -S: not the venv's site-packages
+        f"import sys; sys.path[:0] = [{str(sources)!r}, {str(linked)!r}]; exec({script!r})",
+    )
     assert result.returncode == 0, result.stderr
     count, name = result.stdout.split()
     assert int(count) == len(provider_names()) and name == "Replicate"
@@ -166,9 +202,10 @@ def test_plugin_through_async_client_config_and_routing(echo_path, tmp_path):
     assert out["by_name"] == ["Echo", "PLUGGED IN"]  # echo-loud, through the alias
     assert out["routed"] == "from config"
     assert out["sent"]["model"] == "echo-1"
-    (service, url, line), = out["exports"]
-    assert service == "echo" and line == (f"export LLMPLEX_ECHO_BASE_URL={url} "
-                                          "ECHO_API_KEY=echo-emulated-key")
+    ((service, url, line),) = out["exports"]
+    assert service == "echo" and line == (
+        f"export LLMPLEX_ECHO_BASE_URL={url} ECHO_API_KEY=echo-emulated-key"
+    )
     assert out["options"] == {"base_url": url, "api_key": "echo-emulated-key"}
 
 
@@ -193,8 +230,13 @@ def test_plugin_in_providers_table(echo_path, tmp_path):
 
 def test_plugin_through_serve_emulate(echo_path, tmp_path):
     env = environment(tmp_path, echo_path)
-    process = subprocess.Popen([LLMPLEX, "serve", "--emulate", "--port", "0"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [LLMPLEX, "serve", "--emulate", "--port", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         base = None
         deadline = time.monotonic() + 60
@@ -208,10 +250,12 @@ def test_plugin_through_serve_emulate(echo_path, tmp_path):
         wait_until(lambda: _answers(base.removesuffix("/v1") + "/health"), timeout=15)
         with openai.OpenAI(base_url=base, api_key="unused", max_retries=0) as client:
             answer = client.chat.completions.create(
-                model="echo:echo-1", messages=[{"role": "user", "content": "hi"}])
+                model="echo:echo-1", messages=[{"role": "user", "content": "hi"}]
+            )
             assert "local echo emulator" in answer.choices[0].message.content
             stream = client.chat.completions.create(
-                model="echo:echo-1", messages=[{"role": "user", "content": "hi"}], stream=True)
+                model="echo:echo-1", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
             text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
             assert "local echo emulator" in text
             models = {m.id for m in client.models.list()}
@@ -233,25 +277,27 @@ def _answers(url: str) -> bool:
 def test_llmplex_plugins_restricts_loading(echo_path, tmp_path):
     assert "Echo" in providers(environment(tmp_path, echo_path, plugins=None))  # unset: all
     for value in ("none", ""):
-        result = run(environment(tmp_path, echo_path, plugins=value), LLMPLEX, "providers",
-                     "--json")
+        result = run(
+            environment(tmp_path, echo_path, plugins=value), LLMPLEX, "providers", "--json"
+        )
         assert result.returncode == 0 and result.stderr == ""
         names = {p["name"] for p in json.loads(result.stdout)}
         assert "Echo" not in names and "Replicate" in names
-    result = run(environment(tmp_path, echo_path, plugins="other"), LLMPLEX, "providers",
-                 "--json")
+    result = run(environment(tmp_path, echo_path, plugins="other"), LLMPLEX, "providers", "--json")
     assert result.returncode == 0
     assert "Echo" not in {p["name"] for p in json.loads(result.stdout)}
     assert "PluginWarning" in result.stderr and "'other'" in result.stderr
     assert "installed: echo" in result.stderr
     # a model of a plugin that is not loaded is unknown, and said to be
-    result = run(environment(tmp_path, echo_path, plugins="none"), LLMPLEX, "chat",
-                 "-m", "echo:echo-1", "hi")
+    result = run(
+        environment(tmp_path, echo_path, plugins="none"), LLMPLEX, "chat", "-m", "echo:echo-1", "hi"
+    )
     assert result.returncode != 0
 
 
-def _fake_plugin(where: Path, name: str, entry_points: dict[str, str],
-                 modules: dict[str, str]) -> str:
+def _fake_plugin(
+    where: Path, name: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> str:
     """A distribution installed by hand (what pip writes: METADATA and entry_points.txt
     in a .dist-info) holding the given modules: for plugins broken on purpose."""
     info = where / f"{name}-1.0.dist-info"
@@ -265,21 +311,26 @@ def _fake_plugin(where: Path, name: str, entry_points: dict[str, str],
 
 
 def test_broken_plugins_warn_once_and_the_rest_works(echo_path, tmp_path):
-    broken = _fake_plugin(tmp_path / "broken", "llmplex-broken", {
-        "crashes": "broken_crash:SPEC",
-        "notaspec": "broken_values:NOT_A_SPEC",
-        "badspec": "broken_values:bad_spec",
-        "taken": "broken_values:TAKEN",
-    }, {
-        "broken_crash": "raise ImportError('no module named upstream_sdk')\n",
-        "broken_values": """
+    broken = _fake_plugin(
+        tmp_path / "broken",
+        "llmplex-broken",
+        {
+            "crashes": "broken_crash:SPEC",
+            "notaspec": "broken_values:NOT_A_SPEC",
+            "badspec": "broken_values:bad_spec",
+            "taken": "broken_values:TAKEN",
+        },
+        {
+            "broken_crash": "raise ImportError('no module named upstream_sdk')\n",
+            "broken_values": """
             from llmplex.providers.spec import ProviderSpec
             NOT_A_SPEC = {"name": "Nope"}
             TAKEN = ProviderSpec(name="openai", provider="broken_values:X")
             def bad_spec():
                 pass
         """,
-    })
+        },
+    )
     env = environment(tmp_path, echo_path, broken, plugins=None)
     result = run(env, LLMPLEX, "providers", "--json")
     assert result.returncode == 0, result.stderr
@@ -287,17 +338,26 @@ def test_broken_plugins_warn_once_and_the_rest_works(echo_path, tmp_path):
     assert {"Echo", "Replicate", "OpenAI", "AllenAI"} <= names and "Nope" not in names
     warnings = [line for line in result.stderr.splitlines() if "PluginWarning" in line]
     assert len(warnings) == 4, result.stderr
-    for plugin, why in (("crashes", "ImportError: no module named upstream_sdk"),
-                        ("notaspec", "not a ProviderSpec"), ("badspec", "not a ProviderSpec"),
-                        ("taken", "openai is already taken")):
-        line, = [w for w in warnings if f"plugin {plugin!r}" in w]
+    for plugin, why in (
+        ("crashes", "ImportError: no module named upstream_sdk"),
+        ("notaspec", "not a ProviderSpec"),
+        ("badspec", "not a ProviderSpec"),
+        ("taken", "openai is already taken"),
+    ):
+        (line,) = [w for w in warnings if f"plugin {plugin!r}" in w]
         assert why in line
     # and a spec that does not validate names the plugin and the mistake
-    bad = _fake_plugin(tmp_path / "bad", "llmplex-bad", {"misnamed": "bad_spec:SPEC"}, {
-        "bad_spec": """
+    bad = _fake_plugin(
+        tmp_path / "bad",
+        "llmplex-bad",
+        {"misnamed": "bad_spec:SPEC"},
+        {
+            "bad_spec": """
             from llmplex.providers.spec import ProviderSpec
             SPEC = ProviderSpec(name="has space", provider="bad_spec:X")
-        """})
+        """
+        },
+    )
     result = run(environment(tmp_path, bad, plugins="misnamed"), LLMPLEX, "providers")
     assert result.returncode == 0 and "Replicate" in result.stdout
     assert "plugin 'misnamed'" in result.stderr and "'has space' is not a name" in result.stderr
@@ -305,46 +365,78 @@ def test_broken_plugins_warn_once_and_the_rest_works(echo_path, tmp_path):
 
 def test_example_plugin_own_tests_use_the_opt_in_pytest_plugin(echo_path, tmp_path):
     env = environment(tmp_path, echo_path)
-    result = run(env, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                 "-p", "llmplex.testing.pytest_plugin", "--rootdir", str(tmp_path),
-                 str(EXAMPLE / "tests"))
+    result = run(
+        env,
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "llmplex.testing.pytest_plugin",
+        "--rootdir",
+        str(tmp_path),
+        str(EXAMPLE / "tests"),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
     # without the plugin, its fixtures are not there
-    result = run(env, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                 "--rootdir", str(tmp_path), str(EXAMPLE / "tests"))
+    result = run(
+        env,
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(tmp_path),
+        str(EXAMPLE / "tests"),
+    )
     assert result.returncode != 0 and "fixture 'llmplex_emulator' not found" in result.stdout
 
 
 # -- layout: llmplex.emulators, llmplex.testing, the pytest plugin --------------------------
 
+
 def test_unrelated_pytest_run_does_not_import_llmplex(tmp_path):
-    (tmp_path / "test_unrelated.py").write_text(textwrap.dedent("""
+    (tmp_path / "test_unrelated.py").write_text(
+        textwrap.dedent("""
         import sys
 
         def test_nothing_of_llmplex():
             loaded = [m for m in sys.modules if m == "llmplex" or m.startswith("llmplex.")]
             assert loaded == []
-    """))
+    """)
+    )
     env = environment(tmp_path, plugins=None)
     env.pop("PYTHONPATH")
     env.pop("PYTEST_ADDOPTS", None)
     env.pop("PYTEST_PLUGINS", None)
     env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
 
 
 def test_server_needs_nothing_of_llmplex_testing(tmp_path):
-    script = ("import sys\n"
-              "import llmplex.cli, llmplex.server.app\n"
-              "from llmplex.server.emulated import EmulatedServices\n"
-              "with EmulatedServices() as services:\n"
-              "    assert services.provider_options()['Groq']['base_url'].endswith('/v1')\n"
-              "print(sorted(m for m in sys.modules if m.startswith('llmplex.testing')))\n")
+    script = (
+        "import sys\n"
+        "import llmplex.cli, llmplex.server.app\n"
+        "from llmplex.server.emulated import EmulatedServices\n"
+        "with EmulatedServices() as services:\n"
+        "    assert services.provider_options()['Groq']['base_url'].endswith('/v1')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('llmplex.testing')))\n"
+    )
     result = run(environment(tmp_path, plugins="none"), sys.executable, "-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -376,31 +468,50 @@ def test_old_import_paths_work_with_a_deprecation_warning(tmp_path):
     assert "import llmplex.emulators.openai" in lines[0]
     assert "from llmplex.emulators import get_emulator" in lines[4]
     # the new paths and the test helpers that stay in llmplex.testing warn nothing
-    result = run(environment(tmp_path, plugins="none"), sys.executable, "-W",
-                 "error::DeprecationWarning", "-c",
-                 "from llmplex.testing import Script, Fault, serve, eventually, wait_until\n"
-                 "from llmplex.testing.hostile import hostile\n"
-                 "from llmplex.emulators import Script as S, get_emulator, EMULATORS\n"
-                 "from llmplex.emulators.openai import OpenAIEmulator\n"
-                 "assert Script is S and set(EMULATORS) >= {'openai', 'allenai', 'replicate'}\n")
+    result = run(
+        environment(tmp_path, plugins="none"),
+        sys.executable,
+        "-W",
+        "error::DeprecationWarning",
+        "-c",
+        "from llmplex.testing import Script, Fault, serve, eventually, wait_until\n"
+        "from llmplex.testing.hostile import hostile\n"
+        "from llmplex.emulators import Script as S, get_emulator, EMULATORS\n"
+        "from llmplex.emulators.openai import OpenAIEmulator\n"
+        "assert Script is S and set(EMULATORS) >= {'openai', 'allenai', 'replicate'}\n",
+    )
     assert result.returncode == 0, result.stderr
 
 
 # -- the spec itself ----------------------------------------------------------------------
 
+
 def test_spec_validates_and_says_how_to_reach_its_emulator():
     from llmplex.providers.spec import ProviderSpec
 
-    spec = ProviderSpec(name="Mine", provider="mine.provider:Mine", key_env="MINE_KEY",
-                        emulator="mine.emulator:MineEmulator", emulator_path="/api",
-                        emulator_options={"api_key": "k"}, emulator_env={"MINE_MODE": "x"})
+    spec = ProviderSpec(
+        name="Mine",
+        provider="mine.provider:Mine",
+        key_env="MINE_KEY",
+        emulator="mine.emulator:MineEmulator",
+        emulator_path="/api",
+        emulator_options={"api_key": "k"},
+        emulator_env={"MINE_MODE": "x"},
+    )
     assert spec.key_env == ("MINE_KEY",) and spec.emulator_service == "mine"
     assert spec.emulated_env("http://127.0.0.1:9") == {
-        "LLMPLEX_MINE_BASE_URL": "http://127.0.0.1:9/api", "MINE_KEY": "k", "MINE_MODE": "x"}
+        "LLMPLEX_MINE_BASE_URL": "http://127.0.0.1:9/api",
+        "MINE_KEY": "k",
+        "MINE_MODE": "x",
+    }
     with pytest.raises(TypeError):
         spec.emulator_options["api_key"] = "changed"  # shared by every user: read-only
-    for bad in ({"name": "two words"}, {"provider": "no_colon"}, {"emulator": "x"},
-                {"key_env": ("",)}):
+    for bad in (
+        {"name": "two words"},
+        {"provider": "no_colon"},
+        {"emulator": "x"},
+        {"key_env": ("",)},
+    ):
         with pytest.raises(ValueError, match=r"name|must be"):
             ProviderSpec(**{"name": "Mine", "provider": "mine:Mine", **bad})
     with pytest.raises(TypeError, match="not a provider class"):
@@ -420,8 +531,12 @@ def test_emulated_services_read_every_fact_from_the_specs():
     assert exports["openai"].startswith("export LLMPLEX_OPENAI_BASE_URL=")
     assert exports["openai"].endswith("/v1 OPENAI_API_KEY=sk-emulated")
     # a session cookie is carried by no variable: config.toml's [providers.OpenAssistant]
-    assert hints == {"openassistant": {"provider": "OpenAssistant",
-                                       "cookies": dummy_credentials()["OpenAssistant"]["cookies"]}}
+    assert hints == {
+        "openassistant": {
+            "provider": "OpenAssistant",
+            "cookies": dummy_credentials()["OpenAssistant"]["cookies"],
+        }
+    }
     # the OpenAI emulator stands in for every OpenAI-compatible provider
     assert options["Groq"]["base_url"] == options["OpenAI"]["base_url"]
     assert options["Groq"]["base_url"].endswith("/v1") and "AllenAI" not in options

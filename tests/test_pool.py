@@ -24,13 +24,17 @@ OA_COOKIES = {"next-auth.session-token": "session-1"}
 @pytest.fixture
 def emus():
     with ExitStack() as stack:
-        yield {name: stack.enter_context(serve(get_emulator(name)(Script(ANSWER))))
-               for name in ("openai", "openassistant")}
+        yield {
+            name: stack.enter_context(serve(get_emulator(name)(Script(ANSWER))))
+            for name in ("openai", "openassistant")
+        }
 
 
 def options(emus) -> dict:
-    return {"OpenAI": {"base_url": emus["openai"].url + "/v1", "api_key": "sk-test"},
-            "OpenAssistant": {"base_url": emus["openassistant"].url, "cookies": OA_COOKIES}}
+    return {
+        "OpenAI": {"base_url": emus["openai"].url + "/v1", "api_key": "sk-test"},
+        "OpenAssistant": {"base_url": emus["openassistant"].url, "cookies": OA_COOKIES},
+    }
 
 
 def connections(emulator) -> int:
@@ -40,15 +44,16 @@ def connections(emulator) -> int:
 
 # -- AsyncClient ------------------------------------------------------------------------------
 
+
 async def test_async_with_client_reuses_one_connection_and_closes_it(emus):
     emu = emus["openai"]
     async with AsyncClient(provider_options=options(emus), store=MemoryStore()) as client:
         for _ in range(3):
-            answer = await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                          messages="Hi")
+            answer = await client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
             assert answer.choices[0].message.content == ANSWER
-        stream = await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                      messages="Hi", stream=True)
+        stream = await client.chat.completions.create(
+            model="openai:gpt-4o-mini", messages="Hi", stream=True
+        )
         assert "".join([c.choices[0].delta.content or "" async for c in stream]) == ANSWER
         assert emu.open_connections == 1  # kept alive between calls
     assert len(emu.requests) == 4 and connections(emu) == 1
@@ -67,9 +72,11 @@ async def test_async_client_without_the_block_opens_a_connection_per_call(emus):
 async def test_a_stream_iterated_in_another_task_still_uses_the_clients_pool(emus):
     emu = emus["openai"]
     async with AsyncClient(provider_options=options(emus), store=MemoryStore()) as client:
+
         async def consume() -> str:
-            stream = await client.chat.completions.create(model="openai:gpt-4o-mini",
-                                                          messages="Hi", stream=True)
+            stream = await client.chat.completions.create(
+                model="openai:gpt-4o-mini", messages="Hi", stream=True
+            )
             return "".join([c.choices[0].delta.content or "" async for c in stream])
 
         texts = [await asyncio.create_task(consume()) for _ in range(3)]
@@ -82,7 +89,8 @@ async def test_the_upstream_cleanup_reuses_the_pooled_connection(emus):
     async with AsyncClient(provider_options=options(emus), store=MemoryStore()) as client:
         for _ in range(2):
             answer = await client.chat.completions.create(
-                model="openassistant:OA_SFT_Llama_30B_6", messages="Hi")
+                model="openassistant:OA_SFT_Llama_30B_6", messages="Hi"
+            )
             assert answer.choices[0].message.content == ANSWER
     # create chat, prompter message, assistant message, events, DELETE: twice, one socket
     assert [r.method for r in emu.requests].count("DELETE") == 2
@@ -91,14 +99,19 @@ async def test_the_upstream_cleanup_reuses_the_pooled_connection(emus):
 
 # -- Client (sync) ----------------------------------------------------------------------------
 
+
 def test_sync_client_keeps_one_connection_until_closed(emus):
     emu = emus["openai"]
     client = Client(provider_options=options(emus), store=MemoryStore())
     for _ in range(2):
         answer = client.chat.completions.create(model="openai:gpt-4o-mini", messages="Hi")
         assert answer.choices[0].message.content == ANSWER
-    text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="openai:gpt-4o-mini", messages="Hi", stream=True))
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="openai:gpt-4o-mini", messages="Hi", stream=True
+        )
+    )
     assert text == ANSWER
     assert connections(emu) == 1 and emu.open_connections == 1
 
@@ -134,14 +147,16 @@ def test_sync_client_stopping_a_stream_early_keeps_the_pool_usable(emus):
     emu = emus["openassistant"]
     emu.script = Script(ANSWER * 30, delay=0.01)
     with Client(provider_options=options(emus), store=MemoryStore()) as client:
-        stream = client.chat.completions.create(model="openassistant:OA_SFT_Llama_30B_6",
-                                                messages="Hi", stream=True)
+        stream = client.chat.completions.create(
+            model="openassistant:OA_SFT_Llama_30B_6", messages="Hi", stream=True
+        )
         next(stream)
         stream.close()  # the stream's connection is dropped; the chat is still deleted
         wait_until(lambda: len(emu.requests_to("/api/chat", "DELETE")) == 1)
         emu.script = Script(ANSWER)
-        answer = client.chat.completions.create(model="openassistant:OA_SFT_Llama_30B_6",
-                                                messages="Hi")
+        answer = client.chat.completions.create(
+            model="openassistant:OA_SFT_Llama_30B_6", messages="Hi"
+        )
         assert answer.choices[0].message.content == ANSWER
     wait_until(lambda: emu.open_connections == 0)
     assert emu.open_streams == 0
@@ -149,21 +164,24 @@ def test_sync_client_stopping_a_stream_early_keeps_the_pool_usable(emus):
 
 # -- ConnectionPool for direct provider calls -------------------------------------------------
 
+
 async def test_direct_provider_calls_share_a_connection_pool(emus):
     emu = emus["openai"]
     base_url = emu.url + "/v1"
     async with ConnectionPool() as pool:
         for _ in range(3):
-            text = await OpenAICompatible.create_async("gpt-4o-mini", "Hi", base_url=base_url,
-                                                       api_key="sk-test")
+            text = await OpenAICompatible.create_async(
+                "gpt-4o-mini", "Hi", base_url=base_url, api_key="sk-test"
+            )
             assert text == ANSWER
         assert emu.open_connections == 1
     assert pool.closed and connections(emu) == 1
     await eventually(lambda: emu.open_connections == 0)
 
     # after the block, calls open (and close) their own connections again
-    await OpenAssistant.create_async("OA_SFT_Llama_30B_6", "Hi",
-                                     base_url=emus["openassistant"].url, cookies=OA_COOKIES)
+    await OpenAssistant.create_async(
+        "OA_SFT_Llama_30B_6", "Hi", base_url=emus["openassistant"].url, cookies=OA_COOKIES
+    )
     await eventually(lambda: emus["openassistant"].open_connections == 0)
 
 
@@ -174,7 +192,8 @@ def test_a_pool_serves_only_the_loop_that_made_it(emus):
     async def call() -> str:
         with pool.bind():
             return await OpenAICompatible.create_async(
-                "gpt-4o-mini", "Hi", base_url=emu.url + "/v1", api_key="sk-test")
+                "gpt-4o-mini", "Hi", base_url=emu.url + "/v1", api_key="sk-test"
+            )
 
     async def first() -> None:
         assert await call() == ANSWER

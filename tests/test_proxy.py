@@ -27,8 +27,11 @@ USER, PASSWORD = "proxyuser", "s3cret-pw"
 CASES = {
     "AllenAI": ("allenai", "olmo-3.1-32b-instruct", {"api_key": EMULATED_TOKEN}),
     "Replicate": ("replicate", "meta/meta-llama-3-8b-instruct", {"api_key": "r8_test"}),
-    "OpenAssistant": ("openassistant", "OA_SFT_Llama_30B_6",
-                      {"cookies": {"next-auth.session-token": "session-1"}}),
+    "OpenAssistant": (
+        "openassistant",
+        "OA_SFT_Llama_30B_6",
+        {"cookies": {"next-auth.session-token": "session-1"}},
+    ),
     "H2o": ("h2o", "falcon-7b", {}),
     "OpenAI": ("openai", "gpt-4o-mini", {"api_key": "sk-test"}),
 }
@@ -48,9 +51,17 @@ class Proxy:
         self.log_path = tmp / "pproxy.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pproxy", "-v",
-             "-l", f"http+socks5://127.0.0.1:{self.port}#{USER}:{PASSWORD}", *extra],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "pproxy",
+                "-v",
+                "-l",
+                f"http+socks5://127.0.0.1:{self.port}#{USER}:{PASSWORD}",
+                *extra,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
         while True:
@@ -97,7 +108,8 @@ async def test_every_provider_through_the_proxy(proxy, name, scheme):
     with serve(get_emulator(emulator_name)(Script(ANSWER))) as emu:
         base = emu.url + "/v1" if name == "OpenAI" else emu.url
         text = await get_provider(name).create_async(
-            model, "Hi", base_url=base, proxy=proxy.url(scheme), **options)
+            model, "Hi", base_url=base, proxy=proxy.url(scheme), **options
+        )
         port = emu.url.rsplit(":", 1)[1]
         log = proxy.wait_for(f"-> 127.0.0.1:{port}")
     assert text == ANSWER
@@ -109,9 +121,15 @@ async def test_every_provider_through_the_proxy(proxy, name, scheme):
 @pytest.mark.parametrize("scheme", ["http", "socks5"])
 def test_legacy_module_through_the_proxy(proxy, scheme):
     with serve(get_emulator("h2o")(Script(ANSWER))) as emu:
-        tokens = list(legacy_h2o._create_completion(
-            "falcon-40b", [{"role": "user", "content": "Hi"}], True,
-            base_url=emu.url, proxy=proxy.url(scheme)))
+        tokens = list(
+            legacy_h2o._create_completion(
+                "falcon-40b",
+                [{"role": "user", "content": "Hi"}],
+                True,
+                base_url=emu.url,
+                proxy=proxy.url(scheme),
+            )
+        )
         port = emu.url.rsplit(":", 1)[1]
         log = proxy.wait_for(f"-> 127.0.0.1:{port}")
     assert "".join(tokens) == ANSWER
@@ -124,7 +142,8 @@ async def test_wrong_proxy_is_a_clear_error_without_the_password(scheme):
     with serve(get_emulator("openai")(Script(ANSWER))) as emu:
         with pytest.raises(ProviderConnectionError) as info:
             await get_provider("OpenAI").create_async(
-                "gpt-4o-mini", "Hi", base_url=emu.url + "/v1", api_key="sk-test", proxy=dead)
+                "gpt-4o-mini", "Hi", base_url=emu.url + "/v1", api_key="sk-test", proxy=dead
+            )
     message = str(info.value)
     assert "proxy" in message and f"127.0.0.1:{dead.rsplit(':', 1)[1]}" in message
     assert PASSWORD not in message and PASSWORD not in repr(info.value)
@@ -140,7 +159,8 @@ async def test_wrong_proxy_password_is_refused(tmp_path, scheme):
         with serve(get_emulator("openai")(Script(ANSWER))) as emu:
             with pytest.raises(ProviderConnectionError) as info:
                 await get_provider("OpenAI").create_async(
-                    "gpt-4o-mini", "Hi", base_url=emu.url + "/v1", api_key="sk-test", proxy=bad)
+                    "gpt-4o-mini", "Hi", base_url=emu.url + "/v1", api_key="sk-test", proxy=bad
+                )
         assert emu.requests == []
     finally:
         strict.stop()
@@ -152,5 +172,9 @@ async def test_unsupported_proxy_scheme_is_a_typed_error():
 
     with pytest.raises(InvalidRequestError, match="unsupported proxy 'ftp://u:\\*\\*\\*@h:1'"):
         await get_provider("OpenAI").create_async(
-            "gpt-4o-mini", "Hi", base_url="http://127.0.0.1:9/v1", api_key="k",
-            proxy="ftp://u:pw@h:1")
+            "gpt-4o-mini",
+            "Hi",
+            base_url="http://127.0.0.1:9/v1",
+            api_key="k",
+            proxy="ftp://u:pw@h:1",
+        )

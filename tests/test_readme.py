@@ -9,15 +9,18 @@ from llmplex.providers import get_provider
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # names as the README writes them -> provider names
-ALIASES = {"`OpenAICompatible` (any server)": "OpenAICompatible", "llama.cpp": "LlamaCpp",
-           "LM Studio": "LMStudio"}
+ALIASES = {
+    "`OpenAICompatible` (any server)": "OpenAICompatible",
+    "llama.cpp": "LlamaCpp",
+    "LM Studio": "LMStudio",
+}
 
 
 def capability_rows() -> dict[str, list[str]]:
     lines = README.read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| provider | tools |"))
     rows = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -52,8 +55,14 @@ def test_the_capability_table_is_the_declared_capabilities():
         audio, _, files = audio_files.partition(" / ")
         assert yes(audio, name) == caps.audio, name
         assert yes(files or audio, name) == caps.files, name
-        formats = set() if json_output in ("no", "emulated") else {
-            {"schema": "json_schema", "object": "json_object"}[f] for f in json_output.split(", ")}
+        formats = (
+            set()
+            if json_output in ("no", "emulated")
+            else {
+                {"schema": "json_schema", "object": "json_object"}[f]
+                for f in json_output.split(", ")
+            }
+        )
         assert formats == caps.response_format, name
         assert yes(reasoning, name) == caps.reasoning, name
         assert yes(n.replace("`", ""), name) == caps.n, name

@@ -71,18 +71,28 @@ if inspect.iscoroutine(result):
 
 # -- environments -------------------------------------------------------------------------
 
+
 def _clean_environ(home: Path) -> dict[str, str]:
     """This process's environment without any llmplex setting or service key, with a
     scratch home, config file, data and cookie directory, and this environment's
     ``llmplex`` first on PATH."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("LLMPLEX_") and not re.search(r"_(API_KEY|API_TOKEN|KEY)$", k)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LLMPLEX_") and not re.search(r"_(API_KEY|API_TOKEN|KEY)$", k)
+    }
     for name in ("config", "data", "cookies"):
         (home / name).mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-               PYTHONPATH=str(SRC), LLMPLEX_CONFIG=str(home / "config" / "config.toml"),
-               LLMPLEX_DATA_DIR=str(home / "data"), LLMPLEX_COOKIES_DIR=str(home / "cookies"),
-               XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
+    env.update(
+        HOME=str(home),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(SRC),
+        LLMPLEX_CONFIG=str(home / "config" / "config.toml"),
+        LLMPLEX_DATA_DIR=str(home / "data"),
+        LLMPLEX_COOKIES_DIR=str(home / "cookies"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_DATA_HOME=str(home / "data"),
+    )
     (home / "config" / "config.toml").touch()
     return env
 
@@ -108,26 +118,31 @@ class Emulators:
     def for_key(self, key: str) -> dict[str, str]:
         """The variables pointing the provider whose key is ``key`` at its emulator."""
         if key == "REPLICATE_API_TOKEN":
-            return {"LLMPLEX_REPLICATE_BASE_URL": self.url("replicate"),
-                    key: self.exports[key]}
+            return {"LLMPLEX_REPLICATE_BASE_URL": self.url("replicate"), key: self.exports[key]}
         if key == "AI2_API_KEY":
             return {"LLMPLEX_ALLENAI_BASE_URL": self.url("allenai"), key: self.exports[key]}
         if key == "ANTHROPIC_API_KEY":
-            return {"LLMPLEX_ANTHROPIC_BASE_URL": self.url("anthropic"),
-                    key: self.exports[key]}
+            return {"LLMPLEX_ANTHROPIC_BASE_URL": self.url("anthropic"), key: self.exports[key]}
         endpoint = next((e for e in ENDPOINTS.values() if e.api_key_env == key), None)
         if endpoint is None:
             raise AssertionError(f"real-key {key}: no provider takes that variable")
         # the OpenAI emulator stands in for every OpenAI-compatible service
-        return {f"LLMPLEX_{endpoint.name.upper()}_BASE_URL": self.url("openai"),
-                key: self.exports["OPENAI_API_KEY"]}
+        return {
+            f"LLMPLEX_{endpoint.name.upper()}_BASE_URL": self.url("openai"),
+            key: self.exports["OPENAI_API_KEY"],
+        }
 
 
 @pytest.fixture(scope="session")
 def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
     env = _clean_environ(tmp_path_factory.mktemp("emulate-home"))
-    process = subprocess.Popen([str(BIN / "llmplex"), "emulate"], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(BIN / "llmplex"), "emulate"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         exports = read_exports(process)
         assert "LLMPLEX_OPENAI_BASE_URL" in exports, exports
@@ -146,8 +161,9 @@ def _cookie_config() -> str:
     return f"[providers.OpenAssistant]\ncookies = {{ {pairs} }}\n"
 
 
-def _wait_for_line(path: Path, pattern: str, process: subprocess.Popen[str],
-                   timeout: float = 30.0) -> re.Match[str]:
+def _wait_for_line(
+    path: Path, pattern: str, process: subprocess.Popen[str], timeout: float = 30.0
+) -> re.Match[str]:
     """The first match of ``pattern`` in what ``process`` writes to ``path``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -183,8 +199,14 @@ class Servers:
                 env.update(emulators.for_key(key))
             log = home / "serve.log"
             with open(log, "w") as out:
-                process = subprocess.Popen(args, env=env, text=True, stdout=out,
-                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                process = subprocess.Popen(
+                    args,
+                    env=env,
+                    text=True,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
             self.processes.append(process)
             found = _wait_for_line(log, r"serving .* at http://127\.0\.0\.1:(\d+)/v1", process)
             _wait_for_health(int(found.group(1)))
@@ -219,8 +241,9 @@ class Context:
     exit: int = 0  # the exit status the block's last command shows
 
 
-def _context(chain: list[Block], request: pytest.FixtureRequest, tmp_path: Path,
-             mode: str | None = None) -> Context:
+def _context(
+    chain: list[Block], request: pytest.FixtureRequest, tmp_path: Path, mode: str | None = None
+) -> Context:
     """The first block of ``chain`` says how it runs (unless ``mode`` says); each one may
     add ports."""
     assert chain[0].marker is not None
@@ -243,7 +266,8 @@ def _context(chain: list[Block], request: pytest.FixtureRequest, tmp_path: Path,
         key = marker.key if marker.mode == "real-key" else None
         assert marker.mode is not None
         ports[1337] = request.getfixturevalue("servers").port(
-            marker.mode, key, request.getfixturevalue("emulators") if key else None)
+            marker.mode, key, request.getfixturevalue("emulators") if key else None
+        )
     for port, service in marker.ports.items():
         ports[port] = int(emu.url(service).rsplit(":", 1)[1].split("/")[0])
     work = tmp_path / "work"
@@ -253,6 +277,7 @@ def _context(chain: list[Block], request: pytest.FixtureRequest, tmp_path: Path,
 
 # -- which blocks, in which order ---------------------------------------------------------
 
+
 def _chain(block: Block) -> list[Block]:
     """``block`` preceded by the blocks it continues (same section, same language)."""
     chain = [block]
@@ -260,9 +285,11 @@ def _chain(block: Block) -> list[Block]:
     while chain[0].marker and chain[0].marker.continues:
         index -= 1
         before = BLOCKS[index] if index >= 0 else None
-        assert before is not None and before.section == block.section \
-            and before.language == block.language, \
-            f"{chain[0].id}: `continues`, but no earlier {block.language} block in its section"
+        assert (
+            before is not None
+            and before.section == block.section
+            and before.language == block.language
+        ), f"{chain[0].id}: `continues`, but no earlier {block.language} block in its section"
         chain.insert(0, before)
     return chain
 
@@ -273,6 +300,7 @@ def _first(block: Block) -> Block:
 
 
 # -- installs and imports -----------------------------------------------------------------
+
 
 @dataclass
 class Install:
@@ -329,8 +357,10 @@ def _provides(extras: list[str], needed: str) -> bool:
     extra includes the server's requirements, so the suite's install serves both)."""
     table = _pyproject()
     have = {canonicalize_name(Requirement(r).name) for e in extras for r in table.get(e, ())}
-    return needed in extras or {
-        canonicalize_name(Requirement(r).name) for r in table.get(needed, ())} <= have
+    return (
+        needed in extras
+        or {canonicalize_name(Requirement(r).name) for r in table.get(needed, ())} <= have
+    )
 
 
 def _closure(requirements: list[str]) -> set[str]:
@@ -356,8 +386,9 @@ def _check_imports(block: Block, code: str, install: Install | None) -> None:
     deps = _pyproject()
     unknown = [e for e in install.extras if e not in deps]
     assert not unknown, f"{install.block}: no extra {unknown} in pyproject.toml"
-    installed = _closure([*deps[""], *(r for e in install.extras for r in deps[e]),
-                          *install.packages])
+    installed = _closure(
+        [*deps[""], *(r for e in install.extras for r in deps[e]), *install.packages]
+    )
     owners = metadata.packages_distributions()
     modules = set()
     for node in ast.walk(ast.parse(code)):
@@ -365,25 +396,43 @@ def _check_imports(block: Block, code: str, install: Install | None) -> None:
             modules |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             modules.add(node.module.split(".")[0])
-    missing = sorted(m for m in modules - set(sys.stdlib_module_names) - {"llmplex"}
-                     if not {canonicalize_name(d) for d in owners.get(m, [])} & installed)
-    assert not missing, (f"{block.id} imports {missing}, which the install before it "
-                         f"({install.block}: extras {install.extras}, packages "
-                         f"{install.packages}) does not install")
+    missing = sorted(
+        m
+        for m in modules - set(sys.stdlib_module_names) - {"llmplex"}
+        if not {canonicalize_name(d) for d in owners.get(m, [])} & installed
+    )
+    assert not missing, (
+        f"{block.id} imports {missing}, which the install before it "
+        f"({install.block}: extras {install.extras}, packages "
+        f"{install.packages}) does not install"
+    )
 
 
 # -- running ------------------------------------------------------------------------------
 
-def _run(args: list[str], ctx: Context, what: str, stdin: str = "",
-         status: int = 0) -> subprocess.CompletedProcess[str]:
+
+def _run(
+    args: list[str], ctx: Context, what: str, stdin: str = "", status: int = 0
+) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(args, env=ctx.env, cwd=ctx.cwd, input=stdin, text=True,
-                              capture_output=True, timeout=TIMEOUT, check=False)
+        done = subprocess.run(
+            args,
+            env=ctx.env,
+            cwd=ctx.cwd,
+            input=stdin,
+            text=True,
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(
-            f"{what}: still running after {TIMEOUT} s\n{exc.stdout}\n{exc.stderr}") from exc
-    assert done.returncode == status, (f"{what}: exit status {done.returncode}, not {status}\n"
-                                  f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+            f"{what}: still running after {TIMEOUT} s\n{exc.stdout}\n{exc.stderr}"
+        ) from exc
+    assert done.returncode == status, (
+        f"{what}: exit status {done.returncode}, not {status}\n"
+        f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    )
     return done
 
 
@@ -392,8 +441,11 @@ def run_python(block: Block, ctx: Context) -> None:
     _check_imports(block, code, _installs()[_first(block).id])
     (ctx.cwd / "block.py").write_text(_rewrite_ports(code, ctx.ports), encoding="utf-8")
     (ctx.cwd / "runner.py").write_text(RUNNER, encoding="utf-8")
-    done = _run([sys.executable, "runner.py", "block.py", f"README.md:{block.line}"], ctx,
-                f"{block.id} (README.md line {block.line})")
+    done = _run(
+        [sys.executable, "runner.py", "block.py", f"README.md:{block.line}"],
+        ctx,
+        f"{block.id} (README.md line {block.line})",
+    )
     assert done.stdout.strip() or "print(" not in code, f"{block.id}: printed nothing"
 
 
@@ -474,17 +526,19 @@ def _with_port(words: list[str], port: int) -> list[str]:
     """``words`` with its ``--port`` value (added when absent) replaced by ``port``."""
     if "--port" in words:
         at = words.index("--port")
-        return [*words[:at + 1], str(port), *words[at + 2:]]
+        return [*words[: at + 1], str(port), *words[at + 2 :]]
     return [*words, "--port", str(port)]
 
 
 def _wait_for_health(port: int) -> None:
     """The server says where it listens just before it starts accepting: wait for that."""
+
     def healthy() -> bool:
         try:
             return bool(_probe(f"http://127.0.0.1:{port}/health"))
         except OSError:
             return False
+
     wait_until(healthy, timeout=30, message=f"no answer on /health of port {port}")
 
 
@@ -497,8 +551,15 @@ def run_serve(words: list[str], ctx: Context, what: str) -> None:
     port = _free_port()
     log = ctx.cwd / "serve.log"
     with open(log, "w") as out:
-        process = subprocess.Popen(_with_port(words, port), env=ctx.env, cwd=ctx.cwd, text=True,
-                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            _with_port(words, port),
+            env=ctx.env,
+            cwd=ctx.cwd,
+            text=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         _wait_for_line(log, rf"serving .*:{port}/v1", process)
         _wait_for_health(port)
@@ -509,8 +570,14 @@ def run_serve(words: list[str], ctx: Context, what: str) -> None:
 
 
 def run_emulate(words: list[str], ctx: Context, what: str) -> None:
-    process = subprocess.Popen(_with_port(words, 0), env=ctx.env, cwd=ctx.cwd, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        _with_port(words, 0),
+        env=ctx.env,
+        cwd=ctx.cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         exports = read_exports(process)
         urls = [v for k, v in exports.items() if k.endswith("_BASE_URL")]
@@ -544,13 +611,15 @@ def run_shell(block: Block, ctx: Context) -> None:
             install = Install(*got, block=block.id)
             continue
         if words[1:3] == ["-m", "pytest"]:
-            assert _ci_test_command() in block.code, \
+            assert _ci_test_command() in block.code, (
                 f"{what}: this suite itself; it must be the line .ci/run runs"
+            )
             continue
         extra = NEEDS_EXTRA.get(tuple(words[:2]))
         if extra:
-            assert install is not None and _provides(install.extras, extra), \
+            assert install is not None and _provides(install.extras, extra), (
                 f"{what} needs the [{extra}] extra; the install before it does not name it"
+            )
         ran += 1
         status = ctx.exit if number == len(steps) else 0
         if words[:2] == ["llmplex", "serve"]:
@@ -560,8 +629,9 @@ def run_shell(block: Block, ctx: Context) -> None:
             run_emulate(words, ctx, what)
             continue
         repl = words[:2] == ["llmplex", "repl"]  # one question, then the end of input
-        done = _run(["bash", "-c", command], ctx, what, stdin="Hello\n" if repl else "",
-                    status=status)
+        done = _run(
+            ["bash", "-c", command], ctx, what, stdin="Hello\n" if repl else "", status=status
+        )
         if repl:
             assert done.stdout.strip(), f"{what}: no answer"
         if status == 0:
@@ -616,43 +686,57 @@ def run_error_tree(block: Block) -> None:
             continue
         depth = len(found.group(1)) // 4
         cls = getattr(errors, found.group(2), None)
-        assert isinstance(cls, type) and issubclass(cls, Exception), \
+        assert isinstance(cls, type) and issubclass(cls, Exception), (
             f"{block.id}: no exception {found.group(2)} in llmplex.errors"
+        )
         if depth:
-            assert issubclass(cls, parents[depth - 1]), \
+            assert issubclass(cls, parents[depth - 1]), (
                 f"{block.id}: {cls.__name__} is not a {parents[depth - 1].__name__}"
+            )
         for base in re.findall(r"\((?:a )?(\w+)\)", found.group(3)):
-            assert issubclass(cls, getattr(builtins, base)), \
+            assert issubclass(cls, getattr(builtins, base)), (
                 f"{block.id}: {cls.__name__} is not a {base}"
+            )
         parents[depth:] = [cls]
 
 
-RUNNERS = {"python": run_python, "py": run_python, "toml": run_toml, "json": run_json,
-           **{shell: run_shell for shell in SHELLS}}
+RUNNERS = {
+    "python": run_python,
+    "py": run_python,
+    "toml": run_toml,
+    "json": run_json,
+    **{shell: run_shell for shell in SHELLS},
+}
 
 
 CASES = [pytest.param(b, None, id=b.id) for b in BLOCKS] + [
-    pytest.param(b, "emulate", id=b.id + "-emulate") for b in BLOCKS
-    if (first := _first(b).marker) and first.also_emulate]
+    pytest.param(b, "emulate", id=b.id + "-emulate")
+    for b in BLOCKS
+    if (first := _first(b).marker) and first.also_emulate
+]
 
 
 @pytest.mark.parametrize(("block", "mode"), CASES)
-def test_readme_block_runs(block: Block, mode: str | None, request: pytest.FixtureRequest,
-                           tmp_path: Path) -> None:
+def test_readme_block_runs(
+    block: Block, mode: str | None, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     where = f"README.md line {block.line} ({block.id}, ```{block.language})"
     assert block.marker_error is None, f"{where}: {block.marker_error}; {HOW_TO_MARK}"
     how = _first(block).marker
-    assert block.marker is not None and how is not None and how.mode is not None, \
+    assert block.marker is not None and how is not None and how.mode is not None, (
         f"{where}: says nowhere how it runs: {HOW_TO_MARK}"
+    )
     if how.mode == "skip":
         pytest.skip(how.reason)
     if how.mode == "error-tree":
         run_error_tree(block)
         return
     runner = RUNNERS.get(block.language)
-    assert runner is not None, (f"{where}: no runner for ```{block.language or '(none)'}; "
-                                f"mark it skip with a reason, or teach "
-                                f"tests/test_readme_examples.py to run it")
+    assert runner is not None, (
+        f"{where}: no runner for ```{block.language or '(none)'}; "
+        f"mark it skip with a reason, or teach "
+        f"tests/test_readme_examples.py to run it"
+    )
     runner(block, _context(_chain(block), request, tmp_path, mode))
 
 
@@ -666,10 +750,12 @@ def test_an_unmarked_block_is_reported():
     """The parser sees markers, their absence and their mistakes."""
     from readme_blocks import blocks as parse
 
-    text = ("# A\n\n<!-- readme-test: real-key GROQ_API_KEY; serve; port 8000=openai -->\n"
-            "```python\nx = 1\n```\n\n```bash\nls\n```\n"
-            "<!-- readme-test: skip -->\n```toml\n```\n"
-            "## B\n<!--\n  readme-test: continues\n-->\n~~~py\ny = 2\n~~~\n")
+    text = (
+        "# A\n\n<!-- readme-test: real-key GROQ_API_KEY; serve; port 8000=openai -->\n"
+        "```python\nx = 1\n```\n\n```bash\nls\n```\n"
+        "<!-- readme-test: skip -->\n```toml\n```\n"
+        "## B\n<!--\n  readme-test: continues\n-->\n~~~py\ny = 2\n~~~\n"
+    )
     first, second, third, fourth = parse(text)
     assert first.id == "a-1" and first.marker and first.marker.key == "GROQ_API_KEY"
     assert first.marker.serve and first.marker.ports == {8000: "openai"}
@@ -682,9 +768,11 @@ def test_an_unmarked_block_is_reported():
 def test_console_blocks_show_what_their_commands_print():
     from readme_blocks import blocks as parse
 
-    (block,) = parse("<!-- readme-test: no-key; exit 2 -->\n```console\n"
-                     "$ llmplex chat \\\n    --bogus\nusage: ...\n"
-                     "llmplex: error: ... --bogus\n$ echo a && echo b\nb\n```\n")
+    (block,) = parse(
+        "<!-- readme-test: no-key; exit 2 -->\n```console\n"
+        "$ llmplex chat \\\n    --bogus\nusage: ...\n"
+        "llmplex: error: ... --bogus\n$ echo a && echo b\nb\n```\n"
+    )
     assert block.marker and block.marker.mode == "no-key" and block.marker.exit == 2
     steps = _steps(block)
     assert [s.command for s in steps] == ["llmplex chat --bogus", "echo a", "echo b"]

@@ -63,11 +63,18 @@ def answer(chunks):
 
 # -- answers -------------------------------------------------------------------------------
 
+
 async def test_plain_answer(replicate_emulator):
     replicate_emulator.script = Script("Once upon a time")
     chunks = await collect(replicate_emulator)
-    assert chunks == ["Once", " upon", " a", " time", FinishReason("stop"),
-                      Usage(prompt_tokens=1, completion_tokens=4)]
+    assert chunks == [
+        "Once",
+        " upon",
+        " a",
+        " time",
+        FinishReason("stop"),
+        Usage(prompt_tokens=1, completion_tokens=4),
+    ]
     (schema,) = replicate_emulator.requests_to(f"/v1/models/{MODEL}", "GET")
     assert schema.headers["Authorization"] == f"Bearer {KEY}"
     (create,) = creates(replicate_emulator)
@@ -121,8 +128,12 @@ async def test_options_are_sent_and_unknown_options_are_refused(replicate_emulat
         },
     }
     assert caller_extra == {"repetition_penalty": 1.1}
-    for option in ({"web_search": True}, {"stream": False}, {"cookies": {"a": "b"}},
-                   {"max_token": 5}):
+    for option in (
+        {"web_search": True},
+        {"stream": False},
+        {"cookies": {"a": "b"}},
+        {"max_token": 5},
+    ):
         with pytest.raises(InvalidRequestError) as info:
             await collect(replicate_emulator, **option)
         assert info.value.param == next(iter(option))
@@ -152,7 +163,8 @@ async def test_history_and_system_messages(replicate_emulator):
     assert data["prompt"] == "User: Hi\nAssistant: Bonjour\nUser: How are you?\nAssistant:"
     assert data["prompt_template"].startswith(
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nAnswer in French."
-        "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>")
+        "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>"
+    )
     assert set(data) == {"prompt", "prompt_template"}
 
 
@@ -200,13 +212,16 @@ def test_sync_create_completion(replicate_emulator):
         Replicate.create_completion(MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url)
     )
     assert answer(chunks) == ["Sync", " works", FinishReason("stop")]
-    whole = list(Replicate.create_completion(
-        MODEL, "Hi", stream=False, api_key=KEY, base_url=replicate_emulator.url
-    ))
+    whole = list(
+        Replicate.create_completion(
+            MODEL, "Hi", stream=False, api_key=KEY, base_url=replicate_emulator.url
+        )
+    )
     assert answer(whole) == ["Sync works", FinishReason("stop")]
 
 
 # -- models --------------------------------------------------------------------------------
+
 
 def test_model_names():
     assert Replicate.get_model("") == "meta/meta-llama-3-70b-instruct"
@@ -220,6 +235,7 @@ def test_model_names():
 
 
 # -- auth and secrets ----------------------------------------------------------------------
+
 
 async def test_missing_key_raises_missing_auth(replicate_emulator):
     with pytest.raises(MissingAuthError, match=r"Replicate.*REPLICATE_API_TOKEN"):
@@ -274,6 +290,7 @@ async def test_key_not_in_stream_errors(replicate_emulator):
 
 
 # -- HTTP errors ---------------------------------------------------------------------------
+
 
 async def test_unknown_model_is_model_not_found(replicate_emulator):
     with pytest.raises(ResponseStatusError) as info:
@@ -347,11 +364,13 @@ async def test_prediction_without_id():
 async def test_prediction_without_stream_url_is_polled(replicate_emulator):
     # A model that streams, but whose prediction gives no stream URL: its output is read
     # from urls.get as it grows.
-    replicate_emulator.script = Script("Once upon a time", delay=0.1,
-                                       extra={"omit": ["urls.stream"]})
+    replicate_emulator.script = Script(
+        "Once upon a time", delay=0.1, extra={"omit": ["urls.stream"]}
+    )
     chunks = []
     async for chunk in _QuickPoll.create_async_generator(
-            MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url):
+        MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url
+    ):
         chunks.append(chunk)
     chunks = answer(chunks)
     assert text_of(chunks) == "Once upon a time" and chunks[-1] == FinishReason("stop")
@@ -362,6 +381,7 @@ async def test_prediction_without_stream_url_is_polled(replicate_emulator):
 
 
 # -- stream faults -------------------------------------------------------------------------
+
 
 async def test_error_event_raises_stream_error_with_detail(replicate_emulator):
     replicate_emulator.script = Script(
@@ -402,6 +422,7 @@ async def test_stall_times_out_and_cancels(replicate_emulator):
 
 
 # -- cancellation --------------------------------------------------------------------------
+
 
 async def test_done_canceled_gives_finish_reason_canceled(replicate_emulator):
     replicate_emulator.script = Script("Once upon", finish_reason="canceled")
@@ -447,9 +468,9 @@ async def test_early_stop_cancels_prediction(replicate_emulator):
 async def test_task_cancellation_cancels_prediction(replicate_emulator):
     replicate_emulator.script = Script("one two three four five six", delay=0.2)
     await cancel_mid_stream(
-        Replicate.create_async_generator(MODEL, "Hi", api_key=KEY,
-                                         base_url=replicate_emulator.url),
-        first_within=5)
+        Replicate.create_async_generator(MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url),
+        first_within=5,
+    )
     assert len(cancels(replicate_emulator)) == 1
     await eventually(lambda: replicate_emulator.open_streams == 0)
 
@@ -466,8 +487,10 @@ async def test_cancelled_while_the_prediction_is_created_still_cancels_it(replic
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in emu.requests] == [
-        ("GET", MODEL.split("/")[1]), ("POST", "predictions"),
-        ("POST", "cancel")]  # no stream was opened
+        ("GET", MODEL.split("/")[1]),
+        ("POST", "predictions"),
+        ("POST", "cancel"),
+    ]  # no stream was opened
     (prediction,) = emu.predictions.values()
     assert prediction.status == "canceled"
 
@@ -476,9 +499,10 @@ async def test_cancelled_twice_still_cancels_prediction(replicate_emulator):
     # A second cancellation landing during the cancel POST must not cut it short.
     replicate_emulator.script = Script("one two three four five six", delay=0.2)
     await cancel_mid_stream(
-        Replicate.create_async_generator(MODEL, "Hi", api_key=KEY,
-                                         base_url=replicate_emulator.url),
-        first_within=5, cancels=2)
+        Replicate.create_async_generator(MODEL, "Hi", api_key=KEY, base_url=replicate_emulator.url),
+        first_within=5,
+        cancels=2,
+    )
     assert len(cancels(replicate_emulator)) == 1
     await eventually(lambda: replicate_emulator.open_streams == 0)
 
@@ -514,8 +538,9 @@ async def test_cleanup_is_bounded_when_cancel_hangs():
             await asyncio.sleep(3600)  # never answers (ended with the emulator)
 
     with serve(HangingCancel(Script("one two three", delay=0.05))) as emulator:
-        stream = _QuickCancel.create_async_generator(MODEL, "Hi", api_key=KEY,
-                                                     base_url=emulator.url)
+        stream = _QuickCancel.create_async_generator(
+            MODEL, "Hi", api_key=KEY, base_url=emulator.url
+        )
         async for _ in stream:
             break
         start = time.monotonic()
@@ -526,26 +551,42 @@ async def test_cleanup_is_bounded_when_cancel_hangs():
 
 # -- the emulator's wire format ------------------------------------------------------------
 
+
 async def test_emulator_wire_format(replicate_emulator):
     replicate_emulator.script = Script(chunks=["Once upon", " eyes\n", "done"])
     url = replicate_emulator.url
     auth = {"Authorization": f"Bearer {KEY}"}
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/v1/models/{MODEL}/predictions", headers=auth,
-                             json={"stream": True, "input": {"prompt": "Hi"}}) as resp:
+        async with http.post(
+            f"{url}/v1/models/{MODEL}/predictions",
+            headers=auth,
+            json={"stream": True, "input": {"prompt": "Hi"}},
+        ) as resp:
             assert resp.status == 201
             prediction = await resp.json()
-        assert list(prediction) == ["id", "model", "version", "input", "logs", "output",
-                                    "data_removed", "error", "status", "created_at", "urls",
-                                    "metrics"]
+        assert list(prediction) == [
+            "id",
+            "model",
+            "version",
+            "input",
+            "logs",
+            "output",
+            "data_removed",
+            "error",
+            "status",
+            "created_at",
+            "urls",
+            "metrics",
+        ]
         assert re.fullmatch(r"[a-z0-9]{26}", prediction["id"])
         assert prediction["status"] == "starting" and prediction["output"] is None
         assert prediction["urls"]["get"] == f"{url}/v1/predictions/{prediction['id']}"
         assert prediction["urls"]["cancel"] == prediction["urls"]["get"] + "/cancel"
         assert prediction["urls"]["stream"].startswith(f"{url}/v1/streams/")
 
-        async with http.get(prediction["urls"]["stream"],
-                            headers={"Accept": "text/event-stream"}) as resp:
+        async with http.get(
+            prediction["urls"]["stream"], headers={"Accept": "text/event-stream"}
+        ) as resp:
             assert resp.headers["Content-Type"] == "text/event-stream"
             raw = (await resp.read()).decode()
         pattern = (
@@ -561,11 +602,13 @@ async def test_emulator_wire_format(replicate_emulator):
         assert final["status"] == "succeeded"
         assert final["output"] == ["Once upon", " eyes\n", "done"]
         # predictions are private to their owner's token; no token at all is a 401
-        async with http.get(prediction["urls"]["get"],
-                            headers={"Authorization": "Bearer someone-else"}) as resp:
+        async with http.get(
+            prediction["urls"]["get"], headers={"Authorization": "Bearer someone-else"}
+        ) as resp:
             assert resp.status == 404
-        async with http.post(f"{url}/v1/models/{MODEL}/predictions",
-                             json={"input": {"prompt": "Hi"}}) as resp:
+        async with http.post(
+            f"{url}/v1/models/{MODEL}/predictions", json={"input": {"prompt": "Hi"}}
+        ) as resp:
             assert resp.status == 401
             assert resp.content_type == "application/problem+json"
             assert await resp.json() == {
@@ -578,9 +621,11 @@ async def test_emulator_wire_format(replicate_emulator):
 async def test_emulator_error_event_format(replicate_emulator):
     replicate_emulator.script = Script(chunks=["a"], fault=Fault.error_event("boom", after=1))
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{replicate_emulator.url}/v1/models/{MODEL}/predictions",
-                             headers={"Authorization": f"Bearer {KEY}"},
-                             json={"stream": True, "input": {"prompt": "Hi"}}) as resp:
+        async with http.post(
+            f"{replicate_emulator.url}/v1/models/{MODEL}/predictions",
+            headers={"Authorization": f"Bearer {KEY}"},
+            json={"stream": True, "input": {"prompt": "Hi"}},
+        ) as resp:
             stream_url = (await resp.json())["urls"]["stream"]
         async with http.get(stream_url) as resp:
             raw = (await resp.read()).decode()
@@ -594,6 +639,7 @@ async def test_emulator_error_event_format(replicate_emulator):
 
 # -- the emulator speaks the real protocol: the official client -----------------------------
 
+
 def test_official_replicate_client_streams_from_emulator(replicate_emulator):
     import httpx
     import replicate
@@ -604,13 +650,16 @@ def test_official_replicate_client_streams_from_emulator(replicate_emulator):
         api_token=KEY, base_url=replicate_emulator.url, transport=transport, trust_env=False
     )
     try:
-        events = list(client.stream(MODEL, input={"prompt": "Tell me a story",
-                                                  "max_new_tokens": 8}))
+        events = list(
+            client.stream(MODEL, input={"prompt": "Tell me a story", "max_new_tokens": 8})
+        )
         assert "".join(str(event) for event in events) == "Once upon eyes\n\nend"
         assert [e.event.value for e in events] == ["output"] * 5 + ["done"]
         (create,) = creates(replicate_emulator)
-        assert create.json == {"input": {"prompt": "Tell me a story", "max_new_tokens": 8},
-                               "stream": True}
+        assert create.json == {
+            "input": {"prompt": "Tell me a story", "max_new_tokens": 8},
+            "stream": True,
+        }
         assert create.headers["User-Agent"].startswith("replicate-python/")
         assert create.headers["Authorization"] == f"Bearer {KEY}"
 

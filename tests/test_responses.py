@@ -17,16 +17,25 @@ from llmplex.server.emulated import EmulatedServices, emulated_client
 from llmplex.testing import Fault, Script, wait_until
 
 ANSWER = "The capital of France is Paris."
-WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                          "required": ["city"], "additionalProperties": False},
-           "strict": True}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
 
 
 @pytest.fixture(scope="module")
 def services():
-    with EmulatedServices(["openai", "allenai", "openassistant"],
-                          script=lambda name: Script(ANSWER)) as running:
+    with EmulatedServices(
+        ["openai", "allenai", "openassistant"], script=lambda name: Script(ANSWER)
+    ) as running:
         yield running
 
 
@@ -35,8 +44,7 @@ class Served:
         self.url = url
         self.emu = services.emulators
         self.client = client
-        self.sdk = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
-                                 timeout=15)
+        self.sdk = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=15)
 
     def sent(self, service="openai"):
         """The JSON body of the last chat request the emulator got."""
@@ -59,8 +67,9 @@ def server(services):
 
 def events_of(server, body):
     """The raw SSE events of a streamed request: ``[(event name, data)]``."""
-    with httpx.stream("POST", server.url + "/v1/responses", json={**body, "stream": True},
-                      timeout=15) as response:
+    with httpx.stream(
+        "POST", server.url + "/v1/responses", json={**body, "stream": True}, timeout=15
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         raw = response.read().decode()
@@ -75,10 +84,16 @@ def events_of(server, body):
 
 # -- text -----------------------------------------------------------------------------------
 
+
 def test_text_answer_in_the_responses_shape(server):
-    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input="Capital?",
-                                           instructions="Answer briefly.", temperature=0.5,
-                                           max_output_tokens=50, metadata={"k": "v"})
+    response = server.sdk.responses.create(
+        model="openai:gpt-4o-mini",
+        input="Capital?",
+        instructions="Answer briefly.",
+        temperature=0.5,
+        max_output_tokens=50,
+        metadata={"k": "v"},
+    )
     assert response.id.startswith("resp_") and response.object == "response"
     assert response.status == "completed" and response.incomplete_details is None
     assert response.output_text == ANSWER
@@ -92,15 +107,19 @@ def test_text_answer_in_the_responses_shape(server):
     assert (response.usage.input_tokens, response.usage.output_tokens) == (3, 6)
     assert response.usage.total_tokens == 9
     sent = server.sent()
-    assert sent["messages"] == [{"role": "system", "content": "Answer briefly."},
-                                {"role": "user", "content": "Capital?"}]
+    assert sent["messages"] == [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Capital?"},
+    ]
     assert sent["temperature"] == 0.5 and sent["max_completion_tokens"] == 50
     assert "metadata" not in sent  # echoed in the response, not sent upstream
 
 
 def test_a_text_only_provider_answers_too(server):
-    response = server.sdk.responses.create(model="allenai:", input=[
-        {"role": "user", "content": [{"type": "input_text", "text": "Capital?"}]}])
+    response = server.sdk.responses.create(
+        model="allenai:",
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "Capital?"}]}],
+    )
     assert response.output_text == ANSWER and response.status == "completed"
 
 
@@ -108,19 +127,27 @@ def test_stream_has_the_exact_event_sequence(server):
     events = events_of(server, {"model": "openai:gpt-4o-mini", "input": "Capital?"})
     kinds = [name for name, _ in events]
     pieces = len(Script(ANSWER).pieces())
-    assert kinds == ["response.created", "response.in_progress",
-                     "response.output_item.added", "response.content_part.added",
-                     *["response.output_text.delta"] * pieces,
-                     "response.output_text.done", "response.content_part.done",
-                     "response.output_item.done", "response.completed"]
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * pieces,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert all(data["type"] == name for name, data in events)
     assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
     created = events[0][1]["response"]
     assert created["status"] == "in_progress" and created["output"] == []
     item_id = events[2][1]["item"]["id"]
     deltas = [d for n, d in events if n == "response.output_text.delta"]
-    assert all(d["item_id"] == item_id and d["output_index"] == 0 and d["content_index"] == 0
-               for d in deltas)
+    assert all(
+        d["item_id"] == item_id and d["output_index"] == 0 and d["content_index"] == 0
+        for d in deltas
+    )
     assert "".join(d["delta"] for d in deltas) == ANSWER
     assert events[-4][1]["text"] == ANSWER
     done = events[-1][1]["response"]
@@ -139,12 +166,14 @@ def test_sdk_stream_helper_gives_text_and_final_response(server):
 
 def test_reasoning_is_a_reasoning_item_before_the_message(server):
     server.emu["openai"].push(Script(ANSWER, reasoning="Paris is the capital."))
-    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input="Capital?",
-                                           reasoning={"effort": "low"})
+    response = server.sdk.responses.create(
+        model="openai:gpt-4o-mini", input="Capital?", reasoning={"effort": "low"}
+    )
     reasoning, message = response.output
     assert reasoning.type == "reasoning" and reasoning.summary == []
     assert [(c.type, c.text) for c in reasoning.content] == [
-        ("reasoning_text", "Paris is the capital.")]
+        ("reasoning_text", "Paris is the capital.")
+    ]
     assert message.type == "message" and response.output_text == ANSWER
     assert response.usage.output_tokens_details.reasoning_tokens == 4
     assert server.sent()["reasoning_effort"] == "low"
@@ -154,92 +183,153 @@ def test_reasoning_is_a_reasoning_item_before_the_message(server):
     kinds = [name for name, _ in events]
     first = kinds.index("response.reasoning_text.delta")
     assert kinds[2:first] == ["response.output_item.added", "response.content_part.added"]
-    assert kinds.index("response.reasoning_text.done") < kinds.index(
-        "response.output_text.delta")
-    assert "".join(d["delta"] for n, d in events
-                   if n == "response.reasoning_text.delta") == "Paris is the capital."
+    assert kinds.index("response.reasoning_text.done") < kinds.index("response.output_text.delta")
+    assert (
+        "".join(d["delta"] for n, d in events if n == "response.reasoning_text.delta")
+        == "Paris is the capital."
+    )
     assert [d["output_index"] for n, d in events if n == "response.output_item.added"] == [0, 1]
 
 
 def test_max_output_tokens_cut_is_incomplete(server):
-    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input="Capital?",
-                                           max_output_tokens=2)
+    response = server.sdk.responses.create(
+        model="openai:gpt-4o-mini", input="Capital?", max_output_tokens=2
+    )
     assert response.status == "incomplete"
     assert response.incomplete_details.reason == "max_output_tokens"
     assert response.output_text == "The capital"
     assert response.output[0].status == "incomplete"
-    events = events_of(server, {"model": "openai:gpt-4o-mini", "input": "Capital?",
-                                "max_output_tokens": 2})
+    events = events_of(
+        server, {"model": "openai:gpt-4o-mini", "input": "Capital?", "max_output_tokens": 2}
+    )
     assert events[-1][0] == "response.incomplete"
 
 
 # -- tools ----------------------------------------------------------------------------------
 
+
 def test_function_tool_round_trip_native(server):
-    server.emu["openai"].push(Script(tool_calls=[
-        {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_abc123"}]))
-    first = server.sdk.responses.create(model="openai:gpt-4o-mini", input="Weather in Paris?",
-                                        tools=[WEATHER], tool_choice="auto")
+    server.emu["openai"].push(
+        Script(
+            tool_calls=[
+                {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_abc123"}
+            ]
+        )
+    )
+    first = server.sdk.responses.create(
+        model="openai:gpt-4o-mini", input="Weather in Paris?", tools=[WEATHER], tool_choice="auto"
+    )
     [call] = first.output
     assert call.type == "function_call" and call.status == "completed"
     assert (call.call_id, call.name, json.loads(call.arguments)) == (
-        "call_abc123", "get_weather", {"city": "Paris"})
+        "call_abc123",
+        "get_weather",
+        {"city": "Paris"},
+    )
     assert call.id.startswith("fc_") and first.output_text == ""
     sent = server.sent()
-    assert sent["tools"] == [{"type": "function", "function": {
-        "name": "get_weather", "description": "The weather in a city",
-        "parameters": WEATHER["parameters"], "strict": True}}]
+    assert sent["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": WEATHER["parameters"],
+                "strict": True,
+            },
+        }
+    ]
     assert sent["tool_choice"] == "auto"
 
     # The agent loop: the whole history as items, the call's output last.
-    second = server.sdk.responses.create(model="openai:gpt-4o-mini", tools=[WEATHER], input=[
-        {"role": "user", "content": "Weather in Paris?"},
-        *[item.model_dump(exclude_none=True) for item in first.output],
-        {"type": "function_call_output", "call_id": "call_abc123", "output": "22 C, sunny"}])
+    second = server.sdk.responses.create(
+        model="openai:gpt-4o-mini",
+        tools=[WEATHER],
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            *[item.model_dump(exclude_none=True) for item in first.output],
+            {"type": "function_call_output", "call_id": "call_abc123", "output": "22 C, sunny"},
+        ],
+    )
     assert second.output_text == ANSWER
     assert server.sent()["messages"] == [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_abc123", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
-        {"role": "tool", "tool_call_id": "call_abc123", "content": "22 C, sunny"}]
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_abc123",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_abc123", "content": "22 C, sunny"},
+    ]
 
 
 def test_function_tool_round_trip_through_previous_response_id(server):
-    server.emu["openai"].push(Script(tool_calls=[
-        {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_abc123"}]))
-    first = server.sdk.responses.create(model="openai:gpt-4o-mini", input="Weather in Paris?",
-                                        tools=[WEATHER])
+    server.emu["openai"].push(
+        Script(
+            tool_calls=[
+                {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_abc123"}
+            ]
+        )
+    )
+    first = server.sdk.responses.create(
+        model="openai:gpt-4o-mini", input="Weather in Paris?", tools=[WEATHER]
+    )
     second = server.sdk.responses.create(
-        model="openai:gpt-4o-mini", previous_response_id=first.id, tools=[WEATHER],
-        input=[{"type": "function_call_output", "call_id": "call_abc123", "output": "22 C"}])
+        model="openai:gpt-4o-mini",
+        previous_response_id=first.id,
+        tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": "call_abc123", "output": "22 C"}],
+    )
     assert second.output_text == ANSWER and second.previous_response_id == first.id
     roles = [m["role"] for m in server.sent()["messages"]]
     assert roles == ["user", "assistant", "tool"]
 
 
 def test_streamed_function_call_events(server):
-    server.emu["openai"].push(Script(tool_calls=[
-        {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_abc123"}]))
-    events = events_of(server, {"model": "openai:gpt-4o-mini", "input": "Weather?",
-                                "tools": [WEATHER]})
+    server.emu["openai"].push(
+        Script(
+            tool_calls=[
+                {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_abc123"}
+            ]
+        )
+    )
+    events = events_of(
+        server, {"model": "openai:gpt-4o-mini", "input": "Weather?", "tools": [WEATHER]}
+    )
     kinds = [name for name, _ in events]
     added = events[2][1]["item"]
     assert kinds[2] == "response.output_item.added" and added["type"] == "function_call"
     assert (added["call_id"], added["name"], added["arguments"]) == (
-        "call_abc123", "get_weather", "")
+        "call_abc123",
+        "get_weather",
+        "",
+    )
     deltas = [d["delta"] for n, d in events if n == "response.function_call_arguments.delta"]
     assert len(deltas) > 1 and "".join(deltas) == '{"city":"Paris"}'
-    assert kinds[-3:] == ["response.function_call_arguments.done",
-                          "response.output_item.done", "response.completed"]
+    assert kinds[-3:] == [
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert events[-3][1]["arguments"] == '{"city":"Paris"}'
     # the SDK's stream helper assembles the same call
-    server.emu["openai"].push(Script(tool_calls=[
-        {"name": "get_weather", "arguments": {"city": "Rome"}, "id": "call_rome"}]))
-    with server.sdk.responses.stream(model="openai:gpt-4o-mini", input="Weather?",
-                                     tools=[WEATHER]) as stream:
-        arguments = "".join(e.delta for e in stream
-                            if e.type == "response.function_call_arguments.delta")
+    server.emu["openai"].push(
+        Script(
+            tool_calls=[{"name": "get_weather", "arguments": {"city": "Rome"}, "id": "call_rome"}]
+        )
+    )
+    with server.sdk.responses.stream(
+        model="openai:gpt-4o-mini", input="Weather?", tools=[WEATHER]
+    ) as stream:
+        arguments = "".join(
+            e.delta for e in stream if e.type == "response.function_call_arguments.delta"
+        )
         final = stream.get_final_response()
     [call] = final.output
     assert (call.call_id, call.name, call.arguments) == ("call_rome", "get_weather", arguments)
@@ -247,51 +337,79 @@ def test_streamed_function_call_events(server):
 
 
 def test_tool_choice_names_a_function_and_parallel_calls_are_forwarded(server):
-    server.emu["openai"].push(Script(tool_calls=[
-        {"name": "get_weather", "arguments": {"city": "Paris"}},
-        {"name": "get_weather", "arguments": {"city": "Rome"}}]))
+    server.emu["openai"].push(
+        Script(
+            tool_calls=[
+                {"name": "get_weather", "arguments": {"city": "Paris"}},
+                {"name": "get_weather", "arguments": {"city": "Rome"}},
+            ]
+        )
+    )
     response = server.sdk.responses.create(
-        model="openai:gpt-4o-mini", input="Weather?", tools=[WEATHER],
-        tool_choice={"type": "function", "name": "get_weather"}, parallel_tool_calls=False)
+        model="openai:gpt-4o-mini",
+        input="Weather?",
+        tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+        parallel_tool_calls=False,
+    )
     sent = server.sent()
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert sent["parallel_tool_calls"] is False
     # the emulator keeps one call without parallel calls, as OpenAI does
     assert [(c.name, json.loads(c.arguments)) for c in response.output] == [
-        ("get_weather", {"city": "Paris"})]
+        ("get_weather", {"city": "Paris"})
+    ]
     assert response.parallel_tool_calls is False
 
 
 def test_images_and_refusals(server):
     image = "data:image/png;base64,iVBORw0KGgo="
     server.emu["openai"].push(Script(refusal="I can't help with that."))
-    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input=[
-        {"role": "user", "content": [
-            {"type": "input_text", "text": "What is this?"},
-            {"type": "input_image", "image_url": image, "detail": "low"}]}])
-    assert server.sent()["messages"] == [{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": image, "detail": "low"}}]}]
+    response = server.sdk.responses.create(
+        model="openai:gpt-4o-mini",
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What is this?"},
+                    {"type": "input_image", "image_url": image, "detail": "low"},
+                ],
+            }
+        ],
+    )
+    assert server.sent()["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": image, "detail": "low"}},
+            ],
+        }
+    ]
     [message] = response.output
     assert [(c.type, c.refusal) for c in message.content] == [
-        ("refusal", "I can't help with that.")]
+        ("refusal", "I can't help with that.")
+    ]
     server.emu["openai"].push(Script(refusal="I can't help with that."))
     events = events_of(server, {"model": "openai:gpt-4o-mini", "input": "Hi"})
     kinds = [name for name, _ in events]
     assert "response.refusal.delta" in kinds and "response.output_text.delta" not in kinds
     assert [d["refusal"] for n, d in events if n == "response.refusal.done"] == [
-        "I can't help with that."]
+        "I can't help with that."
+    ]
 
 
 AI2_TEXT_ONLY = "allenai:olmo-3.1-32b-think"
 
 
 def test_function_tool_on_a_text_only_provider_is_emulated(server):
-    server.emu["allenai"].push(Script(
-        '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'))
+    server.emu["allenai"].push(
+        Script('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>')
+    )
     # an Ai2 model without native tools (olmo-3.1-32b-instruct calls them itself)
-    response = server.sdk.responses.create(model=AI2_TEXT_ONLY, input="Weather in Paris?",
-                                           tools=[WEATHER])
+    response = server.sdk.responses.create(
+        model=AI2_TEXT_ONLY, input="Weather in Paris?", tools=[WEATHER]
+    )
     [call] = response.output
     assert call.type == "function_call" and call.name == "get_weather"
     assert json.loads(call.arguments) == {"city": "Paris"}
@@ -299,14 +417,18 @@ def test_function_tool_on_a_text_only_provider_is_emulated(server):
     # the answer goes back as a function_call_output, rendered for the text-only model
     server.emu["allenai"].push(Script("It is 22 C in Paris."))
     done = server.sdk.responses.create(
-        model=AI2_TEXT_ONLY, previous_response_id=response.id, tools=[WEATHER],
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "22 C"}])
+        model=AI2_TEXT_ONLY,
+        previous_response_id=response.id,
+        tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "22 C"}],
+    )
     assert done.output_text == "It is 22 C in Paris."
     prompt = [r.text for r in server.emu["allenai"].requests if r.method == "POST"][-1]
     assert "22 C" in prompt and "get_weather" in prompt
 
 
 # -- structured output ----------------------------------------------------------------------
+
 
 class City(BaseModel):
     name: str
@@ -315,8 +437,9 @@ class City(BaseModel):
 
 def test_text_format_json_schema(server):
     server.emu["openai"].push(Script())  # unscripted text: a minimal instance of the schema
-    parsed = server.sdk.responses.parse(model="openai:gpt-4o-mini", input="A city",
-                                        text_format=City)
+    parsed = server.sdk.responses.parse(
+        model="openai:gpt-4o-mini", input="A city", text_format=City
+    )
     assert parsed.output_parsed == City(name="", population=0)
     response_format = server.sent()["response_format"]
     assert response_format["type"] == "json_schema"
@@ -334,27 +457,34 @@ def test_text_format_json_schema_on_a_text_only_provider(server):
 
 def test_text_format_json_object(server):
     server.emu["openai"].push(Script())
-    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input="JSON please",
-                                           text={"format": {"type": "json_object"}})
+    response = server.sdk.responses.create(
+        model="openai:gpt-4o-mini", input="JSON please", text={"format": {"type": "json_object"}}
+    )
     assert set(json.loads(response.output_text)) == {"answer"}
     assert server.sent()["response_format"] == {"type": "json_object"}
 
 
 # -- stored responses -------------------------------------------------------------------------
 
+
 def test_previous_response_id_continues_without_the_old_instructions(server):
-    first = server.sdk.responses.create(model="openai:gpt-4o-mini", input="Capital?",
-                                        instructions="Be brief.")
+    first = server.sdk.responses.create(
+        model="openai:gpt-4o-mini", input="Capital?", instructions="Be brief."
+    )
     server.emu["openai"].push(Script("About two million."))
-    second = server.sdk.responses.create(model="openai:gpt-4o-mini", input="Population?",
-                                         previous_response_id=first.id,
-                                         instructions="Be precise.")
+    second = server.sdk.responses.create(
+        model="openai:gpt-4o-mini",
+        input="Population?",
+        previous_response_id=first.id,
+        instructions="Be precise.",
+    )
     assert second.output_text == "About two million."
     assert server.sent()["messages"] == [
         {"role": "system", "content": "Be precise."},
         {"role": "user", "content": "Capital?"},
         {"role": "assistant", "content": ANSWER},
-        {"role": "user", "content": "Population?"}]
+        {"role": "user", "content": "Population?"},
+    ]
     # a stored response is retrieved as it was answered; deleting it removes it
     again = server.sdk.responses.retrieve(second.id)
     assert again.output_text == "About two million." and again.id == second.id
@@ -372,14 +502,14 @@ def test_a_streamed_response_is_stored_before_it_completes(server):
 
 
 def test_store_false_is_not_kept(server):
-    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input="Hi",
-                                           store=False)
+    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input="Hi", store=False)
     assert response.store is False
     with pytest.raises(openai.NotFoundError):
         server.sdk.responses.retrieve(response.id)
     with pytest.raises(openai.NotFoundError) as missing:
-        server.sdk.responses.create(model="openai:gpt-4o-mini", input="Hi",
-                                    previous_response_id=response.id)
+        server.sdk.responses.create(
+            model="openai:gpt-4o-mini", input="Hi", previous_response_id=response.id
+        )
     error = missing.value.body
     assert error["param"] == "previous_response_id"
     assert error["code"] == "previous_response_not_found"
@@ -387,27 +517,35 @@ def test_store_false_is_not_kept(server):
 
 # -- errors ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("body", "param", "status"), [
-    ({"input": "Hi", "tools": [{"type": "web_search"}]}, "tools[0].type", 400),
-    ({"input": "Hi", "include": ["reasoning.encrypted_content"]}, "include", 400),
-    ({"input": "Hi", "conversation": "conv_1"}, "conversation", 400),
-    ({"input": "Hi", "truncation": "auto"}, "truncation", 400),
-    ({"input": "Hi", "background": True}, "background", 400),
-    ({"input": "Hi", "temprature": 1}, "temprature", 400),
-    ({"input": [{"type": "computer_call"}]}, "input[0].type", 400),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
-     "input[0].content[0].file_id", 400),
-    ({"input": [{"role": "robot", "content": "Hi"}]}, "input[0].role", 400),
-    ({"input": "Hi", "text": {"format": {"type": "yaml"}}}, "text.format.type", 400),
-    ({"input": "Hi", "reasoning": {"summary": "detailed"}}, "reasoning.summary", 400),
-    ({"input": "Hi", "tool_choice": {"type": "allowed_tools"}}, "tool_choice", 400),
-    ({"input": "Hi", "max_output_tokens": 0}, "max_output_tokens", 400),
-    ({}, "input", 400),
-    ({"input": "Hi", "base_url": "http://evil"}, "base_url", 400),
-])
+
+@pytest.mark.parametrize(
+    ("body", "param", "status"),
+    [
+        ({"input": "Hi", "tools": [{"type": "web_search"}]}, "tools[0].type", 400),
+        ({"input": "Hi", "include": ["reasoning.encrypted_content"]}, "include", 400),
+        ({"input": "Hi", "conversation": "conv_1"}, "conversation", 400),
+        ({"input": "Hi", "truncation": "auto"}, "truncation", 400),
+        ({"input": "Hi", "background": True}, "background", 400),
+        ({"input": "Hi", "temprature": 1}, "temprature", 400),
+        ({"input": [{"type": "computer_call"}]}, "input[0].type", 400),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
+            "input[0].content[0].file_id",
+            400,
+        ),
+        ({"input": [{"role": "robot", "content": "Hi"}]}, "input[0].role", 400),
+        ({"input": "Hi", "text": {"format": {"type": "yaml"}}}, "text.format.type", 400),
+        ({"input": "Hi", "reasoning": {"summary": "detailed"}}, "reasoning.summary", 400),
+        ({"input": "Hi", "tool_choice": {"type": "allowed_tools"}}, "tool_choice", 400),
+        ({"input": "Hi", "max_output_tokens": 0}, "max_output_tokens", 400),
+        ({}, "input", 400),
+        ({"input": "Hi", "base_url": "http://evil"}, "base_url", 400),
+    ],
+)
 def test_bad_requests_are_400_naming_the_field(server, body, param, status):
-    response = httpx.post(server.url + "/v1/responses",
-                          json={"model": "openai:gpt-4o-mini", **body}, timeout=15)
+    response = httpx.post(
+        server.url + "/v1/responses", json={"model": "openai:gpt-4o-mini", **body}, timeout=15
+    )
     assert response.status_code == status
     error = response.json()["error"]
     assert error["param"] == param, error
@@ -424,8 +562,10 @@ def test_upstream_errors_keep_their_status(server):
     assert limited.value.response.headers["retry-after"] == "3"
     server.emu["openai"].push(Script(fault=Fault.http_status(429)))
     # before the stream began: a real status
-    with pytest.raises(openai.RateLimitError), server.sdk.responses.stream(
-            model="openai:gpt-4o-mini", input="Hi") as stream:
+    with (
+        pytest.raises(openai.RateLimitError),
+        server.sdk.responses.stream(model="openai:gpt-4o-mini", input="Hi") as stream,
+    ):
         for _ in stream:
             pass
 
@@ -447,19 +587,19 @@ def test_failure_mid_stream_is_response_failed(server):
 def test_api_keys_are_required(services):
     client = emulated_client(services)
     with ServerThread(create_app(client, api_keys=["sk-server"])) as running:
-        with openai.OpenAI(base_url=running.url + "/v1", api_key="wrong",
-                           max_retries=0) as sdk:
+        with openai.OpenAI(base_url=running.url + "/v1", api_key="wrong", max_retries=0) as sdk:
             with pytest.raises(openai.AuthenticationError):
                 sdk.responses.create(model="openai:gpt-4o-mini", input="Hi")
             with pytest.raises(openai.AuthenticationError):
                 sdk.responses.retrieve("resp_x")
-        with openai.OpenAI(base_url=running.url + "/v1", api_key="sk-server",
-                           max_retries=0) as sdk:
-            assert sdk.responses.create(model="openai:gpt-4o-mini",
-                                        input="Hi").output_text == ANSWER
+        with openai.OpenAI(base_url=running.url + "/v1", api_key="sk-server", max_retries=0) as sdk:
+            assert (
+                sdk.responses.create(model="openai:gpt-4o-mini", input="Hi").output_text == ANSWER
+            )
 
 
 # -- cancellation -----------------------------------------------------------------------------
+
 
 def test_client_leaving_mid_stream_closes_the_upstream(server):
     emulator = server.emu["openai"]
@@ -479,8 +619,9 @@ def test_client_leaving_mid_stream_deletes_the_upstream_chat(server):
         for event in stream:
             if event.type == "response.output_text.delta":
                 break
-    wait_until(lambda: emulator.requests_to("/api/chat", "DELETE"),
-               message="upstream chat not deleted")
+    wait_until(
+        lambda: emulator.requests_to("/api/chat", "DELETE"), message="upstream chat not deleted"
+    )
     wait_until(lambda: emulator.open_streams == 0)
 
 
@@ -488,8 +629,11 @@ def test_client_leaving_before_a_non_stream_answer_cancels_upstream(server):
     emulator = server.emu["openai"]
     emulator.push(Script(ANSWER * 30, delay=0.1))
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + "/v1/responses", timeout=0.5,
-                   json={"model": "openai:gpt-4o-mini", "input": "Hi"})
+        httpx.post(
+            server.url + "/v1/responses",
+            timeout=0.5,
+            json={"model": "openai:gpt-4o-mini", "input": "Hi"},
+        )
     wait_until(lambda: emulator.open_streams == 0, message="upstream stream left open")
 
 
@@ -510,13 +654,18 @@ def test_a_client_that_stops_reading_is_dropped_and_the_upstream_closed(services
     emulator.push(Script(chunks=["word " * 200] * 40_000))
     client = emulated_client(services)
     with ServerThread(create_app(client, client_stall_timeout=1)) as running:
-        body = json.dumps({"model": "openai:gpt-4o-mini", "input": "Talk.",
-                           "stream": True}).encode()
+        body = json.dumps(
+            {"model": "openai:gpt-4o-mini", "input": "Talk.", "stream": True}
+        ).encode()
         sock = socket.create_connection((running.host, running.port), timeout=15)
         try:
-            sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            sock.sendall(
+                b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
             start = b""
             while b"response.created" not in start:  # headers and events may come apart
                 more = sock.recv(65536)
@@ -524,8 +673,11 @@ def test_a_client_that_stops_reading_is_dropped_and_the_upstream_closed(services
                 start += more
             assert start.startswith(b"HTTP/1.1 200")
             assert emulator.open_streams == 1
-            wait_until(lambda: emulator.open_streams == 0, timeout=30,
-                       message="the stalled client's upstream stream is still open")
+            wait_until(
+                lambda: emulator.open_streams == 0,
+                timeout=30,
+                message="the stalled client's upstream stream is still open",
+            )
             received = start
             while chunk := sock.recv(65536):
                 received += chunk
@@ -534,20 +686,29 @@ def test_a_client_that_stops_reading_is_dropped_and_the_upstream_closed(services
             sock.close()
         emulator.push(Script("Still here."))
         with openai.OpenAI(base_url=running.url + "/v1", api_key="x", max_retries=0) as sdk:
-            assert sdk.responses.create(model="openai:gpt-4o-mini",
-                                        input="Hi").output_text == "Still here."
+            assert (
+                sdk.responses.create(model="openai:gpt-4o-mini", input="Hi").output_text
+                == "Still here."
+            )
 
 
 def test_input_items_of_a_stored_response(server):
-    response = server.sdk.responses.create(model="openai:gpt-4o-mini", input=[
-        {"role": "user", "content": "Weather?"},
-        {"type": "function_call", "call_id": "call_1", "name": "get_weather",
-         "arguments": "{}"},
-        {"type": "function_call_output", "call_id": "call_1", "output": "22 C"}],
-        tools=[WEATHER])
+    response = server.sdk.responses.create(
+        model="openai:gpt-4o-mini",
+        input=[
+            {"role": "user", "content": "Weather?"},
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "arguments": "{}",
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": "22 C"},
+        ],
+        tools=[WEATHER],
+    )
     page = server.sdk.responses.input_items.list(response.id, order="asc")
-    assert [item.type for item in page.data] == ["message", "function_call",
-                                                 "function_call_output"]
+    assert [item.type for item in page.data] == ["message", "function_call", "function_call_output"]
     assert page.data[0].content[0].text == "Weather?" and page.data[0].role == "user"
     assert page.data[1].call_id == "call_1" and page.data[2].output == "22 C"
     assert len({item.id for item in page.data}) == 3
@@ -555,8 +716,9 @@ def test_input_items_of_a_stored_response(server):
     assert [item.type for item in newest.data] == ["function_call_output"]
     assert newest.has_more
     # the SDK pages through them with `after`
-    assert [item.id for item in server.sdk.responses.input_items.list(
-        response.id, limit=1, order="asc")] == [item.id for item in page.data]
+    assert [
+        item.id for item in server.sdk.responses.input_items.list(response.id, limit=1, order="asc")
+    ] == [item.id for item in page.data]
     with pytest.raises(openai.NotFoundError):
         server.sdk.responses.input_items.list("resp_missing")
 
@@ -574,11 +736,18 @@ def test_a_store_that_fails_is_an_error_event_not_a_completed_response(services,
         assert name == "error" and data["code"] == "internal_error"
         assert data["sequence_number"] == len(events) - 1
         assert "response.completed" not in [n for n, _ in events]
-        response = httpx.post(running.url + "/v1/responses", timeout=15,
-                              json={"model": "openai:gpt-4o-mini", "input": "Hi"})
+        response = httpx.post(
+            running.url + "/v1/responses",
+            timeout=15,
+            json={"model": "openai:gpt-4o-mini", "input": "Hi"},
+        )
         assert response.status_code == 500
         assert response.json()["error"]["code"] == "internal_error"
         # store: false needs no store
-        assert served.sdk.responses.create(model="openai:gpt-4o-mini", input="Hi",
-                                           store=False).output_text == ANSWER
+        assert (
+            served.sdk.responses.create(
+                model="openai:gpt-4o-mini", input="Hi", store=False
+            ).output_text
+            == ANSWER
+        )
         served.sdk.close()

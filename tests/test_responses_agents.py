@@ -49,8 +49,11 @@ async def served():
 
 
 def chat_requests(emulator):
-    return [json.loads(r.text) for r in emulator.requests
-            if r.method == "POST" and r.path.endswith("/chat/completions")]
+    return [
+        json.loads(r.text)
+        for r in emulator.requests
+        if r.method == "POST" and r.path.endswith("/chat/completions")
+    ]
 
 
 @pytest.mark.parametrize("streamed", [False, True])
@@ -58,8 +61,12 @@ async def test_agent_with_a_function_tool(served, streamed):
     emulator = served.emulators["openai"]
     emulator.push(Script(tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}]))
     emulator.push(Script("It is 22 C and sunny in Paris."))
-    agent = Agent(name="Weather", instructions="Answer with the weather tool.",
-                  model="gpt-4o-mini", tools=[get_weather])
+    agent = Agent(
+        name="Weather",
+        instructions="Answer with the weather tool.",
+        model="gpt-4o-mini",
+        tools=[get_weather],
+    )
     if streamed:
         result = Runner.run_streamed(agent, "What is the weather in Paris?")
         kinds = [event.type async for event in result.stream_events()]
@@ -69,25 +76,31 @@ async def test_agent_with_a_function_tool(served, streamed):
     assert result.final_output == "It is 22 C and sunny in Paris."
     assert CALLS == ["Paris"]
     first, second = chat_requests(emulator)
-    assert first["messages"][0] == {"role": "system",
-                                    "content": "Answer with the weather tool."}
+    assert first["messages"][0] == {"role": "system", "content": "Answer with the weather tool."}
     assert first["tools"][0]["function"]["name"] == "get_weather"
     # the second turn carries the call and the tool's answer
     call = second["messages"][-2]["tool_calls"][0]
     assert call["function"]["name"] == "get_weather"
-    assert second["messages"][-1] == {"role": "tool", "tool_call_id": call["id"],
-                                      "content": "22 C and sunny in Paris"}
+    assert second["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": call["id"],
+        "content": "22 C and sunny in Paris",
+    }
 
 
 async def test_agent_on_a_text_only_provider(served):
     emulator = served.emulators["allenai"]
-    emulator.push(Script(
-        '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>'))
+    emulator.push(
+        Script('<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>')
+    )
     emulator.push(Script("Sunny in Rome."))
     # an Ai2 model without native tools (olmo-3.1-32b-instruct calls them itself)
-    agent = Agent(name="Weather", instructions="Use the tool.",
-                  model="allenai:olmo-3.1-32b-think",
-                  tools=[get_weather])
+    agent = Agent(
+        name="Weather",
+        instructions="Use the tool.",
+        model="allenai:olmo-3.1-32b-think",
+        tools=[get_weather],
+    )
     result = await Runner.run(agent, "Weather in Rome?")
     assert result.final_output == "Sunny in Rome."
     assert CALLS == ["Rome"]

@@ -41,9 +41,11 @@ class Clock:
 @pytest.fixture
 def pair():
     """Two OpenAI-compatible services (as "OpenAI" and "Groq") and Replicate, all healthy."""
-    with serve(OpenAIEmulator(Script(GOOD))) as first, \
-            serve(OpenAIEmulator(Script(GOOD))) as second, \
-            serve(ReplicateEmulator(Script(GOOD))) as third:
+    with (
+        serve(OpenAIEmulator(Script(GOOD))) as first,
+        serve(OpenAIEmulator(Script(GOOD))) as second,
+        serve(ReplicateEmulator(Script(GOOD))) as third,
+    ):
         yield first, second, third
 
 
@@ -219,21 +221,26 @@ async def test_health_order_puts_failing_providers_last(pair):
 async def test_provider_argument_forms(pair):
     client = make_client(pair)
     for provider in ("groq", get_provider("Groq"), ["groq", "openai"]):
-        completion = await client.chat.completions.create(model="gpt-4o-mini", messages="Hi",
-                                                          provider=provider)
+        completion = await client.chat.completions.create(
+            model="gpt-4o-mini", messages="Hi", provider=provider
+        )
         assert completion.provider == "Groq"
     with pytest.raises(InvalidRequestError, match="unknown provider 'nope'"):
         await client.chat.completions.create(model="x", messages="Hi", provider="nope")
     with pytest.raises(InvalidRequestError, match="names provider Replicate"):
-        await client.chat.completions.create(model="replicate:meta/x", messages="Hi",
-                                             provider="groq")
+        await client.chat.completions.create(
+            model="replicate:meta/x", messages="Hi", provider="groq"
+        )
 
 
 def test_resolution_of_names():
     router = Router()
     (route,) = router.resolve("replicate:meta/meta-llama-3-8b-instruct")
     assert (route.name, route.model, route.named) == (
-        "Replicate", "meta/meta-llama-3-8b-instruct", True)
+        "Replicate",
+        "meta/meta-llama-3-8b-instruct",
+        True,
+    )
     (route,) = router.resolve("allenai:olmo-3.1-32b")  # alias resolved by the provider
     assert route.model == "olmo-3.1-32b-instruct"
     (route,) = router.resolve("ollama:llama3.2:1b")  # colons inside the model name survive
@@ -251,11 +258,13 @@ async def test_conversation_after_a_fallback_carries_the_full_history(pair):
     first, second, _ = pair
     client = make_client(pair)
     conversation = await client.conversations.create()
-    await client.chat.completions.create(model="duo", messages="Turn one",
-                                         conversation=conversation)
+    await client.chat.completions.create(
+        model="duo", messages="Turn one", conversation=conversation
+    )
     first.push(Script(GOOD, fault=Fault.http_status(503)))  # OpenAI fails: Groq answers
-    answer = await client.chat.completions.create(model="duo", messages="Turn two",
-                                                  conversation=conversation.id)
+    answer = await client.chat.completions.create(
+        model="duo", messages="Turn two", conversation=conversation.id
+    )
     assert answer.provider == "Groq" and answer.conversation_id == conversation.id
     sent = second.requests_to("/chat/completions")[0].json["messages"]
     assert [m["content"] for m in sent] == ["Turn one", GOOD, "Turn two"]
@@ -282,7 +291,8 @@ async def test_a_missing_key_is_grouped_and_never_cools_down(pair):
         assert lines[1] == "  Groq: HTTP 500: Internal meltdown (3 attempts)"
         assert "  no key for: OpenAI" in lines
         assert lines[lines.index("  no key for: OpenAI") + 1].startswith(
-            "    (set OPENAI_API_KEY, or add api_key under [providers.OpenAI] in")
+            "    (set OPENAI_API_KEY, or add api_key under [providers.OpenAI] in"
+        )
         router = client.router
         router.health.pop("Groq", None)  # Groq may be tried again; OpenAI never cooled
         assert "OpenAI" not in router.health or router.health["OpenAI"].failures == 0

@@ -49,8 +49,9 @@ class Counting:
     def __init__(self, url: str, **options) -> None:
         self.sent = 0
         http = httpx.Client(event_hooks={"request": [self._count]})
-        self.client = openai.OpenAI(base_url=url + "/v1", api_key="unused", http_client=http,
-                                    **options)
+        self.client = openai.OpenAI(
+            base_url=url + "/v1", api_key="unused", http_client=http, **options
+        )
 
     def _count(self, request: httpx.Request) -> None:
         self.sent += 1
@@ -74,8 +75,9 @@ def caller_on():
 
 
 def app_for(provider_options, aliases=None):
-    client = AsyncClient(router=Router(aliases=aliases or {}), store=MemoryStore(),
-                         provider_options=provider_options)
+    client = AsyncClient(
+        router=Router(aliases=aliases or {}), store=MemoryStore(), provider_options=provider_options
+    )
     return create_app(client)
 
 
@@ -91,7 +93,10 @@ def test_a_provider_without_a_key_is_a_500_the_sdk_does_not_retry(caller_on):
             assert error.response.headers["x-should-retry"] == "false"
             assert error.body == {
                 "message": "the server has no API key configured for provider OpenAI",
-                "type": "server_error", "param": None, "code": "provider_not_configured"}
+                "type": "server_error",
+                "param": None,
+                "code": "provider_not_configured",
+            }
         assert caller.sent == 2  # one per call: no retry
 
 
@@ -102,16 +107,22 @@ def test_no_provider_configured_for_any_route_and_it_stays_so(caller_on):
             with pytest.raises(openai.InternalServerError) as info:
                 caller.create(model="duo")
             assert info.value.body["code"] == "provider_not_configured"
-            assert info.value.body["message"] == ("no provider is configured on this server "
-                                                  "for model 'duo': it has no API key for "
-                                                  "OpenAI, Groq")
+            assert info.value.body["message"] == (
+                "no provider is configured on this server "
+                "for model 'duo': it has no API key for "
+                "OpenAI, Groq"
+            )
             assert "api_key=" not in info.value.body["message"]
         assert caller.sent == 2
 
 
 def test_a_refused_upstream_key_is_a_502_not_retried(caller_on):
-    with serve(OpenAIEmulator(api_keys={"sk-right"})) as upstream, ServerThread(app_for(
-            {"OpenAI": {"base_url": upstream.url + "/v1", "api_key": "sk-wrong"}})) as server:
+    with (
+        serve(OpenAIEmulator(api_keys={"sk-right"})) as upstream,
+        ServerThread(
+            app_for({"OpenAI": {"base_url": upstream.url + "/v1", "api_key": "sk-wrong"}})
+        ) as server,
+    ):
         caller = caller_on(server.url)
         with pytest.raises(openai.APIStatusError) as info:
             caller.create(model="openai:gpt-4o-mini")
@@ -119,7 +130,8 @@ def test_a_refused_upstream_key_is_a_502_not_retried(caller_on):
         assert info.value.response.headers["x-should-retry"] == "false"
         assert info.value.body["code"] == "upstream_auth_error"
         assert info.value.body["message"].startswith(
-            "OpenAI: HTTP 401: the upstream service refused the server's credentials")
+            "OpenAI: HTTP 401: the upstream service refused the server's credentials"
+        )
         assert "sk-wrong" not in info.value.body["message"]
         assert caller.sent == 1 and len(upstream.requests) == 1
 
@@ -142,9 +154,9 @@ def test_connection_errors_hide_the_upstream_address(caplog, caller_on):
         assert info.value.status_code == 502 and error["code"] == "upstream_connection_error"
         assert error["message"].splitlines() == [
             "all providers failed for model 'duo':",
-            ("  OpenAI: cannot connect to [address hidden]: Connect call failed "
-             "[address hidden]"),
-            "  the server has no API key configured for: Groq"]
+            ("  OpenAI: cannot connect to [address hidden]: Connect call failed [address hidden]"),
+            "  the server has no API key configured for: Groq",
+        ]
         assert "x-should-retry" not in info.value.response.headers  # it may come back
         # alone (a single route is tried even while cooling down)
         with pytest.raises(openai.APIStatusError) as info:
@@ -160,15 +172,27 @@ def test_connection_errors_hide_the_upstream_address(caplog, caller_on):
 def test_a_proxy_address_is_hidden_too(caplog, caller_on):
     proxy = free_port()
     caplog.set_level(logging.INFO, logger="llmplex.server")
-    with serve(OpenAIEmulator(Script("hi"))) as upstream, ServerThread(app_for(
-            {"OpenAI": {"base_url": upstream.url + "/v1", "api_key": "sk-x",
-                        "proxy": f"http://user:pw@127.0.0.1:{proxy}"}})) as server, \
-            pytest.raises(openai.APIStatusError) as info:
+    with (
+        serve(OpenAIEmulator(Script("hi"))) as upstream,
+        ServerThread(
+            app_for(
+                {
+                    "OpenAI": {
+                        "base_url": upstream.url + "/v1",
+                        "api_key": "sk-x",
+                        "proxy": f"http://user:pw@127.0.0.1:{proxy}",
+                    }
+                }
+            )
+        ) as server,
+        pytest.raises(openai.APIStatusError) as info,
+    ):
         caller_on(server.url, max_retries=0).create(model="openai:gpt-4o-mini")
     message = info.value.body["message"]
     print(message)
-    assert message.startswith("OpenAI: cannot connect to [address hidden] through proxy "
-                              "[address hidden]"), message
+    assert message.startswith(
+        "OpenAI: cannot connect to [address hidden] through proxy [address hidden]"
+    ), message
     assert not leaks(message, proxy) and not leaks(message, port_of(upstream))
     assert "pw" not in message
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -178,8 +202,9 @@ def test_a_proxy_address_is_hidden_too(caplog, caller_on):
 def test_hostile_upstreams_leak_no_address(caplog, caller_on):
     caplog.set_level(logging.INFO, logger="llmplex.server")
     with hostile() as upstream:
-        options = {"OpenAI": {"base_url": upstream.url + "/v1", "api_key": "sk-hostile",
-                              "timeout": 0.5}}
+        options = {
+            "OpenAI": {"base_url": upstream.url + "/v1", "api_key": "sk-hostile", "timeout": 0.5}
+        }
         with ServerThread(app_for(options)) as server:
             caller = caller_on(server.url, max_retries=0)
             # "silent" never answers: a timeout; "echo" is a 500 echoing the request's
@@ -188,8 +213,9 @@ def test_hostile_upstreams_leak_no_address(caplog, caller_on):
                 with pytest.raises(openai.APIStatusError) as info:
                     caller.create(model=f"openai:{behaviour}")
                 assert info.value.status_code == status, behaviour
-                assert not leaks(info.value.body["message"], port_of(upstream)), \
-                    info.value.body["message"]
+                assert not leaks(info.value.body["message"], port_of(upstream)), info.value.body[
+                    "message"
+                ]
             with pytest.raises(openai.APIError) as info:
                 list(caller.create(model="openai:cut", stream=True))
             assert not leaks(str(info.value.message), port_of(upstream)), info.value.message
@@ -198,9 +224,14 @@ def test_hostile_upstreams_leak_no_address(caplog, caller_on):
 
 
 def test_an_upstream_failure_without_an_address_is_unchanged(caller_on):
-    with serve(OpenAIEmulator(Script(fault=Fault.http_status(500, "Internal meltdown")))) \
-            as upstream, ServerThread(app_for(
-                {"OpenAI": {"base_url": upstream.url + "/v1", "api_key": "sk-x"}})) as server:
+    with (
+        serve(
+            OpenAIEmulator(Script(fault=Fault.http_status(500, "Internal meltdown")))
+        ) as upstream,
+        ServerThread(
+            app_for({"OpenAI": {"base_url": upstream.url + "/v1", "api_key": "sk-x"}})
+        ) as server,
+    ):
         caller = caller_on(server.url)
         with pytest.raises(openai.InternalServerError) as info:
             caller.create(model="openai:gpt-4o-mini")

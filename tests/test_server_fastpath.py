@@ -20,8 +20,12 @@ GOOD = b'{"model": "m", "messages": [{"role": "user", "content": "Hi"}]}'
 
 def _check(token: str | None) -> None:
     if token != "sk-right":
-        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise APIError(
+            401,
+            "Incorrect API key provided.",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def _app() -> FastAPI:
@@ -29,8 +33,9 @@ def _app() -> FastAPI:
     install_error_handlers(app)
 
     async def answer(body: ChatCompletionRequest, request: Request) -> JSONResponse:
-        return JSONResponse({"model": body.model, "n": len(body.messages),
-                             "extra": sorted(body.model_extra or {})})
+        return JSONResponse(
+            {"model": body.model, "n": len(body.messages), "extra": sorted(body.model_extra or {})}
+        )
 
     def dependency(request: Request) -> None:
         _check(fastpath.bearer_token(request))
@@ -39,9 +44,14 @@ def _app() -> FastAPI:
     async def slow(body: ChatCompletionRequest, request: Request) -> JSONResponse:
         return await answer(body, request)
 
-    app.router.routes.append(fastpath.route(
-        "/fast", ChatCompletionRequest, lambda request: _check(fastpath.bearer_token(request)),
-        answer))
+    app.router.routes.append(
+        fastpath.route(
+            "/fast",
+            ChatCompletionRequest,
+            lambda request: _check(fastpath.bearer_token(request)),
+            answer,
+        )
+    )
     return app
 
 
@@ -56,14 +66,26 @@ CASES = [
     ("a list", b"[1, 2]", {"content-type": "application/json"}),
     ("null", b"null", {"content-type": "application/json"}),
     ("no messages", b'{"model": "m"}', {"content-type": "application/json"}),
-    ("bad role", b'{"model": "m", "messages": [{"role": "robot", "content": "x"}]}',
-     {"content-type": "application/json"}),
-    ("bad part", (b'{"model": "m", "messages": [{"role": "user", "content": [{"type": '
-                  b'"nope"}]}]}'), {"content-type": "application/json"}),
-    ("bad temperature", b'{"model": "m", "messages": [], "temperature": "hot"}',
-     {"content-type": "application/json"}),
-    ("vendor field", b'{"model": "m", "messages": [], "top_k": 3}',
-     {"content-type": "application/json"}),
+    (
+        "bad role",
+        b'{"model": "m", "messages": [{"role": "robot", "content": "x"}]}',
+        {"content-type": "application/json"},
+    ),
+    (
+        "bad part",
+        (b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "nope"}]}]}'),
+        {"content-type": "application/json"},
+    ),
+    (
+        "bad temperature",
+        b'{"model": "m", "messages": [], "temperature": "hot"}',
+        {"content-type": "application/json"},
+    ),
+    (
+        "vendor field",
+        b'{"model": "m", "messages": [], "top_k": 3}',
+        {"content-type": "application/json"},
+    ),
 ]
 
 
@@ -73,8 +95,10 @@ def test_fast_route_answers_as_fastapi_would(auth):
         for name, body, headers in CASES:
             if auth:
                 headers = {**headers, "authorization": auth}
-            answers = [httpx.post(server.url + path, content=body, headers=headers)
-                       for path in ("/slow", "/fast")]
+            answers = [
+                httpx.post(server.url + path, content=body, headers=headers)
+                for path in ("/slow", "/fast")
+            ]
             slow, fast = answers
             assert (fast.status_code, fast.content) == (slow.status_code, slow.content), name
             assert fast.headers.get("www-authenticate") == slow.headers.get("www-authenticate")

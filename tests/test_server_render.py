@@ -21,21 +21,48 @@ from llmplex.objects import (
 )
 from llmplex.server.streaming import ChunkRenderer, render_chunk
 
-TEXTS = ["hello", "", " ", 'quote " and \\ backslash', "line\nbreak\r\ttab", "\u2028\u2029",
-         "Привет", "漢字", "🎉👍🏽", "\x00\x1f\x7f", "\ue000llmplex-text\ue000", "null", "{}"]
+TEXTS = [
+    "hello",
+    "",
+    " ",
+    'quote " and \\ backslash',
+    "line\nbreak\r\ttab",
+    "\u2028\u2029",
+    "Привет",
+    "漢字",
+    "🎉👍🏽",
+    "\x00\x1f\x7f",
+    "\ue000llmplex-text\ue000",
+    "null",
+    "{}",
+]
 
 
-def chunk(text: str | None = "hello", *, id: str = "chatcmpl-1", model: str = "m",
-          provider: str = "OpenAI", emulated: list[str] | None = None,
-          conversation_id: str | None = None, fingerprint: str | None = None,
-          **delta: object) -> ChatCompletionChunk:
+def chunk(
+    text: str | None = "hello",
+    *,
+    id: str = "chatcmpl-1",
+    model: str = "m",
+    provider: str = "OpenAI",
+    emulated: list[str] | None = None,
+    conversation_id: str | None = None,
+    fingerprint: str | None = None,
+    **delta: object,
+) -> ChatCompletionChunk:
     finish = delta.pop("finish_reason", None)
     usage = delta.pop("usage", None)
     index = delta.pop("index", 0)
-    return ChatCompletionChunk(id, 1700000000, model, provider,
-                               [ChunkChoice(ChoiceDelta(text, **delta), finish, index)],
-                               usage=usage, emulated=emulated, conversation_id=conversation_id,
-                               system_fingerprint=fingerprint)
+    return ChatCompletionChunk(
+        id,
+        1700000000,
+        model,
+        provider,
+        [ChunkChoice(ChoiceDelta(text, **delta), finish, index)],
+        usage=usage,
+        emulated=emulated,
+        conversation_id=conversation_id,
+        system_fingerprint=fingerprint,
+    )
 
 
 STREAM = [
@@ -53,8 +80,12 @@ STREAM = [
     chunk("second choice", index=1),
     chunk(None, reasoning_content="thinking"),
     chunk("text and refusal", refusal="no"),
-    chunk(None, tool_calls=[ChoiceDeltaToolCall(0, "call_1", ChoiceDeltaToolCallFunction(
-        "f", "{}"), "function")]),
+    chunk(
+        None,
+        tool_calls=[
+            ChoiceDeltaToolCall(0, "call_1", ChoiceDeltaToolCallFunction("f", "{}"), "function")
+        ],
+    ),
     chunk("after a tool call"),
     chunk(None, finish_reason="stop"),
     chunk(None, finish_reason="stop", usage=CompletionUsage(3, 4)),
@@ -88,9 +119,14 @@ def test_the_fast_path_is_taken_for_text_chunks():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.text(), st.sampled_from(["m", "m2"]),
-                          st.sampled_from([None, ["tools"]])), min_size=1, max_size=8),
-       st.booleans())
+@given(
+    st.lists(
+        st.tuples(st.text(), st.sampled_from(["m", "m2"]), st.sampled_from([None, ["tools"]])),
+        min_size=1,
+        max_size=8,
+    ),
+    st.booleans(),
+)
 def test_any_text_renders_as_the_full_rendering(items, include_usage):
     render = ChunkRenderer(include_usage)
     for text, model, emulated in items:

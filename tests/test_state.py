@@ -35,8 +35,10 @@ def url(redis_server):
 def test_redact_url_hides_passwords():
     assert redact_url("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
     assert redact_url("rediss://user:pw@host/1") == "rediss://user:***@host/1"
-    assert redact_url("unix:///run/redis.sock?password=pw&db=2") == \
-        "unix:///run/redis.sock?password=***&db=2"
+    assert (
+        redact_url("unix:///run/redis.sock?password=pw&db=2")
+        == "unix:///run/redis.sock?password=***&db=2"
+    )
     assert redact_url("redis://host:6379") == "redis://host:6379"
 
 
@@ -54,18 +56,29 @@ def test_store_round_trip(url):
     state = from_url(url)
     store = state.store
     assert isinstance(store, RedisStore) and PASSWORD not in repr(store) + repr(state)
-    record = store.create(model="m", messages=[{"role": "system", "content": "be brief"}],
-                          metadata={"k": "v"})
+    record = store.create(
+        model="m", messages=[{"role": "system", "content": "be brief"}], metadata={"k": "v"}
+    )
     assert store.get(record.id).messages == [{"role": "system", "content": "be brief"}]
-    after = store.append(record.id, [{"role": "user", "content": "hi"},
-                                     {"role": "assistant", "content": "hello ✓"}],
-                         provider="OpenAI", model="gpt", state={"s": 1}, expected_turns=1)
+    after = store.append(
+        record.id,
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello ✓"}],
+        provider="OpenAI",
+        model="gpt",
+        state={"s": 1},
+        expected_turns=1,
+    )
     assert [m["content"] for m in after.messages] == ["be brief", "hi", "hello ✓"]
     assert after.provider == "OpenAI" and after.model == "gpt" and after.metadata == {"k": "v"}
     assert after.state_for("OpenAI") == {"s": 1}
     # another writer slipped a turn in: the state is not claimed for it
-    stale = store.append(record.id, [{"role": "user", "content": "x"}], provider="Groq",
-                         state={"g": 1}, expected_turns=1)
+    stale = store.append(
+        record.id,
+        [{"role": "user", "content": "x"}],
+        provider="Groq",
+        state={"g": 1},
+        expected_turns=1,
+    )
     assert "Groq" not in stale.provider_state and len(stale.messages) == 4
     assert [c.id for c in store.list()] == [record.id]
     store.delete(record.id)
@@ -84,8 +97,13 @@ def test_concurrent_writers_lose_no_turn(url):
     def write(n: int) -> None:
         store = first if n % 2 else second
         for i in range(turns):
-            store.append(record.id, [{"role": "user", "content": f"{n}-{i}"},
-                                     {"role": "assistant", "content": f"re {n}-{i}"}])
+            store.append(
+                record.id,
+                [
+                    {"role": "user", "content": f"{n}-{i}"},
+                    {"role": "assistant", "content": f"re {n}-{i}"},
+                ],
+            )
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
     for thread in threads:
@@ -97,8 +115,10 @@ def test_concurrent_writers_lose_no_turn(url):
     users = [m["content"] for m in messages[::2]]
     assert sorted(users) == sorted(f"{n}-{i}" for n in range(writers) for i in range(turns))
     # every turn's two messages stay together
-    assert all(b["content"] == "re " + a["content"]
-               for a, b in zip(messages[::2], messages[1::2], strict=True))
+    assert all(
+        b["content"] == "re " + a["content"]
+        for a, b in zip(messages[::2], messages[1::2], strict=True)
+    )
     first.close()
     second.close()
 
@@ -138,8 +158,9 @@ async def test_health_shared_between_routers(url):
     one, two = from_url(url), from_url(url)
     try:
         first, second = Router(shared=one.health), Router(shared=two.health)
-        first.record_failure("OpenAI", RateLimitError("slow down", provider="OpenAI",
-                                                      status=429, retry_after=120))
+        first.record_failure(
+            "OpenAI", RateLimitError("slow down", provider="OpenAI", status=429, retry_after=120)
+        )
         await one.health.failed(first, "OpenAI")
         await two.health.pull(second, ["OpenAI", "Groq"])
         status = second.status()
@@ -174,8 +195,11 @@ async def test_unreachable_open_goes_local_and_warns_once(tmp_path, caplog):
     state = from_url(server.url, on_error="open", timeout=2)
     try:
         with caplog.at_level(logging.WARNING, logger="llmplex.state"):
-            assert [(await state.limiter.admit("k", 2, None)).allowed
-                    for _ in range(3)] == [True, True, False]  # counted here
+            assert [(await state.limiter.admit("k", 2, None)).allowed for _ in range(3)] == [
+                True,
+                True,
+                False,
+            ]  # counted here
             await state.health.pull(Router(), ["OpenAI"])  # no error: local health
         warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
         assert len(warnings) == 1
@@ -191,16 +215,19 @@ async def test_unreachable_open_goes_local_and_warns_once(tmp_path, caplog):
         await state.aclose()
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ('[state]\non_error = "maybe"\n', "on_error"),
-    ('[state]\nurl = "http://:pw@host"\n', "redis://"),
-    ('[state]\nurls = "redis://host"\n', "unknown key 'urls'"),
-    ('[server.keys.a]\nkey = "k"\nrpn = 1\n', "[server.keys.a]: unknown key 'rpn'"),
-    ('[server.keys.a]\nkey = "k"\nkey_sha256 = "00"\n', "exactly one of"),
-    ('[server.keys.a]\nkey_sha256 = "abc"\n', "64 hexadecimal"),
-    ('[server.keys.a]\nkey = "k"\nrpm = 0\n', "'rpm' must be a positive integer"),
-    ('[server.keys.a]\nkey = "k"\n[server.keys.b]\nkey = "k"\n', "same secret"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[state]\non_error = "maybe"\n', "on_error"),
+        ('[state]\nurl = "http://:pw@host"\n', "redis://"),
+        ('[state]\nurls = "redis://host"\n', "unknown key 'urls'"),
+        ('[server.keys.a]\nkey = "k"\nrpn = 1\n', "[server.keys.a]: unknown key 'rpn'"),
+        ('[server.keys.a]\nkey = "k"\nkey_sha256 = "00"\n', "exactly one of"),
+        ('[server.keys.a]\nkey_sha256 = "abc"\n', "64 hexadecimal"),
+        ('[server.keys.a]\nkey = "k"\nrpm = 0\n', "'rpm' must be a positive integer"),
+        ('[server.keys.a]\nkey = "k"\n[server.keys.b]\nkey = "k"\n', "same secret"),
+    ],
+)
 def test_config_refuses_bad_state_and_key_tables(tmp_path, text, expected):
     from llmplex.config import ConfigError, load_config
 
@@ -216,8 +243,10 @@ def test_config_reads_state_and_keys_and_the_variable_wins(tmp_path):
     from llmplex.config import load_config
 
     path = tmp_path / "config.toml"
-    path.write_text('[state]\nurl = "redis://file:6379"\non_error = "open"\n'
-                    '[server.keys.a]\nkey = "k"\nrpm = 5\nmodels = ["openai:*"]\n')
+    path.write_text(
+        '[state]\nurl = "redis://file:6379"\non_error = "open"\n'
+        '[server.keys.a]\nkey = "k"\nrpm = 5\nmodels = ["openai:*"]\n'
+    )
     config = load_config(path, environ={"LLMPLEX_STATE_URL": "redis://env:6379"})
     assert config.state == {"url": "redis://env:6379", "on_error": "open"}
     assert config.server["keys"] == {"a": {"key": "k", "rpm": 5, "models": ["openai:*"]}}

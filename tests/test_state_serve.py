@@ -21,8 +21,8 @@ import pytest
 import redis
 from redis_server import RedisServer
 
-from llmplex.testing import Fault, Script, serve, wait_until
 from llmplex.emulators.openai import OpenAIEmulator
+from llmplex.testing import Fault, Script, serve, wait_until
 
 LLMPLEX = shutil.which("llmplex", path=str(Path(sys.executable).parent)) or "llmplex"
 PASSWORD = "redis-pass-9f8e7d"
@@ -72,8 +72,9 @@ class Instance:
         # a data directory of its own: nothing shared through a SQLite file
         env = {**env, "LLMPLEX_DATA_DIR": str(log.with_suffix(".data"))}
         with log.open("wb") as sink:  # the child keeps its own descriptor
-            self.process = subprocess.Popen([LLMPLEX, "serve", "--port", "0"], env=env,
-                                            stdout=subprocess.DEVNULL, stderr=sink)
+            self.process = subprocess.Popen(
+                [LLMPLEX, "serve", "--port", "0"], env=env, stdout=subprocess.DEVNULL, stderr=sink
+            )
         self.url = ""
         self.clients: dict[object, openai.OpenAI | anthropic.Anthropic] = {}
 
@@ -93,14 +94,14 @@ class Instance:
     def openai(self, key: str) -> openai.OpenAI:
         """An SDK client with ``key`` (one per key, closed with the instance)."""
         if key not in self.clients:
-            self.clients[key] = openai.OpenAI(base_url=self.url + "/v1", api_key=key,
-                                              max_retries=0)
+            self.clients[key] = openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0)
         return self.clients[key]
 
     def anthropic(self, key: str) -> anthropic.Anthropic:
         if ("anthropic", key) not in self.clients:
             self.clients["anthropic", key] = anthropic.Anthropic(
-                base_url=self.url, api_key=key, max_retries=0)
+                base_url=self.url, api_key=key, max_retries=0
+            )
         return self.clients["anthropic", key]
 
     def close_clients(self) -> None:
@@ -130,23 +131,35 @@ def _answers(url: str) -> bool:
         return False
 
 
-def environment(tmp: Path, config: str, oai: OpenAIEmulator, groq: OpenAIEmulator,
-                state_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("LLMPLEX_") and not k.endswith(("_API_KEY", "_API_TOKEN"))}
+def environment(
+    tmp: Path, config: str, oai: OpenAIEmulator, groq: OpenAIEmulator, state_url: str
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LLMPLEX_") and not k.endswith(("_API_KEY", "_API_TOKEN"))
+    }
     path = tmp / "config.toml"
     path.write_text(config)
-    env.update(LLMPLEX_CONFIG=str(path), LLMPLEX_DATA_DIR=str(tmp / "data"),
-               LLMPLEX_OPENAI_BASE_URL=oai.url + "/v1", OPENAI_API_KEY="sk-upstream",
-               LLMPLEX_GROQ_BASE_URL=groq.url + "/v1", GROQ_API_KEY="gsk-upstream",
-               LLMPLEX_STATE_URL=state_url, PYTHONIOENCODING="utf-8")
+    env.update(
+        LLMPLEX_CONFIG=str(path),
+        LLMPLEX_DATA_DIR=str(tmp / "data"),
+        LLMPLEX_OPENAI_BASE_URL=oai.url + "/v1",
+        OPENAI_API_KEY="sk-upstream",
+        LLMPLEX_GROQ_BASE_URL=groq.url + "/v1",
+        GROQ_API_KEY="gsk-upstream",
+        LLMPLEX_STATE_URL=state_url,
+        PYTHONIOENCODING="utf-8",
+    )
     return env
 
 
 @pytest.fixture(scope="module")
 def upstreams():
-    with serve(OpenAIEmulator(Script("From OpenAI."))) as oai, \
-            serve(OpenAIEmulator(Script("From Groq."))) as groq:
+    with (
+        serve(OpenAIEmulator(Script("From OpenAI."))) as oai,
+        serve(OpenAIEmulator(Script("From Groq."))) as groq,
+    ):
         yield oai, groq
 
 
@@ -177,7 +190,8 @@ def pair(tmp_path_factory, upstreams, shared_redis):
 
 def ask(instance: Instance, key: str, model: str = MODEL, text: str = "Hi", **extra):
     return instance.openai(key).chat.completions.create(
-        model=model, messages=[{"role": "user", "content": text}], **extra)
+        model=model, messages=[{"role": "user", "content": text}], **extra
+    )
 
 
 def test_a_cooldown_started_on_one_is_honoured_by_the_other(pair, upstreams):
@@ -193,8 +207,9 @@ def test_a_cooldown_started_on_one_is_honoured_by_the_other(pair, upstreams):
     assert answer.choices[0].message.content == "From Groq."
     assert len(oai.requests_to("/chat/completions")) == 1
     assert len(groq.requests_to("/chat/completions")) == 2
-    providers = httpx.get(second.url + "/v1/providers",
-                          headers={"Authorization": "Bearer sk-free"}, timeout=10).json()
+    providers = httpx.get(
+        second.url + "/v1/providers", headers={"Authorization": "Bearer sk-free"}, timeout=10
+    ).json()
     (health,) = [p for p in providers["data"] if p["id"] == "OpenAI"]
     assert health["cooling_down"] and health["cooldown_remaining"] > 60
     # an answer from OpenAI (a single route is always tried) ends the shared cooldown
@@ -203,30 +218,38 @@ def test_a_cooldown_started_on_one_is_honoured_by_the_other(pair, upstreams):
     assert len(oai.requests_to("/chat/completions")) == 3
 
 
-def test_a_conversation_started_on_one_continues_on_the_other(pair, upstreams,
-                                                              shared_redis):
+def test_a_conversation_started_on_one_continues_on_the_other(pair, upstreams, shared_redis):
     first, second = pair
     oai, _ = upstreams
     headers = {"Authorization": "Bearer sk-free"}
-    conversation = httpx.post(first.url + "/v1/conversations", headers=headers, json={},
-                              timeout=10).json()["id"]
+    conversation = httpx.post(
+        first.url + "/v1/conversations", headers=headers, json={}, timeout=10
+    ).json()["id"]
     ask(first, "sk-free", text="First turn", extra_body={"conversation_id": conversation})
     assert redis.Redis.from_url(shared_redis.url).llen(f"llmplex:conv:{conversation}:messages") == 2
     stream = second.openai("sk-free").chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Second turn"}], stream=True,
-        extra_body={"conversation_id": conversation})
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == \
-        "From OpenAI."
+        model=MODEL,
+        messages=[{"role": "user", "content": "Second turn"}],
+        stream=True,
+        extra_body={"conversation_id": conversation},
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "From OpenAI."
     sent = oai.requests_to("/chat/completions")[-1].json["messages"]
     assert [m["content"] for m in sent] == ["First turn", "From OpenAI.", "Second turn"]
-    stored = httpx.get(f"{first.url}/v1/conversations/{conversation}", headers=headers,
-                       timeout=10).json()
+    stored = httpx.get(
+        f"{first.url}/v1/conversations/{conversation}", headers=headers, timeout=10
+    ).json()
     assert [m["content"] for m in stored["messages"]] == [
-        "First turn", "From OpenAI.", "Second turn", "From OpenAI."]
+        "First turn",
+        "From OpenAI.",
+        "Second turn",
+        "From OpenAI.",
+    ]
     # stored Responses too: previous_response_id on the other instance
     response = first.openai("sk-free").responses.create(model=MODEL, input="Remember me")
     follow = second.openai("sk-free").responses.create(
-        model=MODEL, input="And now?", previous_response_id=response.id)
+        model=MODEL, input="And now?", previous_response_id=response.id
+    )
     assert follow.output_text == "From OpenAI."
     sent = oai.requests_to("/chat/completions")[-1].json["messages"]
     assert [m["content"] for m in sent] == ["Remember me", "From OpenAI.", "And now?"]
@@ -263,7 +286,8 @@ def test_tpm_counts_streamed_answers(pair, shared_redis):
     first, second = pair
     redis.Redis.from_url(shared_redis.url).delete("llmplex:limit:tpm1:tokens")
     stream = first.openai("sk-tpm1").chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True)
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     with pytest.raises(openai.RateLimitError):
         ask(second, "sk-tpm1")
@@ -272,13 +296,16 @@ def test_tpm_counts_streamed_answers(pair, shared_redis):
 def test_tpm_counts_anthropic_messages_and_responses(pair):
     first, second = pair
     message = first.anthropic("sk-tpm-anthropic").messages.create(
-        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
+    )
     assert message.usage.output_tokens > 0
     with pytest.raises(anthropic.RateLimitError):
         second.anthropic("sk-tpm-anthropic").messages.create(
-            model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
-    events = list(first.openai("sk-tpm-responses").responses.create(
-        model=MODEL, input="Hi", stream=True))
+            model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
+        )
+    events = list(
+        first.openai("sk-tpm-responses").responses.create(model=MODEL, input="Hi", stream=True)
+    )
     assert events[-1].type == "response.completed"
     with pytest.raises(openai.RateLimitError):
         second.openai("sk-tpm-responses").responses.create(model=MODEL, input="Hi")
@@ -295,8 +322,7 @@ def test_model_allow_list_hashed_keys_and_wrong_keys(pair):
         assert info.value.code == "model_not_allowed" and model in info.value.message
         assert "sk-openai-only" not in info.value.message
     with pytest.raises(openai.PermissionDeniedError):
-        second.openai("sk-openai-only").embeddings.create(
-            model="groq:some-embedder", input="x")
+        second.openai("sk-openai-only").embeddings.create(model="groq:some-embedder", input="x")
     assert ask(second, KEY_HASHED).choices[0].message.content == "From OpenAI."
     with pytest.raises(openai.AuthenticationError) as info:
         ask(first, "sk-wrong")
@@ -308,31 +334,39 @@ def test_anthropic_messages_share_the_keys_limits(pair):
     first, second = pair
     for n, instance in enumerate((first, second)):
         client = instance.anthropic("sk-messages")
-        message = client.messages.create(model=MODEL, max_tokens=50,
-                                         messages=[{"role": "user", "content": f"Hi {n}"}])
+        message = client.messages.create(
+            model=MODEL, max_tokens=50, messages=[{"role": "user", "content": f"Hi {n}"}]
+        )
         assert message.content[0].text == "From OpenAI."
     client = first.anthropic("sk-messages")
     with pytest.raises(anthropic.RateLimitError) as info:
-        client.messages.create(model=MODEL, max_tokens=50,
-                               messages=[{"role": "user", "content": "Hi"}])
+        client.messages.create(
+            model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
+        )
     assert int(info.value.response.headers["retry-after"]) >= 1
     with pytest.raises(anthropic.AuthenticationError):
         first.anthropic("sk-nope").messages.create(
-            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "Hi"}])
+            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "Hi"}]
+        )
 
 
 def test_concurrent_writers_on_both_instances_lose_no_turn(pair):
     first, second = pair
     headers = {"Authorization": "Bearer sk-free"}
-    conversation = httpx.post(second.url + "/v1/conversations", headers=headers, json={},
-                              timeout=10).json()["id"]
+    conversation = httpx.post(
+        second.url + "/v1/conversations", headers=headers, json={}, timeout=10
+    ).json()["id"]
     errors: list[BaseException] = []
 
     def write(n: int) -> None:
         try:
             for i in range(3):
-                ask(first if (n + i) % 2 else second, "sk-free", text=f"turn {n}-{i}",
-                    extra_body={"conversation_id": conversation})
+                ask(
+                    first if (n + i) % 2 else second,
+                    "sk-free",
+                    text=f"turn {n}-{i}",
+                    extra_body={"conversation_id": conversation},
+                )
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -342,13 +376,16 @@ def test_concurrent_writers_on_both_instances_lose_no_turn(pair):
     for thread in threads:
         thread.join()
     assert not errors
-    messages = httpx.get(f"{first.url}/v1/conversations/{conversation}", headers=headers,
-                         timeout=10).json()["messages"]
+    messages = httpx.get(
+        f"{first.url}/v1/conversations/{conversation}", headers=headers, timeout=10
+    ).json()["messages"]
     users = sorted(m["content"] for m in messages if m["role"] == "user")
     assert users == sorted(f"turn {n}-{i}" for n in range(8) for i in range(3))
     assert len(messages) == 48
-    assert all(a["role"] == "user" and b["role"] == "assistant"
-               for a, b in zip(messages[::2], messages[1::2], strict=True))
+    assert all(
+        a["role"] == "user" and b["role"] == "assistant"
+        for a, b in zip(messages[::2], messages[1::2], strict=True)
+    )
 
 
 def test_kill_9_of_one_instance_loses_no_acknowledged_turn(tmp_path, upstreams):
@@ -358,25 +395,32 @@ def test_kill_9_of_one_instance_loses_no_acknowledged_turn(tmp_path, upstreams):
         first, second = Instance(env, tmp_path / "a.log"), Instance(env, tmp_path / "b.log")
         try:
             headers = {"Authorization": "Bearer sk-free"}
-            conversation = httpx.post(first.url + "/v1/conversations", headers=headers,
-                                      json={}, timeout=10).json()["id"]
+            conversation = httpx.post(
+                first.url + "/v1/conversations", headers=headers, json={}, timeout=10
+            ).json()["id"]
             for i in range(5):
-                ask(first, "sk-free", text=f"turn {i}",
-                    extra_body={"conversation_id": conversation})
+                ask(
+                    first, "sk-free", text=f"turn {i}", extra_body={"conversation_id": conversation}
+                )
             # a slow answer in flight when the instance dies
             oai.push(Script("word " * 200, delay=0.05))
             stream = first.openai("sk-free").chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": "dying"}], stream=True,
-                extra_body={"conversation_id": conversation})
+                model=MODEL,
+                messages=[{"role": "user", "content": "dying"}],
+                stream=True,
+                extra_body={"conversation_id": conversation},
+            )
             next(iter(stream))
             first.kill()
             with pytest.raises((openai.APIError, httpx.HTTPError)):
                 for _ in stream:
                     pass
-            stored = httpx.get(f"{second.url}/v1/conversations/{conversation}",
-                               headers=headers, timeout=10).json()["messages"]
+            stored = httpx.get(
+                f"{second.url}/v1/conversations/{conversation}", headers=headers, timeout=10
+            ).json()["messages"]
             assert [m["content"] for m in stored[:10]] == [
-                text for i in range(5) for text in (f"turn {i}", "From OpenAI.")]
+                text for i in range(5) for text in (f"turn {i}", "From OpenAI.")
+            ]
             assert "dying" not in [m["content"] for m in stored]  # never acknowledged
             # the survivor continues it
             ask(second, "sk-free", text="after", extra_body={"conversation_id": conversation})
@@ -392,8 +436,9 @@ def test_redis_stopped_mid_run_then_back(tmp_path, upstreams, policy):
     oai, groq = upstreams
     server = RedisServer(tmp_path, password=PASSWORD).start()
     config = KEYS + f'\n[state]\non_error = "{policy}"\ntimeout = 2\n'
-    instance = Instance(environment(tmp_path, config, oai, groq, server.url),
-                        tmp_path / "serve.log")
+    instance = Instance(
+        environment(tmp_path, config, oai, groq, server.url), tmp_path / "serve.log"
+    )
     headers = {"Authorization": "Bearer sk-rpm4"}
     try:
         assert ask(instance, "sk-rpm4").choices[0].message.content == "From OpenAI."
@@ -410,14 +455,17 @@ def test_redis_stopped_mid_run_then_back(tmp_path, upstreams, policy):
                 assert ask(instance, "sk-rpm4").choices[0].message.content == "From OpenAI."
             assert instance.text().count("unreachable or failed") == 1  # warned once
         # conversations cannot fall open
-        reply = httpx.post(instance.url + "/v1/conversations", headers=headers, json={},
-                           timeout=10)
+        reply = httpx.post(instance.url + "/v1/conversations", headers=headers, json={}, timeout=10)
         assert reply.status_code == 503
         assert reply.json()["error"]["code"] == "state_backend_unavailable"
         server.start()  # back on the same port: served again, no restart
         assert ask(instance, "sk-rpm4").choices[0].message.content == "From OpenAI."
-        assert httpx.post(instance.url + "/v1/conversations", headers=headers, json={},
-                          timeout=10).status_code == 200
+        assert (
+            httpx.post(
+                instance.url + "/v1/conversations", headers=headers, json={}, timeout=10
+            ).status_code
+            == 200
+        )
         if policy == "open":
             assert "reachable again" in instance.text()
     finally:
@@ -428,7 +476,13 @@ def test_redis_stopped_mid_run_then_back(tmp_path, upstreams, policy):
 
 def test_serve_refuses_an_unusable_state_url_without_showing_its_password(tmp_path, upstreams):
     env = environment(tmp_path, "", *upstreams, f"http://:{PASSWORD}@127.0.0.1:1/0")
-    result = subprocess.run([LLMPLEX, "serve", "--port", "0"], env=env, capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [LLMPLEX, "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "redis://" in result.stderr and PASSWORD not in result.stderr + result.stdout

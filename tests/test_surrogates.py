@@ -24,12 +24,14 @@ from llmplex.testing import serve
 def code_units(text: str) -> list[str]:
     """``text`` as UTF-16 code units, each a one-character str (halves for astral ones)."""
     raw = text.encode("utf-16-le", "surrogatepass")
-    return [raw[i:i + 2].decode("utf-16-le", "surrogatepass") for i in range(0, len(raw), 2)]
+    return [raw[i : i + 2].decode("utf-16-le", "surrogatepass") for i in range(0, len(raw), 2)]
 
 
 # any characters, astral ones and lone surrogates included
-TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x1FFFF,
-                                      blacklist_categories=("Cc",)), max_size=40)
+TEXT = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x1FFFF, blacklist_categories=("Cc",)),
+    max_size=40,
+)
 
 
 @given(TEXT, st.lists(st.integers(min_value=0, max_value=200), max_size=12))
@@ -47,7 +49,7 @@ def test_any_split_joins_to_the_same_valid_text(text, cuts):
 def test_pairs_join_and_lone_halves_are_replaced():
     joiner = Surrogates()
     assert joiner.feed("a\ud83d") == "a"
-    assert joiner.feed("\ude00b") == "\U0001F600b"
+    assert joiner.feed("\ude00b") == "\U0001f600b"
     assert joiner.feed("\ude00") == "\ufffd"  # a low half alone
     assert joiner.feed("x\ud83d") == "x"
     assert joiner.feed("y") == "\ufffdy"  # a high half not followed by its low one
@@ -75,11 +77,15 @@ class SplitEmoji:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
             for piece in PIECES:
-                event = ('{"id":"c","object":"chat.completion.chunk","model":"m","choices":'
-                         f'[{{"index":0,"delta":{{"content":"{piece}"}},"finish_reason":null}}]}}')
+                event = (
+                    '{"id":"c","object":"chat.completion.chunk","model":"m","choices":'
+                    f'[{{"index":0,"delta":{{"content":"{piece}"}},"finish_reason":null}}]}}'
+                )
                 await response.write(f"data: {event}\n\n".encode())
-            await response.write(b'data: {"id":"c","choices":[{"index":0,"delta":{},'
-                                 b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+            await response.write(
+                b'data: {"id":"c","choices":[{"index":0,"delta":{},'
+                b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+            )
             return response
 
         application = web.Application()
@@ -91,13 +97,17 @@ def split_emoji():
     return serve(SplitEmoji())
 
 
-EXPECTED = "Smile \U0001F600! lone \ufffd"
+EXPECTED = "Smile \U0001f600! lone \ufffd"
 
 
 async def test_the_provider_joins_halves_across_events():
     with split_emoji() as upstream:
-        chunks = [c async for c in OpenAICompatible.create_async_generator(
-            "m", "Hi", base_url=upstream.url + "/v1")]
+        chunks = [
+            c
+            async for c in OpenAICompatible.create_async_generator(
+                "m", "Hi", base_url=upstream.url + "/v1"
+            )
+        ]
     texts = [c for c in chunks if isinstance(c, str)]
     assert "".join(texts) == EXPECTED
     for text in texts:
@@ -106,31 +116,42 @@ async def test_the_provider_joins_halves_across_events():
 
 async def test_async_client_streamed_and_whole():
     with split_emoji() as upstream:
-        async with AsyncClient(store=MemoryStore(), provider_options={
-                "OpenAICompatible": {"base_url": upstream.url + "/v1"}}) as client:
-            whole = await client.chat.completions.create(model="openaicompatible:m",
-                                                         messages="Hi")
+        async with AsyncClient(
+            store=MemoryStore(),
+            provider_options={"OpenAICompatible": {"base_url": upstream.url + "/v1"}},
+        ) as client:
+            whole = await client.chat.completions.create(model="openaicompatible:m", messages="Hi")
             assert whole.choices[0].message.content == EXPECTED
-            stream = await client.chat.completions.create(model="openaicompatible:m",
-                                                          messages="Hi", stream=True)
+            stream = await client.chat.completions.create(
+                model="openaicompatible:m", messages="Hi", stream=True
+            )
             text = "".join([c.choices[0].delta.content or "" async for c in stream])
             assert text == EXPECTED
 
 
 def test_the_server_answers_valid_utf8_streamed_and_whole():
     with split_emoji() as upstream:
-        client = AsyncClient(store=MemoryStore(), provider_options={
-            "OpenAICompatible": {"base_url": upstream.url + "/v1"}})
+        client = AsyncClient(
+            store=MemoryStore(),
+            provider_options={"OpenAICompatible": {"base_url": upstream.url + "/v1"}},
+        )
         with ServerThread(create_app(client)) as server:
-            body = {"model": "openaicompatible:m",
-                    "messages": [{"role": "user", "content": "Hi"}]}
+            body = {"model": "openaicompatible:m", "messages": [{"role": "user", "content": "Hi"}]}
             response = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=15)
             assert response.status_code == 200
             assert response.json()["choices"][0]["message"]["content"] == EXPECTED
-            streamed = httpx.post(server.url + "/v1/chat/completions", timeout=15,
-                                  json={**body, "stream": True})
+            streamed = httpx.post(
+                server.url + "/v1/chat/completions", timeout=15, json={**body, "stream": True}
+            )
             assert streamed.text.rstrip().endswith("data: [DONE]")
-            events = [json.loads(line[6:]) for line in streamed.text.splitlines()
-                      if line.startswith("data: {")]
-            assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events
-                           if e["choices"]) == EXPECTED
+            events = [
+                json.loads(line[6:])
+                for line in streamed.text.splitlines()
+                if line.startswith("data: {")
+            ]
+            assert (
+                "".join(
+                    e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]
+                )
+                == EXPECTED
+            )

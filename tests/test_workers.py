@@ -30,8 +30,11 @@ def children(pid: int) -> set[int]:
 
 def chat(url: str) -> tuple[str, dict]:
     """One chat completion on a new connection: (the worker that answered, the body)."""
-    response = httpx.post(url + "/v1/chat/completions", timeout=30, json={
-        "model": "openai:gpt-4o-mini", "messages": MESSAGES})
+    response = httpx.post(
+        url + "/v1/chat/completions",
+        timeout=30,
+        json={"model": "openai:gpt-4o-mini", "messages": MESSAGES},
+    )
     assert response.status_code == 200, response.text
     return response.headers["x-llmplex-worker"], response.json()
 
@@ -59,10 +62,21 @@ def test_two_workers_answer_and_metrics_add_up(openai_emulator, tmp_path):
             response = httpx.get(server.url + "/metrics")
             scraped.add(response.headers["x-llmplex-worker"])
             samples = metrics(server.url)
-            assert value(samples, "llmplex_requests_total", route="/v1/chat/completions",
-                         method="POST", status="200") == sent
-            assert value(samples, "llmplex_tokens_out_total", provider="OpenAI",
-                         model="gpt-4o-mini") == tokens == 3 * sent
+            assert (
+                value(
+                    samples,
+                    "llmplex_requests_total",
+                    route="/v1/chat/completions",
+                    method="POST",
+                    status="200",
+                )
+                == sent
+            )
+            assert (
+                value(samples, "llmplex_tokens_out_total", provider="OpenAI", model="gpt-4o-mini")
+                == tokens
+                == 3 * sent
+            )
             assert value(samples, "llmplex_active_streams") == 0
 
         # a worker that dies is started again; the others serve meanwhile
@@ -80,13 +94,13 @@ def test_two_workers_answer_and_metrics_add_up(openai_emulator, tmp_path):
     assert "Finished server process" in server.log
 
 
-def test_sigterm_drains_streams_then_cancels_with_upstream_cleanup(replicate_emulator,
-                                                                   tmp_path):
+def test_sigterm_drains_streams_then_cancels_with_upstream_cleanup(replicate_emulator, tmp_path):
     short = Script(chunks=[f"s{i} " for i in range(6)], delay=0.25)  # done in ~1.5 s
     long = Script(chunks=[f"l{i} " for i in range(2000)], delay=0.3)  # ten minutes
     replicate_emulator.push(long, short)
-    env = clean_environ(tmp_path, LLMPLEX_REPLICATE_BASE_URL=replicate_emulator.url,
-                        REPLICATE_API_TOKEN="r8_" + KEY)
+    env = clean_environ(
+        tmp_path, LLMPLEX_REPLICATE_BASE_URL=replicate_emulator.url, REPLICATE_API_TOKEN="r8_" + KEY
+    )
     model = "replicate:meta/meta-llama-3-8b-instruct"
     with Served(tmp_path, "--drain-timeout", "8", env=env) as server:
         texts: dict[str, list[str]] = {"long": [], "short": []}
@@ -94,11 +108,13 @@ def test_sigterm_drains_streams_then_cancels_with_upstream_cleanup(replicate_emu
         started = {name: threading.Event() for name in texts}
 
         def read(name: str) -> None:
-            client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused",
-                                   max_retries=0, timeout=120)
+            client = openai.OpenAI(
+                base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120
+            )
             try:
                 for chunk in client.chat.completions.create(
-                        model=model, messages=MESSAGES, stream=True):
+                    model=model, messages=MESSAGES, stream=True
+                ):
                     if chunk.choices and chunk.choices[0].delta.content:
                         texts[name].append(chunk.choices[0].delta.content)
                         started[name].set()
@@ -122,6 +138,7 @@ def test_sigterm_drains_streams_then_cancels_with_upstream_cleanup(replicate_emu
         server.wait_for(r"Shutting down")
         assert idle.sock.recv(1) == b""  # the idle kept-alive connection is closed
         idle.close()
+
         # no new connections during the drain (the long stream still runs)
         def refused() -> bool:
             try:

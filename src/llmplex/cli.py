@@ -38,6 +38,7 @@ class UsageError(Exception):
 
 # -- parser -------------------------------------------------------------------------------
 
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose epilog is made when help is shown (``epilog_of``): it lists
     every provider's key variables or emulators, which imports every provider — a cost
@@ -56,8 +57,7 @@ class _Parser(argparse.ArgumentParser):
 def _emulate_epilog() -> str:
     from .emulators import emulator_specs
 
-    services = ", ".join(f"{s} ({spec.label or spec.name})"
-                         for s, spec in emulator_specs().items())
+    services = ", ".join(f"{s} ({spec.label or spec.name})" for s, spec in emulator_specs().items())
     return f"services: {services}"
 
 
@@ -89,8 +89,11 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="llmplex", description="One streaming interface to many LLM chat services.",
-        epilog_of=_epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="llmplex",
+        description="One streaming interface to many LLM chat services.",
+        epilog_of=_epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"llmplex {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--config", metavar="PATH", help="config file (default: see below)")
@@ -100,32 +103,49 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-m", "--model", help="model name, alias or 'provider:model'")
         p.add_argument("-p", "--provider", help="provider name, or several comma-separated")
         which = p.add_mutually_exclusive_group()
-        which.add_argument("-c", "--continue", dest="continue_", action="store_true",
-                           help="continue the most recent conversation")
+        which.add_argument(
+            "-c",
+            "--continue",
+            dest="continue_",
+            action="store_true",
+            help="continue the most recent conversation",
+        )
         which.add_argument("--conversation", metavar="ID", help="continue conversation ID")
-        p.add_argument("--emulate", action="store_true",
-                       help="offline: answer from the built-in emulators, not real services "
-                       "(also LLMPLEX_EMULATE=1)")
+        p.add_argument(
+            "--emulate",
+            action="store_true",
+            help="offline: answer from the built-in emulators, not real services "
+            "(also LLMPLEX_EMULATE=1)",
+        )
 
-    chat = commands.add_parser("chat", help="ask once, stream the answer to stdout",
-                               description="Ask once and stream the answer to stdout. "
-                               "Without PROMPT (or with '-') the prompt is read from stdin.")
+    chat = commands.add_parser(
+        "chat",
+        help="ask once, stream the answer to stdout",
+        description="Ask once and stream the answer to stdout. "
+        "Without PROMPT (or with '-') the prompt is read from stdin.",
+    )
     chat.add_argument("prompt", nargs="?", metavar="PROMPT")
     model_options(chat)
     chat.add_argument("-s", "--system", help="system message (new conversations)")
-    chat.add_argument("--json", action="store_true",
-                      help="machine output: one JSON object per line (chunks, or the "
-                      "completion with --no-stream)")
+    chat.add_argument(
+        "--json",
+        action="store_true",
+        help="machine output: one JSON object per line (chunks, or the "
+        "completion with --no-stream)",
+    )
     chat.add_argument("--no-stream", action="store_true", help="print the answer when complete")
     chat.add_argument("-t", "--temperature", type=float)
     chat.add_argument("--max-tokens", type=int)
     chat.set_defaults(handler=cmd_chat)
 
-    repl = commands.add_parser("repl", help="interactive multi-turn chat",
-                               description="Interactive chat keeping one conversation. "
-                               "Commands: /new, /model [NAME|-], /provider [NAME|-], /id, "
-                               "/help, /exit. "
-                               "A pasted block of several lines is one message.")
+    repl = commands.add_parser(
+        "repl",
+        help="interactive multi-turn chat",
+        description="Interactive chat keeping one conversation. "
+        "Commands: /new, /model [NAME|-], /provider [NAME|-], /id, "
+        "/help, /exit. "
+        "A pasted block of several lines is one message.",
+    )
     model_options(repl)
     repl.set_defaults(handler=cmd_repl)
 
@@ -134,86 +154,177 @@ def build_parser() -> argparse.ArgumentParser:
     providers.set_defaults(handler=cmd_providers)
 
     models = commands.add_parser(
-        "models", help="table of the models you can use now, and their providers",
+        "models",
+        help="table of the models you can use now, and their providers",
         description="The models a request can be routed to now: those of working providers "
         "that are configured (a key set, a base URL...), with the models their upstreams "
         "list (asked with a short timeout, configured providers only). --all lists every "
-        "known model, saying why one is not available.")
+        "known model, saying why one is not available.",
+    )
     models.add_argument("-p", "--provider", help="only this provider's models")
-    models.add_argument("--all", action="store_true",
-                        help="also models of providers not configured or not working")
+    models.add_argument(
+        "--all", action="store_true", help="also models of providers not configured or not working"
+    )
     models.add_argument("--json", action="store_true")
-    models.add_argument("--emulate", action="store_true",
-                        help="the models of the built-in emulators (also LLMPLEX_EMULATE=1)")
+    models.add_argument(
+        "--emulate",
+        action="store_true",
+        help="the models of the built-in emulators (also LLMPLEX_EMULATE=1)",
+    )
     models.set_defaults(handler=cmd_models)
 
-    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP API",
-                                description="Serve an OpenAI-compatible API (needs the "
-                                "[server] extra: pip install 'llmplex[server]').")
+    serve = commands.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP API",
+        description="Serve an OpenAI-compatible API (needs the "
+        "[server] extra: pip install 'llmplex[server]').",
+    )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port, 0 to 65535 (default 1337; 0: any free "
-                       "port)")
-    serve.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
-                       help="require this key (Bearer); repeatable. Prefer "
-                       "LLMPLEX_SERVER_API_KEYS: arguments are visible to other users")
-    serve.add_argument("--emulate", action="store_true",
-                       help="answer from the built-in emulators (offline demo)")
-    serve.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
-                       help="allow browser requests from ORIGIN ('*': any); repeatable")
-    serve.add_argument("--allow-upstream-overrides", action="store_true", default=None,
-                       help="let clients set base_url, proxy, api_key, cookies, headers")
+    serve.add_argument("--port", type=int, help="port, 0 to 65535 (default 1337; 0: any free port)")
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help="require this key (Bearer); repeatable. Prefer "
+        "LLMPLEX_SERVER_API_KEYS: arguments are visible to other users",
+    )
+    serve.add_argument(
+        "--emulate", action="store_true", help="answer from the built-in emulators (offline demo)"
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="ORIGIN",
+        help="allow browser requests from ORIGIN ('*': any); repeatable",
+    )
+    serve.add_argument(
+        "--allow-upstream-overrides",
+        action="store_true",
+        default=None,
+        help="let clients set base_url, proxy, api_key, cookies, headers",
+    )
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 1000000)")
-    serve.add_argument("--allowed-host", action="append", dest="allowed_hosts", metavar="NAME",
-                       help="a Host name clients may use (repeatable; on loopback only "
-                            "localhost, 127.0.0.1 and [::1] pass: DNS-rebinding protection)")
-    serve.add_argument("--client-stall-timeout", type=float, metavar="SECONDS",
-                       help="drop a streaming client that reads nothing this long (default 60)")
-    serve.add_argument("--max-providers", type=int, metavar="N",
-                       help="longest 'provider' list a request may give (default 8)")
-    serve.add_argument("--header-timeout", type=float, metavar="SECONDS",
-                       help="seconds for a request's headers (default 10)")
-    serve.add_argument("--body-timeout", type=float, metavar="SECONDS",
-                       help="seconds for a request's body (default 30)")
-    serve.add_argument("--keepalive-timeout", type=float, metavar="SECONDS",
-                       help="seconds an idle kept-alive connection stays open (default 20)")
-    serve.add_argument("--max-connections", type=int, metavar="N",
-                       help="connections served at once; beyond: 503 (default 2048)")
-    serve.add_argument("--first-token-timeout", type=float, metavar="SECONDS",
-                       help="seconds to an answer's first content before the next provider "
-                            "is tried (default 300; config first_token_timeout)")
-    serve.add_argument("--total-timeout", type=float, metavar="SECONDS",
-                       help="seconds per answer (default 1800; config total_timeout)")
-    serve.add_argument("--log-level", default="info",
-                       choices=["critical", "error", "warning", "info", "debug"])
-    serve.add_argument("--access-log", action="store_true",
-                       help="log every request (method, path, status; off by default: it "
-                            "costs ~5%% of a request's CPU)")
-    serve.add_argument("--log-format", choices=["text", "json"],
-                       help="log lines as text or one JSON object each (default text)")
-    serve.add_argument("--workers", type=int, metavar="N",
-                       help="worker processes sharing the port (default 1)")
-    serve.add_argument("--drain-timeout", type=float, metavar="SECONDS",
-                       help="on SIGTERM, running streams get this long to finish (default 30)")
-    serve.add_argument("--metrics", choices=["public", "keyed", "off"],
-                       help="GET /metrics: without a key, with one, or none (default public)")
-    serve.add_argument("--traces", action="store_true", default=None,
-                       help="OpenTelemetry traces, exporter from OTEL_* (the otel extra)")
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="NAME",
+        help="a Host name clients may use (repeatable; on loopback only "
+        "localhost, 127.0.0.1 and [::1] pass: DNS-rebinding protection)",
+    )
+    serve.add_argument(
+        "--client-stall-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="drop a streaming client that reads nothing this long (default 60)",
+    )
+    serve.add_argument(
+        "--max-providers",
+        type=int,
+        metavar="N",
+        help="longest 'provider' list a request may give (default 8)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds for a request's headers (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds for a request's body (default 30)",
+    )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds an idle kept-alive connection stays open (default 20)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections served at once; beyond: 503 (default 2048)",
+    )
+    serve.add_argument(
+        "--first-token-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds to an answer's first content before the next provider "
+        "is tried (default 300; config first_token_timeout)",
+    )
+    serve.add_argument(
+        "--total-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds per answer (default 1800; config total_timeout)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request (method, path, status; off by default: it "
+        "costs ~5%% of a request's CPU)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text or one JSON object each (default text)",
+    )
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes sharing the port (default 1)"
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, running streams get this long to finish (default 30)",
+    )
+    serve.add_argument(
+        "--metrics",
+        choices=["public", "keyed", "off"],
+        help="GET /metrics: without a key, with one, or none (default public)",
+    )
+    serve.add_argument(
+        "--traces",
+        action="store_true",
+        default=None,
+        help="OpenTelemetry traces, exporter from OTEL_* (the otel extra)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
-    emulate = commands.add_parser("emulate", help="run the service emulators for other tools",
-                                  description="Serve emulators of the upstream services on "
-                                  "127.0.0.1 and print how to point llmplex at them.",
-                                  epilog_of=_emulate_epilog)
-    emulate.add_argument("services", nargs="*", metavar="SERVICE",
-                         help="the emulators to run, named below (default: all)")
-    emulate.add_argument("--port", type=int, default=0,
-                         help="first port, the next ones consecutive (default 0: any free)")
+    emulate = commands.add_parser(
+        "emulate",
+        help="run the service emulators for other tools",
+        description="Serve emulators of the upstream services on "
+        "127.0.0.1 and print how to point llmplex at them.",
+        epilog_of=_emulate_epilog,
+    )
+    emulate.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help="the emulators to run, named below (default: all)",
+    )
+    emulate.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="first port, the next ones consecutive (default 0: any free)",
+    )
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.set_defaults(handler=cmd_emulate)
     return parser
 
 
 # -- entry point --------------------------------------------------------------------------
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
@@ -272,8 +383,7 @@ def _first_run(args: argparse.Namespace, config: Config, exc: BaseException) -> 
     to set and how to try offline (and the traceback with ``--debug``); say whether."""
     from .cli_messages import first_run_line
 
-    line = first_run_line(exc, config, command=args.command,
-                          prompt=getattr(args, "prompt", None))
+    line = first_run_line(exc, config, command=args.command, prompt=getattr(args, "prompt", None))
     if line is None:
         return False
     if args.debug:
@@ -291,6 +401,7 @@ def _silence_stdout() -> None:
 
 
 # -- shared helpers -----------------------------------------------------------------------
+
 
 def _client(config: Config, store: Any = None) -> Any:
     from .client import AsyncClient
@@ -332,13 +443,18 @@ def _open_client(args: argparse.Namespace, config: Config) -> Iterator[Any]:
     from .server.emulated import EmulatedServices, emulated_client
 
     if args.continue_ or args.conversation:
-        raise UsageError("--emulate: emulated conversations are not kept between runs; "
-                         "use `llmplex repl --emulate` for several turns")
+        raise UsageError(
+            "--emulate: emulated conversations are not kept between runs; "
+            "use `llmplex repl --emulate` for several turns"
+        )
     services = EmulatedServices().start()
     try:
         _announce_emulated()
-        client = emulated_client(services, first_token_timeout=config.first_token_timeout,
-                                 total_timeout=config.total_timeout)
+        client = emulated_client(
+            services,
+            first_token_timeout=config.first_token_timeout,
+            total_timeout=config.total_timeout,
+        )
         try:
             yield client
         finally:
@@ -379,8 +495,7 @@ def _conversation_id(args: argparse.Namespace, config: Config) -> str | None:
         except OSError:
             found = ""
         if not found:
-            raise UsageError("--continue: no previous conversation (start one with "
-                             "`llmplex chat`)")
+            raise UsageError("--continue: no previous conversation (start one with `llmplex chat`)")
         return found
     return None
 
@@ -425,16 +540,30 @@ class _Waiting:
         sys.stderr.flush()
 
 
-async def _turn(client: Any, *, model: str | None, provider: Any, conversation: str,
-                text: str, stream: bool, as_json: bool, **options: Any) -> None:
+async def _turn(
+    client: Any,
+    *,
+    model: str | None,
+    provider: Any,
+    conversation: str,
+    text: str,
+    stream: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
     """One question, its answer written to stdout."""
     out = sys.stdout
     waiting = _Waiting(_Waiting.wanted(as_json))
     waiting.start()
     try:
         result = await client.chat.completions.create(
-            model=model, provider=provider, messages=[{"role": "user", "content": text}],
-            conversation=conversation, stream=stream, **options)
+            model=model,
+            provider=provider,
+            messages=[{"role": "user", "content": text}],
+            conversation=conversation,
+            stream=stream,
+            **options,
+        )
         if not stream:
             waiting.stop()
             if as_json:
@@ -468,6 +597,7 @@ async def _turn(client: Any, *, model: str | None, provider: Any, conversation: 
 
 # -- commands -----------------------------------------------------------------------------
 
+
 def cmd_chat(args: argparse.Namespace, config: Config) -> int:
     prompt = args.prompt
     if prompt is None or prompt == "-":
@@ -477,19 +607,31 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
     prompt = prompt.strip("\n")
     if not prompt.strip():
         raise UsageError("the prompt is empty")
-    options = {k: v for k, v in (("temperature", args.temperature),
-                                 ("max_tokens", args.max_tokens)) if v is not None}
+    options = {
+        k: v
+        for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens))
+        if v is not None
+    }
     args.emulated = _emulating(args)
     with _open_client(args, config) as client:
         conversation_id = _conversation_id(args, config)
         if conversation_id is None:
             seed = [{"role": "system", "content": args.system}] if args.system else []
-            conversation_id = client.store.create(model=args.model or config.model,
-                                                  messages=seed).id
-        asyncio.run(_turn(client, model=args.model or config.model,
-                          provider=_providers_arg(args.provider, config),
-                          conversation=conversation_id, text=prompt,
-                          stream=not args.no_stream, as_json=args.json, **options))
+            conversation_id = client.store.create(
+                model=args.model or config.model, messages=seed
+            ).id
+        asyncio.run(
+            _turn(
+                client,
+                model=args.model or config.model,
+                provider=_providers_arg(args.provider, config),
+                conversation=conversation_id,
+                text=prompt,
+                stream=not args.no_stream,
+                as_json=args.json,
+                **options,
+            )
+        )
         _remember(config, conversation_id, args.emulated)
     return EXIT_OK
 
@@ -507,8 +649,9 @@ PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 
 def _repl_help() -> str:
     width = max(map(len, REPL_COMMANDS))
-    return "commands:\n" + "\n".join(f"  {name.ljust(width)}  {text}"
-                                     for name, text in REPL_COMMANDS.items())
+    return "commands:\n" + "\n".join(
+        f"  {name.ljust(width)}  {text}" for name, text in REPL_COMMANDS.items()
+    )
 
 
 def _model_label(client: Any, model: str | None, provider: Any) -> str:
@@ -568,11 +711,13 @@ def cmd_repl(args: argparse.Namespace, config: Config) -> int:
     answered = False  # a turn was answered (by a provider named without configuration)
     with _open_client(args, config) as client:
         try:
-            conversation_id = (_conversation_id(args, config)
-                               or client.store.create(model=model).id)
-            print(f"llmplex {__version__} — model {_model_label(client, model, provider)}"
-                  f"{' (EMULATED)' if args.emulated else ''}; conversation "
-                  f"{conversation_id}. /help for commands, Ctrl-D to leave.", file=sys.stderr)
+            conversation_id = _conversation_id(args, config) or client.store.create(model=model).id
+            print(
+                f"llmplex {__version__} — model {_model_label(client, model, provider)}"
+                f"{' (EMULATED)' if args.emulated else ''}; conversation "
+                f"{conversation_id}. /help for commands, Ctrl-D to leave.",
+                file=sys.stderr,
+            )
             while True:
                 if own_paste:
                     sys.stdout.write("\x1b[?2004h")
@@ -606,12 +751,13 @@ def cmd_repl(args: argparse.Namespace, config: Config) -> int:
                                 client.router.resolve(chosen, provider)
                             except LLMplexError as exc:  # a typo: keep the model in use
                                 _fail(args, exc, EXIT_ERROR)
-                                print(f"(model still: {_model_label(client, model, provider)})",
-                                      file=sys.stderr)
+                                print(
+                                    f"(model still: {_model_label(client, model, provider)})",
+                                    file=sys.stderr,
+                                )
                                 continue
                             model = chosen
-                        print(f"(model: {_model_label(client, model, provider)})",
-                              file=sys.stderr)
+                        print(f"(model: {_model_label(client, model, provider)})", file=sys.stderr)
                     elif command == "/provider":
                         if rest:
                             provider = _providers_arg(rest if rest != "-" else "", Config())
@@ -624,9 +770,17 @@ def cmd_repl(args: argparse.Namespace, config: Config) -> int:
                         print(f"unknown command {command}; {_repl_help()}", file=sys.stderr)
                     continue
                 try:
-                    asyncio.run(_turn(client, model=model, provider=provider,
-                                      conversation=conversation_id, text=text, stream=True,
-                                      as_json=False))
+                    asyncio.run(
+                        _turn(
+                            client,
+                            model=model,
+                            provider=provider,
+                            conversation=conversation_id,
+                            text=text,
+                            stream=True,
+                            as_json=False,
+                        )
+                    )
                     _remember(config, conversation_id, args.emulated)
                     answered = True
                 except KeyboardInterrupt:
@@ -649,21 +803,35 @@ def cmd_repl(args: argparse.Namespace, config: Config) -> int:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
 def _can(caps: dict[str, Any]) -> str:
     """A capability summary in a few letters' worth: "tools,images,json,reasoning,n,logprobs"."""
-    names = [name for name, on in (
-        ("tools" if caps["tools"] == "native" else f"tools({caps['tools']})",
-         caps["tools"] != "none"),
-        ("images", caps["images"]), ("audio", caps["audio"]), ("files", caps["files"]),
-        ("json" if caps["response_format"] else "json(emulated)",
-         bool(caps["response_format"]) or "json_object" in caps.get("emulated", ())),
-        ("reasoning", caps["reasoning"]), ("n", caps["n"]), ("logprobs", caps["logprobs"]))
-        if on]
+    names = [
+        name
+        for name, on in (
+            (
+                "tools" if caps["tools"] == "native" else f"tools({caps['tools']})",
+                caps["tools"] != "none",
+            ),
+            ("images", caps["images"]),
+            ("audio", caps["audio"]),
+            ("files", caps["files"]),
+            (
+                "json" if caps["response_format"] else "json(emulated)",
+                bool(caps["response_format"]) or "json_object" in caps.get("emulated", ()),
+            ),
+            ("reasoning", caps["reasoning"]),
+            ("n", caps["n"]),
+            ("logprobs", caps["logprobs"]),
+        )
+        if on
+    ]
     return ",".join(names) or "text"
 
 
@@ -676,11 +844,23 @@ def cmd_providers(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(items, ensure_ascii=False, indent=2))
         return EXIT_OK
-    rows = [[i["name"], "yes" if i["working"] else "no", "yes" if i["needs_auth"] else "no",
-             "yes" if i["configured"] else "no", _can(i["capabilities"]), str(len(i["models"])),
-             i["default_model"] or "-"] for i in items]
-    print(_table(rows, ["PROVIDER", "WORKING", "AUTH", "CONFIGURED", "CAN", "MODELS",
-                        "DEFAULT MODEL"]))
+    rows = [
+        [
+            i["name"],
+            "yes" if i["working"] else "no",
+            "yes" if i["needs_auth"] else "no",
+            "yes" if i["configured"] else "no",
+            _can(i["capabilities"]),
+            str(len(i["models"])),
+            i["default_model"] or "-",
+        ]
+        for i in items
+    ]
+    print(
+        _table(
+            rows, ["PROVIDER", "WORKING", "AUTH", "CONFIGURED", "CAN", "MODELS", "DEFAULT MODEL"]
+        )
+    )
     return EXIT_OK
 
 
@@ -704,22 +884,40 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
         listed = [m for m in listed if name in m.providers]
         reason = client.unavailable(get_provider(name))
         if reason is not None and not args.all:
-            print(f"llmplex: {name} is not available: {reason} (--all lists its models)",
-                  file=sys.stderr)
+            print(
+                f"llmplex: {name} is not available: {reason} (--all lists its models)",
+                file=sys.stderr,
+            )
     if args.json:
-        print(json.dumps([{"id": m.id, "providers": m.providers, "created": m.created,
-                           **({} if m.available else {"available": False,
-                                                      "reason": m.reason})}
-                          for m in listed], ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": m.id,
+                        "providers": m.providers,
+                        "created": m.created,
+                        **({} if m.available else {"available": False, "reason": m.reason}),
+                    }
+                    for m in listed
+                ],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return EXIT_OK
     if not listed and not args.all:
-        print("llmplex: no model is available: set a provider's key (e.g. OPENAI_API_KEY) "
-              "or configure one in the config file; `llmplex models --all` lists every "
-              "known model", file=sys.stderr)
+        print(
+            "llmplex: no model is available: set a provider's key (e.g. OPENAI_API_KEY) "
+            "or configure one in the config file; `llmplex models --all` lists every "
+            "known model",
+            file=sys.stderr,
+        )
         return EXIT_OK
     if args.all:
-        rows = [[m.id, ", ".join(m.providers), "yes" if m.available else f"no: {m.reason}"]
-                for m in listed]
+        rows = [
+            [m.id, ", ".join(m.providers), "yes" if m.available else f"no: {m.reason}"]
+            for m in listed
+        ]
         print(_table(rows, ["MODEL", "PROVIDERS", "AVAILABLE"]))
     else:
         print(_table([[m.id, ", ".join(m.providers)] for m in listed], ["MODEL", "PROVIDERS"]))
@@ -736,10 +934,17 @@ def _check_port(port: Any, what: str = "--port", count: int = 1) -> int:
     """``port`` if it is a TCP port number (and ``count`` consecutive ones fit), else a
     usage error."""
     last = port + count - 1 if isinstance(port, int) and port else port
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535 \
-            or not 0 <= last <= 65535:
-        span = (f" (and the {count - 1} after it)"
-                if count > 1 and isinstance(port, int) and 0 <= port <= 65535 else "")
+    if (
+        isinstance(port, bool)
+        or not isinstance(port, int)
+        or not 0 <= port <= 65535
+        or not 0 <= last <= 65535
+    ):
+        span = (
+            f" (and the {count - 1} after it)"
+            if count > 1 and isinstance(port, int) and 0 <= port <= 65535
+            else ""
+        )
         raise UsageError(f"{what} must be a port number from 0 to 65535{span}, not {port!r}")
     return port
 
@@ -751,8 +956,10 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     try:
         from .server import EMULATED_NOTICE, bind, create_app, serve_forever
     except ImportError as exc:
-        raise UsageError(f"`llmplex serve` needs the server extra ({exc.name} is missing): "
-                         "pip install 'llmplex[server]'") from None
+        raise UsageError(
+            f"`llmplex serve` needs the server extra ({exc.name} is missing): "
+            "pip install 'llmplex[server]'"
+        ) from None
     settings = config.server
     host = args.host or settings.get("host") or "127.0.0.1"
     port = args.port if args.port is not None else settings.get("port", 1337)
@@ -763,14 +970,19 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         value = getattr(args, name, None)
         return value if value is not None else settings.get(name)
 
-    limits = {name: value for name in ("header_timeout", "body_timeout", "keepalive_timeout",
-                                       "max_connections")
-              if (value := setting(name)) is not None}
+    limits = {
+        name: value
+        for name in ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections")
+        if (value := setting(name)) is not None
+    }
     for name, value in limits.items():
         if not value > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
-    extra = {name: value for name in ("client_stall_timeout", "max_providers")
-             if (value := setting(name)) is not None}
+    extra = {
+        name: value
+        for name in ("client_stall_timeout", "max_providers")
+        if (value := setting(name)) is not None
+    }
     services = None
     for name in ("first_token_timeout", "total_timeout"):  # the flags win over the config
         if getattr(args, name) is not None:
@@ -803,9 +1015,12 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         if services is not None:
             from .server.emulated import emulated_client
 
-            client = emulated_client(services, first_token_timeout=config.first_token_timeout,
-                                     total_timeout=config.total_timeout,
-                                     **({"store": state.store} if state.store else {}))
+            client = emulated_client(
+                services,
+                first_token_timeout=config.first_token_timeout,
+                total_timeout=config.total_timeout,
+                **({"store": state.store} if state.store else {}),
+            )
         else:
             client = _client(config, state.store)
         if setting("traces"):
@@ -817,14 +1032,20 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                 raise UsageError(str(exc)) from None
         try:
             app = create_app(
-                client, api_keys=api_keys, keys=settings.get("keys"), state=state,
-                allow_upstream_overrides=bool(args.allow_upstream_overrides
-                                              or settings.get("allow_upstream_overrides")),
+                client,
+                api_keys=api_keys,
+                keys=settings.get("keys"),
+                state=state,
+                allow_upstream_overrides=bool(
+                    args.allow_upstream_overrides or settings.get("allow_upstream_overrides")
+                ),
                 cors_origins=args.cors_origins or settings.get("cors_origins") or (),
                 max_body_bytes=args.max_body_bytes or settings.get("max_body_bytes") or 1_000_000,
                 emulated=services is not None,
                 allowed_hosts=allowed_hosts_for(host, setting("allowed_hosts") or ()),
-                **extra, **observe)
+                **extra,
+                **observe,
+            )
         except (ValueError, TypeError) as exc:  # a limit out of range
             client.store.close()
             raise UsageError(str(exc)) from None
@@ -832,8 +1053,14 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
     def serve(app: Any, client: Any) -> None:
         try:
-            serve_forever(app, sock, log_level=args.log_level, log_config=logging_setup,
-                          access_log=args.access_log, **limits)
+            serve_forever(
+                app,
+                sock,
+                log_level=args.log_level,
+                log_config=logging_setup,
+                access_log=args.access_log,
+                **limits,
+            )
         finally:
             client.store.close()
             tracer_provider = observe.get("tracer_provider")
@@ -856,21 +1083,33 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
         url = config.state.get("url")
         auth += f"; state in Redis at {redact_url(url)}" if url else "; embedded state"
-        print(f"llmplex: serving the OpenAI-compatible API at http://{shown}:{real_port}/v1 "
-              f"({auth}{'; EMULATED' if services else ''}"
-              f"{f'; {workers} workers' if workers > 1 else ''})", file=sys.stderr, flush=True)
+        print(
+            f"llmplex: serving the OpenAI-compatible API at http://{shown}:{real_port}/v1 "
+            f"({auth}{'; EMULATED' if services else ''}"
+            f"{f'; {workers} workers' if workers > 1 else ''})",
+            file=sys.stderr,
+            flush=True,
+        )
         if not keyed and host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"llmplex: warning: listening on {host} without an API key: anyone who "
-                  "reaches this port can use your providers' credentials", file=sys.stderr)
+            print(
+                f"llmplex: warning: listening on {host} without an API key: anyone who "
+                "reaches this port can use your providers' credentials",
+                file=sys.stderr,
+            )
         if app is not None:
             serve(app, client)
             return EXIT_OK
         state = getattr(config, "state", None)
-        if not (os.environ.get("LLMPLEX_STATE_URL")
-                or (isinstance(state, dict) and state.get("url"))):
-            print(f"llmplex: warning: {workers} workers without a shared state backend "
-                  "(LLMPLEX_STATE_URL / [state] url): each worker keeps its own provider "
-                  "health and cooldowns", file=sys.stderr, flush=True)
+        if not (
+            os.environ.get("LLMPLEX_STATE_URL") or (isinstance(state, dict) and state.get("url"))
+        ):
+            print(
+                f"llmplex: warning: {workers} workers without a shared state backend "
+                "(LLMPLEX_STATE_URL / [state] url): each worker keeps its own provider "
+                "health and cooldowns",
+                file=sys.stderr,
+                flush=True,
+            )
         from .server.workers import WorkerTag, supervise
 
         def worker(number: int) -> None:
@@ -894,9 +1133,12 @@ def _state(config: Config) -> Any:
 
     options = config.state
     try:
-        return from_url(options.get("url"), on_error=options.get("on_error", "closed"),
-                        prefix=options.get("prefix", "llmplex:"),
-                        timeout=options.get("timeout", 5.0))
+        return from_url(
+            options.get("url"),
+            on_error=options.get("on_error", "closed"),
+            prefix=options.get("prefix", "llmplex:"),
+            timeout=options.get("timeout", 5.0),
+        )
     except InvalidRequestError as exc:
         raise UsageError(exc.message) from None
 
@@ -928,8 +1170,10 @@ def cmd_emulate(args: argparse.Namespace, config: Config) -> int:
             print(f"  {line}")
             hint = hints.get(service)
             if hint:  # options no variable carries (a session cookie...): config.toml
-                print(f"  # and (any value will do) in {config_path()}:\n"
-                      f"  #   [providers.{hint.pop('provider')}]")
+                print(
+                    f"  # and (any value will do) in {config_path()}:\n"
+                    f"  #   [providers.{hint.pop('provider')}]"
+                )
                 for key, value in hint.items():
                     print(f"  #   {key} = {_toml(value)}")
         print("Emulators running; Ctrl-C to stop.", flush=True)

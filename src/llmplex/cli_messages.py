@@ -31,7 +31,8 @@ def _variables(environ: Mapping[str, str]) -> set[str]:
 
     keys = {v for spec in provider_specs() for v in spec.key_env}
     return keys | {
-        name for name in environ if name.startswith("LLMPLEX_") and name.endswith("_BASE_URL")}
+        name for name in environ if name.startswith("LLMPLEX_") and name.endswith("_BASE_URL")
+    }
 
 
 def nothing_configured(config: Config, environ: Mapping[str, str] | None = None) -> bool:
@@ -50,9 +51,14 @@ def _unconfigured_names(exc: BaseException) -> list[str] | None:
     return None
 
 
-def first_run_line(exc: BaseException, config: Config, *, command: str,
-                   prompt: str | None = None,
-                   environ: Mapping[str, str] | None = None) -> str | None:
+def first_run_line(
+    exc: BaseException,
+    config: Config,
+    *,
+    command: str,
+    prompt: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
     """The one line for a user with nothing configured whose request failed for want of
     a key (``None`` in every other case)::
 
@@ -67,15 +73,24 @@ def first_run_line(exc: BaseException, config: Config, *, command: str,
     where = display_path(config.path or config_path(environ))
     if len(names) == 1:
         start = f"no API key for {names[0]}. " + (
-            f"Set {variables[0]} or edit {where}" if variables else f"Edit {where}")
+            f"Set {variables[0]} or edit {where}" if variables else f"Edit {where}"
+        )
     else:
         start = "no provider is configured. " + (
-            f"Set one key (e.g. {or_list(variables)}) or edit {where}" if variables
-            else f"Edit {where}")
+            f"Set one key (e.g. {or_list(variables)}) or edit {where}"
+            if variables
+            else f"Edit {where}"
+        )
     offline = f"llmplex {command} --emulate"
     if command == "chat":
-        shown = prompt if prompt and len(prompt) <= _PROMPT_SHOWN and "\n" not in prompt \
-            and not prompt.startswith("-") else "..."
+        shown = (
+            prompt
+            if prompt
+            and len(prompt) <= _PROMPT_SHOWN
+            and "\n" not in prompt
+            and not prompt.startswith("-")
+            else "..."
+        )
         offline += f" {shlex.quote(shown)}" if shown != "..." else ' "..."'
     return f"llmplex: {start}, or try offline: {offline}"
 
@@ -90,7 +105,9 @@ def error_text(exc: BaseException, config_file: str | None = None) -> str:
         variable = _key_env(exc.provider)
         where = display_path(Path(config_file) if config_file else config_path())
         table = f"[providers.{exc.provider}]"
-        return (f"{exc.provider}: no API key: set {variable} or add api_key under {table} "
-                f"in {where}" if variable else
-                f"{exc.provider}: no credentials: {exc.message}")
+        return (
+            f"{exc.provider}: no API key: set {variable} or add api_key under {table} in {where}"
+            if variable
+            else f"{exc.provider}: no credentials: {exc.message}"
+        )
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -73,9 +73,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["AsyncClient", "Client", "AsyncStream", "Stream", "MAX_ANSWER_CHARS"]
 
 
-
-def _settings(config: Config | str | os.PathLike[str] | bool | None,
-              by_default: bool) -> Config | None:
+def _settings(
+    config: Config | str | os.PathLike[str] | bool | None, by_default: bool
+) -> Config | None:
     """The configuration an AsyncClient uses (see its ``config`` argument)."""
     if config is False or (config is None and not by_default):
         return None
@@ -132,8 +132,9 @@ class AsyncClient:
             if total_timeout is None:
                 total_timeout = settings.total_timeout
         if local_servers not in ("named", "configured"):
-            raise InvalidRequestError("local_servers must be 'named' or 'configured'",
-                                      param="local_servers")
+            raise InvalidRequestError(
+                "local_servers must be 'named' or 'configured'", param="local_servers"
+            )
         #: local servers (Ollama, vLLM, llama.cpp, LM Studio) are never chosen for a bare
         #: model name unless configured; "named": a call naming one ("ollama:llama3.2")
         #: reaches it anyway; "configured": only configured ones are ever reached (the
@@ -145,19 +146,24 @@ class AsyncClient:
         self.proxy = proxy
         self.timeout = timeout
         #: deadlines (:mod:`llmplex.deadlines`): None here means the environment's or default
-        self.first_token_timeout = (default_deadline("first_token_timeout")
-                                    if first_token_timeout is None
-                                    else check_deadline("first_token_timeout",
-                                                        first_token_timeout))
-        self.total_timeout = (default_deadline("total_timeout") if total_timeout is None
-                              else check_deadline("total_timeout", total_timeout))
+        self.first_token_timeout = (
+            default_deadline("first_token_timeout")
+            if first_token_timeout is None
+            else check_deadline("first_token_timeout", first_token_timeout)
+        )
+        self.total_timeout = (
+            default_deadline("total_timeout")
+            if total_timeout is None
+            else check_deadline("total_timeout", total_timeout)
+        )
         # Deadlines a provider's options set are the router's, not the provider's.
         self._route_deadlines: dict[str, dict[str, float | None]] = {}
         for name, options in self.provider_options.items():
             for option in DEADLINE_OPTIONS:
                 if option in options:
                     self._route_deadlines.setdefault(name, {})[option] = check_deadline(
-                        f"{name}.{option}", options.pop(option))
+                        f"{name}.{option}", options.pop(option)
+                    )
         self._pool: ConnectionPool | None = None  # keep-alive connections, when kept
         self.chat = _AsyncChat(self)
         self.models = _AsyncModels(self)
@@ -199,22 +205,35 @@ class AsyncClient:
         router = self.router
         return any(n.lower() == name for n in router.order) or any(
             str(t).split(":", 1)[0].lower() == name
-            for targets in router.aliases.values() for t in targets)
+            for targets in router.aliases.values()
+            for t in targets
+        )
 
     def _reachable(self, routes: list[Route]) -> list[Route]:
         """``routes`` without the unconfigured local servers this client may not reach:
         nothing is sent to an endpoint the user did not configure or name."""
         named_ok = self.local_servers == "named"
-        kept = [r for r in routes if not getattr(r.provider, "local", False)
-                or (named_ok and r.named) or self.configured(r.provider)]
+        kept = [
+            r
+            for r in routes
+            if not getattr(r.provider, "local", False)
+            or (named_ok and r.named)
+            or self.configured(r.provider)
+        ]
         if kept:
             return kept
         name = routes[0].name
         raise InvalidRequestError(
             f"{name} is a local server that is not configured: set "
             f"LLMPLEX_{name.upper()}_BASE_URL or add [providers.{name}] to config.toml"
-            + ("" if named_ok else " (this server only reaches the local servers its "
-               "operator configured)"), param="model", provider=name)
+            + (
+                ""
+                if named_ok
+                else " (this server only reaches the local servers its operator configured)"
+            ),
+            param="model",
+            provider=name,
+        )
 
     def _key(self, provider: type[AsyncGeneratorProvider]) -> tuple[str | None, str | None]:
         """The key ``provider`` would use (its options', else its variable's) and the
@@ -236,30 +255,45 @@ class AsyncClient:
             if why is not None:
                 return why
         if getattr(provider, "local", False) and not self.configured(provider):
-            return (f"a local server that is not configured (set LLMPLEX_{name.upper()}"
-                    f"_BASE_URL or add [providers.{name}])")
+            return (
+                f"a local server that is not configured (set LLMPLEX_{name.upper()}"
+                f"_BASE_URL or add [providers.{name}])"
+            )
         if hasattr(provider, "default_base_url") and not (
-                options.get("base_url") or provider.env_base_url()
-                or provider.default_base_url):
+            options.get("base_url") or provider.env_base_url() or provider.default_base_url
+        ):
             return f"no base URL (set LLMPLEX_{name.upper()}_BASE_URL)"
         if provider.needs_auth:
             key, key_env = self._key(provider)
-            if not (key or options.get("cookies") or options.get("headers")
-                    or options.get("captcha_token")):
-                return (f"no API key (set {key_env})" if key_env
-                        else f"no credentials (add [providers.{name}])")
+            if not (
+                key
+                or options.get("cookies")
+                or options.get("headers")
+                or options.get("captcha_token")
+            ):
+                return (
+                    f"no API key (set {key_env})"
+                    if key_env
+                    else f"no credentials (add [providers.{name}])"
+                )
         return None
 
     def _discovery(self, provider: type[Any]) -> dict[str, Any] | None:
         """How to ask ``provider``'s upstream for its models, when it is an
         OpenAI-compatible one the user configured and may reach; else None."""
-        if not hasattr(provider, "fetch_models") or not self.configured(provider) \
-                or self.unavailable(provider) is not None:
+        if (
+            not hasattr(provider, "fetch_models")
+            or not self.configured(provider)
+            or self.unavailable(provider) is not None
+        ):
             return None
         options = self.provider_options.get(provider.get_name().lower(), {})
-        return {"base_url": provider._base(options.get("base_url")),
-                "api_key": self._key(provider)[0], "headers": options.get("headers"),
-                "proxy": options.get("proxy") or self.proxy}
+        return {
+            "base_url": provider._base(options.get("base_url")),
+            "api_key": self._key(provider)[0],
+            "headers": options.get("headers"),
+            "proxy": options.get("proxy") or self.proxy,
+        }
 
     async def _discover(self, *, stale_only: bool = False) -> int:
         """Refresh the discovered model lists of the configured OpenAI-compatible
@@ -274,8 +308,13 @@ class AsyncClient:
             else:
                 targets.append((cls, target))
         if stale_only:
-            targets = [(cls, t) for cls, t in targets if not cache.fresh(cache.key(
-                cls.get_name(), t["base_url"], t["api_key"], t["headers"]))]
+            targets = [
+                (cls, t)
+                for cls, t in targets
+                if not cache.fresh(
+                    cache.key(cls.get_name(), t["base_url"], t["api_key"], t["headers"])
+                )
+            ]
         if not targets:
             return 0
         asked = await asyncio.gather(*(cache.discover(cls, **t) for cls, t in targets))
@@ -291,8 +330,12 @@ class AsyncClient:
             return router.resolve(model, provider)
         except ModelNotFoundError:
             # Only a bare name: "allenai:unknown" is that provider's to refuse.
-            if provider is None and model and router._split_prefix(model)[0] is None \
-                    and await self._discover(stale_only=True):
+            if (
+                provider is None
+                and model
+                and router._split_prefix(model)[0] is None
+                and await self._discover(stale_only=True)
+            ):
                 return router.resolve(model, provider)
             raise
 
@@ -315,16 +358,19 @@ class _AsyncCompletions:
         self._client = client
 
     @overload
-    async def create(self, *, model: str | None = ..., messages: Any,
-                     stream: Literal[False] = ..., **kwargs: Any) -> ChatCompletion: ...
+    async def create(
+        self, *, model: str | None = ..., messages: Any, stream: Literal[False] = ..., **kwargs: Any
+    ) -> ChatCompletion: ...
 
     @overload
-    async def create(self, *, model: str | None = ..., messages: Any, stream: Literal[True],
-                     **kwargs: Any) -> AsyncStream: ...
+    async def create(
+        self, *, model: str | None = ..., messages: Any, stream: Literal[True], **kwargs: Any
+    ) -> AsyncStream: ...
 
     @overload
-    async def create(self, *, model: str | None = ..., messages: Any, stream: bool,
-                     **kwargs: Any) -> ChatCompletion | AsyncStream: ...
+    async def create(
+        self, *, model: str | None = ..., messages: Any, stream: bool, **kwargs: Any
+    ) -> ChatCompletion | AsyncStream: ...
 
     async def create(
         self,
@@ -367,28 +413,41 @@ class _AsyncCompletions:
         """
         client = self._client
         request = ChatRequest.build(model, messages, stream=stream, emulate=emulate, **kwargs)
-        deadlines = {name: check_deadline(name, value) for name, value in (
-            ("first_token_timeout", first_token_timeout), ("total_timeout", total_timeout))
-            if value is not None}
+        deadlines = {
+            name: check_deadline(name, value)
+            for name, value in (
+                ("first_token_timeout", first_token_timeout),
+                ("total_timeout", total_timeout),
+            )
+            if value is not None
+        }
         record = None
         if conversation is not None:
-            conversation_id = (conversation.id if isinstance(conversation, Conversation)
-                               else str(conversation))
+            conversation_id = (
+                conversation.id if isinstance(conversation, Conversation) else str(conversation)
+            )
             record = await asyncio.to_thread(client.store.get, conversation_id)
             if not model and provider is None:
                 model = record.model  # a conversation goes on with the model it used
         router = client.router
-        routes = router.capable(client._reachable(await client._resolve(model, provider)),
-                                request)
+        routes = router.capable(client._reachable(await client._resolve(model, provider)), request)
         if request.route_options and len({r.name for r in routes}) > 1:
             name = next(iter(request.route_options))
             raise InvalidRequestError(
                 f"{name} applies to one provider, but this call may be served by "
                 f"{', '.join(dict.fromkeys(r.name for r in routes))}: name one provider "
                 "('provider:model' or provider=), or give each its own in provider_options",
-                param=name)
-        run = _Run(client, routes, request, record, model or routes[0].model,
-                   timeout or client.timeout, deadlines)
+                param=name,
+            )
+        run = _Run(
+            client,
+            routes,
+            request,
+            record,
+            model or routes[0].model,
+            timeout or client.timeout,
+            deadlines,
+        )
         if stream:
             return AsyncStream(run.chunks())
         return await run.complete()
@@ -397,8 +456,16 @@ class _AsyncCompletions:
 class _Choice:
     """What one choice of an answer has gathered so far."""
 
-    __slots__ = ("text", "reasoning", "refusal", "calls", "logprobs", "refusal_logprobs",
-                 "finish_reason", "started")
+    __slots__ = (
+        "text",
+        "reasoning",
+        "refusal",
+        "calls",
+        "logprobs",
+        "refusal_logprobs",
+        "finish_reason",
+        "started",
+    )
 
     def __init__(self) -> None:
         self.text: list[str] = []
@@ -432,16 +499,23 @@ class _Choice:
     def tool_calls(self) -> list[ChatCompletionMessageToolCall] | None:
         if not self.calls:
             return None
-        return [ChatCompletionMessageToolCall(
-                    call[0] or f"call_{index}", Function(call[1] or "", "".join(call[2])))
-                for index, call in sorted(self.calls.items())]
+        return [
+            ChatCompletionMessageToolCall(
+                call[0] or f"call_{index}", Function(call[1] or "", "".join(call[2]))
+            )
+            for index, call in sorted(self.calls.items())
+        ]
 
     def message(self) -> ChatCompletionMessage:
         calls = self.tool_calls()
         text = "".join(self.text)
         return ChatCompletionMessage(
-            "assistant", text if text or not (calls or self.refusal) else None,
-            "".join(self.refusal) or None, calls, "".join(self.reasoning) or None)
+            "assistant",
+            text if text or not (calls or self.refusal) else None,
+            "".join(self.refusal) or None,
+            calls,
+            "".join(self.reasoning) or None,
+        )
 
     def choice_logprobs(self) -> ChoiceLogprobs | None:
         if self.logprobs is None and self.refusal_logprobs is None:
@@ -452,9 +526,16 @@ class _Choice:
 class _Run:
     """One request: fallback stream, limits, usage, conversation bookkeeping."""
 
-    def __init__(self, client: AsyncClient, routes: list[Route], request: ChatRequest,
-                 record: Conversation | None, model: str, timeout: float | None,
-                 deadlines: dict[str, float | None] | None = None) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        routes: list[Route],
+        request: ChatRequest,
+        record: Conversation | None,
+        model: str,
+        timeout: float | None,
+        deadlines: dict[str, float | None] | None = None,
+    ) -> None:
         self.client = client
         self.deadlines = deadlines or {}
         self.routes = routes
@@ -504,8 +585,11 @@ class _Run:
                 kwargs["conversation"] = conversation_class.from_dict(state)
             kwargs["return_conversation"] = True
         router = self.client.router
-        emulated = cls.emulated(request, route.model) if (
-            router.emulate if request.emulate is None else request.emulate) else None
+        emulated = (
+            cls.emulated(request, route.model)
+            if (router.emulate if request.emulate is None else request.emulate)
+            else None
+        )
         if not emulated:
             self.emulated = None
             return cls.create_async_generator(route.model, self.history, **kwargs)
@@ -518,8 +602,9 @@ class _Run:
         how = plan(request.fields, emulated, router.emulation_retries)
         self.emulated = list(how.features)
 
-        def open_stream(messages: list[dict[str, str]],
-                        state: JsonConversation | None) -> AsyncIterator[Chunk]:
+        def open_stream(
+            messages: list[dict[str, str]], state: JsonConversation | None
+        ) -> AsyncIterator[Chunk]:
             if state is not None:
                 kwargs["conversation"] = state
             return cls.create_async_generator(route.model, _messages(messages), **kwargs)
@@ -563,10 +648,13 @@ class _Run:
         bind = nullcontext if pool is None else pool.bind
         self.started_at = time.monotonic()
         stream = self.client.router.stream(
-            self.routes[:self.client.router.max_routes], self._open, model=self.model,
+            self.routes[: self.client.router.max_routes],
+            self._open,
+            model=self.model,
             first_token_timeout=self._first_token_timeout,
             total_timeout=self.deadlines.get("total_timeout", self.client.total_timeout),
-            attempt_timeout=self._attempt_timeout)
+            attempt_timeout=self._attempt_timeout,
+        )
         # an async generator, though routing.py annotates it AsyncIterator: it has aclose()
         assert isinstance(stream, AsyncGenerator)
         first = self.choices[0]
@@ -591,7 +679,8 @@ class _Run:
                         if size > MAX_ANSWER_CHARS:
                             raise ResponseError(
                                 f"answer too long: over {MAX_ANSWER_CHARS} characters",
-                                provider=self.provider)
+                                provider=self.provider,
+                            )
                         first.text.append(chunk)
                         yield chunk
                     if limiter is not None and limiter.done:
@@ -648,9 +737,13 @@ class _Run:
     def usage_object(self) -> CompletionUsage:
         u = self.usage
         if u is not None:  # what the service counted is never replaced by an estimate
-            return CompletionUsage(u.prompt_tokens, u.completion_tokens, u.total_tokens,
-                                   prompt_tokens_details=u.prompt_tokens_details,
-                                   completion_tokens_details=u.completion_tokens_details)
+            return CompletionUsage(
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.total_tokens,
+                prompt_tokens_details=u.prompt_tokens_details,
+                completion_tokens_details=u.completion_tokens_details,
+            )
         text = "".join("".join(c.text) for c in self.choices.values())
         prompt = sum(estimate_tokens(_text(m.get("content"))) for m in self.history)
         return CompletionUsage(prompt, estimate_tokens(text), estimated=True)
@@ -676,20 +769,38 @@ class _Run:
         else:
             turn.append(reply)
         self.record = await asyncio.to_thread(
-            self.client.store.append, self.record.id, turn,
-            provider=self.provider, model=self.model, state=None if failed else self.state,
+            self.client.store.append,
+            self.record.id,
+            turn,
+            provider=self.provider,
+            model=self.model,
+            state=None if failed else self.state,
             expected_turns=len(self.record.messages),
         )
 
     def _chunk(self, choices: list[ChunkChoice], **more: Any) -> ChatCompletionChunk:
         meta = self.meta
         if meta is None:
-            return ChatCompletionChunk(self.id, self.created, self.model, self.provider,
-                                       choices, emulated=self.emulated, **more)
-        return ChatCompletionChunk(self.id, self.created, meta.model or self.model,
-                                   self.provider, choices,
-                                   system_fingerprint=meta.system_fingerprint,
-                                   service_tier=meta.service_tier, emulated=self.emulated, **more)
+            return ChatCompletionChunk(
+                self.id,
+                self.created,
+                self.model,
+                self.provider,
+                choices,
+                emulated=self.emulated,
+                **more,
+            )
+        return ChatCompletionChunk(
+            self.id,
+            self.created,
+            meta.model or self.model,
+            self.provider,
+            choices,
+            system_fingerprint=meta.system_fingerprint,
+            service_tier=meta.service_tier,
+            emulated=self.emulated,
+            **more,
+        )
 
     async def chunks(self) -> AsyncGenerator[ChatCompletionChunk, None]:
         first = self.choices[0]
@@ -708,10 +819,16 @@ class _Run:
                         continue
                     choice = self.choices[index]
                     if isinstance(event, ToolCallDelta):
-                        delta = ChoiceDelta(tool_calls=[ChoiceDeltaToolCall(
-                            event.index, event.id,
-                            ChoiceDeltaToolCallFunction(event.name, event.arguments),
-                            "function" if event.id or event.name else None)])
+                        delta = ChoiceDelta(
+                            tool_calls=[
+                                ChoiceDeltaToolCall(
+                                    event.index,
+                                    event.id,
+                                    ChoiceDeltaToolCallFunction(event.name, event.arguments),
+                                    "function" if event.id or event.name else None,
+                                )
+                            ]
+                        )
                     elif isinstance(event, ReasoningDelta):
                         delta = ChoiceDelta(reasoning_content=event.text)
                     elif isinstance(event, RefusalDelta):
@@ -734,15 +851,22 @@ class _Run:
             choice = self.choices[index]
             found = pending.pop(index, None)
             done = ChunkChoice(
-                ChoiceDelta(role=None if choice.started else "assistant",
-                            content=None if choice.started else ""),
-                choice.finish_reason or _default_finish(choice), index,
-                ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs) if found else None)
+                ChoiceDelta(
+                    role=None if choice.started else "assistant",
+                    content=None if choice.started else "",
+                ),
+                choice.finish_reason or _default_finish(choice),
+                index,
+                ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs) if found else None,
+            )
             if index != last:
                 yield self._chunk([done])
             else:
-                yield self._chunk([done], usage=self.usage_object(),
-                                  conversation_id=self.record.id if self.record else None)
+                yield self._chunk(
+                    [done],
+                    usage=self.usage_object(),
+                    conversation_id=self.record.id if self.record else None,
+                )
 
     async def complete(self) -> ChatCompletion:
         async with aclosing(self.events()) as events:
@@ -750,10 +874,19 @@ class _Run:
                 pass
         meta = self.meta
         return ChatCompletion(
-            self.id, self.created, self.answer_model, self.provider,
-            [Choice(index, choice.message(), choice.finish_reason or _default_finish(choice),
-                    choice.choice_logprobs())
-             for index, choice in sorted(self.choices.items())],
+            self.id,
+            self.created,
+            self.answer_model,
+            self.provider,
+            [
+                Choice(
+                    index,
+                    choice.message(),
+                    choice.finish_reason or _default_finish(choice),
+                    choice.choice_logprobs(),
+                )
+                for index, choice in sorted(self.choices.items())
+            ],
             self.usage_object(),
             conversation_id=self.record.id if self.record else None,
             system_fingerprint=meta.system_fingerprint if meta else None,
@@ -763,10 +896,17 @@ class _Run:
 
 
 #: the events that are part of a choice's answer
-_ANSWER_EVENTS = (ToolCallDelta, ReasoningDelta, RefusalDelta, ChoiceText, Logprobs,
-                  ReasoningSignature)
-_AnswerEvent = (ToolCallDelta | ReasoningDelta | RefusalDelta | ChoiceText | Logprobs
-                | ReasoningSignature)
+_ANSWER_EVENTS = (
+    ToolCallDelta,
+    ReasoningDelta,
+    RefusalDelta,
+    ChoiceText,
+    Logprobs,
+    ReasoningSignature,
+)
+_AnswerEvent = (
+    ToolCallDelta | ReasoningDelta | RefusalDelta | ChoiceText | Logprobs | ReasoningSignature
+)
 
 
 def _messages(messages: list[dict[str, Any]] | list[dict[str, str]]) -> Messages:
@@ -880,8 +1020,7 @@ class _AsyncModels:
             # provider_classes() types them as AsyncGeneratorProvider only
             assert issubclass(cls, ProviderModelMixin)
             static = cls.get_models()
-            for model in dict.fromkeys([*(listed or static),
-                                        *getattr(cls, "model_aliases", {})]):
+            for model in dict.fromkeys([*(listed or static), *getattr(cls, "model_aliases", {})]):
                 row = rows.setdefault(model, [[], 0, [], False])
                 row[0].append(name)
                 found = listed.get(model)
@@ -898,12 +1037,21 @@ class _AsyncModels:
                 row = rows.setdefault(alias, [[], 0, [], False])
                 row[0].extend(n for n in names if n not in row[0])
                 row[3] = row[3] or bool(able)
-                row[2].extend(f"{n}: {reasons.get(_provider_name(n))}" for n in names
-                              if n not in able)
-        return ModelList([
-            Model(model, providers, created, available,
-                  None if available else "; ".join(dict.fromkeys(why)) or None)
-            for model, (providers, created, why, available) in sorted(rows.items())])
+                row[2].extend(
+                    f"{n}: {reasons.get(_provider_name(n))}" for n in names if n not in able
+                )
+        return ModelList(
+            [
+                Model(
+                    model,
+                    providers,
+                    created,
+                    available,
+                    None if available else "; ".join(dict.fromkeys(why)) or None,
+                )
+                for model, (providers, created, why, available) in sorted(rows.items())
+            ]
+        )
 
 
 def _provider_name(name: str) -> str:
@@ -917,9 +1065,13 @@ class _AsyncConversations:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def create(self, *, model: str | None = None,
-                     messages: Sequence[Mapping[str, Any]] = (),
-                     metadata: dict[str, Any] | None = None) -> Conversation:
+    async def create(
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> Conversation:
         """Start a conversation (``messages`` may seed it, e.g. with a system message)."""
         seed = validate_messages(list(messages)) if messages else []
         return await asyncio.to_thread(
@@ -939,6 +1091,7 @@ class _AsyncConversations:
 
 
 # -- sync --------------------------------------------------------------------------------
+
 
 class Client:
     """The synchronous client: the same API, run on llmplex's background loop, so it also

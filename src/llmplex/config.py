@@ -5,7 +5,7 @@ The file is ``config.toml`` in the user's config directory
 named by ``LLMPLEX_CONFIG``. Every key is optional::
 
     model = "groq:llama-3.1-8b-instant"  # default model (LLMPLEX_MODEL)
-    provider = "Replicate"            # default provider, or a list (LLMPLEX_PROVIDER, comma-separated)
+    provider = "Replicate"            # default provider or a list (LLMPLEX_PROVIDER: a,b)
     proxy = "socks5://127.0.0.1:9050" # proxy for every request (LLMPLEX_PROXY)
     timeout = 120                     # seconds (LLMPLEX_TIMEOUT)
     first_token_timeout = 300         # seconds to the first content (LLMPLEX_FIRST_TOKEN_TIMEOUT)
@@ -82,8 +82,16 @@ from typing import Any
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .errors import InvalidRequestError
 
-__all__ = ["Config", "ConfigError", "load_config", "config_path", "data_dir",
-           "display_path", "ENVIRONMENT", "environment"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "load_config",
+    "config_path",
+    "data_dir",
+    "display_path",
+    "ENVIRONMENT",
+    "environment",
+]
 
 #: environment variables llmplex reads, for ``llmplex --help``
 ENVIRONMENT: dict[str, str] = {
@@ -115,17 +123,40 @@ def environment() -> dict[str, str]:
     return {**ENVIRONMENT, **{v: "API key of " + ", ".join(labels) for v, labels in keys.items()}}
 
 
-_SERVER_KEYS = {"host": str, "port": int, "api_keys": list, "cors_origins": list,
-                "allow_upstream_overrides": bool, "max_body_bytes": int,
-                "allowed_hosts": list, "client_stall_timeout": float, "max_providers": int,
-                "header_timeout": float, "body_timeout": float, "keepalive_timeout": float,
-                "max_connections": int, "workers": int, "drain_timeout": float,
-                "metrics": str, "log_format": str, "traces": bool, "keys": dict}
+_SERVER_KEYS = {
+    "host": str,
+    "port": int,
+    "api_keys": list,
+    "cors_origins": list,
+    "allow_upstream_overrides": bool,
+    "max_body_bytes": int,
+    "allowed_hosts": list,
+    "client_stall_timeout": float,
+    "max_providers": int,
+    "header_timeout": float,
+    "body_timeout": float,
+    "keepalive_timeout": float,
+    "max_connections": int,
+    "workers": int,
+    "drain_timeout": float,
+    "metrics": str,
+    "log_format": str,
+    "traces": bool,
+    "keys": dict,
+}
 # [state]: where a server's health, conversations and limits live (llmplex.state)
 _STATE_KEYS = {"url": str, "on_error": str, "prefix": str, "timeout": float}
-_ROUTER_KEYS = {"order": list, "aliases": dict, "include_not_working": bool, "cooldown": float,
-                "max_cooldown": float, "retries": int, "max_routes": int, "emulate": bool,
-                "emulation_retries": int}
+_ROUTER_KEYS = {
+    "order": list,
+    "aliases": dict,
+    "include_not_working": bool,
+    "cooldown": float,
+    "max_cooldown": float,
+    "retries": int,
+    "max_routes": int,
+    "emulate": bool,
+    "emulation_retries": int,
+}
 
 
 class ConfigError(InvalidRequestError):
@@ -150,8 +181,10 @@ class Config:
     path: Path | None = None  # the file read, if any
 
     def __repr__(self) -> str:  # provider options and server keys are secrets
-        return (f"Config(model={self.model!r}, provider={self.provider!r}, "
-                f"providers={sorted(self.providers)!r}, path={str(self.path)!r})")
+        return (
+            f"Config(model={self.model!r}, provider={self.provider!r}, "
+            f"providers={sorted(self.providers)!r}, path={str(self.path)!r})"
+        )
 
     def make_router(self) -> Any:
         from .routing import Router
@@ -196,19 +229,24 @@ def _check(table: Mapping[str, Any], types: Mapping[str, Any], where: str) -> di
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(types)})")
         expected = types[key]
         ok = isinstance(value, expected) and not (
-            expected in (int, float) and isinstance(value, bool))
+            expected in (int, float) and isinstance(value, bool)
+        )
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok, value = True, float(value)
         if not ok:
-            names = " or ".join(t.__name__ for t in expected) if isinstance(expected, tuple) \
+            names = (
+                " or ".join(t.__name__ for t in expected)
+                if isinstance(expected, tuple)
                 else expected.__name__
+            )
             raise ConfigError(f"{where}: {key!r} must be of type {names}")
         out[key] = value
     return out
 
 
-def load_config(path: str | os.PathLike[str] | None = None,
-                environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
     """Read the config file (if it exists) and apply the environment over it."""
     from .providers import find_provider, get_provider, key_variables, provider_names
 
@@ -225,11 +263,19 @@ def load_config(path: str | os.PathLike[str] | None = None,
     elif path is not None or environ.get("LLMPLEX_CONFIG"):
         raise ConfigError(f"config file {file} does not exist")
 
-    top = _check({k: v for k, v in raw.items() if k not in ("providers", "router", "server",
-                                                                  "state")},
-                 {"model": str, "provider": (str, list), "proxy": str, "timeout": float,
-                  "first_token_timeout": float, "total_timeout": float,
-                  "data_dir": str}, str(file))
+    top = _check(
+        {k: v for k, v in raw.items() if k not in ("providers", "router", "server", "state")},
+        {
+            "model": str,
+            "provider": (str, list),
+            "proxy": str,
+            "timeout": float,
+            "first_token_timeout": float,
+            "total_timeout": float,
+            "data_dir": str,
+        },
+        str(file),
+    )
     config.model = top.get("model")
     if "provider" in top:
         config.provider = _names(top["provider"], str(file))
@@ -250,8 +296,10 @@ def load_config(path: str | os.PathLike[str] | None = None,
         raise ConfigError(f"{file}: [providers] must be a table of tables")
     for name, options in providers.items():
         if find_provider(name) is None:
-            raise ConfigError(f"{file}: [providers.{name}]: unknown provider "
-                              f"(known: {', '.join(provider_names())})")
+            raise ConfigError(
+                f"{file}: [providers.{name}]: unknown provider "
+                f"(known: {', '.join(provider_names())})"
+            )
         if not isinstance(options, dict):
             raise ConfigError(f"{file}: [providers.{name}] must be a table")
         cls = get_provider(name)
@@ -287,8 +335,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if environ.get("LLMPLEX_STATE_URL"):
         config.state["url"] = environ["LLMPLEX_STATE_URL"]
     if environ.get("LLMPLEX_SERVER_API_KEYS"):
-        config.server["api_keys"] = [k.strip() for k in
-                                     environ["LLMPLEX_SERVER_API_KEYS"].split(",") if k.strip()]
+        config.server["api_keys"] = [
+            k.strip() for k in environ["LLMPLEX_SERVER_API_KEYS"].split(",") if k.strip()
+        ]
     for name, options in config.providers.items():
         # Providers read these variables only when no option is given: drop the option.
         if environ.get(f"LLMPLEX_{name.upper()}_BASE_URL"):
@@ -304,7 +353,7 @@ def _check_state(config: Config, table: Any, file: str) -> None:
         raise ConfigError(f"{file}: [state] must be a table")
     config.state = _check(table, _STATE_KEYS, f"{file}: [state]")
     if config.state.get("on_error", "closed") not in ("closed", "open"):
-        raise ConfigError(f"{file}: [state] on_error must be \"closed\" or \"open\"")
+        raise ConfigError(f'{file}: [state] on_error must be "closed" or "open"')
     url = config.state.get("url")
     if url and url.split("://", 1)[0].lower() not in ("redis", "rediss", "unix"):
         raise ConfigError(f"{file}: [state] url must start with redis://, rediss:// or unix://")
@@ -335,8 +384,10 @@ def _proxy(value: str, where: str) -> str:
         host = None
         parts = None
     if parts is None or parts.scheme.lower() not in PROXY_SCHEMES or not host:
-        raise ConfigError(f"{where}: not a proxy URL (expected "
-                          f"{', '.join(s + '://host:port' for s in PROXY_SCHEMES)})")
+        raise ConfigError(
+            f"{where}: not a proxy URL (expected "
+            f"{', '.join(s + '://host:port' for s in PROXY_SCHEMES)})"
+        )
     return value
 
 
@@ -349,10 +400,12 @@ def _check_provider(cls: Any, options: Mapping[str, Any], where: str) -> None:
     for key, value in options.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-            hint = (f"did you mean {' or '.join(map(repr, close))}?" if close
-                    else f"{cls.get_name()} takes: {', '.join(known)}")
-            raise ConfigError(f"{where}: unknown key {key!r}; {hint}", param=key,
-                              suggestions=close)
+            hint = (
+                f"did you mean {' or '.join(map(repr, close))}?"
+                if close
+                else f"{cls.get_name()} takes: {', '.join(known)}"
+            )
+            raise ConfigError(f"{where}: unknown key {key!r}; {hint}", param=key, suggestions=close)
         if key in _STRINGS:
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{where}: {key!r} must be a non-empty string", param=key)
@@ -360,13 +413,14 @@ def _check_provider(cls: Any, options: Mapping[str, Any], where: str) -> None:
                 _proxy(value, f"{where}: 'proxy'")
         elif key in _STRING_TABLES:
             if not isinstance(value, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
                 raise ConfigError(f"{where}: {key!r} must be a table of strings", param=key)
         elif key == "timeout":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not value > 0:
-                raise ConfigError(f"{where}: 'timeout' must be a positive number of seconds",
-                                  param=key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(
+                    f"{where}: 'timeout' must be a positive number of seconds", param=key
+                )
         elif key in DEADLINE_OPTIONS:
             _deadline(key, value, where)
 

@@ -136,7 +136,7 @@ def _parse_netscape(text: str, file: Path, host: str, found: _Found) -> None:
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip("\r\n")
         if line.startswith(_HTTPONLY):
-            line = line[len(_HTTPONLY):]
+            line = line[len(_HTTPONLY) :]
         elif not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split("\t")
@@ -145,8 +145,12 @@ def _parse_netscape(text: str, file: Path, host: str, found: _Found) -> None:
         if len(fields) != 7:
             fields = line.split(None, 6)
         if len(fields) != 7:
-            raise _bad(file, lineno, "expected 7 tab-separated fields (domain, include-subdomains,"
-                       f" path, secure, expiry, name, value), found {len(fields)}")
+            raise _bad(
+                file,
+                lineno,
+                "expected 7 tab-separated fields (domain, include-subdomains,"
+                f" path, secure, expiry, name, value), found {len(fields)}",
+            )
         domain, flag, _path, _secure, expiry, name, value = fields
         if flag.upper() not in ("TRUE", "FALSE"):
             raise _bad(file, lineno, "include-subdomains must be TRUE or FALSE")

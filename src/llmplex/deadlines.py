@@ -26,8 +26,13 @@ from typing import Any
 
 from .errors import InvalidRequestError
 
-__all__ = ["DEFAULT_FIRST_TOKEN_TIMEOUT", "DEFAULT_TOTAL_TIMEOUT", "DEADLINE_OPTIONS",
-           "check_deadline", "default_deadline"]
+__all__ = [
+    "DEFAULT_FIRST_TOKEN_TIMEOUT",
+    "DEFAULT_TOTAL_TIMEOUT",
+    "DEADLINE_OPTIONS",
+    "check_deadline",
+    "default_deadline",
+]
 
 #: seconds to the first content of an answer (generous: some reasoning models stream
 #: nothing while they think)
@@ -44,10 +49,15 @@ DEADLINE_OPTIONS: dict[str, tuple[str, float]] = {
 def check_deadline(name: str, value: Any) -> float | None:
     """``value`` as seconds (None for ``math.inf``: no deadline); anything but a positive
     number is an :class:`InvalidRequestError` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
-            or value <= 0:
-        raise InvalidRequestError(f"{name} must be a positive number of seconds (inf: none), "
-                                  f"not {value!r}", param=name)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(value)
+        or value <= 0
+    ):
+        raise InvalidRequestError(
+            f"{name} must be a positive number of seconds (inf: none), not {value!r}", param=name
+        )
     return None if math.isinf(value) else float(value)
 
 
@@ -60,6 +70,7 @@ def default_deadline(name: str, environ: Mapping[str, str] | None = None) -> flo
     try:
         value = float(raw)
     except ValueError:
-        raise InvalidRequestError(f"{variable} must be a number of seconds, not {raw!r}",
-                                  param=variable) from None
+        raise InvalidRequestError(
+            f"{variable} must be a number of seconds, not {raw!r}", param=variable
+        ) from None
     return check_deadline(variable, value)

@@ -92,8 +92,14 @@ class LLMplexError(Exception):
         )
 
 
-def _rebuild(cls: type[LLMplexError], message: str, provider: str | None, status: int | None,
-             body: str | None, retry_after: float | None) -> LLMplexError:
+def _rebuild(
+    cls: type[LLMplexError],
+    message: str,
+    provider: str | None,
+    status: int | None,
+    body: str | None,
+    retry_after: float | None,
+) -> LLMplexError:
     err = cls.__new__(cls)
     LLMplexError.__init__(
         err, message, provider=provider, status=status, body=body, retry_after=retry_after
@@ -155,19 +161,23 @@ class EmulationError(ResponseError):
     ``.raw`` is the model's last answer as it came, ``.problems`` what was wrong with it.
     """
 
-    def __init__(self, message: str, *, raw: str = "", problems: Sequence[str] = (),
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, raw: str = "", problems: Sequence[str] = (), **kwargs: Any
+    ) -> None:
         self.raw = raw
         self.problems = list(problems)
         super().__init__(message, **kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_emulation, (type(self), self.message, self.raw, self.problems,
-                                     self.provider))
+        return (
+            _rebuild_emulation,
+            (type(self), self.message, self.raw, self.problems, self.provider),
+        )
 
 
-def _rebuild_emulation(cls: type[EmulationError], message: str, raw: str,
-                       problems: list[str], provider: str | None) -> EmulationError:
+def _rebuild_emulation(
+    cls: type[EmulationError], message: str, raw: str, problems: list[str], provider: str | None
+) -> EmulationError:
     return cls(message, raw=raw, problems=problems, provider=provider)
 
 
@@ -226,8 +236,11 @@ def _unconfigured(error: BaseException) -> bool:
     return isinstance(error, MissingAuthError) and error.unconfigured
 
 
-def summarize(failed: AllProvidersFailed, no_key: Callable[[list[str]], str],
-              text: Callable[[BaseException], str] = str) -> str:
+def summarize(
+    failed: AllProvidersFailed,
+    no_key: Callable[[list[str]], str],
+    text: Callable[[BaseException], str] = str,
+) -> str:
     """The text of ``failed``: a summary line, one line per provider (the first line of
     ``text(error)``, the provider named once, trimmed), the providers without
     credentials as one line (``no_key(names)``), the cooling-down ones as one more."""
@@ -244,15 +257,19 @@ def summarize(failed: AllProvidersFailed, no_key: Callable[[list[str]], str],
         else:
             shown = trim(own_line(name, text(err) or type(err).__name__))
             others[shown] = others.get(shown, 0) + 1
-    lines.extend(f"  {shown}" + (f" ({times} attempts)" if times > 1 else "")
-                 for shown, times in others.items())
+    lines.extend(
+        f"  {shown}" + (f" ({times} attempts)" if times > 1 else "")
+        for shown, times in others.items()
+    )
     if missing:
         lines.append("  " + no_key(list(dict.fromkeys(missing))))
     if cooling:
         waits = [wait for _, e in cooling if (wait := getattr(e, "retry_after", None))]
         longest = f" for up to {max(waits):.0f}s" if waits else ""
-        lines.append(f"  cooling down{longest} after failing recently: "
-                     + ", ".join(name for name, _ in cooling))
+        lines.append(
+            f"  cooling down{longest} after failing recently: "
+            + ", ".join(name for name, _ in cooling)
+        )
     return "\n".join(lines)
 
 
@@ -264,7 +281,7 @@ def own_line(name: str, message: str) -> str:
 
 def trim(text: str, limit: int = LINE_LIMIT) -> str:
     """``text`` cut to ``limit`` characters, an ellipsis saying so."""
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def key_variables(names: Iterable[str]) -> list[str]:
@@ -298,8 +315,9 @@ def _key_hint(names: list[str]) -> str:
         where = display_path(config_path())
     except Exception:  # an error's text must never fail to be made
         where = "llmplex's config.toml"
-    hint = (f"(set {or_list(variables)}, or add " if variables else "(add ") + \
-        f"{what} under {table} in {where})"
+    hint = (
+        f"(set {or_list(variables)}, or add " if variables else "(add "
+    ) + f"{what} under {table} in {where})"
     wrapped = textwrap.wrap(hint, 84, break_on_hyphens=False, break_long_words=False)
     return "no key for: " + ", ".join(names) + "".join("\n    " + w for w in wrapped)
 
@@ -313,8 +331,14 @@ class InvalidRequestError(LLMplexError, ValueError):
     close matches of a misspelt name.
     """
 
-    def __init__(self, message: str, *, param: str | None = None,
-                 suggestions: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        suggestions: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
         self.param = param
         self.suggestions = list(suggestions)
         super().__init__(message, **kwargs)
@@ -323,8 +347,9 @@ class InvalidRequestError(LLMplexError, ValueError):
         return (_rebuild_invalid, (self.message, self.param, self.suggestions, self.provider))
 
 
-def _rebuild_invalid(message: str, param: str | None, suggestions: list[str],
-                     provider: str | None) -> InvalidRequestError:
+def _rebuild_invalid(
+    message: str, param: str | None, suggestions: list[str], provider: str | None
+) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, suggestions=suggestions, provider=provider)
 
 

@@ -30,9 +30,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Event", "FinishReason", "Usage", "ReasoningDelta", "ReasoningSignature",
-           "RefusalDelta",
-           "ToolCallDelta", "ChoiceText", "Logprobs", "ResponseMeta"]
+__all__ = [
+    "Event",
+    "FinishReason",
+    "Usage",
+    "ReasoningDelta",
+    "ReasoningSignature",
+    "RefusalDelta",
+    "ToolCallDelta",
+    "ChoiceText",
+    "Logprobs",
+    "ResponseMeta",
+]
 
 
 class Event:
@@ -49,15 +58,21 @@ class Event:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Event) and type(other) is type(self) and (
-            other._state() == self._state())
+        return (
+            isinstance(other, Event)
+            and type(other) is type(self)
+            and (other._state() == self._state())
+        )
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._state()))
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__
-                           if name != "choice" or getattr(self, name))
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__slots__
+            if name != "choice" or getattr(self, name)
+        )
         return f"{type(self).__name__}({fields})"
 
 
@@ -79,12 +94,21 @@ class Usage(Event):
     :attr:`cached_tokens` and :attr:`reasoning_tokens` read them.
     """
 
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens",
-                 "prompt_tokens_details", "completion_tokens_details")
+    __slots__ = (
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+    )
 
     def __init__(
-        self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int | None = None,
-        *, prompt_tokens_details: dict[str, Any] | None = None,
+        self,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        total_tokens: int | None = None,
+        *,
+        prompt_tokens_details: dict[str, Any] | None = None,
         completion_tokens_details: dict[str, Any] | None = None,
     ) -> None:
         self.prompt_tokens = prompt_tokens
@@ -172,8 +196,14 @@ class ToolCallDelta(Event):
     __slots__ = ("index", "id", "name", "arguments", "choice")
     content = True
 
-    def __init__(self, index: int = 0, id: str | None = None, name: str | None = None,
-                 arguments: str = "", choice: int = 0) -> None:
+    def __init__(
+        self,
+        index: int = 0,
+        id: str | None = None,
+        name: str | None = None,
+        arguments: str = "",
+        choice: int = 0,
+    ) -> None:
         self.index = index
         self.id = id
         self.name = name
@@ -199,8 +229,12 @@ class Logprobs(Event):
 
     __slots__ = ("content_logprobs", "refusal_logprobs", "choice")
 
-    def __init__(self, content: list[dict[str, Any]] | None = None,
-                 refusal: list[dict[str, Any]] | None = None, choice: int = 0) -> None:
+    def __init__(
+        self,
+        content: list[dict[str, Any]] | None = None,
+        refusal: list[dict[str, Any]] | None = None,
+        choice: int = 0,
+    ) -> None:
         self.content_logprobs = content
         self.refusal_logprobs = refusal
         self.choice = choice
@@ -215,8 +249,12 @@ class ResponseMeta(Event):
 
     __slots__ = ("model", "system_fingerprint", "service_tier")
 
-    def __init__(self, model: str | None = None, system_fingerprint: str | None = None,
-                 service_tier: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        system_fingerprint: str | None = None,
+        service_tier: str | None = None,
+    ) -> None:
         self.model = model
         self.system_fingerprint = system_fingerprint
         self.service_tier = service_tier

@@ -65,7 +65,7 @@ class OutputLimiter:
                 self._pending = ""
                 return self._spend(text[:cut], final=True)
             keep = min(self._hold, len(text))
-            self._pending = text[len(text) - keep:] if keep else ""
+            self._pending = text[len(text) - keep :] if keep else ""
             text = text[: len(text) - keep]
         return self._spend(text)
 

@@ -102,22 +102,37 @@ class Details:
 
 
 class CompletionUsage(_Object):
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details",
-                 "completion_tokens_details", "estimated")
+    __slots__ = (
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "estimated",
+    )
 
-    def __init__(self, prompt_tokens: int = 0, completion_tokens: int = 0,
-                 total_tokens: int | None = None, estimated: bool = False, *,
-                 prompt_tokens_details: dict[str, Any] | None = None,
-                 completion_tokens_details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        total_tokens: int | None = None,
+        estimated: bool = False,
+        *,
+        prompt_tokens_details: dict[str, Any] | None = None,
+        completion_tokens_details: dict[str, Any] | None = None,
+    ) -> None:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
-        self.total_tokens = (prompt_tokens + completion_tokens if total_tokens is None
-                             else total_tokens)
+        self.total_tokens = (
+            prompt_tokens + completion_tokens if total_tokens is None else total_tokens
+        )
         #: the service's details (``cached_tokens``, ``reasoning_tokens``...), if it sent them
-        self.prompt_tokens_details = (Details(prompt_tokens_details)
-                                      if prompt_tokens_details is not None else None)
-        self.completion_tokens_details = (Details(completion_tokens_details)
-                                          if completion_tokens_details is not None else None)
+        self.prompt_tokens_details = (
+            Details(prompt_tokens_details) if prompt_tokens_details is not None else None
+        )
+        self.completion_tokens_details = (
+            Details(completion_tokens_details) if completion_tokens_details is not None else None
+        )
         #: True when llmplex estimated the counts (the provider reported none)
         self.estimated = estimated
 
@@ -148,8 +163,11 @@ class ChoiceLogprobs(_Object):
 
     __slots__ = ("content", "refusal")
 
-    def __init__(self, content: list[dict[str, Any]] | None = None,
-                 refusal: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        content: list[dict[str, Any]] | None = None,
+        refusal: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.content = content
         self.refusal = refusal
 
@@ -160,10 +178,14 @@ class ChatCompletionMessage(_Object):
 
     __slots__ = ("role", "content", "refusal", "tool_calls", "reasoning_content")
 
-    def __init__(self, role: str = "assistant", content: str | None = None,
-                 refusal: str | None = None,
-                 tool_calls: list[ChatCompletionMessageToolCall] | None = None,
-                 reasoning_content: str | None = None) -> None:
+    def __init__(
+        self,
+        role: str = "assistant",
+        content: str | None = None,
+        refusal: str | None = None,
+        tool_calls: list[ChatCompletionMessageToolCall] | None = None,
+        reasoning_content: str | None = None,
+    ) -> None:
         self.role = role
         self.content = content
         self.refusal = refusal
@@ -174,8 +196,13 @@ class ChatCompletionMessage(_Object):
 class Choice(_Object):
     __slots__ = ("index", "message", "finish_reason", "logprobs")
 
-    def __init__(self, index: int, message: ChatCompletionMessage, finish_reason: str | None,
-                 logprobs: Any = None) -> None:
+    def __init__(
+        self,
+        index: int,
+        message: ChatCompletionMessage,
+        finish_reason: str | None,
+        logprobs: Any = None,
+    ) -> None:
         self.index = index
         self.message = message
         self.finish_reason = finish_reason
@@ -185,14 +212,34 @@ class Choice(_Object):
 class _Completion(_Object):
     """What a whole answer and a streamed piece share: everything but their choices' type."""
 
-    __slots__ = ("id", "object", "created", "model", "provider", "choices", "usage",
-                 "system_fingerprint", "service_tier", "conversation_id", "emulated")
+    __slots__ = (
+        "id",
+        "object",
+        "created",
+        "model",
+        "provider",
+        "choices",
+        "usage",
+        "system_fingerprint",
+        "service_tier",
+        "conversation_id",
+        "emulated",
+    )
     _object: ClassVar[str] = ""
 
-    def __init__(self, id: str, created: int, model: str, provider: str, choices: list[Any],
-                 usage: CompletionUsage | None = None,
-                 conversation_id: str | None = None, system_fingerprint: str | None = None,
-                 service_tier: str | None = None, emulated: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        id: str,
+        created: int,
+        model: str,
+        provider: str,
+        choices: list[Any],
+        usage: CompletionUsage | None = None,
+        conversation_id: str | None = None,
+        system_fingerprint: str | None = None,
+        service_tier: str | None = None,
+        emulated: list[str] | None = None,
+    ) -> None:
         self.id = id
         self.object = self._object
         self.created = created
@@ -228,9 +275,13 @@ class ChoiceDeltaToolCall(_Object):
 
     __slots__ = ("index", "id", "type", "function")
 
-    def __init__(self, index: int, id: str | None = None,
-                 function: ChoiceDeltaToolCallFunction | None = None,
-                 type: str | None = None) -> None:
+    def __init__(
+        self,
+        index: int,
+        id: str | None = None,
+        function: ChoiceDeltaToolCallFunction | None = None,
+        type: str | None = None,
+    ) -> None:
         self.index = index
         self.id = id
         self.type = type
@@ -241,13 +292,24 @@ class ChoiceDelta(_Object):
     """What one chunk adds to a choice; ``reasoning_signature`` (llmplex extra): the
     signature closing the reasoning so far, from services that sign it (Anthropic)."""
 
-    __slots__ = ("role", "content", "refusal", "tool_calls", "reasoning_content",
-                 "reasoning_signature")
+    __slots__ = (
+        "role",
+        "content",
+        "refusal",
+        "tool_calls",
+        "reasoning_content",
+        "reasoning_signature",
+    )
 
-    def __init__(self, content: str | None = None, role: str | None = None,
-                 refusal: str | None = None, tool_calls: list[ChoiceDeltaToolCall] | None = None,
-                 reasoning_content: str | None = None,
-                 reasoning_signature: str | None = None) -> None:
+    def __init__(
+        self,
+        content: str | None = None,
+        role: str | None = None,
+        refusal: str | None = None,
+        tool_calls: list[ChoiceDeltaToolCall] | None = None,
+        reasoning_content: str | None = None,
+        reasoning_signature: str | None = None,
+    ) -> None:
         self.role = role
         self.content = content
         self.refusal = refusal
@@ -259,8 +321,13 @@ class ChoiceDelta(_Object):
 class ChunkChoice(_Object):
     __slots__ = ("index", "delta", "finish_reason", "logprobs")
 
-    def __init__(self, delta: ChoiceDelta, finish_reason: str | None = None,
-                 index: int = 0, logprobs: ChoiceLogprobs | None = None) -> None:
+    def __init__(
+        self,
+        delta: ChoiceDelta,
+        finish_reason: str | None = None,
+        index: int = 0,
+        logprobs: ChoiceLogprobs | None = None,
+    ) -> None:
         self.index = index
         self.delta = delta
         self.finish_reason = finish_reason
@@ -285,8 +352,14 @@ class Model(_Object):
 
     __slots__ = ("id", "object", "created", "owned_by", "providers", "available", "reason")
 
-    def __init__(self, id: str, providers: list[str], created: int = 0,
-                 available: bool = True, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        id: str,
+        providers: list[str],
+        created: int = 0,
+        available: bool = True,
+        reason: str | None = None,
+    ) -> None:
         self.id = id
         self.object = "model"
         self.created = created

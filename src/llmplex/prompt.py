@@ -14,8 +14,17 @@ from typing import Any
 
 from .errors import InvalidRequestError
 
-__all__ = ["format_prompt", "get_last_user_message", "filter_none", "validate_messages",
-           "message_features", "text_content", "require_text_only", "ROLES", "FEATURE_PARTS"]
+__all__ = [
+    "format_prompt",
+    "get_last_user_message",
+    "filter_none",
+    "validate_messages",
+    "message_features",
+    "text_content",
+    "require_text_only",
+    "ROLES",
+    "FEATURE_PARTS",
+]
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 _ROLES = frozenset(ROLES)
@@ -46,8 +55,10 @@ def _check_part(part: Any, role: str, where: str) -> None:
     if kind not in allowed:
         known = kind in _PARTS["user"] or kind == "refusal"
         what = f"not allowed in {role} messages" if known else "not a content part type"
-        raise _fail(f"{kind!r} is {what}"
-                    f" ({role} messages take: {', '.join(sorted(allowed))})", f"{where}.type")
+        raise _fail(
+            f"{kind!r} is {what} ({role} messages take: {', '.join(sorted(allowed))})",
+            f"{where}.type",
+        )
     if kind in ("text", "refusal"):
         if not isinstance(part.get(kind), str):
             raise _fail("must be a string", f"{where}.{kind}")
@@ -57,24 +68,27 @@ def _check_part(part: Any, role: str, where: str) -> None:
             image = {}  # no url, refused below
         url = image.get("url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://", "data:")):
-            raise _fail("must be an http(s) URL or a data: URI",
-                        f"{where}.image_url.url")
+            raise _fail("must be an http(s) URL or a data: URI", f"{where}.image_url.url")
         detail = image.get("detail")
         if detail is not None and detail not in _IMAGE_DETAIL:
-            raise _fail(f"must be one of auto, low, high, not {detail!r}",
-                        f"{where}.image_url.detail")
+            raise _fail(
+                f"must be one of auto, low, high, not {detail!r}", f"{where}.image_url.detail"
+            )
     elif kind == "input_audio":
         audio = part.get("input_audio")
-        if not (isinstance(audio, Mapping) and isinstance(audio.get("data"), str)
-                and audio.get("format") in _AUDIO_FORMATS):
-            raise _fail("needs base64 'data' and a 'format' of wav or mp3",
-                        f"{where}.input_audio")
+        if not (
+            isinstance(audio, Mapping)
+            and isinstance(audio.get("data"), str)
+            and audio.get("format") in _AUDIO_FORMATS
+        ):
+            raise _fail("needs base64 'data' and a 'format' of wav or mp3", f"{where}.input_audio")
     elif kind == "file":
         file = part.get("file")
-        if not (isinstance(file, Mapping) and any(
-                isinstance(file.get(k), str) for k in ("file_data", "file_id"))):
-            raise _fail("needs 'file_data' (a data: URI or base64) or 'file_id'",
-                        f"{where}.file")
+        if not (
+            isinstance(file, Mapping)
+            and any(isinstance(file.get(k), str) for k in ("file_data", "file_id"))
+        ):
+            raise _fail("needs 'file_data' (a data: URI or base64) or 'file_id'", f"{where}.file")
 
 
 def _check_tool_calls(calls: Any, where: str) -> None:
@@ -83,12 +97,19 @@ def _check_tool_calls(calls: Any, where: str) -> None:
     for j, call in enumerate(calls):
         at = f"{where}[{j}]"
         function = call.get("function") if isinstance(call, Mapping) else None
-        if not (isinstance(call, Mapping) and isinstance(call.get("id"), str)
-                and call.get("type", "function") == "function" and isinstance(function, Mapping)
-                and isinstance(function.get("name"), str)
-                and isinstance(function.get("arguments"), str)):
-            raise _fail("must be {'id', 'type': 'function', 'function': {'name', "
-                        "'arguments': '<JSON string>'}}", at)
+        if not (
+            isinstance(call, Mapping)
+            and isinstance(call.get("id"), str)
+            and call.get("type", "function") == "function"
+            and isinstance(function, Mapping)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments"), str)
+        ):
+            raise _fail(
+                "must be {'id', 'type': 'function', 'function': {'name', "
+                "'arguments': '<JSON string>'}}",
+                at,
+            )
 
 
 def validate_messages(messages: Any) -> list[Mapping[str, Any]]:
@@ -104,7 +125,8 @@ def validate_messages(messages: Any) -> list[Mapping[str, Any]]:
         raise InvalidRequestError(
             "messages must be a list of {'role', 'content'} dicts,"
             f" not {type(messages).__name__}",
-            param="messages")
+            param="messages",
+        )
     if not messages:
         raise InvalidRequestError("messages is empty", param="messages")
     for i, message in enumerate(messages):
@@ -120,15 +142,17 @@ def validate_messages(messages: Any) -> list[Mapping[str, Any]]:
         elif isinstance(content, Sequence) and not isinstance(content, (str, bytes)):
             for j, part in enumerate(content):
                 _check_part(part, role, f"{where}.content[{j}]")
-        elif content is None and role == "assistant" and (
-                message.get("tool_calls") or message.get("refusal")):
+        elif (
+            content is None
+            and role == "assistant"
+            and (message.get("tool_calls") or message.get("refusal"))
+        ):
             pass
         else:
             what = "a string or a list of content parts"
             if role == "assistant":
                 what += " (or None with tool_calls)"
-            raise _fail(f"must be {what}, not {type(content).__name__}",
-                        f"{where}.content")
+            raise _fail(f"must be {what}, not {type(content).__name__}", f"{where}.content")
         if len(message) > 2:  # optional keys, checked only when there are any
             name = message.get("name")
             if name is not None and not isinstance(name, str):
@@ -138,8 +162,10 @@ def validate_messages(messages: Any) -> list[Mapping[str, Any]]:
                     raise _fail("is only allowed in assistant messages", f"{where}.tool_calls")
                 _check_tool_calls(message["tool_calls"], f"{where}.tool_calls")
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-            raise _fail("is required in tool messages: the id of the call it answers",
-                        f"{where}.tool_call_id")
+            raise _fail(
+                "is required in tool messages: the id of the call it answers",
+                f"{where}.tool_call_id",
+            )
     return list(messages)
 
 
@@ -176,7 +202,8 @@ def text_content(message: Mapping[str, Any], index: int = 0, provider: str | Non
         raise InvalidRequestError(
             f"{where}: tool calls and tool results need a provider with tool support",
             param=f"{where}.tool_calls" if message.get("tool_calls") else where,
-            provider=provider)
+            provider=provider,
+        )
     if type(content) is str:
         return content
     texts = []
@@ -189,7 +216,9 @@ def text_content(message: Mapping[str, Any], index: int = 0, provider: str | Non
             raise InvalidRequestError(
                 f"{where}.content[{j}]: this provider takes text only ({kind} parts need a "
                 f"provider with {feature} support)",
-                param=f"{where}.content[{j}]", provider=provider)
+                param=f"{where}.content[{j}]",
+                provider=provider,
+            )
     return "".join(texts)
 
 
@@ -205,8 +234,9 @@ def require_text_only(messages: Any, provider: str | None = None) -> list[dict[s
     return out
 
 
-def format_prompt(messages: Sequence[Mapping[str, Any]] | str,
-                  add_special_tokens: bool = False) -> str:
+def format_prompt(
+    messages: Sequence[Mapping[str, Any]] | str, add_special_tokens: bool = False
+) -> str:
     """Render messages as one prompt.
 
     One message (and ``add_special_tokens`` false) gives its content unchanged; several give

@@ -35,8 +35,9 @@ __all__ = ["ChatRequest", "OPENAI_FIELDS", "ROUTE_OPTIONS", "TOOL_FIELDS", "know
 #: per-call options that choose where and as whom a provider is called
 ROUTE_OPTIONS = ("api_key", "base_url", "cookies", "headers", "proxy")
 #: fields that need tool support
-TOOL_FIELDS = frozenset({"tools", "tool_choice", "parallel_tool_calls", "functions",
-                         "function_call"})
+TOOL_FIELDS = frozenset(
+    {"tools", "tool_choice", "parallel_tool_calls", "functions", "function_call"}
+)
 #: fields every route takes: enforced by the client where the service does not
 LIMIT_FIELDS = frozenset({"max_tokens", "max_completion_tokens", "stop"})
 
@@ -49,18 +50,27 @@ def _bad(param: str, message: str) -> InvalidRequestError:
 
 def _number(low: float, high: float) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and low <= value <= high):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and low <= value <= high)
+        ):
             raise _bad(name, f"expected a number from {low:g} to {high:g}, got {value!r}")
+
     return check
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-                high is not None and value > high):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
             span = f"from {low} to {high}" if high is not None else f">= {low}"
             raise _bad(name, f"expected an integer {span}, got {value!r}")
+
     return check
 
 
@@ -68,6 +78,7 @@ def _of(*types: type, what: str) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise _bad(name, f"expected {what}, got {type(value).__name__}")
+
     return check
 
 
@@ -75,6 +86,7 @@ def _choice(*values: str) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
         if value not in values:
             raise _bad(name, f"expected one of {', '.join(values)}, got {value!r}")
+
     return check
 
 
@@ -91,10 +103,13 @@ def _logit_bias(name: str, value: Any) -> None:
     if not isinstance(value, Mapping):
         raise _bad(name, "expected an object mapping token ids to biases")
     for token, bias in value.items():
-        if not str(token).isdigit() or isinstance(bias, bool) or not isinstance(
-                bias, (int, float)) or not -100 <= bias <= 100:
-            raise _bad(f"{name}.{token}", "a token id (digits) mapped to a number from -100 "
-                       "to 100")
+        if (
+            not str(token).isdigit()
+            or isinstance(bias, bool)
+            or not isinstance(bias, (int, float))
+            or not -100 <= bias <= 100
+        ):
+            raise _bad(f"{name}.{token}", "a token id (digits) mapped to a number from -100 to 100")
 
 
 def _tools(name: str, value: Any) -> None:
@@ -114,8 +129,10 @@ def _tools(name: str, value: Any) -> None:
             raise _bad(f"{where}.function", "missing the function definition")
         fname = function.get("name")
         if not isinstance(fname, str) or not _TOOL_NAME.match(fname):
-            raise _bad(f"{where}.function.name", "a name of 1 to 64 letters, digits, _ or -, "
-                       f"got {fname!r}")
+            raise _bad(
+                f"{where}.function.name",
+                f"a name of 1 to 64 letters, digits, _ or -, got {fname!r}",
+            )
         parameters = function.get("parameters")
         if parameters is not None and not isinstance(parameters, Mapping):
             raise _bad(f"{where}.function.parameters", "a JSON Schema object")
@@ -133,8 +150,10 @@ def _tool_choice(name: str, value: Any) -> None:
             return
         if kind in ("allowed_tools", "custom"):
             return
-    raise _bad(name, "expected 'none', 'auto', 'required' or {'type': 'function', "
-               "'function': {'name': ...}}")
+    raise _bad(
+        name,
+        "expected 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
+    )
 
 
 def _response_format(name: str, value: Any) -> None:
@@ -148,13 +167,13 @@ def _response_format(name: str, value: Any) -> None:
         if spec.get("schema") is not None and not isinstance(spec["schema"], Mapping):
             raise _bad(f"{name}.json_schema.schema", "a JSON Schema object")
         return
-    raise _bad(f"{name}.type", "expected 'text', 'json_object' or 'json_schema', got "
-               f"{kind!r}")
+    raise _bad(f"{name}.type", f"expected 'text', 'json_object' or 'json_schema', got {kind!r}")
 
 
 def _metadata(name: str, value: Any) -> None:
     if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         raise _bad(name, "expected an object of strings")
 
 
@@ -209,8 +228,17 @@ OPENAI_FIELDS: dict[str, Callable[[str, Any], None]] = {
 }
 
 #: llmplex's own arguments of create() (checked by the client)
-_LLMPLEX = ("model", "messages", "stream", "provider", "conversation", "timeout",
-            "first_token_timeout", "total_timeout", "emulate")
+_LLMPLEX = (
+    "model",
+    "messages",
+    "stream",
+    "provider",
+    "conversation",
+    "timeout",
+    "first_token_timeout",
+    "total_timeout",
+    "emulate",
+)
 
 
 def known_names() -> list[str]:
@@ -232,10 +260,16 @@ class ChatRequest:
 
     __slots__ = ("model", "messages", "fields", "route_options", "needs", "stream", "emulate")
 
-    def __init__(self, model: str | None, messages: list[Mapping[str, Any]],
-                 fields: dict[str, Any], route_options: dict[str, Any],
-                 needs: dict[str, str], stream: bool = False,
-                 emulate: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: str | None,
+        messages: list[Mapping[str, Any]],
+        fields: dict[str, Any],
+        route_options: dict[str, Any],
+        needs: dict[str, str],
+        stream: bool = False,
+        emulate: bool | None = None,
+    ) -> None:
         self.model = model
         self.messages = messages
         self.fields = fields
@@ -246,8 +280,15 @@ class ChatRequest:
         self.emulate = emulate
 
     @classmethod
-    def build(cls, model: str | None, messages: Any, *, stream: bool = False,
-              emulate: bool | None = None, **kwargs: Any) -> ChatRequest:
+    def build(
+        cls,
+        model: str | None,
+        messages: Any,
+        *,
+        stream: bool = False,
+        emulate: bool | None = None,
+        **kwargs: Any,
+    ) -> ChatRequest:
         """Validate the arguments of one ``create()`` call (``None`` values are unset)."""
         if emulate is not None and not isinstance(emulate, bool):
             raise _bad("emulate", f"expected true or false, got {type(emulate).__name__}")
@@ -283,8 +324,9 @@ class ChatRequest:
                 raise _bad("tool_choice", f"names function {wanted!r}, which is not in tools")
         return cls(model, checked, fields, route, _needs(checked, fields), stream, emulate)
 
-    def kwargs_for(self, native_max_tokens: bool, native_stop: bool,
-                   accepted: frozenset[str]) -> dict[str, Any]:
+    def kwargs_for(
+        self, native_max_tokens: bool, native_stop: bool, accepted: frozenset[str]
+    ) -> dict[str, Any]:
         """The fields to pass to a provider: limits it does not enforce are left to the
         client, and ``max_completion_tokens`` becomes ``max_tokens`` for a provider that
         knows only that name."""
@@ -307,8 +349,10 @@ class ChatRequest:
         return self.fields.get("max_completion_tokens") or self.fields.get("max_tokens")
 
     def __repr__(self) -> str:  # route options may hold keys: only their names are shown
-        return (f"ChatRequest(model={self.model!r}, messages=<{len(self.messages)}>, "
-                f"fields={sorted(self.fields)}, route_options={sorted(self.route_options)})")
+        return (
+            f"ChatRequest(model={self.model!r}, messages=<{len(self.messages)}>, "
+            f"fields={sorted(self.fields)}, route_options={sorted(self.route_options)})"
+        )
 
 
 def unknown_option(name: str) -> InvalidRequestError:
@@ -317,7 +361,10 @@ def unknown_option(name: str) -> InvalidRequestError:
     hint = f"; did you mean {' or '.join(map(repr, suggestions))}?" if suggestions else ""
     return InvalidRequestError(
         f"unknown argument {name!r}{hint} (vendor fields for OpenAI-compatible services go "
-        "in extra_body)", param=name, suggestions=suggestions)
+        "in extra_body)",
+        param=name,
+        suggestions=suggestions,
+    )
 
 
 def _needs(messages: Sequence[Mapping[str, Any]], fields: Mapping[str, Any]) -> dict[str, str]:

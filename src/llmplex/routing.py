@@ -62,9 +62,16 @@ from .types import Chunk
 if TYPE_CHECKING:  # pragma: no cover
     from .request import ChatRequest
 
-__all__ = ["Attempt", "CoolingDown", "ProviderArg", "ProviderHealth", "ProviderSpec", "Route",
-           "Router",
-           "RouterObserver"]
+__all__ = [
+    "Attempt",
+    "CoolingDown",
+    "ProviderArg",
+    "ProviderHealth",
+    "ProviderSpec",
+    "Route",
+    "Router",
+    "RouterObserver",
+]
 
 _log = logging.getLogger("llmplex.routing")
 
@@ -197,11 +204,16 @@ class Router:
 
     def __post_init__(self) -> None:
         retries = self.emulation_retries
-        if isinstance(retries, bool) or not isinstance(retries, int) \
-                or not 0 <= retries <= MAX_EMULATION_RETRIES:
+        if (
+            isinstance(retries, bool)
+            or not isinstance(retries, int)
+            or not 0 <= retries <= MAX_EMULATION_RETRIES
+        ):
             raise InvalidRequestError(
                 f"emulation_retries must be an integer from 0 to {MAX_EMULATION_RETRIES}, "
-                f"got {self.emulation_retries!r}", param="emulation_retries")
+                f"got {self.emulation_retries!r}",
+                param="emulation_retries",
+            )
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -215,9 +227,13 @@ class Router:
         table: dict[str, list[str]] = {}
         for cls in self.provider_classes():
             # a name that is both a model and an alias counts once
-            for model in dict.fromkeys([*_naming(cls).get_models(),
-                                        *getattr(cls, "model_aliases", {}),
-                                        *self.discovered.listed(cls.get_name())]):
+            for model in dict.fromkeys(
+                [
+                    *_naming(cls).get_models(),
+                    *getattr(cls, "model_aliases", {}),
+                    *self.discovered.listed(cls.get_name()),
+                ]
+            ):
                 table.setdefault(model, []).append(cls.get_name())
         for alias, targets in self.aliases.items():
             table.setdefault(alias, []).extend(t.split(":", 1)[0] for t in targets)
@@ -232,16 +248,20 @@ class Router:
         model = model or ""
         if provider is not None:
             specs: list[ProviderArg] = (
-                [provider] if isinstance(provider, (str, type)) else list(provider))
+                [provider] if isinstance(provider, (str, type)) else list(provider)
+            )
             if not specs:
                 raise InvalidRequestError("provider= is an empty list", param="provider")
             if len(specs) > self.max_routes:
-                specs = list(dict.fromkeys(s if isinstance(s, type) else str(s).lower()
-                                           for s in specs))
+                specs = list(
+                    dict.fromkeys(s if isinstance(s, type) else str(s).lower() for s in specs)
+                )
                 if len(specs) > self.max_routes:
                     raise InvalidRequestError(
                         f"provider lists {len(specs)} providers; at most {self.max_routes} "
-                        "are tried for one request", param="provider")
+                        "are tried for one request",
+                        param="provider",
+                    )
             prefix, rest = self._split_prefix(model, slash=False)
             routes = []
             for spec in specs:
@@ -249,7 +269,8 @@ class Router:
                 if prefix is not None and prefix is not cls:
                     raise InvalidRequestError(
                         f"model {model!r} names provider {prefix.get_name()} but "
-                        f"provider={cls.get_name()} was given", param="model"
+                        f"provider={cls.get_name()} was given",
+                        param="model",
                     )
                 name = rest
                 if prefix is None:  # "groq/..." with provider=Groq; else the id as written
@@ -297,9 +318,13 @@ class Router:
         suggestions = difflib.get_close_matches(model, known, n=5, cutoff=0.5)
         head, slash, rest = model.partition("/")
         if slash and head and rest:  # "gorq/llama-3.1-8b-instant": a provider near miss?
-            suggestions = [*(f"{near.lower()}:{rest}"
-                             for near in _providers.similar_providers(head, strict=True)),
-                           *suggestions][:5]
+            suggestions = [
+                *(
+                    f"{near.lower()}:{rest}"
+                    for near in _providers.similar_providers(head, strict=True)
+                ),
+                *suggestions,
+            ][:5]
         hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
         raise ModelNotFoundError(
             f"no provider offers model {model!r}.{hint} Use 'provider:model' for a model a "
@@ -350,7 +375,9 @@ class Router:
         forms = " or ".join(f"'{name.lower()}:{rest}'" for name in near)
         raise InvalidRequestError(
             f"unknown provider {head!r} — did you mean {' or '.join(near)}? ({forms})",
-            param="model", suggestions=near)
+            param="model",
+            suggestions=near,
+        )
 
     @staticmethod
     def _provider(spec: ProviderArg) -> type[AsyncGeneratorProvider]:
@@ -384,23 +411,31 @@ class Router:
             return native + emulated
         param, need = lacking[0][1][0]
         names = list(dict.fromkeys(route.name for route, _ in lacking))
-        could = [cls.get_name() for cls in self.provider_classes()
-                 if param not in {p for p, _ in cls.missing(request, emulate)}]
+        could = [
+            cls.get_name()
+            for cls in self.provider_classes()
+            if param not in {p for p, _ in cls.missing(request, emulate)}
+        ]
         what = f"{param!r}" if need == param else f"{param!r} (needs {need} support)"
         if could:
             shown = ", ".join(could[:8]) + (f" and {len(could) - 8} more" if len(could) > 8 else "")
             hint = f"; providers that take it: {shown}"
         else:
             hint = "; no provider takes it"
-        if not emulate and any(route.provider.missing(request, True, route.model) == []
-                               for route, _ in lacking):
+        if not emulate and any(
+            route.provider.missing(request, True, route.model) == [] for route, _ in lacking
+        ):
             hint += " (emulation through the prompt is off for this call: emulate=True allows it)"
         # the provider may say why, for its model (a Replicate model's own inputs)
-        why = lacking[0][0].provider.why_missing(param, lacking[0][0].model) if len(
-            lacking) == 1 else None
+        why = (
+            lacking[0][0].provider.why_missing(param, lacking[0][0].model)
+            if len(lacking) == 1
+            else None
+        )
         reason = f" ({why})" if why else ""
         raise InvalidRequestError(
-            f"{what} is not supported by {', '.join(names)}{reason}{hint}", param=param)
+            f"{what} is not supported by {', '.join(names)}{reason}{hint}", param=param
+        )
 
     # -- health ----------------------------------------------------------------------------
 
@@ -427,7 +462,7 @@ class Router:
         else:
             # The exponent is bounded: 2 ** 1024 would not fit a float.
             doublings = min(health.consecutive_failures - 1, 32)
-            seconds = min(self.max_cooldown, self.cooldown * 2 ** doublings)
+            seconds = min(self.max_cooldown, self.cooldown * 2**doublings)
         health.cooldown_until = max(health.cooldown_until, self.clock() + seconds)
 
     def ordered(
@@ -448,15 +483,22 @@ class Router:
             left = health.cooling(now) if health else 0.0
             if left > 0:
                 last = health.last_error  # type: ignore[union-attr]
-                skipped.append((route.name, CoolingDown(
-                    f"skipped, cooling down for {left:.1f}s after "
-                    f"{type(last).__name__}: {last}",
-                    provider=route.name, retry_after=left,
-                )))
+                skipped.append(
+                    (
+                        route.name,
+                        CoolingDown(
+                            f"skipped, cooling down for {left:.1f}s after "
+                            f"{type(last).__name__}: {last}",
+                            provider=route.name,
+                            retry_after=left,
+                        ),
+                    )
+                )
             else:
                 ready.append(route)
-        ready.sort(key=lambda r: self.health[r.name].consecutive_failures
-                   if r.name in self.health else 0)
+        ready.sort(
+            key=lambda r: self.health[r.name].consecutive_failures if r.name in self.health else 0
+        )
         return ready, skipped
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -497,14 +539,20 @@ class Router:
         tried = 0  # attempts so far (each after the first follows a failure)
         for route in ordered:
             for attempt in range(1 + max(0, self.retries)):
-                first = first_token_timeout(route) if callable(first_token_timeout) \
+                first = (
+                    first_token_timeout(route)
+                    if callable(first_token_timeout)
                     else first_token_timeout
+                )
                 until, total = total_at, total_timeout
                 own = attempt_timeout(route) if attempt_timeout is not None else None
                 if own is not None and (until is None or loop.time() + own < until):
                     until, total = loop.time() + own, own
-                seen = Attempt(route.name, route.model, tried > 0, time.time_ns()) \
-                    if observers else None
+                seen = (
+                    Attempt(route.name, route.model, tried > 0, time.time_ns())
+                    if observers
+                    else None
+                )
                 tried += 1
                 watch = _Watch(loop, route.name, first, total, until)
                 stream = open_stream(route)
@@ -525,8 +573,7 @@ class Router:
                             raise
                         finally:
                             watch.task = None
-                        if seen is not None and type(chunk) is not str \
-                                and isinstance(chunk, Usage):
+                        if seen is not None and type(chunk) is not str and isinstance(chunk, Usage):
                             seen.usage = chunk
                         if not delivered:
                             # Text, or an event that is part of the answer (reasoning, a
@@ -572,8 +619,7 @@ class Router:
                     if delivered or watch.total_passed:
                         raise
                     errors.append((route.name, exc))
-                    if isinstance(exc, RateLimitError) or unconfigured \
-                            or attempt == self.retries:
+                    if isinstance(exc, RateLimitError) or unconfigured or attempt == self.retries:
                         break
                     continue
                 finally:
@@ -585,8 +631,9 @@ class Router:
                     if aclose is not None:
                         await aclose()
                 health = self.health.get(route.name)
-                failing = health is not None and (health.consecutive_failures > 0
-                                                  or health.cooldown_until > 0)
+                failing = health is not None and (
+                    health.consecutive_failures > 0 or health.cooldown_until > 0
+                )
                 self.record_success(route.name)
                 if failing and self.shared is not None:
                     await self.shared.succeeded(route.name)
@@ -626,7 +673,8 @@ class _Deadlines:
 
 
 _deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 
 
 class _Watch:
@@ -635,11 +683,28 @@ class _Watch:
     router turns that cancellation into a :class:`ProviderTimeoutError`, the way
     ``asyncio.timeout`` works."""
 
-    __slots__ = ("owner", "provider", "first", "total", "first_at", "total_at", "task",
-                 "fired", "total_passed", "cancelled", "started")
+    __slots__ = (
+        "owner",
+        "provider",
+        "first",
+        "total",
+        "first_at",
+        "total_at",
+        "task",
+        "fired",
+        "total_passed",
+        "cancelled",
+        "started",
+    )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, provider: str, first: float | None,
-                 total: float | None, total_at: float | None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        provider: str,
+        first: float | None,
+        total: float | None,
+        total_at: float | None,
+    ) -> None:
         self.provider = provider
         self.first = first
         self.total = total
@@ -688,10 +753,12 @@ class _Watch:
         if self.fired == "first":
             raise ProviderTimeoutError(
                 f"no answer within the first-token timeout ({self.first:g}s)",
-                provider=self.provider) from None
+                provider=self.provider,
+            ) from None
         raise ProviderTimeoutError(
             f"the answer did not end within the total timeout ({self.total:g}s)",
-            provider=self.provider) from None
+            provider=self.provider,
+        ) from None
 
     def stop(self) -> None:
         if self.owner is not None:
@@ -725,4 +792,5 @@ def _refused(exc: BaseException) -> bool:
     """Whether the upstream refused this request (a client error), rather than failed;
     an emulated answer that was unusable says nothing of the service's health either."""
     return (isinstance(exc, ResponseStatusError) and exc.status in _REFUSALS) or isinstance(
-        exc, EmulationError)
+        exc, EmulationError
+    )

@@ -62,8 +62,12 @@ class ConversationStore(abc.ABC):
 
     @abc.abstractmethod
     def create(
-        self, *, model: str | None = None, messages: Sequence[Mapping[str, Any]] = (),
-        metadata: dict[str, Any] | None = None, id: str | None = None,
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: dict[str, Any] | None = None,
+        id: str | None = None,
     ) -> Conversation:
         """A new, saved conversation (optionally seeded with messages, e.g. a system one).
 

@@ -21,8 +21,12 @@ class MemoryStore(ConversationStore):
         self._lock = threading.Lock()
 
     def create(
-        self, *, model: str | None = None, messages: Sequence[Mapping[str, Any]] = (),
-        metadata: dict[str, Any] | None = None, id: str | None = None,
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: dict[str, Any] | None = None,
+        id: str | None = None,
     ) -> Conversation:
         conversation = Conversation(
             model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
@@ -65,7 +69,8 @@ class MemoryStore(ConversationStore):
                 conversation.provider = provider
                 if state is not None and in_step:
                     conversation.provider_state[provider] = {
-                        "state": copy.deepcopy(state), "turns": len(conversation.messages)
+                        "state": copy.deepcopy(state),
+                        "turns": len(conversation.messages),
                     }
             if model:
                 conversation.model = model

@@ -58,8 +58,14 @@ class RedisStore(ConversationStore):
     ``redis.Redis``; ``prefix``: of every key; ``where``: how errors name the backend
     (a URL without password); ``secret``: a string never to show in an error."""
 
-    def __init__(self, client: Any, *, prefix: str = "llmplex:", where: str = "Redis",
-                 secret: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "llmplex:",
+        where: str = "Redis",
+        secret: str | None = None,
+    ) -> None:
         self._redis = client
         self._prefix = prefix
         self._where = where
@@ -81,10 +87,17 @@ class RedisStore(ConversationStore):
 
             raise backend_error(self._where, self._secret, exc) from None
 
-    def create(self, *, model: str | None = None, messages: Sequence[Mapping[str, Any]] = (),
-               metadata: dict[str, Any] | None = None, id: str | None = None) -> Conversation:
+    def create(
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: dict[str, Any] | None = None,
+        id: str | None = None,
+    ) -> Conversation:
         conversation = Conversation(
-            model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {}))
+            model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
+        )
         if id is not None:
             conversation.id = id
         meta, listed, _, index = self._keys(conversation.id)
@@ -92,10 +105,16 @@ class RedisStore(ConversationStore):
         def write() -> None:
             pipe = self._redis.pipeline(transaction=True)  # MULTI: all of it or nothing
             pipe.delete(meta, listed, self._keys(conversation.id)[2])
-            pipe.hset(meta, mapping={
-                "model": model or "", "provider": "",
-                "metadata": json.dumps(conversation.metadata),
-                "created": repr(conversation.created), "updated": repr(conversation.updated)})
+            pipe.hset(
+                meta,
+                mapping={
+                    "model": model or "",
+                    "provider": "",
+                    "metadata": json.dumps(conversation.metadata),
+                    "created": repr(conversation.created),
+                    "updated": repr(conversation.updated),
+                },
+            )
             if conversation.messages:
                 pipe.rpush(listed, *(json.dumps(m) for m in conversation.messages))
             pipe.zadd(index, {conversation.id: conversation.updated})
@@ -129,10 +148,15 @@ class RedisStore(ConversationStore):
         state: dict[str, Any] | None = None,
         expected_turns: int | None = None,
     ) -> Conversation:
-        args = [repr(time.time()), conversation_id, provider or "", model or "",
-                json.dumps(state) if state is not None and provider else "",
-                -1 if expected_turns is None else int(expected_turns),
-                *(json.dumps(dict(m)) for m in messages)]
+        args = [
+            repr(time.time()),
+            conversation_id,
+            provider or "",
+            model or "",
+            json.dumps(state) if state is not None and provider else "",
+            -1 if expected_turns is None else int(expected_turns),
+            *(json.dumps(dict(m)) for m in messages),
+        ]
         result = self._do(lambda: self._append(keys=self._keys(conversation_id), args=args))
         if int(result[0]) < 0:
             raise ConversationNotFoundError(f"conversation {conversation_id!r} not found")
@@ -172,13 +196,17 @@ def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def _record(conversation_id: str, fields: dict[Any, Any], messages: Sequence[Any],
-            state: dict[Any, Any]) -> Conversation:
+def _record(
+    conversation_id: str, fields: dict[Any, Any], messages: Sequence[Any], state: dict[Any, Any]
+) -> Conversation:
     meta = {_text(k): _text(v) for k, v in fields.items()}
     return Conversation(
-        id=conversation_id, model=meta.get("model") or None,
+        id=conversation_id,
+        model=meta.get("model") or None,
         provider=meta.get("provider") or None,
         messages=[json.loads(m) for m in messages],
         provider_state={_text(k): json.loads(v) for k, v in state.items()},
         metadata=json.loads(meta.get("metadata") or "{}"),
-        created=float(meta.get("created") or 0), updated=float(meta.get("updated") or 0))
+        created=float(meta.get("created") or 0),
+        updated=float(meta.get("updated") or 0),
+    )

@@ -94,8 +94,12 @@ class SQLiteStore(ConversationStore):
                 self._db.execute("COMMIT")
 
     def create(
-        self, *, model: str | None = None, messages: Sequence[Mapping[str, Any]] = (),
-        metadata: dict[str, Any] | None = None, id: str | None = None,
+        self,
+        *,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: dict[str, Any] | None = None,
+        id: str | None = None,
     ) -> Conversation:
         conversation = Conversation(
             model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
@@ -106,8 +110,13 @@ class SQLiteStore(ConversationStore):
             db.execute(
                 "INSERT INTO conversations (id, model, provider, metadata, created, updated)"
                 " VALUES (?, ?, NULL, ?, ?, ?)",
-                (conversation.id, model, json.dumps(conversation.metadata),
-                 conversation.created, conversation.updated),
+                (
+                    conversation.id,
+                    model,
+                    json.dumps(conversation.metadata),
+                    conversation.created,
+                    conversation.updated,
+                ),
             )
             db.executemany(
                 "INSERT INTO messages (conversation_id, message) VALUES (?, ?)",
@@ -142,8 +151,14 @@ class SQLiteStore(ConversationStore):
             )
         }
         return Conversation(
-            id=row[0], model=row[1], provider=row[2], messages=messages,
-            provider_state=states, metadata=json.loads(row[3]), created=row[4], updated=row[5],
+            id=row[0],
+            model=row[1],
+            provider=row[2],
+            messages=messages,
+            provider_state=states,
+            metadata=json.loads(row[3]),
+            created=row[4],
+            updated=row[5],
         )
 
     def append(
@@ -169,8 +184,11 @@ class SQLiteStore(ConversationStore):
                 "INSERT INTO messages (conversation_id, message) VALUES (?, ?)",
                 [(conversation_id, json.dumps(dict(m))) for m in messages],
             )
-            if provider and state is not None and (
-                    expected_turns is None or turns == expected_turns):
+            if (
+                provider
+                and state is not None
+                and (expected_turns is None or turns == expected_turns)
+            ):
                 db.execute(
                     "INSERT OR REPLACE INTO provider_state"
                     " (conversation_id, provider, state, turns) VALUES (?, ?, ?, ?)",
@@ -190,7 +208,8 @@ class SQLiteStore(ConversationStore):
     def list(self, limit: int = 50) -> list[Conversation]:
         with self._lock:
             ids = [
-                cid for (cid,) in self._db.execute(
+                cid
+                for (cid,) in self._db.execute(
                     "SELECT id FROM conversations ORDER BY updated DESC LIMIT ?", (limit,)
                 )
             ]

@@ -39,18 +39,25 @@ def instruction(response_format: Mapping[str, Any]) -> str:
     lines = []
     if _kind(response_format) == "json_schema":
         spec = response_format.get("json_schema") or {}
-        lines.append(f"Answer with JSON that matches the JSON Schema {spec.get('name')!r}"
-                     + (f" ({spec['description']})" if spec.get("description") else "")
-                     + ":")
-        lines.append(json.dumps(spec.get("schema") or {}, ensure_ascii=False,
-                                separators=(",", ":")))
+        lines.append(
+            f"Answer with JSON that matches the JSON Schema {spec.get('name')!r}"
+            + (f" ({spec['description']})" if spec.get("description") else "")
+            + ":"
+        )
+        lines.append(
+            json.dumps(spec.get("schema") or {}, ensure_ascii=False, separators=(",", ":"))
+        )
         if spec.get("strict"):
             lines.append("Follow the schema exactly: every required property, no others.")
-        lines.append("Write only that JSON value: no prose before or after it, no code fence "
-                     "(```), no comments.")
+        lines.append(
+            "Write only that JSON value: no prose before or after it, no code fence "
+            "(```), no comments."
+        )
     else:
-        lines.append("Answer with one JSON object only: no prose before or after it, no code "
-                     "fence (```), no comments.")
+        lines.append(
+            "Answer with one JSON object only: no prose before or after it, no code "
+            "fence (```), no comments."
+        )
     return "\n".join(lines)
 
 
@@ -107,7 +114,10 @@ def check(response_format: Mapping[str, Any], text: str) -> tuple[str | None, li
 
 def correction(errors: Sequence[str], response_format: Mapping[str, Any]) -> str:
     """The user message asking, once, for corrected JSON."""
-    lines = ["Your previous answer was not the JSON requested:",
-             *(f"- {e}" for e in errors or ["it holds no JSON"]), ""]
+    lines = [
+        "Your previous answer was not the JSON requested:",
+        *(f"- {e}" for e in errors or ["it holds no JSON"]),
+        "",
+    ]
     lines.append("Answer again. " + instruction(response_format))
     return "\n".join(lines)

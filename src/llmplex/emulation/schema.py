@@ -45,8 +45,9 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
         if isinstance(item, (dict, list)):
             if depth >= limit:
                 return True
-            stack.extend((child, depth + 1) for child in (
-                item.values() if isinstance(item, dict) else item))
+            stack.extend(
+                (child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
+            )
     return False
 
 
@@ -68,7 +69,8 @@ def json_type(value: Any) -> str:
 def _is(value: Any, kind: str) -> bool:
     if kind == "integer":
         return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer())
+            isinstance(value, float) and value.is_integer()
+        )
     if kind == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return json_type(value) == kind
@@ -117,8 +119,7 @@ def _resolve(ref: str, root: Any) -> Any:
     return node
 
 
-def _check(schema: Any, value: Any, path: str, root: Any, errors: list[str],
-           hops: int) -> None:
+def _check(schema: Any, value: Any, path: str, root: Any, errors: list[str], hops: int) -> None:
     if len(errors) >= MAX_ERRORS or schema is True:
         return
     if schema is False:
@@ -148,8 +149,7 @@ def _check(schema: Any, value: Any, path: str, root: Any, errors: list[str],
         errors.append(f"{path}: expected {_show(schema['const'])}, got {_show(value)}")
     enum = schema.get("enum")
     if isinstance(enum, list) and _freeze(value) not in {_freeze(e) for e in enum}:
-        errors.append(f"{path}: {_show(value)} is not one of "
-                      f"{', '.join(_show(e) for e in enum)}")
+        errors.append(f"{path}: {_show(value)} is not one of {', '.join(_show(e) for e in enum)}")
     for sub in schema.get("allOf") or ():
         _check(sub, value, path, root, errors, hops + 1)
     for keyword in ("anyOf", "oneOf"):
@@ -171,8 +171,9 @@ def _check(schema: Any, value: Any, path: str, root: Any, errors: list[str],
         _check_object(schema, value, path, root, errors)
 
 
-def _check_choice(keyword: str, options: list[Any], value: Any, path: str, root: Any,
-                  errors: list[str], hops: int) -> None:
+def _check_choice(
+    keyword: str, options: list[Any], value: Any, path: str, root: Any, errors: list[str], hops: int
+) -> None:
     failures = []
     for option in options:
         trial: list[str] = []
@@ -183,12 +184,20 @@ def _check_choice(keyword: str, options: list[Any], value: Any, path: str, root:
         errors.append(f"{path}: matches {matched} of the oneOf schemas, not exactly one")
     elif not matched:
         best = min(failures, key=len)  # the nearest option explains the problem best
-        errors.append(f"{path}: matches none of the {keyword} schemas (nearest: "
-                      f"{'; '.join(best[:3])})")
+        errors.append(
+            f"{path}: matches none of the {keyword} schemas (nearest: {'; '.join(best[:3])})"
+        )
 
 
-def _check_size(schema: Mapping[str, Any], keyword: str, size: int, path: str,
-                errors: list[str], fewer: str, more: str) -> None:
+def _check_size(
+    schema: Mapping[str, Any],
+    keyword: str,
+    size: int,
+    path: str,
+    errors: list[str],
+    fewer: str,
+    more: str,
+) -> None:
     """``min<keyword>`` / ``max<keyword>`` (Length, Items, Properties) against ``size``."""
     low, high = schema.get("min" + keyword), schema.get("max" + keyword)
     if isinstance(low, int) and size < low:
@@ -197,33 +206,41 @@ def _check_size(schema: Mapping[str, Any], keyword: str, size: int, path: str,
         errors.append(f"{path}: {more.format(high)}")
 
 
-def _check_string(schema: Mapping[str, Any], value: str, path: str,
-                  errors: list[str]) -> None:
-    _check_size(schema, "Length", len(value), path, errors,
-                "shorter than {} characters", "longer than {} characters")
+def _check_string(schema: Mapping[str, Any], value: str, path: str, errors: list[str]) -> None:
+    _check_size(
+        schema,
+        "Length",
+        len(value),
+        path,
+        errors,
+        "shorter than {} characters",
+        "longer than {} characters",
+    )
     source = schema.get("pattern")
     pattern = _pattern(source) if isinstance(source, str) else None
     if pattern is not None and not pattern.search(value):
         errors.append(f"{path}: {_show(value)} does not match the pattern {source!r}")
 
 
-def _check_number(schema: Mapping[str, Any], value: float, path: str,
-                  errors: list[str]) -> None:
+def _check_number(schema: Mapping[str, Any], value: float, path: str, errors: list[str]) -> None:
     tests: tuple[tuple[str, Callable[[float], bool], str], ...] = (
-             ("minimum", lambda b: value < b, "less than"),
-             ("maximum", lambda b: value > b, "greater than"),
-             ("exclusiveMinimum", lambda b: value <= b, "at most"),
-             ("exclusiveMaximum", lambda b: value >= b, "at least"))
+        ("minimum", lambda b: value < b, "less than"),
+        ("maximum", lambda b: value > b, "greater than"),
+        ("exclusiveMinimum", lambda b: value <= b, "at most"),
+        ("exclusiveMaximum", lambda b: value >= b, "at least"),
+    )
     for keyword, fails, words in tests:
         bound = schema.get(keyword)
         if isinstance(bound, (int, float)) and not isinstance(bound, bool) and fails(bound):
             errors.append(f"{path}: {_show(value)} is {words} {keyword} {_show(bound)}")
 
 
-def _check_array(schema: Mapping[str, Any], value: list[Any], path: str, root: Any,
-                 errors: list[str]) -> None:
-    _check_size(schema, "Items", len(value), path, errors,
-                "fewer than {} items", "more than {} items")
+def _check_array(
+    schema: Mapping[str, Any], value: list[Any], path: str, root: Any, errors: list[str]
+) -> None:
+    _check_size(
+        schema, "Items", len(value), path, errors, "fewer than {} items", "more than {} items"
+    )
     if schema.get("uniqueItems") is True:
         seen = set()
         for i, item in enumerate(value):
@@ -246,13 +263,21 @@ def _check_array(schema: Mapping[str, Any], value: list[Any], path: str, root: A
             return
 
 
-def _check_object(schema: Mapping[str, Any], value: dict[str, Any], path: str, root: Any,
-                  errors: list[str]) -> None:
+def _check_object(
+    schema: Mapping[str, Any], value: dict[str, Any], path: str, root: Any, errors: list[str]
+) -> None:
     for name in schema.get("required") or ():
         if name not in value:
             errors.append(f"{path}: missing required property {name!r}")
-    _check_size(schema, "Properties", len(value), path, errors,
-                "fewer than {} properties", "more than {} properties")
+    _check_size(
+        schema,
+        "Properties",
+        len(value),
+        path,
+        errors,
+        "fewer than {} properties",
+        "more than {} properties",
+    )
     properties = schema.get("properties")
     properties = properties if isinstance(properties, Mapping) else {}
     patterns = schema.get("patternProperties")

@@ -59,8 +59,7 @@ class Plan:
         """The system-prompt text this plan adds (None: none, only history rendering)."""
         parts = []
         if self.tools:
-            parts.append(tool_prompt.instruction(
-                self.tools, self._tool_choice(), self.parallel))
+            parts.append(tool_prompt.instruction(self.tools, self._tool_choice(), self.parallel))
         if self.response_format is not None:
             parts.append(json_output.instruction(self.response_format))
         return "\n\n".join(parts) or None
@@ -91,21 +90,33 @@ def plan(fields: Mapping[str, Any], emulated: frozenset[str], retries: int) -> P
     if emulated & {"json_object", "json_schema"}:
         features.append("response_format")
         response_format = fields["response_format"]
-    return Plan(offered, choice, required, fields.get("parallel_tool_calls") is not False,
-                response_format, retries, tuple(features))
+    return Plan(
+        offered,
+        choice,
+        required,
+        fields.get("parallel_tool_calls") is not False,
+        response_format,
+        retries,
+        tuple(features),
+    )
 
 
-async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream: Opener,
-                  provider: str) -> AsyncIterator[Chunk]:
+async def emulate(
+    plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream: Opener, provider: str
+) -> AsyncIterator[Chunk]:
     """The provider's answer with ``plan`` emulated (see the module docstring)."""
     rendered = tool_prompt.render_messages(messages, plan.instruction())
     usage: Usage | None = None
     state: JsonConversation | None = None
     attempt = 0
     while True:
-        parser = tool_prompt.ToolCallParser(
-            plan.tools, choice=plan.choice, parallel=plan.parallel,
-            hold_all=plan.required) if plan.tools else None
+        parser = (
+            tool_prompt.ToolCallParser(
+                plan.tools, choice=plan.choice, parallel=plan.parallel, hold_all=plan.required
+            )
+            if plan.tools
+            else None
+        )
         held_json = plan.response_format is not None  # JSON comes out once validated
         text: list[str] = []  # the answer's text, when held for the JSON check
         calls: list[tool_prompt.ToolCall] = []
@@ -114,15 +125,17 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
         reason = "stop"
         size = 0  # characters of this attempt's answer
         # (providers' streams are async generators: they have aclose)
-        async with aclosing(cast(AsyncGenerator[Chunk, None], open_stream(rendered, state))) \
-                as upstream:
+        async with aclosing(
+            cast(AsyncGenerator[Chunk, None], open_stream(rendered, state))
+        ) as upstream:
             async for chunk in upstream:
                 if type(chunk) is str:
                     size += len(chunk)
                     if size > MAX_ANSWER_CHARS:  # what is held here is bounded too
                         raise ResponseError(
                             f"answer too long: over {MAX_ANSWER_CHARS} characters",
-                            provider=provider)
+                            provider=provider,
+                        )
                     items: Sequence[Any] = parser.feed(chunk) if parser is not None else (chunk,)
                 elif isinstance(chunk, FinishReason):
                     reason = chunk.reason  # ours comes at the end
@@ -168,8 +181,10 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
         if parser is not None:
             problems.extend(parser.errors)
             if plan.required and not calls and not parser.errors:
-                problems.append(f"no tool call, but tool_choice requires "
-                                f"{'a call of ' + repr(plan.choice) if plan.choice else 'one'}")
+                problems.append(
+                    f"no tool call, but tool_choice requires "
+                    f"{'a call of ' + repr(plan.choice) if plan.choice else 'one'}"
+                )
         output = None
         response_format = plan.response_format or {}
         if held_json and not calls and not problems:
@@ -182,19 +197,32 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
                 problems.append("the answer was cut off (finish_reason: length)")
             if attempt < plan.retries and not delivered:
                 attempt += 1
-                correction = (json_output.correction(problems, response_format)
-                              if error is OutputValidationError else
-                              tool_prompt.correction(problems, required=plan.required,
-                                                     choice=plan.choice))
-                rendered = [*rendered, {"role": "assistant", "content": raw},
-                            {"role": "user", "content": correction}]
+                correction = (
+                    json_output.correction(problems, response_format)
+                    if error is OutputValidationError
+                    else tool_prompt.correction(
+                        problems, required=plan.required, choice=plan.choice
+                    )
+                )
+                rendered = [
+                    *rendered,
+                    {"role": "assistant", "content": raw},
+                    {"role": "user", "content": correction},
+                ]
                 continue
             what = "JSON output" if error is OutputValidationError else "tool calls"
-            tried = f" after {attempt} corrective retr{'y' if attempt == 1 else 'ies'}" \
-                if attempt else ""
-            raise error(f"emulated {what}: the model's answer was unusable{tried}: "
-                        + "; ".join(problems[:5]), raw=raw, problems=problems,
-                        provider=provider)
+            tried = (
+                f" after {attempt} corrective retr{'y' if attempt == 1 else 'ies'}"
+                if attempt
+                else ""
+            )
+            raise error(
+                f"emulated {what}: the model's answer was unusable{tried}: "
+                + "; ".join(problems[:5]),
+                raw=raw,
+                problems=problems,
+                provider=provider,
+            )
         if tail:
             yield "".join(tail)
         if output is not None:
@@ -216,5 +244,8 @@ async def emulate(plan: Plan, messages: Sequence[Mapping[str, Any]], open_stream
 
 def _add(a: Usage, b: Usage) -> Usage:
     """Two attempts' usage together: a retried answer costs both."""
-    return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens,
-                 a.total_tokens + b.total_tokens)
+    return Usage(
+        a.prompt_tokens + b.prompt_tokens,
+        a.completion_tokens + b.completion_tokens,
+        a.total_tokens + b.total_tokens,
+    )

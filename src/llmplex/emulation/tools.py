@@ -20,14 +20,32 @@ from ..errors import InvalidRequestError
 from ..prompt import text_content
 from .schema import validate
 
-__all__ = ["ToolCall", "ToolCallParser", "choice_name", "correction", "function_tools",
-           "instruction", "new_call_id", "render_messages"]
+__all__ = [
+    "ToolCall",
+    "ToolCallParser",
+    "choice_name",
+    "correction",
+    "function_tools",
+    "instruction",
+    "new_call_id",
+    "render_messages",
+]
 
 OPEN, CLOSE, FENCE = "<tool_call>", "</tool_call>", "```"
 _FORMAT = '<tool_call>{"name": "<tool name>", "arguments": {<the arguments>}}</tool_call>'
 #: the keys a call object may begin with (the candidate is held while its first key may be one)
-_FIRST_KEYS = ("name", "tool", "tool_name", "function", "function_call", "type", "id",
-               "arguments", "parameters", "tool_calls")
+_FIRST_KEYS = (
+    "name",
+    "tool",
+    "tool_name",
+    "function",
+    "function_call",
+    "type",
+    "id",
+    "arguments",
+    "parameters",
+    "tool_calls",
+)
 _NAME_KEYS = ("name", "tool", "tool_name")
 _ARG_KEYS = ("arguments", "parameters", "args", "input", "tool_input")
 #: keys of a call object that are not its arguments (for calls written without an arguments key)
@@ -45,6 +63,7 @@ def _dumps(value: Any) -> str:
 def _loads(text: str) -> Any:
     def refuse(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -62,26 +81,34 @@ class ToolCall:
     arguments: str
 
 
-def function_tools(tools: Sequence[Mapping[str, Any]] | None = None,
-                   functions: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+def function_tools(
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    functions: Sequence[Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """``tools`` (OpenAI's ``{"type": "function", "function": {...}}``) and legacy
     ``functions`` as ``{"name", "description", "parameters"}`` dicts. A custom tool cannot
     be emulated: :class:`InvalidRequestError` naming it."""
     out = []
     for i, tool in enumerate(tools or ()):
         if tool.get("type", "function") != "function" or not isinstance(
-                tool.get("function"), Mapping):
+            tool.get("function"), Mapping
+        ):
             raise InvalidRequestError(
                 f"tools[{i}]: only function tools can be emulated on a text-only provider, "
-                f"not {tool.get('type')!r}", param=f"tools[{i}].type")
+                f"not {tool.get('type')!r}",
+                param=f"tools[{i}].type",
+            )
         out.append(_function(tool["function"]))
     out.extend(_function(f) for f in functions or ())
     return out
 
 
 def _function(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {"name": spec["name"], "description": spec.get("description") or "",
-            "parameters": spec.get("parameters") or {}}
+    return {
+        "name": spec["name"],
+        "description": spec.get("description") or "",
+        "parameters": spec.get("parameters") or {},
+    }
 
 
 def choice_name(tool_choice: Any) -> str | None:
@@ -93,40 +120,60 @@ def choice_name(tool_choice: Any) -> str | None:
     return None
 
 
-def instruction(tools: Sequence[Mapping[str, Any]], tool_choice: Any = "auto",
-                parallel_tool_calls: bool | None = None) -> str:
+def instruction(
+    tools: Sequence[Mapping[str, Any]],
+    tool_choice: Any = "auto",
+    parallel_tool_calls: bool | None = None,
+) -> str:
     """The system-prompt text offering ``tools`` (OpenAI tools or :func:`function_tools`
     dicts) in the one output format the parser expects first.
 
     ``tool_choice`` is ``"auto"``, ``"required"`` or a named function; ``"none"`` offers no
     tools, so it is a :class:`InvalidRequestError` here (render the history without an
     instruction instead)."""
-    specs = [function_tools([t])[0] if "type" in t or "function" in t else _function(t)
-             for t in tools]
+    specs = [
+        function_tools([t])[0] if "type" in t or "function" in t else _function(t) for t in tools
+    ]
     forced = choice_name(tool_choice)
     if tool_choice not in ("auto", "required", None) and forced is None:
-        raise InvalidRequestError(f"tool_choice {tool_choice!r} cannot be emulated",
-                                  param="tool_choice")
+        raise InvalidRequestError(
+            f"tool_choice {tool_choice!r} cannot be emulated", param="tool_choice"
+        )
     if forced is not None and forced not in {s["name"] for s in specs}:
-        raise InvalidRequestError(f"tool_choice names {forced!r}, which is not among the tools",
-                                  param="tool_choice")
-    lines = [("You can call the following tools (functions). Each is given with the JSON "
-              "Schema of its arguments."), ""]
+        raise InvalidRequestError(
+            f"tool_choice names {forced!r}, which is not among the tools", param="tool_choice"
+        )
+    lines = [
+        (
+            "You can call the following tools (functions). Each is given with the JSON "
+            "Schema of its arguments."
+        ),
+        "",
+    ]
     for spec in specs:
         lines.append(f"- {spec['name']}: {spec['description'] or '(no description)'}")
         lines.append(f"  arguments schema: {_dumps(spec['parameters'])}")
-    lines += ["", "To call a tool, write exactly:", _FORMAT,
-              ("Write each call in its own <tool_call> tag, as JSON, with arguments that "
-               "match the tool's schema. Write nothing after your tool calls: the results "
-               "come back to you in the next message, inside <tool_result> tags.")]
+    lines += [
+        "",
+        "To call a tool, write exactly:",
+        _FORMAT,
+        (
+            "Write each call in its own <tool_call> tag, as JSON, with arguments that "
+            "match the tool's schema. Write nothing after your tool calls: the results "
+            "come back to you in the next message, inside <tool_result> tags."
+        ),
+    ]
     if forced is not None:
-        lines.append(f"You must call the tool {forced!r}, exactly once and no other tool: "
-                     "answer with that call only.")
+        lines.append(
+            f"You must call the tool {forced!r}, exactly once and no other tool: "
+            "answer with that call only."
+        )
     elif tool_choice == "required":
         lines.append("You must call at least one tool: answer with tool calls only.")
     else:
-        lines.append("If no tool is needed, answer normally in plain text, without any "
-                     "<tool_call>.")
+        lines.append(
+            "If no tool is needed, answer normally in plain text, without any <tool_call>."
+        )
     if parallel_tool_calls is False and forced is None:
         lines.append("Make at most one tool call per answer.")
     return "\n".join(lines)
@@ -136,8 +183,9 @@ def _escape(value: str) -> str:
     return value.replace("&", "&amp;").replace('"', "&quot;")
 
 
-def render_messages(messages: Sequence[Mapping[str, Any]],
-                    instruction: str | None) -> list[dict[str, str]]:
+def render_messages(
+    messages: Sequence[Mapping[str, Any]], instruction: str | None
+) -> list[dict[str, str]]:
     """``messages`` as a text-only service takes them: ``instruction`` joins the leading
     system message (``developer`` becomes ``system``), tool calls become ``<tool_call>``
     text and tool results user messages in ``<tool_result>`` tags. Other content is
@@ -167,8 +215,10 @@ def render_messages(messages: Sequence[Mapping[str, Any]],
             text = text_content({"role": "user", "content": message.get("content")}, i)
             item = {"role": "user", "content": f"<tool_result{attrs}>{text}</tool_result>"}
         else:
-            item = {"role": "system" if role == "developer" else str(role),
-                    "content": text_content(message, i)}
+            item = {
+                "role": "system" if role == "developer" else str(role),
+                "content": text_content(message, i),
+            }
             if isinstance(message.get("name"), str):
                 item["name"] = message["name"]
         out.append(item)
@@ -191,13 +241,17 @@ def _dumps_call(spec: Mapping[str, Any]) -> str:
     return json.dumps({"name": spec.get("name"), "arguments": arguments}, ensure_ascii=False)
 
 
-def correction(errors: Sequence[str], *, required: bool = False,
-               choice: str | None = None) -> str:
+def correction(errors: Sequence[str], *, required: bool = False, choice: str | None = None) -> str:
     """The user message asking, once, for a corrected answer."""
     problems = list(errors) or ["the answer contains no tool call"]
-    lines = ["Your previous answer could not be used:", *(f"- {e}" for e in problems), "",
-             "Answer again. To call a tool, write exactly:", _FORMAT,
-             "with arguments that match the tool's schema, and nothing after the calls."]
+    lines = [
+        "Your previous answer could not be used:",
+        *(f"- {e}" for e in problems),
+        "",
+        "Answer again. To call a tool, write exactly:",
+        _FORMAT,
+        "with arguments that match the tool's schema, and nothing after the calls.",
+    ]
     if choice is not None:
         lines.append(f"You must call the tool {choice!r}.")
     elif required:
@@ -264,8 +318,14 @@ class ToolCallParser:
     delivered text and blocks together are exactly the answer.
     """
 
-    def __init__(self, tools: Sequence[Mapping[str, Any]], *, choice: str | None = None,
-                 hold_all: bool = False, parallel: bool = True) -> None:
+    def __init__(
+        self,
+        tools: Sequence[Mapping[str, Any]],
+        *,
+        choice: str | None = None,
+        hold_all: bool = False,
+        parallel: bool = True,
+    ) -> None:
         self._tools = {t["name"]: t for t in tools}
         self._choice = choice
         self._hold_all = hold_all
@@ -319,8 +379,12 @@ class ToolCallParser:
             if (">" if mode == _TAG_BODY else "`") not in text:
                 self._hold_text(text)
                 return []
-        elif mode == _JSON and self._shape is None and not self._escape and (
-                _STRING_STOP if self._in_string else _STRUCT).search(text) is None:
+        elif (
+            mode == _JSON
+            and self._shape is None
+            and not self._escape
+            and (_STRING_STOP if self._in_string else _STRUCT).search(text) is None
+        ):
             self._hold_text(text)
             return []
         self._scan(text)
@@ -427,7 +491,7 @@ class ToolCallParser:
         held = self._held()
         self._mode = _TEXT
         self._reset()
-        self._settle(held, held[len(OPEN):-len(CLOSE)], "tag")
+        self._settle(held, held[len(OPEN) : -len(CLOSE)], "tag")
         return end
 
     def _on_ticks(self, s: str, i: int, pieces: list[str]) -> int:
@@ -481,7 +545,7 @@ class ToolCallParser:
             return len(s)
         self._hold_text(s[start:end])
         held = self._held()
-        body = held[self._body:-3]
+        body = held[self._body : -3]
         self._mode = _TEXT
         self._reset()
         self._settle(held, body, "fence")
@@ -545,7 +609,7 @@ class ToolCallParser:
             if start >= i:
                 if s.startswith(marker, start):
                     return k + 1
-            elif self._held_tail(i - start) + s[i:k + 1] == marker:
+            elif self._held_tail(i - start) + s[i : k + 1] == marker:
                 return k + 1
             k = s.find(last, k + 1)
         self._hold_text(s[i:])
@@ -598,7 +662,7 @@ class ToolCallParser:
         self._mode = _TEXT
         self._reset()
         if mode == _TAG_BODY:  # unclosed tags: still meant as a call
-            self._settle(held, held[len(OPEN):], "tag")
+            self._settle(held, held[len(OPEN) :], "tag")
         elif mode == _FENCE_BODY:
             self._settle(held, held[body:], "fence")
         elif call_shaped and self._mentioned(held) in self._tools:
@@ -715,6 +779,13 @@ class ToolCallParser:
 _TEXT_STOP = re.compile(r"[<`{\[]")
 _TEXT_STOP_NO_JSON = re.compile(r"[<`]")
 #: the scanner of each mode, indexed by mode
-_STEPS = (ToolCallParser._on_text, ToolCallParser._on_tag_open, ToolCallParser._on_tag_body,
-          ToolCallParser._on_ticks, ToolCallParser._on_fence_info, ToolCallParser._on_fence_body,
-          ToolCallParser._on_fence_pass, ToolCallParser._on_json)
+_STEPS = (
+    ToolCallParser._on_text,
+    ToolCallParser._on_tag_open,
+    ToolCallParser._on_tag_body,
+    ToolCallParser._on_ticks,
+    ToolCallParser._on_fence_info,
+    ToolCallParser._on_fence_body,
+    ToolCallParser._on_fence_pass,
+    ToolCallParser._on_json,
+)

@@ -48,8 +48,10 @@ def emulator_specs() -> dict[str, ProviderSpec]:
         if spec.emulator is None:
             continue
         owner = services.get(spec.emulator_service)
-        if owner is None or (spec.name.lower() == spec.emulator_service
-                             and owner.name.lower() != spec.emulator_service):
+        if owner is None or (
+            spec.name.lower() == spec.emulator_service
+            and owner.name.lower() != spec.emulator_service
+        ):
             services[spec.emulator_service] = spec
     return services
 

@@ -51,8 +51,12 @@ _ANONYMOUS_TTL = timedelta(days=30)  # anonymous threads expire
 
 def _validation_error(loc: str, kind: str, msg: str) -> dict[str, Any]:
     # pydantic's errors(include_context=False, include_input=False)
-    return {"type": kind, "loc": [loc], "msg": msg,
-            "url": f"https://errors.pydantic.dev/2.10/v/{kind}"}
+    return {
+        "type": kind,
+        "loc": [loc],
+        "msg": msg,
+        "url": f"https://errors.pydantic.dev/2.10/v/{kind}",
+    }
 
 
 class Ai2V4Emulator(Emulator):
@@ -84,8 +88,9 @@ class Ai2V4Emulator(Emulator):
     # -- HTTP ------------------------------------------------------------------------------
 
     @staticmethod
-    def error_response(status: int, message: str, retry_after: float | None = None,
-                       **extra: Any) -> web.Response:
+    def error_response(
+        status: int, message: str, retry_after: float | None = None, **extra: Any
+    ) -> web.Response:
         """olmo-api's error body: ``{"error": {"code": N, "message": "...", ...}}``."""
         body = json.dumps({"error": {"code": status, "message": message, **extra}}) + "\n"
         headers = {"Content-Type": "application/json"}
@@ -112,8 +117,10 @@ class Ai2V4Emulator(Emulator):
                 return self.error_response(400, f"parent message {parent_id} not found")
             if self.owners.get(parent_id) != user:
                 return self.error_response(
-                    403, "The current thread was not created by the current user. "
-                    "You do not have permission to add messages to it.")
+                    403,
+                    "The current thread was not created by the current user. "
+                    "You do not have permission to add messages to it.",
+                )
 
         script = self.next_script()
         fault = script.fault_at("status")
@@ -131,7 +138,8 @@ class Ai2V4Emulator(Emulator):
         anonymous = request.headers.get("X-Anonymous-User-ID", "").strip()
         if not anonymous:
             return self.error_response(
-                401, "missing X-Anonymous-User-ID header or Authorization bearer token")
+                401, "missing X-Anonymous-User-ID header or Authorization bearer token"
+            )
         return anonymous
 
     def _validate(self, form: dict[str, Any]) -> web.Response | None:
@@ -140,36 +148,55 @@ class Ai2V4Emulator(Emulator):
         for key in ("content", "model", "host"):
             value = form.get(key)
             if isinstance(value, list):
-                errors.append(_validation_error(key, "string_type",
-                                                "Input should be a valid string"))
+                errors.append(
+                    _validation_error(key, "string_type", "Input should be a valid string")
+                )
             elif value is None:
                 errors.append(_validation_error(key, "missing", "Field required"))
             elif key == "content" and len(value) < 1:
-                errors.append(_validation_error(
-                    key, "string_too_short", "String should have at least 1 character"))
+                errors.append(
+                    _validation_error(
+                        key, "string_too_short", "String should have at least 1 character"
+                    )
+                )
         if form.get("private") not in (None, "true", "false"):
-            errors.append(_validation_error("private", "bool_parsing",
-                                            "Input should be a valid boolean"))
-        for key, low, high, cast in (("temperature", 0, 1, float), ("top_p", 0.01, 1, float),
-                                     ("max_tokens", 1, 2048, int)):
+            errors.append(
+                _validation_error("private", "bool_parsing", "Input should be a valid boolean")
+            )
+        for key, low, high, cast in (
+            ("temperature", 0, 1, float),
+            ("top_p", 0.01, 1, float),
+            ("max_tokens", 1, 2048, int),
+        ):
             if form.get(key) is None:
                 continue
             try:
                 value = cast(form[key])
             except (TypeError, ValueError):
-                errors.append(_validation_error(key, f"{cast.__name__}_parsing",
-                                                f"Input should be a valid {cast.__name__}"))
+                errors.append(
+                    _validation_error(
+                        key, f"{cast.__name__}_parsing", f"Input should be a valid {cast.__name__}"
+                    )
+                )
                 continue
             if value < low:
-                errors.append(_validation_error(key, "greater_than_equal",
-                                                f"Input should be greater than or equal to {low}"))
+                errors.append(
+                    _validation_error(
+                        key, "greater_than_equal", f"Input should be greater than or equal to {low}"
+                    )
+                )
             elif value > high:
-                errors.append(_validation_error(key, "less_than_equal",
-                                                f"Input should be less than or equal to {high}"))
+                errors.append(
+                    _validation_error(
+                        key, "less_than_equal", f"Input should be less than or equal to {high}"
+                    )
+                )
         if not errors:
             return None
-        lines = [f"{len(errors)} validation error{'s' if len(errors) > 1 else ''} "
-                 "for CreateMessageRequest"]
+        lines = [
+            f"{len(errors)} validation error{'s' if len(errors) > 1 else ''} "
+            "for CreateMessageRequest"
+        ]
         for e in errors:
             lines += [e["loc"][0], f"  {e['msg']} [type={e['type']}]"]
         return self.error_response(400, "\n".join(lines), validation_errors=errors)
@@ -183,31 +210,52 @@ class Ai2V4Emulator(Emulator):
             if mid not in self.messages:
                 return mid
 
-    def _message(self, role: str, content: str, user: str, form: dict[str, Any],
-                 parent: dict[str, Any] | None) -> dict[str, Any]:
+    def _message(
+        self,
+        role: str,
+        content: str,
+        user: str,
+        form: dict[str, Any],
+        parent: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         """A new Message object, stored and linked under ``parent``."""
         now = datetime.now(UTC)
         mid = self.new_id()
         stop = form.get("stop")
         message = {
-            "id": mid, "content": content, "snippet": content[:40], "creator": user,
+            "id": mid,
+            "content": content,
+            "snippet": content[:40],
+            "creator": user,
             "role": role,
             "opts": {
                 "max_tokens": int(form.get("max_tokens") or 2048),
-                "temperature": float(form.get("temperature") or 0.7), "n": 1,
-                "top_p": float(form.get("top_p") or 1.0), "logprobs": None,
+                "temperature": float(form.get("temperature") or 0.7),
+                "n": 1,
+                "top_p": float(form.get("top_p") or 1.0),
+                "logprobs": None,
                 "stop": None if stop is None else stop if isinstance(stop, list) else [stop],
             },
-            "root": parent["root"] if parent else mid, "created": now.isoformat(),
-            "model_id": form["model"], "model_host": form["host"], "deleted": None,
-            "parent": parent["id"] if parent else None, "template": None, "logprobs": None,
-            "children": None, "completion": None, "final": False,  # until the reply ends
+            "root": parent["root"] if parent else mid,
+            "created": now.isoformat(),
+            "model_id": form["model"],
+            "model_host": form["host"],
+            "deleted": None,
+            "parent": parent["id"] if parent else None,
+            "template": None,
+            "logprobs": None,
+            "children": None,
+            "completion": None,
+            "final": False,  # until the reply ends
             "original": None,
             # anonymous users are always private
             "private": user not in self.tokens.values() or form.get("private") != "false",
-            "model_type": "chat", "finish_reason": None,
-            "harmful": None, "expiration_time": (now + _ANONYMOUS_TTL).isoformat(),
-            "labels": [], "file_urls": None,
+            "model_type": "chat",
+            "finish_reason": None,
+            "harmful": None,
+            "expiration_time": (now + _ANONYMOUS_TTL).isoformat(),
+            "labels": [],
+            "file_urls": None,
         }
         self.messages[mid] = message
         self.owners[mid] = user
@@ -215,12 +263,19 @@ class Ai2V4Emulator(Emulator):
             parent["children"] = (parent["children"] or []) + [message]
         return message
 
-    async def _answer(self, request: web.Request, script: Script, form: dict[str, Any],
-                      user: str, parent_id: str | None) -> web.StreamResponse:
+    async def _answer(
+        self,
+        request: web.Request,
+        script: Script,
+        form: dict[str, Any],
+        user: str,
+        parent_id: str | None,
+    ) -> web.StreamResponse:
         top: dict[str, Any] | None
         if parent_id is not None:
-            top = user_msg = self._message("user", form["content"], user, form,
-                                           self.messages[parent_id])
+            top = user_msg = self._message(
+                "user", form["content"], user, form, self.messages[parent_id]
+            )
         else:
             system = SYSTEM_PROMPT_MODELS.get(form["model"])
             top = self._message("system", system, user, form, None) if system else None
@@ -239,8 +294,13 @@ class Ai2V4Emulator(Emulator):
             return _line({"message": reply["id"], "content": piece, "logprobs": []})
 
         def error(fault: Fault) -> bytes:
-            return _line({"message": reply["id"], "error": fault.message,
-                          "reason": fault.reason or "grpc inference failed"})
+            return _line(
+                {
+                    "message": reply["id"],
+                    "error": fault.message,
+                    "reason": fault.reason or "grpc inference failed",
+                }
+            )
 
         outcome = await self.play(request, response, script, render, error=error)
         reply["content"] = "".join(streamed)
@@ -250,8 +310,9 @@ class Ai2V4Emulator(Emulator):
             reply["finish_reason"] = "aborted"
             return response
         fault_reason = script.fault.reason if script.fault is not None else None
-        reply["finish_reason"] = (script.finish_reason if outcome == StreamOutcome.COMPLETE
-                                  else fault_reason or "aborted")
+        reply["finish_reason"] = (
+            script.finish_reason if outcome == StreamOutcome.COMPLETE else fault_reason or "aborted"
+        )
         if script.extra.get("final_line", True) is False:
             # A server that dies between the last chunk and the final line: clean EOF.
             await response.write_eof()

@@ -54,21 +54,54 @@ from .script import Fault, Script, split_tokens
 __all__ = ["ERROR_TYPES", "AnthropicEmulator"]
 
 #: status -> the error type Anthropic names in its body
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-               403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-               429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
-_MESSAGES = {400: "Invalid request", 401: "invalid x-api-key", 403: "permission denied",
-             404: "Not found", 413: "Request exceeds the maximum allowed number of bytes.",
-             429: "Number of request tokens has exceeded your rate limit.",
-             500: "Internal server error", 529: "Overloaded"}
-_FIELDS = frozenset({"model", "messages", "max_tokens", "system", "stream", "temperature",
-                     "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "metadata",
-                     "thinking", "service_tier", "container", "mcp_servers",
-                     "context_management", "cache_control", "output_config"})
-_BLOCKS = {"user": ("text", "image", "tool_result", "document", "search_result"),
-           "assistant": ("text", "tool_use", "thinking", "redacted_thinking")}
-_MODELS = ("claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001",
-           "claude-opus-4-1-20250805")
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_MESSAGES = {
+    400: "Invalid request",
+    401: "invalid x-api-key",
+    403: "permission denied",
+    404: "Not found",
+    413: "Request exceeds the maximum allowed number of bytes.",
+    429: "Number of request tokens has exceeded your rate limit.",
+    500: "Internal server error",
+    529: "Overloaded",
+}
+_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "thinking",
+        "service_tier",
+        "container",
+        "mcp_servers",
+        "context_management",
+        "cache_control",
+        "output_config",
+    }
+)
+_BLOCKS = {
+    "user": ("text", "image", "tool_result", "document", "search_result"),
+    "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
+}
+_MODELS = ("claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001", "claude-opus-4-1-20250805")
 
 
 class _Invalid(Exception):
@@ -77,8 +110,11 @@ class _Invalid(Exception):
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
     """One event as Anthropic writes it: named, compact JSON."""
-    return (f"event: {event}\ndata: ".encode()
-            + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n")
+    return (
+        f"event: {event}\ndata: ".encode()
+        + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        + b"\n\n"
+    )
 
 
 def _words(text: str) -> int:
@@ -99,9 +135,11 @@ class AnthropicEmulator(Emulator):
         self.signatures: set[str] = set()
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/messages", self.messages),
-                web.post("/v1/messages/count_tokens", self.count_tokens),
-                web.get("/v1/models", self.list_models)]
+        return [
+            web.post("/v1/messages", self.messages),
+            web.post("/v1/messages/count_tokens", self.count_tokens),
+            web.get("/v1/models", self.list_models),
+        ]
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -109,14 +147,21 @@ class AnthropicEmulator(Emulator):
         alphabet = string.ascii_letters + string.digits
         return prefix + "".join(self._random.choice(alphabet) for _ in range(24))
 
-    def error(self, status: int, message: str = "", kind: str = "",
-              headers: dict[str, str] | None = None) -> web.Response:
+    def error(
+        self, status: int, message: str = "", kind: str = "", headers: dict[str, str] | None = None
+    ) -> web.Response:
         request_id = self._id("req_")
-        body = {"type": "error", "error": {"type": kind or ERROR_TYPES.get(status, "api_error"),
-                                           "message": message or _MESSAGES.get(status, "Error")},
-                "request_id": request_id}
-        return web.json_response(body, status=status,
-                                 headers={"request-id": request_id, **(headers or {})})
+        body = {
+            "type": "error",
+            "error": {
+                "type": kind or ERROR_TYPES.get(status, "api_error"),
+                "message": message or _MESSAGES.get(status, "Error"),
+            },
+            "request_id": request_id,
+        }
+        return web.json_response(
+            body, status=status, headers={"request-id": request_id, **(headers or {})}
+        )
 
     def _auth(self, request: web.Request) -> web.Response | None:
         key = request.headers.get("x-api-key", "")
@@ -137,18 +182,22 @@ class AnthropicEmulator(Emulator):
         if refused is not None:
             return None, refused
         if not isinstance(record.json, dict):
-            return None, self.error(400, "There was an issue with your request body: it "
-                                    "must be a JSON object")
+            return None, self.error(
+                400, "There was an issue with your request body: it must be a JSON object"
+            )
         return record.json, None
 
     def _check_signatures(self, body: dict[str, Any]) -> None:
         for i, message in enumerate(body["messages"]):
             content = message.get("content")
             for j, block in enumerate(content if isinstance(content, list) else ()):
-                if block.get("type") == "thinking" and block.get(
-                        "signature") not in self.signatures:
-                    raise _Invalid(f"messages.{i}.content.{j}: Invalid `signature` in "
-                                   "`thinking` block")
+                if (
+                    block.get("type") == "thinking"
+                    and block.get("signature") not in self.signatures
+                ):
+                    raise _Invalid(
+                        f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+                    )
 
     def signature(self) -> str:
         """A new opaque signature (remembered: see :attr:`signatures`)."""
@@ -163,10 +212,13 @@ class AnthropicEmulator(Emulator):
         refused = self._auth(request)
         if refused is not None:
             return refused
-        data = [{"type": "model", "id": m, "display_name": m, "created_at":
-                 "2025-01-01T00:00:00Z"} for m in _MODELS]
-        return web.json_response({"data": data, "has_more": False, "first_id": _MODELS[0],
-                                  "last_id": _MODELS[-1]})
+        data = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+            for m in _MODELS
+        ]
+        return web.json_response(
+            {"data": data, "has_more": False, "first_id": _MODELS[0], "last_id": _MODELS[-1]}
+        )
 
     async def count_tokens(self, request: web.Request) -> web.Response:
         body, refused = await self._body(request)
@@ -211,15 +263,17 @@ def _check(body: dict[str, Any], count_only: bool = False) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise _Invalid("max_tokens: Input should be a valid integer greater than 0")
     temperature = body.get("temperature")
-    if temperature is not None and not (isinstance(temperature, (int, float))
-                                        and 0 <= temperature <= 1):
+    if temperature is not None and not (
+        isinstance(temperature, (int, float)) and 0 <= temperature <= 1
+    ):
         raise _Invalid("temperature: Input should be less than or equal to 1")
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") == "enabled":
         budget = thinking.get("budget_tokens")
         if not isinstance(budget, int) or budget < 1024:
-            raise _Invalid("thinking.enabled.budget_tokens: Input should be greater than or "
-                           "equal to 1024")
+            raise _Invalid(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+            )
         if not count_only and budget >= body["max_tokens"]:
             raise _Invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
     messages = body["messages"]
@@ -241,19 +295,25 @@ def _check(body: dict[str, Any], count_only: bool = False) -> None:
         for j, block in enumerate(content):
             kind = block.get("type") if isinstance(block, dict) else None
             if kind not in _BLOCKS[role]:
-                raise _Invalid(f"messages.{i}.content.{j}.type: Input tag {kind!r} found using "
-                               f"'type' does not match any of the expected tags for {role}")
+                raise _Invalid(
+                    f"messages.{i}.content.{j}.type: Input tag {kind!r} found using "
+                    f"'type' does not match any of the expected tags for {role}"
+                )
             if kind == "tool_use":
                 tool_ids.add(str(block.get("id")))
             elif kind == "tool_result" and block.get("tool_use_id") not in answered:
-                raise _Invalid(f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
-                               "`tool_result` blocks: each `tool_result` block must have a "
-                               "corresponding `tool_use` block in the previous message.")
+                raise _Invalid(
+                    f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                    "`tool_result` blocks: each `tool_result` block must have a "
+                    "corresponding `tool_use` block in the previous message."
+                )
             elif kind == "image":
                 source = block.get("source") or {}
                 if source.get("type") not in ("base64", "url"):
-                    raise _Invalid(f"messages.{i}.content.{j}.image.source: Input tag "
-                                   f"{source.get('type')!r} does not match 'base64' or 'url'")
+                    raise _Invalid(
+                        f"messages.{i}.content.{j}.image.source: Input tag "
+                        f"{source.get('type')!r} does not match 'base64' or 'url'"
+                    )
 
 
 def _texts(value: Any) -> list[str]:
@@ -287,27 +347,38 @@ class _Answer:
         self.script = script
         self.id = emulator._id("msg_")
         self.model = str(script.extra.get("model") or body["model"])
-        self.calls = [{"id": c.get("id") or emulator._id("toolu_"), "name": c["name"],
-                       "input": c["arguments"] if isinstance(c["arguments"], dict)
-                       else json.loads(c["arguments"] or "{}")}
-                      for c in script.tool_calls or ()]
+        self.calls = [
+            {
+                "id": c.get("id") or emulator._id("toolu_"),
+                "name": c["name"],
+                "input": c["arguments"]
+                if isinstance(c["arguments"], dict)
+                else json.loads(c["arguments"] or "{}"),
+            }
+            for c in script.tool_calls or ()
+        ]
         choice = body.get("tool_choice") or {}
         if choice.get("type") == "none":
             self.calls = []
         elif choice.get("disable_parallel_tool_use"):
             self.calls = self.calls[:1]
         thinking = body.get("thinking") or {}
-        self.thinking = script.reasoning if script.reasoning and thinking.get(
-            "type") == "enabled" else None
+        self.thinking = (
+            script.reasoning if script.reasoning and thinking.get("type") == "enabled" else None
+        )
         pieces = script.pieces() if (script.text_scripted or not self.calls) else []
-        self.stop_reason = "tool_use" if self.calls else (
-            "max_tokens" if script.finish_reason == "length" else "end_turn")
+        self.stop_reason = (
+            "tool_use"
+            if self.calls
+            else ("max_tokens" if script.finish_reason == "length" else "end_turn")
+        )
         self.stop_sequence: str | None = None
         self.pieces = self._limit(pieces)
-        self.usage = {"input_tokens": _input_tokens(body),
-                      "cache_creation_input_tokens": int(
-                          script.extra.get("cache_creation_input_tokens", 0)),
-                      "cache_read_input_tokens": script.cached_tokens}
+        self.usage = {
+            "input_tokens": _input_tokens(body),
+            "cache_creation_input_tokens": int(script.extra.get("cache_creation_input_tokens", 0)),
+            "cache_read_input_tokens": script.cached_tokens,
+        }
 
     def _limit(self, pieces: list[str]) -> list[str]:
         text = "".join(pieces)
@@ -330,91 +401,190 @@ class _Answer:
         words = _words("".join(self.pieces)) + _words(self.thinking or "")
         return words + sum(1 + _words(json.dumps(c["input"])) for c in self.calls)
 
-
     def message(self) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
         if self.thinking:
-            content.append({"type": "thinking", "thinking": self.thinking,
-                            "signature": self.emulator.signature()})
+            content.append(
+                {
+                    "type": "thinking",
+                    "thinking": self.thinking,
+                    "signature": self.emulator.signature(),
+                }
+            )
         if self.pieces:
             content.append({"type": "text", "text": "".join(self.pieces)})
         for call in self.calls:
             content.append({"type": "tool_use", **call})
-        return {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                "content": content, "stop_reason": self.stop_reason,
-                "stop_sequence": self.stop_sequence,
-                "usage": {**self.usage, "output_tokens": self._output_tokens()}}
+        return {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": self.stop_reason,
+            "stop_sequence": self.stop_sequence,
+            "usage": {**self.usage, "output_tokens": self._output_tokens()},
+        }
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-            "request-id": self.emulator._id("req_")})
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "request-id": self.emulator._id("req_"),
+            }
+        )
         await response.prepare(request)
-        start: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant",
-                                 "model": self.model, "content": [], "stop_reason": None,
-                                 "stop_sequence": None,
-                                 "usage": {**self.usage, "output_tokens": 1}}
+        start: dict[str, Any] = {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {**self.usage, "output_tokens": 1},
+        }
         write = response.write
         await write(sse("message_start", {"type": "message_start", "message": start}))
         await write(b'event: ping\ndata: {"type": "ping"}\n\n')
         index = 0
         if self.thinking:
-            await write(sse("content_block_start", {"type": "content_block_start", "index": 0,
-                        "content_block": {"type": "thinking", "thinking": "",
-                                          "signature": ""}}))
+            await write(
+                sse(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                    },
+                )
+            )
             for piece in split_tokens(self.thinking):
-                await write(sse("content_block_delta", {"type": "content_block_delta",
-                            "index": 0, "delta": {"type": "thinking_delta",
-                                                  "thinking": piece}}))
-            await write(sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                        "delta": {"type": "signature_delta",
-                                  "signature": self.emulator.signature()}}))
+                await write(
+                    sse(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "thinking_delta", "thinking": piece},
+                        },
+                    )
+                )
+            await write(
+                sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {
+                            "type": "signature_delta",
+                            "signature": self.emulator.signature(),
+                        },
+                    },
+                )
+            )
             await write(sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
             index = 1
         script = self.script
         if self.pieces:
-            await write(sse("content_block_start", {"type": "content_block_start",
-                        "index": index, "content_block": {"type": "text", "text": ""}}))
+            await write(
+                sse(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            )
         text_index = index
 
         def render(piece: str, _: int) -> bytes:
-            return sse("content_block_delta", {"type": "content_block_delta",
-                       "index": text_index, "delta": {"type": "text_delta", "text": piece}})
+            return sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": text_index,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
+            )
 
         def error(fault: Fault) -> bytes:
-            return sse("error", {"type": "error", "error": {
-                "type": fault.reason or "overloaded_error",
-                "message": fault.message or "Overloaded"}})
+            return sse(
+                "error",
+                {
+                    "type": "error",
+                    "error": {
+                        "type": fault.reason or "overloaded_error",
+                        "message": fault.message or "Overloaded",
+                    },
+                },
+            )
 
         played = dataclass_replace(script, self.pieces)
-        outcome = await self.emulator.play(request, response, played, render, error=error,
-                                           malformed=b"event: content_block_delta\ndata: "
-                                                     b"{this is not json\n\n")
+        outcome = await self.emulator.play(
+            request,
+            response,
+            played,
+            render,
+            error=error,
+            malformed=b"event: content_block_delta\ndata: {this is not json\n\n",
+        )
         if outcome != StreamOutcome.COMPLETE:
             return response
         try:
             if self.pieces:
-                await write(sse("content_block_stop", {"type": "content_block_stop",
-                                                       "index": index}))
+                await write(
+                    sse("content_block_stop", {"type": "content_block_stop", "index": index})
+                )
                 index += 1
             for call in self.calls:
-                await write(sse("content_block_start", {
-                    "type": "content_block_start", "index": index, "content_block": {
-                        "type": "tool_use", "id": call["id"], "name": call["name"],
-                        "input": {}}}))
+                await write(
+                    sse(
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": index,
+                            "content_block": {
+                                "type": "tool_use",
+                                "id": call["id"],
+                                "name": call["name"],
+                                "input": {},
+                            },
+                        },
+                    )
+                )
                 arguments = json.dumps(call["input"], separators=(",", ":"))
-                fragments = [""] + [arguments[i:i + 7] for i in range(0, len(arguments), 7)]
+                fragments = [""] + [arguments[i : i + 7] for i in range(0, len(arguments), 7)]
                 for fragment in fragments:
-                    await write(sse("content_block_delta", {
-                        "type": "content_block_delta", "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": fragment}}))
-                await write(sse("content_block_stop", {"type": "content_block_stop",
-                                                       "index": index}))
+                    await write(
+                        sse(
+                            "content_block_delta",
+                            {
+                                "type": "content_block_delta",
+                                "index": index,
+                                "delta": {"type": "input_json_delta", "partial_json": fragment},
+                            },
+                        )
+                    )
+                await write(
+                    sse("content_block_stop", {"type": "content_block_stop", "index": index})
+                )
                 index += 1
-            await write(sse("message_delta", {
-                "type": "message_delta", "delta": {"stop_reason": self.stop_reason,
-                                                   "stop_sequence": self.stop_sequence},
-                "usage": {**self.usage, "output_tokens": self._output_tokens()}}))
+            await write(
+                sse(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {
+                            "stop_reason": self.stop_reason,
+                            "stop_sequence": self.stop_sequence,
+                        },
+                        "usage": {**self.usage, "output_tokens": self._output_tokens()},
+                    },
+                )
+            )
             await write(sse("message_stop", {"type": "message_stop"}))
             await response.write_eof()
         except (ConnectionError, OSError):

@@ -133,7 +133,8 @@ class Emulator:
     def requests_to(self, path_part: str, method: str | None = None) -> list[RecordedRequest]:
         """Recorded requests whose path contains ``path_part`` (and of ``method``)."""
         return [
-            r for r in self.requests
+            r
+            for r in self.requests
             if path_part in r.path and (method is None or r.method == method)
         ]
 
@@ -153,7 +154,11 @@ class Emulator:
         pieces = script.pieces()
         fault = script.fault
         if fault is not None and fault.kind not in (
-                "error_event", "disconnect", "malformed", "stall"):
+            "error_event",
+            "disconnect",
+            "malformed",
+            "stall",
+        ):
             fault = None
         self.open_streams += 1
         try:
@@ -263,7 +268,7 @@ def _multipart_fields(content_type: str, body: bytes) -> Iterator[tuple[str, str
         if split == -1:
             raise ValueError("multipart part without a header block")
         headers: dict[str, str] = {}
-        lines = part[:max(split, 0)].decode("utf-8", "surrogateescape").split("\r\n")
+        lines = part[: max(split, 0)].decode("utf-8", "surrogateescape").split("\r\n")
         for line in lines if split > 0 else ():
             if line[:1] in (" ", "\t") and headers:  # a folded header continues
                 last = next(reversed(headers))
@@ -273,7 +278,7 @@ def _multipart_fields(content_type: str, body: bytes) -> Iterator[tuple[str, str
             if not colon:
                 raise ValueError("malformed multipart header")
             headers[key.strip().lower()] = value.strip()
-        content = part[split + 4:]
+        content = part[split + 4 :]
         _, params = parse_content_disposition(headers.get("content-disposition"))
         name = params.get("name")
         if name is None:

@@ -59,8 +59,10 @@ _STATUS_MESSAGES = {
     429: "You are sending too many messages. Try again later.",
     500: "Internal Error",
 }
-_PAGE = ("<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
-         "<title>H2O.ai Chat</title></head>\n<body><div id=\"svelte\"></div></body>\n</html>\n")
+_PAGE = (
+    '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8">'
+    '<title>H2O.ai Chat</title></head>\n<body><div id="svelte"></div></body>\n</html>\n'
+)
 
 
 # Typed request-storage keys (aiohttp >= 3.12 warns about plain strings).
@@ -101,8 +103,14 @@ class H2oEmulator(Emulator):
     name = "h2o"
     provider = "H2o"
 
-    def __init__(self, script: Script | None = None, *, crlf: bool = False,
-                 keepalive: bool = True, details: bool = False) -> None:
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        crlf: bool = False,
+        keepalive: bool = True,
+        details: bool = False,
+    ) -> None:
         super().__init__(script)
         self.crlf = crlf
         self.keepalive = keepalive
@@ -135,7 +143,8 @@ class H2oEmulator(Emulator):
 
     @web.middleware
     async def _hooks(
-        self, request: web.Request,
+        self,
+        request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         request[_RECORD] = await self.record(request)
@@ -144,13 +153,16 @@ class H2oEmulator(Emulator):
         if request.method == "POST" and request.content_type in _FORM_TYPES:
             referer = request.headers.get("Referer")
             if not referer:
-                return _error_response(request, 403,
-                                       "Non-JSON form requests need to have a referer")
+                return _error_response(
+                    request, 403, "Non-JSON form requests need to have a referer"
+                )
             if _origin(referer) != str(request.url.origin()):
                 return _error_response(request, 403, "Invalid referer for POST request")
-        if (request.method not in ("GET", "OPTIONS", "HEAD")
-                and not request.path.startswith("/settings")
-                and not request[_SESSION].accepted):
+        if (
+            request.method not in ("GET", "OPTIONS", "HEAD")
+            and not request.path.startswith("/settings")
+            and not request[_SESSION].accepted
+        ):
             return _error_response(request, 405, _GATE)
         response = await handler(request)
         if not response.prepared:  # streams set it themselves, before their headers go out
@@ -171,15 +183,18 @@ class H2oEmulator(Emulator):
         settings = dict(session.settings or {})
         # zod's z.boolean({coerce: true}) on formData.get(): any non-empty value is true.
         settings["shareConversationsWithModelAuthors"] = bool(
-            form.get("shareConversationsWithModelAuthors"))
+            form.get("shareConversationsWithModelAuthors")
+        )
         settings["activeModel"] = form.get("activeModel") or MODELS[0]
         if form.get("ethicsModalAccepted"):
             settings["ethicsModalAcceptedAt"] = datetime.now(UTC).isoformat()
         session.settings = settings
         location = request.headers.get("Referer") or "/"
         if _accepts_json(request):
-            return web.Response(text=_js({"type": "redirect", "status": 303, "location": location}),
-                                content_type="application/json")
+            return web.Response(
+                text=_js({"type": "redirect", "status": 303, "location": location}),
+                content_type="application/json",
+            )
         return web.Response(status=303, headers={"Location": location})
 
     async def create(self, request: web.Request) -> web.StreamResponse:
@@ -203,8 +218,11 @@ class H2oEmulator(Emulator):
         script = self._script(session)
         session.script = None  # this answer uses it up
         fault = script.fault
-        if (fault is not None and fault.kind == "status"
-                and (fault.step or "generate") == "generate"):
+        if (
+            fault is not None
+            and fault.kind == "status"
+            and (fault.step or "generate") == "generate"
+        ):
             return self._fault_response(request, fault)
         body = request[_RECORD].json
         if not _valid_body(body):
@@ -221,9 +239,14 @@ class H2oEmulator(Emulator):
 
     # -- the TGI stream --------------------------------------------------------------------
 
-    async def _stream(self, request: web.Request, session: ChatSession,
-                      conversation: Conversation, script: Script,
-                      body: dict[str, Any]) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.Request,
+        session: ChatSession,
+        conversation: Conversation,
+        script: Script,
+        body: dict[str, Any],
+    ) -> web.StreamResponse:
         given = body.get("parameters")
         parameters: dict[str, Any] = given if isinstance(given, dict) else {}
         pieces = script.pieces()
@@ -233,8 +256,9 @@ class H2oEmulator(Emulator):
             pieces, finish = pieces[:limit], "length"  # TGI stops at the token budget
         script = dataclasses.replace(script, chunks=pieces)
         eol = "\r\n" if (self.crlf or script.extra.get("crlf")) else "\n"
-        with_details = bool(parameters.get("details") or self.details
-                            or script.extra.get("details"))
+        with_details = bool(
+            parameters.get("details") or self.details or script.extra.get("details")
+        )
         conversation.messages.append({"from": "user", "content": body["inputs"]})
 
         def event(data: dict[str, Any]) -> bytes:
@@ -254,24 +278,42 @@ class H2oEmulator(Emulator):
             return event(data)
 
         def error(fault: Fault) -> bytes:
-            return event({"error": fault.message or "Request failed during generation",
-                          "error_type": fault.reason or "generation"})
+            return event(
+                {
+                    "error": fault.message or "Request failed during generation",
+                    "error_type": fault.reason or "generation",
+                }
+            )
 
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         _set_cookie(response, session.id)
         await response.prepare(request)
         if self.keepalive and script.extra.get("keepalive", True):
             await response.write(f":{eol}{eol}".encode())  # axum's keep-alive comment
-        outcome = await self.play(request, response, script, render, error=error,
-                                  malformed=f"data:{{this is not json{eol}{eol}".encode())
+        outcome = await self.play(
+            request,
+            response,
+            script,
+            render,
+            error=error,
+            malformed=f"data:{{this is not json{eol}{eol}".encode(),
+        )
         if outcome == StreamOutcome.ABORTED and script.fault and script.fault.kind == "disconnect":
             return response
         try:
             if outcome == StreamOutcome.COMPLETE:
                 if not (finish == "length" and pieces) and script.extra.get("final", True):
-                    final = {"token": {"id": 11, "text": END_OF_TEXT, "logprob": -0.0367,
-                                       "special": True}, **final_fields(len(pieces) + 1)}
+                    final = {
+                        "token": {
+                            "id": 11,
+                            "text": END_OF_TEXT,
+                            "logprob": -0.0367,
+                            "special": True,
+                        },
+                        **final_fields(len(pieces) + 1),
+                    }
                     await response.write(event(final))
                 conversation.messages.append({"from": "assistant", "content": "".join(pieces)})
             await response.write_eof()
@@ -323,8 +365,12 @@ class H2oEmulator(Emulator):
 def _token(piece: str) -> dict[str, Any]:
     """A TGI token for ``piece``: a stable fake id and log-probability."""
     crc = zlib.crc32(piece.encode("utf-8"))
-    return {"id": 100 + crc % 65000, "text": piece, "logprob": -round((crc % 997) / 1000, 4),
-            "special": False}
+    return {
+        "id": 100 + crc % 65000,
+        "text": piece,
+        "logprob": -round((crc % 997) / 1000, 4),
+        "special": False,
+    }
 
 
 def _valid_body(body: Any) -> bool:
@@ -340,8 +386,9 @@ def _valid_body(body: Any) -> bool:
                 UUID(str(options[key]))
             except ValueError:
                 return False
-    return all(not (k in options and not isinstance(options[k], bool))
-               for k in ("is_retry", "use_cache"))
+    return all(
+        not (k in options and not isinstance(options[k], bool)) for k in ("is_retry", "use_cache")
+    )
 
 
 def _accepts_json(request: web.Request) -> bool:
@@ -370,19 +417,24 @@ def _error_response(request: web.Request, status: int, message: str) -> web.Resp
 
     It is a bare Response, built before the session cookie is refreshed: no Set-Cookie.
     """
-    send_json = ("application/json" in request.headers.get("Accept", "")
-                 or "application/json" in request.headers.get("Content-Type", ""))
+    send_json = "application/json" in request.headers.get(
+        "Accept", ""
+    ) or "application/json" in request.headers.get("Content-Type", "")
     if send_json:
-        return web.Response(status=status, text=_js({"error": message}),
-                            content_type="application/json")
+        return web.Response(
+            status=status, text=_js({"error": message}), content_type="application/json"
+        )
     return web.Response(status=status, text=message, content_type="text/plain")
 
 
 def _set_cookie(response: web.StreamResponse, session_id: str) -> None:
     # refreshSessionCookie(): dev-mode flags (no Secure: the emulator speaks plain http).
     expires = datetime.now(UTC) + timedelta(days=365)
-    response.headers.add("Set-Cookie", f"{COOKIE}={session_id}; Path=/; Expires="
-                         f"{format_datetime(expires, usegmt=True)}; HttpOnly; SameSite=Lax")
+    response.headers.add(
+        "Set-Cookie",
+        f"{COOKIE}={session_id}; Path=/; Expires="
+        f"{format_datetime(expires, usegmt=True)}; HttpOnly; SameSite=Lax",
+    )
 
 
 def _origin(url: str) -> str:
@@ -390,4 +442,3 @@ def _origin(url: str) -> str:
         return str(URL(url).origin())
     except ValueError:  # a relative or broken Referer matches no origin
         return ""
-

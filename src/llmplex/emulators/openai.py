@@ -125,41 +125,91 @@ __all__ = ["CREATED", "DEFAULT_CREATED", "DEFAULT_MODELS", "KNOWN_PARAMETERS", "
 
 DEFAULT_MODELS: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-3.5-turbo")
 #: the ``created`` times ``/v1/models`` gives the default models (OpenAI's own)
-DEFAULT_CREATED: dict[str, int] = {"gpt-4o-mini": 1721172741, "gpt-4o": 1715367049,
-                                   "gpt-4.1-mini": 1744318173, "gpt-3.5-turbo": 1677610602}
+DEFAULT_CREATED: dict[str, int] = {
+    "gpt-4o-mini": 1721172741,
+    "gpt-4o": 1715367049,
+    "gpt-4.1-mini": 1744318173,
+    "gpt-3.5-turbo": 1677610602,
+}
 #: the ``created`` time of any other model the emulator lists
 CREATED = 1686935002
 
 #: top-level body fields the real API accepts; anything else is a 400 in strict mode
-KNOWN_PARAMETERS = frozenset({
-    "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-    "max_completion_tokens", "max_tokens", "messages", "metadata", "modalities", "model", "n",
-    "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
-    "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier", "stop",
-    "store", "stream", "stream_options", "temperature", "tool_choice", "tools", "top_logprobs",
-    "top_p", "user", "verbosity", "web_search_options",
-})
+KNOWN_PARAMETERS = frozenset(
+    {
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "messages",
+        "metadata",
+        "modalities",
+        "model",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
 _ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 
 #: status -> (type, code, message) of the bodies OpenAI sends for it
 _STATUS_ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-    403: ("invalid_request_error", "unsupported_country_region_territory",
-          "Country, region, or territory not supported"),
-    404: ("invalid_request_error", "model_not_found",
-          "The model does not exist or you do not have access to it."),
-    429: ("requests", "rate_limit_exceeded",
-          "Rate limit reached for requests. Please try again later."),
-    500: ("server_error", None,
-          "The server had an error while processing your request. Sorry about that!"),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model does not exist or you do not have access to it.",
+    ),
+    429: (
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests. Please try again later.",
+    ),
+    500: (
+        "server_error",
+        None,
+        "The server had an error while processing your request. Sorry about that!",
+    ),
     503: ("server_error", None, "The engine is currently overloaded, please try again later"),
 }
-_NO_KEY = ("You didn't provide an API key. You need to provide your API key in an "
-           "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
-_BAD_JSON = ("We could not parse the JSON body of your request. (HINT: This likely means you "
-             "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-             "but what was sent was not valid JSON.)")
+_NO_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an "
+    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you "
+    "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+    "but what was sent was not valid JSON.)"
+)
 _WORD = re.compile(r"\S+")
 _FINGERPRINT = "fp_0ba0d124f1"
 _FRAGMENT_SIZES = (3, 5, 2, 4)
@@ -170,38 +220,91 @@ _TOOL_CHOICES = ("none", "auto", "required")
 #: the content part types each role takes
 _PART_TYPES: dict[str, tuple[str, ...]] = {
     "user": ("text", "image_url", "input_audio", "file"),
-    "system": ("text",), "developer": ("text",), "tool": ("text",),
+    "system": ("text",),
+    "developer": ("text",),
+    "tool": ("text",),
     "assistant": ("text", "refusal"),
 }
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 #: the tokens top_logprobs offers besides the one chosen
-_ALTERNATIVE_TOKENS = (" the", " a", ",", ".", " and", " to", " of", " I", " is", " in",
-                       " it", " you", " that", "!", " for", " on", " with", " as", " be",
-                       " this", " we")
-_STRING_FORMATS = {"date-time": "1970-01-01T00:00:00Z", "date": "1970-01-01",
-                   "time": "00:00:00Z", "email": "user@example.com", "uri": "https://example.com",
-                   "uuid": "00000000-0000-0000-0000-000000000000", "ipv4": "127.0.0.1",
-                   "ipv6": "::1", "hostname": "example.com", "duration": "P0D"}
+_ALTERNATIVE_TOKENS = (
+    " the",
+    " a",
+    ",",
+    ".",
+    " and",
+    " to",
+    " of",
+    " I",
+    " is",
+    " in",
+    " it",
+    " you",
+    " that",
+    "!",
+    " for",
+    " on",
+    " with",
+    " as",
+    " be",
+    " this",
+    " we",
+)
+_STRING_FORMATS = {
+    "date-time": "1970-01-01T00:00:00Z",
+    "date": "1970-01-01",
+    "time": "00:00:00Z",
+    "email": "user@example.com",
+    "uri": "https://example.com",
+    "uuid": "00000000-0000-0000-0000-000000000000",
+    "ipv4": "127.0.0.1",
+    "ipv6": "::1",
+    "hostname": "example.com",
+    "duration": "P0D",
+}
 _DEEP_SCHEMA, _MAX_SCHEMA_DEPTH = 12, 64
-_TOOL_NOT_ANSWERED = ("An assistant message with 'tool_calls' must be followed by tool "
-                      "messages responding to each 'tool_call_id'. The following tool_call_ids"
-                      " did not have response messages: ")
-_TOOL_NOT_PRECEDED = ("Invalid parameter: messages with role 'tool' must be a response to a "
-                      "preceeding message with 'tool_calls'.")
+_TOOL_NOT_ANSWERED = (
+    "An assistant message with 'tool_calls' must be followed by tool "
+    "messages responding to each 'tool_call_id'. The following tool_call_ids"
+    " did not have response messages: "
+)
+_TOOL_NOT_PRECEDED = (
+    "Invalid parameter: messages with role 'tool' must be a response to a "
+    "preceeding message with 'tool_calls'."
+)
 
 
-def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> str:
+def error_body(
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> str:
     """OpenAI's error JSON, spaced as the API sends it (4-space indent, final newline)."""
-    return json.dumps({"error": {"message": message, "type": type_, "param": param,
-                                 "code": code}}, indent=4, ensure_ascii=False) + "\n"
+    return (
+        json.dumps(
+            {"error": {"message": message, "type": type_, "param": param, "code": code}},
+            indent=4,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
 
 
-def error_response(status: int, message: str, type_: str = "invalid_request_error",
-                   param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=error_body(message, type_, param, code),
-                        content_type="application/json", headers=headers)
+def error_response(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.Response(
+        status=status,
+        text=error_body(message, type_, param, code),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def _words(text: str) -> int:
@@ -237,18 +340,30 @@ def _quoted(values: Sequence[str]) -> str:
 
 
 def _invalid_value(value: Any, allowed: Sequence[str], param: str) -> web.Response:
-    return error_response(400, f"Invalid value: {value!r}. Supported values are: "
-                          f"{_quoted(allowed)}.", param=param, code="invalid_value")
+    return error_response(
+        400,
+        f"Invalid value: {value!r}. Supported values are: {_quoted(allowed)}.",
+        param=param,
+        code="invalid_value",
+    )
 
 
 def _missing(param: str) -> web.Response:
-    return error_response(400, f"Missing required parameter: '{param}'.", param=param,
-                          code="missing_required_parameter")
+    return error_response(
+        400,
+        f"Missing required parameter: '{param}'.",
+        param=param,
+        code="missing_required_parameter",
+    )
 
 
 def _invalid_type(param: str, expected: str, value: Any) -> web.Response:
-    return error_response(400, f"Invalid type for '{param}': expected {expected}, but got "
-                          f"{json_type(value)} instead.", param=param, code="invalid_type")
+    return error_response(
+        400,
+        f"Invalid type for '{param}': expected {expected}, but got {json_type(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
 
 
 def _integer_range(name: str, value: Any, low: int, high: int) -> web.Response | None:
@@ -257,12 +372,20 @@ def _integer_range(name: str, value: Any, low: int, high: int) -> web.Response |
         return _invalid_type(name, "an integer", value)
     if value < low:
         return error_response(
-            400, f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, "
-            f"but got {value} instead.", param=name, code="integer_below_min_value")
+            400,
+            f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, "
+            f"but got {value} instead.",
+            param=name,
+            code="integer_below_min_value",
+        )
     if value > high:
         return error_response(
-            400, f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, "
-            f"but got {value} instead.", param=name, code="integer_above_max_value")
+            400,
+            f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, "
+            f"but got {value} instead.",
+            param=name,
+            code="integer_above_max_value",
+        )
     return None
 
 
@@ -271,7 +394,7 @@ def _fragments(text: str) -> list[str]:
     out, at, step = [], 0, 0
     while at < len(text):
         size = _FRAGMENT_SIZES[step % len(_FRAGMENT_SIZES)]
-        out.append(text[at:at + size])
+        out.append(text[at : at + size])
         at, step = at + size, step + 1
     return out
 
@@ -298,11 +421,20 @@ def _logprob(token: str, top: int) -> dict[str, Any]:
             break
         if other == token:
             continue
-        alternatives.append({"token": other, "logprob": round(value - 2.0 * rank - 0.125, 6),
-                             "bytes": list(other.encode("utf-8"))})
+        alternatives.append(
+            {
+                "token": other,
+                "logprob": round(value - 2.0 * rank - 0.125, 6),
+                "bytes": list(other.encode("utf-8")),
+            }
+        )
         rank += 1
-    return {"token": token, "logprob": value, "bytes": list(raw),
-            "top_logprobs": alternatives[:top]}
+    return {
+        "token": token,
+        "logprob": value,
+        "bytes": list(raw),
+        "top_logprobs": alternatives[:top],
+    }
 
 
 def _resolve(root: Any, ref: str) -> Any:
@@ -363,11 +495,18 @@ def _instance(schema: Any, root: Any, depth: int = 0) -> Any:
         properties = schema.get("properties")
         properties = properties if isinstance(properties, dict) else {}
         required = schema.get("required")
-        names = [n for n in required if isinstance(n, str)] if isinstance(required, list) \
+        names = (
+            [n for n in required if isinstance(n, str)]
+            if isinstance(required, list)
             else list(properties)
+        )
         extra = schema.get("additionalProperties")
-        return {name: _instance(properties.get(name, extra if isinstance(extra, dict) else {}),
-                                root, depth + 1) for name in names}
+        return {
+            name: _instance(
+                properties.get(name, extra if isinstance(extra, dict) else {}), root, depth + 1
+            )
+            for name in names
+        }
     if kind == "array":
         prefix = schema.get("prefixItems")
         if isinstance(prefix, list):
@@ -430,21 +569,28 @@ def _check_parts(parts: list[Any], role: str, i: int) -> web.Response | None:
         if kind not in allowed:
             return _invalid_value(kind, allowed, f"{at}.type")
         if kind == "text" and not isinstance(part.get("text"), str):
-            return _missing(f"{at}.text") if "text" not in part else \
-                _invalid_type(f"{at}.text", "a string", part["text"])
+            return (
+                _missing(f"{at}.text")
+                if "text" not in part
+                else _invalid_type(f"{at}.text", "a string", part["text"])
+            )
         if kind == "image_url":
             image = part.get("image_url")
             if not isinstance(image, dict) or "url" not in image:
-                return _missing(f"{at}.image_url" if not isinstance(image, dict)
-                                else f"{at}.image_url.url")
+                return _missing(
+                    f"{at}.image_url" if not isinstance(image, dict) else f"{at}.image_url.url"
+                )
             url = image["url"]
             if not isinstance(url, str):
                 return _invalid_type(f"{at}.image_url.url", "a string", url)
             if not _image_url_ok(url):
                 return error_response(
-                    400, f"Invalid image URL: '{at}.image_url.url'. Expected a valid URL, but got"
-                    " a value with an invalid format.", param=f"{at}.image_url.url",
-                    code="invalid_value")
+                    400,
+                    f"Invalid image URL: '{at}.image_url.url'. Expected a valid URL, but got"
+                    " a value with an invalid format.",
+                    param=f"{at}.image_url.url",
+                    code="invalid_value",
+                )
     return None
 
 
@@ -473,9 +619,12 @@ class _Choice:
     finish: str
 
     def tokens(self) -> int:
-        return (_words("".join(self.content or ())) + _words("".join(self.reasoning))
-                + _words("".join(self.refusal or ()))
-                + sum(_words(c["name"]) + _words(c["arguments"]) for c in self.calls))
+        return (
+            _words("".join(self.content or ()))
+            + _words("".join(self.reasoning))
+            + _words("".join(self.refusal or ()))
+            + sum(_words(c["name"]) + _words(c["arguments"]) for c in self.calls)
+        )
 
 
 class OpenAIEmulator(Emulator):
@@ -493,11 +642,17 @@ class OpenAIEmulator(Emulator):
     name = "openai"
     provider = "OpenAICompatible"
 
-    def __init__(self, script: Script | None = None, *, api_keys: Iterable[str] | None = None,
-                 models: Sequence[str] | Mapping[str, int] | None = None,
-                 strict: bool = True,
-                 honor_stream: bool = True, honor_stream_options: bool = True,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        api_keys: Iterable[str] | None = None,
+        models: Sequence[str] | Mapping[str, int] | None = None,
+        strict: bool = True,
+        honor_stream: bool = True,
+        honor_stream_options: bool = True,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(script)
         self.api_keys = None if api_keys is None else frozenset(api_keys)
         self.models = list(models) if models is not None else list(DEFAULT_MODELS)
@@ -523,8 +678,11 @@ class OpenAIEmulator(Emulator):
         return prefix + "".join(self._random.choice(alphabet) for _ in range(n))
 
     def _headers(self) -> dict[str, str]:
-        return {"x-request-id": self._id("req_", 32, "0123456789abcdef"),
-                "openai-version": "2020-10-01", "openai-processing-ms": "42"}
+        return {
+            "x-request-id": self._id("req_", 32, "0123456789abcdef"),
+            "openai-version": "2020-10-01",
+            "openai-processing-ms": "42",
+        }
 
     def _auth(self, request: web.Request) -> web.Response | None:
         if self.api_keys is None:
@@ -537,19 +695,27 @@ class OpenAIEmulator(Emulator):
             return None
         shown = f"{key[:3]}{'*' * (len(key) - 7)}{key[-4:]}" if len(key) > 10 else "***"
         return error_response(
-            401, f"Incorrect API key provided: {shown}. You can find your API key at "
-            "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+            401,
+            f"Incorrect API key provided: {shown}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            code="invalid_api_key",
+        )
 
     def _fault_response(self, fault: Fault) -> web.Response:
         type_, code, message = _STATUS_ERRORS.get(
             fault.status,
-            ("server_error" if fault.status >= 500 else "invalid_request_error", None,
-             "request failed"))
+            (
+                "server_error" if fault.status >= 500 else "invalid_request_error",
+                None,
+                "request failed",
+            ),
+        )
         headers = self._headers()
         if fault.status == 429 and fault.retry_after is not None:
             headers["Retry-After"] = f"{fault.retry_after:g}"
-        return error_response(fault.status, fault.message or message, type_, code=code,
-                              headers=headers)
+        return error_response(
+            fault.status, fault.message or message, type_, code=code, headers=headers
+        )
 
     def _validate(self, body: Any) -> web.Response | None:
         """The 400 OpenAI answers for a bad body, or None."""
@@ -560,81 +726,142 @@ class OpenAIEmulator(Emulator):
             if unknown:
                 plural = "s" if len(unknown) > 1 else ""
                 return error_response(
-                    400, f"Unrecognized request argument{plural} supplied: {', '.join(unknown)}")
+                    400, f"Unrecognized request argument{plural} supplied: {', '.join(unknown)}"
+                )
         if "messages" not in body:
-            return error_response(400, "Missing required parameter: 'messages'.",
-                                  param="messages", code="missing_required_parameter")
+            return error_response(
+                400,
+                "Missing required parameter: 'messages'.",
+                param="messages",
+                code="missing_required_parameter",
+            )
         if "model" not in body:
             return error_response(400, "you must provide a model parameter")
         if not isinstance(body["model"], str):
-            return error_response(400, "Invalid type for 'model': expected a string.",
-                                  param="model", code="invalid_type")
+            return error_response(
+                400,
+                "Invalid type for 'model': expected a string.",
+                param="model",
+                code="invalid_type",
+            )
         messages = body["messages"]
         if not isinstance(messages, list):
-            return error_response(400, "Invalid type for 'messages': expected an array.",
-                                  param="messages", code="invalid_type")
+            return error_response(
+                400,
+                "Invalid type for 'messages': expected an array.",
+                param="messages",
+                code="invalid_type",
+            )
         if not messages:
             return error_response(
-                400, "Invalid 'messages': empty array. Expected an array with minimum length 1,"
-                " but got an empty array instead.", param="messages", code="empty_array")
+                400,
+                "Invalid 'messages': empty array. Expected an array with minimum length 1,"
+                " but got an empty array instead.",
+                param="messages",
+                code="empty_array",
+            )
         for i, message in enumerate(messages):
             role = message.get("role") if isinstance(message, dict) else None
             if role not in _ROLES:
                 return error_response(
-                    400, f"Invalid value: {role!r}. Supported values are: 'system', 'assistant',"
+                    400,
+                    f"Invalid value: {role!r}. Supported values are: 'system', 'assistant',"
                     " 'user', 'function', 'tool', and 'developer'.",
-                    param=f"messages[{i}].role", code="invalid_value")
+                    param=f"messages[{i}].role",
+                    code="invalid_value",
+                )
             if role != "assistant" and not isinstance(message.get("content"), (str, list)):
-                return error_response(400, f"Missing required parameter: 'messages[{i}].content'.",
-                                      param=f"messages[{i}].content",
-                                      code="missing_required_parameter")
+                return error_response(
+                    400,
+                    f"Missing required parameter: 'messages[{i}].content'.",
+                    param=f"messages[{i}].content",
+                    code="missing_required_parameter",
+                )
         if "stream" in body and not isinstance(body["stream"], bool):
-            return error_response(400, "Invalid type for 'stream': expected a boolean.",
-                                  param="stream", code="invalid_type")
+            return error_response(
+                400,
+                "Invalid type for 'stream': expected a boolean.",
+                param="stream",
+                code="invalid_type",
+            )
         if body.get("stream_options") is not None and not body.get("stream"):
             return error_response(
-                400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options", code="invalid_value")
-        for name, low, high in (("temperature", 0, 2), ("top_p", 0, 1),
-                                ("presence_penalty", -2, 2), ("frequency_penalty", -2, 2)):
+                400,
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+                code="invalid_value",
+            )
+        for name, low, high in (
+            ("temperature", 0, 2),
+            ("top_p", 0, 1),
+            ("presence_penalty", -2, 2),
+            ("frequency_penalty", -2, 2),
+        ):
             value = body.get(name)
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
-                                      or not low <= value <= high):
+            if value is not None and (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not low <= value <= high
+            ):
                 return error_response(
-                    400, f"Invalid '{name}': expected a number between {low} and {high}, "
-                    f"but got {value!r} instead.", param=name, code="invalid_value")
+                    400,
+                    f"Invalid '{name}': expected a number between {low} and {high}, "
+                    f"but got {value!r} instead.",
+                    param=name,
+                    code="invalid_value",
+                )
         for name in ("max_tokens", "max_completion_tokens"):
             value = body.get(name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                      or value < 1):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
                 return error_response(
-                    400, f"Invalid '{name}': integer below minimum value. Expected a value >= 1,"
-                    f" but got {value!r} instead.", param=name, code="integer_below_min_value")
+                    400,
+                    f"Invalid '{name}': integer below minimum value. Expected a value >= 1,"
+                    f" but got {value!r} instead.",
+                    param=name,
+                    code="integer_below_min_value",
+                )
         stop = body.get("stop")
-        if stop is not None and not isinstance(stop, str) and not (
-                isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-            return error_response(400, "Invalid type for 'stop': expected a string or an array "
-                                  "of strings.", param="stop", code="invalid_type")
+        if (
+            stop is not None
+            and not isinstance(stop, str)
+            and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+        ):
+            return error_response(
+                400,
+                "Invalid type for 'stop': expected a string or an array of strings.",
+                param="stop",
+                code="invalid_type",
+            )
         if isinstance(stop, list) and len(stop) > 4:
             return error_response(
-                400, "Invalid 'stop': array too long. Expected an array with maximum length 4, "
-                f"but got an array with length {len(stop)} instead.", param="stop",
-                code="array_above_max_length")
+                400,
+                "Invalid 'stop': array too long. Expected an array with maximum length 4, "
+                f"but got an array with length {len(stop)} instead.",
+                param="stop",
+                code="array_above_max_length",
+            )
         if self.strict:
             invalid = self._validate_strict(body)
             if invalid is not None:
                 return invalid
         if self.enforce_models and body["model"] not in self.models:
             return error_response(
-                404, f"The model `{body['model']}` does not exist or you do not have access to "
-                "it.", code="model_not_found")
+                404,
+                f"The model `{body['model']}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
         return None
 
     def _validate_strict(self, body: dict[str, Any]) -> web.Response | None:
         """The 400s of the real API for tools, tool messages, content parts, logprobs,
         ``n``, ``service_tier`` and ``response_format`` (strict mode only)."""
-        return (self._check_messages(body["messages"]) or self._check_tools(body)
-                or self._check_options(body))
+        return (
+            self._check_messages(body["messages"])
+            or self._check_tools(body)
+            or self._check_options(body)
+        )
 
     @staticmethod
     def _check_messages(messages: list[dict[str, Any]]) -> web.Response | None:
@@ -642,8 +869,11 @@ class OpenAIEmulator(Emulator):
             role, content = message["role"], message.get("content")
             if role == "tool" and not isinstance(message.get("tool_call_id"), str):
                 return error_response(
-                    400, "Missing parameter 'tool_call_id': messages with role 'tool' must "
-                    "have a 'tool_call_id'.", param=f"messages.[{i}].tool_call_id")
+                    400,
+                    "Missing parameter 'tool_call_id': messages with role 'tool' must "
+                    "have a 'tool_call_id'.",
+                    param=f"messages.[{i}].tool_call_id",
+                )
             calls = message.get("tool_calls")
             if role == "assistant" and calls is not None:
                 where = f"messages[{i}].tool_calls"
@@ -651,9 +881,12 @@ class OpenAIEmulator(Emulator):
                     return _invalid_type(where, "an array", calls)
                 if not calls:
                     return error_response(
-                        400, f"Invalid '{where}': empty array. Expected an array with minimum "
-                        "length 1, but got an empty array instead.", param=where,
-                        code="empty_array")
+                        400,
+                        f"Invalid '{where}': empty array. Expected an array with minimum "
+                        "length 1, but got an empty array instead.",
+                        param=where,
+                        code="empty_array",
+                    )
                 for j, call in enumerate(calls):
                     at = f"{where}[{j}]"
                     if not isinstance(call, dict):
@@ -670,12 +903,18 @@ class OpenAIEmulator(Emulator):
                         if key not in function:
                             return _missing(f"{at}.function.{key}")
                         if not isinstance(function[key], str):
-                            return _invalid_type(f"{at}.function.{key}", "a string",
-                                                 function[key])
-            if role == "assistant" and content is None and not calls and not any(
-                    message.get(k) for k in ("function_call", "audio", "refusal")):
-                return error_response(400, "Invalid value for 'content': expected a string, "
-                                      "got null.", param=f"messages.[{i}].content")
+                            return _invalid_type(f"{at}.function.{key}", "a string", function[key])
+            if (
+                role == "assistant"
+                and content is None
+                and not calls
+                and not any(message.get(k) for k in ("function_call", "audio", "refusal"))
+            ):
+                return error_response(
+                    400,
+                    "Invalid value for 'content': expected a string, got null.",
+                    param=f"messages.[{i}].content",
+                )
             if isinstance(content, list):
                 invalid = _check_parts(content, role, i)
                 if invalid is not None:
@@ -693,8 +932,9 @@ class OpenAIEmulator(Emulator):
             if pending is not None:
                 missing = [c for c in pending if c not in answered]
                 if missing:
-                    return error_response(400, _TOOL_NOT_ANSWERED + ", ".join(missing),
-                                          param=f"messages.[{i}].role")
+                    return error_response(
+                        400, _TOOL_NOT_ANSWERED + ", ".join(missing), param=f"messages.[{i}].role"
+                    )
                 pending = None
             if message["role"] == "assistant" and message.get("tool_calls"):
                 pending = [c["id"] for c in message["tool_calls"]]
@@ -702,8 +942,9 @@ class OpenAIEmulator(Emulator):
         if pending is not None:
             missing = [c for c in pending if c not in answered]
             if missing:
-                return error_response(400, _TOOL_NOT_ANSWERED + ", ".join(missing),
-                                      param=f"messages.[{opened}].role")
+                return error_response(
+                    400, _TOOL_NOT_ANSWERED + ", ".join(missing), param=f"messages.[{opened}].role"
+                )
         return None
 
     @staticmethod
@@ -715,8 +956,12 @@ class OpenAIEmulator(Emulator):
                 return _invalid_type("tools", "an array", tools)
             if not tools:
                 return error_response(
-                    400, "Invalid 'tools': empty array. Expected an array with minimum length 1,"
-                    " but got an empty array instead.", param="tools", code="empty_array")
+                    400,
+                    "Invalid 'tools': empty array. Expected an array with minimum length 1,"
+                    " but got an empty array instead.",
+                    param="tools",
+                    code="empty_array",
+                )
             for i, tool in enumerate(tools):
                 if not isinstance(tool, dict):
                     return _invalid_type(f"tools[{i}]", "an object", tool)
@@ -737,17 +982,24 @@ class OpenAIEmulator(Emulator):
                     return _invalid_type(f"tools[{i}].{kind}.name", "a string", name)
                 if not _FUNCTION_NAME.match(name):
                     return error_response(
-                        400, f"Invalid 'tools[{i}].{kind}.name': string does not match pattern."
+                        400,
+                        f"Invalid 'tools[{i}].{kind}.name': string does not match pattern."
                         " Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
-                        param=f"tools[{i}].{kind}.name", code="invalid_value")
+                        param=f"tools[{i}].{kind}.name",
+                        code="invalid_value",
+                    )
                 if kind == "function":
                     names.append(name)
         choice = body.get("tool_choice")
         if choice is None:
             return None
         if not tools:
-            return error_response(400, "Invalid value for 'tool_choice': 'tool_choice' is only "
-                                  "allowed when 'tools' are specified.", param="tool_choice")
+            return error_response(
+                400,
+                "Invalid value for 'tool_choice': 'tool_choice' is only "
+                "allowed when 'tools' are specified.",
+                param="tool_choice",
+            )
         if isinstance(choice, str):
             if choice not in _TOOL_CHOICES:
                 return _invalid_value(choice, _TOOL_CHOICES, "tool_choice")
@@ -760,13 +1012,19 @@ class OpenAIEmulator(Emulator):
             return _invalid_value(choice["type"], ("function",), "tool_choice.type")
         function = choice.get("function")
         if not isinstance(function, dict) or "name" not in function:
-            return _missing("tool_choice.function" if not isinstance(function, dict)
-                            else "tool_choice.function.name")
+            return _missing(
+                "tool_choice.function"
+                if not isinstance(function, dict)
+                else "tool_choice.function.name"
+            )
         if function["name"] not in names:
             return error_response(
-                400, f"Invalid value for 'tool_choice': function {function['name']!r} is not "
-                "one of the functions in 'tools'.", param="tool_choice.function.name",
-                code="invalid_value")
+                400,
+                f"Invalid value for 'tool_choice': function {function['name']!r} is not "
+                "one of the functions in 'tools'.",
+                param="tool_choice.function.name",
+                code="invalid_value",
+            )
         return None
 
     @staticmethod
@@ -780,8 +1038,11 @@ class OpenAIEmulator(Emulator):
             if invalid is not None:
                 return invalid
             if logprobs is not True:
-                return error_response(400, "The 'top_logprobs' parameter is only allowed when "
-                                      "'logprobs' is enabled.", param="top_logprobs")
+                return error_response(
+                    400,
+                    "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled.",
+                    param="top_logprobs",
+                )
         if body.get("n") is not None:
             invalid = _integer_range("n", body["n"], 1, 128)
             if invalid is not None:
@@ -822,10 +1083,20 @@ class OpenAIEmulator(Emulator):
             if self._queue:
                 self._queue.popleft()
             return self._fault_response(fault)
-        data = [{"id": m, "object": "model", "created": self.created.get(m, CREATED),
-                 "owned_by": "system"} for m in self.models]
-        return web.Response(text=json.dumps({"object": "list", "data": data}, indent=2),
-                            content_type="application/json", headers=self._headers())
+        data = [
+            {
+                "id": m,
+                "object": "model",
+                "created": self.created.get(m, CREATED),
+                "owned_by": "system",
+            }
+            for m in self.models
+        ]
+        return web.Response(
+            text=json.dumps({"object": "list", "data": data}, indent=2),
+            content_type="application/json",
+            headers=self._headers(),
+        )
 
     async def get_model(self, request: web.Request) -> web.Response:
         await self.record(request)
@@ -834,13 +1105,22 @@ class OpenAIEmulator(Emulator):
             return denied
         model = request.match_info["model"]
         if model not in self.models:
-            return error_response(404, f"The model '{model}' does not exist",
-                                  param="model", code="model_not_found")
+            return error_response(
+                404, f"The model '{model}' does not exist", param="model", code="model_not_found"
+            )
         return web.Response(
-            text=json.dumps({"id": model, "object": "model",
-                             "created": self.created.get(model, CREATED),
-                             "owned_by": "system"}, indent=2),
-            content_type="application/json", headers=self._headers())
+            text=json.dumps(
+                {
+                    "id": model,
+                    "object": "model",
+                    "created": self.created.get(model, CREATED),
+                    "owned_by": "system",
+                },
+                indent=2,
+            ),
+            content_type="application/json",
+            headers=self._headers(),
+        )
 
     async def create_embeddings(self, request: web.Request) -> web.Response:
         """``POST /v1/embeddings`` (:mod:`llmplex.emulators.openai_embeddings`)."""
@@ -864,10 +1144,17 @@ class OpenAIEmulator(Emulator):
         if problem is not None:
             return error_response(400, problem[0], param=problem[1], code=problem[2])
         if self.enforce_models and body["model"] not in self.models:
-            return error_response(404, f"The model '{body['model']}' does not exist",
-                                  param="model", code="model_not_found")
-        return web.Response(text=json.dumps(openai_embeddings.embeddings(body)),
-                            content_type="application/json", headers=self._headers())
+            return error_response(
+                404,
+                f"The model '{body['model']}' does not exist",
+                param="model",
+                code="model_not_found",
+            )
+        return web.Response(
+            text=json.dumps(openai_embeddings.embeddings(body)),
+            content_type="application/json",
+            headers=self._headers(),
+        )
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         record = await self.record(request)
@@ -890,28 +1177,37 @@ class OpenAIEmulator(Emulator):
         prompt_tokens = sum(_words(_text_of(m.get("content"))) for m in body["messages"])
         completion_tokens = sum(c.tokens() for c in choices)
         reasoning_tokens = sum(_words("".join(c.reasoning)) for c in choices)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens,
-                 "prompt_tokens_details": {"cached_tokens": script.cached_tokens,
-                                           "audio_tokens": 0},
-                 "completion_tokens_details": {"reasoning_tokens": reasoning_tokens,
-                                               "audio_tokens": 0,
-                                               "accepted_prediction_tokens": 0,
-                                               "rejected_prediction_tokens": 0}}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": script.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
         tier = body.get("service_tier")
         top = body.get("top_logprobs")
-        meta = {"id": self._id("chatcmpl-", 29), "created": int(time.time()),
-                "model": script.extra.get("model") or body["model"],
-                "service_tier": tier if isinstance(tier, str) and tier != "auto" else "default",
-                "logprobs": body.get("logprobs") is True,
-                "top": min(max(top, 0), 20) if isinstance(top, int) else 0,
-                "reasoning_field": script.extra.get("reasoning_field", _REASONING_FIELDS[0])}
+        meta = {
+            "id": self._id("chatcmpl-", 29),
+            "created": int(time.time()),
+            "model": script.extra.get("model") or body["model"],
+            "service_tier": tier if isinstance(tier, str) and tier != "auto" else "default",
+            "logprobs": body.get("logprobs") is True,
+            "top": min(max(top, 0), 20) if isinstance(top, int) else 0,
+            "reasoning_field": script.extra.get("reasoning_field", _REASONING_FIELDS[0]),
+        }
         flag = script.extra.get
         if body.get("stream") and flag("stream", self.honor_stream):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and \
-                flag("usage", self.honor_stream_options)
-            return await self._stream(request, script, choices, meta,
-                                      usage if include_usage else None)
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and flag(
+                "usage", self.honor_stream_options
+            )
+            return await self._stream(
+                request, script, choices, meta, usage if include_usage else None
+            )
         return await self._complete(request, script, choices, meta, usage)
 
     def _choices(self, script: Script, body: dict[str, Any]) -> list[_Choice]:
@@ -937,31 +1233,46 @@ class OpenAIEmulator(Emulator):
                 pieces, refusal = None, split_tokens(script.refusal)
             elif pieces is not None:
                 pieces, finish = _limited(list(pieces), body, finish)
-            made = [] if refusal is not None else [
-                {"id": call_id or self._id("call_", 24), "name": name, "arguments": arguments}
-                for name, arguments, call_id in calls]
+            made = (
+                []
+                if refusal is not None
+                else [
+                    {"id": call_id or self._id("call_", 24), "name": name, "arguments": arguments}
+                    for name, arguments, call_id in calls
+                ]
+            )
             if made and finish == "stop":
                 finish = "tool_calls"
-            choices.append(_Choice(index, pieces, split_tokens(script.reasoning or ""),
-                                   refusal, made, finish))
+            choices.append(
+                _Choice(index, pieces, split_tokens(script.reasoning or ""), refusal, made, finish)
+            )
         return choices
 
     @staticmethod
     def _planned_calls(script: Script, body: dict[str, Any]) -> list[tuple[str, str, str | None]]:
         """``(name, arguments, id or None)`` of the calls the answer makes."""
-        scripted = [(str(c.get("name", "")), _arguments(c.get("arguments")), c.get("id"))
-                    for c in script.tool_calls or ()]
+        scripted = [
+            (str(c.get("name", "")), _arguments(c.get("arguments")), c.get("id"))
+            for c in script.tool_calls or ()
+        ]
         choice = body.get("tool_choice")
         if choice == "none":
             return []
-        if isinstance(choice, dict) and isinstance(choice.get("function"), dict) and \
-                isinstance(choice["function"].get("name"), str):
+        if (
+            isinstance(choice, dict)
+            and isinstance(choice.get("function"), dict)
+            and isinstance(choice["function"].get("name"), str)
+        ):
             name = choice["function"]["name"]
             return [next((c for c in scripted if c[0] == name), (name, "{}", None))]
         if choice == "required" and not scripted:
             for tool in body.get("tools") or ():
-                if isinstance(tool, dict) and tool.get("type") == "function" and \
-                        isinstance(tool.get("function"), dict) and tool["function"].get("name"):
+                if (
+                    isinstance(tool, dict)
+                    and tool.get("type") == "function"
+                    and isinstance(tool.get("function"), dict)
+                    and tool["function"].get("name")
+                ):
                     return [(str(tool["function"]["name"]), "{}", None)]
         if body.get("parallel_tool_calls") is False:
             return scripted[:1]
@@ -986,8 +1297,14 @@ class OpenAIEmulator(Emulator):
     def _logprobs(pieces: list[str], meta: dict[str, Any]) -> list[dict[str, Any]]:
         return [_logprob(piece, meta["top"]) for piece in pieces]
 
-    async def _complete(self, request: web.Request, script: Script, choices: list[_Choice],
-                        meta: dict[str, Any], usage: dict[str, Any]) -> web.StreamResponse:
+    async def _complete(
+        self,
+        request: web.Request,
+        script: Script,
+        choices: list[_Choice],
+        meta: dict[str, Any],
+        usage: dict[str, Any],
+    ) -> web.StreamResponse:
         """A non-streamed answer, with the script's faults in their non-stream form."""
         fault = script.fault
         if script.delay:
@@ -1000,35 +1317,59 @@ class OpenAIEmulator(Emulator):
         for choice in choices:
             message: dict[str, Any] = {
                 "role": "assistant",
-                "content": None if choice.content is None else "".join(choice.content)}
+                "content": None if choice.content is None else "".join(choice.content),
+            }
             if choice.reasoning:
                 message[meta["reasoning_field"]] = "".join(choice.reasoning)
             if choice.calls:
                 message["tool_calls"] = [
-                    {"id": c["id"], "type": "function",
-                     "function": {"name": c["name"], "arguments": c["arguments"]}}
-                    for c in choice.calls]
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": c["arguments"]},
+                    }
+                    for c in choice.calls
+                ]
             message["refusal"] = None if choice.refusal is None else "".join(choice.refusal)
             message["annotations"] = []
             logprobs = None
             if meta["logprobs"]:
                 logprobs = {
-                    "content": None if choice.content is None
+                    "content": None
+                    if choice.content is None
                     else self._logprobs(choice.content, meta),
-                    "refusal": None if choice.refusal is None
-                    else self._logprobs(choice.refusal, meta)}
-            rendered.append({"index": choice.index, "message": message, "logprobs": logprobs,
-                             "finish_reason": choice.finish})
+                    "refusal": None
+                    if choice.refusal is None
+                    else self._logprobs(choice.refusal, meta),
+                }
+            rendered.append(
+                {
+                    "index": choice.index,
+                    "message": message,
+                    "logprobs": logprobs,
+                    "finish_reason": choice.finish,
+                }
+            )
         completion = {
-            "id": meta["id"], "object": "chat.completion", "created": meta["created"],
-            "model": meta["model"], "choices": rendered, "usage": usage,
-            "service_tier": meta["service_tier"], "system_fingerprint": _FINGERPRINT,
+            "id": meta["id"],
+            "object": "chat.completion",
+            "created": meta["created"],
+            "model": meta["model"],
+            "choices": rendered,
+            "usage": usage,
+            "service_tier": meta["service_tier"],
+            "system_fingerprint": _FINGERPRINT,
         }
         raw = json.dumps(completion, indent=2, ensure_ascii=False).encode()
         if fault is not None and fault.kind == "malformed":
             raw = b"{this is not json"
-        response = web.StreamResponse(headers={
-            **self._headers(), "Content-Type": "application/json", "Content-Length": str(len(raw))})
+        response = web.StreamResponse(
+            headers={
+                **self._headers(),
+                "Content-Type": "application/json",
+                "Content-Length": str(len(raw)),
+            }
+        )
         await response.prepare(request)
         if fault is not None and fault.kind == "disconnect":
             await response.write(raw[: len(raw) // 2])
@@ -1039,24 +1380,44 @@ class OpenAIEmulator(Emulator):
         await response.write_eof()
         return response
 
-    def _frames(self, choice: _Choice, meta: dict[str, Any],
-                chunk: Callable[..., bytes]) -> list[tuple[bool, bytes]]:
+    def _frames(
+        self, choice: _Choice, meta: dict[str, Any], chunk: Callable[..., bytes]
+    ) -> list[tuple[bool, bytes]]:
         """One choice's stream chunks, in order: ``(is_finish_chunk, bytes)``."""
         want = meta["logprobs"]
 
-        def frame(delta: dict[str, Any], logprobs: Any = None, finish: str | None = None
-                  ) -> tuple[bool, bytes]:
-            return finish is not None, chunk([{"index": choice.index, "delta": delta,
-                                               "logprobs": logprobs, "finish_reason": finish}])
+        def frame(
+            delta: dict[str, Any], logprobs: Any = None, finish: str | None = None
+        ) -> tuple[bool, bytes]:
+            return finish is not None, chunk(
+                [
+                    {
+                        "index": choice.index,
+                        "delta": delta,
+                        "logprobs": logprobs,
+                        "finish_reason": finish,
+                    }
+                ]
+            )
 
         def header(k: int, call: dict[str, str]) -> dict[str, Any]:
-            return {"index": k, "id": call["id"], "type": "function",
-                    "function": {"name": call["name"], "arguments": ""}}
+            return {
+                "index": k,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": ""},
+            }
 
-        role: dict[str, Any] = {"role": "assistant",
-                                "content": None if choice.content is None else ""}
-        riding = bool(choice.calls) and choice.content is None and choice.refusal is None \
-            and not choice.reasoning  # a calls-only answer: the first call rides on it
+        role: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if choice.content is None else "",
+        }
+        riding = (
+            bool(choice.calls)
+            and choice.content is None
+            and choice.refusal is None
+            and not choice.reasoning
+        )  # a calls-only answer: the first call rides on it
         if riding:
             role["tool_calls"] = [header(0, choice.calls[0])]
         role["refusal"] = None if choice.refusal is None else ""
@@ -1069,42 +1430,84 @@ class OpenAIEmulator(Emulator):
         field = meta["reasoning_field"]
         frames += [frame({"content": None, field: piece}) for piece in choice.reasoning]
         for piece in choice.content or ():
-            frames.append(frame({"content": piece}, {
-                "content": [_logprob(piece, meta["top"])], "refusal": None} if want else None))
+            frames.append(
+                frame(
+                    {"content": piece},
+                    {"content": [_logprob(piece, meta["top"])], "refusal": None} if want else None,
+                )
+            )
         for piece in choice.refusal or ():
-            frames.append(frame({"refusal": piece}, {
-                "content": None, "refusal": [_logprob(piece, meta["top"])]} if want else None))
+            frames.append(
+                frame(
+                    {"refusal": piece},
+                    {"content": None, "refusal": [_logprob(piece, meta["top"])]} if want else None,
+                )
+            )
         for k, call in enumerate(choice.calls):
             if not (riding and k == 0):
                 frames.append(frame({"tool_calls": [header(k, call)]}))
-            frames += [frame({"tool_calls": [{"index": k, "function": {"arguments": part}}]})
-                       for part in _fragments(call["arguments"])]
+            frames += [
+                frame({"tool_calls": [{"index": k, "function": {"arguments": part}}]})
+                for part in _fragments(call["arguments"])
+            ]
         frames.append(frame({}, None, choice.finish))
         return frames
 
-    async def _stream(self, request: web.Request, script: Script, choices: list[_Choice],
-                      meta: dict[str, Any], usage: dict[str, Any] | None) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.Request,
+        script: Script,
+        choices: list[_Choice],
+        meta: dict[str, Any],
+        usage: dict[str, Any] | None,
+    ) -> web.StreamResponse:
         extra = {"usage": None} if usage is not None else {}
 
         def chunk(choices: list[dict[str, Any]], **more: Any) -> bytes:
-            data = {"id": meta["id"], "object": "chat.completion.chunk",
-                    "created": meta["created"], "model": meta["model"],
-                    "service_tier": meta["service_tier"], "system_fingerprint": _FINGERPRINT,
-                    "choices": choices, **extra, **more}
-            return b"data: " + json.dumps(data, separators=(",", ":"),
-                                          ensure_ascii=False).encode() + b"\n\n"
+            data = {
+                "id": meta["id"],
+                "object": "chat.completion.chunk",
+                "created": meta["created"],
+                "model": meta["model"],
+                "service_tier": meta["service_tier"],
+                "system_fingerprint": _FINGERPRINT,
+                "choices": choices,
+                **extra,
+                **more,
+            }
+            return (
+                b"data: "
+                + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+                + b"\n\n"
+            )
 
         def error(fault: Fault) -> bytes:
-            return b"data: " + json.dumps(
-                {"error": {"message": fault.message, "type": "server_error", "param": None,
-                           "code": fault.reason or None}},
-                separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+            return (
+                b"data: "
+                + json.dumps(
+                    {
+                        "error": {
+                            "message": fault.message,
+                            "type": "server_error",
+                            "param": None,
+                            "code": fault.reason or None,
+                        }
+                    },
+                    separators=(",", ":"),
+                    ensure_ascii=False,
+                ).encode()
+                + b"\n\n"
+            )
 
         # The choices' chunks interleaved round-robin; then split into the first (role)
         # chunk, the body the script's stream faults count in, and the final finish chunks.
         per_choice = [self._frames(c, meta, chunk) for c in choices]
-        frames = [f[step] for step in range(max(map(len, per_choice)))
-                  for f in per_choice if step < len(f)]
+        frames = [
+            f[step]
+            for step in range(max(map(len, per_choice)))
+            for f in per_choice
+            if step < len(f)
+        ]
         finish = script.extra.get("finish", True)
         if not finish:
             frames = [f for f in frames if not f[0]]
@@ -1113,17 +1516,26 @@ class OpenAIEmulator(Emulator):
             tail -= 1
         head, body, ending = frames[0][1], [f[1] for f in frames[1:tail]], frames[tail:]
 
-        response = web.StreamResponse(headers={
-            **self._headers(), "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={
+                **self._headers(),
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            }
+        )
         await response.prepare(request)
         try:
             await response.write(head)
         except (ConnectionError, RuntimeError):
             return response
         outcome = await self.play(
-            request, response, dataclasses.replace(script, chunks=[""] * len(body)),
-            lambda _, index: body[index], error=error, malformed=b"data: {this is not json\n\n")
+            request,
+            response,
+            dataclasses.replace(script, chunks=[""] * len(body)),
+            lambda _, index: body[index],
+            error=error,
+            malformed=b"data: {this is not json\n\n",
+        )
         if outcome == StreamOutcome.ABORTED:
             return response
         try:

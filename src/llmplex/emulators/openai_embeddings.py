@@ -24,18 +24,26 @@ __all__ = ["EMBEDDING_PARAMETERS", "NATIVE_DIMENSIONS", "check", "embeddings", "
 
 #: body fields OpenAI's Embeddings API takes
 EMBEDDING_PARAMETERS = frozenset({"input", "model", "dimensions", "encoding_format", "user"})
-NATIVE_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
-                     "text-embedding-ada-002": 1536}
+NATIVE_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
 _DEFAULT_DIMENSIONS = 768
-_INVALID_INPUT = ("'$.input' is invalid. Please check the API reference: "
-                  "https://platform.openai.com/docs/api-reference.")
+_INVALID_INPUT = (
+    "'$.input' is invalid. Please check the API reference: "
+    "https://platform.openai.com/docs/api-reference."
+)
 #: the most inputs one request may carry (OpenAI's limit)
 MAX_INPUTS = 2048
 
 
 def _tokens(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
+    )
 
 
 def _inputs(value: Any) -> list[str | list[int]] | None:
@@ -44,8 +52,12 @@ def _inputs(value: Any) -> list[str | list[int]] | None:
         return [value] if value else None
     if _tokens(value):
         return [value]
-    if isinstance(value, list) and value and len(value) <= MAX_INPUTS and (
-            all(isinstance(v, str) and v for v in value) or all(_tokens(v) for v in value)):
+    if (
+        isinstance(value, list)
+        and value
+        and len(value) <= MAX_INPUTS
+        and (all(isinstance(v, str) and v for v in value) or all(_tokens(v) for v in value))
+    ):
         return list(value)
     return None
 
@@ -58,8 +70,11 @@ def check(body: Any, strict: bool) -> tuple[str, str | None, str | None] | None:
         unknown = sorted(k for k in body if k not in EMBEDDING_PARAMETERS)
         if unknown:
             plural = "s" if len(unknown) > 1 else ""
-            return (f"Unrecognized request argument{plural} supplied: {', '.join(unknown)}",
-                    None, None)
+            return (
+                f"Unrecognized request argument{plural} supplied: {', '.join(unknown)}",
+                None,
+                None,
+            )
     if "model" not in body:
         return ("you must provide a model parameter", None, None)
     if not isinstance(body["model"], str):
@@ -70,20 +85,27 @@ def check(body: Any, strict: bool) -> tuple[str, str | None, str | None] | None:
         return (_INVALID_INPUT, None, None)
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
-        return (f"Invalid value: {fmt!r}. Supported values are: 'float' and 'base64'.",
-                "encoding_format", "invalid_value")
+        return (
+            f"Invalid value: {fmt!r}. Supported values are: 'float' and 'base64'.",
+            "encoding_format",
+            "invalid_value",
+        )
     dimensions = body.get("dimensions")
     if dimensions is not None:
         if isinstance(dimensions, bool) or not isinstance(dimensions, int):
-            return ("Invalid type for 'dimensions': expected an integer.", "dimensions",
-                    "invalid_type")
+            return (
+                "Invalid type for 'dimensions': expected an integer.",
+                "dimensions",
+                "invalid_type",
+            )
         model = body["model"]
         if not model.startswith("text-embedding-3"):
             return ("This model does not support specifying dimensions.", None, None)
         native = NATIVE_DIMENSIONS.get(model, _DEFAULT_DIMENSIONS)
         if not 1 <= dimensions <= native:
-            message = (f"Invalid value for 'dimensions': {dimensions}."
-                       f" It must be between 1 and {native}.")
+            message = (
+                f"Invalid value for 'dimensions': {dimensions}. It must be between 1 and {native}."
+            )
             return (message, "dimensions", "invalid_value")
     return None
 
@@ -93,7 +115,7 @@ def vector(model: str, item: str | list[int], dimensions: int | None = None) -> 
     native = NATIVE_DIMENSIONS.get(model, _DEFAULT_DIMENSIONS)
     key = item if isinstance(item, str) else json.dumps(item)
     rng = random.Random(hashlib.sha256(key.encode("utf-8")).digest())
-    values = [rng.gauss(0.0, 1.0) for _ in range(native)][:dimensions or native]
+    values = [rng.gauss(0.0, 1.0) for _ in range(native)][: dimensions or native]
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
     # float32 values, as the API's are (and as base64 carries them)
     return [struct.unpack("<f", struct.pack("<f", v / norm))[0] for v in values]
@@ -114,8 +136,14 @@ def embeddings(body: dict[str, Any]) -> dict[str, Any]:
         values = vector(model, item, dimensions)
         embedding: list[float] | str = (
             base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
-            if as_base64 else values)
+            if as_base64
+            else values
+        )
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     tokens = sum(_count(item) for item in items)
-    return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

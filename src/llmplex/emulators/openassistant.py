@@ -35,16 +35,30 @@ from .script import Script
 __all__ = ["OpenAssistantEmulator", "MODELS", "SESSION_COOKIES", "SAMPLING_KEYS"]
 
 SESSION_COOKIES = ("__Secure-next-auth.session-token", "next-auth.session-token")
-MODELS = ("OA_SFT_Llama_30B_6", "OA_SFT_Llama_30B_7", "OA_SFT_Llama2_70B_10",
-          "OA_SFT_CodeLlama_13B_10", "OA_SFT_Pythia_12B_4")
+MODELS = (
+    "OA_SFT_Llama_30B_6",
+    "OA_SFT_Llama_30B_7",
+    "OA_SFT_Llama2_70B_10",
+    "OA_SFT_CodeLlama_13B_10",
+    "OA_SFT_Pythia_12B_4",
+)
 #: the server's SamplingParameters fields (others are ignored by its pydantic model)
-SAMPLING_KEYS = ("top_k", "top_p", "typical_p", "temperature", "repetition_penalty",
-                 "max_new_tokens")
+SAMPLING_KEYS = (
+    "top_k",
+    "top_p",
+    "typical_p",
+    "temperature",
+    "repetition_penalty",
+    "max_new_tokens",
+)
 STEPS = ("chat", "prompter", "assistant", "events", "delete")
 
 _DEFAULT_MESSAGES = {
-    400: "Bad Request", 404: "Chat not found", 413: "Message content exceeds max length",
-    429: "Too Many Requests", 500: "Internal Server Error",
+    400: "Bad Request",
+    404: "Chat not found",
+    413: "Message content exceeds max length",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
     503: "The server is currently busy. Please try again later.",
 }
 
@@ -61,9 +75,15 @@ class Chat:
 
     def read(self) -> dict[str, Any]:
         tail = list(self.messages)[-1] if self.messages else None
-        return {"id": self.id, "created_at": self.created_at, "modified_at": self.created_at,
-                "title": None, "hidden": False, "allow_data_use": True,
-                "active_thread_tail_message_id": tail}
+        return {
+            "id": self.id,
+            "created_at": self.created_at,
+            "modified_at": self.created_at,
+            "title": None,
+            "hidden": False,
+            "allow_data_use": True,
+            "active_thread_tail_message_id": tail,
+        }
 
 
 def _now() -> str:
@@ -90,8 +110,14 @@ class OpenAssistantEmulator(Emulator):
     name = "openassistant"
     provider = "OpenAssistant"
 
-    def __init__(self, script: Script | None = None, *, tokens: Iterable[str] | None = None,
-                 max_content_length: int = 16384, ping_interval: float = 15.0) -> None:
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        tokens: Iterable[str] | None = None,
+        max_content_length: int = 16384,
+        ping_interval: float = 15.0,
+    ) -> None:
         super().__init__(script)
         self.tokens: set[str] | None = set(tokens) if tokens is not None else None
         self.max_content_length = max_content_length
@@ -120,14 +146,16 @@ class OpenAssistantEmulator(Emulator):
     # -- helpers ---------------------------------------------------------------------------
 
     @staticmethod
-    def error_response(status: int, message: str | None,
-                       retry_after: float | None = None) -> web.Response:
+    def error_response(
+        status: int, message: str | None, retry_after: float | None = None
+    ) -> web.Response:
         """``{"message": ...}`` with the status; ``None`` gives an empty body."""
         headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
         if message is None:
             return web.Response(status=status, headers=headers)
-        return web.json_response({"message": message}, status=status, headers=headers,
-                                 dumps=json.dumps)
+        return web.json_response(
+            {"message": message}, status=status, headers=headers, dumps=json.dumps
+        )
 
     @staticmethod
     def json_response(data: Any) -> web.Response:
@@ -146,8 +174,9 @@ class OpenAssistantEmulator(Emulator):
             return None
         if fault.status == 403 or (fault.status == 404 and not fault.message):
             return self.error_response(fault.status, None)  # banned / chat disabled: no body
-        text = (fault.message or _DEFAULT_MESSAGES.get(fault.status)
-                or HTTPStatus(fault.status).phrase)
+        text = (
+            fault.message or _DEFAULT_MESSAGES.get(fault.status) or HTTPStatus(fault.status).phrase
+        )
         return self.error_response(fault.status, text, fault.retry_after)
 
     async def _begin(self, request: web.Request) -> tuple[str, Any] | web.Response:
@@ -264,10 +293,19 @@ class OpenAssistantEmulator(Emulator):
             return self.error_response(422, "Invalid or missing field: plugins")
         known = {key: sampling.get(key) for key in SAMPLING_KEYS}
         known["max_new_tokens"] = sampling.get("max_new_tokens", 1024)
-        work = {"model_config": {"name": model, "model_id": model, "max_input_length": 1024,
-                                 "max_total_length": 2048, "quantized": False},
-                "sampling_parameters": known, "do_sample": True,
-                "seed": self._random.randrange(2**64 - 1), "plugins": data.get("plugins", [])}
+        work = {
+            "model_config": {
+                "name": model,
+                "model_id": model,
+                "max_input_length": 1024,
+                "max_total_length": 2048,
+                "quantized": False,
+            },
+            "sampling_parameters": known,
+            "do_sample": True,
+            "seed": self._random.randrange(2**64 - 1),
+            "plugins": data.get("plugins", []),
+        }
         message = self._message(chat, "assistant", parent["id"], None, "pending", work)
         return self.json_response(message)
 
@@ -286,9 +324,14 @@ class OpenAssistantEmulator(Emulator):
         if message is None or message["role"] != "assistant":
             return self.error_response(404, "Message not found")
 
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-            "Connection": "keep-alive", "X-Accel-Buffering": "no"})
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "Connection": "keep-alive",
+                "X-Accel-Buffering": "no",
+            }
+        )
         await response.prepare(request)
         pinger: asyncio.Future[None] | None = None
         try:
@@ -301,14 +344,23 @@ class OpenAssistantEmulator(Emulator):
                 await response.write_eof()
                 return response
             for position in range(int(script.extra.get("queue", 0)), -1, -1):
-                await response.write(_frame({"event_type": "pending", "queue_position": position,
-                                             "queue_size": position + 1}))
+                await response.write(
+                    _frame(
+                        {
+                            "event_type": "pending",
+                            "queue_position": position,
+                            "queue_size": position + 1,
+                        }
+                    )
+                )
             outcome = await self.play(
-                request, response, script,
+                request,
+                response,
+                script,
                 lambda piece, index: _frame({"event_type": "token", "text": piece}),
-                error=lambda fault: _frame({"event_type": "error",
-                                            "error": fault.message or "Timeout",
-                                            "message": None}),
+                error=lambda fault: _frame(
+                    {"event_type": "error", "error": fault.message or "Timeout", "message": None}
+                ),
                 malformed=b"data: {this is not json\r\n\r\n",
             )
         except ConnectionError:
@@ -343,15 +395,33 @@ class OpenAssistantEmulator(Emulator):
         except (ConnectionError, RuntimeError):
             pass
 
-    def _message(self, chat: Chat, role: str, parent_id: str | None, content: str | None,
-                 state: str, work: dict[str, Any] | None) -> dict[str, Any]:
+    def _message(
+        self,
+        chat: Chat,
+        role: str,
+        parent_id: str | None,
+        content: str | None,
+        state: str,
+        work: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         """A MessageRead, stored in the chat."""
         message: dict[str, Any] = {
-                   "id": str(uuid.uuid4()), "parent_id": parent_id, "content": content,
-                   "chat_id": chat.id, "created_at": _now(), "role": role, "state": state,
-                   "score": 0, "reports": [], "work_parameters": work, "safe_content": None,
-                   "safety_level": None, "safety_label": None, "safety_rots": None,
-                   "used_plugin": None}
+            "id": str(uuid.uuid4()),
+            "parent_id": parent_id,
+            "content": content,
+            "chat_id": chat.id,
+            "created_at": _now(),
+            "role": role,
+            "state": state,
+            "score": 0,
+            "reports": [],
+            "work_parameters": work,
+            "safe_content": None,
+            "safety_level": None,
+            "safety_label": None,
+            "safety_rots": None,
+            "used_plugin": None,
+        }
         chat.messages[message["id"]] = message
         return message
 
@@ -363,8 +433,9 @@ def _check_sampling(sampling: Any) -> str | None:
     for key in SAMPLING_KEYS:
         value = sampling.get(key)
         if key == "max_new_tokens":
-            if key in sampling and (not isinstance(value, int) or isinstance(value, bool)
-                                    or value < 1):
+            if key in sampling and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
                 return "sampling_parameters.max_new_tokens must be a positive integer"
         elif value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
             return f"sampling_parameters.{key} must be a number or null"

@@ -70,13 +70,32 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)?")
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-    "array": (list,), "object": (dict,)}
-_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean",
-               list: "array", dict: "object", type(None): "null"}
-_TITLES = {400: "Bad request", 401: "Unauthenticated", 402: "Insufficient credit",
-           403: "Forbidden", 422: "Input validation failed", 429: "Request was throttled",
-           500: "Internal server error", 503: "Service unavailable"}
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+_TYPE_NAMES = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthenticated",
+    402: "Insufficient credit",
+    403: "Forbidden",
+    422: "Input validation failed",
+    429: "Request was throttled",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
 _DONE = ("succeeded", "failed", "canceled")
 
 
@@ -132,11 +151,13 @@ class ReplicateEmulator(Emulator):
         super().__init__(script)
         self.tokens = set(tokens) if tokens is not None else None
         self.schemas: dict[str, dict[str, Any]] = {
-            name: openapi_schema(*family) for name, family in FAMILIES.items()}
+            name: openapi_schema(*family) for name, family in FAMILIES.items()
+        }
         for name in models:
             given = models[name] if isinstance(models, Mapping) else None
-            self.schemas[name] = dict(given) if given is not None else openapi_schema(
-                *_DEFAULT_FAMILY)
+            self.schemas[name] = (
+                dict(given) if given is not None else openapi_schema(*_DEFAULT_FAMILY)
+            )
         self.omit = set(omit)
         self.predictions: dict[str, Prediction] = {}
         self._streams: dict[str, Prediction] = {}
@@ -171,21 +192,36 @@ class ReplicateEmulator(Emulator):
     def _model_json(self, name: str) -> dict[str, Any]:
         owner, _, short = name.partition("/")
         schema = self.schemas[name]
-        return {"url": f"https://replicate.com/{name}", "owner": owner, "name": short,
-                "description": f"{name} (emulated)", "visibility": "public",
-                "run_count": 0, "latest_version": self._version_json(schema)}
+        return {
+            "url": f"https://replicate.com/{name}",
+            "owner": owner,
+            "name": short,
+            "description": f"{name} (emulated)",
+            "visibility": "public",
+            "run_count": 0,
+            "latest_version": self._version_json(schema),
+        }
 
     @staticmethod
     def _version_json(schema: dict[str, Any]) -> dict[str, Any]:
-        return {"id": version_id(schema), "created_at": "2025-01-01T00:00:00.000000Z",
-                "cog_version": "0.14.0", "openapi_schema": schema}
+        return {
+            "id": version_id(schema),
+            "created_at": "2025-01-01T00:00:00.000000Z",
+            "cog_version": "0.14.0",
+            "openapi_schema": schema,
+        }
 
     async def _list_models(self, request: web.Request) -> web.Response:
         await self.record(request)
         if self._token(request) is None:
             return problem(401)
-        return json_response({"next": None, "previous": None,
-                              "results": [self._model_json(n) for n in sorted(self.schemas)]})
+        return json_response(
+            {
+                "next": None,
+                "previous": None,
+                "results": [self._model_json(n) for n in sorted(self.schemas)],
+            }
+        )
 
     async def _model(self, request: web.Request) -> web.Response:
         await self.record(request)
@@ -225,10 +261,17 @@ class ReplicateEmulator(Emulator):
             wanted = body.get("version") if isinstance(body, dict) else None
             model = next((n for n, s in self.schemas.items() if version_id(s) == wanted), None)
             if model is None:
-                return problem(422, "- version: Invalid version or not permitted\n",
-                               invalid_fields=[{"type": "invalid", "field": "version",
-                                                "description": "Invalid version or not "
-                                                "permitted"}])
+                return problem(
+                    422,
+                    "- version: Invalid version or not permitted\n",
+                    invalid_fields=[
+                        {
+                            "type": "invalid",
+                            "field": "version",
+                            "description": "Invalid version or not permitted",
+                        }
+                    ],
+                )
         cancel_after = _duration(request.headers.get("Cancel-After"))
         if cancel_after is False:
             return problem(400, "Cancel-After must be a duration such as 30s, 5m or 1h30m")
@@ -242,16 +285,22 @@ class ReplicateEmulator(Emulator):
             detail = "".join(f"- {f['field']}: {f['description']}\n" for f in invalid)
             return problem(422, detail, invalid_fields=invalid)
         prediction = Prediction(
-            id=_new_id(), model=model, version=version_id(self.schemas[model]),
-            input=body["input"], token=token, stream_token=secrets.token_urlsafe(24),
-            script=script, created_at=_now(), streams=schema.streams,
-            cancel_after=cancel_after or None)
+            id=_new_id(),
+            model=model,
+            version=version_id(self.schemas[model]),
+            input=body["input"],
+            token=token,
+            stream_token=secrets.token_urlsafe(24),
+            script=script,
+            created_at=_now(),
+            streams=schema.streams,
+            cancel_after=cancel_after or None,
+        )
         self.predictions[prediction.id] = prediction
         self._streams[prediction.stream_token] = prediction
         prediction.task = asyncio.ensure_future(self._run(prediction, schema))
         if prediction.cancel_after is not None:
-            asyncio.get_running_loop().call_later(
-                prediction.cancel_after, self._stop, prediction)
+            asyncio.get_running_loop().call_later(prediction.cancel_after, self._stop, prediction)
         wait = _prefer_wait(request.headers.get("Prefer"))
         if wait:
             try:
@@ -273,8 +322,11 @@ class ReplicateEmulator(Emulator):
         script = prediction.script
         started = time.monotonic()
         pieces = _pieces(script, prediction.input)
-        fault = script.fault if script.fault is not None and script.fault.kind in (
-            "error_event", "stall") else None
+        fault = (
+            script.fault
+            if script.fault is not None and script.fault.kind in ("error_event", "stall")
+            else None
+        )
         try:
             prediction.status = "processing"
             prediction.notify()
@@ -295,10 +347,16 @@ class ReplicateEmulator(Emulator):
                 prediction.notify()
             prediction.status = "canceled" if script.finish_reason == "canceled" else "succeeded"
             prediction.metrics = {
-                "input_token_count": len(split_tokens(json.dumps(
-                    prediction.input.get("messages") or prediction.input.get("prompt", "")))),
+                "input_token_count": len(
+                    split_tokens(
+                        json.dumps(
+                            prediction.input.get("messages") or prediction.input.get("prompt", "")
+                        )
+                    )
+                ),
                 "output_token_count": len(pieces),
-                "predict_time": round(time.monotonic() - started, 6)}
+                "predict_time": round(time.monotonic() - started, 6),
+            }
         except asyncio.CancelledError:
             pass  # cancelled: _stop says so
         finally:
@@ -337,8 +395,11 @@ class ReplicateEmulator(Emulator):
         fault = script.fault_at("status", "stream")
         if fault is not None and fault.step == "stream":
             return fault_response(fault)
-        cut = script.fault if script.fault is not None and script.fault.kind in (
-            "disconnect", "malformed") else None
+        cut = (
+            script.fault
+            if script.fault is not None and script.fault.kind in ("disconnect", "malformed")
+            else None
+        )
         response = web.StreamResponse(
             status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -365,9 +426,14 @@ class ReplicateEmulator(Emulator):
                     continue
                 if prediction.status == "failed":
                     await response.write(
-                        events.render("error", json.dumps({"detail": prediction.error})) +
-                        events.render("done", json.dumps({"reason": (
-                            script.fault.reason if script.fault else "") or "error"})))
+                        events.render("error", json.dumps({"detail": prediction.error}))
+                        + events.render(
+                            "done",
+                            json.dumps(
+                                {"reason": (script.fault.reason if script.fault else "") or "error"}
+                            ),
+                        )
+                    )
                     return response
                 if prediction.status == "canceled":
                     await response.write(events.render("done", json.dumps({"reason": "canceled"})))
@@ -434,9 +500,17 @@ def _pieces(script: Script, data: Mapping[str, Any]) -> list[str]:
     if script.reasoning:
         out += ["<think>", *split_tokens(script.reasoning), "</think>\n\n"]
     if script.tool_calls and data.get("tools"):
-        calls = json.dumps([{"name": c["name"], "arguments": json.loads(c["arguments"])
-                             if isinstance(c["arguments"], str) else c["arguments"]}
-                            for c in script.tool_calls])
+        calls = json.dumps(
+            [
+                {
+                    "name": c["name"],
+                    "arguments": json.loads(c["arguments"])
+                    if isinstance(c["arguments"], str)
+                    else c["arguments"],
+                }
+                for c in script.tool_calls
+            ]
+        )
         half = len(calls) // 2
         return [*out, "<|tool_call|>", calls[:half], calls[half:]]
     return out + script.pieces()
@@ -498,9 +572,11 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 def problem(status: int, detail: str = "", **extra: Any) -> web.Response:
     """An ``application/problem+json`` error as the real API sends it."""
     if status == 401:
-        body: dict[str, Any] = {"title": "Unauthenticated",
-                                "detail": detail or "You did not pass a valid authentication token",
-                                "status": 401}
+        body: dict[str, Any] = {
+            "title": "Unauthenticated",
+            "detail": detail or "You did not pass a valid authentication token",
+            "status": 401,
+        }
     elif status == 404:
         body = {"detail": detail or "The requested resource could not be found.", "status": 404}
     else:
@@ -511,8 +587,12 @@ def problem(status: int, detail: str = "", **extra: Any) -> web.Response:
     headers = {}
     if "retry_after" in extra:
         headers["Retry-After"] = str(extra["retry_after"])
-    return web.Response(status=status, text=json.dumps(body), headers=headers,
-                        content_type="application/problem+json")
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        headers=headers,
+        content_type="application/problem+json",
+    )
 
 
 def fault_response(fault: Fault) -> web.Response:
@@ -525,9 +605,17 @@ def fault_response(fault: Fault) -> web.Response:
         )
         return problem(429, detail, retry_after=wait)
     if fault.status == 422:
-        return problem(422, fault.message or "- input: Invalid input\n", invalid_fields=[
-            {"type": "invalid", "field": "input", "description": fault.message or "Invalid input"}
-        ])
+        return problem(
+            422,
+            fault.message or "- input: Invalid input\n",
+            invalid_fields=[
+                {
+                    "type": "invalid",
+                    "field": "input",
+                    "description": fault.message or "Invalid input",
+                }
+            ],
+        )
     return problem(fault.status, fault.message)
 
 
@@ -539,19 +627,24 @@ def _validate(body: Any, schema: ModelSchema) -> list[dict[str, str]]:
     errors = []
     data = body["input"]
     for name in sorted(schema.required - set(data)):
-        errors.append({"type": "required", "field": "input",
-                       "description": f"{name} is required"})
+        errors.append({"type": "required", "field": "input", "description": f"{name} is required"})
     for name, value in data.items():
         spec = schema.inputs.get(name)
         if spec is None:
             continue  # undeclared inputs are ignored, as Replicate does
         problem_ = _check(spec, value)
         if problem_:
-            errors.append({"type": problem_[0], "field": f"input.{name}",
-                           "description": problem_[1]})
+            errors.append(
+                {"type": problem_[0], "field": f"input.{name}", "description": problem_[1]}
+            )
     if "stream" in body and not isinstance(body["stream"], bool):
-        errors.append({"type": "invalid_type", "field": "stream",
-                       "description": "Invalid type. Expected: boolean"})
+        errors.append(
+            {
+                "type": "invalid_type",
+                "field": "stream",
+                "description": "Invalid type. Expected: boolean",
+            }
+        )
     return errors
 
 
@@ -559,8 +652,9 @@ def _check(spec: Mapping[str, Any], value: Any) -> tuple[str, str] | None:
     """What is wrong with ``value`` for the input ``spec`` (a JSON schema), if anything."""
     kind = spec.get("type")
     types = _JSON_TYPES.get(kind or "")
-    if types is not None and (not isinstance(value, types) or (
-            isinstance(value, bool) and kind != "boolean")):
+    if types is not None and (
+        not isinstance(value, types) or (isinstance(value, bool) and kind != "boolean")
+    ):
         given = _TYPE_NAMES.get(type(value), type(value).__name__)
         return "invalid_type", f"Invalid type. Expected: {kind}, given: {given}"
     if "enum" in spec and value not in spec["enum"]:
@@ -571,8 +665,11 @@ def _check(spec: Mapping[str, Any], value: Any) -> tuple[str, str] | None:
             return "number_gte", f"Must be greater than or equal to {spec['minimum']}"
         if "maximum" in spec and value > spec["maximum"]:
             return "number_lte", f"Must be less than or equal to {spec['maximum']}"
-    uris = [value] if spec.get("format") == "uri" else (
-        value if kind == "array" and (spec.get("items") or {}).get("format") == "uri" else [])
+    uris = (
+        [value]
+        if spec.get("format") == "uri"
+        else (value if kind == "array" and (spec.get("items") or {}).get("format") == "uri" else [])
+    )
     for uri in uris:
         if not isinstance(uri, str) or not uri.startswith(("http://", "https://", "data:")):
             return "format", "Does not match format 'uri'"

@@ -48,8 +48,9 @@ class Fault:
         return cls("status", status=status, message=message, retry_after=retry_after, step=step)
 
     @classmethod
-    def error_event(cls, message: str = "model overloaded", *, after: int = 0,
-                    reason: str = "") -> Fault:
+    def error_event(
+        cls, message: str = "model overloaded", *, after: int = 0, reason: str = ""
+    ) -> Fault:
         """Send the service's in-stream error after ``after`` chunks."""
         return cls("error_event", after=after, message=message, reason=reason)
 

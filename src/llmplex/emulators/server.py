@@ -64,9 +64,7 @@ class EmulatorServer:
 
     async def _start(self) -> None:
         # shutdown_timeout: stalled handlers must not hold up stop().
-        self._runner = web.AppRunner(
-            self.emulator.app(), access_log=None, shutdown_timeout=0.5
-        )
+        self._runner = web.AppRunner(self.emulator.app(), access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

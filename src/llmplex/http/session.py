@@ -121,8 +121,9 @@ MIN_SECRET_LENGTH = 6
 #: Names of headers and query parameters whose values are credentials (the whole value is
 #: secret; for ``*auth*`` headers, what follows the scheme: ``Bearer <token>``). Cookies
 #: are all secret.
-_SECRET_NAME = re.compile(r"auth|key|token|secret|passw|cookie|session|credential|signature",
-                          re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"auth|key|token|secret|passw|cookie|session|credential|signature", re.IGNORECASE
+)
 _MAX_RECORDED = 256  # per-request headers/URLs a Session remembers the secrets of
 _MIN_PARTIAL = 4  # the shortest start of a secret scrubbed at the end of a cut text
 
@@ -196,8 +197,11 @@ class Secrets:
 
     def add_cookies(self, cookies: Any) -> None:
         """A cookie mapping (values may be ``Morsel``s) or an aiohttp cookie jar."""
-        items = cookies.items() if hasattr(cookies, "items") else (
-            (morsel.key, morsel) for morsel in cookies)
+        items = (
+            cookies.items()
+            if hasattr(cookies, "items")
+            else ((morsel.key, morsel) for morsel in cookies)
+        )
         for name, value in items:
             self.add(getattr(value, "value", value), f"{name}=")
 
@@ -321,8 +325,13 @@ def _carries_llmplex_error(exc: BaseException) -> bool:
 
 def _forms(value: str) -> set[str]:
     """``value`` as sent, and as an echo would quote it."""
-    forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
-             quote(value, safe=""), quote_plus(value, safe="")}
+    forms = {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+    }
     forms.discard("")
     return forms
 
@@ -402,8 +411,7 @@ class Session:
         )
         return self
 
-    async def __aexit__(self, exc_type: object, exc: BaseException | None,
-                        tb: object) -> None:
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         try:
             if exc is not None:
                 self.scrub(exc)  # whatever the provider raised inside the block
@@ -462,8 +470,13 @@ class Session:
             names = headers.keys() if hasattr(headers, "keys") else (k for k, _ in headers)
             if any(_SECRET_NAME.search(str(name)) for name in names):
                 sent.append(("headers", headers))
-        for kind, key in (("params", "params"), ("cookies", "cookies"), ("auth", "auth"),
-                          ("auth", "proxy_auth"), ("url", "proxy")):
+        for kind, key in (
+            ("params", "params"),
+            ("cookies", "cookies"),
+            ("auth", "auth"),
+            ("auth", "proxy_auth"),
+            ("url", "proxy"),
+        ):
             item = kwargs.get(key)
             if item and not (key == "proxy" and item is self._request_proxy):
                 sent.append((kind, item))
@@ -536,12 +549,15 @@ class Session:
                 # arrives as an ordinary response: it is still the proxy that failed.
                 raise ProviderConnectionError(
                     f"proxy {redact_url(self.proxy)} refused the credentials (HTTP 407)",
-                    provider=self.provider, status=407,
+                    provider=self.provider,
+                    status=407,
                 )
             if check:
                 with self.translating(url):
                     await raise_for_status(
-                        response, self.provider, (messages or {}).get(response.status),
+                        response,
+                        self.provider,
+                        (messages or {}).get(response.status),
                         explain=explain,
                     )
             yield response
@@ -571,8 +587,9 @@ class Session:
             else:
                 response.close()
 
-    async def _send(self, method: str, url: str,
-                    kwargs: dict[str, Any]) -> tuple[aiohttp.ClientResponse, Any]:
+    async def _send(
+        self, method: str, url: str, kwargs: dict[str, Any]
+    ) -> tuple[aiohttp.ClientResponse, Any]:
         """``ClientSession.request``, sent once more on a new connection when it failed on
         a reused one before any byte of the answer arrived (the peer had closed it).
         Returns the response and its connection's protocol (None if unknown): a small
@@ -588,8 +605,11 @@ class Session:
             try:
                 response = await self._session.request(method, url, **kwargs)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if (not probe.reused or isinstance(exc, aiohttp.ClientConnectorError)
-                        or not _replayable(kwargs)):
+                if (
+                    not probe.reused
+                    or isinstance(exc, aiohttp.ClientConnectorError)
+                    or not _replayable(kwargs)
+                ):
                     raise
                 probe.fresh = True
                 response = await self._session.request(method, url, **kwargs)
@@ -600,41 +620,54 @@ class Session:
             protocol = response.connection.protocol
         return response, protocol
 
-    async def json(self, method: str, url: str, *, limit: int = MAX_BODY_BYTES,
-                   **kwargs: Any) -> Any:
+    async def json(
+        self, method: str, url: str, *, limit: int = MAX_BODY_BYTES, **kwargs: Any
+    ) -> Any:
         """Send a request and return its JSON body (status checked; ``limit`` as in
         :meth:`read_json`)."""
         async with self.request(method, url, **kwargs) as response:
             return await self.read_json(response, limit=limit)
 
-    async def read_json(self, response: aiohttp.ClientResponse, *,
-                        limit: int = MAX_BODY_BYTES) -> Any:
+    async def read_json(
+        self, response: aiohttp.ClientResponse, *, limit: int = MAX_BODY_BYTES
+    ) -> Any:
         """The JSON body of ``response``; a non-JSON body, or one larger than ``limit``
         bytes (:data:`MAX_BODY_BYTES` by default), is a ResponseError (read no further
         than that)."""
         if (response.content_length or 0) > limit:
-            raise self.scrub(ResponseError(
-                f"answer too large: {response.content_length} bytes (the limit is {limit})",
-                provider=self.provider, status=response.status))
+            raise self.scrub(
+                ResponseError(
+                    f"answer too large: {response.content_length} bytes (the limit is {limit})",
+                    provider=self.provider,
+                    status=response.status,
+                )
+            )
         parts: list[bytes] = []
         size = 0
         with self.translating(str(response.url)):
             async for part in response.content.iter_any():
                 size += len(part)
                 if size > limit:
-                    raise self.scrub(ResponseError(
-                        f"answer too large: over {limit} bytes", provider=self.provider,
-                        status=response.status))
+                    raise self.scrub(
+                        ResponseError(
+                            f"answer too large: over {limit} bytes",
+                            provider=self.provider,
+                            status=response.status,
+                        )
+                    )
                 parts.append(part)
         raw = b"".join(parts)
         try:
             return json.loads(raw)
         except ValueError:
-            raise self.scrub(ResponseError(
-                f"invalid JSON from {response.url.path}: {raw[:200].decode('utf-8', 'replace')!r}",
-                provider=self.provider,
-                status=response.status,
-            )) from None
+            raise self.scrub(
+                ResponseError(
+                    f"invalid JSON from {response.url.path}: "
+                    f"{raw[:200].decode('utf-8', 'replace')!r}",
+                    provider=self.provider,
+                    status=response.status,
+                )
+            ) from None
 
     def sse(self, response: aiohttp.ClientResponse) -> EventStream:
         """Iterate the Server-Sent Events of ``response``."""
@@ -677,8 +710,7 @@ class Session:
             )
         if isinstance(exc, socks[:2]) or isinstance(exc, aiohttp.ClientProxyConnectionError):
             return ProviderConnectionError(
-                f"cannot connect to {where} through proxy {redact_url(self.proxy)}: "
-                f"{_reason(exc)}",
+                f"cannot connect to {where} through proxy {redact_url(self.proxy)}: {_reason(exc)}",
                 provider=self.provider,
             )
         if isinstance(exc, aiohttp.ClientHttpProxyError):
@@ -716,10 +748,15 @@ class Session:
         if isinstance(exc, aiohttp.InvalidURL):
             return InvalidRequestError(f"invalid URL {exc}", provider=self.provider)
         if isinstance(exc, aiohttp.ClientResponseError):
-            return ResponseError(f"bad response from {where}: {exc.message}", provider=self.provider,
-                                 status=exc.status or None)
+            return ResponseError(
+                f"bad response from {where}: {exc.message}",
+                provider=self.provider,
+                status=exc.status or None,
+            )
         if isinstance(exc, aiohttp.ClientError):
-            return ProviderConnectionError(f"request to {where}{via} failed: {exc}", provider=self.provider)
+            return ProviderConnectionError(
+                f"request to {where}{via} failed: {exc}", provider=self.provider
+            )
         if isinstance(exc, MalformedLineError):
             return ResponseError(str(exc), provider=self.provider)
         return exc
@@ -834,7 +871,8 @@ _SocketTimeoutError = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeo
 
 #: the long-lived ClientSession of each pool connector (stateless sessions borrow it)
 _SHARED: weakref.WeakKeyDictionary[aiohttp.BaseConnector, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 
 
 def _shared_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
@@ -843,9 +881,12 @@ def _shared_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
     ``aiohttp.ClientSession`` that does not own its connector holds nothing else)."""
     session = _SHARED.get(connector)
     if session is None or session.closed:
-        session = aiohttp.ClientSession(connector=connector, connector_owner=False,
-                                        cookie_jar=aiohttp.DummyCookieJar(),
-                                        timeout=aiohttp.ClientTimeout(total=None))
+        session = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
         _SHARED[connector] = session
     return session
 
@@ -870,8 +911,9 @@ def _merged(defaults: CIMultiDict[str], headers: Any) -> CIMultiDict[str]:
 def _replayable(kwargs: Mapping[str, Any]) -> bool:
     """Whether the request's body can be sent again as it was (not a stream or a file)."""
     data = kwargs.get("data")
-    return data is None or isinstance(data, (bytes, bytearray, str, dict, list, tuple,
-                                             aiohttp.FormData))
+    return data is None or isinstance(
+        data, (bytes, bytearray, str, dict, list, tuple, aiohttp.FormData)
+    )
 
 
 def _take_read_timeout(response: aiohttp.ClientResponse) -> float | None:
@@ -925,4 +967,3 @@ def _reason(exc: BaseException) -> str:
         return str(os_error.strerror)
     text = str(exc)
     return text or type(exc).__name__
-

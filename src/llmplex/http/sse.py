@@ -89,8 +89,18 @@ class SSEDecoder:
     broken, and its error is what the caller gets.
     """
 
-    __slots__ = ("_buffer", "_parts", "_size", "_event", "_data", "_data_size", "_last_id",
-                 "_retry", "_skip_lf", "max_line_bytes")
+    __slots__ = (
+        "_buffer",
+        "_parts",
+        "_size",
+        "_event",
+        "_data",
+        "_data_size",
+        "_last_id",
+        "_retry",
+        "_skip_lf",
+        "max_line_bytes",
+    )
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         if max_line_bytes < 1:
@@ -176,7 +186,8 @@ class SSEDecoder:
                     events.append(
                         ServerSentEvent(
                             (data[0] if len(data) == 1 else b"\n".join(data)).decode(
-                                "utf-8", "replace"),
+                                "utf-8", "replace"
+                            ),
                             event.decode("utf-8", "replace") if event else "message",
                             self._last_id,
                             self._retry,

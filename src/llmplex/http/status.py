@@ -20,8 +20,13 @@ from ..errors import (
 if TYPE_CHECKING:  # pragma: no cover
     import aiohttp
 
-__all__ = ["raise_for_status", "error_for_status", "parse_retry_after", "extract_message",
-           "MAX_RETRY_AFTER"]
+__all__ = [
+    "raise_for_status",
+    "error_for_status",
+    "parse_retry_after",
+    "extract_message",
+    "MAX_RETRY_AFTER",
+]
 
 BODY_LIMIT = 1000  # characters of an error body kept on the exception
 
@@ -95,8 +100,13 @@ def error_for_status(
     text taken from the body (the body is still kept on ``.body``); ``explain`` gives,
     per status, the text to use when the body says nothing (an empty 403...)."""
     body = body[:BODY_LIMIT]
-    text = (message or extract_message(body) or (explain or {}).get(status) or reason
-            or "request failed")
+    text = (
+        message
+        or extract_message(body)
+        or (explain or {}).get(status)
+        or reason
+        or "request failed"
+    )
     kwargs: dict[str, Any] = {"provider": provider, "status": status, "body": body}
     if status in (401, 403):
         return MissingAuthError(text, **kwargs)

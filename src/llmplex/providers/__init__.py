@@ -74,8 +74,12 @@ BUILTIN_PLUGINS: dict[str, str] = {
 # built-in provider name -> its plugin. Data, so that listing the built-in providers
 # imports none of them. The named OpenAI-compatible endpoints come last.
 _BUILTIN_NAMES: dict[str, str] = {
-    "AllenAI": "allenai", "OpenAssistant": "openassistant", "H2o": "h2o",
-    "Replicate": "replicate", "Anthropic": "anthropic", "OpenAICompatible": "openai_compatible",
+    "AllenAI": "allenai",
+    "OpenAssistant": "openassistant",
+    "H2o": "h2o",
+    "Replicate": "replicate",
+    "Anthropic": "anthropic",
+    "OpenAICompatible": "openai_compatible",
     **{name: "endpoints" for name in ENDPOINTS},
 }
 
@@ -87,8 +91,13 @@ _loading = threading.Lock()
 
 
 def _as_specs(obj: Any) -> list[ProviderSpec]:
-    specs = [obj] if isinstance(obj, ProviderSpec) else list(obj) if isinstance(
-        obj, Iterable) and not isinstance(obj, (str, bytes)) else None
+    specs = (
+        [obj]
+        if isinstance(obj, ProviderSpec)
+        else list(obj)
+        if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes))
+        else None
+    )
     if not specs or not all(isinstance(s, ProviderSpec) for s in specs):
         raise TypeError(f"not a ProviderSpec or a list of them: {type(obj).__name__}")
     return specs
@@ -144,17 +153,25 @@ def _load_plugins() -> dict[str, ProviderSpec]:
             if clash:
                 raise ValueError(f"provider name {', '.join(clash)} is already taken")
         except Exception as exc:  # a broken plugin must not break llmplex
-            warnings.warn(PluginWarning(
-                f"llmplex plugin {ep.name!r} ({ep.value}) not loaded: "
-                f"{type(exc).__name__}: {exc}"), stacklevel=4)
+            warnings.warn(
+                PluginWarning(
+                    f"llmplex plugin {ep.name!r} ({ep.value}) not loaded: "
+                    f"{type(exc).__name__}: {exc}"
+                ),
+                stacklevel=4,
+            )
             continue
         for spec in specs:
             taken.add(spec.name.lower())
             loaded[spec.name] = spec
     for name in sorted((allowed or set()) - seen):
-        warnings.warn(PluginWarning(
-            f"LLMPLEX_PLUGINS names plugin {name!r}, which is not installed "
-            f"(installed: {', '.join(sorted(seen)) or 'none'})"), stacklevel=4)
+        warnings.warn(
+            PluginWarning(
+                f"LLMPLEX_PLUGINS names plugin {name!r}, which is not installed "
+                f"(installed: {', '.join(sorted(seen)) or 'none'})"
+            ),
+            stacklevel=4,
+        )
     return loaded
 
 
@@ -242,8 +259,9 @@ def similar_providers(name: str, *, strict: bool = False) -> list[str]:
     if len(key) < 3 and strict:
         return []
     limit = 1 if len(key) <= 5 else 2
-    scored = sorted((_distance(key, registered.lower()), registered)
-                    for registered in provider_names())
+    scored = sorted(
+        (_distance(key, registered.lower()), registered) for registered in provider_names()
+    )
     if scored and scored[0][0] <= limit:  # the closest names only
         return [registered for d, registered in scored if d == scored[0][0]]
     if strict:
@@ -262,10 +280,13 @@ def _unknown(name: str) -> None:
     if suggestions:
         raise InvalidRequestError(
             f"unknown provider {name!r} — did you mean {' or '.join(suggestions)}?",
-            param="provider", suggestions=suggestions)
+            param="provider",
+            suggestions=suggestions,
+        )
     raise InvalidRequestError(
         f"unknown provider {name!r}; known providers: {', '.join(provider_names())}",
-        param="provider")
+        param="provider",
+    )
 
 
 def get_provider(name: str) -> type[AsyncGeneratorProvider]:

@@ -43,29 +43,38 @@ class Ai2Model:
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> Ai2Model:
-        return cls(id=str(data["id"]), name=str(data.get("name") or ""),
-                   can_call_tools=data.get("canCallTools") is True,
-                   can_think=data.get("canThink") is True,
-                   accepts_files=data.get("acceptsFiles") is True
-                   or data.get("promptType") in ("multi_modal", "files_only"))
+        return cls(
+            id=str(data["id"]),
+            name=str(data.get("name") or ""),
+            can_call_tools=data.get("canCallTools") is True,
+            can_think=data.get("canThink") is True,
+            accepts_files=data.get("acceptsFiles") is True
+            or data.get("promptType") in ("multi_modal", "files_only"),
+        )
 
     @property
     def capabilities(self) -> Capabilities:
         """Native tools, images and files, reasoning: as the model's flags say. System
         messages and earlier turns are rendered into the prompt (the service keeps its
         own system prompt); max_tokens and stop are the service's."""
-        return TEXT_ONLY.with_(tools="native" if self.can_call_tools else "none",
-                               images=self.accepts_files, files=self.accepts_files,
-                               reasoning=self.can_think)
+        return TEXT_ONLY.with_(
+            tools="native" if self.can_call_tools else "none",
+            images=self.accepts_files,
+            files=self.accepts_files,
+            reasoning=self.can_think,
+        )
 
 
 #: the models known without asking (Dec 2026), the fallback for the live list
-BUILTIN: dict[str, Ai2Model] = {m.id: m for m in (
-    Ai2Model("olmo-3.1-32b-instruct", "Olmo 3.1 32B Instruct", can_call_tools=True),
-    Ai2Model("olmo-3.1-32b-think", "Olmo 3.1 32B Think", can_think=True),
-    Ai2Model("molmo2-8b", "Molmo 2 8B", accepts_files=True),
-    Ai2Model("molmo2-4b", "Molmo 2 4B", accepts_files=True),
-)}
+BUILTIN: dict[str, Ai2Model] = {
+    m.id: m
+    for m in (
+        Ai2Model("olmo-3.1-32b-instruct", "Olmo 3.1 32B Instruct", can_call_tools=True),
+        Ai2Model("olmo-3.1-32b-think", "Olmo 3.1 32B Think", can_think=True),
+        Ai2Model("molmo2-8b", "Molmo 2 8B", accepts_files=True),
+        Ai2Model("molmo2-4b", "Molmo 2 4B", accepts_files=True),
+    )
+}
 
 
 class Catalogue:
@@ -87,8 +96,12 @@ class Catalogue:
         entries without an id are skipped."""
         if isinstance(items, Mapping):
             items = items.get("models")
-        models = {m.id: m for m in (Ai2Model.from_api(i) for i in items or ()
-                                    if isinstance(i, Mapping) and i.get("id"))}
+        models = {
+            m.id: m
+            for m in (
+                Ai2Model.from_api(i) for i in items or () if isinstance(i, Mapping) and i.get("id")
+            )
+        }
         self._lists[origin] = (time.monotonic(), models)
         self._latest = models
         return models

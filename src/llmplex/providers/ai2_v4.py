@@ -27,11 +27,21 @@ PATH = "/v4/message/stream"
 _NAME = "AllenAI"
 
 
-async def stream_v4(url: str, model: str, host: str, messages: Any, *,
-                    conversation: Conversation, headers: Mapping[str, str],
-                    proxy: str | None, timeout: float | None, private: bool,
-                    options: Mapping[str, Any], stop: str | Iterable[str] | None,
-                    return_conversation: bool) -> AsyncIterator[Chunk]:
+async def stream_v4(
+    url: str,
+    model: str,
+    host: str,
+    messages: Any,
+    *,
+    conversation: Conversation,
+    headers: Mapping[str, str],
+    proxy: str | None,
+    timeout: float | None,
+    private: bool,
+    options: Mapping[str, Any],
+    stop: str | Iterable[str] | None,
+    return_conversation: bool,
+) -> AsyncIterator[Chunk]:
     """One v4 turn: text deltas, then the updated conversation (if asked), then the
     finish reason. ``options``: ``temperature``, ``top_p``, ``max_tokens``."""
     continuing = bool(conversation.parent)
@@ -40,14 +50,18 @@ async def stream_v4(url: str, model: str, host: str, messages: Any, *,
         turn = [{"role": "user", "content": prompt}]
     else:
         prompt = format_prompt(messages)
-        turn = [{"role": m["role"], "content": m["content"]}
-                for m in require_text_only(messages, _NAME)]
+        turn = [
+            {"role": m["role"], "content": m["content"]} for m in require_text_only(messages, _NAME)
+        ]
 
     form = aiohttp.FormData(charset="utf-8")
     fields: list[tuple[str, Any]] = [
-        ("model", model), ("host", host), ("content", prompt),
+        ("model", model),
+        ("host", host),
+        ("content", prompt),
         ("private", "true" if private else "false"),
-        ("parent", conversation.parent if continuing else None), *options.items(),
+        ("parent", conversation.parent if continuing else None),
+        *options.items(),
     ]
     fields += [("stop", s) for s in ([stop] if isinstance(stop, str) else stop or ())]
     for key, value in fields:
@@ -90,8 +104,7 @@ async def stream_v4(url: str, model: str, host: str, messages: Any, *,
     # The connection is closed from here on: errors and the last chunks come after.
     if error is not None:
         message, reason = error
-        raise StreamError(f"{message} (reason: {reason})" if reason else message,
-                          provider=_NAME)
+        raise StreamError(f"{message} (reason: {reason})" if reason else message, provider=_NAME)
     tail = text.flush()
     if tail:
         deltas.append(tail)
@@ -101,8 +114,10 @@ async def stream_v4(url: str, model: str, host: str, messages: Any, *,
     content = final.get("content")
     conversation.messages.extend(turn)
     conversation.messages.append(
-        {"role": "assistant", "content": content if isinstance(content, str) and content
-         else "".join(deltas)}
+        {
+            "role": "assistant",
+            "content": content if isinstance(content, str) and content else "".join(deltas),
+        }
     )
     conversation.parent = reply_id
     conversation.model = model

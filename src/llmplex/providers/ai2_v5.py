@@ -28,16 +28,34 @@ from ..http.status import error_for_status
 from ..surrogates import Surrogates
 from ..types import Chunk, ReasoningDelta, ToolCallDelta
 
-__all__ = ["Post", "plan", "form_fields", "tool_definitions", "ChunkReader",
-           "problem_error", "PATH", "MODELS_PATH"]
+__all__ = [
+    "Post",
+    "plan",
+    "form_fields",
+    "tool_definitions",
+    "ChunkReader",
+    "problem_error",
+    "PATH",
+    "MODELS_PATH",
+]
 
 PATH = "/v5/threads/chat"
 MODELS_PATH = "/v5/models/"
 _PROVIDER = "AllenAI"
-_FINISH = {"stop": "stop", "length": "length", "aborted": "canceled",
-           "tool_calls": "tool_calls", "content_filter": "content_filter"}
-_IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg",
-                "webp": "image/webp", "gif": "image/gif"}
+_FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "aborted": "canceled",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+}
+_IMAGE_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "jpg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+}
 
 
 @dataclass
@@ -64,20 +82,29 @@ def plan(messages: Sequence[Mapping[str, Any]], continuing: bool) -> tuple[list[
     thread gets one user post: a single user message as it is, a longer history as a
     transcript (the service takes no earlier turns in a new thread)."""
     if continuing:
-        start = next((i + 1 for i in range(len(messages) - 1, -1, -1)
-                      if messages[i]["role"] == "assistant"), 0)
+        start = next(
+            (i + 1 for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "assistant"),
+            0,
+        )
         tail = messages[start:]
         if tail and all(m["role"] == "tool" for m in tail):
-            return [Post("tool_call_result", _text(m, start + i), m["tool_call_id"])
-                    for i, m in enumerate(tail)], start
+            return [
+                Post("tool_call_result", _text(m, start + i), m["tool_call_id"])
+                for i, m in enumerate(tail)
+            ], start
         if any(m["role"] == "tool" for m in tail):
             raise InvalidRequestError(
                 "tool results and a new user message cannot be sent in one turn to Ai2: "
-                "send the tool results first", param="messages", provider=_PROVIDER)
+                "send the tool results first",
+                param="messages",
+                provider=_PROVIDER,
+            )
         if not any(m["role"] == "user" for m in tail):
-            raise InvalidRequestError("messages has no new user message after the last "
-                                      "assistant message", param="messages",
-                                      provider=_PROVIDER)
+            raise InvalidRequestError(
+                "messages has no new user message after the last assistant message",
+                param="messages",
+                provider=_PROVIDER,
+            )
         return [_user_post(tail, start)], start
     return [_user_post(messages, 0)], 0
 
@@ -103,8 +130,9 @@ def _user_post(messages: Sequence[Mapping[str, Any]], offset: int) -> Post:
             lines.append(f"{label}: {text}")
         for call in message.get("tool_calls") or ():
             function = call["function"]
-            lines.append(f"Assistant called {function['name']}({function['arguments']}) "
-                         f"[{call['id']}]")
+            lines.append(
+                f"Assistant called {function['name']}({function['arguments']}) [{call['id']}]"
+            )
     return Post("user", "\n".join(lines) + "\nAssistant:", files=files)
 
 
@@ -122,7 +150,9 @@ def _text(message: Mapping[str, Any], index: int) -> str:
         elif kind == "input_audio":
             raise InvalidRequestError(
                 f"messages[{index}].content[{j}]: Ai2 takes no audio",
-                param=f"messages[{index}].content[{j}]", provider=_PROVIDER)
+                param=f"messages[{index}].content[{j}]",
+                provider=_PROVIDER,
+            )
     return "".join(texts)
 
 
@@ -134,14 +164,19 @@ def _file(part: Mapping[str, Any], where: str) -> tuple[str, str, bytes]:
         if not url.startswith("data:"):
             raise InvalidRequestError(
                 f"{where}: Ai2 takes uploaded images only; pass the image as a data: URI "
-                "(data:image/png;base64,...)", param=f"{where}.image_url.url",
-                provider=_PROVIDER)
+                "(data:image/png;base64,...)",
+                param=f"{where}.image_url.url",
+                provider=_PROVIDER,
+            )
         ctype, data = _data_uri(url, where)
         return f"image.{ctype.split('/')[-1]}", ctype, data
     file = part["file"]
     if not isinstance(file.get("file_data"), str):
-        raise InvalidRequestError(f"{where}: Ai2 takes inline files only (file_data), not "
-                                  "file_id", param=f"{where}.file", provider=_PROVIDER)
+        raise InvalidRequestError(
+            f"{where}: Ai2 takes inline files only (file_data), not file_id",
+            param=f"{where}.file",
+            provider=_PROVIDER,
+        )
     name = str(file.get("filename") or "file")
     raw = file["file_data"]
     if raw.startswith("data:"):
@@ -155,8 +190,9 @@ def _file(part: Mapping[str, Any], where: str) -> tuple[str, str, bytes]:
 def _data_uri(uri: str, where: str) -> tuple[str, bytes]:
     head, comma, payload = uri[5:].partition(",")
     if not comma or not head.endswith(";base64"):
-        raise InvalidRequestError(f"{where}: expected a base64 data: URI",
-                                  param=where, provider=_PROVIDER)
+        raise InvalidRequestError(
+            f"{where}: expected a base64 data: URI", param=where, provider=_PROVIDER
+        )
     return head[:-7] or "application/octet-stream", _b64(payload, where)
 
 
@@ -164,8 +200,9 @@ def _b64(text: str, where: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequestError(f"{where}: not valid base64", param=where,
-                                  provider=_PROVIDER) from None
+        raise InvalidRequestError(
+            f"{where}: not valid base64", param=where, provider=_PROVIDER
+        ) from None
 
 
 def tool_definitions(tools: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -174,22 +211,34 @@ def tool_definitions(tools: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
     out = []
     for i, tool in enumerate(tools):
         if tool.get("type", "function") != "function":
-            raise InvalidRequestError(f"tools[{i}]: Ai2 takes function tools only",
-                                      param=f"tools[{i}].type", provider=_PROVIDER)
+            raise InvalidRequestError(
+                f"tools[{i}]: Ai2 takes function tools only",
+                param=f"tools[{i}].type",
+                provider=_PROVIDER,
+            )
         function = tool["function"]
-        out.append({"name": function["name"], "description": function.get("description") or "",
-                    "parameters": function.get("parameters") or {"type": "object",
-                                                                 "properties": {}}})
+        out.append(
+            {
+                "name": function["name"],
+                "description": function.get("description") or "",
+                "parameters": function.get("parameters") or {"type": "object", "properties": {}},
+            }
+        )
     return out
 
 
-def form_fields(post: Post, *, model: str, parent: str | None, captcha: str | None,
-                options: Mapping[str, Any]) -> list[tuple[str, str]]:
+def form_fields(
+    post: Post, *, model: str, parent: str | None, captcha: str | None, options: Mapping[str, Any]
+) -> list[tuple[str, str]]:
     """The text fields of one post, in the order the Playground sends them; ``options``
     holds the form names of the sampling and tool fields (``None``: not sent)."""
     fields: list[tuple[str, Any]] = [
-        ("role", post.role), ("model", model), ("content", post.content),
-        ("parent", parent), ("toolCallId", post.tool_call_id), ("captchaToken", captcha),
+        ("role", post.role),
+        ("model", model),
+        ("content", post.content),
+        ("parent", parent),
+        ("toolCallId", post.tool_call_id),
+        ("captchaToken", captcha),
     ]
     for key, value in options.items():
         if key == "stop":
@@ -245,8 +294,12 @@ class ChunkReader:
         if kind in ("addMessage", "startThread"):
             out: list[Chunk] = []
             for message in line.get("messages") or ():
-                if (isinstance(message, dict) and message.get("role") == "assistant"
-                        and not message.get("final") and message.get("id") not in self.replies):
+                if (
+                    isinstance(message, dict)
+                    and message.get("role") == "assistant"
+                    and not message.get("final")
+                    and message.get("id") not in self.replies
+                ):
                     self.replies.append(str(message.get("id")))
                     out += self._think(message.get("thinking"))
                     out += self._say(message.get("content"))
@@ -256,8 +309,9 @@ class ChunkReader:
             return []
         if kind == "finalThread":
             messages = line.get("messages")
-            self.final = [m for m in messages if isinstance(m, dict)] \
-                if isinstance(messages, list) else []
+            self.final = (
+                [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+            )
             return self._complete()
         if kind == "end":
             self.ended = True
@@ -317,8 +371,10 @@ class ChunkReader:
         if severity == "error":
             self.errors.append((code, description))
         else:
-            warnings.warn(ProviderWarning(f"{_PROVIDER}: {severity}: {description} "
-                                          f"(code: {code})"), stacklevel=2)
+            warnings.warn(
+                ProviderWarning(f"{_PROVIDER}: {severity}: {description} (code: {code})"),
+                stacklevel=2,
+            )
 
     # -- the final thread ------------------------------------------------------------------
 
@@ -333,20 +389,23 @@ class ChunkReader:
         final_text = "".join(str(m.get("content") or "") for m in replies)
         streamed = "".join(self.text)
         if len(final_text) > len(streamed) and final_text.startswith(streamed):
-            rest = final_text[len(streamed):]
+            rest = final_text[len(streamed) :]
             self.text.append(rest)
             out.append(rest)
         final_thinking = "".join(str(m.get("thinking") or "") for m in replies)
         thought = "".join(self.reasoning)
         if len(final_thinking) > len(thought) and final_thinking.startswith(thought):
-            rest = final_thinking[len(thought):]
+            rest = final_thinking[len(thought) :]
             self.reasoning.append(rest)
             out.insert(0, ReasoningDelta(rest))
         for call in self.tool_calls():
             if call["id"] not in self.calls:
                 index = self.calls[call["id"]] = len(self.calls)
-                out.append(ToolCallDelta(index, call["id"], call["function"]["name"],
-                                         call["function"]["arguments"]))
+                out.append(
+                    ToolCallDelta(
+                        index, call["id"], call["function"]["name"], call["function"]["arguments"]
+                    )
+                )
         return out
 
     def tool_calls(self) -> list[dict[str, Any]]:
@@ -354,16 +413,24 @@ class ChunkReader:
         calls = []
         for message in self.assistant_messages():
             for call in message.get("toolCalls") or ():
-                if not isinstance(call, dict) or call.get("toolSource") not in (
-                        None, "user_defined") or call.get("toolCallId") in self.internal:
+                if (
+                    not isinstance(call, dict)
+                    or call.get("toolSource") not in (None, "user_defined")
+                    or call.get("toolCallId") in self.internal
+                ):
                     continue
                 args = call.get("args")
                 if not isinstance(args, str):
-                    args = json.dumps(args if args is not None else {}, ensure_ascii=False,
-                                      separators=(",", ":"))
-                calls.append({"id": str(call.get("toolCallId")), "type": "function",
-                              "function": {"name": str(call.get("toolName") or ""),
-                                           "arguments": args}})
+                    args = json.dumps(
+                        args if args is not None else {}, ensure_ascii=False, separators=(",", ":")
+                    )
+                calls.append(
+                    {
+                        "id": str(call.get("toolCallId")),
+                        "type": "function",
+                        "function": {"name": str(call.get("toolName") or ""), "arguments": args},
+                    }
+                )
         return calls
 
     def final_text(self) -> str:
@@ -419,11 +486,15 @@ def problem_error(status: int, body: str, retry_after: str | None) -> LLMplexErr
             message = f"{data.get('title') or 'validation error'} " + "; ".join(parts)
         elif isinstance(data.get("detail"), str):
             message = data["detail"]
-    error = error_for_status(status, body, provider=_PROVIDER, message=message,
-                             retry_after=retry_after)
+    error = error_for_status(
+        status, body, provider=_PROVIDER, message=message, retry_after=retry_after
+    )
     if captcha:
         return MissingAuthError(
             f"{message}. Ai2 asks for a captcha token: pass captcha_token= (a string, or "
             "an async callable minting one per message), or sign in with api_key=",
-            provider=_PROVIDER, status=status, body=error.body)
+            provider=_PROVIDER,
+            status=status,
+            body=error.body,
+        )
     return error

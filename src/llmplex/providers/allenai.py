@@ -53,7 +53,8 @@ _HOW_TO_SIGN_IN = (
     f"api_key= or set {API_KEY_ENV} (the token is the 'Authorization: Bearer ...' header of "
     "the Playground's requests to olmo-api.allen.ai, in the browser's developer tools; "
     "it expires after a day), or pass captcha_token= (a reCAPTCHA token minted in a "
-    "browser on the Playground, or an async callable minting one per message)")
+    "browser on the Playground, or an async callable minting one per message)"
+)
 
 
 class Conversation(JsonConversation):
@@ -86,8 +87,10 @@ class Conversation(JsonConversation):
 
     def __repr__(self) -> str:
         # The anonymous id is what lets anyone post into this thread: keep it out of logs.
-        return (f"Conversation(model={self.model!r}, parent={self.parent!r}, "
-                f"x_anonymous_user_id='***', messages=<{len(self.messages or ())}>)")
+        return (
+            f"Conversation(model={self.model!r}, parent={self.parent!r}, "
+            f"x_anonymous_user_id='***', messages=<{len(self.messages or ())}>)"
+        )
 
 
 class _Working:
@@ -155,16 +158,22 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
         return info.capabilities if info is not None else cls.capabilities
 
     @classmethod
-    async def load_models(cls, *, base_url: str | None = None, proxy: str | None = None,
-                          timeout: float | None = DEFAULT_TIMEOUT,
-                          api_key: str | None = None) -> list[Ai2Model]:
+    async def load_models(
+        cls,
+        *,
+        base_url: str | None = None,
+        proxy: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        api_key: str | None = None,
+    ) -> list[Ai2Model]:
         """``GET /v5/models/`` now (anonymous access is allowed), kept in
         :attr:`catalogue`. (Not ``fetch_models``: that name is the OpenAI-compatible
         providers' model discovery.)"""
         origin = cls.resolve_base_url(base_url, _ORIGIN)
         headers = cls._auth_headers(api_key or os.environ.get(API_KEY_ENV), None)
-        async with Session(cls.get_name(), proxy=proxy, headers=headers,
-                           timeout=timeout) as session:
+        async with Session(
+            cls.get_name(), proxy=proxy, headers=headers, timeout=timeout
+        ) as session:
             return list(await cls._fetch(session, origin))
 
     @classmethod
@@ -182,12 +191,16 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
         if (options.get("api_version") or "v5") == "v4":
             if options.get("base_url") or cls.env_base_url():
                 return None
-            return ("the v4 API was removed from olmo-api.allen.ai on 2025-11-03: set "
-                    "base_url to a deployment that still runs it")
+            return (
+                "the v4 API was removed from olmo-api.allen.ai on 2025-11-03: set "
+                "base_url to a deployment that still runs it"
+            )
         if options.get("api_key") or os.environ.get(API_KEY_ENV) or options.get("captcha_token"):
             return None
-        return (f"no credentials (set {API_KEY_ENV} to a Playground sign-in token, or "
-                "configure captcha_token)")
+        return (
+            f"no credentials (set {API_KEY_ENV} to a Playground sign-in token, or "
+            "configure captcha_token)"
+        )
 
     # -- a turn ----------------------------------------------------------------------------
 
@@ -230,43 +243,64 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
         name = cls.get_name()
         version = api_version or "v5"
         if version not in _API_VERSIONS:
-            raise InvalidRequestError(f"api_version must be 'v5' or 'v4', not {version!r}",
-                                      param="api_version", provider=name)
+            raise InvalidRequestError(
+                f"api_version must be 'v5' or 'v4', not {version!r}",
+                param="api_version",
+                provider=name,
+            )
         api_key = api_key or os.environ.get(API_KEY_ENV) or None
         origin = cls.resolve_base_url(base_url, _ORIGIN)
         if stop is not None and not isinstance(stop, str):
             stop = list(stop)
         if version == "v4":
-            for option, value in (("captcha_token", captcha_token), ("tools", tools),
-                                  ("tool_choice", tool_choice),
-                                  ("extra_parameters", extra_parameters)):
+            for option, value in (
+                ("captcha_token", captcha_token),
+                ("tools", tools),
+                ("tool_choice", tool_choice),
+                ("extra_parameters", extra_parameters),
+            ):
                 if value is not None:
-                    raise InvalidRequestError(f"{option} needs api_version='v5' (the v4 "
-                                              "protocol has no such field)", param=option,
-                                              provider=name)
-            model = cls.get_model(model or (conversation.model if conversation else None)
-                                  or _V4_DEFAULT)
+                    raise InvalidRequestError(
+                        f"{option} needs api_version='v5' (the v4 protocol has no such field)",
+                        param=option,
+                        provider=name,
+                    )
+            model = cls.get_model(
+                model or (conversation.model if conversation else None) or _V4_DEFAULT
+            )
             if conversation is None:
                 conversation = Conversation(model)
-            headers = {"Accept": "*/*", "Origin": cls.url, "Referer": f"{cls.url}/",
-                       "X-Anonymous-User-ID": conversation.x_anonymous_user_id}
+            headers = {
+                "Accept": "*/*",
+                "Origin": cls.url,
+                "Referer": f"{cls.url}/",
+                "X-Anonymous-User-ID": conversation.x_anonymous_user_id,
+            }
             if api_key:
                 headers["Authorization"] = f"Bearer {api_key}"
             async for chunk in stream_v4(
-                    origin, model, host or cls.get_host(model), messages,
-                    conversation=conversation, headers=headers, proxy=proxy, timeout=timeout,
-                    private=private, stop=stop,
-                    options={"temperature": temperature, "top_p": top_p,
-                             "max_tokens": max_tokens},
-                    return_conversation=return_conversation):
+                origin,
+                model,
+                host or cls.get_host(model),
+                messages,
+                conversation=conversation,
+                headers=headers,
+                proxy=proxy,
+                timeout=timeout,
+                private=private,
+                stop=stop,
+                options={"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens},
+                return_conversation=return_conversation,
+            ):
                 yield chunk
             return
 
         model = cls.get_model(model or (conversation.model if conversation else None))
         checked = [dict(m) for m in validate_messages(messages)]
         if api_key is None and captcha_token is None:
-            raise MissingAuthError(f"Ai2 asks every message for a captcha token: "
-                                   f"{_HOW_TO_SIGN_IN}", provider=name)
+            raise MissingAuthError(
+                f"Ai2 asks every message for a captcha token: {_HOW_TO_SIGN_IN}", provider=name
+            )
         if conversation is None or not conversation.parent:
             conversation = cls._waiting_thread(checked, origin) or conversation
         continuing = conversation is not None and bool(conversation.parent)
@@ -274,8 +308,11 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
             conversation = Conversation(model)
         posts, first_new = v5.plan(checked, continuing)
         options: dict[str, Any] = {
-            "private": private, "temperature": temperature, "topP": top_p,
-            "maxTokens": max_tokens, "stop": [stop] if isinstance(stop, str) else stop,
+            "private": private,
+            "temperature": temperature,
+            "topP": top_p,
+            "maxTokens": max_tokens,
+            "stop": [stop] if isinstance(stop, str) else stop,
             "host": host,
         }
         if extra_parameters is not None:
@@ -288,28 +325,43 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
                 if info is not None and not info.can_call_tools:
                     raise InvalidRequestError(
                         f"{model} cannot call tools (Ai2's canCallTools is false)",
-                        param="tools", provider=name)
+                        param="tools",
+                        provider=name,
+                    )
                 if tool_choice not in (None, "auto"):
                     raise InvalidRequestError(
                         "Ai2 decides itself whether to call a tool: tool_choice may be "
-                        "'auto' or 'none' only", param="tool_choice", provider=name)
+                        "'auto' or 'none' only",
+                        param="tool_choice",
+                        provider=name,
+                    )
                 options["toolDefinitions"] = v5.tool_definitions(tools)
                 options["enableToolCalling"] = True
             if any(p.files for p in posts) and info is not None and not info.accepts_files:
-                raise InvalidRequestError(f"{model} takes no images or files (Ai2's "
-                                          "acceptsFiles is false)", param="messages",
-                                          provider=name)
+                raise InvalidRequestError(
+                    f"{model} takes no images or files (Ai2's acceptsFiles is false)",
+                    param="messages",
+                    provider=name,
+                )
             parent = conversation.parent if continuing else None
             for post in posts:
                 reader = v5.ChunkReader()
                 captcha = await _captcha(captcha_token, api_key is not None, name)
-                form = _form(v5.form_fields(post, model=model, parent=parent, captcha=captcha,
-                                            options=options), post.files)
-                async with session.request("POST", origin + v5.PATH, data=form,
-                                           check=False) as response:
+                form = _form(
+                    v5.form_fields(
+                        post, model=model, parent=parent, captcha=captcha, options=options
+                    ),
+                    post.files,
+                )
+                async with session.request(
+                    "POST", origin + v5.PATH, data=form, check=False
+                ) as response:
                     if response.status >= 400:
-                        raise v5.problem_error(response.status, await _body(response),
-                                               response.headers.get("Retry-After"))
+                        raise v5.problem_error(
+                            response.status,
+                            await _body(response),
+                            response.headers.get("Retry-After"),
+                        )
                     try:
                         async for line in session.ndjson(response):
                             for chunk in reader.feed(line):
@@ -366,15 +418,24 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
             try:
                 await cls._fetch(session, origin)
             except LLMplexError:
-                cls.catalogue.store(origin, [{"id": m.id, "canCallTools": m.can_call_tools,
-                                              "canThink": m.can_think,
-                                              "acceptsFiles": m.accepts_files}
-                                             for m in BUILTIN.values()])
+                cls.catalogue.store(
+                    origin,
+                    [
+                        {
+                            "id": m.id,
+                            "canCallTools": m.can_call_tools,
+                            "canThink": m.can_think,
+                            "acceptsFiles": m.accepts_files,
+                        }
+                        for m in BUILTIN.values()
+                    ],
+                )
         return cls.catalogue.get(model, origin)
 
     @classmethod
-    def _remember(cls, calls: list[dict[str, Any]], conversation: Conversation,
-                  origin: str) -> None:
+    def _remember(
+        cls, calls: list[dict[str, Any]], conversation: Conversation, origin: str
+    ) -> None:
         """Keep the thread waiting for these calls' results, for a caller that sends
         them back without the conversation (a stateless chat completion)."""
         state = copy.deepcopy({"origin": origin, **conversation.get_dict()})
@@ -385,8 +446,7 @@ class AllenAI(AsyncGeneratorProvider, ProviderModelMixin):
             cls._pending.popitem(last=False)
 
     @classmethod
-    def _waiting_thread(cls, messages: list[dict[str, Any]],
-                        origin: str) -> Conversation | None:
+    def _waiting_thread(cls, messages: list[dict[str, Any]], origin: str) -> Conversation | None:
         """The thread these messages' trailing tool results answer, if this process
         started it (else the history goes as a transcript into a new thread)."""
         if not messages or messages[-1]["role"] != "tool":
@@ -406,8 +466,7 @@ async def _captcha(token: CaptchaToken | None, signed_in: bool, provider: str) -
         return token
     minted = await token()
     if not isinstance(minted, str) or not minted:
-        raise MissingAuthError("the captcha_token callable returned no token",
-                               provider=provider)
+        raise MissingAuthError("the captcha_token callable returned no token", provider=provider)
     return minted
 
 
@@ -440,8 +499,14 @@ from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of it
 
 #: AllenAI's facts for the registry (:mod:`llmplex.providers.spec`)
 SPEC = ProviderSpec(
-    name="AllenAI", provider=f"{__name__}:AllenAI", label=AllenAI.label, base_url=_ORIGIN,
-    key_env=(API_KEY_ENV,), capabilities=AllenAI.capabilities,
-    models=tuple(AllenAI.models), aliases=AllenAI.model_aliases,
+    name="AllenAI",
+    provider=f"{__name__}:AllenAI",
+    label=AllenAI.label,
+    base_url=_ORIGIN,
+    key_env=(API_KEY_ENV,),
+    capabilities=AllenAI.capabilities,
+    models=tuple(AllenAI.models),
+    aliases=AllenAI.model_aliases,
     emulator="llmplex.emulators.ai2:Ai2Emulator",
-    emulator_options={"api_key": "ai2-emulated-token"})  # llmplex.emulators.ai2.EMULATED_TOKEN
+    emulator_options={"api_key": "ai2-emulated-token"},
+)  # llmplex.emulators.ai2.EMULATED_TOKEN

@@ -91,9 +91,15 @@ DEFAULT_MAX_TOKENS = 4096
 #: ``reasoning_effort`` -> thinking ``budget_tokens``
 THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
 #: Anthropic ``stop_reason`` -> llmplex finish reason
-FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
-                  "tool_use": "tool_calls", "pause_turn": "stop", "refusal": "content_filter",
-                  "model_context_window_exceeded": "length"}
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "content_filter",
+    "model_context_window_exceeded": "length",
+}
 
 
 class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
@@ -107,15 +113,23 @@ class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
     api_endpoint = _ORIGIN + "/v1/messages"
     working = True
     needs_auth = True
-    capabilities = Capabilities(tools="native", images=True, reasoning=True,
-                                system_message=True)
+    capabilities = Capabilities(tools="native", images=True, reasoning=True, system_message=True)
     default_model = "claude-sonnet-4-5"
     #: names served without a prefix (with one, ``anthropic:claude-...``, any Claude name)
     models: ClassVar[list[str]] = [
-        "claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5", "claude-opus-4-1",
-        "claude-sonnet-4-5-20250929", "claude-opus-4-5-20251101", "claude-haiku-4-5-20251001",
-        "claude-opus-4-1-20250805", "claude-opus-4-20250514", "claude-sonnet-4-20250514",
-        "claude-3-7-sonnet-20250219", "claude-3-7-sonnet-latest", "claude-3-5-haiku-20241022",
+        "claude-sonnet-4-5",
+        "claude-opus-4-5",
+        "claude-haiku-4-5",
+        "claude-opus-4-1",
+        "claude-sonnet-4-5-20250929",
+        "claude-opus-4-5-20251101",
+        "claude-haiku-4-5-20251001",
+        "claude-opus-4-1-20250805",
+        "claude-opus-4-20250514",
+        "claude-sonnet-4-20250514",
+        "claude-3-7-sonnet-20250219",
+        "claude-3-7-sonnet-latest",
+        "claude-3-5-haiku-20241022",
         "claude-3-5-haiku-latest",
     ]
     api_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
@@ -126,16 +140,18 @@ class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
         return model.startswith("claude-")
 
     @classmethod
-    def _headers(cls, api_key: str | None, headers: Mapping[str, str] | None,
-                 beta: str | None) -> dict[str, str]:
+    def _headers(
+        cls, api_key: str | None, headers: Mapping[str, str] | None, beta: str | None
+    ) -> dict[str, str]:
         """A fresh header dict per call: the key, the API version, the betas."""
         out = dict(headers or {})
         key = api_key or os.environ.get(cls.api_key_env)
         if key:
             out["x-api-key"] = key
         elif not any(h.lower() in ("x-api-key", "authorization") for h in out):
-            raise MissingAuthError(f"no API key: pass api_key= or set {cls.api_key_env}",
-                                   provider=cls.get_name())
+            raise MissingAuthError(
+                f"no API key: pass api_key= or set {cls.api_key_env}", provider=cls.get_name()
+            )
         out.setdefault("anthropic-version", API_VERSION)
         if beta:
             out["anthropic-beta"] = beta
@@ -143,18 +159,29 @@ class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     async def create_async_generator(
-        cls, model: str, messages: Messages | str, *,
-        proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
-        base_url: str | None = None, api_key: str | None = None,
+        cls,
+        model: str,
+        messages: Messages | str,
+        *,
+        proxy: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        base_url: str | None = None,
+        api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
-        temperature: float | None = None, top_p: float | None = None,
-        top_k: int | None = None, max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        max_tokens: int | None = None,
         stop: str | list[str] | None = None,
-        tools: list[Mapping[str, Any]] | None = None, tool_choice: Any = None,
-        parallel_tool_calls: bool | None = None, reasoning_effort: str | None = None,
-        thinking: Mapping[str, Any] | None = None, user: str | None = None,
+        tools: list[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None,
+        reasoning_effort: str | None = None,
+        thinking: Mapping[str, Any] | None = None,
+        user: str | None = None,
         metadata: Mapping[str, str] | None = None,
-        anthropic_body: Mapping[str, Any] | None = None, anthropic_beta: str | None = None,
+        anthropic_body: Mapping[str, Any] | None = None,
+        anthropic_beta: str | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[Chunk]:
         """Stream a reply: text deltas, reasoning, tool-call fragments, the upstream's
@@ -164,26 +191,46 @@ class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
         model = cls.get_model(model)
         if anthropic_body is not None:
             if not isinstance(anthropic_body, Mapping):
-                raise InvalidRequestError("anthropic_body must be an object", provider=name,
-                                          param="anthropic_body")
+                raise InvalidRequestError(
+                    "anthropic_body must be an object", provider=name, param="anthropic_body"
+                )
             body = {**anthropic_body, "model": model, "stream": True}
         else:
             body = anthropic_body_for(
-                model, messages, provider=name, temperature=temperature, top_p=top_p,
-                top_k=top_k, max_tokens=max_tokens, stop=stop, tools=tools,
-                tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
-                reasoning_effort=reasoning_effort, thinking=thinking, user=user,
-                metadata=metadata)
+                model,
+                messages,
+                provider=name,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                max_tokens=max_tokens,
+                stop=stop,
+                tools=tools,
+                tool_choice=tool_choice,
+                parallel_tool_calls=parallel_tool_calls,
+                reasoning_effort=reasoning_effort,
+                thinking=thinking,
+                user=user,
+                metadata=metadata,
+            )
         request_headers = cls._headers(api_key, headers, anthropic_beta)
         request_headers.setdefault("Accept", "text/event-stream")
         url = cls.resolve_base_url(base_url, _ORIGIN) + "/v1/messages"
         reader = _Reader(name)
-        async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as s, \
-                s.request("POST", url, json=body, check=False) as response:
+        async with (
+            Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as s,
+            s.request("POST", url, json=body, check=False) as response,
+        ):
             if response.status >= 400:
                 raw = await response.content.read(BODY_LIMIT * 4)
-                raise s.scrub(status_error(response.status, raw.decode("utf-8", "replace"),
-                                           name, response.headers.get("retry-after")))
+                raise s.scrub(
+                    status_error(
+                        response.status,
+                        raw.decode("utf-8", "replace"),
+                        name,
+                        response.headers.get("retry-after"),
+                    )
+                )
             async for event in s.sse(response):
                 for item in reader.event(event.event, event.data):
                     yield item
@@ -196,14 +243,30 @@ class Anthropic(AsyncGeneratorProvider, ProviderModelMixin):
 
 
 #: fields of a Messages request that ``count_tokens`` does not take
-_NOT_COUNTED = ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences",
-                "metadata", "service_tier")
+_NOT_COUNTED = (
+    "max_tokens",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "metadata",
+    "service_tier",
+)
 
 
-async def count_tokens(model: str, body: Mapping[str, Any], *, proxy: str | None = None,
-                       timeout: float | None = DEFAULT_TIMEOUT, base_url: str | None = None,
-                       api_key: str | None = None, headers: Mapping[str, str] | None = None,
-                       anthropic_beta: str | None = None, **_: Any) -> int:
+async def count_tokens(
+    model: str,
+    body: Mapping[str, Any],
+    *,
+    proxy: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    anthropic_beta: str | None = None,
+    **_: Any,
+) -> int:
     """The input tokens of a Messages API request, as Anthropic counts them
     (``POST /v1/messages/count_tokens``); options as the provider's (others are not
     about counting and are ignored)."""
@@ -213,12 +276,20 @@ async def count_tokens(model: str, body: Mapping[str, Any], *, proxy: str | None
     payload = {k: v for k, v in body.items() if k not in _NOT_COUNTED}
     payload["model"] = Anthropic.get_model(model)
     url = Anthropic.resolve_base_url(base_url, _ORIGIN) + "/v1/messages/count_tokens"
-    async with Session(provider, proxy=proxy, headers=request_headers, timeout=timeout) as s, \
-            s.request("POST", url, json=payload, check=False) as response:
+    async with (
+        Session(provider, proxy=proxy, headers=request_headers, timeout=timeout) as s,
+        s.request("POST", url, json=payload, check=False) as response,
+    ):
         if response.status >= 400:
             raw = await response.content.read(BODY_LIMIT * 4)
-            raise s.scrub(status_error(response.status, raw.decode("utf-8", "replace"),
-                                       provider, response.headers.get("retry-after")))
+            raise s.scrub(
+                status_error(
+                    response.status,
+                    raw.decode("utf-8", "replace"),
+                    provider,
+                    response.headers.get("retry-after"),
+                )
+            )
         data = await s.read_json(response)
     tokens = data.get("input_tokens") if isinstance(data, dict) else None
     if isinstance(tokens, bool) or not isinstance(tokens, int):
@@ -230,9 +301,13 @@ def status_error(status: int, body: str, provider: str, retry_after: str | None)
     """The llmplex error for an error answer of the Messages API: 529 (``overloaded``)
     is a RateLimitError, retryable; the rest by status."""
     if status == 529:
-        return RateLimitError(extract_message(body) or "Overloaded", provider=provider,
-                              status=529, body=body[:BODY_LIMIT],
-                              retry_after=parse_retry_after(retry_after))
+        return RateLimitError(
+            extract_message(body) or "Overloaded",
+            provider=provider,
+            status=529,
+            body=body[:BODY_LIMIT],
+            retry_after=parse_retry_after(retry_after),
+        )
     return error_for_status(status, body, provider=provider, retry_after=retry_after)
 
 
@@ -264,8 +339,9 @@ class _Reader:
         try:
             data = json.loads(text)
         except ValueError:
-            raise ResponseError(f"malformed stream event: {text[:200]!r}",
-                                provider=self.provider) from None
+            raise ResponseError(
+                f"malformed stream event: {text[:200]!r}", provider=self.provider
+            ) from None
         kind = data.get("type") if isinstance(data, dict) else None
         if name == "error" or kind == "error":
             raise _stream_error(data, self.provider)
@@ -308,8 +384,10 @@ class _Reader:
                 out.append(ReasoningSignature(block["signature"]))
             return out
         if kind not in ("text", "thinking", "redacted_thinking"):
-            raise ResponseError(f"content block of type {kind!r}, which llmplex cannot "
-                                "pass on", provider=self.provider)
+            raise ResponseError(
+                f"content block of type {kind!r}, which llmplex cannot pass on",
+                provider=self.provider,
+            )
         return []
 
     def _delta(self, data: dict[str, Any]) -> list[Chunk]:
@@ -336,9 +414,12 @@ class _Reader:
         if not isinstance(usage, dict):
             return
         # message_delta counts are cumulative: they replace message_start's
-        for key, attr in (("input_tokens", "input"), ("cache_read_input_tokens", "cache_read"),
-                          ("cache_creation_input_tokens", "cache_write"),
-                          ("output_tokens", "output")):
+        for key, attr in (
+            ("input_tokens", "input"),
+            ("cache_read_input_tokens", "cache_read"),
+            ("cache_creation_input_tokens", "cache_write"),
+            ("output_tokens", "output"),
+        ):
             value = usage.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, attr, value)
@@ -347,25 +428,38 @@ class _Reader:
         details = None
         if self.cache_read or self.cache_write:
             details = {"cached_tokens": self.cache_read, "cache_write_tokens": self.cache_write}
-        return Usage(self.input + self.cache_read + self.cache_write, self.output,
-                     prompt_tokens_details=details)
+        return Usage(
+            self.input + self.cache_read + self.cache_write,
+            self.output,
+            prompt_tokens_details=details,
+        )
 
 
 # -- OpenAI's shape -> the Messages API -----------------------------------------------------
+
 
 def _bad(param: str, message: str, provider: str) -> InvalidRequestError:
     return InvalidRequestError(f"{param}: {message}", param=param, provider=provider)
 
 
-def anthropic_body_for(model: str, messages: Messages | str, *, provider: str = "Anthropic",
-                       temperature: float | None = None, top_p: float | None = None,
-                       top_k: int | None = None, max_tokens: int | None = None,
-                       stop: str | Sequence[str] | None = None,
-                       tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
-                       parallel_tool_calls: bool | None = None,
-                       reasoning_effort: str | None = None,
-                       thinking: Mapping[str, Any] | None = None, user: str | None = None,
-                       metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+def anthropic_body_for(
+    model: str,
+    messages: Messages | str,
+    *,
+    provider: str = "Anthropic",
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    max_tokens: int | None = None,
+    stop: str | Sequence[str] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: Any = None,
+    parallel_tool_calls: bool | None = None,
+    reasoning_effort: str | None = None,
+    thinking: Mapping[str, Any] | None = None,
+    user: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The Messages API request for an OpenAI-shaped one (see the module docstring)."""
     system, turns = anthropic_messages(validate_messages(messages), provider)
     body: dict[str, Any] = {"model": model, "messages": turns, "stream": True}
@@ -375,12 +469,17 @@ def anthropic_body_for(model: str, messages: Messages | str, *, provider: str = 
         budget = THINKING_BUDGETS.get(reasoning_effort)
         if budget is None:
             if reasoning_effort != "none":
-                raise _bad("reasoning_effort", f"expected one of {', '.join(THINKING_BUDGETS)}"
-                           f" or none, got {reasoning_effort!r}", provider)
+                raise _bad(
+                    "reasoning_effort",
+                    f"expected one of {', '.join(THINKING_BUDGETS)}"
+                    f" or none, got {reasoning_effort!r}",
+                    provider,
+                )
         else:
             thinking = {"type": "enabled", "budget_tokens": budget}
-    budget = (thinking or {}).get("budget_tokens") if (thinking or {}).get(
-        "type") == "enabled" else None
+    budget = (
+        (thinking or {}).get("budget_tokens") if (thinking or {}).get("type") == "enabled" else None
+    )
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS + (budget if isinstance(budget, int) else 0)
     body["max_tokens"] = max_tokens
@@ -407,19 +506,23 @@ def anthropic_body_for(model: str, messages: Messages | str, *, provider: str = 
     if meta:
         extra = [k for k in meta if k != "user_id"]
         if extra:
-            raise _bad(f"metadata.{extra[0]}", "Anthropic's metadata takes user_id only",
-                       provider)
+            raise _bad(f"metadata.{extra[0]}", "Anthropic's metadata takes user_id only", provider)
         body["metadata"] = meta
     return body
 
 
 def _tool(tool: Mapping[str, Any], index: int, provider: str) -> dict[str, Any]:
     if tool.get("type") != "function":
-        raise _bad(f"tools[{index}].type", f"Anthropic takes function tools, not "
-                   f"{tool.get('type')!r}", provider)
+        raise _bad(
+            f"tools[{index}].type",
+            f"Anthropic takes function tools, not {tool.get('type')!r}",
+            provider,
+        )
     function = tool["function"]
-    out: dict[str, Any] = {"name": function["name"], "input_schema": function.get(
-        "parameters") or {"type": "object", "properties": {}}}
+    out: dict[str, Any] = {
+        "name": function["name"],
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
     if function.get("description"):
         out["description"] = function["description"]
     return out
@@ -443,9 +546,9 @@ def _tool_choice(choice: Any, parallel: bool | None, provider: str) -> dict[str,
     return out
 
 
-def anthropic_messages(messages: Sequence[Mapping[str, Any]],
-                       provider: str = "Anthropic") -> tuple[list[dict[str, Any]],
-                                                             list[dict[str, Any]]]:
+def anthropic_messages(
+    messages: Sequence[Mapping[str, Any]], provider: str = "Anthropic"
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(system blocks, messages)`` of the Messages API for OpenAI-shaped messages.
     System and developer messages, wherever they are, join the system blocks in order;
     consecutive turns of one role (tool results and the user's next words) are merged."""
@@ -457,29 +560,45 @@ def anthropic_messages(messages: Sequence[Mapping[str, Any]],
         if message.get("name") is not None:
             raise _bad(f"{where}.name", "Anthropic's messages have no names", provider)
         if role in ("system", "developer"):
-            system.extend(_blocks(message.get("content"), f"{where}.content", provider,
-                                  text_only=True))
+            system.extend(
+                _blocks(message.get("content"), f"{where}.content", provider, text_only=True)
+            )
             continue
         if role == "tool":
-            blocks = [{"type": "tool_result", "tool_use_id": message["tool_call_id"],
-                       "content": _blocks(message.get("content"), f"{where}.content",
-                                          provider, text_only=True)}]
+            blocks = [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": message["tool_call_id"],
+                    "content": _blocks(
+                        message.get("content"), f"{where}.content", provider, text_only=True
+                    ),
+                }
+            ]
             role = "user"
         elif role == "assistant":
-            blocks = _blocks(message.get("content"), f"{where}.content", provider,
-                             text_only=True)
+            blocks = _blocks(message.get("content"), f"{where}.content", provider, text_only=True)
             for j, call in enumerate(message.get("tool_calls") or ()):
                 function = call.get("function") or {}
                 try:
                     arguments = json.loads(function.get("arguments") or "{}")
                 except ValueError:
-                    raise _bad(f"{where}.tool_calls[{j}].function.arguments",
-                               "not valid JSON", provider) from None
+                    raise _bad(
+                        f"{where}.tool_calls[{j}].function.arguments", "not valid JSON", provider
+                    ) from None
                 if not isinstance(arguments, dict):
-                    raise _bad(f"{where}.tool_calls[{j}].function.arguments",
-                               "Anthropic takes a JSON object", provider)
-                blocks.append({"type": "tool_use", "id": call.get("id"),
-                               "name": function.get("name"), "input": arguments})
+                    raise _bad(
+                        f"{where}.tool_calls[{j}].function.arguments",
+                        "Anthropic takes a JSON object",
+                        provider,
+                    )
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id"),
+                        "name": function.get("name"),
+                        "input": arguments,
+                    }
+                )
         elif role == "user":
             blocks = _blocks(message.get("content"), f"{where}.content", provider)
         else:
@@ -491,8 +610,9 @@ def anthropic_messages(messages: Sequence[Mapping[str, Any]],
     return system, turns
 
 
-def _blocks(content: Any, where: str, provider: str,
-            text_only: bool = False) -> list[dict[str, Any]]:
+def _blocks(
+    content: Any, where: str, provider: str, text_only: bool = False
+) -> list[dict[str, Any]]:
     if content is None or content == "":
         return []
     if isinstance(content, str):
@@ -508,8 +628,9 @@ def _blocks(content: Any, where: str, provider: str,
         elif kind == "image_url" and not text_only:
             blocks.append(_image(part.get("image_url") or {}, f"{where}[{j}]", provider))
         else:
-            raise _bad(f"{where}[{j}].type", f"Anthropic cannot take a {kind!r} part here",
-                       provider)
+            raise _bad(
+                f"{where}[{j}].type", f"Anthropic cannot take a {kind!r} part here", provider
+            )
     return blocks
 
 
@@ -520,8 +641,7 @@ def _image(image: Mapping[str, Any], where: str, provider: str) -> dict[str, Any
         media, _, encoding = head.partition(";")
         if encoding != "base64" or not data:
             raise _bad(f"{where}.image_url.url", "a data: URL must be base64", provider)
-        return {"type": "image", "source": {"type": "base64", "media_type": media,
-                                            "data": data}}
+        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     raise _bad(f"{where}.image_url.url", "expected a data: or http(s) URL", provider)
@@ -532,8 +652,14 @@ from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of it
 
 #: Anthropic's facts for the registry (:mod:`llmplex.providers.spec`)
 SPEC = ProviderSpec(
-    name="Anthropic", provider=f"{__name__}:Anthropic", label=Anthropic.label, base_url=_ORIGIN,
-    key_env=(Anthropic.api_key_env,), capabilities=Anthropic.capabilities,
-    models=tuple(Anthropic.models), aliases=Anthropic.model_aliases,
+    name="Anthropic",
+    provider=f"{__name__}:Anthropic",
+    label=Anthropic.label,
+    base_url=_ORIGIN,
+    key_env=(Anthropic.api_key_env,),
+    capabilities=Anthropic.capabilities,
+    models=tuple(Anthropic.models),
+    aliases=Anthropic.model_aliases,
     emulator="llmplex.emulators.anthropic:AnthropicEmulator",
-    emulator_options={"api_key": "sk-ant-emulated"})
+    emulator_options={"api_key": "sk-ant-emulated"},
+)

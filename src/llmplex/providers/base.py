@@ -22,8 +22,14 @@ from ..types import Chunk, JsonConversation, Messages
 if TYPE_CHECKING:  # pragma: no cover
     from ..request import ChatRequest
 
-__all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "BaseProvider", "run_cleanup",
-           "create_upstream", "CLEANUP_TIMEOUT"]
+__all__ = [
+    "AsyncGeneratorProvider",
+    "ProviderModelMixin",
+    "BaseProvider",
+    "run_cleanup",
+    "create_upstream",
+    "CLEANUP_TIMEOUT",
+]
 
 #: seconds an upstream cleanup (DELETE of a chat, cancel of a prediction) may take
 CLEANUP_TIMEOUT = 5.0
@@ -143,11 +149,12 @@ class AsyncGeneratorProvider(BaseProvider):
         """The options this provider takes (its keyword-only parameters, plumbing aside)."""
         cached = cls.__dict__.get("_accepted")
         if cached is None:
-            function = getattr(cls.create_async_generator, "__func__",
-                               cls.create_async_generator)
+            function = getattr(cls.create_async_generator, "__func__", cls.create_async_generator)
             parameters = inspect.signature(function).parameters.values()
-            cached = frozenset(p.name for p in parameters
-                               if p.kind is inspect.Parameter.KEYWORD_ONLY) - _PLUMBING
+            cached = (
+                frozenset(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+                - _PLUMBING
+            )
             cls._accepted = cached  # type: ignore[attr-defined]
         return cached
 
@@ -157,8 +164,7 @@ class AsyncGeneratorProvider(BaseProvider):
         the answer), to pass on to its service."""
         cached = cls.__dict__.get("_takes_deadline")
         if cached is None:
-            function = getattr(cls.create_async_generator, "__func__",
-                               cls.create_async_generator)
+            function = getattr(cls.create_async_generator, "__func__", cls.create_async_generator)
             cached = "total_timeout" in inspect.signature(function).parameters
             cls._takes_deadline = cached  # type: ignore[attr-defined]
         return cached
@@ -177,13 +183,19 @@ class AsyncGeneratorProvider(BaseProvider):
         if name == "stream":
             raise InvalidRequestError(
                 "create_async_generator always streams; create_async gives the whole answer",
-                param=name, provider=cls.get_name())
+                param=name,
+                provider=cls.get_name(),
+            )
         known = sorted(cls.accepted_options())
         suggestions = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(map(repr, suggestions))}?)" if suggestions else ""
         raise InvalidRequestError(
             f"{cls.get_name()} does not take the option {name!r}{hint}; it takes: "
-            f"{', '.join(known)}", param=name, suggestions=suggestions, provider=cls.get_name())
+            f"{', '.join(known)}",
+            param=name,
+            suggestions=suggestions,
+            provider=cls.get_name(),
+        )
 
     @classmethod
     def capabilities_for(cls, model: str | None) -> Capabilities:
@@ -194,8 +206,9 @@ class AsyncGeneratorProvider(BaseProvider):
         return cls.capabilities
 
     @classmethod
-    def missing(cls, request: ChatRequest, emulate: bool = False,
-                model: str | None = None) -> list[tuple[str, str]]:
+    def missing(
+        cls, request: ChatRequest, emulate: bool = False, model: str | None = None
+    ) -> list[tuple[str, str]]:
         """What of ``request`` this provider cannot serve (with ``model``, when given):
         ``(param, need)`` pairs, where ``need`` is a capability (``"tools"``,
         ``"images"``...) or the field's own name. Empty when it can serve all of it. With
@@ -235,8 +248,9 @@ class AsyncGeneratorProvider(BaseProvider):
         if not request.needs:
             return frozenset()
         caps = cls.capabilities_for(model)
-        return frozenset(need for need in request.needs
-                         if need in EMULATABLE and not caps.has(need))
+        return frozenset(
+            need for need in request.needs if need in EMULATABLE and not caps.has(need)
+        )
 
     @classmethod
     def create_async_generator(
@@ -316,8 +330,9 @@ async def run_cleanup(cleanup: Awaitable[Any], timeout: float = CLEANUP_TIMEOUT)
 T = TypeVar("T")
 
 
-async def create_upstream(create: Awaitable[T], undo: Callable[[T], Awaitable[Any]],
-                          timeout: float = CLEANUP_TIMEOUT) -> T:
+async def create_upstream(
+    create: Awaitable[T], undo: Callable[[T], Awaitable[Any]], timeout: float = CLEANUP_TIMEOUT
+) -> T:
     """Await ``create``, a request that makes something upstream (a chat, a prediction),
     and return its result.
 

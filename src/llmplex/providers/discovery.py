@@ -34,9 +34,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DISCOVERY_TIMEOUT", "DISCOVERY_TTL", "FAILURE_TTL", "MAX_DISCOVERED_MODELS",
-           "MAX_DISCOVERY_BYTES", "DiscoveredModel", "ModelCache", "fingerprint",
-           "parse_model_list"]
+__all__ = [
+    "DISCOVERY_TIMEOUT",
+    "DISCOVERY_TTL",
+    "FAILURE_TTL",
+    "MAX_DISCOVERED_MODELS",
+    "MAX_DISCOVERY_BYTES",
+    "DiscoveredModel",
+    "ModelCache",
+    "fingerprint",
+    "parse_model_list",
+]
 
 log = logging.getLogger("llmplex.discovery")
 
@@ -90,11 +98,16 @@ def parse_model_list(data: Any) -> list[DiscoveredModel] | None:
             continue
         created = item.get("created")
         owner = item.get("owned_by")
-        out.setdefault(model_id, DiscoveredModel(
+        out.setdefault(
             model_id,
-            created if isinstance(created, int) and not isinstance(created, bool)
-            and created > 0 else None,
-            owner[:MAX_MODEL_ID] if isinstance(owner, str) and owner else None))
+            DiscoveredModel(
+                model_id,
+                created
+                if isinstance(created, int) and not isinstance(created, bool) and created > 0
+                else None,
+                owner[:MAX_MODEL_ID] if isinstance(owner, str) and owner else None,
+            ),
+        )
     return list(out.values())
 
 
@@ -113,9 +126,14 @@ class ModelCache:
     """Discovered model lists (see the module's docstring). One per
     :class:`~llmplex.routing.Router` (its ``discovered``)."""
 
-    def __init__(self, *, ttl: float = DISCOVERY_TTL, failure_ttl: float = FAILURE_TTL,
-                 timeout: float = DISCOVERY_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float = DISCOVERY_TTL,
+        failure_ttl: float = FAILURE_TTL,
+        timeout: float = DISCOVERY_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl = ttl
         self.failure_ttl = failure_ttl
         self.timeout = timeout
@@ -129,8 +147,12 @@ class ModelCache:
         return f"ModelCache({len(self._entries)} lists)"
 
     @staticmethod
-    def key(provider: str, base_url: str, api_key: str | None = None,
-            headers: Mapping[str, str] | None = None) -> _Key:
+    def key(
+        provider: str,
+        base_url: str,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Key:
         """What a list is cached under: the provider, the base URL and a fingerprint of
         the credentials (the key and the headers, which may carry one)."""
         secrets = [api_key, *(f"{k}:{v}" for k, v in sorted((headers or {}).items()))]
@@ -165,9 +187,16 @@ class ModelCache:
         """``provider`` is not configured (any more): routing stops using its list."""
         self._current.pop(provider, None)
 
-    async def discover(self, cls: Any, *, base_url: str, api_key: str | None = None,
-                       headers: Mapping[str, str] | None = None, proxy: str | None = None,
-                       force: bool = False) -> bool:
+    async def discover(
+        self,
+        cls: Any,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        proxy: str | None = None,
+        force: bool = False,
+    ) -> bool:
         """Make ``cls``'s list for this configuration current, asking its upstream unless
         the cached one is fresh (or ``force``). Returns whether the upstream was asked.
         Never raises for the upstream's failures: they are remembered (:meth:`error`)."""
@@ -195,25 +224,42 @@ class ModelCache:
         future.set_result(entry)
         return True
 
-    async def _fetch(self, cls: Any, key: _Key, base_url: str, api_key: str | None,
-                     headers: Mapping[str, str] | None, proxy: str | None) -> _Entry:
+    async def _fetch(
+        self,
+        cls: Any,
+        key: _Key,
+        base_url: str,
+        api_key: str | None,
+        headers: Mapping[str, str] | None,
+        proxy: str | None,
+    ) -> _Entry:
         from ..errors import LLMplexError
 
         previous = self._entries.get(key)
         try:
             async with asyncio.timeout(self.timeout):
-                models = await cls.fetch_models(base_url=base_url, api_key=api_key,
-                                                headers=headers, proxy=proxy,
-                                                timeout=self.timeout,
-                                                limit=MAX_DISCOVERY_BYTES)
+                models = await cls.fetch_models(
+                    base_url=base_url,
+                    api_key=api_key,
+                    headers=headers,
+                    proxy=proxy,
+                    timeout=self.timeout,
+                    limit=MAX_DISCOVERY_BYTES,
+                )
         except (LLMplexError, TimeoutError, OSError, ValueError) as exc:
             # What the provider's error says is scrubbed of the credentials it carried.
-            reason = "timed out" if isinstance(exc, TimeoutError) and not str(exc) \
+            reason = (
+                "timed out"
+                if isinstance(exc, TimeoutError) and not str(exc)
                 else f"{type(exc).__name__}: {exc}"
-            entry = _Entry(previous.models if previous else None, self.clock(), False,
-                           reason[:300])
-            log.info("model list of %s not discovered (asked again in %gs): %s",
-                     cls.get_name(), self.failure_ttl, entry.error)
+            )
+            entry = _Entry(previous.models if previous else None, self.clock(), False, reason[:300])
+            log.info(
+                "model list of %s not discovered (asked again in %gs): %s",
+                cls.get_name(),
+                self.failure_ttl,
+                entry.error,
+            )
         else:
             entry = _Entry({m.id: m for m in models}, self.clock(), True)
         self._entries[key] = entry

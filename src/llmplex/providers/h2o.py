@@ -129,13 +129,27 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
         ``top_p``, ``top_k``, ``typical_p``, ``stop``, ``seed``.
         """
         cls.reject_unknown(kwargs)
-        options = dict(temperature=temperature, truncate=truncate, max_new_tokens=max_new_tokens,
-                       max_tokens=max_tokens, do_sample=do_sample,
-                       repetition_penalty=repetition_penalty, return_full_text=return_full_text,
-                       top_p=top_p, top_k=top_k, typical_p=typical_p, stop=stop, seed=seed)
+        options = dict(
+            temperature=temperature,
+            truncate=truncate,
+            max_new_tokens=max_new_tokens,
+            max_tokens=max_tokens,
+            do_sample=do_sample,
+            repetition_penalty=repetition_penalty,
+            return_full_text=return_full_text,
+            top_p=top_p,
+            top_k=top_k,
+            typical_p=typical_p,
+            stop=stop,
+            seed=seed,
+        )
         stream = cls.stream_prompt(
-            cls.get_model(model), format_prompt(messages), build_parameters(options),
-            proxy=proxy, timeout=timeout, base_url=base_url,
+            cls.get_model(model),
+            format_prompt(messages),
+            build_parameters(options),
+            proxy=proxy,
+            timeout=timeout,
+            base_url=base_url,
         )
         async with aclosing(stream) as chunks:
             async for chunk in chunks:
@@ -161,8 +175,12 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
         origin = cls.resolve_base_url(base_url, _ORIGIN)
         # chat-ui refuses form POSTs without a same-origin Referer (CSRF), and ties the
         # settings and the conversation to the hf-chat cookie: one Session for everything.
-        headers = {"Accept": "*/*", "Origin": origin, "Referer": origin + "/",
-                   "User-Agent": _USER_AGENT}
+        headers = {
+            "Accept": "*/*",
+            "Origin": origin,
+            "Referer": origin + "/",
+            "User-Agent": _USER_AGENT,
+        }
         async with Session(cls.__name__, proxy=proxy, headers=headers, timeout=timeout) as session:
             if get_root_first:
                 async with session.request("GET", origin + "/") as response:
@@ -171,14 +189,20 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
             conversation_id = await create_upstream(
                 _create_conversation(session, origin, model),
                 lambda made: _delete(session, f"{origin}/conversation/{made}"),
-                min(timeout or CLEANUP_TIMEOUT, CLEANUP_TIMEOUT))
+                min(timeout or CLEANUP_TIMEOUT, CLEANUP_TIMEOUT),
+            )
             url = f"{origin}/conversation/{conversation_id}"
             body = {
                 "inputs": prompt,
                 "parameters": dict(parameters),
                 "stream": True,
-                "options": {"id": str(uuid4()), "response_id": str(uuid4()),
-                            "is_retry": False, "use_cache": False, "web_search_id": ""},
+                "options": {
+                    "id": str(uuid4()),
+                    "response_id": str(uuid4()),
+                    "is_retry": False,
+                    "use_cache": False,
+                    "web_search_id": "",
+                },
             }
             max_new_tokens = parameters.get("max_new_tokens")
             try:
@@ -199,30 +223,37 @@ class H2o(AsyncGeneratorProvider, ProviderModelMixin):
                                 yield tail
                             yield FinishReason(_finish_reason(data, count, max_new_tokens))
                             return
-                raise ResponseError("the stream ended before the answer was complete",
-                                    provider=cls.__name__)
+                raise ResponseError(
+                    "the stream ended before the answer was complete", provider=cls.__name__
+                )
             finally:
                 try:
-                    await run_cleanup(_delete(session, url), min(timeout or CLEANUP_TIMEOUT,
-                                                                 CLEANUP_TIMEOUT))
+                    await run_cleanup(
+                        _delete(session, url), min(timeout or CLEANUP_TIMEOUT, CLEANUP_TIMEOUT)
+                    )
                 except TimeoutError:
                     pass  # best effort: the server drops idle conversations anyway
 
     @classmethod
     async def _accept_settings(cls, session: Session, origin: str, model: str) -> None:
         """Accept the welcome modal: until then chat-ui answers 405 to every POST."""
-        form = {"ethicsModalAccepted": "true", "shareConversationsWithModelAuthors": "true",
-                "activeModel": model}
+        form = {
+            "ethicsModalAccepted": "true",
+            "shareConversationsWithModelAuthors": "true",
+            "activeModel": model,
+        }
         # A SvelteKit form action answers */* with a JSON redirect and text/html with a
         # real 303: both mean success, so redirects are not followed.
-        async with session.request("POST", origin + "/settings", data=form,
-                                   allow_redirects=False) as response:
+        async with session.request(
+            "POST", origin + "/settings", data=form, allow_redirects=False
+        ) as response:
             if response.status >= 300 or response.content_type != "application/json":
                 return
             answer = await session.read_json(response)
         if isinstance(answer, dict) and answer.get("type") in ("error", "failure"):
-            raise ResponseError(f"settings refused: {json.dumps(answer)[:200]}",
-                                provider=cls.__name__)
+            raise ResponseError(
+                f"settings refused: {json.dumps(answer)[:200]}", provider=cls.__name__
+            )
 
 
 def _parse_event(raw: str, provider: str) -> dict[str, Any]:
@@ -248,8 +279,9 @@ async def _create_conversation(session: Session, origin: str, model: str) -> str
     created = await session.json("POST", origin + "/conversation", json={"model": model})
     conversation_id = created.get("conversationId") if isinstance(created, dict) else None
     if not isinstance(conversation_id, str) or not conversation_id:
-        raise ResponseError(f"no conversationId in {str(created)[:200]!r}",
-                            provider=session.provider)
+        raise ResponseError(
+            f"no conversationId in {str(created)[:200]!r}", provider=session.provider
+        )
     return conversation_id
 
 
@@ -266,8 +298,14 @@ from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of it
 
 #: H2o's facts for the registry (:mod:`llmplex.providers.spec`)
 SPEC = ProviderSpec(
-    name="H2o", provider=f"{__name__}:H2o", label=H2o.label, base_url=_ORIGIN,
-    key_env=(), capabilities=H2o.capabilities,
-    models=tuple(H2o.models), aliases=H2o.model_aliases,
+    name="H2o",
+    provider=f"{__name__}:H2o",
+    label=H2o.label,
+    base_url=_ORIGIN,
+    key_env=(),
+    capabilities=H2o.capabilities,
+    models=tuple(H2o.models),
+    aliases=H2o.model_aliases,
     emulator="llmplex.emulators.h2o:H2oEmulator",
-    emulator_options={})
+    emulator_options={},
+)

@@ -75,7 +75,9 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         if not base:
             raise InvalidRequestError(
                 f"base_url is required (e.g. http://localhost:11434/v1), or set "
-                f"LLMPLEX_{cls.get_name().upper()}_BASE_URL", provider=cls.get_name())
+                f"LLMPLEX_{cls.get_name().upper()}_BASE_URL",
+                provider=cls.get_name(),
+            )
         return base
 
     @classmethod
@@ -88,31 +90,53 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         elif cls.needs_auth and not any(h.lower() == "authorization" for h in result):
             raise MissingAuthError(
                 f"no API key: pass api_key= or set the environment variable {cls.api_key_env}",
-                provider=cls.get_name())
+                provider=cls.get_name(),
+            )
         return result
 
     @classmethod
     async def create_async_generator(
-        cls, model: str, messages: Messages | str, *,
-        proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
-        base_url: str | None = None, api_key: str | None = None,
-        headers: Mapping[str, str] | None = None, extra_body: Mapping[str, Any] | None = None,
+        cls,
+        model: str,
+        messages: Messages | str,
+        *,
+        proxy: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         # OpenAI's fields, forwarded as given (the server checks them):
-        temperature: float | None = None, top_p: float | None = None,
-        max_tokens: int | None = None, max_completion_tokens: int | None = None,
-        stop: str | list[str] | None = None, seed: int | None = None,
-        presence_penalty: float | None = None, frequency_penalty: float | None = None,
-        n: int | None = None, logprobs: bool | None = None, top_logprobs: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        n: int | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         logit_bias: Mapping[str, float] | None = None,
-        tools: list[Mapping[str, Any]] | None = None, tool_choice: Any = None,
-        parallel_tool_calls: bool | None = None, functions: list[Any] | None = None,
-        function_call: Any = None, response_format: Mapping[str, Any] | None = None,
-        reasoning_effort: str | None = None, service_tier: str | None = None,
-        user: str | None = None, safety_identifier: str | None = None,
-        prompt_cache_key: str | None = None, metadata: Mapping[str, str] | None = None,
-        store: bool | None = None, modalities: list[str] | None = None,
-        audio: Mapping[str, Any] | None = None, prediction: Mapping[str, Any] | None = None,
-        verbosity: str | None = None, web_search_options: Mapping[str, Any] | None = None,
+        tools: list[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None,
+        functions: list[Any] | None = None,
+        function_call: Any = None,
+        response_format: Mapping[str, Any] | None = None,
+        reasoning_effort: str | None = None,
+        service_tier: str | None = None,
+        user: str | None = None,
+        safety_identifier: str | None = None,
+        prompt_cache_key: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        store: bool | None = None,
+        modalities: list[str] | None = None,
+        audio: Mapping[str, Any] | None = None,
+        prediction: Mapping[str, Any] | None = None,
+        verbosity: str | None = None,
+        web_search_options: Mapping[str, Any] | None = None,
         stream_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[Chunk]:
@@ -128,10 +152,13 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         model = cls.get_model(model)
         if not model:
             raise InvalidRequestError("a model name is required", provider=name, param="model")
-        if stop is not None and not (isinstance(stop, str) or (
-                isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop))):
-            raise InvalidRequestError("stop must be a string or a list of strings",
-                                      provider=name, param="stop")
+        if stop is not None and not (
+            isinstance(stop, str)
+            or (isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop))
+        ):
+            raise InvalidRequestError(
+                "stop must be a string or a list of strings", provider=name, param="stop"
+            )
         given = locals()
         body: dict[str, Any] = {
             "model": model,
@@ -154,8 +181,9 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         # The Session scrubs every secret these headers carry from the errors it lets out.
         reader = _Reader(name)
         done = False
-        async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout,
-                           stateless=True) as s:
+        async with Session(
+            name, proxy=proxy, headers=request_headers, timeout=timeout, stateless=True
+        ) as s:
             async with s.request("POST", url, json=body) as response:
                 if response.content_type == "application/json":
                     # A server that ignores "stream" answers with one chat.completion.
@@ -171,9 +199,9 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
                             try:
                                 data = event.json()
                             except ValueError:
-                                raise ResponseError(f"malformed stream event: "
-                                                    f"{event.data[:200]!r}",
-                                                    provider=name) from None
+                                raise ResponseError(
+                                    f"malformed stream event: {event.data[:200]!r}", provider=name
+                                ) from None
                             if event.event == "error":  # a named SSE error event
                                 data = {"error": data or "error event"}
                             for item in reader.chunk(data):
@@ -182,8 +210,9 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
                         if not reader.finish:
                             raise  # else the answer was complete: a lost [DONE] is harmless
         if not done and not reader.finish:
-            raise ResponseError("stream ended early (no finish_reason and no [DONE])",
-                                provider=name)
+            raise ResponseError(
+                "stream ended early (no finish_reason and no [DONE])", provider=name
+            )
         for item in reader.tail():
             yield item
         if reader.usage is not None:
@@ -193,11 +222,19 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     async def create_embeddings(
-        cls, model: str, input: Any, *, dimensions: int | None = None,
-        encoding_format: str | None = None, user: str | None = None,
-        extra_body: Mapping[str, Any] | None = None, base_url: str | None = None,
-        api_key: str | None = None, proxy: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT, headers: Mapping[str, str] | None = None,
+        cls,
+        model: str,
+        input: Any,
+        *,
+        dimensions: int | None = None,
+        encoding_format: str | None = None,
+        user: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        proxy: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """``POST {base_url}/embeddings``: the service's answer (OpenAI's
@@ -208,17 +245,22 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         (``temperature``...) are an error, as is a provider without embeddings."""
         name = cls.get_name()
         if not cls.embeddings:
-            raise InvalidRequestError("no embeddings API", provider=name,
-                                      param="model")
+            raise InvalidRequestError("no embeddings API", provider=name, param="model")
         if kwargs:
             unknown = ", ".join(sorted(kwargs))
-            raise InvalidRequestError(f"embeddings take no option {unknown}", provider=name,
-                                      param=next(iter(sorted(kwargs))))
+            raise InvalidRequestError(
+                f"embeddings take no option {unknown}",
+                provider=name,
+                param=next(iter(sorted(kwargs))),
+            )
         if not model:
             raise InvalidRequestError("a model name is required", provider=name, param="model")
         body: dict[str, Any] = {"model": model, "input": input}
-        for key, value in (("dimensions", dimensions), ("encoding_format", encoding_format),
-                           ("user", user)):
+        for key, value in (
+            ("dimensions", dimensions),
+            ("encoding_format", encoding_format),
+            ("user", user),
+        ):
             if value is not None:
                 body[key] = value
         for key, value in (extra_body or {}).items():
@@ -227,8 +269,7 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
             else:
                 body[key] = value
         request_headers = cls._headers(api_key, headers)
-        async with Session(name, proxy=proxy, headers=request_headers,
-                           timeout=timeout) as session:
+        async with Session(name, proxy=proxy, headers=request_headers, timeout=timeout) as session:
             data = await session.json("POST", cls._base(base_url) + "/embeddings", json=body)
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise ResponseError("invalid embeddings answer (no 'data' array)", provider=name)
@@ -236,28 +277,39 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     async def list_models(
-        cls, *, base_url: str | None = None, api_key: str | None = None,
-        proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+        cls,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        proxy: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
         headers: Mapping[str, str] | None = None,
     ) -> list[str]:
         """The model ids the server lists at ``GET {base_url}/models``."""
-        models = await cls.fetch_models(base_url=base_url, api_key=api_key, proxy=proxy,
-                                        timeout=timeout, headers=headers)
+        models = await cls.fetch_models(
+            base_url=base_url, api_key=api_key, proxy=proxy, timeout=timeout, headers=headers
+        )
         return [m.id for m in models]
 
     @classmethod
     async def fetch_models(
-        cls, *, base_url: str | None = None, api_key: str | None = None,
-        proxy: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
-        headers: Mapping[str, str] | None = None, limit: int = MAX_BODY_BYTES,
+        cls,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        proxy: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+        limit: int = MAX_BODY_BYTES,
     ) -> list[DiscoveredModel]:
         """The models the server lists at ``GET {base_url}/models``, with ``created`` and
         ``owned_by`` where it gives them; a body over ``limit`` bytes is not read (an
         error), and at most :data:`~llmplex.providers.discovery.MAX_DISCOVERED_MODELS`
         are kept."""
         request_headers = cls._headers(api_key, headers)
-        async with Session(cls.get_name(), proxy=proxy, headers=request_headers,
-                           timeout=timeout) as session:
+        async with Session(
+            cls.get_name(), proxy=proxy, headers=request_headers, timeout=timeout
+        ) as session:
             data = await session.json("GET", cls._base(base_url) + "/models", limit=limit)
         models = parse_model_list(data)
         if models is None:
@@ -267,16 +319,48 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
 
 #: OpenAI fields forwarded from create_async_generator's keyword arguments
 _FORWARDED = (
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
-    "presence_penalty", "frequency_penalty", "n", "logprobs", "top_logprobs", "logit_bias",
-    "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
-    "response_format", "reasoning_effort", "service_tier", "user", "safety_identifier",
-    "prompt_cache_key", "metadata", "store", "modalities", "audio", "prediction", "verbosity",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+    "response_format",
+    "reasoning_effort",
+    "service_tier",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+    "metadata",
+    "store",
+    "modalities",
+    "audio",
+    "prediction",
+    "verbosity",
     "web_search_options",
 )
 #: message keys OpenAI's API defines (others are llmplex's bookkeeping, not sent)
-_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "refusal", "audio",
-                 "function_call")
+_MESSAGE_KEYS = (
+    "role",
+    "content",
+    "name",
+    "tool_calls",
+    "tool_call_id",
+    "refusal",
+    "audio",
+    "function_call",
+)
 
 
 def _wire_message(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -299,9 +383,13 @@ def _usage(data: dict[str, Any]) -> Usage | None:
         return None  # a server's odd usage object must not break a good answer
     details = raw.get("prompt_tokens_details")
     more = raw.get("completion_tokens_details")
-    return Usage(prompt, completion, total,
-                 prompt_tokens_details=details if isinstance(details, dict) else None,
-                 completion_tokens_details=more if isinstance(more, dict) else None)
+    return Usage(
+        prompt,
+        completion,
+        total,
+        prompt_tokens_details=details if isinstance(details, dict) else None,
+        completion_tokens_details=more if isinstance(more, dict) else None,
+    )
 
 
 class _Reader:
@@ -322,12 +410,15 @@ class _Reader:
 
     def _check(self, data: Any, what: str) -> dict[str, Any]:
         if not isinstance(data, dict):
-            raise ResponseError(f"unexpected {what} data: {str(data)[:200]!r}",
-                                provider=self.provider)
+            raise ResponseError(
+                f"unexpected {what} data: {str(data)[:200]!r}", provider=self.provider
+            )
         if data.get("error"):
             error = data["error"]
-            raise StreamError(str(error.get("message") or error) if isinstance(error, dict)
-                              else str(error), provider=self.provider)
+            raise StreamError(
+                str(error.get("message") or error) if isinstance(error, dict) else str(error),
+                provider=self.provider,
+            )
         return data
 
     def _meta(self, data: dict[str, Any]) -> ResponseMeta | None:
@@ -336,9 +427,11 @@ class _Reader:
         fingerprint = data.get("system_fingerprint")
         tier = data.get("service_tier")
         if model or fingerprint or tier:
-            return ResponseMeta(model if isinstance(model, str) else None,
-                                fingerprint if isinstance(fingerprint, str) else None,
-                                tier if isinstance(tier, str) else None)
+            return ResponseMeta(
+                model if isinstance(model, str) else None,
+                fingerprint if isinstance(fingerprint, str) else None,
+                tier if isinstance(tier, str) else None,
+            )
         return None
 
     def chunk(self, data: Any) -> list[Chunk]:
@@ -387,8 +480,7 @@ class _Reader:
                 out.append(ReasoningDelta(reasoning, index))
         content = delta.get("content")
         if content and isinstance(content, str):
-            content = self.text.feed(content) if index == 0 else self._fix(("text", index),
-                                                                          content)
+            content = self.text.feed(content) if index == 0 else self._fix(("text", index), content)
             if content:
                 out.append(content if index == 0 else ChoiceText(content, index))
         refusal = delta.get("refusal")
@@ -408,10 +500,14 @@ class _Reader:
                 function = {}
             arguments = function.get("arguments")
             position = call.get("index") or 0
-            arguments = self._fix(("arguments", index, position), arguments) \
-                if isinstance(arguments, str) else ""
-            out.append(ToolCallDelta(position, call.get("id"), function.get("name"), arguments,
-                                     index))
+            arguments = (
+                self._fix(("arguments", index, position), arguments)
+                if isinstance(arguments, str)
+                else ""
+            )
+            out.append(
+                ToolCallDelta(position, call.get("id"), function.get("name"), arguments, index)
+            )
 
     def tail(self) -> list[Chunk]:
         """At the end of the answer: a surrogate half still held, as U+FFFD."""
@@ -447,15 +543,18 @@ class _Reader:
             if isinstance(message, dict):
                 calls = message.get("tool_calls")
                 if isinstance(calls, list):  # whole calls carry no "index": number them
-                    message = {**message, "tool_calls": [
-                        {**c, "index": i} for i, c in enumerate(calls) if isinstance(c, dict)]}
+                    message = {
+                        **message,
+                        "tool_calls": [
+                            {**c, "index": i} for i, c in enumerate(calls) if isinstance(c, dict)
+                        ],
+                    }
                 self.parts(out, message, choice.get("logprobs"), index)
             reason = choice.get("finish_reason")
             if reason:
                 self.finish[index] = reason
         if not self.finish:
-            raise ResponseError("invalid chat.completion: no finish_reason",
-                                provider=self.provider)
+            raise ResponseError("invalid chat.completion: no finish_reason", provider=self.provider)
         self.usage = _usage(data)
         return out
 
@@ -463,12 +562,23 @@ class _Reader:
 @functools.cache
 def _build(name: str) -> type[OpenAICompatible]:
     e = ENDPOINTS[name]
-    attrs = dict(label=e.label, url=e.url, default_model=e.default_model, models=list(e.models),
-                 needs_auth=e.needs_auth,
-                 working=True, capabilities=e.capabilities, default_base_url=e.base_url, api_key_env=e.api_key_env,
-                 local=e.local, api_endpoint=e.base_url + "/chat/completions",
-                 embeddings=e.embeddings, embedding_models=e.embedding_models,
-                 __module__=__name__, __doc__=f"{e.label}: OpenAI-compatible API at {e.base_url}.")
+    attrs = dict(
+        label=e.label,
+        url=e.url,
+        default_model=e.default_model,
+        models=list(e.models),
+        needs_auth=e.needs_auth,
+        working=True,
+        capabilities=e.capabilities,
+        default_base_url=e.base_url,
+        api_key_env=e.api_key_env,
+        local=e.local,
+        api_endpoint=e.base_url + "/chat/completions",
+        embeddings=e.embeddings,
+        embedding_models=e.embedding_models,
+        __module__=__name__,
+        __doc__=f"{e.label}: OpenAI-compatible API at {e.base_url}.",
+    )
     return type(e.name, (OpenAICompatible,), attrs)
 
 
@@ -494,7 +604,12 @@ from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of it
 #: OpenAICompatible's facts for the registry (:mod:`llmplex.providers.spec`); the OpenAI
 #: emulator stands in for it
 SPEC = ProviderSpec(
-    name="OpenAICompatible", provider=f"{__name__}:OpenAICompatible",
-    label=OpenAICompatible.label, capabilities=OpenAICompatible.capabilities,
-    emulator="llmplex.emulators.openai:OpenAIEmulator", emulator_service="openai",
-    emulator_path="/v1", emulator_options={"api_key": "sk-emulated"})
+    name="OpenAICompatible",
+    provider=f"{__name__}:OpenAICompatible",
+    label=OpenAICompatible.label,
+    capabilities=OpenAICompatible.capabilities,
+    emulator="llmplex.emulators.openai:OpenAIEmulator",
+    emulator_service="openai",
+    emulator_path="/v1",
+    emulator_options={"api_key": "sk-emulated"},
+)

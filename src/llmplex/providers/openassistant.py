@@ -56,7 +56,7 @@ DEFAULT_SAMPLING: dict[str, float | int | None] = {
 _EMPTY_BODY_MESSAGES = {
     401: "the session cookie was refused: log in to open-assistant.io again and re-export it",
     403: "the session cookie was refused (missing, expired or banned): log in to "
-         "open-assistant.io again and re-export its cookies",
+    "open-assistant.io again and re-export its cookies",
     404: "the chat feature is disabled on this server",
 }
 
@@ -113,9 +113,14 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
         cls.reject_unknown(kwargs)
         model = cls.get_model(model)
         prompt = format_prompt(messages)
-        given = {"top_k": top_k, "top_p": top_p, "typical_p": typical_p,
-                 "temperature": temperature, "repetition_penalty": repetition_penalty,
-                 "max_new_tokens": max_new_tokens if max_new_tokens is not None else max_tokens}
+        given = {
+            "top_k": top_k,
+            "top_p": top_p,
+            "typical_p": typical_p,
+            "temperature": temperature,
+            "repetition_penalty": repetition_penalty,
+            "max_new_tokens": max_new_tokens if max_new_tokens is not None else max_tokens,
+        }
         sampling = {k: v if v is not None else DEFAULT_SAMPLING[k] for k, v in given.items()}
         try:
             jar = dict(cookies) if cookies is not None else load_cookies(_DOMAIN)
@@ -124,27 +129,49 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
         if not jar:
             raise MissingAuthError(_missing_cookies_message(), provider=cls.__name__)
         api = cls.resolve_base_url(base_url, _ORIGIN) + "/api/chat"
-        async with Session(cls.__name__, proxy=proxy, cookies=jar, timeout=timeout,
-                           headers={"Accept": "application/json"}) as session:
+        async with Session(
+            cls.__name__,
+            proxy=proxy,
+            cookies=jar,
+            timeout=timeout,
+            headers={"Accept": "application/json"},
+        ) as session:
             chat_id = await create_upstream(
                 _create_chat(session, api),
-                lambda made: _delete(session, api, made, strict=False), DELETE_TIMEOUT + 1)
+                lambda made: _delete(session, api, made, strict=False),
+                DELETE_TIMEOUT + 1,
+            )
             finished = False
             try:
-                prompter = await _call(session, "POST", api + "/prompter_message", json={
-                    "chat_id": chat_id, "content": prompt, "parent_id": None})
-                assistant = await _call(session, "POST", api + "/assistant_message", json={
+                prompter = await _call(
+                    session,
+                    "POST",
+                    api + "/prompter_message",
+                    json={"chat_id": chat_id, "content": prompt, "parent_id": None},
+                )
+                assistant = await _call(
+                    session,
+                    "POST",
+                    api + "/assistant_message",
+                    json={
+                        "chat_id": chat_id,
+                        "parent_id": _field(prompter, "id", "prompter message"),
+                        "model_config_name": model,
+                        "sampling_parameters": sampling,
+                        "plugins": [],
+                    },
+                )
+                params = {
                     "chat_id": chat_id,
-                    "parent_id": _field(prompter, "id", "prompter message"),
-                    "model_config_name": model,
-                    "sampling_parameters": sampling,
-                    "plugins": [],
-                })
-                params = {"chat_id": chat_id,
-                          "message_id": _field(assistant, "id", "assistant message")}
-                async with session.request("POST", api + "/events", params=params,
-                                           explain=_EMPTY_BODY_MESSAGES,
-                                           headers={"Accept": "text/event-stream"}) as response:
+                    "message_id": _field(assistant, "id", "assistant message"),
+                }
+                async with session.request(
+                    "POST",
+                    api + "/events",
+                    params=params,
+                    explain=_EMPTY_BODY_MESSAGES,
+                    headers={"Accept": "text/event-stream"},
+                ) as response:
                     streamed = False
                     pieces = Surrogates()  # emoji may come as two \ud8xx escapes in two events
                     async for event in session.sse(response):
@@ -166,14 +193,19 @@ class OpenAssistant(AsyncGeneratorProvider, ProviderModelMixin):
                             finished = True
                             return
                         elif kind == "error":
-                            raise StreamError(f"error event: {data.get('error') or 'unknown'}",
-                                              provider=session.provider)
+                            raise StreamError(
+                                f"error event: {data.get('error') or 'unknown'}",
+                                provider=session.provider,
+                            )
                         # pending, safe_prompt, plugin_intermediate: progress, not text
-                raise ResponseError("the event stream ended before the answer was complete",
-                                    provider=session.provider)
+                raise ResponseError(
+                    "the event stream ended before the answer was complete",
+                    provider=session.provider,
+                )
             finally:
-                await run_cleanup(_delete(session, api, chat_id, strict=finished),
-                                  DELETE_TIMEOUT + 1)  # _delete bounds itself first
+                await run_cleanup(
+                    _delete(session, api, chat_id, strict=finished), DELETE_TIMEOUT + 1
+                )  # _delete bounds itself first
 
 
 def _missing_cookies_message() -> str:
@@ -217,8 +249,9 @@ async def _delete(session: Session, api: str, chat_id: str, *, strict: bool) -> 
     only logged: it must not replace the error or cancellation already under way."""
     try:
         async with asyncio.timeout(DELETE_TIMEOUT):
-            async with session.request("DELETE", api, params={"chat_id": chat_id},
-                                       explain=_EMPTY_BODY_MESSAGES) as response:
+            async with session.request(
+                "DELETE", api, params={"chat_id": chat_id}, explain=_EMPTY_BODY_MESSAGES
+            ) as response:
                 await response.read()
     except (LLMplexError, TimeoutError) as exc:
         if strict:
@@ -233,8 +266,14 @@ from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of it
 
 #: OpenAssistant's facts for the registry (:mod:`llmplex.providers.spec`)
 SPEC = ProviderSpec(
-    name="OpenAssistant", provider=f"{__name__}:OpenAssistant", label=OpenAssistant.label, base_url=_ORIGIN,
-    key_env=(), capabilities=OpenAssistant.capabilities,
-    models=tuple(OpenAssistant.models), aliases=OpenAssistant.model_aliases,
+    name="OpenAssistant",
+    provider=f"{__name__}:OpenAssistant",
+    label=OpenAssistant.label,
+    base_url=_ORIGIN,
+    key_env=(),
+    capabilities=OpenAssistant.capabilities,
+    models=tuple(OpenAssistant.models),
+    aliases=OpenAssistant.model_aliases,
     emulator="llmplex.emulators.openassistant:OpenAssistantEmulator",
-    emulator_options={"cookies": {"next-auth.session-token": "emulated-session"}})
+    emulator_options={"cookies": {"next-auth.session-token": "emulated-session"}},
+)

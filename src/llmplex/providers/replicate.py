@@ -187,13 +187,24 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
             try:
                 given = ModelSchema.parse(model, schema)
             except (ValueError, AttributeError, TypeError) as exc:
-                raise InvalidRequestError(f"schema: {exc}", param="schema",
-                                          provider=cls.__name__) from None
+                raise InvalidRequestError(
+                    f"schema: {exc}", param="schema", provider=cls.__name__
+                ) from None
         options = filter_none(
-            system_prompt=system_prompt, max_tokens=max_tokens, temperature=temperature,
-            top_p=top_p, top_k=top_k, presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty, seed=seed, stop=stop, tools=tools,
-            tool_choice=tool_choice, reasoning_effort=reasoning_effort, verbosity=verbosity)
+            system_prompt=system_prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            seed=seed,
+            stop=stop,
+            tools=tools,
+            tool_choice=tool_choice,
+            reasoning_effort=reasoning_effort,
+            verbosity=verbosity,
+        )
         if given is not None:  # a bad request is refused before anything is sent
             build_input(given, messages, options, extra_data)
         # A fresh dict per call: the caller's mapping is never mutated or shared.
@@ -222,7 +233,8 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
             prediction = await create_upstream(
                 _create_prediction(session, endpoint, body, model, create_headers),
                 lambda made: _cancel(session, _cancel_url(made, api), cls.cancel_timeout),
-                undo_within)
+                undo_within,
+            )
             cancel_url = _cancel_url(prediction, api)
             reader = OutputReader(tools="tools" in body["input"])
             run = _Run(session, api, name, prediction)
@@ -239,8 +251,7 @@ class Replicate(AsyncGeneratorProvider, ProviderModelMixin):
                         raise _refused(stream_url, "stream", api, name)
                     # The stream read here, not through a generator of its own: one layer
                     # less per chunk (_Run.event says what the other events mean).
-                    async with session.request("GET", stream_url,
-                                               headers=_SSE_HEADERS) as response:
+                    async with session.request("GET", stream_url, headers=_SSE_HEADERS) as response:
                         async for event in session.sse(response):
                             if event.event == "output":
                                 piece = event.data
@@ -306,8 +317,9 @@ class _Run:
         no answer text (None)."""
         if event.event == "error":
             self.finished = True  # the prediction failed: nothing to cancel
-            raise StreamError(f"prediction failed: {_error_detail(event.data)}",
-                              provider=self.provider)
+            raise StreamError(
+                f"prediction failed: {_error_detail(event.data)}", provider=self.provider
+            )
         if event.event == "done":
             reason = _done_reason(event.data, self.provider)
             self.finished = True
@@ -324,11 +336,12 @@ class _Run:
         while True:
             prediction = self.prediction
             if not isinstance(prediction, dict):
-                raise ResponseError(f"invalid prediction: {str(prediction)[:200]!r}",
-                                    provider=self.provider)
+                raise ResponseError(
+                    f"invalid prediction: {str(prediction)[:200]!r}", provider=self.provider
+                )
             text = _output_text(prediction.get("output"))
             if text.startswith(said) and len(text) > len(said):
-                yield text[len(said):]
+                yield text[len(said) :]
                 said = text
             status = prediction.get("status")
             if status in ("succeeded", "failed", "canceled"):
@@ -351,7 +364,7 @@ class _Run:
                 async with asyncio.timeout(limit):
                     async with self.session.request("GET", self.get_url()) as response:
                         latest = await self.session.read_json(response)
-            except Exception:  # noqa: BLE001 - usage is a courtesy: the answer is complete
+            except Exception:  # usage is a courtesy: the answer is complete
                 return None
             metrics = latest.get("metrics") if isinstance(latest, dict) else None
         if not isinstance(metrics, dict):
@@ -373,11 +386,17 @@ def _output_text(output: Any) -> str:
     return json.dumps(output)
 
 
-async def _create_prediction(session: Session, endpoint: str, body: dict[str, Any],
-                             model: str, headers: Mapping[str, str]) -> Any:
+async def _create_prediction(
+    session: Session, endpoint: str, body: dict[str, Any], model: str, headers: Mapping[str, str]
+) -> Any:
     # 404 here means the owner/name does not exist (or is not visible to us).
-    async with session.request("POST", endpoint, json=body, headers=dict(headers),
-                               messages={404: f"Model not found: {model}"}) as response:
+    async with session.request(
+        "POST",
+        endpoint,
+        json=body,
+        headers=dict(headers),
+        messages={404: f"Model not found: {model}"},
+    ) as response:
         return await session.read_json(response)
 
 
@@ -399,7 +418,10 @@ def trusted_url(url: str, kind: str, base: str) -> bool:
         return False
     origin = _parse(base)
     if origin is not None and (target.scheme, target.host, target.port) == (
-            origin.scheme, origin.host, origin.port):
+        origin.scheme,
+        origin.host,
+        origin.port,
+    ):
         return True
     host = target.host or ""
     if target.scheme != "https" or target.port != 443:
@@ -427,7 +449,8 @@ def _refused(url: str, kind: str, base: str, provider: str) -> ResponseError:
         f"refusing to follow the prediction's urls.{kind} to {where[:200]}: the API token "
         f"is only sent to Replicate's own hosts ({', '.join(sorted(_STREAM_HOSTS))}, "
         f"stream*.replicate.net) and the configured base URL's origin {_origin(base)}",
-        provider=provider)
+        provider=provider,
+    )
 
 
 def _origin(base: str) -> str:
@@ -487,7 +510,7 @@ async def _cancel(session: Session, url: str | None, limit: float) -> None:
 
     try:
         await run_cleanup(post(), limit)
-    except Exception:  # noqa: BLE001 - cleanup must not replace the real outcome
+    except Exception:  # cleanup must not replace the real outcome
         pass
 
 
@@ -496,8 +519,14 @@ from .spec import ProviderSpec  # noqa: E402  (kept with the spec, a block of it
 
 #: Replicate's facts for the registry (:mod:`llmplex.providers.spec`)
 SPEC = ProviderSpec(
-    name="Replicate", provider=f"{__name__}:Replicate", label=Replicate.label, base_url=_ORIGIN,
-    key_env=(_TOKEN_ENV,), capabilities=Replicate.capabilities,
-    models=tuple(Replicate.models), aliases=Replicate.model_aliases,
+    name="Replicate",
+    provider=f"{__name__}:Replicate",
+    label=Replicate.label,
+    base_url=_ORIGIN,
+    key_env=(_TOKEN_ENV,),
+    capabilities=Replicate.capabilities,
+    models=tuple(Replicate.models),
+    aliases=Replicate.model_aliases,
     emulator="llmplex.emulators.replicate:ReplicateEmulator",
-    emulator_options={"api_key": "r8_emulated"})
+    emulator_options={"api_key": "r8_emulated"},
+)

@@ -55,8 +55,12 @@ _IMAGE = ("image", "image_input")
 _PROVIDER = "Replicate"
 
 
-def build_input(schema: ModelSchema, messages: Any, options: Mapping[str, Any],
-                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_input(
+    schema: ModelSchema,
+    messages: Any,
+    options: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The ``input`` of a prediction of ``schema.model``. ``options`` holds the set options
     (``system_prompt``, ``max_tokens``, ``stop``, ``tools``, ``tool_choice``, sampling...)."""
     data: dict[str, Any] = {}
@@ -65,12 +69,15 @@ def build_input(schema: ModelSchema, messages: Any, options: Mapping[str, Any],
     system += [_text(m, i) for i, m in enumerate(items) if m["role"] in ("system", "developer")]
     turns = [(i, m) for i, m in enumerate(items) if m["role"] not in ("system", "developer")]
     if not turns:  # only instructions: they are the question
-        turns, system = [(i, {"role": "user", "content": _text(m, i)})
-                         for i, m in enumerate(items)], []
+        turns, system = (
+            [(i, {"role": "user", "content": _text(m, i)}) for i, m in enumerate(items)],
+            [],
+        )
     several = len(turns) > 1 or any(m["role"] != "user" for _, m in turns)
     if several and "messages" in schema.inputs:
-        data["messages"] = ([{"role": "system", "content": "\n".join(system)}] if system
-                            else []) + [_message(m, i) for i, m in turns]
+        data["messages"] = (
+            [{"role": "system", "content": "\n".join(system)}] if system else []
+        ) + [_message(m, i) for i, m in turns]
     else:
         images: list[tuple[str, str]] = []  # (URL, where it was)
         rendered = [(m["role"], _text(m, i, images)) for i, m in turns]
@@ -98,8 +105,9 @@ def build_input(schema: ModelSchema, messages: Any, options: Mapping[str, Any],
 
 
 #: a Llama 3 chat template's system turn (its text in between)
-_LLAMA3_SYSTEM = re.compile(r"(<\|start_header_id\|>system<\|end_header_id\|>\n\n)(.*?)(<\|eot_id\|>)",
-                            re.DOTALL)
+_LLAMA3_SYSTEM = re.compile(
+    r"(<\|start_header_id\|>system<\|end_header_id\|>\n\n)(.*?)(<\|eot_id\|>)", re.DOTALL
+)
 
 
 def _template_with(schema: ModelSchema, system: str) -> str | None:
@@ -107,13 +115,17 @@ def _template_with(schema: ModelSchema, system: str) -> str | None:
     the template has one (Llama 3's) and the text is safe in a template (no braces, which
     the model reads as placeholders); else None (the text goes into the prompt)."""
     default = schema.inputs.get("prompt_template", {}).get("default")
-    if not isinstance(default, str) or "{prompt}" not in default or "{" in system or (
-            "}" in system):
+    if (
+        not isinstance(default, str)
+        or "{prompt}" not in default
+        or "{" in system
+        or ("}" in system)
+    ):
         return None
     found = _LLAMA3_SYSTEM.search(default)
     if found is None:
         return None
-    return default[:found.start(2)] + system + default[found.end(2):]
+    return default[: found.start(2)] + system + default[found.end(2) :]
 
 
 def _limits(schema: ModelSchema, options: Mapping[str, Any], data: dict[str, Any]) -> None:
@@ -127,8 +139,10 @@ def _limits(schema: ModelSchema, options: Mapping[str, Any], data: dict[str, Any
             if any("," in s for s in stops):  # the model splits the string at commas
                 raise InvalidRequestError(
                     f"stop: {schema.model} takes stop sequences as one comma-separated "
-                    "string, so a sequence cannot contain a comma", param="stop",
-                    provider=_PROVIDER)
+                    "string, so a sequence cannot contain a comma",
+                    param="stop",
+                    provider=_PROVIDER,
+                )
             data[name] = ",".join(stops)
         else:
             data[name] = stops if schema.inputs[name].get("type") == "array" else ",".join(stops)
@@ -141,25 +155,32 @@ def _tools(schema: ModelSchema, options: Mapping[str, Any], data: dict[str, Any]
         raise InvalidRequestError(
             f"tool_choice: {schema.model} chooses its tool calls itself (only 'auto' or "
             "'none'); llmplex can emulate other choices through the prompt on a text-only "
-            "route", param="tool_choice", provider=_PROVIDER)
+            "route",
+            param="tool_choice",
+            provider=_PROVIDER,
+        )
     if not tools or choice == "none":
         return
     _need(schema, "tools", option="tools")
     functions = [t for t in tools if t.get("type") == "function"]
     if len(functions) != len(tools):
-        raise InvalidRequestError(f"tools: {schema.model} takes function tools only",
-                                  param="tools", provider=_PROVIDER)
+        raise InvalidRequestError(
+            f"tools: {schema.model} takes function tools only", param="tools", provider=_PROVIDER
+        )
     data["tools"] = [dict(t) for t in functions]
 
 
-def _text(message: Mapping[str, Any], index: int,
-          images: list[tuple[str, str]] | None = None) -> str:
+def _text(
+    message: Mapping[str, Any], index: int, images: list[tuple[str, str]] | None = None
+) -> str:
     """A message's text; its image URLs go to ``images`` (None: images are refused)."""
     where = f"messages[{index}]"
     if message.get("role") == "tool" or message.get("tool_calls"):
         raise InvalidRequestError(
             f"{where}: tool calls and tool results need a model that takes messages",
-            param=where, provider=_PROVIDER)
+            param=where,
+            provider=_PROVIDER,
+        )
     content = message.get("content")
     if content is None or isinstance(content, str):
         return content or ""
@@ -170,19 +191,25 @@ def _text(message: Mapping[str, Any], index: int,
             texts.append(part["text"])
         elif kind == "image_url" and images is not None:
             url = part["image_url"]
-            images.append((url["url"] if isinstance(url, Mapping) else url,
-                           f"{where}.content[{j}]"))
+            images.append(
+                (url["url"] if isinstance(url, Mapping) else url, f"{where}.content[{j}]")
+            )
         else:
             raise InvalidRequestError(
-                f"{where}.content[{j}]: a {kind} part cannot be given to this Replicate "
-                "model here", param=f"{where}.content[{j}]", provider=_PROVIDER)
+                f"{where}.content[{j}]: a {kind} part cannot be given to this Replicate model here",
+                param=f"{where}.content[{j}]",
+                provider=_PROVIDER,
+            )
     return "".join(texts)
 
 
 def _message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
     """One message for a model that takes ``messages``: OpenAI's shape, known keys only."""
-    out = {k: message[k] for k in ("role", "content", "name", "tool_calls", "tool_call_id")
-           if message.get(k) is not None}
+    out = {
+        k: message[k]
+        for k in ("role", "content", "name", "tool_calls", "tool_call_id")
+        if message.get(k) is not None
+    }
     out.setdefault("content", "")
     return out
 
@@ -201,21 +228,27 @@ def _images(schema: ModelSchema, found: list[tuple[str, str]]) -> dict[str, Any]
         where = found[0][1]
         raise InvalidRequestError(
             f"{where}: model {schema.model} takes text only (it has no image input; its "
-            f"inputs are: {', '.join(sorted(schema.inputs))})", param=where,
-            provider=_PROVIDER)
+            f"inputs are: {', '.join(sorted(schema.inputs))})",
+            param=where,
+            provider=_PROVIDER,
+        )
     images = []
     for url, where in found:
         if not url.startswith(("http://", "https://", "data:")):
             raise InvalidRequestError(
-                f"{where}: Replicate takes images as http(s) or data: URLs, got "
-                f"{url[:40]!r}", param=where, provider=_PROVIDER)
+                f"{where}: Replicate takes images as http(s) or data: URLs, got {url[:40]!r}",
+                param=where,
+                provider=_PROVIDER,
+            )
         images.append(url)
     if schema.inputs[name].get("type") == "array":
         return {name: images}
     if len(images) > 1:
         raise InvalidRequestError(
             f"messages: {schema.model} takes one image ({name}), got {len(images)}",
-            param="messages", provider=_PROVIDER)
+            param="messages",
+            provider=_PROVIDER,
+        )
     return {name: images[0]}
 
 
@@ -230,7 +263,10 @@ def _need(schema: ModelSchema, *names: str, option: str | None = None) -> str:
 def _unknown(schema: ModelSchema, name: str, param: str) -> InvalidRequestError:
     return InvalidRequestError(
         f"{param}: model {schema.model} has no input for it; its inputs are: "
-        f"{', '.join(sorted(schema.inputs))}", param=param.split("[")[0], provider=_PROVIDER)
+        f"{', '.join(sorted(schema.inputs))}",
+        param=param.split("[")[0],
+        provider=_PROVIDER,
+    )
 
 
 def _check_bounds(schema: ModelSchema, data: Mapping[str, Any]) -> None:
@@ -241,15 +277,22 @@ def _check_bounds(schema: ModelSchema, data: Mapping[str, Any]) -> None:
         if choices is not None and value not in choices:
             raise InvalidRequestError(
                 f"{name}: model {schema.model} takes one of {', '.join(map(str, choices))}, "
-                f"got {value!r}", param=name, provider=_PROVIDER)
+                f"got {value!r}",
+                param=name,
+                provider=_PROVIDER,
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         low, high = spec.get("minimum"), spec.get("maximum")
-        if (low is not None and value < low) or (high is not None and value > high) or (
-                isinstance(value, float) and not math.isfinite(value)):
+        if (
+            (low is not None and value < low)
+            or (high is not None and value > high)
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):
             span = " to ".join(str(b) for b in (low, high) if b is not None)
             where = ">= " if high is None else ("<= " if low is None else "")
             raise InvalidRequestError(
                 f"{name}: model {schema.model} takes {where}{span}, got {value!r}",
-                param=name, provider=_PROVIDER)
-
+                param=name,
+                provider=_PROVIDER,
+            )

@@ -22,23 +22,30 @@ __all__ = ["FAMILIES", "STREAMING_OUTPUT", "ModelSchema", "openapi_schema", "ver
 
 #: the Output schema of a model that streams (tokens, joined by concatenation)
 STREAMING_OUTPUT: dict[str, Any] = {
-    "type": "array", "items": {"type": "string"}, "title": "Output",
-    "x-cog-array-type": "iterator", "x-cog-array-display": "concatenate"}
+    "type": "array",
+    "items": {"type": "string"},
+    "title": "Output",
+    "x-cog-array-type": "iterator",
+    "x-cog-array-display": "concatenate",
+}
 _STRING_OUTPUT: dict[str, Any] = {"type": "string", "title": "Output"}
 
 
-def _int(default: int | None = None, minimum: int | None = None,
-         maximum: int | None = None) -> dict[str, Any]:
+def _int(
+    default: int | None = None, minimum: int | None = None, maximum: int | None = None
+) -> dict[str, Any]:
     return _prop("integer", default, minimum, maximum)
 
 
-def _num(default: float | None = None, minimum: float | None = None,
-         maximum: float | None = None) -> dict[str, Any]:
+def _num(
+    default: float | None = None, minimum: float | None = None, maximum: float | None = None
+) -> dict[str, Any]:
     return _prop("number", default, minimum, maximum)
 
 
-def _prop(kind: str, default: Any = None, minimum: float | None = None,
-          maximum: float | None = None) -> dict[str, Any]:
+def _prop(
+    kind: str, default: Any = None, minimum: float | None = None, maximum: float | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"type": kind}
     for key, value in (("default", default), ("minimum", minimum), ("maximum", maximum)):
         if value is not None:
@@ -59,12 +66,26 @@ _PENALTIES = {"presence_penalty": _num(0.0), "frequency_penalty": _num(0.0)}
 _LLAMA3_TEMPLATE = (
     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful "
     "assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>"
-    "<|start_header_id|>assistant<|end_header_id|>\n\n")
-_LLAMA3 = {"prompt": _str(""), "max_tokens": _int(512, 1), "min_tokens": _int(0, 0),
-           **_SAMPLING, **_PENALTIES, "prompt_template": _str(_LLAMA3_TEMPLATE)}
-_LLAMA2 = {"prompt": _str(), "system_prompt": _str("You are a helpful assistant."),
-           "max_new_tokens": _int(128, 1), "min_new_tokens": _int(-1, -1), **_SAMPLING,
-           "repetition_penalty": _num(1.15, 0), "stop_sequences": _str(), "seed": _int()}
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+_LLAMA3 = {
+    "prompt": _str(""),
+    "max_tokens": _int(512, 1),
+    "min_tokens": _int(0, 0),
+    **_SAMPLING,
+    **_PENALTIES,
+    "prompt_template": _str(_LLAMA3_TEMPLATE),
+}
+_LLAMA2 = {
+    "prompt": _str(),
+    "system_prompt": _str("You are a helpful assistant."),
+    "max_new_tokens": _int(128, 1),
+    "min_new_tokens": _int(-1, -1),
+    **_SAMPLING,
+    "repetition_penalty": _num(1.15, 0),
+    "stop_sequences": _str(),
+    "seed": _int(),
+}
 _IMAGES = {"type": "array", "items": {"type": "string", "format": "uri"}, "default": []}
 _MESSAGES = {"type": "array", "items": {"type": "object"}, "default": []}
 
@@ -73,48 +94,105 @@ FAMILIES: dict[str, tuple[dict[str, Any], tuple[str, ...], dict[str, Any]]] = {
     "meta/meta-llama-3-70b-instruct": (_LLAMA3, (), STREAMING_OUTPUT),
     "meta/meta-llama-3-8b-instruct": (_LLAMA3, (), STREAMING_OUTPUT),
     "meta/meta-llama-3.1-405b-instruct": (
-        {**_LLAMA3, "system_prompt": _str("You are a helpful assistant."),
-         "stop_sequences": _str()}, (), STREAMING_OUTPUT),
+        {
+            **_LLAMA3,
+            "system_prompt": _str("You are a helpful assistant."),
+            "stop_sequences": _str(),
+        },
+        (),
+        STREAMING_OUTPUT,
+    ),
     "mistralai/mixtral-8x7b-instruct-v0.1": (
-        {"prompt": _str(), "system_prompt": _str(""), "max_new_tokens": _int(512, 1),
-         "min_new_tokens": _int(-1, -1), **_SAMPLING, **_PENALTIES,
-         "prompt_template": _str("<s>[INST] {prompt} [/INST] ")}, ("prompt",),
-        STREAMING_OUTPUT),
+        {
+            "prompt": _str(),
+            "system_prompt": _str(""),
+            "max_new_tokens": _int(512, 1),
+            "min_new_tokens": _int(-1, -1),
+            **_SAMPLING,
+            **_PENALTIES,
+            "prompt_template": _str("<s>[INST] {prompt} [/INST] "),
+        },
+        ("prompt",),
+        STREAMING_OUTPUT,
+    ),
     "anthropic/claude-4-sonnet": (
-        {"prompt": _str(), "system_prompt": _str(""), "max_tokens": _int(8192, 1024, 64000),
-         "image": _str(format="uri"), "extended_thinking": _prop("boolean", False),
-         "thinking_budget_tokens": _int(1024, 1024, 64000),
-         "max_image_resolution": _num(0.5, 0.001, 2)}, ("prompt",), STREAMING_OUTPUT),
+        {
+            "prompt": _str(),
+            "system_prompt": _str(""),
+            "max_tokens": _int(8192, 1024, 64000),
+            "image": _str(format="uri"),
+            "extended_thinking": _prop("boolean", False),
+            "thinking_budget_tokens": _int(1024, 1024, 64000),
+            "max_image_resolution": _num(0.5, 0.001, 2),
+        },
+        ("prompt",),
+        STREAMING_OUTPUT,
+    ),
     "openai/gpt-5.1": (
-        {"prompt": _str(), "messages": _MESSAGES, "system_prompt": _str(),
-         "image_input": _IMAGES, "max_completion_tokens": _int(None, 1),
-         "reasoning_effort": _enum("none", "none", "low", "medium", "high"),
-         "verbosity": _enum("medium", "low", "medium", "high")}, (), STREAMING_OUTPUT),
+        {
+            "prompt": _str(),
+            "messages": _MESSAGES,
+            "system_prompt": _str(),
+            "image_input": _IMAGES,
+            "max_completion_tokens": _int(None, 1),
+            "reasoning_effort": _enum("none", "none", "low", "medium", "high"),
+            "verbosity": _enum("medium", "low", "medium", "high"),
+        },
+        (),
+        STREAMING_OUTPUT,
+    ),
     "openai/o4-mini": (
-        {"prompt": _str(), "system_prompt": _str(), "image_input": _IMAGES,
-         "max_completion_tokens": _int(4096, 1),
-         "reasoning_effort": _enum("medium", "low", "medium", "high")}, (), _STRING_OUTPUT),
+        {
+            "prompt": _str(),
+            "system_prompt": _str(),
+            "image_input": _IMAGES,
+            "max_completion_tokens": _int(4096, 1),
+            "reasoning_effort": _enum("medium", "low", "medium", "high"),
+        },
+        (),
+        _STRING_OUTPUT,
+    ),
     "ibm-granite/granite-3.3-8b-instruct": (
-        {"prompt": _str(""), "messages": _MESSAGES, "system_prompt": _str(),
-         "max_tokens": _int(512, 1), "min_tokens": _int(0, 0), **_SAMPLING, **_PENALTIES,
-         "stop": {"type": "array", "items": {"type": "string"}, "default": []},
-         "seed": _int(), "tools": {"type": "array", "items": {"type": "object"}, "default": []},
-         "documents": {"type": "array", "items": {"type": "object"}, "default": []},
-         "thinking": _prop("boolean", False)}, (), STREAMING_OUTPUT),
+        {
+            "prompt": _str(""),
+            "messages": _MESSAGES,
+            "system_prompt": _str(),
+            "max_tokens": _int(512, 1),
+            "min_tokens": _int(0, 0),
+            **_SAMPLING,
+            **_PENALTIES,
+            "stop": {"type": "array", "items": {"type": "string"}, "default": []},
+            "seed": _int(),
+            "tools": {"type": "array", "items": {"type": "object"}, "default": []},
+            "documents": {"type": "array", "items": {"type": "object"}, "default": []},
+            "thinking": _prop("boolean", False),
+        },
+        (),
+        STREAMING_OUTPUT,
+    ),
     "meta/llama-2-70b-chat": (_LLAMA2, ("prompt",), STREAMING_OUTPUT),
 }
 
 
-def openapi_schema(inputs: Mapping[str, Any], required: tuple[str, ...] = (),
-                   output: Mapping[str, Any] = STREAMING_OUTPUT) -> dict[str, Any]:
+def openapi_schema(
+    inputs: Mapping[str, Any],
+    required: tuple[str, ...] = (),
+    output: Mapping[str, Any] = STREAMING_OUTPUT,
+) -> dict[str, Any]:
     """A version's ``openapi_schema`` with these Input properties and Output schema."""
-    properties = {name: {**spec, "title": name.replace("_", " ").title(), "x-order": i}
-                  for i, (name, spec) in enumerate(inputs.items())}
+    properties = {
+        name: {**spec, "title": name.replace("_", " ").title(), "x-order": i}
+        for i, (name, spec) in enumerate(inputs.items())
+    }
     schema: dict[str, Any] = {"type": "object", "title": "Input", "properties": properties}
     if required:
         schema["required"] = list(required)
-    return {"openapi": "3.0.2", "info": {"title": "Cog", "version": "0.1.0"}, "paths": {},
-            "components": {"schemas": {"Input": schema, "Output": dict(output)}}}
+    return {
+        "openapi": "3.0.2",
+        "info": {"title": "Cog", "version": "0.1.0"},
+        "paths": {},
+        "components": {"schemas": {"Input": schema, "Output": dict(output)}},
+    }
 
 
 def version_id(openapi: Mapping[str, Any]) -> str:
@@ -126,8 +204,7 @@ class ModelSchema:
     """One model version's schema: its ``inputs`` (name -> JSON schema), the ``required``
     ones, and whether its output ``streams``."""
 
-    __slots__ = ("_capabilities", "inputs", "model", "openapi", "required", "streams",
-                 "version")
+    __slots__ = ("_capabilities", "inputs", "model", "openapi", "required", "streams", "version")
 
     def __init__(self, model: str, version: str | None, openapi: Mapping[str, Any]) -> None:
         components = openapi.get("components")
@@ -139,11 +216,15 @@ class ModelSchema:
         self.version = version
         self.openapi = dict(openapi)
         self.inputs: dict[str, dict[str, Any]] = {
-            str(k): dict(v) for k, v in (found or {}).items() if isinstance(v, Mapping)}
+            str(k): dict(v) for k, v in (found or {}).items() if isinstance(v, Mapping)
+        }
         self.required = frozenset(str(r) for r in schemas["Input"].get("required") or ())
         output = schemas.get("Output")
-        self.streams = isinstance(output, Mapping) and output.get("type") == "array" and (
-            output.get("x-cog-array-type") == "iterator")
+        self.streams = (
+            isinstance(output, Mapping)
+            and output.get("type") == "array"
+            and (output.get("x-cog-array-type") == "iterator")
+        )
         self._capabilities: Capabilities | None = None
 
     @classmethod
@@ -180,17 +261,16 @@ class ModelSchema:
             return self._capabilities
         from .replicate_input import OPTION_INPUTS
 
-        unsupported = {option for option, names in OPTION_INPUTS.items()
-                       if not self.first(*names)}
+        unsupported = {option for option, names in OPTION_INPUTS.items() if not self.first(*names)}
         self._capabilities = TEXT_ONLY.with_(
             system_message=True,
             tools="native" if "tools" in self.inputs else "none",
             images=bool(self.first("image", "image_input")),
             reasoning="reasoning_effort" in self.inputs,
-            max_tokens=bool(self.first("max_tokens", "max_completion_tokens",
-                                       "max_new_tokens")),
+            max_tokens=bool(self.first("max_tokens", "max_completion_tokens", "max_new_tokens")),
             stop=bool(self.first("stop_sequences", "stop")),
-            unsupported=unsupported)
+            unsupported=unsupported,
+        )
         return self._capabilities
 
 

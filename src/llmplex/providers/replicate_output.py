@@ -49,8 +49,9 @@ class OutputReader:
         if self.state == "think":
             return self._think()
         if len(self.held) > _MAX_CALL_CHARS:
-            raise ResponseError(f"tool call over {_MAX_CALL_CHARS} characters",
-                                provider="Replicate")
+            raise ResponseError(
+                f"tool call over {_MAX_CALL_CHARS} characters", provider="Replicate"
+            )
         return []
 
     def end(self, complete: bool = True) -> list[Chunk]:
@@ -69,7 +70,7 @@ class OutputReader:
         markers = [_THINK] + ([_TOOL_CALL] if self.tools else [])
         for marker in markers:
             if head.startswith(marker):
-                self.held = head[len(marker):]
+                self.held = head[len(marker) :]
                 if marker == _THINK:
                     self.state = "think"
                     return self._think()
@@ -85,34 +86,38 @@ class OutputReader:
         held = self.held
         end = held.find(_END_THINK)
         if end >= 0:
-            reasoning, rest = held[:end], held[end + len(_END_THINK):].lstrip("\n")
+            reasoning, rest = held[:end], held[end + len(_END_THINK) :].lstrip("\n")
             self.held, self.state = "", "start"
             out: list[Chunk] = [ReasoningDelta(reasoning)] if reasoning else []
             return out + (self.feed(rest) if rest else [])
         # keep back what may be the start of </think>
-        keep = next((n for n in range(len(_END_THINK) - 1, 0, -1)
-                     if held.endswith(_END_THINK[:n])), 0)
-        reasoning, self.held = held[:len(held) - keep], held[len(held) - keep:]
+        keep = next(
+            (n for n in range(len(_END_THINK) - 1, 0, -1) if held.endswith(_END_THINK[:n])), 0
+        )
+        reasoning, self.held = held[: len(held) - keep], held[len(held) - keep :]
         return [ReasoningDelta(reasoning)] if reasoning else []
 
     def _calls(self, text: str) -> list[Chunk]:
         try:
             calls = json.loads(text)
         except ValueError:
-            raise ResponseError(f"unreadable tool call from the model: {text[:200]!r}",
-                                provider="Replicate") from None
+            raise ResponseError(
+                f"unreadable tool call from the model: {text[:200]!r}", provider="Replicate"
+            ) from None
         if isinstance(calls, dict):
             calls = [calls]
         out: list[Chunk] = []
         for index, call in enumerate(calls if isinstance(calls, list) else ()):
             if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-                raise ResponseError(f"unreadable tool call from the model: {text[:200]!r}",
-                                    provider="Replicate")
+                raise ResponseError(
+                    f"unreadable tool call from the model: {text[:200]!r}", provider="Replicate"
+                )
             arguments: Any = call.get("arguments", {})
             if not isinstance(arguments, str):
                 arguments = json.dumps(arguments)
-            out.append(ToolCallDelta(index, "call_" + os.urandom(12).hex(), call["name"],
-                                     arguments))
+            out.append(
+                ToolCallDelta(index, "call_" + os.urandom(12).hex(), call["name"], arguments)
+            )
         if not out:
             raise ResponseError("the model's tool call names no tool", provider="Replicate")
         self.called = True

@@ -36,8 +36,9 @@ __all__ = ["SchemaCache"]
 class SchemaCache:
     """Schemas by (API origin, model); :meth:`latest` answers synchronously."""
 
-    def __init__(self, ttl: float = 600.0, timeout: float = 5.0,
-                 directory: Path | None = None) -> None:
+    def __init__(
+        self, ttl: float = 600.0, timeout: float = 5.0, directory: Path | None = None
+    ) -> None:
         self.ttl = ttl
         self.timeout = timeout
         #: where schemas are written (None: ``<data_dir>/replicate/schemas``)
@@ -72,7 +73,8 @@ class SchemaCache:
                 return self._keep(key, stored[1])
             raise ProviderTimeoutError(
                 f"the schema of {model} did not arrive within {self.timeout:g} s",
-                provider="Replicate") from None
+                provider="Replicate",
+            ) from None
         except (ProviderConnectionError, ProviderTimeoutError, ResponseStatusError) as exc:
             server_side = not isinstance(exc, ResponseStatusError) or (exc.status or 0) >= 500
             if stored is not None and server_side:
@@ -83,8 +85,7 @@ class SchemaCache:
         except (ValueError, TypeError):
             schema = None
         if schema is None:
-            raise ResponseError(f"model {model} has no readable input schema",
-                                provider="Replicate")
+            raise ResponseError(f"model {model} has no readable input schema", provider="Replicate")
         self._write(api, model, data)
         return self._keep(key, schema)
 
@@ -115,8 +116,7 @@ class SchemaCache:
     def _write(self, api: str, model: str, data: dict[str, Any]) -> None:
         path = self._path(api, model)
         # the origin only as a digest: a base URL may carry credentials
-        record = {"key": _digest(api, model), "model": model, "saved_at": time.time(),
-                  "data": data}
+        record = {"key": _digest(api, model), "model": model, "saved_at": time.time(), "data": data}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(f".{os.getpid()}.tmp")
@@ -135,6 +135,5 @@ async def _fetch(session: Session, api: str, model: str) -> Any:
     url = f"{api}/v1/models/{name}"
     if version:
         url += f"/versions/{quote(version, safe='')}"
-    async with session.request("GET", url, messages={404: f"Model not found: {model}"}
-                               ) as response:
+    async with session.request("GET", url, messages={404: f"Model not found: {model}"}) as response:
         return await session.read_json(response)

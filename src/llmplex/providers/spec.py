@@ -93,8 +93,9 @@ class ProviderSpec:
             raise ValueError(f"provider name {self.name!r} is not a name (letters, digits, _)")
         for label, ref in (("provider", self.provider), ("emulator", self.emulator)):
             if ref is not None and (not isinstance(ref, str) or not _REFERENCE.match(ref)):
-                raise ValueError(f"{self.name}: {label} must be a 'module:attr' string, "
-                                 f"not {ref!r}")
+                raise ValueError(
+                    f"{self.name}: {label} must be a 'module:attr' string, not {ref!r}"
+                )
         key_env = (self.key_env,) if isinstance(self.key_env, str) else tuple(self.key_env)
         if not all(isinstance(v, str) and v for v in key_env):
             raise ValueError(f"{self.name}: key_env must be environment variable names")
@@ -108,11 +109,9 @@ class ProviderSpec:
             if not isinstance(value, Mapping):
                 raise TypeError(f"{self.name}: {name} must be a mapping")
             object.__setattr__(self, name, MappingProxyType(dict(value)))
-        if not all(isinstance(k, str) and isinstance(v, str)
-                   for k, v in self.emulator_env.items()):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.emulator_env.items()):
             raise ValueError(f"{self.name}: emulator_env must map names to strings")
-        object.__setattr__(self, "emulator_service",
-                           (self.emulator_service or self.name).lower())
+        object.__setattr__(self, "emulator_service", (self.emulator_service or self.name).lower())
 
     def __hash__(self) -> int:
         return hash((self.name, self.provider))

@@ -28,24 +28,26 @@ def provider_table(client: AsyncClient, *, emulated: bool = False) -> list[dict[
         name = cls.get_name()
         health = status.get(name) or ProviderHealth().snapshot(now)
         why_not = cls.why_not_working(client.provider_options.get(name.lower()))
-        items.append({
-            "id": name,
-            "object": "provider",
-            "name": name,
-            "label": cls.label,
-            "url": cls.url,
-            "working": why_not is None,
-            "not_working_reason": why_not,  # what to configure, never the options
-            "needs_auth": cls.needs_auth,
-            "configured": client.configured(cls),
-            "emulated": emulated,
-            "default_model": getattr(cls, "default_model", "") or None,
-            "models": cls.get_models(),  # type: ignore[attr-defined]
-            "aliases": dict(getattr(cls, "model_aliases", {})),
-            "open_catalog": bool(cls.accepts_model("x/y")),  # type: ignore[attr-defined]
-            "capabilities": cls.capabilities.summary(router.emulate),
-            "health": health,
-            "cooling_down": health["cooling_down"],
-            "cooldown_remaining": health["cooldown_remaining"],
-        })
+        items.append(
+            {
+                "id": name,
+                "object": "provider",
+                "name": name,
+                "label": cls.label,
+                "url": cls.url,
+                "working": why_not is None,
+                "not_working_reason": why_not,  # what to configure, never the options
+                "needs_auth": cls.needs_auth,
+                "configured": client.configured(cls),
+                "emulated": emulated,
+                "default_model": getattr(cls, "default_model", "") or None,
+                "models": cls.get_models(),  # type: ignore[attr-defined]
+                "aliases": dict(getattr(cls, "model_aliases", {})),
+                "open_catalog": bool(cls.accepts_model("x/y")),  # type: ignore[attr-defined]
+                "capabilities": cls.capabilities.summary(router.emulate),
+                "health": health,
+                "cooling_down": health["cooling_down"],
+                "cooldown_remaining": health["cooldown_remaining"],
+            }
+        )
     return items

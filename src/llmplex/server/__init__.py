@@ -24,12 +24,27 @@ if TYPE_CHECKING:
     from .middleware import BodyLimit
     from .runner import ServerThread, bind, serve_forever
 
-__all__ = ["EMULATED_NOTICE", "APIError", "BodyLimit", "ServerThread", "bind", "create_app",
-           "error_for", "serve_forever"]
+__all__ = [
+    "EMULATED_NOTICE",
+    "APIError",
+    "BodyLimit",
+    "ServerThread",
+    "bind",
+    "create_app",
+    "error_for",
+    "serve_forever",
+]
 
-_WHERE = {"create_app": ".app", "EMULATED_NOTICE": ".app", "BodyLimit": ".middleware",
-          "APIError": ".errors", "error_for": ".errors", "ServerThread": ".runner",
-          "bind": ".runner", "serve_forever": ".runner"}
+_WHERE = {
+    "create_app": ".app",
+    "EMULATED_NOTICE": ".app",
+    "BodyLimit": ".middleware",
+    "APIError": ".errors",
+    "error_for": ".errors",
+    "ServerThread": ".runner",
+    "bind": ".runner",
+    "serve_forever": ".runner",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -26,8 +26,9 @@ Translation (every route):
   ``metadata.user_id`` -> ``user``; ``thinking`` (enabled) -> ``reasoning_effort`` from
   its budget (up to 2048 ``low``, up to 8192 ``medium``, else ``high``).
 - Accepted without effect on other services: ``cache_control`` (a caching hint of
-  Anthropic's, on blocks, tools or the whole request), the thinking blocks of earlier turns (Anthropic drops them from the
-  context too), the ``anthropic-version`` and ``anthropic-beta`` headers.
+  Anthropic's, on blocks, tools or the whole request), the thinking blocks of earlier
+  turns (Anthropic drops them from the context too), the ``anthropic-version`` and
+  ``anthropic-beta`` headers.
 
 Pass-through: when every route a request may take is the
 :class:`~llmplex.providers.anthropic.Anthropic` provider (a ``claude-...`` model), the
@@ -107,7 +108,7 @@ class _AnthropicRoute(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
-            except Exception as exc:  # noqa: BLE001 - every error gets Anthropic's body
+            except Exception as exc:  # every error gets Anthropic's body
                 return _error_response(exc)
 
         return route
@@ -115,17 +116,26 @@ class _AnthropicRoute(APIRoute):
 
 # -- the routes --------------------------------------------------------------------------
 
+
 async def _json(request: Request) -> Any:
     try:
         return json.loads(await request.body())
     except ValueError as exc:
-        raise APIError(400, f"There was an issue with your request body: invalid JSON "
-                       f"({exc})", code="invalid_json") from None
+        raise APIError(
+            400,
+            f"There was an issue with your request body: invalid JSON ({exc})",
+            code="invalid_json",
+        ) from None
 
 
-def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
-                     client_stall_timeout: float = CLIENT_STALL_TIMEOUT,
-                     ping_interval: float = PING_SECONDS, keys: Any = None) -> APIRouter:
+def anthropic_router(
+    client: AsyncClient,
+    *,
+    api_keys: Sequence[bytes] = (),
+    client_stall_timeout: float = CLIENT_STALL_TIMEOUT,
+    ping_interval: float = PING_SECONDS,
+    keys: Any = None,
+) -> APIRouter:
     """The ``/v1/messages`` routes over ``client``; ``api_keys`` (UTF-8 bytes) and
     ``client_stall_timeout`` as ``create_app``'s; ``ping_interval``: seconds of upstream
     silence after which a stream gets a ``ping``. ``keys``: the server's
@@ -147,12 +157,14 @@ def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
         ring.authenticate(request.headers, anthropic=True)  # before the body is looked at
         body = await _json(request)
         model = body.get("model") if isinstance(body, dict) else None
-        caller = await ring.admit(request.headers, model if isinstance(model, str) else None,
-                                  anthropic=True)
+        caller = await ring.admit(
+            request.headers, model if isinstance(model, str) else None, anthropic=True
+        )
         kwargs, native = arguments(body)
         if native:
-            kwargs["anthropic_body"] = {k: v for k, v in body.items()
-                                        if k not in ("model", "stream")}
+            kwargs["anthropic_body"] = {
+                k: v for k, v in body.items() if k not in ("model", "stream")
+            }
             beta = request.headers.get("anthropic-beta")
             if beta:
                 kwargs["anthropic_beta"] = beta
@@ -162,15 +174,17 @@ def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
         try:
             if not streamed:
                 # read as a stream: thinking signatures come only in stream chunks
-                stream = await ring.metered(caller, client.chat.completions.create(
-                    **kwargs, stream=True))
-                return JSONResponse(await unless_gone(
-                    watcher, message_for(stream, estimate_input(body))))
-            pump = Pump(ring.metered(caller, client.chat.completions.create(
-                **kwargs, stream=True)))
+                stream = await ring.metered(
+                    caller, client.chat.completions.create(**kwargs, stream=True)
+                )
+                return JSONResponse(
+                    await unless_gone(watcher, message_for(stream, estimate_input(body)))
+                )
+            pump = Pump(ring.metered(caller, client.chat.completions.create(**kwargs, stream=True)))
             first = await started(watcher, pump)
-            response = MessageStream(first, pump, watcher, client_stall_timeout,
-                                     estimate_input(body), ping_interval)
+            response = MessageStream(
+                first, pump, watcher, client_stall_timeout, estimate_input(body), ping_interval
+            )
             owned = False  # the stream owns the watcher now
             return response
         except ClientGone:
@@ -200,9 +214,15 @@ def anthropic_router(client: AsyncClient, *, api_keys: Sequence[bytes] = (),
             options.setdefault("proxy", client.proxy)
         watcher = asyncio.ensure_future(disconnected(request.receive))
         try:
-            tokens = await unless_gone(watcher, anthropic_count(
-                routes[0].model, body, anthropic_beta=request.headers.get("anthropic-beta"),
-                **options))
+            tokens = await unless_gone(
+                watcher,
+                anthropic_count(
+                    routes[0].model,
+                    body,
+                    anthropic_beta=request.headers.get("anthropic-beta"),
+                    **options,
+                ),
+            )
         except ClientGone:
             return Response(status_code=499)
         finally:

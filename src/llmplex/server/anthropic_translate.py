@@ -15,9 +15,24 @@ from .errors import APIError
 
 __all__ = ["all_anthropic", "anthropic_param", "chat_arguments", "estimate_input"]
 
-_FIELDS = frozenset({"model", "messages", "max_tokens", "system", "stream", "temperature",
-                     "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "metadata",
-                     "thinking", "cache_control"})
+_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "thinking",
+        "cache_control",
+    }
+)
 #: tool types whose calls come back as ordinary tool_use blocks (run by the client)
 _CLIENT_TOOLS = ("bash_", "text_editor_", "computer_")
 
@@ -30,6 +45,7 @@ class _Invalid(APIError):
 
 
 # -- Anthropic's request -> chat.completions.create arguments ---------------------------
+
 
 def _text(value: Any, param: str) -> str:
     if not isinstance(value, str):
@@ -71,17 +87,30 @@ def _document(block: Mapping[str, Any], param: str) -> dict[str, Any]:
     kind = source.get("type") if isinstance(source, dict) else None
     if kind == "base64" and source.get("media_type") == "application/pdf":  # type: ignore[union-attr]
         data = _text(source.get("data"), f"{param}.source.data")  # type: ignore[union-attr]
-        return {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{data}",
-                                         "filename": str(block.get("title") or "document.pdf")}}
+        return {
+            "type": "file",
+            "file": {
+                "file_data": f"data:application/pdf;base64,{data}",
+                "filename": str(block.get("title") or "document.pdf"),
+            },
+        }
     if kind == "text":
-        return {"type": "text", "text": _text(source.get("data"),  # type: ignore[union-attr]
-                                              f"{param}.source.data")}
-    raise _Invalid(f"{param}.source", "documents here are base64 PDFs or text (other "
-                   "sources go to Anthropic only)")
+        return {
+            "type": "text",
+            "text": _text(
+                source.get("data"),  # type: ignore[union-attr]
+                f"{param}.source.data",
+            ),
+        }
+    raise _Invalid(
+        f"{param}.source",
+        "documents here are base64 PDFs or text (other sources go to Anthropic only)",
+    )
 
 
-def _tool_result(block: Mapping[str, Any], param: str, lenient: bool,
-                 media: list[dict[str, Any]]) -> dict[str, Any]:
+def _tool_result(
+    block: Mapping[str, Any], param: str, lenient: bool, media: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The ``tool`` message of a ``tool_result`` block. OpenAI's tool messages take text
     only: its images and documents are appended to ``media``, to follow in the user's
     turn."""
@@ -101,8 +130,9 @@ def _tool_result(block: Mapping[str, Any], param: str, lenient: bool,
             elif kind == "document":
                 media.append(_document(part, where))
             elif not lenient:
-                raise _Invalid(f"{where}.type", f"a {kind!r} block in a tool result can "
-                               "only go to Anthropic")
+                raise _Invalid(
+                    f"{where}.type", f"a {kind!r} block in a tool result can only go to Anthropic"
+                )
         text = "\n".join(pieces)
     else:
         raise _Invalid(f"{param}.content", "expected a string or a list of blocks")
@@ -143,10 +173,16 @@ def _messages(messages: Any, lenient: bool) -> list[dict[str, Any]]:
                 arguments = block.get("input", {})
                 if not isinstance(arguments, dict):
                     raise _Invalid(f"{param}.input", "expected an object")
-                calls.append({"id": _text(block.get("id"), f"{param}.id"), "type": "function",
-                              "function": {"name": _text(block.get("name"), f"{param}.name"),
-                                           "arguments": json.dumps(arguments,
-                                                                   ensure_ascii=False)}})
+                calls.append(
+                    {
+                        "id": _text(block.get("id"), f"{param}.id"),
+                        "type": "function",
+                        "function": {
+                            "name": _text(block.get("name"), f"{param}.name"),
+                            "arguments": json.dumps(arguments, ensure_ascii=False),
+                        },
+                    }
+                )
             elif kind == "tool_result" and role == "user":
                 results.append(_tool_result(block, param, lenient, media))
             elif kind in ("thinking", "redacted_thinking") and role == "assistant":
@@ -154,15 +190,21 @@ def _messages(messages: Any, lenient: bool) -> list[dict[str, Any]]:
             elif lenient:
                 continue  # the Anthropic provider gets the block itself (pass-through)
             else:
-                raise _Invalid(f"{param}.type", f"a {kind!r} block in a {role} message "
-                               "is not supported here")
+                raise _Invalid(
+                    f"{param}.type", f"a {kind!r} block in a {role} message is not supported here"
+                )
         # OpenAI's shape: tool results are messages of their own, before the user's words
         out.extend(results)
         parts = media + parts
         if role == "assistant":
             if parts or calls:
-                out.append({"role": "assistant", "content": parts or None,
-                            **({"tool_calls": calls} if calls else {})})
+                out.append(
+                    {
+                        "role": "assistant",
+                        "content": parts or None,
+                        **({"tool_calls": calls} if calls else {}),
+                    }
+                )
         elif parts:
             out.append({"role": "user", "content": parts})
     return out
@@ -179,9 +221,12 @@ def _tools(tools: Any, lenient: bool) -> list[dict[str, Any]]:
         name = _text(tool.get("name"), f"tools.{i}.name")
         if kind not in (None, "custom"):
             if not (lenient and str(kind).startswith(_CLIENT_TOOLS)):
-                raise _Invalid(f"tools.{i}.type", f"the tool type {kind!r} ({name}) is not "
-                               "supported: only custom tools (name, description, "
-                               "input_schema) are served here")
+                raise _Invalid(
+                    f"tools.{i}.type",
+                    f"the tool type {kind!r} ({name}) is not "
+                    "supported: only custom tools (name, description, "
+                    "input_schema) are served here",
+                )
             out.append({"type": "function", "function": {"name": name}})
             continue
         schema = tool.get("input_schema")
@@ -224,12 +269,12 @@ def _thinking(thinking: Any, arguments: dict[str, Any], native: bool) -> None:
     if native:
         arguments["thinking"] = dict(thinking)
     else:
-        arguments["reasoning_effort"] = ("low" if budget <= 2048 else
-                                         "medium" if budget <= 8192 else "high")
+        arguments["reasoning_effort"] = (
+            "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
+        )
 
 
-def chat_arguments(body: Any, *, count_only: bool = False,
-                   native: bool = False) -> dict[str, Any]:
+def chat_arguments(body: Any, *, count_only: bool = False, native: bool = False) -> dict[str, Any]:
     """``chat.completions.create`` keyword arguments for a Messages API body (see the
     module docstring). ``native``: every route is the Anthropic provider, which also
     gets the body itself; what only it takes is then not refused here."""
@@ -253,8 +298,11 @@ def chat_arguments(body: Any, *, count_only: bool = False,
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:
             value = body[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    0 <= value <= 1):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0 <= value <= 1)
+            ):
                 raise _Invalid(name, "expected a number from 0 to 1")
             arguments[name] = value
     if body.get("top_k") is not None:
@@ -292,8 +340,12 @@ def chat_arguments(body: Any, *, count_only: bool = False,
 
 
 #: llmplex's parameter names -> Anthropic's, for errors about a translated field
-_PARAMS = {"stop": "stop_sequences", "reasoning_effort": "thinking", "user": "metadata.user_id",
-           "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"}
+_PARAMS = {
+    "stop": "stop_sequences",
+    "reasoning_effort": "thinking",
+    "user": "metadata.user_id",
+    "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+}
 
 
 def anthropic_param(exc: InvalidRequestError) -> InvalidRequestError:
@@ -305,7 +357,7 @@ def anthropic_param(exc: InvalidRequestError) -> InvalidRequestError:
         return exc
     message = exc.message.replace(f"'{ours}'", f"'{name}'")
     if message.startswith(ours):
-        message = name + message[len(ours):]
+        message = name + message[len(ours) :]
     elif f"'{name}'" not in message:
         message = f"{name}: {message}"
     return InvalidRequestError(message, param=name, provider=exc.provider)
@@ -346,5 +398,3 @@ def estimate_input(body: Mapping[str, Any]) -> int:
     if body.get("tools"):
         pieces.append(json.dumps(body["tools"], ensure_ascii=False))
     return estimate_tokens("".join(pieces)) + 1600 * images
-
-

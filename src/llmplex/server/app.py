@@ -9,9 +9,9 @@ Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), Anthropic's
 ``GET /v1/models/{id}``, ``GET /v1/providers``, ``POST/GET/DELETE /v1/conversations``,
 ``POST /v1/responses``, ``GET/DELETE /v1/responses/{id}`` and its ``/input_items``
 (OpenAI's Responses API, :mod:`llmplex.server.responses_api`), ``POST /v1/embeddings``
-(:mod:`llmplex.server.embeddings`), ``GET /health``; the OpenAPI schema at ``/openapi.json`` (docs at ``/docs`` and ``/redoc``,
-served without a CDN). Errors always have OpenAI's shape (:mod:`llmplex.server.errors`
-has the status table).
+(:mod:`llmplex.server.embeddings`), ``GET /health``; the OpenAPI schema at
+``/openapi.json`` (docs at ``/docs`` and ``/redoc``, served without a CDN). Errors always
+have OpenAI's shape (:mod:`llmplex.server.errors` has the status table).
 
 Safety: requests whose ``Host`` header is not a loopback name or one of ``allowed_hosts``
 are refused (403) before anything else runs, against DNS rebinding
@@ -131,12 +131,16 @@ def create_app(
     provider health and rate limits are counted there, and a backend with a store wants
     it as the client's (``AsyncClient(store=state.store)``); closed with the app.
     """
-    if not (isinstance(client_stall_timeout, (int, float)) and math.isfinite(
-            client_stall_timeout) and client_stall_timeout > 0):
-        raise ValueError(f"client_stall_timeout must be a positive number of seconds, "
-                         f"not {client_stall_timeout!r}")
-    if isinstance(max_providers, bool) or not isinstance(max_providers, int) \
-            or max_providers < 1:
+    if not (
+        isinstance(client_stall_timeout, (int, float))
+        and math.isfinite(client_stall_timeout)
+        and client_stall_timeout > 0
+    ):
+        raise ValueError(
+            f"client_stall_timeout must be a positive number of seconds, "
+            f"not {client_stall_timeout!r}"
+        )
+    if isinstance(max_providers, bool) or not isinstance(max_providers, int) or max_providers < 1:
         raise ValueError(f"max_providers must be a positive integer, not {max_providers!r}")
     if isinstance(allowed_hosts, str):
         raise TypeError("allowed_hosts is a list of names, not one string")
@@ -145,10 +149,17 @@ def create_app(
 
     state = state if state is not None else EmbeddedState()
     if state.store is not None and getattr(client, "_store", None) is not state.store:
-        raise ValueError("the state backend keeps conversations: build the client with "
-                         "AsyncClient(store=state.store)")
-    ring = keys if isinstance(keys, KeyRing) else KeyRing(
-        keys or (), [k for k in api_keys if k], limiter=state.limiter, router=client.router)
+        raise ValueError(
+            "the state backend keeps conversations: build the client with "
+            "AsyncClient(store=state.store)"
+        )
+    ring = (
+        keys
+        if isinstance(keys, KeyRing)
+        else KeyRing(
+            keys or (), [k for k in api_keys if k], limiter=state.limiter, router=client.router
+        )
+    )
     if state.health is not None:
         client.router.shared = state.health
 
@@ -168,7 +179,8 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible API over many LLM chat services."
         + (f"\n\n**{EMULATED_NOTICE}**" if emulated else ""),
-        docs_url=None, redoc_url=None,  # served by install_docs, without a CDN
+        docs_url=None,
+        redoc_url=None,  # served by install_docs, without a CDN
     )
     install_docs(app)
 
@@ -177,14 +189,16 @@ def create_app(
         """A browser's landing page: where the API and its documentation are."""
         notice = f"<p><strong>{EMULATED_NOTICE}</strong></p>" if emulated else ""
         return HTMLResponse(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>llmplex</title>"
+            '<!doctype html><html><head><meta charset="utf-8"><title>llmplex</title>'
             "</head><body><h1>llmplex</h1>"
             f"<p>An OpenAI-compatible API, version {__version__}.</p>{notice}"
-            "<p>API base URL: <code>/v1</code> (for example <a href=\"/v1/models\">"
+            '<p>API base URL: <code>/v1</code> (for example <a href="/v1/models">'
             "<code>/v1/models</code></a>).</p>"
-            "<p>Documentation: <a href=\"/docs\">/docs</a> (Swagger UI), "
-            "<a href=\"/redoc\">/redoc</a>, the schema at "
-            "<a href=\"/openapi.json\">/openapi.json</a>.</p></body></html>")
+            '<p>Documentation: <a href="/docs">/docs</a> (Swagger UI), '
+            '<a href="/redoc">/redoc</a>, the schema at '
+            '<a href="/openapi.json">/openapi.json</a>.</p></body></html>'
+        )
+
     app.state.client = client
     # Its HTTP clients must not make the server reach local ports its operator did not
     # configure (a model named "llamacpp:x" would probe 127.0.0.1:8080).
@@ -193,11 +207,13 @@ def create_app(
     app.state.keys = ring
     app.state.backend = state
 
-    bearer = HTTPBearer(auto_error=False, description="One of the server's API keys, "
-                        "when it was started with any.")
+    bearer = HTTPBearer(
+        auto_error=False, description="One of the server's API keys, when it was started with any."
+    )
 
-    async def authorize(request: Request, credentials: HTTPAuthorizationCredentials | None
-                        = Depends(bearer)) -> None:
+    async def authorize(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> None:
         # the key only; the routes that ask a model also call ring.admit (model, limits)
         ring.authenticate(request.headers)
 
@@ -218,9 +234,14 @@ def create_app(
         """Create a chat completion; with ``"stream": true`` an SSE stream of chunks ending
         with ``data: [DONE]``. llmplex extras: ``provider`` and ``conversation_id``."""
         if isinstance(body.provider, list) and len(body.provider) > max_providers:
-            raise APIError(400, f"Too many providers: the 'provider' list has "
-                           f"{len(body.provider)} entries, this server takes at most "
-                           f"{max_providers}.", code="invalid_value", param="provider")
+            raise APIError(
+                400,
+                f"Too many providers: the 'provider' list has "
+                f"{len(body.provider)} entries, this server takes at most "
+                f"{max_providers}.",
+                code="invalid_value",
+                param="provider",
+            )
         caller = await ring.admit(request.headers, body.model, provider=body.provider)
         kwargs = _create_arguments(body, allow_upstream_overrides)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -232,22 +253,30 @@ def create_app(
             if exc.param == "extra_body" and vendor:
                 # The caller sent top-level fields, not "extra_body": name them.
                 names = ", ".join(vendor)
-                raise APIError(400, f"Unrecognized request argument supplied: {names} (vendor "
-                               f"fields go to OpenAI-compatible upstreams only; {exc.message})",
-                               code="unknown_parameter", param=next(iter(vendor))) from None
+                raise APIError(
+                    400,
+                    f"Unrecognized request argument supplied: {names} (vendor "
+                    f"fields go to OpenAI-compatible upstreams only; {exc.message})",
+                    code="unknown_parameter",
+                    param=next(iter(vendor)),
+                ) from None
             raise
 
-    async def _answer(kwargs: dict[str, Any], streamed: bool, include_usage: bool,
-                      request: Request, watcher: asyncio.Future[None], caller: Any) -> Any:
+    async def _answer(
+        kwargs: dict[str, Any],
+        streamed: bool,
+        include_usage: bool,
+        request: Request,
+        watcher: asyncio.Future[None],
+        caller: Any,
+    ) -> Any:
         owned = True  # the watcher is cancelled here, unless a stream took it over
         try:
             if not streamed:
-                completion = await unless_gone(
-                    watcher, client.chat.completions.create(**kwargs))
+                completion = await unless_gone(watcher, client.chat.completions.create(**kwargs))
                 await ring.record_usage(caller, completion.usage.total_tokens)
                 return JSONResponse(public(completion.model_dump()))
-            pump = Pump(ring.metered(caller, client.chat.completions.create(**kwargs,
-                                                                            stream=True)))
+            pump = Pump(ring.metered(caller, client.chat.completions.create(**kwargs, stream=True)))
             first = await started(watcher, pump)
             stream = EventStream(first, pump, watcher, include_usage, client_stall_timeout)
             owned = False  # the stream owns it now
@@ -276,17 +305,26 @@ def create_app(
             if model.id == model_id:
                 if model.available:
                     return model.model_dump(exclude_none=True)
-                raise APIError(404, f"The model {model_id!r} is not available on this server "
-                               f"({model.reason}).", code="model_not_found", param="model")
-        raise APIError(404, f"The model {model_id!r} does not exist (see GET /v1/models).",
-                       code="model_not_found", param="model")
+                raise APIError(
+                    404,
+                    f"The model {model_id!r} is not available on this server ({model.reason}).",
+                    code="model_not_found",
+                    param="model",
+                )
+        raise APIError(
+            404,
+            f"The model {model_id!r} does not exist (see GET /v1/models).",
+            code="model_not_found",
+            param="model",
+        )
 
     @v1.get("/providers", tags=["models"])
     async def list_providers() -> dict[str, Any]:
         """Every provider: whether it works, needs credentials, its models, its health."""
         if client.router.shared is not None:  # the health every instance shares
-            await client.router.shared.pull(client.router, [
-                cls.get_name() for cls in client.router.provider_classes()])
+            await client.router.shared.pull(
+                client.router, [cls.get_name() for cls in client.router.provider_classes()]
+            )
         return {"object": "list", "emulated": emulated, "data": _providers(client, emulated)}
 
     @v1.post("/conversations", tags=["conversations"], responses=_ERROR_RESPONSES)
@@ -295,11 +333,11 @@ def create_app(
         body = body or ConversationRequest()
         seed = [m.as_dict() for m in body.messages]
         conversation = await client.conversations.create(
-            model=body.model, messages=seed, metadata=dict(body.metadata or {}))
+            model=body.model, messages=seed, metadata=dict(body.metadata or {})
+        )
         return _conversation(conversation)
 
-    @v1.get("/conversations/{conversation_id}", tags=["conversations"],
-            responses=_ERROR_RESPONSES)
+    @v1.get("/conversations/{conversation_id}", tags=["conversations"], responses=_ERROR_RESPONSES)
     async def get_conversation(conversation_id: str) -> dict[str, Any]:
         """A stored conversation with its messages."""
         return _conversation(await client.conversations.get(conversation_id))
@@ -313,18 +351,30 @@ def create_app(
     from .embeddings import install_embeddings
     from .responses_api import install_responses
 
-    install_embeddings(v1, client, max_providers=max_providers, responses=_ERROR_RESPONSES,
-                       keys=ring)
-    install_responses(v1, client, stall_timeout=client_stall_timeout,
-                      max_providers=max_providers, responses=_ERROR_RESPONSES, keys=ring)
+    install_embeddings(
+        v1, client, max_providers=max_providers, responses=_ERROR_RESPONSES, keys=ring
+    )
+    install_responses(
+        v1,
+        client,
+        stall_timeout=client_stall_timeout,
+        max_providers=max_providers,
+        responses=_ERROR_RESPONSES,
+        keys=ring,
+    )
     app.include_router(v1)
     # The hot route without FastAPI's per-request dependency solving: a plain route in
     # front of the FastAPI one, which stays for the OpenAPI schema (same steps, errors).
-    app.router.routes.insert(0, fastpath.route(
-        "/v1/chat/completions", ChatCompletionRequest, authorize_request, chat_completions))
+    app.router.routes.insert(
+        0,
+        fastpath.route(
+            "/v1/chat/completions", ChatCompletionRequest, authorize_request, chat_completions
+        ),
+    )
     # Anthropic's Messages API (/v1/messages): its own auth headers and error shape
-    app.include_router(anthropic_router(client, keys=ring,
-                                        client_stall_timeout=client_stall_timeout))
+    app.include_router(
+        anthropic_router(client, keys=ring, client_stall_timeout=client_stall_timeout)
+    )
     # Middleware: the last added is the outermost. CORS goes outside the size limit, so a
     # browser also sees its 413; the Host check outside everything: a request under a
     # name the server does not answer to reaches nothing else.
@@ -333,35 +383,65 @@ def create_app(
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(cors_origins),
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "x-api-key",
-                           "anthropic-version", "anthropic-beta"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "x-api-key",
+                "anthropic-version",
+                "anthropic-beta",
+            ],
         )
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     from .observability import install_observability  # request ids, /metrics, traces
 
     # "keyed" /metrics takes the plain api_keys (named [server.keys] ones: not yet)
-    install_observability(app, client, metrics=metrics,
-                          api_keys=tuple(k.encode() for k in api_keys if k),
-                          tracer_provider=tracer_provider)
+    install_observability(
+        app,
+        client,
+        metrics=metrics,
+        api_keys=tuple(k.encode() for k in api_keys if k),
+        tracer_provider=tracer_provider,
+    )
     return app
 
 
-_ERROR_BODY = {"application/json": {"schema": {
-    "type": "object", "properties": {"error": {"type": "object", "properties": {
-        "message": {"type": "string"}, "type": {"type": "string"},
-        "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}}}
+_ERROR_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                        "code": {"type": ["string", "null"]},
+                    },
+                }
+            },
+        }
+    }
+}
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": _ERROR_BODY}
-    for status, text in ((400, "Bad request"), (401, "Missing or wrong API key"),
-                         (404, "Unknown model or conversation"), (413, "Body too large"),
-                         (429, "Upstream rate limit"), (502, "Upstream failure"),
-                         (504, "Upstream timeout"))
+    for status, text in (
+        (400, "Bad request"),
+        (401, "Missing or wrong API key"),
+        (404, "Unknown model or conversation"),
+        (413, "Body too large"),
+        (429, "Upstream rate limit"),
+        (502, "Upstream failure"),
+        (504, "Upstream timeout"),
+    )
 }
 
 
 # -- request handling ---------------------------------------------------------------------
+
 
 def _create_arguments(body: ChatCompletionRequest, allow_overrides: bool) -> dict[str, Any]:
     """``chat.completions.create`` keyword arguments for a validated body.
@@ -374,18 +454,29 @@ def _create_arguments(body: ChatCompletionRequest, allow_overrides: bool) -> dic
     overrides = {k: v for k, v in overrides.items() if v is not None}
     for name, value in overrides.items():
         if not allow_overrides:
-            raise APIError(400, f"'{name}' cannot be set by clients of this server: the "
-                           "operator has not allowed upstream overrides.",
-                           code="upstream_override_forbidden", param=name)
+            raise APIError(
+                400,
+                f"'{name}' cannot be set by clients of this server: the "
+                "operator has not allowed upstream overrides.",
+                code="upstream_override_forbidden",
+                param=name,
+            )
         expected = UPSTREAM_FIELDS[name]
-        if not isinstance(value, expected) or (expected is dict and not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+        if not isinstance(value, expected) or (
+            expected is dict
+            and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
             what = "a string" if expected is str else "an object of strings"
-            raise APIError(400, f"Invalid type for '{name}': expected {what}.",
-                           code="invalid_type", param=name)
+            raise APIError(
+                400, f"Invalid type for '{name}': expected {what}.", code="invalid_type", param=name
+            )
     if body.stream_options is not None and not body.stream:
-        raise APIError(400, "The 'stream_options' parameter is only allowed when 'stream' "
-                       "is enabled.", code="invalid_value", param="stream_options")
+        raise APIError(
+            400,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            code="invalid_value",
+            param="stream_options",
+        )
     arguments: dict[str, Any] = {
         "model": body.model or None,
         "messages": [message.as_dict() for message in body.messages],
@@ -409,8 +500,12 @@ def _create_arguments(body: ChatCompletionRequest, allow_overrides: bool) -> dic
             # A near miss of an OpenAI field is a typo, not a vendor field.
             typo = difflib.get_close_matches(name, OPENAI_FIELD_NAMES, n=1, cutoff=0.85)
             if typo:
-                raise APIError(400, f"Unrecognized request argument supplied: {name} (did "
-                               f"you mean '{typo[0]}'?)", code="unknown_parameter", param=name)
+                raise APIError(
+                    400,
+                    f"Unrecognized request argument supplied: {name} (did you mean '{typo[0]}'?)",
+                    code="unknown_parameter",
+                    param=name,
+                )
             vendor[name] = value
         if vendor:
             arguments["extra_body"] = vendor
@@ -419,10 +514,16 @@ def _create_arguments(body: ChatCompletionRequest, allow_overrides: bool) -> dic
 
 def _conversation(conversation: Any) -> dict[str, Any]:
     # provider_state is upstream session state (anonymous user ids...): not shown.
-    return {"id": conversation.id, "object": "conversation", "created": int(conversation.created),
-            "updated": int(conversation.updated), "model": conversation.model,
-            "provider": conversation.provider, "messages": conversation.messages,
-            "metadata": conversation.metadata}
+    return {
+        "id": conversation.id,
+        "object": "conversation",
+        "created": int(conversation.created),
+        "updated": int(conversation.updated),
+        "model": conversation.model,
+        "provider": conversation.provider,
+        "messages": conversation.messages,
+        "metadata": conversation.metadata,
+    }
 
 
 def _providers(client: AsyncClient, emulated: bool) -> list[dict[str, Any]]:

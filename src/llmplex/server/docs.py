@@ -34,11 +34,15 @@ def install_docs(app: FastAPI) -> None:
         redoc_assets: dict[str, Any] = {}
     else:
         app.mount(ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
-        swagger = {"swagger_js_url": f"{ASSETS}/swagger-ui-bundle.js",
-                   "swagger_css_url": f"{ASSETS}/swagger-ui.css",
-                   "swagger_favicon_url": f"{ASSETS}/favicon.png"}
-        redoc_assets = {"redoc_js_url": f"{ASSETS}/redoc.standalone.js",
-                        "redoc_favicon_url": f"{ASSETS}/favicon.png"}
+        swagger = {
+            "swagger_js_url": f"{ASSETS}/swagger-ui-bundle.js",
+            "swagger_css_url": f"{ASSETS}/swagger-ui.css",
+            "swagger_favicon_url": f"{ASSETS}/favicon.png",
+        }
+        redoc_assets = {
+            "redoc_js_url": f"{ASSETS}/redoc.standalone.js",
+            "redoc_favicon_url": f"{ASSETS}/favicon.png",
+        }
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
@@ -46,5 +50,6 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=openapi_url, title=title,
-                              with_google_fonts=not redoc_assets, **redoc_assets)
+        return get_redoc_html(
+            openapi_url=openapi_url, title=title, with_google_fonts=not redoc_assets, **redoc_assets
+        )

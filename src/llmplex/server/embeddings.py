@@ -34,21 +34,37 @@ Tokens = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
 class EmbeddingRequest(BaseModel):
     """``POST /v1/embeddings``: OpenAI's fields plus llmplex's ``provider``."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [
-        {"model": "text-embedding-3-small", "input": "The food was delicious"}]})
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"model": "text-embedding-3-small", "input": "The food was delicious"}]
+        },
+    )
 
     model: StrictStr = Field(..., description="An embedding model, or 'provider:model'.")
-    input: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=2048)] \
-        | Tokens | Annotated[list[Tokens], Field(min_length=1, max_length=2048)]
+    input: (
+        StrictStr
+        | Annotated[list[StrictStr], Field(min_length=1, max_length=2048)]
+        | Tokens
+        | Annotated[list[Tokens], Field(min_length=1, max_length=2048)]
+    )
     dimensions: Annotated[int, Field(ge=1)] | None = None
     encoding_format: Literal["float", "base64"] | None = None
     user: StrictStr | None = None
     provider: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] | None = Field(
-        None, description="llmplex: a provider name, or a list tried in order.")
+        None, description="llmplex: a provider name, or a list tried in order."
+    )
 
 
-def install_embeddings(router: APIRouter, client: AsyncClient, *, max_providers: int,
-                       responses: dict[int | str, Any], keys: Any = None) -> None:
+def install_embeddings(
+    router: APIRouter,
+    client: AsyncClient,
+    *,
+    max_providers: int,
+    responses: dict[int | str, Any],
+    keys: Any = None,
+) -> None:
     """Add ``POST /embeddings`` to ``router`` (the ``/v1`` one, with its auth);
     ``keys``: the server's :class:`~llmplex.server.keys.KeyRing` (model, limits)."""
     from .keys import KeyRing
@@ -59,17 +75,27 @@ def install_embeddings(router: APIRouter, client: AsyncClient, *, max_providers:
     async def create_embeddings(body: EmbeddingRequest, request: Request) -> Any:
         """Create embeddings of ``input`` (a string, strings, or token arrays)."""
         if not body.model:
-            raise APIError(400, "you must provide a model parameter", param="model",
-                           code="missing_required_parameter")
+            raise APIError(
+                400,
+                "you must provide a model parameter",
+                param="model",
+                code="missing_required_parameter",
+            )
         if isinstance(body.provider, list) and len(body.provider) > max_providers:
-            raise APIError(400, f"Too many providers: the 'provider' list has "
-                           f"{len(body.provider)} entries, this server takes at most "
-                           f"{max_providers}.", code="invalid_value", param="provider")
+            raise APIError(
+                400,
+                f"Too many providers: the 'provider' list has "
+                f"{len(body.provider)} entries, this server takes at most "
+                f"{max_providers}.",
+                code="invalid_value",
+                param="provider",
+            )
         caller = await ring.admit(request.headers, body.model, provider=body.provider)
         watcher = asyncio.ensure_future(disconnected(request.receive))
         try:
-            result = await unless_gone(watcher, client.embeddings.create(
-                **body.model_dump(exclude_none=True)))
+            result = await unless_gone(
+                watcher, client.embeddings.create(**body.model_dump(exclude_none=True))
+            )
         except ClientGone:
             log.info("client went away before the answer; upstream request cancelled")
             return Response(status_code=499)

@@ -31,8 +31,11 @@ EMULATED_NOTICE = "EMULATED: answers come from local emulators, not real service
 def dummy_credentials() -> dict[str, dict[str, Any]]:
     """Provider name -> the options its emulator accepts in place of real credentials
     (each spec's ``emulator_options``)."""
-    return {s.name: _copy(s.emulator_options) for s in provider_specs()
-            if s.emulator and s.emulator_options}
+    return {
+        s.name: _copy(s.emulator_options)
+        for s in provider_specs()
+        if s.emulator and s.emulator_options
+    }
 
 
 def __getattr__(name: str) -> Any:
@@ -44,8 +47,11 @@ def __getattr__(name: str) -> Any:
 def demo_script(service: str) -> Script:
     """What an emulator answers in a demo: says where it comes from, streamed slowly
     enough to look like streaming."""
-    return Script(f"Hello from the local {service} emulator! This answer is canned: "
-                  "llmplex is running offline, no real service was contacted.", delay=0.02)
+    return Script(
+        f"Hello from the local {service} emulator! This answer is canned: "
+        "llmplex is running offline, no real service was contacted.",
+        delay=0.02,
+    )
 
 
 class EmulatedServices:
@@ -56,14 +62,21 @@ class EmulatedServices:
     emulator's default answer.
     """
 
-    def __init__(self, names: Iterable[str] | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0, script: Any = demo_script) -> None:
+    def __init__(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        script: Any = demo_script,
+    ) -> None:
         self.services = emulator_specs()  # service -> the spec it is named for
         chosen = list(names) if names else list(self.services)
         unknown = [n for n in chosen if n.lower() not in self.services]
         if unknown:
-            raise KeyError(f"no emulator {', '.join(map(repr, unknown))}; "
-                           f"known: {', '.join(self.services)}")
+            raise KeyError(
+                f"no emulator {', '.join(map(repr, unknown))}; known: {', '.join(self.services)}"
+            )
         self.names = list(dict.fromkeys(n.lower() for n in chosen))
         self.host = host
         self.port = port
@@ -107,8 +120,10 @@ class EmulatedServices:
         for spec in provider_specs():
             emulator = self.emulators.get(spec.emulator_service) if spec.emulator else None
             if emulator is not None:
-                options[spec.name] = {"base_url": emulator.url + spec.emulator_path,
-                                      **_copy(spec.emulator_options)}
+                options[spec.name] = {
+                    "base_url": emulator.url + spec.emulator_path,
+                    **_copy(spec.emulator_options),
+                }
         return options
 
     def exports(self) -> list[tuple[str, str, str]]:
@@ -128,8 +143,11 @@ class EmulatedServices:
         hints: dict[str, dict[str, Any]] = {}
         for name in self.emulators:
             spec = self.services[name]
-            rest = {k: v for k, v in spec.emulator_options.items()
-                    if not (k == "api_key" and spec.key_env)}
+            rest = {
+                k: v
+                for k, v in spec.emulator_options.items()
+                if not (k == "api_key" and spec.key_env)
+            }
             if rest:
                 hints[name] = {"provider": spec.name, **rest}
         return hints

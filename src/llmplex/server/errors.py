@@ -96,8 +96,7 @@ UPSTREAM_REJECTIONS = frozenset({400, 413, 422})
 #: statuses and codes of errors that a retry of the same request cannot fix
 _FINAL_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
 # invalid_model_output: llmplex already asked the model again (the corrective retries)
-_FINAL_CODES = frozenset({"upstream_auth_error", "provider_not_configured",
-                          "invalid_model_output"})
+_FINAL_CODES = frozenset({"upstream_auth_error", "provider_not_configured", "invalid_model_output"})
 
 
 @dataclass(eq=False)
@@ -115,8 +114,14 @@ class APIError(Exception):
         super().__init__(self.message)
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
     @property
     def retryable(self) -> bool:
@@ -144,13 +149,16 @@ def _retry_headers(seconds: float | None) -> dict[str, str]:
 
 #: what :func:`public` hides: URLs, ``('host', port)`` socket addresses, ``[IPv6]:port``,
 #: IPv4 addresses (with a port or not), ``host:port``
-_ADDRESS = re.compile(r"""
+_ADDRESS = re.compile(
+    r"""
     [A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]*[^\s'"<>.,:;)\]]
   | \(\s*'[^']*'\s*(?:,\s*\d+\s*){1,3}\)
   | \[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\](?::\d{1,5})?
   | \b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b
   | \b[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*:\d{1,5}\b
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 HIDDEN = "[address hidden]"
 
 
@@ -181,33 +189,62 @@ def _error_for(exc: BaseException) -> APIError:
         return exc
     message = str(exc)
     if isinstance(exc, StateBackendError):  # the message has no password (its own rule)
-        return APIError(503, message, "server_error", "state_backend_unavailable",
-                        headers={"x-should-retry": "true"})
+        return APIError(
+            503,
+            message,
+            "server_error",
+            "state_backend_unavailable",
+            headers={"x-should-retry": "true"},
+        )
     if isinstance(exc, ConversationNotFoundError):
         return APIError(404, message, code="conversation_not_found", param="conversation_id")
     if isinstance(exc, ModelNotFoundError):
         return APIError(404, message, code="model_not_found", param="model")
     if isinstance(exc, InvalidRequestError):
-        code = "unsupported_parameter" if " is not supported by " in exc.message else (
-            "unknown_parameter" if exc.suggestions or exc.message.startswith("unknown argument")
-            else "invalid_value")
+        code = (
+            "unsupported_parameter"
+            if " is not supported by " in exc.message
+            else (
+                "unknown_parameter"
+                if exc.suggestions or exc.message.startswith("unknown argument")
+                else "invalid_value"
+            )
+        )
         return APIError(400, message, code=code, param=exc.param)
     if isinstance(exc, AllProvidersFailed):
         return _combined(exc)
     if isinstance(exc, CoolingDown):
-        return APIError(503, message, "upstream_error", "upstream_cooling_down",
-                        headers=_retry_headers(exc.retry_after))
+        return APIError(
+            503,
+            message,
+            "upstream_error",
+            "upstream_cooling_down",
+            headers=_retry_headers(exc.retry_after),
+        )
     if isinstance(exc, RateLimitError):
-        return APIError(429, message, "rate_limit_error", "rate_limit_exceeded",
-                        headers=_retry_headers(exc.retry_after))
+        return APIError(
+            429,
+            message,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            headers=_retry_headers(exc.retry_after),
+        )
     if isinstance(exc, MissingAuthError) and exc.unconfigured:
-        return APIError(500, _not_configured(exc.provider or "(unnamed)"), "server_error",
-                        "provider_not_configured")
+        return APIError(
+            500,
+            _not_configured(exc.provider or "(unnamed)"),
+            "server_error",
+            "provider_not_configured",
+        )
     if isinstance(exc, MissingAuthError):
         prefix = f"{exc.provider}: " if exc.provider else ""
-        return APIError(502, f"{prefix}HTTP {exc.status}: the upstream service refused the "
-                        f"server's credentials: {exc.message}", "upstream_error",
-                        "upstream_auth_error")
+        return APIError(
+            502,
+            f"{prefix}HTTP {exc.status}: the upstream service refused the "
+            f"server's credentials: {exc.message}",
+            "upstream_error",
+            "upstream_auth_error",
+        )
     if isinstance(exc, ProviderTimeoutError):
         return APIError(504, message, "upstream_error", "upstream_timeout")
     if isinstance(exc, ProviderConnectionError):
@@ -223,8 +260,12 @@ def _error_for(exc: BaseException) -> APIError:
     if isinstance(exc, (ResponseError, LLMplexError)):
         return APIError(502, message, "upstream_error", "upstream_error")
     # Not an llmplex error: a bug. Its text may hold anything, so it is not sent.
-    return APIError(500, "internal server error (the server log has the details)",
-                    "server_error", "internal_error")
+    return APIError(
+        500,
+        "internal server error (the server log has the details)",
+        "server_error",
+        "internal_error",
+    )
 
 
 def _combined(exc: AllProvidersFailed) -> APIError:
@@ -232,28 +273,44 @@ def _combined(exc: AllProvidersFailed) -> APIError:
 
     members = [err for _, err in exc.errors]
     cooling = [e for e in members if isinstance(e, CoolingDown)]
-    informative = [e for e in members if not isinstance(e, CoolingDown)
-                   and not (isinstance(e, MissingAuthError) and e.unconfigured)]
+    informative = [
+        e
+        for e in members
+        if not isinstance(e, CoolingDown)
+        and not (isinstance(e, MissingAuthError) and e.unconfigured)
+    ]
     if not informative and not cooling:  # no key for any: the server is not configured
         names = ", ".join(dict.fromkeys(name for name, _ in exc.errors))
         model = f" for model {exc.model!r}" if exc.model else ""
-        return APIError(500, f"no provider is configured on this server{model}: it has no "
-                        f"API key for {names}", "server_error", "provider_not_configured")
-    message = summarize(exc, lambda names: "the server has no API key configured for: "
-                        + ", ".join(names), lambda e: error_for(e).message)
+        return APIError(
+            500,
+            f"no provider is configured on this server{model}: it has no API key for {names}",
+            "server_error",
+            "provider_not_configured",
+        )
+    message = summarize(
+        exc,
+        lambda names: "the server has no API key configured for: " + ", ".join(names),
+        lambda e: error_for(e).message,
+    )
     if not informative:
         waits = [e.retry_after for e in cooling if e.retry_after is not None]
-        return APIError(503, message, "upstream_error", "upstream_cooling_down",
-                        headers=_retry_headers(min(waits) if waits else None))
+        return APIError(
+            503,
+            message,
+            "upstream_error",
+            "upstream_cooling_down",
+            headers=_retry_headers(min(waits) if waits else None),
+        )
     mapped = [error_for(e) for e in informative]
     statuses = {m.status for m in mapped}
     if len(statuses) == 1:
         first = mapped[0]
         headers: Mapping[str, str] = {}
         if first.status in (429, 503):
-            waits = [wait for e in informative
-                     if (wait := getattr(e, "retry_after", None)) is not None]
+            waits = [
+                wait for e in informative if (wait := getattr(e, "retry_after", None)) is not None
+            ]
             headers = _retry_headers(min(waits) if waits else None)
-        return APIError(first.status, message, first.type, first.code, first.param,
-                        dict(headers))
+        return APIError(first.status, message, first.type, first.code, first.param, dict(headers))
     return APIError(502, message, "upstream_error", "all_providers_failed")

@@ -75,8 +75,17 @@ async def read_json(request: Request) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
-              "input": {}, "ctx": {"error": exc.msg}}], body=exc.doc) from exc
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", exc.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": exc.msg},
+                }
+            ],
+            body=exc.doc,
+        ) from exc
     except ValueError as exc:  # not UTF-8 (FastAPI: any other failure to read the body)
         raise HTTPException(400, "There was an error parsing the body") from exc
 
@@ -85,17 +94,23 @@ def validate_body(model: type[M], body: Any) -> M:
     """``body`` (from :func:`read_json`) as ``model``, or FastAPI's validation error."""
     if body is _NO_BODY:
         raise RequestValidationError(
-            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
     try:
         return model.model_validate(body, from_attributes=True)
     except ValidationError as exc:
         raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])}
-             for error in exc.errors(include_url=False)], body=body) from None
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)],
+            body=body,
+        ) from None
 
 
-def route(path: str, model: type[M], authorize: Callable[[Request], None],
-          endpoint: Callable[[M, Request], Awaitable[Any]]) -> Route:
+def route(
+    path: str,
+    model: type[M],
+    authorize: Callable[[Request], None],
+    endpoint: Callable[[M, Request], Awaitable[Any]],
+) -> Route:
     """A ``POST path`` Starlette route: ``endpoint(body, request)`` after the steps of the
     module docstring, ``authorize(request)`` being the route's dependencies."""
 

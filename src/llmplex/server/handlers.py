@@ -50,8 +50,22 @@ def _param(loc: Sequence[Any]) -> str:
     return out
 
 
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "bytes",
-                        "literal", "TextPart", "ChatMessage", "StreamOptions"})
+_TYPE_TAGS = frozenset(
+    {
+        "str",
+        "int",
+        "float",
+        "bool",
+        "list",
+        "dict",
+        "none",
+        "bytes",
+        "literal",
+        "TextPart",
+        "ChatMessage",
+        "StreamOptions",
+    }
+)
 
 
 def _validation_error(exc: RequestValidationError) -> APIError:
@@ -59,24 +73,42 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     # A value failing a union (content: string or parts) gets one error per member. The
     # most specific is the deepest ("messages[0].content[1].type"), then one about the
     # value rather than "should be a string" from the member of the wrong type.
-    first = dict(max(errors, default={}, key=lambda e: (
-        len(_param(list(e.get("loc") or ())[1:])), not str(e.get("type")).endswith("_type"))))
+    first = dict(
+        max(
+            errors,
+            default={},
+            key=lambda e: (
+                len(_param(list(e.get("loc") or ())[1:])),
+                not str(e.get("type")).endswith("_type"),
+            ),
+        )
+    )
     loc = list(first.get("loc") or ())
     where = loc[0] if loc else "body"
     kind = str(first.get("type", ""))
     text = str(first.get("msg", "invalid request"))
     if kind == "json_invalid":
-        return APIError(400, "We could not parse the JSON body of your request: "
-                        f"{text}. Send a JSON object.", code="invalid_json")
+        return APIError(
+            400,
+            f"We could not parse the JSON body of your request: {text}. Send a JSON object.",
+            code="invalid_json",
+        )
     param = _param(loc[1:])
     if not param:
         if kind == "missing":
-            return APIError(400, f"Missing request {where}: expected a JSON object.",
-                            code="missing_required_parameter")
+            return APIError(
+                400,
+                f"Missing request {where}: expected a JSON object.",
+                code="missing_required_parameter",
+            )
         return APIError(400, f"Invalid request {where}: {text}.", code="invalid_type")
     if kind == "missing":
-        return APIError(400, f"Missing required parameter: '{param}'.",
-                        code="missing_required_parameter", param=param)
+        return APIError(
+            400,
+            f"Missing required parameter: '{param}'.",
+            code="missing_required_parameter",
+            param=param,
+        )
     code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
     return APIError(400, f"Invalid '{param}': {text}.", code=code, param=param)
 

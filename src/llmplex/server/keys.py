@@ -62,8 +62,10 @@ class ApiKey:
     models: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:  # never the digest either
-        return f"ApiKey(name={self.name!r}, rpm={self.rpm!r}, tpm={self.tpm!r}, " \
-               f"models={self.models!r})"
+        return (
+            f"ApiKey(name={self.name!r}, rpm={self.rpm!r}, tpm={self.tpm!r}, "
+            f"models={self.models!r})"
+        )
 
     @property
     def limited(self) -> bool:
@@ -98,33 +100,47 @@ def parse_keys(table: Mapping[str, Any], where: str = "[server.keys]") -> list[A
         for option, value in entry.items():
             expected = _FIELDS.get(option)
             if expected is None:
-                raise InvalidRequestError(f"{here}: unknown key {option!r} (known: "
-                                          f"{', '.join(_FIELDS)})", param=option)
+                raise InvalidRequestError(
+                    f"{here}: unknown key {option!r} (known: {', '.join(_FIELDS)})", param=option
+                )
             if not isinstance(value, expected) or isinstance(value, bool):
-                raise InvalidRequestError(f"{here}: {option!r} must be of type "
-                                          f"{expected.__name__}", param=option)
+                raise InvalidRequestError(
+                    f"{here}: {option!r} must be of type {expected.__name__}", param=option
+                )
         if ("key" in entry) == ("key_sha256" in entry):
-            raise InvalidRequestError(f"{here}: give exactly one of 'key' and 'key_sha256'",
-                                      param="key")
+            raise InvalidRequestError(
+                f"{here}: give exactly one of 'key' and 'key_sha256'", param="key"
+            )
         if "key" in entry:
             if not entry["key"]:
                 raise InvalidRequestError(f"{here}: 'key' is empty", param="key")
             digest = hashlib.sha256(entry["key"].encode()).digest()
         else:
             if not _HEX.fullmatch(entry["key_sha256"]):
-                raise InvalidRequestError(f"{here}: 'key_sha256' must be 64 hexadecimal "
-                                          "digits (the SHA-256 of the key)", param="key_sha256")
+                raise InvalidRequestError(
+                    f"{here}: 'key_sha256' must be 64 hexadecimal digits (the SHA-256 of the key)",
+                    param="key_sha256",
+                )
             digest = bytes.fromhex(entry["key_sha256"])
         for limit in ("rpm", "tpm"):
             if limit in entry and entry[limit] < 1:
-                raise InvalidRequestError(f"{here}: {limit!r} must be a positive integer",
-                                          param=limit)
+                raise InvalidRequestError(
+                    f"{here}: {limit!r} must be a positive integer", param=limit
+                )
         models = entry.get("models")
         if models is not None and not all(isinstance(m, str) and m for m in models):
-            raise InvalidRequestError(f"{here}: 'models' must be a list of model names or "
-                                      "globs", param="models")
-        keys.append(ApiKey(str(name), digest, entry.get("rpm"), entry.get("tpm"),
-                           tuple(models) if models is not None else None))
+            raise InvalidRequestError(
+                f"{here}: 'models' must be a list of model names or globs", param="models"
+            )
+        keys.append(
+            ApiKey(
+                str(name),
+                digest,
+                entry.get("rpm"),
+                entry.get("tpm"),
+                tuple(models) if models is not None else None,
+            )
+        )
     digests = [k.digest for k in keys]
     if len(set(digests)) != len(digests):
         raise InvalidRequestError(f"{where}: two keys have the same secret", param="keys")
@@ -137,12 +153,16 @@ class KeyRing:
     ``limiter``: where limits are counted (default: in this process); ``router``: to
     see which providers a model name reaches (for ``models``)."""
 
-    def __init__(self, keys: Iterable[ApiKey] | Mapping[str, Any] = (),
-                 plain: Iterable[str] = (), *, limiter: Limiter | None = None,
-                 router: Any = None) -> None:
+    def __init__(
+        self,
+        keys: Iterable[ApiKey] | Mapping[str, Any] = (),
+        plain: Iterable[str] = (),
+        *,
+        limiter: Limiter | None = None,
+        router: Any = None,
+    ) -> None:
         configured = parse_keys(keys) if isinstance(keys, Mapping) else list(keys)
-        self._entries: list[tuple[bytes, ApiKey | None]] = [
-            (k.digest, k) for k in configured]
+        self._entries: list[tuple[bytes, ApiKey | None]] = [(k.digest, k) for k in configured]
         self._entries += [(hashlib.sha256(p.encode()).digest(), None) for p in plain if p]
         self.limiter = limiter or LocalLimiter()
         self.router = router
@@ -169,11 +189,19 @@ class KeyRing:
                 given = bearer[7:].strip()
         if not given:
             if anthropic:
-                raise APIError(401, "x-api-key header is required (one of this server's API "
-                               "keys; Authorization: Bearer also works)", code="invalid_api_key")
-            raise APIError(401, "You didn't provide an API key. Send it in an Authorization "
-                           "header using Bearer auth (Authorization: Bearer YOUR_KEY).",
-                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+                raise APIError(
+                    401,
+                    "x-api-key header is required (one of this server's API "
+                    "keys; Authorization: Bearer also works)",
+                    code="invalid_api_key",
+                )
+            raise APIError(
+                401,
+                "You didn't provide an API key. Send it in an Authorization "
+                "header using Bearer auth (Authorization: Bearer YOUR_KEY).",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
         found: ApiKey | None = None
         matched = False
@@ -184,12 +212,22 @@ class KeyRing:
         if not matched:
             if anthropic:
                 raise APIError(401, "invalid x-api-key", code="invalid_api_key")
-            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(
+                401,
+                "Incorrect API key provided.",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return Caller(found) if found is not None else ANONYMOUS
 
-    async def admit(self, headers: Mapping[str, str], model: str | None, *,
-                    provider: Any = None, anthropic: bool = False) -> Caller:
+    async def admit(
+        self,
+        headers: Mapping[str, str],
+        model: str | None,
+        *,
+        provider: Any = None,
+        anthropic: bool = False,
+    ) -> Caller:
         """Authenticate, check the model against the key's ``models``, count the request
         against its ``rpm`` (and refuse it if its ``tpm`` is spent); the caller."""
         caller = self.authenticate(headers, anthropic=anthropic)
@@ -235,15 +273,21 @@ class KeyRing:
             except LLMplexError:
                 routes = ()  # the route's own error comes after, if the name is allowed
         if routes:
-            names = [n for route in routes for n in (
-                f"{route.name.lower()}:{route.model}",)]
-            allowed = all(_matches(patterns, name, model, route.model)
-                          for name, route in zip(names, routes, strict=True))
+            names = [n for route in routes for n in (f"{route.name.lower()}:{route.model}",)]
+            allowed = all(
+                _matches(patterns, name, model, route.model)
+                for name, route in zip(names, routes, strict=True)
+            )
         else:
             allowed = _matches(patterns, model, model, model)
         if not allowed:
-            raise APIError(403, f"The model {model!r} is not allowed for this API key.",
-                           "permission_error", "model_not_allowed", "model")
+            raise APIError(
+                403,
+                f"The model {model!r} is not allowed for this API key.",
+                "permission_error",
+                "model_not_allowed",
+                "model",
+            )
 
 
 def _matches(patterns: Sequence[str], qualified: str, asked: str, model_id: str) -> bool:
@@ -268,22 +312,36 @@ def _refusal(key: ApiKey, decision: Decision) -> APIError:
     wait = max(1, math.ceil(decision.retry_after))
     headers = {"Retry-After": str(wait)}
     if key.rpm is not None:
-        headers.update({"x-ratelimit-limit-requests": str(key.rpm),
-                        "x-ratelimit-remaining-requests": str(max(0, key.rpm - decision.requests)),
-                        "x-ratelimit-reset-requests": _seconds(
-                            decision.retry_after if decision.exceeded == "requests" else 0)})
+        headers.update(
+            {
+                "x-ratelimit-limit-requests": str(key.rpm),
+                "x-ratelimit-remaining-requests": str(max(0, key.rpm - decision.requests)),
+                "x-ratelimit-reset-requests": _seconds(
+                    decision.retry_after if decision.exceeded == "requests" else 0
+                ),
+            }
+        )
     if key.tpm is not None:
-        headers.update({"x-ratelimit-limit-tokens": str(key.tpm),
-                        "x-ratelimit-remaining-tokens": str(max(0, key.tpm - decision.tokens)),
-                        "x-ratelimit-reset-tokens": _seconds(
-                            decision.retry_after if decision.exceeded == "tokens" else 0)})
+        headers.update(
+            {
+                "x-ratelimit-limit-tokens": str(key.tpm),
+                "x-ratelimit-remaining-tokens": str(max(0, key.tpm - decision.tokens)),
+                "x-ratelimit-reset-tokens": _seconds(
+                    decision.retry_after if decision.exceeded == "tokens" else 0
+                ),
+            }
+        )
     if decision.exceeded == "tokens":
         what = f"tokens per minute (TPM): limit {key.tpm}, used {decision.tokens}"
     else:
         what = f"requests per minute (RPM): limit {key.rpm}, used {decision.requests}"
-    return APIError(429, f"Rate limit reached for API key {key.name!r} on {what}. "
-                    f"Please try again in {wait}s.", "requests" if decision.exceeded !=
-                    "tokens" else "tokens", "rate_limit_exceeded", headers=headers)
+    return APIError(
+        429,
+        f"Rate limit reached for API key {key.name!r} on {what}. Please try again in {wait}s.",
+        "requests" if decision.exceeded != "tokens" else "tokens",
+        "rate_limit_exceeded",
+        headers=headers,
+    )
 
 
 class _Metered:

@@ -39,7 +39,9 @@ class JsonFormatter(logging.Formatter):
         seconds = time.gmtime(record.created)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", seconds) + f".{int(record.msecs):03d}Z"
         entry: dict[str, Any] = {
-            "time": stamp, "level": record.levelname, "logger": record.name,
+            "time": stamp,
+            "level": record.levelname,
+            "logger": record.name,
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None) or "-",
         }
@@ -52,15 +54,26 @@ def log_config(fmt: str = "text", level: str = "info") -> dict[str, Any]:
     """The logging set-up of ``llmplex serve``: ``fmt`` one of :data:`LOG_FORMATS`."""
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {fmt!r}")
-    formatter: dict[str, Any] = ({"()": f"{__name__}.JsonFormatter"} if fmt == "json"
-                                 else {"format": _TEXT})
-    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-               "formatter": "main", "filters": ["request_id"]}
+    formatter: dict[str, Any] = (
+        {"()": f"{__name__}.JsonFormatter"} if fmt == "json" else {"format": _TEXT}
+    )
+    handler = {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+        "formatter": "main",
+        "filters": ["request_id"],
+    }
     level = level.upper()
-    loggers = {name: {"handlers": ["main"], "level": level, "propagate": False}
-               for name in ("uvicorn", "uvicorn.access", "llmplex")}
+    loggers = {
+        name: {"handlers": ["main"], "level": level, "propagate": False}
+        for name in ("uvicorn", "uvicorn.access", "llmplex")
+    }
     loggers["uvicorn.error"] = {"level": level}  # propagates to "uvicorn"
-    return {"version": 1, "disable_existing_loggers": False,
-            "filters": {"request_id": {"()": f"{__name__}.RequestIdFilter"}},
-            "formatters": {"main": formatter}, "handlers": {"main": handler},
-            "loggers": loggers}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": f"{__name__}.RequestIdFilter"}},
+        "formatters": {"main": formatter},
+        "handlers": {"main": handler},
+        "loggers": loggers,
+    }

@@ -75,8 +75,11 @@ class _CoolingDown:
         from prometheus_client.core import GaugeMetricFamily
 
         cooling = sum(1 for health in self.status().values() if health.get("cooling_down"))
-        yield GaugeMetricFamily("llmplex_providers_cooling_down",
-                                "Providers skipped now for a recent failure.", value=cooling)
+        yield GaugeMetricFamily(
+            "llmplex_providers_cooling_down",
+            "Providers skipped now for a recent failure.",
+            value=cooling,
+        )
 
 
 class Metrics(RouterObserver):
@@ -89,29 +92,68 @@ class Metrics(RouterObserver):
         self.registry = registry = CollectorRegistry()
         self.cooling = _CoolingDown(status)
         registry.register(self.cooling)
-        self.requests = Counter("llmplex_requests", "HTTP requests answered.",
-                                ["route", "method", "status"], registry=registry)
-        self.latency = Histogram("llmplex_request_duration_seconds",
-                                 "Seconds from a request's arrival to its response's end.",
-                                 ["route"], buckets=_LATENCY_BUCKETS, registry=registry)
-        self.first_token = Histogram("llmplex_time_to_first_token_seconds",
-                                     "Seconds from a streaming request's arrival to the "
-                                     "first byte of its stream.", ["route"],
-                                     buckets=_FIRST_TOKEN_BUCKETS, registry=registry)
-        self.tokens_in = Counter("llmplex_tokens_in", "Prompt tokens (upstream usage).",
-                                 ["provider", "model"], registry=registry)
-        self.tokens_out = Counter("llmplex_tokens_out", "Completion tokens (upstream usage).",
-                                  ["provider", "model"], registry=registry)
-        self.attempts = Counter("llmplex_upstream_attempts", "Tries of a provider.",
-                                ["provider", "outcome"], registry=registry)
-        self.errors = Counter("llmplex_upstream_errors", "Failed tries, by error class.",
-                              ["provider", "error"], registry=registry)
-        self.fallbacks = Counter("llmplex_fallbacks", "Tries that followed a failed one.",
-                                 ["provider"], registry=registry)
-        self.cooldowns = Counter("llmplex_cooldowns", "Failures that started a cooldown.",
-                                 ["provider"], registry=registry)
-        self.active_streams = Gauge("llmplex_active_streams", "Streams being written now.",
-                                    registry=registry, multiprocess_mode="livesum")
+        self.requests = Counter(
+            "llmplex_requests",
+            "HTTP requests answered.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "llmplex_request_duration_seconds",
+            "Seconds from a request's arrival to its response's end.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.first_token = Histogram(
+            "llmplex_time_to_first_token_seconds",
+            "Seconds from a streaming request's arrival to the first byte of its stream.",
+            ["route"],
+            buckets=_FIRST_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.tokens_in = Counter(
+            "llmplex_tokens_in",
+            "Prompt tokens (upstream usage).",
+            ["provider", "model"],
+            registry=registry,
+        )
+        self.tokens_out = Counter(
+            "llmplex_tokens_out",
+            "Completion tokens (upstream usage).",
+            ["provider", "model"],
+            registry=registry,
+        )
+        self.attempts = Counter(
+            "llmplex_upstream_attempts",
+            "Tries of a provider.",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "llmplex_upstream_errors",
+            "Failed tries, by error class.",
+            ["provider", "error"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "llmplex_fallbacks",
+            "Tries that followed a failed one.",
+            ["provider"],
+            registry=registry,
+        )
+        self.cooldowns = Counter(
+            "llmplex_cooldowns",
+            "Failures that started a cooldown.",
+            ["provider"],
+            registry=registry,
+        )
+        self.active_streams = Gauge(
+            "llmplex_active_streams",
+            "Streams being written now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
 
     def attempt_ended(self, attempt: Attempt) -> None:
         provider = attempt.provider
@@ -157,11 +199,18 @@ class Metrics(RouterObserver):
                 for key in api_keys:  # every key compared: timing tells nothing
                     matched |= hmac.compare_digest(token, key)
                 if not matched:
-                    return JSONResponse({"error": {
-                        "message": "/metrics needs one of the server's API keys (Bearer).",
-                        "type": "invalid_request_error", "param": None,
-                        "code": "invalid_api_key"}}, status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"})
+                    return JSONResponse(
+                        {
+                            "error": {
+                                "message": "/metrics needs one of the server's API keys (Bearer).",
+                                "type": "invalid_request_error",
+                                "param": None,
+                                "code": "invalid_api_key",
+                            }
+                        },
+                        status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
             body, content_type = self.render()
             return Response(body, media_type=content_type)
 
@@ -196,8 +245,9 @@ class MetricsMiddleware:
                         streaming = True
                         metrics.active_streams.inc()
                         break
-            elif streaming and first is None and kind == "http.response.body" \
-                    and message.get("body"):
+            elif (
+                streaming and first is None and kind == "http.response.body" and message.get("body")
+            ):
                 first = time.perf_counter()
             await send(message)
 
@@ -206,8 +256,9 @@ class MetricsMiddleware:
         finally:
             route = route_of(scope)
             method = scope.get("method", "")
-            metrics.requests.labels(route, method if method in _METHODS else "other",
-                                    str(status)).inc()
+            metrics.requests.labels(
+                route, method if method in _METHODS else "other", str(status)
+            ).inc()
             metrics.latency.labels(route).observe(time.perf_counter() - began)
             if streaming:
                 metrics.active_streams.dec()

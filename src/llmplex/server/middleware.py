@@ -33,7 +33,7 @@ def _host_name(value: str) -> str:
     value = value.strip().lower()
     if value.startswith("["):  # [v6] or [v6]:port
         end = value.find("]")
-        rest = value[end + 1:]
+        rest = value[end + 1 :]
         if end < 0 or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
             return value  # malformed: matches no name
         return value[1:end]
@@ -106,11 +106,15 @@ class HostCheck:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        error = APIError(403, f"Host {host[:100]!r} is not allowed: this server answers only "
-                         "requests addressed to it by the names it was configured with "
-                         "(localhost, 127.0.0.1, [::1] and its allowed hosts), which "
-                         "protects it from DNS rebinding.", code="host_not_allowed",
-                         param=None)
+        error = APIError(
+            403,
+            f"Host {host[:100]!r} is not allowed: this server answers only "
+            "requests addressed to it by the names it was configured with "
+            "(localhost, 127.0.0.1, [::1] and its allowed hosts), which "
+            "protects it from DNS rebinding.",
+            code="host_not_allowed",
+            param=None,
+        )
         await error.response()(scope, receive, send)
 
 
@@ -161,13 +165,19 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = APIError(413, f"Request body too large: the limit is {self.max_bytes} bytes.",
-                         code="request_too_large", headers={"Connection": "close"})
+        error = APIError(
+            413,
+            f"Request body too large: the limit is {self.max_bytes} bytes.",
+            code="request_too_large",
+            headers={"Connection": "close"},
+        )
         if str(scope.get("path", "")).startswith("/v1/messages"):  # Anthropic's shape there
             from starlette.responses import JSONResponse
 
-            body = {"type": "error", "error": {"type": "request_too_large",
-                                               "message": error.message}}
+            body = {
+                "type": "error",
+                "error": {"type": "request_too_large", "message": error.message},
+            }
             await JSONResponse(body, 413, error.all_headers())(scope, receive, send)
             return
         await error.response()(scope, receive, send)

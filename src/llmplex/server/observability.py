@@ -24,9 +24,14 @@ if TYPE_CHECKING:
 __all__ = ["install_observability"]
 
 
-def install_observability(app: FastAPI, client: AsyncClient, *, metrics: str = "public",
-                          api_keys: Sequence[bytes] = (),
-                          tracer_provider: Any = None) -> None:
+def install_observability(
+    app: FastAPI,
+    client: AsyncClient,
+    *,
+    metrics: str = "public",
+    api_keys: Sequence[bytes] = (),
+    tracer_provider: Any = None,
+) -> None:
     """Add the middlewares above to ``app`` and, unless ``metrics`` is ``"off"``,
     ``GET /metrics`` (``"public"``: no key needed; ``"keyed"``: one of ``api_keys``).
     ``tracer_provider``: an OpenTelemetry tracer provider (None: no traces)."""
@@ -41,8 +46,12 @@ def install_observability(app: FastAPI, client: AsyncClient, *, metrics: str = "
         counted = Metrics(client.router.status)
         client.router.observers.append(counted)
         # an APIRoute (not a plain route): FastAPI then names its template in the scope
-        app.add_api_route("/metrics", counted.endpoint(api_keys if metrics == "keyed" else ()),
-                          methods=["GET"], include_in_schema=False)
+        app.add_api_route(
+            "/metrics",
+            counted.endpoint(api_keys if metrics == "keyed" else ()),
+            methods=["GET"],
+            include_in_schema=False,
+        )
         app.add_middleware(MetricsMiddleware, metrics=counted)
     if tracer_provider is not None:
         from .tracing import Tracing, TracingMiddleware

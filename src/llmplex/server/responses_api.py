@@ -49,9 +49,17 @@ __all__ = ["ResponseRequest", "install_responses"]
 log = logging.getLogger("llmplex.server")
 
 #: OpenAI fields with no Chat Completions counterpart: refused by name
-REFUSED_FIELDS = frozenset({"conversation", "prompt", "max_tool_calls", "top_logprobs",
-                            "prompt_cache_retention", "prompt_cache_options",
-                            "context_management"})
+REFUSED_FIELDS = frozenset(
+    {
+        "conversation",
+        "prompt",
+        "max_tool_calls",
+        "top_logprobs",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+        "context_management",
+    }
+)
 #: the metadata OpenAI takes: 16 pairs, keys up to 64 characters, values up to 512
 _METADATA = (16, 64, 512)
 #: where the conversation store's metadata keeps a stored response, and its input items
@@ -63,11 +71,17 @@ class ResponseRequest(BaseModel):
     """``POST /v1/responses``: OpenAI's fields (honoured, or refused naming the field) plus
     llmplex's ``provider`` and ``emulate``."""
 
-    model_config = ConfigDict(strict=True, extra="allow", json_schema_extra={"examples": [
-        {"model": "gpt-4o-mini", "input": "Say hello", "stream": False}]})
+    model_config = ConfigDict(
+        strict=True,
+        extra="allow",
+        json_schema_extra={
+            "examples": [{"model": "gpt-4o-mini", "input": "Say hello", "stream": False}]
+        },
+    )
 
     model: StrictStr | None = Field(
-        None, description="A model name or alias, or 'provider:model'. Empty: the default.")
+        None, description="A model name or alias, or 'provider:model'. Empty: the default."
+    )
     input: StrictStr | list[dict[str, Any]] | None = None
     instructions: StrictStr | None = None
     tools: list[dict[str, Any]] | None = None
@@ -91,15 +105,22 @@ class ResponseRequest(BaseModel):
     prompt_cache_key: StrictStr | None = None
     service_tier: StrictStr | None = None
     provider: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] | None = Field(
-        None, description="llmplex: a provider name, or a list tried in order.")
+        None, description="llmplex: a provider name, or a list tried in order."
+    )
     emulate: StrictBool | None = Field(
-        None, description="llmplex: allow (true) or refuse (false) tool calls and JSON output "
-        "emulated through the prompt on providers without them; unset: the server's setting.")
+        None,
+        description="llmplex: allow (true) or refuse (false) tool calls and JSON output "
+        "emulated through the prompt on providers without them; unset: the server's setting.",
+    )
 
 
 def _unsupported(what: str, param: str) -> APIError:
-    return APIError(400, f"{what} is not supported by llmplex's Responses API.",
-                    code="unsupported_parameter", param=param)
+    return APIError(
+        400,
+        f"{what} is not supported by llmplex's Responses API.",
+        code="unsupported_parameter",
+        param=param,
+    )
 
 
 def _check(body: ResponseRequest, max_providers: int) -> None:
@@ -108,39 +129,59 @@ def _check(body: ResponseRequest, max_providers: int) -> None:
         if name in REFUSED_FIELDS:
             raise _unsupported(f"'{name}'", name)
         if name in UPSTREAM_FIELDS:
-            raise APIError(400, f"'{name}' cannot be set by clients on /v1/responses.",
-                           code="upstream_override_forbidden", param=name)
-        near = difflib.get_close_matches(name, list(ResponseRequest.model_fields), n=1,
-                                         cutoff=0.8)
+            raise APIError(
+                400,
+                f"'{name}' cannot be set by clients on /v1/responses.",
+                code="upstream_override_forbidden",
+                param=name,
+            )
+        near = difflib.get_close_matches(name, list(ResponseRequest.model_fields), n=1, cutoff=0.8)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise APIError(400, f"Unrecognized request argument supplied: {name}{hint}",
-                       code="unknown_parameter", param=name)
+        raise APIError(
+            400,
+            f"Unrecognized request argument supplied: {name}{hint}",
+            code="unknown_parameter",
+            param=name,
+        )
     if body.include:
         raise _unsupported(f"include {body.include[0]!r}", "include")
     if body.truncation == "auto":
-        raise _unsupported("truncation 'auto' (llmplex never truncates the input)",
-                           "truncation")
+        raise _unsupported("truncation 'auto' (llmplex never truncates the input)", "truncation")
     if body.background:
         raise _unsupported("background mode", "background")
     if body.stream_options is not None:
         if not body.stream:
-            raise APIError(400, "The 'stream_options' parameter is only allowed when 'stream' "
-                           "is enabled.", code="invalid_value", param="stream_options")
+            raise APIError(
+                400,
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                code="invalid_value",
+                param="stream_options",
+            )
         unknown = set(body.stream_options) - {"include_obfuscation"}
         if unknown or body.stream_options.get("include_obfuscation"):
             name = min(unknown) if unknown else "include_obfuscation"
             raise _unsupported(f"stream_options.{name}", f"stream_options.{name}")
     metadata = body.metadata or {}
     pairs, key_length, value_length = _METADATA
-    if len(metadata) > pairs or any(len(k) > key_length or len(v) > value_length
-                                    for k, v in metadata.items()):
-        raise APIError(400, f"Invalid 'metadata': at most {pairs} pairs, keys of at most "
-                       f"{key_length} characters, values of at most {value_length}.",
-                       code="invalid_value", param="metadata")
+    if len(metadata) > pairs or any(
+        len(k) > key_length or len(v) > value_length for k, v in metadata.items()
+    ):
+        raise APIError(
+            400,
+            f"Invalid 'metadata': at most {pairs} pairs, keys of at most "
+            f"{key_length} characters, values of at most {value_length}.",
+            code="invalid_value",
+            param="metadata",
+        )
     if isinstance(body.provider, list) and len(body.provider) > max_providers:
-        raise APIError(400, f"Too many providers: the 'provider' list has "
-                       f"{len(body.provider)} entries, this server takes at most "
-                       f"{max_providers}.", code="invalid_value", param="provider")
+        raise APIError(
+            400,
+            f"Too many providers: the 'provider' list has "
+            f"{len(body.provider)} entries, this server takes at most "
+            f"{max_providers}.",
+            code="invalid_value",
+            param="provider",
+        )
 
 
 def _skeleton(body: ResponseRequest, response_id: str) -> dict[str, Any]:
@@ -150,36 +191,60 @@ def _skeleton(body: ResponseRequest, response_id: str) -> dict[str, Any]:
         text["verbosity"] = body.text["verbosity"]  # type: ignore[index]
     reasoning = body.reasoning or {}
     return {
-        "id": response_id, "object": "response", "created_at": int(time.time()),
-        "status": "in_progress", "background": False, "error": None,
-        "incomplete_details": None, "instructions": body.instructions,
-        "max_output_tokens": body.max_output_tokens, "max_tool_calls": None,
-        "model": body.model or "", "output": [],
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "in_progress",
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens,
+        "max_tool_calls": None,
+        "model": body.model or "",
+        "output": [],
         "parallel_tool_calls": body.parallel_tool_calls is not False,
         "previous_response_id": body.previous_response_id,
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-        "service_tier": body.service_tier, "store": body.store is not False,
-        "temperature": body.temperature, "text": text,
+        "service_tier": body.service_tier,
+        "store": body.store is not False,
+        "temperature": body.temperature,
+        "text": text,
         "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
-        "tools": body.tools or [], "top_p": body.top_p, "truncation": "disabled",
-        "usage": None, "user": body.user, "safety_identifier": body.safety_identifier,
-        "prompt_cache_key": body.prompt_cache_key, "metadata": dict(body.metadata or {}),
+        "tools": body.tools or [],
+        "top_p": body.top_p,
+        "truncation": "disabled",
+        "usage": None,
+        "user": body.user,
+        "safety_identifier": body.safety_identifier,
+        "prompt_cache_key": body.prompt_cache_key,
+        "metadata": dict(body.metadata or {}),
     }
 
 
 def _render(events: list[dict[str, Any]]) -> bytes:
     return b"".join(
-        b"event: " + event["type"].encode() + b"\ndata: "
-        + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-        for event in events)
+        b"event: "
+        + event["type"].encode()
+        + b"\ndata: "
+        + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        + b"\n\n"
+        for event in events
+    )
 
 
 class _ResponsesStream(EventStream):
     """The SSE response of a streamed response: its chunks are lists of events; it ends
     without ``[DONE]`` (the Responses API sends none)."""
 
-    def __init__(self, first: tuple[str, Any], pump: Pump, watcher: asyncio.Future[None],
-                 stall_timeout: float, writer: ResponseWriter) -> None:
+    def __init__(
+        self,
+        first: tuple[str, Any],
+        pump: Pump,
+        watcher: asyncio.Future[None],
+        stall_timeout: float,
+        writer: ResponseWriter,
+    ) -> None:
         super().__init__(first, pump, watcher, False, stall_timeout)
         self.writer = writer
 
@@ -200,9 +265,16 @@ class _ResponsesStream(EventStream):
 class _Turn:
     """One response: the chat call, its events, and what is stored at its end."""
 
-    def __init__(self, client: AsyncClient, arguments: dict[str, Any],
-                 writer: ResponseWriter, history: list[dict[str, Any]],
-                 new: list[dict[str, Any]], store: bool, given: Any) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        arguments: dict[str, Any],
+        writer: ResponseWriter,
+        history: list[dict[str, Any]],
+        new: list[dict[str, Any]],
+        store: bool,
+        given: Any,
+    ) -> None:
         self.client = client
         self.given = given  # the request's input, for GET .../input_items
         self.arguments = arguments
@@ -217,8 +289,9 @@ class _Turn:
         before the first chunk is raised (the request gets its status); a later one is a
         ``response.failed`` event when ``streamed``, else raised too."""
         writer = self.writer
-        stream = await self.meter(self.client.chat.completions.create(**self.arguments,
-                                                                      stream=True))
+        stream = await self.meter(
+            self.client.chat.completions.create(**self.arguments, stream=True)
+        )
         async with aclosing(stream) as chunks:
             iterator = aiter(chunks)
             first = await anext(iterator, None)
@@ -253,12 +326,16 @@ class _Turn:
         if not self.store:
             return
         response = self.writer.response
-        reply = input_messages([item for item in response["output"]
-                                if item["type"] in ("message", "function_call")])
+        reply = input_messages(
+            [item for item in response["output"] if item["type"] in ("message", "function_call")]
+        )
         await asyncio.to_thread(
-            self.client.store.create, id=response["id"], model=response["model"],
+            self.client.store.create,
+            id=response["id"],
+            model=response["model"],
             messages=[*self.history, *reply],
-            metadata={_KIND: response, _INPUT: input_items(self.given)})
+            metadata={_KIND: response, _INPUT: input_items(self.given)},
+        )
 
 
 async def _stored(client: AsyncClient, response_id: str, param: str | None) -> Any:
@@ -269,16 +346,30 @@ async def _stored(client: AsyncClient, response_id: str, param: str | None) -> A
         record = None
     if record is None or _KIND not in record.metadata:
         if param == "previous_response_id":
-            raise APIError(404, f"Previous response with id '{response_id}' not found.",
-                           code="previous_response_not_found", param=param)
-        raise APIError(404, f"Response with id '{response_id}' not found.",
-                       code="response_not_found", param=param)
+            raise APIError(
+                404,
+                f"Previous response with id '{response_id}' not found.",
+                code="previous_response_not_found",
+                param=param,
+            )
+        raise APIError(
+            404,
+            f"Response with id '{response_id}' not found.",
+            code="response_not_found",
+            param=param,
+        )
     return record
 
 
-def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: float,
-                      max_providers: int, responses: dict[int | str, Any],
-                      keys: Any = None) -> None:
+def install_responses(
+    router: APIRouter,
+    client: AsyncClient,
+    *,
+    stall_timeout: float,
+    max_providers: int,
+    responses: dict[int | str, Any],
+    keys: Any = None,
+) -> None:
     """Add the ``/responses`` routes to ``router`` (the ``/v1`` one, with its auth);
     ``keys``: the server's :class:`~llmplex.server.keys.KeyRing` (model, limits)."""
     from .keys import KeyRing
@@ -293,13 +384,11 @@ def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: 
         caller = await ring.admit(request.headers, body.model, provider=body.provider)
         history: list[dict[str, Any]] = []
         if body.previous_response_id:
-            previous = await _stored(client, body.previous_response_id,
-                                     "previous_response_id")
+            previous = await _stored(client, body.previous_response_id, "previous_response_id")
             history = previous.messages
         arguments, new = chat_arguments(body, history)
         writer = ResponseWriter(_skeleton(body, new_response_id()))
-        turn = _Turn(client, arguments, writer, history, new, body.store is not False,
-                     body.input)
+        turn = _Turn(client, arguments, writer, history, new, body.store is not False, body.input)
         turn.meter = functools.partial(ring.metered, caller)
         watcher = asyncio.ensure_future(disconnected(request.receive))
         owned = True  # the watcher is cancelled here, unless a stream took it over
@@ -323,13 +412,14 @@ def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: 
         record = await _stored(client, response_id, None)
         return JSONResponse(record.metadata[_KIND])
 
-    @router.get("/responses/{response_id}/input_items", tags=["responses"],
-                responses=responses)
+    @router.get("/responses/{response_id}/input_items", tags=["responses"], responses=responses)
     async def list_input_items(
-            response_id: str, after: str | None = None,
-            limit: Annotated[int, Query(ge=1, le=100)] = 20,
-            order: Literal["asc", "desc"] = "desc",
-            include: Annotated[list[str] | None, Query()] = None) -> Any:
+        response_id: str,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        order: Literal["asc", "desc"] = "desc",
+        include: Annotated[list[str] | None, Query()] = None,
+    ) -> Any:
         """The input items of a stored response (this response's own ``input``), newest
         first unless ``order=asc``; ``after`` an item id, ``limit`` 1 to 100."""
         if include:
@@ -341,14 +431,18 @@ def install_responses(router: APIRouter, client: AsyncClient, *, stall_timeout: 
         if after is not None:
             ids = [item.get("id") for item in items]
             if after not in ids:
-                raise APIError(404, f"Item with id '{after}' not found.", param="after",
-                               code="item_not_found")
-            items = items[ids.index(after) + 1:]
+                raise APIError(
+                    404, f"Item with id '{after}' not found.", param="after", code="item_not_found"
+                )
+            items = items[ids.index(after) + 1 :]
         page = items[:limit]
-        return {"object": "list", "data": page,
-                "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None,
-                "has_more": len(items) > limit}
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
 
     @router.delete("/responses/{response_id}", tags=["responses"], responses=responses)
     async def delete_response(response_id: str) -> dict[str, Any]:

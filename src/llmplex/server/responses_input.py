@@ -33,9 +33,13 @@ def _bad(message: str, param: str, code: str = "invalid_value") -> APIError:
 
 
 def _unsupported(what: str, param: str) -> APIError:
-    return APIError(400, f"{what} is not supported by llmplex's Responses API (it serves "
-                    "what Chat Completions can carry).", code="unsupported_parameter",
-                    param=param)
+    return APIError(
+        400,
+        f"{what} is not supported by llmplex's Responses API (it serves "
+        "what Chat Completions can carry).",
+        code="unsupported_parameter",
+        param=param,
+    )
 
 
 def _string(value: Any, param: str) -> str:
@@ -52,8 +56,10 @@ def _part(part: Any, role: str, param: str) -> dict[str, Any]:
     if kind in ("input_text", "output_text", "text"):
         expected = "output_text" if role == "assistant" else "input_text"
         if kind not in (expected, "text"):
-            raise _bad(f"Invalid value: '{kind}'. The text of a {role} message is "
-                       f"'{expected}'.", f"{param}.type")
+            raise _bad(
+                f"Invalid value: '{kind}'. The text of a {role} message is '{expected}'.",
+                f"{param}.type",
+            )
         return {"type": "text", "text": _string(part.get("text"), f"{param}.text")}
     if kind == "refusal" and role == "assistant":
         return {"type": "refusal", "refusal": _string(part.get("refusal"), f"{param}.refusal")}
@@ -70,33 +76,47 @@ def _part(part: Any, role: str, param: str) -> dict[str, Any]:
         for name in ("file_id", "file_url"):
             if part.get(name) is not None:
                 raise _unsupported(f"A file given by '{name}'", f"{param}.{name}")
-        file: dict[str, Any] = {"file_data": _string(part.get("file_data"),
-                                                     f"{param}.file_data")}
+        file: dict[str, Any] = {"file_data": _string(part.get("file_data"), f"{param}.file_data")}
         if part.get("filename") is not None:
             file["filename"] = _string(part.get("filename"), f"{param}.filename")
         return {"type": "file", "file": file}
-    raise _bad(f"Invalid value: {kind!r}. Content of a {role} message is 'input_text', "
-               + ("'output_text' or 'refusal'." if role == "assistant" else
-                  "'input_image' or 'input_file'." if role == "user" else "only."),
-               f"{param}.type")
+    raise _bad(
+        f"Invalid value: {kind!r}. Content of a {role} message is 'input_text', "
+        + (
+            "'output_text' or 'refusal'."
+            if role == "assistant"
+            else "'input_image' or 'input_file'."
+            if role == "user"
+            else "only."
+        ),
+        f"{param}.type",
+    )
 
 
 def _message(item: Mapping[str, Any], param: str) -> dict[str, Any]:
     role = item.get("role")
     if role not in ("user", "assistant", "system", "developer"):
-        raise _bad(f"Invalid value: {role!r}. Supported values are: 'user', 'assistant', "
-                   "'system', and 'developer'.", f"{param}.role")
+        raise _bad(
+            f"Invalid value: {role!r}. Supported values are: 'user', 'assistant', "
+            "'system', and 'developer'.",
+            f"{param}.role",
+        )
     content = item.get("content")
     if isinstance(content, str):
         return {"role": role, "content": content}
     if not isinstance(content, list):
-        raise _bad(f"Invalid type for '{param}.content': expected a string or an array of "
-                   "content parts.", f"{param}.content", "invalid_type")
+        raise _bad(
+            f"Invalid type for '{param}.content': expected a string or an array of content parts.",
+            f"{param}.content",
+            "invalid_type",
+        )
     parts = [_part(p, role, f"{param}.content[{j}]") for j, p in enumerate(content)]
     if role == "assistant":
         refusal = "".join(p["refusal"] for p in parts if p["type"] == "refusal")
-        message: dict[str, Any] = {"role": role, "content": "".join(
-            p["text"] for p in parts if p["type"] == "text")}
+        message: dict[str, Any] = {
+            "role": role,
+            "content": "".join(p["text"] for p in parts if p["type"] == "text"),
+        }
         if refusal:
             message["refusal"] = refusal
         return message
@@ -114,12 +134,16 @@ def _output_text(output: Any, param: str) -> str:
         for j, part in enumerate(output):
             if not (isinstance(part, Mapping) and part.get("type") in ("input_text", "text")):
                 kind = part.get("type") if isinstance(part, Mapping) else None
-                raise _unsupported(f"A function_call_output part of type {kind!r}",
-                                   f"{param}[{j}].type")
+                raise _unsupported(
+                    f"A function_call_output part of type {kind!r}", f"{param}[{j}].type"
+                )
             texts.append(_string(part.get("text"), f"{param}[{j}].text"))
         return "".join(texts)
-    raise _bad(f"Invalid type for '{param}': expected a string or an array of parts.",
-               param, "invalid_type")
+    raise _bad(
+        f"Invalid type for '{param}': expected a string or an array of parts.",
+        param,
+        "invalid_type",
+    )
 
 
 def input_messages(value: Any) -> list[dict[str, Any]]:
@@ -129,23 +153,28 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if not isinstance(value, list):
-        raise _bad("Invalid type for 'input': expected a string or an array of input items.",
-                   "input", "invalid_type")
+        raise _bad(
+            "Invalid type for 'input': expected a string or an array of input items.",
+            "input",
+            "invalid_type",
+        )
     messages: list[dict[str, Any]] = []
     for i, item in enumerate(value):
         param = f"input[{i}]"
         if not isinstance(item, Mapping):
-            raise _bad(f"Invalid type for '{param}': expected an object.", param,
-                       "invalid_type")
+            raise _bad(f"Invalid type for '{param}': expected an object.", param, "invalid_type")
         kind = item.get("type", "message" if "role" in item else None)
         if kind == "message":
             messages.append(_message(item, param))
         elif kind == "function_call":
-            call = {"id": _string(item.get("call_id"), f"{param}.call_id"),
-                    "type": "function",
-                    "function": {"name": _string(item.get("name"), f"{param}.name"),
-                                 "arguments": _string(item.get("arguments"),
-                                                      f"{param}.arguments")}}
+            call = {
+                "id": _string(item.get("call_id"), f"{param}.call_id"),
+                "type": "function",
+                "function": {
+                    "name": _string(item.get("name"), f"{param}.name"),
+                    "arguments": _string(item.get("arguments"), f"{param}.arguments"),
+                },
+            }
             last = messages[-1] if messages else None
             # One Chat Completions answer holds its text and all of its calls.
             if last is not None and last["role"] == "assistant" and "refusal" not in last:
@@ -155,14 +184,19 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
-            messages.append({"role": "tool",
-                             "tool_call_id": _string(item.get("call_id"), f"{param}.call_id"),
-                             "content": _output_text(item.get("output"), f"{param}.output")})
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": _string(item.get("call_id"), f"{param}.call_id"),
+                    "content": _output_text(item.get("output"), f"{param}.output"),
+                }
+            )
         elif kind == "reasoning":
             continue  # see the module docstring
         elif kind == "item_reference":
-            raise _unsupported("An 'item_reference' input item (use previous_response_id)",
-                               f"{param}.type")
+            raise _unsupported(
+                "An 'item_reference' input item (use previous_response_id)", f"{param}.type"
+            )
         else:
             raise _unsupported(f"An input item of type {kind!r}", f"{param}.type")
     return messages
@@ -173,20 +207,23 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     for i, tool in enumerate(tools):
         param = f"tools[{i}]"
         if not isinstance(tool, Mapping):
-            raise _bad(f"Invalid type for '{param}': expected an object.", param,
-                       "invalid_type")
+            raise _bad(f"Invalid type for '{param}': expected an object.", param, "invalid_type")
         kind = tool.get("type")
         if kind != "function":
-            raise _unsupported(f"A tool of type {kind!r} (llmplex serves function tools)",
-                               f"{param}.type")
+            raise _unsupported(
+                f"A tool of type {kind!r} (llmplex serves function tools)", f"{param}.type"
+            )
         function: dict[str, Any] = {"name": _string(tool.get("name"), f"{param}.name")}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:
                 function[key] = tool[key]
         unknown = sorted(set(tool) - {"type", "name", "description", "parameters", "strict"})
         if unknown:
-            raise _bad(f"Unknown parameter: '{param}.{unknown[0]}'.", f"{param}.{unknown[0]}",
-                       "unknown_parameter")
+            raise _bad(
+                f"Unknown parameter: '{param}.{unknown[0]}'.",
+                f"{param}.{unknown[0]}",
+                "unknown_parameter",
+            )
         out.append({"type": "function", "function": function})
     return out
 
@@ -195,8 +232,10 @@ def _tool_choice(choice: Any) -> Any:
     if choice in ("none", "auto", "required"):
         return choice
     if isinstance(choice, Mapping) and choice.get("type") == "function":
-        return {"type": "function",
-                "function": {"name": _string(choice.get("name"), "tool_choice.name")}}
+        return {
+            "type": "function",
+            "function": {"name": _string(choice.get("name"), "tool_choice.name")},
+        }
     kind = choice.get("type") if isinstance(choice, Mapping) else choice
     raise _unsupported(f"tool_choice {kind!r}", "tool_choice")
 
@@ -205,15 +244,17 @@ def _response_format(text: Mapping[str, Any]) -> tuple[dict[str, Any] | None, st
     """``text`` as ``(response_format, verbosity)``."""
     unknown = sorted(set(text) - {"format", "verbosity"})
     if unknown:
-        raise _bad(f"Unknown parameter: 'text.{unknown[0]}'.", f"text.{unknown[0]}",
-                   "unknown_parameter")
+        raise _bad(
+            f"Unknown parameter: 'text.{unknown[0]}'.", f"text.{unknown[0]}", "unknown_parameter"
+        )
     verbosity = text.get("verbosity")
     fmt = text.get("format")
     if fmt is None:
         return None, verbosity
     if not isinstance(fmt, Mapping):
-        raise _bad("Invalid type for 'text.format': expected an object.", "text.format",
-                   "invalid_type")
+        raise _bad(
+            "Invalid type for 'text.format': expected an object.", "text.format", "invalid_type"
+        )
     kind = fmt.get("type")
     if kind == "text":
         return None, verbosity
@@ -221,35 +262,49 @@ def _response_format(text: Mapping[str, Any]) -> tuple[dict[str, Any] | None, st
         return {"type": "json_object"}, verbosity
     if kind == "json_schema":
         if not isinstance(fmt.get("schema"), Mapping):
-            raise _bad("Missing required parameter: 'text.format.schema'.",
-                       "text.format.schema", "missing_required_parameter")
-        schema: dict[str, Any] = {"name": _string(fmt.get("name"), "text.format.name"),
-                                  "schema": fmt["schema"]}
+            raise _bad(
+                "Missing required parameter: 'text.format.schema'.",
+                "text.format.schema",
+                "missing_required_parameter",
+            )
+        schema: dict[str, Any] = {
+            "name": _string(fmt.get("name"), "text.format.name"),
+            "schema": fmt["schema"],
+        }
         for key in ("description", "strict"):
             if fmt.get(key) is not None:
                 schema[key] = fmt[key]
         return {"type": "json_schema", "json_schema": schema}, verbosity
-    raise _bad(f"Invalid value: {kind!r}. Supported values are: 'text', 'json_object', and "
-               "'json_schema'.", "text.format.type")
+    raise _bad(
+        f"Invalid value: {kind!r}. Supported values are: 'text', 'json_object', and 'json_schema'.",
+        "text.format.type",
+    )
 
 
-def chat_arguments(body: Any, history: list[dict[str, Any]]) -> tuple[ChatArguments,
-                                                                      list[dict[str, Any]]]:
+def chat_arguments(
+    body: Any, history: list[dict[str, Any]]
+) -> tuple[ChatArguments, list[dict[str, Any]]]:
     """``(chat.completions.create kwargs, the input as messages)`` for a validated
     :class:`~llmplex.server.responses_api.ResponseRequest`; ``history`` is the stored
     conversation ``previous_response_id`` continues (its messages come first)."""
     new = input_messages(body.input)
     if not new and not history:
-        raise _bad("Missing required parameter: 'input'.", "input",
-                   "missing_required_parameter")
+        raise _bad("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     messages = [*history, *new]
     if body.instructions:
         # Instructions apply to this response only: never stored, never carried over. A
         # system message, which every provider takes ("developer" is not known to all).
         messages = [{"role": "system", "content": body.instructions}, *messages]
     arguments: ChatArguments = {"model": body.model or None, "messages": messages}
-    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "safety_identifier",
-                 "prompt_cache_key", "service_tier"):
+    for name in (
+        "temperature",
+        "top_p",
+        "parallel_tool_calls",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "service_tier",
+    ):
         value = getattr(body, name)
         if value is not None:
             arguments[name] = value
@@ -271,12 +326,18 @@ def chat_arguments(body: Any, history: list[dict[str, Any]]) -> tuple[ChatArgume
             arguments["reasoning_effort"] = effort
         summary = body.reasoning.get("summary", body.reasoning.get("generate_summary"))
         if summary not in (None, "auto"):
-            raise _unsupported(f"reasoning.summary {summary!r} (the model's reasoning is "
-                               "returned as it is, never summarised)", "reasoning.summary")
+            raise _unsupported(
+                f"reasoning.summary {summary!r} (the model's reasoning is "
+                "returned as it is, never summarised)",
+                "reasoning.summary",
+            )
         unknown = sorted(set(body.reasoning) - {"effort", "summary", "generate_summary"})
         if unknown:
-            raise _bad(f"Unknown parameter: 'reasoning.{unknown[0]}'.",
-                       f"reasoning.{unknown[0]}", "unknown_parameter")
+            raise _bad(
+                f"Unknown parameter: 'reasoning.{unknown[0]}'.",
+                f"reasoning.{unknown[0]}",
+                "unknown_parameter",
+            )
     if body.provider is not None:
         arguments["provider"] = body.provider
     if body.emulate is not None:
@@ -284,10 +345,13 @@ def chat_arguments(body: Any, history: list[dict[str, Any]]) -> tuple[ChatArgume
     return arguments, new
 
 
-
 #: the id prefix of each item type (as OpenAI's ids start)
-_ID_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_",
-                "reasoning": "rs_"}
+_ID_PREFIXES = {
+    "message": "msg_",
+    "function_call": "fc_",
+    "function_call_output": "fco_",
+    "reasoning": "rs_",
+}
 
 
 def input_items(value: Any) -> list[dict[str, Any]]:

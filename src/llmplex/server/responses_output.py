@@ -54,11 +54,13 @@ def usage(value: CompletionUsage | None) -> dict[str, Any] | None:
         "input_tokens": value.prompt_tokens,
         "input_tokens_details": {
             "cached_tokens": (prompt.cached_tokens if prompt is not None else None) or 0,
-            "cache_write_tokens": 0},
+            "cache_write_tokens": 0,
+        },
         "output_tokens": value.completion_tokens,
         "output_tokens_details": {
-            "reasoning_tokens": (completion.reasoning_tokens
-                                 if completion is not None else None) or 0},
+            "reasoning_tokens": (completion.reasoning_tokens if completion is not None else None)
+            or 0
+        },
         "total_tokens": value.total_tokens,
     }
 
@@ -98,8 +100,10 @@ class ResponseWriter:
 
     def opening(self) -> list[Event]:
         """``response.created`` and ``response.in_progress``."""
-        return [self._event("response.created", response=self._snapshot()),
-                self._event("response.in_progress", response=self._snapshot())]
+        return [
+            self._event("response.created", response=self._snapshot()),
+            self._event("response.in_progress", response=self._snapshot()),
+        ]
 
     def chunk(self, chunk: ChatCompletionChunk) -> list[Event]:
         """The events for one chunk (often one delta event)."""
@@ -117,26 +121,30 @@ class ResponseWriter:
             delta = choice.delta
             if delta.reasoning_content:
                 self._switch("reasoning", events)
-                events.append(self._delta("response.reasoning_text.delta",
-                                          delta.reasoning_content))
+                events.append(self._delta("response.reasoning_text.delta", delta.reasoning_content))
             if delta.content:
                 self._switch("text", events)
-                events.append(self._delta("response.output_text.delta", delta.content,
-                                          logprobs=[]))
+                events.append(self._delta("response.output_text.delta", delta.content, logprobs=[]))
             if delta.refusal:
                 self._switch("refusal", events)
                 events.append(self._delta("response.refusal.delta", delta.refusal))
             for call in delta.tool_calls or ():
                 function = call.function
-                self._switch(("call", call.index), events, call.id,
-                             function.name if function else None)
+                self._switch(
+                    ("call", call.index), events, call.id, function.name if function else None
+                )
                 arguments = function.arguments if function else None
                 if arguments:
                     self.pieces.append(arguments)
                     assert self.item is not None
-                    events.append(self._event(
-                        "response.function_call_arguments.delta", item_id=self.item["id"],
-                        output_index=self._index(), delta=arguments))
+                    events.append(
+                        self._event(
+                            "response.function_call_arguments.delta",
+                            item_id=self.item["id"],
+                            output_index=self._index(),
+                            delta=arguments,
+                        )
+                    )
             if choice.finish_reason:
                 self.finish = choice.finish_reason
         return events
@@ -147,11 +155,18 @@ class ResponseWriter:
     def _delta(self, kind: str, text: str, **more: Any) -> Event:
         self.pieces.append(text)
         assert self.item is not None
-        return self._event(kind, item_id=self.item["id"], output_index=self._index(),
-                           content_index=0, delta=text, **more)
+        return self._event(
+            kind,
+            item_id=self.item["id"],
+            output_index=self._index(),
+            content_index=0,
+            delta=text,
+            **more,
+        )
 
-    def _switch(self, kind: Any, events: list[Event], call_id: str | None = None,
-                name: str | None = None) -> None:
+    def _switch(
+        self, kind: Any, events: list[Event], call_id: str | None = None, name: str | None = None
+    ) -> None:
         """Make ``kind`` the open item: close the open one if it is another, then open
         one of that kind."""
         if self.kind == kind:
@@ -160,27 +175,53 @@ class ResponseWriter:
         self.kind = kind
         self.pieces = []
         if kind == "reasoning":
-            item: dict[str, Any] = {"id": _item_id("rs_"), "type": "reasoning", "summary": [],
-                                    "content": [], "status": "in_progress"}
+            item: dict[str, Any] = {
+                "id": _item_id("rs_"),
+                "type": "reasoning",
+                "summary": [],
+                "content": [],
+                "status": "in_progress",
+            }
             part: dict[str, Any] | None = {"type": "reasoning_text", "text": ""}
         elif kind in ("text", "refusal"):
-            item = {"id": _item_id("msg_"), "type": "message", "status": "in_progress",
-                    "role": "assistant", "content": []}
-            part = ({"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-                    if kind == "text" else {"type": "refusal", "refusal": ""})
+            item = {
+                "id": _item_id("msg_"),
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
+            part = (
+                {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                if kind == "text"
+                else {"type": "refusal", "refusal": ""}
+            )
         else:
-            item = {"id": _item_id("fc_"), "type": "function_call", "status": "in_progress",
-                    "call_id": call_id or _item_id("call_"), "name": name or "",
-                    "arguments": ""}
+            item = {
+                "id": _item_id("fc_"),
+                "type": "function_call",
+                "status": "in_progress",
+                "call_id": call_id or _item_id("call_"),
+                "name": name or "",
+                "arguments": "",
+            }
             part = None
         self.item = item
         self.response["output"].append(item)
         index = self._index()
-        events.append(self._event("response.output_item.added", output_index=index,
-                                  item=dict(item)))
+        events.append(
+            self._event("response.output_item.added", output_index=index, item=dict(item))
+        )
         if part is not None:
-            events.append(self._event("response.content_part.added", item_id=item["id"],
-                                      output_index=index, content_index=0, part=part))
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+            )
 
     def _close(self, events: list[Event], status: str) -> None:
         item, kind = self.item, self.kind
@@ -190,28 +231,34 @@ class ResponseWriter:
         where = {"item_id": item["id"], "output_index": index}
         if kind == "reasoning":
             part: dict[str, Any] | None = {"type": "reasoning_text", "text": text}
-            events.append(self._event("response.reasoning_text.done", **where,
-                                      content_index=0, text=text))
+            events.append(
+                self._event("response.reasoning_text.done", **where, content_index=0, text=text)
+            )
         elif kind == "text":
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-            events.append(self._event("response.output_text.done", **where, content_index=0,
-                                      text=text, logprobs=[]))
+            events.append(
+                self._event(
+                    "response.output_text.done", **where, content_index=0, text=text, logprobs=[]
+                )
+            )
         elif kind == "refusal":
             part = {"type": "refusal", "refusal": text}
-            events.append(self._event("response.refusal.done", **where, content_index=0,
-                                      refusal=text))
+            events.append(
+                self._event("response.refusal.done", **where, content_index=0, refusal=text)
+            )
         else:
             part = None
             item["arguments"] = text
-            events.append(self._event("response.function_call_arguments.done", **where,
-                                      arguments=text))
+            events.append(
+                self._event("response.function_call_arguments.done", **where, arguments=text)
+            )
         if part is not None:
-            events.append(self._event("response.content_part.done", **where, content_index=0,
-                                      part=part))
+            events.append(
+                self._event("response.content_part.done", **where, content_index=0, part=part)
+            )
             item["content"] = [part]
         item["status"] = status
-        events.append(self._event("response.output_item.done", output_index=index,
-                                  item=dict(item)))
+        events.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
         self.item = self.kind = None
         self.pieces = []
 
@@ -229,8 +276,11 @@ class ResponseWriter:
     def completed(self) -> Event:
         """The last event: ``response.completed`` (or ``response.incomplete``) with the
         whole response."""
-        kind = ("response.incomplete" if self.response["status"] == "incomplete"
-                else "response.completed")
+        kind = (
+            "response.incomplete"
+            if self.response["status"] == "incomplete"
+            else "response.completed"
+        )
         return self._event(kind, response=self._snapshot())
 
     def finished(self) -> dict[str, Any]:
@@ -249,8 +299,7 @@ class ResponseWriter:
 
     def error(self, error: APIError) -> Event:
         """OpenAI's ``error`` event (a failure that is not the upstream's)."""
-        return self._event("error", code=error.code, message=error.message,
-                           param=error.param)
+        return self._event("error", code=error.code, message=error.message, param=error.param)
 
     def failed(self, error: APIError) -> list[Event]:
         """``response.failed``: the upstream failed after the stream began."""

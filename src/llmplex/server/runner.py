@@ -57,8 +57,17 @@ import socket
 import threading
 from typing import Any
 
-__all__ = ["bind", "serve_forever", "ServerThread", "HEADER_TIMEOUT", "BODY_TIMEOUT",
-           "KEEPALIVE_TIMEOUT", "MAX_CONNECTIONS", "MAX_HEADER_BYTES", "DRAIN_TIMEOUT"]
+__all__ = [
+    "bind",
+    "serve_forever",
+    "ServerThread",
+    "HEADER_TIMEOUT",
+    "BODY_TIMEOUT",
+    "KEEPALIVE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "MAX_HEADER_BYTES",
+    "DRAIN_TIMEOUT",
+]
 
 HEADER_TIMEOUT = 10.0  # seconds for a request's headers (from connect, or its first byte)
 BODY_TIMEOUT = 30.0  # seconds for a request's body, from its headers
@@ -150,12 +159,19 @@ class _Limits:
         limit = self.header_bytes
         if limit is None or self._limit_head <= limit or self.transport.is_closing():
             return
-        _logger.debug("closing a connection from %s: request headers beyond %d bytes",
-                      getattr(self, "client", None), limit)
+        _logger.debug(
+            "closing a connection from %s: request headers beyond %d bytes",
+            getattr(self, "client", None),
+            limit,
+        )
         body = b"Invalid HTTP request received."
-        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; "
-                             b"charset=utf-8\r\nconnection: close\r\ncontent-length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; "
+            b"charset=utf-8\r\nconnection: close\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         self._limit_deadline = None
         self.transport.close()
 
@@ -197,8 +213,11 @@ class _Limits:
         if now < deadline:
             self._limit_timer = self.loop.call_at(deadline, self._limit_check)
             return
-        _logger.debug("closing a connection from %s: request %s not complete in time",
-                      getattr(self, "client", None), self._limit_what)
+        _logger.debug(
+            "closing a connection from %s: request %s not complete in time",
+            getattr(self, "client", None),
+            self._limit_what,
+        )
         self._limit_deadline = None
         self.transport.close()
 
@@ -261,16 +280,23 @@ class _HeadFirstMixin:
 
 
 @functools.cache
-def _protocol(base: type, header_timeout: float, body_timeout: float,
-              header_bytes: int | None = None) -> type:
+def _protocol(
+    base: type, header_timeout: float, body_timeout: float, header_bytes: int | None = None
+) -> type:
     """uvicorn's protocol class ``base`` with the deadlines of :class:`_Limits` (and for
     httptools, whole answers in one write: :class:`_HeadFirst`)."""
     mixins: tuple[type, ...] = (_Limits,)
     if hasattr(base, "on_headers_complete"):  # httptools' (h11 has no such callback)
         mixins += (_HeadFirstMixin,)
-    return type(f"Limited{base.__name__}", (*mixins, base),
-                {"header_timeout": header_timeout, "body_timeout": body_timeout,
-                 "header_bytes": header_bytes})
+    return type(
+        f"Limited{base.__name__}",
+        (*mixins, base),
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "header_bytes": header_bytes,
+        },
+    )
 
 
 def _tune_gc() -> None:
@@ -363,10 +389,20 @@ def serve_forever(
     options.setdefault("timeout_graceful_shutdown", drain_timeout)
     host, port = sock.getsockname()[:2]
     options.setdefault("access_log", False)  # llmplex serve --access-log turns it on
-    server = uvicorn.Server(_config(
-        app, host, port, header_timeout=header_timeout, body_timeout=body_timeout,
-        keepalive_timeout=keepalive_timeout, max_connections=max_connections,
-        max_header_bytes=max_header_bytes, tune_gc=True, **options))
+    server = uvicorn.Server(
+        _config(
+            app,
+            host,
+            port,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            keepalive_timeout=keepalive_timeout,
+            max_connections=max_connections,
+            max_header_bytes=max_header_bytes,
+            tune_gc=True,
+            **options,
+        )
+    )
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, interrupt) if main else None
     try:
@@ -405,15 +441,28 @@ class ServerThread:
         self.sock = bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
-        self.server = uvicorn.Server(_config(
-            app, self.host, self.port, header_timeout=header_timeout, body_timeout=body_timeout,
-            keepalive_timeout=keepalive_timeout, max_connections=max_connections,
-            max_header_bytes=max_header_bytes, **options))
+        self.server = uvicorn.Server(
+            _config(
+                app,
+                self.host,
+                self.port,
+                header_timeout=header_timeout,
+                body_timeout=body_timeout,
+                keepalive_timeout=keepalive_timeout,
+                max_connections=max_connections,
+                max_header_bytes=max_header_bytes,
+                **options,
+            )
+        )
         self._thread: threading.Thread | None = None
 
     def start(self) -> str:
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                        name="llmplex-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.run,
+            kwargs={"sockets": [self.sock]},
+            name="llmplex-server",
+            daemon=True,
+        )
         self._thread.start()
         while not self.server.started:
             if not self._thread.is_alive():

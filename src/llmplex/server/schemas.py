@@ -9,12 +9,19 @@ Types are strict (``"1"`` is not a number), as OpenAI's API is.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "StreamOptions", "OPENAI_FIELD_NAMES",
-           "ConversationRequest", "UPSTREAM_FIELDS", "ROLES"]
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "StreamOptions",
+    "OPENAI_FIELD_NAMES",
+    "ConversationRequest",
+    "UPSTREAM_FIELDS",
+    "ROLES",
+]
 
 #: body fields that choose where and how llmplex talks upstream; refused unless allowed
 UPSTREAM_FIELDS: dict[str, Any] = {
@@ -62,30 +69,36 @@ class StreamOptions(BaseModel):
     include_obfuscation: StrictBool | None = None
 
 
-Stop = Union[StrictStr, Annotated[list[StrictStr], Field(max_length=4)]]
+Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=4)]
 Json = dict[str, Any]
 
 
 class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions``: every field of OpenAI's API plus llmplex's
-    ``provider``, ``conversation_id`` and ``emulate``. Fields OpenAI does not define are vendor fields
-    (what an SDK's ``extra_body`` adds): forwarded to OpenAI-compatible upstreams, refused
-    for the others."""
+    ``provider``, ``conversation_id`` and ``emulate``. Fields OpenAI does not define are
+    vendor fields (what an SDK's ``extra_body`` adds): forwarded to OpenAI-compatible
+    upstreams, refused for the others."""
 
     model_config = ConfigDict(
         strict=True,
         extra="allow",  # vendor fields: see _create_arguments
-        json_schema_extra={"examples": [{
-            "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": "Say hello"}],
-            "stream": False,
-        }]},
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "Say hello"}],
+                    "stream": False,
+                }
+            ]
+        },
     )
 
     model: StrictStr | None = Field(
-        None, description="A model name or alias, or 'provider:model'. Empty: the default.")
+        None, description="A model name or alias, or 'provider:model'. Empty: the default."
+    )
     messages: list[ChatMessage] = Field(
-        ..., min_length=1, description="The new messages (with conversation_id: the new turn).")
+        ..., min_length=1, description="The new messages (with conversation_id: the new turn)."
+    )
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -119,12 +132,16 @@ class ChatCompletionRequest(BaseModel):
     verbosity: StrictStr | None = None
     web_search_options: Json | None = None
     provider: StrictStr | Annotated[list[StrictStr], Field(min_length=1)] | None = Field(
-        None, description="llmplex: a provider name, or a list tried in order.")
+        None, description="llmplex: a provider name, or a list tried in order."
+    )
     conversation_id: StrictStr | None = Field(
-        None, description="llmplex: continue this stored conversation (see /v1/conversations).")
+        None, description="llmplex: continue this stored conversation (see /v1/conversations)."
+    )
     emulate: StrictBool | None = Field(
-        None, description="llmplex: allow (true) or refuse (false) tool calls and JSON output "
-        "emulated through the prompt on providers without them; unset: the server's setting.")
+        None,
+        description="llmplex: allow (true) or refuse (false) tool calls and JSON output "
+        "emulated through the prompt on providers without them; unset: the server's setting.",
+    )
 
     def openai_fields(self) -> dict[str, Any]:
         """The OpenAI fields that were set (not llmplex's, not vendor fields)."""
@@ -132,15 +149,18 @@ class ChatCompletionRequest(BaseModel):
         for name in OPENAI_FIELD_NAMES:
             value = getattr(self, name)
             if value is not None:
-                data[name] = value.model_dump(exclude_none=True) if isinstance(
-                    value, BaseModel) else value
+                data[name] = (
+                    value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
+                )
         return data
 
 
 #: the OpenAI fields of the request model that go to the client as they are
 OPENAI_FIELD_NAMES = tuple(
-    name for name in ChatCompletionRequest.model_fields
-    if name not in ("model", "messages", "stream", "provider", "conversation_id", "emulate"))
+    name
+    for name in ChatCompletionRequest.model_fields
+    if name not in ("model", "messages", "stream", "provider", "conversation_id", "emulate")
+)
 
 
 class ConversationRequest(BaseModel):

@@ -54,13 +54,15 @@ class Drain:
             message: Any = await receive()
             if message.get("type") == "lifespan.shutdown" and self.in_flight:
                 self._idle = asyncio.Event()
-                log.info("waiting for %d cancelled request(s) to clean up upstream",
-                         self.in_flight)
+                log.info("waiting for %d cancelled request(s) to clean up upstream", self.in_flight)
                 try:
                     await asyncio.wait_for(self._idle.wait(), self.cleanup_timeout)
                 except TimeoutError:
-                    log.warning("%d request(s) still cleaning up after %g s; closing anyway",
-                                self.in_flight, self.cleanup_timeout)
+                    log.warning(
+                        "%d request(s) still cleaning up after %g s; closing anyway",
+                        self.in_flight,
+                        self.cleanup_timeout,
+                    )
             return message  # type: ignore[no-any-return]
 
         return received

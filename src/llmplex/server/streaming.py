@@ -38,8 +38,19 @@ from ..objects import ChatCompletionChunk, ChoiceDelta, ChunkChoice
 from .errors import error_for
 from .handlers import log_error
 
-__all__ = ["CLIENT_STALL_TIMEOUT", "QUEUE_CHUNKS", "ChunkRenderer", "ClientGone", "EventStream",
-           "Pump", "disconnected", "public", "render_chunk", "started", "unless_gone"]
+__all__ = [
+    "CLIENT_STALL_TIMEOUT",
+    "QUEUE_CHUNKS",
+    "ChunkRenderer",
+    "ClientGone",
+    "EventStream",
+    "Pump",
+    "disconnected",
+    "public",
+    "render_chunk",
+    "started",
+    "unless_gone",
+]
 
 log = logging.getLogger("llmplex.server")
 
@@ -53,10 +64,10 @@ T = TypeVar("T")
 
 def public(data: dict[str, Any]) -> dict[str, Any]:
     """A completion or chunk (``model_dump()``) in the official API's shape: llmplex-only
-    fields that are empty (``conversation_id``, ``emulated`` without one) dropped; in messages ``content``
-    and ``refusal`` always present, ``tool_calls``/``reasoning_content`` only when there
-    are any; in stream deltas only what the delta carries (``role`` on a choice's first
-    chunk only); usage details only when the upstream reported them."""
+    fields that are empty (``conversation_id``, ``emulated`` without one) dropped; in
+    messages ``content`` and ``refusal`` always present, ``tool_calls``/``reasoning_content``
+    only when there are any; in stream deltas only what the delta carries (``role`` on a
+    choice's first chunk only); usage details only when the upstream reported them."""
     for extra in ("conversation_id", "emulated"):
         if data.get(extra) is None:
             data.pop(extra, None)
@@ -82,9 +93,14 @@ def _present(delta: dict[str, Any]) -> dict[str, Any]:
     calls = out.get("tool_calls")
     if calls:
         out["tool_calls"] = [
-            {**{k: v for k, v in call.items() if v is not None and k != "function"},
-             "function": {k: v for k, v in (call.get("function") or {}).items() if v is not None}}
-            for call in calls]
+            {
+                **{k: v for k, v in call.items() if v is not None and k != "function"},
+                "function": {
+                    k: v for k, v in (call.get("function") or {}).items() if v is not None
+                },
+            }
+            for call in calls
+        ]
     return out
 
 
@@ -153,7 +169,7 @@ class Pump:
             async with aclosing(stream) as chunks:
                 async for chunk in chunks:
                     await put(("chunk", chunk))
-        except Exception as exc:  # noqa: BLE001 - every failure goes to the client
+        except Exception as exc:  # every failure goes to the client
             await put(("error", exc))
         except BaseException:  # cancelled (the stream is closed by now)
             self._end()
@@ -234,7 +250,9 @@ class _StallWatch:
 
 
 def sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return (
+        b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    )
 
 
 def render_chunk(chunk: ChatCompletionChunk, include_usage: bool) -> bytes:
@@ -279,14 +297,27 @@ class ChunkRenderer:
             choice = choices[0]
             delta = choice.delta
             text = delta.content
-            if (type(text) is str and choice.index == 0 and choice.finish_reason is None
-                    and choice.logprobs is None and delta.role is None
-                    and delta.refusal is None and delta.tool_calls is None
-                    and delta.reasoning_content is None
-                    and delta.reasoning_signature is None):
-                key = (chunk.id, chunk.created, chunk.model, chunk.provider,
-                       chunk.system_fingerprint, chunk.service_tier, chunk.conversation_id,
-                       chunk.emulated)
+            if (
+                type(text) is str
+                and choice.index == 0
+                and choice.finish_reason is None
+                and choice.logprobs is None
+                and delta.role is None
+                and delta.refusal is None
+                and delta.tool_calls is None
+                and delta.reasoning_content is None
+                and delta.reasoning_signature is None
+            ):
+                key = (
+                    chunk.id,
+                    chunk.created,
+                    chunk.model,
+                    chunk.provider,
+                    chunk.system_fingerprint,
+                    chunk.service_tier,
+                    chunk.conversation_id,
+                    chunk.emulated,
+                )
                 if key != self._key and not self._template(chunk, key):
                     return render_chunk(chunk, self.include_usage)
                 return self._head + _encode_text(text).encode() + self._tail
@@ -313,14 +344,23 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, first: tuple[str, Any], pump: Pump, watcher: asyncio.Future[None],
-                 include_usage: bool, stall_timeout: float = CLIENT_STALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        first: tuple[str, Any],
+        pump: Pump,
+        watcher: asyncio.Future[None],
+        include_usage: bool,
+        stall_timeout: float = CLIENT_STALL_TIMEOUT,
+    ) -> None:
         # Not Response.__init__: it would add a Content-Length for the empty body.
         self.status_code = 200
         self.background = None
         self.body = b""
-        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
-                            (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
         self.first = first
         self.pump = pump
         self.watcher = watcher
@@ -355,8 +395,7 @@ class EventStream(Response):
             except TimeoutError:
                 if self.watcher.done():
                     return ("end", None)
-                await write({"type": "http.response.body", "body": self._idle(),
-                             "more_body": True})
+                await write({"type": "http.response.body", "body": self._idle(), "more_body": True})
 
     def _render(self, chunk: ChatCompletionChunk) -> bytes:
         return self.renderer(chunk)
@@ -380,8 +419,7 @@ class EventStream(Response):
                 watch.end()
 
         try:
-            await write({"type": "http.response.start", "status": 200,
-                         "headers": self.raw_headers})
+            await write({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             item = self.first
             while True:
                 kind, value = item
@@ -402,8 +440,10 @@ class EventStream(Response):
         except Stalled:
             # The response stays unfinished: the server closes the connection (with what
             # it buffered; no more is written), the upstream is closed below.
-            log.warning("client read nothing for %g s; dropped, upstream request cancelled",
-                        self.stall_timeout)
+            log.warning(
+                "client read nothing for %g s; dropped, upstream request cancelled",
+                self.stall_timeout,
+            )
         except OSError:
             pass  # the connection broke while writing: same as a disconnect
         finally:

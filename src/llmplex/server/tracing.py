@@ -40,8 +40,9 @@ class Tracing(RouterObserver):
         self.tracer = tracer_provider.get_tracer("llmplex", __version__)
 
     def attempt_ended(self, attempt: Attempt) -> None:
-        span = self.tracer.start_span("llmplex.attempt", start_time=attempt.start_ns,
-                                      kind=self.trace.SpanKind.CLIENT)
+        span = self.tracer.start_span(
+            "llmplex.attempt", start_time=attempt.start_ns, kind=self.trace.SpanKind.CLIENT
+        )
         span.set_attribute("llmplex.provider", attempt.provider)
         span.set_attribute("llmplex.model", attempt.model)
         span.set_attribute("llmplex.outcome", attempt.outcome)
@@ -79,8 +80,11 @@ class TracingMiddleware:
             await send(message)
 
         with self.tracing.tracer.start_as_current_span(
-                method, kind=trace.SpanKind.SERVER, record_exception=False,
-                set_status_on_exception=False) as span:
+            method,
+            kind=trace.SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
                 await self.app(scope, receive, observed)
             finally:
@@ -107,10 +111,12 @@ def tracer_provider_from_env() -> Any:
             ConsoleSpanExporter,
         )
     except ImportError as exc:
-        raise RuntimeError(f"traces need the otel extra ({exc.name} is missing): "
-                           "pip install 'llmplex[otel]'") from None
-    provider = TracerProvider(resource=Resource.create(
-        {"service.name": os.environ.get("OTEL_SERVICE_NAME") or "llmplex"}))
+        raise RuntimeError(
+            f"traces need the otel extra ({exc.name} is missing): pip install 'llmplex[otel]'"
+        ) from None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or "llmplex"})
+    )
     exporter_name = (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").strip().lower()
     exporter: Any
     if exporter_name == "none":
@@ -123,12 +129,15 @@ def tracer_provider_from_env() -> Any:
                 OTLPSpanExporter,
             )
         except ImportError:
-            raise RuntimeError("OTEL_TRACES_EXPORTER=otlp needs the OTLP exporter: pip "
-                               "install opentelemetry-exporter-otlp-proto-http (or set "
-                               "OTEL_TRACES_EXPORTER=console)") from None
+            raise RuntimeError(
+                "OTEL_TRACES_EXPORTER=otlp needs the OTLP exporter: pip "
+                "install opentelemetry-exporter-otlp-proto-http (or set "
+                "OTEL_TRACES_EXPORTER=console)"
+            ) from None
         exporter = OTLPSpanExporter()  # endpoint, headers: OTEL_EXPORTER_OTLP_* variables
     else:
-        raise RuntimeError(f"OTEL_TRACES_EXPORTER={exporter_name!r} is not supported here "
-                           "(otlp, console or none)")
+        raise RuntimeError(
+            f"OTEL_TRACES_EXPORTER={exporter_name!r} is not supported here (otlp, console or none)"
+        )
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider

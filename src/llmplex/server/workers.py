@@ -65,8 +65,10 @@ class WorkerTag:
 
         async def tagged(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*(message.get("headers") or ()),
-                                                  (WORKER_HEADER, self.value)]}
+                message = {
+                    **message,
+                    "headers": [*(message.get("headers") or ()), (WORKER_HEADER, self.value)],
+                }
             await send(message)
 
         await self.app(scope, receive, tagged)
@@ -95,8 +97,12 @@ def supervise(workers: int, sock: socket.socket, serve: Callable[[int], None]) -
                 code = 1
                 try:
                     for signum in _SIGNALS:
-                        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM
-                                      else signal.default_int_handler)
+                        signal.signal(
+                            signum,
+                            signal.SIG_DFL
+                            if signum == signal.SIGTERM
+                            else signal.default_int_handler,
+                        )
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                     serve(number)
                     code = 0
@@ -143,13 +149,20 @@ def supervise(workers: int, sock: socket.socket, serve: Callable[[int], None]) -
                 failed |= code != 0
                 continue
             if code == FATAL:  # it could not start: neither can the others
-                print(f"llmplex: worker {number} could not start; stopping",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"llmplex: worker {number} could not start; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 stop(signal.SIGTERM, None)
                 fatal = True
                 continue
-            print(f"llmplex: worker {number} (pid {pid}) exited with status {code}; "
-                  "starting it again", file=sys.stderr, flush=True)
+            print(
+                f"llmplex: worker {number} (pid {pid}) exited with status {code}; "
+                "starting it again",
+                file=sys.stderr,
+                flush=True,
+            )
             wait = started.get(number, 0.0) + 1.0 - time.monotonic()
             if wait > 0:
                 time.sleep(wait)  # a worker that dies at once must not spin

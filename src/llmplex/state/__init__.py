@@ -73,10 +73,14 @@ def redact_url(url: str) -> str:
             netloc = f":***@{host}"
     query = "&".join(
         f"{k}=***" if k.lower() == "password" else (f"{k}={v}" if sep else k)
-        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item))
+        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
+    )
     # by hand: urlunsplit drops the "//" of an empty host (unix:///path)
-    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-            + (f"#{parts.fragment}" if parts.fragment else ""))
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 class StateBackend(abc.ABC):
@@ -129,8 +133,12 @@ class Fallback:
         self.where = where  # the redacted URL
         self.down = False
 
-    async def call(self, what: str, remote: Callable[[], Awaitable[T]],
-                   local: Callable[[], Awaitable[T]] | None) -> T:
+    async def call(
+        self,
+        what: str,
+        remote: Callable[[], Awaitable[T]],
+        local: Callable[[], Awaitable[T]] | None,
+    ) -> T:
         try:
             result = await remote()
         except StateBackendError as exc:
@@ -138,8 +146,12 @@ class Fallback:
                 raise
             if not self.down:
                 self.down = True
-                log.warning("%s; serving %s from this process's own state until it is back "
-                            "([state] on_error = \"open\")", exc, what)
+                log.warning(
+                    "%s; serving %s from this process's own state until it is back "
+                    '([state] on_error = "open")',
+                    exc,
+                    what,
+                )
             return await local()
         if self.down:
             self.down = False
@@ -147,16 +159,18 @@ class Fallback:
         return result
 
 
-def from_url(url: str | None, *, on_error: str = "closed", prefix: str = "llmplex:",
-             timeout: float = 5.0) -> StateBackend:
+def from_url(
+    url: str | None, *, on_error: str = "closed", prefix: str = "llmplex:", timeout: float = 5.0
+) -> StateBackend:
     """The backend for ``url``: None or ``""`` embedded; ``redis://``, ``rediss://``,
     ``unix://`` Redis (needs the ``redis`` extra). ``on_error``: ``"closed"`` or
     ``"open"`` (see the module docstring). ``prefix``: of every Redis key (instances
     sharing state use the same). ``timeout``: seconds a Redis connection or command may
     take before it counts as unreachable."""
     if on_error not in ON_ERROR:
-        raise InvalidRequestError(f"state on_error must be 'closed' or 'open', not "
-                                  f"{on_error!r}", param="on_error")
+        raise InvalidRequestError(
+            f"state on_error must be 'closed' or 'open', not {on_error!r}", param="on_error"
+        )
     if not url:
         backend: StateBackend = EmbeddedState()
         backend.on_error = on_error
@@ -166,12 +180,14 @@ def from_url(url: str | None, *, on_error: str = "closed", prefix: str = "llmple
         raise InvalidRequestError(
             f"state URL {redact_url(url)!r}: the scheme must be one of "
             f"{', '.join(s + '://' for s in SCHEMES)} (or no URL for embedded state)",
-            param="state_url")
+            param="state_url",
+        )
     try:
         from .redis import RedisState
     except ImportError as exc:
         raise InvalidRequestError(
             f"a {scheme}:// state URL needs the redis client library ({exc.name} is "
-            "missing): pip install 'llmplex[redis]'", param="state_url") from None
+            "missing): pip install 'llmplex[redis]'",
+            param="state_url",
+        ) from None
     return RedisState(url, on_error=on_error, prefix=prefix, timeout=timeout)
-

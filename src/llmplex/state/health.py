@@ -91,15 +91,18 @@ class SharedHealth:
 
         wall, now = time.time(), router.clock()
         for index, name in enumerate(names):
-            until, fails, error = (_text(v) for v in values[3 * index:3 * index + 3])
+            until, fails, error = (_text(v) for v in values[3 * index : 3 * index + 3])
             health = router.health.get(name)
             if health is None:
                 health = router.health[name] = ProviderHealth()
             left = float(until) - wall
             health.cooldown_until = now + left if left > 0 else 0.0
             health.consecutive_failures = int(fails)
-            if left > 0 and error and (health.last_error is None
-                                       or _describe(health.last_error) != error):
+            if (
+                left > 0
+                and error
+                and (health.last_error is None or _describe(health.last_error) != error)
+            ):
                 health.last_error = SharedFailure(f"{error} (on another instance)")
 
     async def failed(self, router: Any, name: str) -> None:
@@ -110,8 +113,9 @@ class SharedHealth:
         left = health.cooldown_until - router.clock()
         until = time.time() + max(0.0, left)
         error = _describe(health.last_error)[:MAX_ERROR_TEXT] if health.last_error else ""
-        await self._run("provider health", _FAILED, [self._key(name)],
-                        [repr(until), error, KEEP_AFTER])
+        await self._run(
+            "provider health", _FAILED, [self._key(name)], [repr(until), error, KEEP_AFTER]
+        )
 
     async def succeeded(self, name: str) -> None:
         """Share that ``name`` answered: its cooldown and failure count are cleared."""

@@ -71,8 +71,9 @@ class LocalLimiter(Limiter):
         self._requests: dict[str, dict[int, int]] = {}
         self._tokens: dict[str, dict[int, int]] = {}
 
-    def _window(self, table: dict[str, dict[int, int]], name: str,
-                second: int) -> tuple[dict[int, int], list[tuple[int, int]], int]:
+    def _window(
+        self, table: dict[str, dict[int, int]], name: str, second: int
+    ) -> tuple[dict[int, int], list[tuple[int, int]], int]:
         buckets = table.setdefault(name, {})
         for old in [s for s in buckets if s <= second - WINDOW]:
             del buckets[old]
@@ -173,11 +174,17 @@ class RedisLimiter(Limiter):
 
     async def admit(self, name: str, rpm: int | None, tpm: int | None) -> Decision:
         allowed, wait, exceeded, requests, tokens = await self._run(
-            _ADMIT, self._keys(name), [rpm or 0, tpm or 0, WINDOW])
+            _ADMIT, self._keys(name), [rpm or 0, tpm or 0, WINDOW]
+        )
         retry = float(wait.decode() if isinstance(wait, bytes) else wait)
         what = exceeded.decode() if isinstance(exceeded, bytes) else exceeded
-        return Decision(bool(allowed), retry if math.isfinite(retry) else float(WINDOW),
-                        what or None, int(requests), int(tokens))
+        return Decision(
+            bool(allowed),
+            retry if math.isfinite(retry) else float(WINDOW),
+            what or None,
+            int(requests),
+            int(tokens),
+        )
 
     async def spend(self, name: str, tokens: int) -> None:
         if tokens > 0:

@@ -48,19 +48,18 @@ def _password(url: str) -> str | None:
 class RedisState(StateBackend):
     """State in the Redis at ``url`` (see :func:`llmplex.state.from_url`)."""
 
-    def __init__(self, url: str, *, on_error: str = "closed", prefix: str = "llmplex:",
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, on_error: str = "closed", prefix: str = "llmplex:", timeout: float = 5.0
+    ) -> None:
         self.on_error = on_error
         self.where = redact_url(url)
         self.prefix = prefix
         self._secret = _password(url)
-        options: dict[str, Any] = {"socket_timeout": timeout,
-                                   "socket_connect_timeout": timeout}
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         # One immediate retry: a pooled connection Redis closed (it restarted) fails
         # once, then a new one is made. No backoff: an outage is the policy's to answer.
         try:
-            self._async = aioredis.Redis.from_url(
-                url, retry=AsyncRetry(NoBackoff(), 1), **options)
+            self._async = aioredis.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 1), **options)
             self._sync = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **options)
         except (ValueError, RedisError) as exc:  # a malformed URL
             raise backend_error(self.where, self._secret, exc) from None
@@ -71,8 +70,7 @@ class RedisState(StateBackend):
         self.health = SharedHealth(self._guarded, prefix)
         from ..conversations.redis import RedisStore
 
-        self.store = RedisStore(self._sync, prefix=prefix, where=self.where,
-                                secret=self._secret)
+        self.store = RedisStore(self._sync, prefix=prefix, where=self.where, secret=self._secret)
 
     def __repr__(self) -> str:
         return f"RedisState({self.where!r}, on_error={self.on_error!r})"
@@ -99,8 +97,7 @@ class RedisState(StateBackend):
         async def nothing() -> Any:
             return None
 
-        return await self._fallback.call(what, lambda: self._script(script, keys, args),
-                                         nothing)
+        return await self._fallback.call(what, lambda: self._script(script, keys, args), nothing)
 
     async def ping(self) -> None:
         """Check that Redis answers (:class:`StateBackendError` if not)."""
@@ -127,11 +124,15 @@ class _GuardedLimiter(Limiter):
     async def admit(self, name: str, rpm: int | None, tpm: int | None) -> Any:
         state = self._state
         return await state._fallback.call(
-            "rate limits", lambda: state._remote.admit(name, rpm, tpm),
-            lambda: state._local.admit(name, rpm, tpm))
+            "rate limits",
+            lambda: state._remote.admit(name, rpm, tpm),
+            lambda: state._local.admit(name, rpm, tpm),
+        )
 
     async def spend(self, name: str, tokens: int) -> None:
         state = self._state
         await state._fallback.call(
-            "rate limits", lambda: state._remote.spend(name, tokens),
-            lambda: state._local.spend(name, tokens))
+            "rate limits",
+            lambda: state._remote.spend(name, tokens),
+            lambda: state._local.spend(name, tokens),
+        )

@@ -41,12 +41,17 @@ __all__ = [
 ]
 
 # names that moved to llmplex.emulators: still importable from here, with a warning
-_MOVED = {"EMULATORS": "llmplex.emulators", "get_emulator": "llmplex.emulators",
-          "Ai2Emulator": "llmplex.emulators.ai2", "Ai2V4Emulator": "llmplex.emulators.ai2_v4",
-          "AnthropicEmulator": "llmplex.emulators.anthropic",
-          "H2oEmulator": "llmplex.emulators.h2o", "OpenAIEmulator": "llmplex.emulators.openai",
-          "OpenAssistantEmulator": "llmplex.emulators.openassistant",
-          "ReplicateEmulator": "llmplex.emulators.replicate"}
+_MOVED = {
+    "EMULATORS": "llmplex.emulators",
+    "get_emulator": "llmplex.emulators",
+    "Ai2Emulator": "llmplex.emulators.ai2",
+    "Ai2V4Emulator": "llmplex.emulators.ai2_v4",
+    "AnthropicEmulator": "llmplex.emulators.anthropic",
+    "H2oEmulator": "llmplex.emulators.h2o",
+    "OpenAIEmulator": "llmplex.emulators.openai",
+    "OpenAssistantEmulator": "llmplex.emulators.openassistant",
+    "ReplicateEmulator": "llmplex.emulators.replicate",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -55,8 +60,11 @@ def __getattr__(name: str) -> Any:
     if name in ("serve", "EmulatorServer", "Emulator", "RecordedRequest"):
         return getattr(importlib.import_module("llmplex.emulators"), name)
     if name in _MOVED:
-        warnings.warn(f"llmplex.testing.{name} is deprecated: use "
-                      f"from {_MOVED[name]} import {name}", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"llmplex.testing.{name} is deprecated: use from {_MOVED[name]} import {name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         value = getattr(importlib.import_module(_MOVED[name]), name)
         globals()[name] = value  # warned once: ``from ... import`` asks twice
         return value

@@ -40,20 +40,30 @@ BEHAVIOURS = {
 
 
 def _chunk(text: str) -> bytes:
-    data = {"id": "c", "object": "chat.completion.chunk", "model": "hostile",
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    data = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": "hostile",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
     return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
-_END = (b'data: {"id":"c","object":"chat.completion.chunk","model":"hostile","choices":'
-        b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
-_SSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-        b"Connection: close\r\n\r\n")
+_END = (
+    b'data: {"id":"c","object":"chat.completion.chunk","model":"hostile","choices":'
+    b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+)
+_SSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    b"Connection: close\r\n\r\n"
+)
 
 
 def _response(status: str, body: bytes, headers: str = "") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{headers}"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{headers}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
 
 class HostileUpstream:
@@ -82,18 +92,26 @@ class HostileUpstream:
                     headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             data = json.loads(body or b"{}")
-            self.requests.append({"method": method, "path": path, "headers": headers,
-                                  "json": data})
+            self.requests.append({"method": method, "path": path, "headers": headers, "json": data})
             await self._answer(str(data.get("model", "ok")), headers, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError):
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ):
             pass
         finally:
             self.open_connections -= 1
             writer.close()
 
-    async def _answer(self, behaviour: str, headers: dict[str, str],
-                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _answer(
+        self,
+        behaviour: str,
+        headers: dict[str, str],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         if behaviour == "retry-inf":
             body = b'{"error": {"message": "slow down", "type": "requests"}}'
             writer.write(_response("429 Too Many Requests", body, "Retry-After: inf\r\n"))
@@ -106,9 +124,20 @@ class HostileUpstream:
             return
         if behaviour == "huge-json":
             filler = "x" * HUGE_BYTES
-            body = json.dumps({"id": "c", "object": "chat.completion", "model": "hostile",
-                               "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                   "role": "assistant", "content": filler}}]}).encode()
+            body = json.dumps(
+                {
+                    "id": "c",
+                    "object": "chat.completion",
+                    "model": "hostile",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": filler},
+                        }
+                    ],
+                }
+            ).encode()
             writer.write(_response("200 OK", body))
             await writer.drain()
             return
@@ -144,8 +173,11 @@ class HostileUpstream:
             return  # closed by _handle: no finish_reason, no [DONE]
         if behaviour == "split-emoji":
             for text in ('"Smile ', '"\\ud83d', '"\\ude00'):
-                writer.write(b'data: {"choices":[{"index":0,"delta":{"content":' +
-                             text.encode() + b'"},"finish_reason":null}]}\n\n')
+                writer.write(
+                    b'data: {"choices":[{"index":0,"delta":{"content":'
+                    + text.encode()
+                    + b'"},"finish_reason":null}]}\n\n'
+                )
             writer.write(_END)
             await writer.drain()
             return
@@ -171,8 +203,7 @@ class HostileUpstream:
             loop = self._loop = asyncio.new_event_loop()
 
             async def listen() -> None:
-                self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0,
-                                                          limit=2 ** 20)
+                self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=2**20)
                 port = self._server.sockets[0].getsockname()[1]
                 self.url = f"http://127.0.0.1:{port}"
                 started.set()

@@ -33,6 +33,7 @@ def llmplex_emulator() -> Iterator[Callable[..., Emulator]]:
     ``llmplex_emulator("Groq")`` (the OpenAI emulator) or ``llmplex_emulator("Echo",
     Script("hi"))``; stopped after the test."""
     with ExitStack() as stack:
+
         def start(name: str, script: Script | None = None) -> Emulator:
             return stack.enter_context(serve(get_emulator(name)(script)))
 

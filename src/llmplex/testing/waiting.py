@@ -18,8 +18,7 @@ from typing import Any
 __all__ = ["eventually", "wait_until", "cancel_mid_stream", "interrupt", "read_exports"]
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 5.0,
-                     message: str = "") -> None:
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, message: str = "") -> None:
     """Wait (in the running loop) until ``predicate()`` is true; ``AssertionError`` when
     it is not within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -38,8 +37,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message: str 
         time.sleep(0.01)
 
 
-async def cancel_mid_stream(stream: AsyncIterator[Any], *, first_within: float = 5.0,
-                            cancels: int = 1) -> None:
+async def cancel_mid_stream(
+    stream: AsyncIterator[Any], *, first_within: float = 5.0, cancels: int = 1
+) -> None:
     """Consume ``stream`` in a task, as a caller would, and cancel that task once the first
     item has arrived: ``cancels`` times, a loop turn apart (the second lands while the
     first one's cleanup runs). Returns once the task has ended, cleanup included.

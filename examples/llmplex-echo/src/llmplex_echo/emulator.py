@@ -24,8 +24,12 @@ class EchoEmulator(Emulator):
     name = "echo"
     provider = "Echo"
 
-    def __init__(self, script: Script | None = None, *,
-                 api_keys: tuple[str, ...] = (str(SPEC.emulator_options["api_key"]),)) -> None:
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        api_keys: tuple[str, ...] = (str(SPEC.emulator_options["api_key"]),),
+    ) -> None:
         super().__init__(script)
         self.api_keys = set(api_keys)
 
@@ -39,15 +43,23 @@ class EchoEmulator(Emulator):
             return web.json_response({"error": "invalid key"}, status=401)
         refusal = script.fault_at("status")  # Fault.http_status(...)
         if refusal is not None:
-            return web.json_response({"error": refusal.message or "failed"},
-                                     status=refusal.status)
+            return web.json_response({"error": refusal.message or "failed"}, status=refusal.status)
         body: Any = record.json
-        if not isinstance(body, dict) or body.get("model") not in MODELS \
-                or not isinstance(body.get("messages"), list):
+        if (
+            not isinstance(body, dict)
+            or body.get("model") not in MODELS
+            or not isinstance(body.get("messages"), list)
+        ):
             return web.json_response({"error": "expected model and messages"}, status=400)
         if not script.text_scripted:  # echo the last user message
-            last = next((m.get("content") for m in reversed(body["messages"])
-                         if isinstance(m, dict) and m.get("role") == "user"), "")
+            last = next(
+                (
+                    m.get("content")
+                    for m in reversed(body["messages"])
+                    if isinstance(m, dict) and m.get("role") == "user"
+                ),
+                "",
+            )
             text = str(last).upper() if body["model"] == "echo-loud" else str(last)
             script = Script(text, delay=script.delay, fault=script.fault)
         pieces = script.pieces()
@@ -58,8 +70,12 @@ class EchoEmulator(Emulator):
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         outcome = await self.play(
-            request, response, Script(chunks=pieces, delay=script.delay, fault=script.fault),
-            lambda piece, _: _line({"delta": piece}), error=_error)
+            request,
+            response,
+            Script(chunks=pieces, delay=script.delay, fault=script.fault),
+            lambda piece, _: _line({"delta": piece}),
+            error=_error,
+        )
         if outcome == StreamOutcome.COMPLETE:
             await response.write(_line({"done": True, "finish": finish}))
         if outcome != StreamOutcome.ABORTED:
@@ -73,4 +89,3 @@ def _line(value: dict[str, Any]) -> bytes:
 
 def _error(fault: Fault) -> bytes:
     return _line({"error": fault.message})
-

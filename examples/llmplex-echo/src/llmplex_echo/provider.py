@@ -56,20 +56,25 @@ class Echo(AsyncGeneratorProvider, ProviderModelMixin):
         cls.reject_unknown(kwargs)
         key = api_key or os.environ.get(KEY_ENV)
         if not key:
-            raise MissingAuthError(f"no API key: pass api_key= or set {KEY_ENV}",
-                                   provider=cls.get_name())
-        body: dict[str, Any] = {"model": cls.get_model(model),
-                                "messages": [dict(m) for m in messages]}
+            raise MissingAuthError(
+                f"no API key: pass api_key= or set {KEY_ENV}", provider=cls.get_name()
+            )
+        body: dict[str, Any] = {
+            "model": cls.get_model(model),
+            "messages": [dict(m) for m in messages],
+        }
         if max_words is not None:
             body["max_words"] = max_words
         url = cls.resolve_base_url(base_url, SPEC.base_url) + "/v1/echo"
-        async with Session(cls.get_name(), proxy=proxy, timeout=timeout,
-                           headers={"X-Echo-Key": key}) as session, \
-                session.request("POST", url, json=body) as response:
+        async with (
+            Session(
+                cls.get_name(), proxy=proxy, timeout=timeout, headers={"X-Echo-Key": key}
+            ) as session,
+            session.request("POST", url, json=body) as response,
+        ):
             async for event in session.ndjson(response):
                 if not isinstance(event, dict):
-                    raise ResponseError(f"not an object: {event!r:.100}",
-                                        provider=cls.get_name())
+                    raise ResponseError(f"not an object: {event!r:.100}", provider=cls.get_name())
                 if "error" in event:
                     raise StreamError(str(event["error"]), provider=cls.get_name())
                 if event.get("done"):
@@ -78,5 +83,6 @@ class Echo(AsyncGeneratorProvider, ProviderModelMixin):
                 delta = event.get("delta")
                 if isinstance(delta, str) and delta:
                     yield delta
-        raise ResponseError("the stream ended before the answer was complete",
-                            provider=cls.get_name())
+        raise ResponseError(
+            "the stream ended before the answer was complete", provider=cls.get_name()
+        )

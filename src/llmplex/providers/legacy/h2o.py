@@ -19,8 +19,15 @@ from ...http.session import DEFAULT_TIMEOUT
 from ...prompt import validate_messages
 from ..h2o import H2o, build_parameters
 
-__all__ = ["url", "model", "models", "supports_stream", "needs_auth", "params",
-           "_create_completion"]
+__all__ = [
+    "url",
+    "model",
+    "models",
+    "supports_stream",
+    "needs_auth",
+    "params",
+    "_create_completion",
+]
 
 url = "https://gpt-gm.h2o.ai"
 #: the short model names this module accepts (full ids are accepted too)
@@ -32,8 +39,10 @@ needs_auth = False
 
 END_OF_TEXT = "<|endoftext|>"
 # Kept word for word from the original module, typo included: models were prompted so.
-_INSTRUCTION = ("instruction: this is a conversation beween, a user and an AI assistant, "
-                "respond to the latest message, referring to the conversation if needed\n")
+_INSTRUCTION = (
+    "instruction: this is a conversation beween, a user and an AI assistant, "
+    "respond to the latest message, referring to the conversation if needed\n"
+)
 
 
 def legacy_prompt(messages: Sequence[Mapping[str, Any]] | str) -> str:
@@ -42,8 +51,9 @@ def legacy_prompt(messages: Sequence[Mapping[str, Any]] | str) -> str:
     return f"{_INSTRUCTION}{lines}assistant:"
 
 
-def _create_completion(model: str, messages: list[dict[str, str]], stream: bool,
-                       **kwargs: Any) -> Iterator[str]:
+def _create_completion(
+    model: str, messages: list[dict[str, str]], stream: bool, **kwargs: Any
+) -> Iterator[str]:
     """Yield the answer's tokens (a plain generator); ``stream=False`` yields it whole.
 
     ``model`` is a short name (``falcon-40b``, ``falcon-7b``, ``llama-13b``) or a model
@@ -52,11 +62,17 @@ def _create_completion(model: str, messages: list[dict[str, str]], stream: bool,
     model_id = H2o.get_model(model)
     prompt = legacy_prompt(messages)
     parameters = build_parameters(kwargs)
-    chunks = iterate(lambda: H2o.stream_prompt(
-        model_id, prompt, parameters, proxy=kwargs.get("proxy"),
-        timeout=kwargs.get("timeout", DEFAULT_TIMEOUT), base_url=kwargs.get("base_url"),
-        get_root_first=True,
-    ))
+    chunks = iterate(
+        lambda: H2o.stream_prompt(
+            model_id,
+            prompt,
+            parameters,
+            proxy=kwargs.get("proxy"),
+            timeout=kwargs.get("timeout", DEFAULT_TIMEOUT),
+            base_url=kwargs.get("base_url"),
+            get_root_first=True,
+        )
+    )
     try:
         tokens: Iterator[str] = (c for c in chunks if isinstance(c, str))
         if not stream:
@@ -79,8 +95,10 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-params = "llmplex.providers.legacy.h2o supports: ({})".format(", ".join(
-    f"{name}: {_describe(p.annotation)}"
-    for name, p in inspect.signature(_create_completion).parameters.items()
-    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-))
+params = "llmplex.providers.legacy.h2o supports: ({})".format(
+    ", ".join(
+        f"{name}: {_describe(p.annotation)}"
+        for name, p in inspect.signature(_create_completion).parameters.items()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
+)

@@ -577,6 +577,29 @@ def measure(
                 workdir,
             )
         )
+        # The same with deadlines under which `stream: false` answers are asked of the
+        # upstream in one piece (no first-token deadline, reads bounded by the answer's
+        # own 1800 s): with the defaults they are streamed upstream and re-assembled.
+        port = free_port()
+        whole_data = workdir / "serve-data-whole"
+        whole_data.mkdir(exist_ok=True)
+        gateways.append(
+            Gateway(
+                "llmplex-whole",
+                "`llmplex serve`, first-token deadline off (`stream: false` in one piece)",
+                [llmplex_bin, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                port,
+                "openaicompatible:bench",
+                {
+                    **gateways[-1].env,
+                    "LLMPLEX_DATA_DIR": str(whole_data),
+                    "LLMPLEX_FIRST_TOKEN_TIMEOUT": "inf",
+                    "LLMPLEX_TIMEOUT": "1800",
+                    "LLMPLEX_TOTAL_TIMEOUT": "1800",
+                },
+                workdir,
+            )
+        )
         if litellm_python:
             port = free_port()
             lconfig = workdir / "litellm.yaml"

@@ -140,6 +140,25 @@ def test_metrics_can_need_a_key_or_be_off(openai_emulator, tmp_path):
         assert httpx.get(server.url + "/metrics").status_code == 404
 
 
+def test_keyed_metrics_take_a_named_key_of_the_config(openai_emulator, tmp_path):
+    """``[server.keys.NAME]`` keys open a keyed ``/metrics`` as ``--api-key`` ones do."""
+    home = tmp_path / "named"
+    env = openai_env(openai_emulator, home, "OpenAI")
+    (home / "config" / "config.toml").write_text(
+        '[server]\nmetrics = "keyed"\n\n[server.keys.ops]\nkey = "named-metrics-key"\nrpm = 5\n'
+    )
+    with Served(home, env=env) as server:
+        assert httpx.get(server.url + "/metrics").status_code == 401
+        wrong = httpx.get(server.url + "/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        samples = metrics(server.url, headers={"Authorization": "Bearer named-metrics-key"})
+        assert (
+            value(samples, "llmplex_requests_total", route="/metrics", method="GET", status="401")
+            == 2
+        )
+        assert "named-metrics-key" not in server.log
+
+
 def test_request_ids_on_answers_errors_streams_and_log_lines(openai_emulator, tmp_path):
     env = openai_env(openai_emulator, tmp_path, "OpenAI")
     with (

@@ -45,6 +45,24 @@ class Conversation:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
+    @classmethod
+    def new(
+        cls,
+        *,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: Mapping[str, Any] | None = None,
+        id: str | None = None,
+    ) -> Conversation:
+        """A conversation as :meth:`ConversationStore.create` makes it: copies of
+        ``messages`` and ``metadata``, and a new id unless ``id`` is given."""
+        conversation = cls(
+            model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
+        )
+        if id is not None:
+            conversation.id = id
+        return conversation
+
     def state_for(self, provider: str) -> dict[str, Any] | None:
         """The provider's continuation state if it still matches the whole history."""
         entry = self.provider_state.get(provider)

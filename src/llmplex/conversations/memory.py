@@ -28,11 +28,7 @@ class MemoryStore(ConversationStore):
         metadata: dict[str, Any] | None = None,
         id: str | None = None,
     ) -> Conversation:
-        conversation = Conversation(
-            model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
-        )
-        if id is not None:
-            conversation.id = id
+        conversation = Conversation.new(model=model, messages=messages, metadata=metadata, id=id)
         with self._lock:
             self._items[conversation.id] = copy.deepcopy(conversation)
         return conversation

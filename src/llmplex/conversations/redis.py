@@ -95,11 +95,7 @@ class RedisStore(ConversationStore):
         metadata: dict[str, Any] | None = None,
         id: str | None = None,
     ) -> Conversation:
-        conversation = Conversation(
-            model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
-        )
-        if id is not None:
-            conversation.id = id
+        conversation = Conversation.new(model=model, messages=messages, metadata=metadata, id=id)
         meta, listed, _, index = self._keys(conversation.id)
 
         def write() -> None:

@@ -101,11 +101,7 @@ class SQLiteStore(ConversationStore):
         metadata: dict[str, Any] | None = None,
         id: str | None = None,
     ) -> Conversation:
-        conversation = Conversation(
-            model=model, messages=[dict(m) for m in messages], metadata=dict(metadata or {})
-        )
-        if id is not None:
-            conversation.id = id
+        conversation = Conversation.new(model=model, messages=messages, metadata=metadata, id=id)
         with self._write() as db:
             db.execute(
                 "INSERT INTO conversations (id, model, provider, metadata, created, updated)"

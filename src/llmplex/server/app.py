@@ -397,14 +397,7 @@ def create_app(
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     from .observability import install_observability  # request ids, /metrics, traces
 
-    # "keyed" /metrics takes the plain api_keys (named [server.keys] ones: not yet)
-    install_observability(
-        app,
-        client,
-        metrics=metrics,
-        api_keys=tuple(k.encode() for k in api_keys if k),
-        tracer_provider=tracer_provider,
-    )
+    install_observability(app, client, metrics=metrics, keys=ring, tracer_provider=tracer_provider)
     return app
 
 

@@ -35,10 +35,9 @@ writes its values there and ``/metrics``, whichever worker answers it, sums them
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request  # at module level: FastAPI resolves the annotation
@@ -187,30 +186,22 @@ class Metrics(RouterObserver):
         registry.register(self.cooling)
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
-    def endpoint(self, api_keys: Sequence[bytes] = ()) -> Callable[..., Any]:
-        """The ``/metrics`` route; with ``api_keys``, only for a request that has one."""
-        from starlette.responses import JSONResponse, Response
+    def endpoint(
+        self, authenticate: Callable[[Mapping[str, str]], object] | None = None
+    ) -> Callable[..., Any]:
+        """The ``/metrics`` route; with ``authenticate`` (the server's
+        :meth:`KeyRing.authenticate <llmplex.server.keys.KeyRing.authenticate>`), only
+        for a request carrying one of the server's keys (its 401 otherwise)."""
+        from starlette.responses import Response
+
+        from .errors import APIError
 
         async def metrics(request: Request) -> Response:
-            if api_keys:
-                given = request.headers.get("authorization", "")
-                token = given[7:].encode() if given[:7].lower() == "bearer " else b""
-                matched = False
-                for key in api_keys:  # every key compared: timing tells nothing
-                    matched |= hmac.compare_digest(token, key)
-                if not matched:
-                    return JSONResponse(
-                        {
-                            "error": {
-                                "message": "/metrics needs one of the server's API keys (Bearer).",
-                                "type": "invalid_request_error",
-                                "param": None,
-                                "code": "invalid_api_key",
-                            }
-                        },
-                        status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"},
-                    )
+            if authenticate is not None:
+                try:
+                    authenticate(request.headers)
+                except APIError as refused:
+                    return refused.response()
             body, content_type = self.render()
             return Response(body, media_type=content_type)
 

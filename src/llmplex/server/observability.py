@@ -9,7 +9,6 @@ limit). Each is plain ASGI: nothing is buffered, streams pass as they are writte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .metrics import METRICS_MODES
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..client import AsyncClient
+    from .keys import KeyRing
 
 __all__ = ["install_observability"]
 
@@ -29,16 +29,19 @@ def install_observability(
     client: AsyncClient,
     *,
     metrics: str = "public",
-    api_keys: Sequence[bytes] = (),
+    keys: KeyRing | None = None,
     tracer_provider: Any = None,
 ) -> None:
     """Add the middlewares above to ``app`` and, unless ``metrics`` is ``"off"``,
-    ``GET /metrics`` (``"public"``: no key needed; ``"keyed"``: one of ``api_keys``).
+    ``GET /metrics`` (``"public"``: no key needed; ``"keyed"``: any key of ``keys``, the
+    server's key ring: ``--api-key`` ones and named ``[server.keys]`` ones alike).
     ``tracer_provider``: an OpenTelemetry tracer provider (None: no traces)."""
     if metrics not in METRICS_MODES:
         raise ValueError(f"metrics must be one of {', '.join(METRICS_MODES)}, not {metrics!r}")
-    if metrics == "keyed" and not api_keys:
-        raise ValueError("metrics = 'keyed' needs API keys (--api-key or [server] api_keys)")
+    if metrics == "keyed" and (keys is None or not keys.active):
+        raise ValueError(
+            "metrics = 'keyed' needs API keys (--api-key, [server] api_keys or [server.keys])"
+        )
     app.add_middleware(Drain)
     if metrics != "off":
         from .metrics import Metrics, MetricsMiddleware
@@ -48,7 +51,7 @@ def install_observability(
         # an APIRoute (not a plain route): FastAPI then names its template in the scope
         app.add_api_route(
             "/metrics",
-            counted.endpoint(api_keys if metrics == "keyed" else ()),
+            counted.endpoint(keys.authenticate if metrics == "keyed" and keys else None),
             methods=["GET"],
             include_in_schema=False,
         )

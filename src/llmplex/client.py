@@ -592,6 +592,8 @@ class _Run:
         )
         if not emulated:
             self.emulated = None
+            if not request.stream and self.limiter is None and self._whole(route, kwargs):
+                kwargs["whole"] = True
             return cls.create_async_generator(route.model, self.history, **kwargs)
         # Tools / JSON output through the prompt (llmplex.emulation): the fields it takes
         # over are not sent; the provider gets rendered text messages.
@@ -610,6 +612,21 @@ class _Run:
             return cls.create_async_generator(route.model, _messages(messages), **kwargs)
 
         return emulate(how, self.history, open_stream, route.name)
+
+    def _whole(self, route: Route, kwargs: dict[str, Any]) -> bool:
+        """Whether ``route``'s provider may be asked for the answer in one piece (not
+        streamed) without changing what the caller sees: it can (``whole``), and no wait
+        that a stream bounds but one piece would not could end before the answer's own
+        deadline does: the first-token deadline and the per-read ``timeout`` (a service
+        answering in one piece sends nothing until it is done). With the defaults (first
+        token 300 s, reads 120 s, answer 1800 s) the answer stays streamed."""
+        cls = route.provider
+        if not cls.takes_whole() or "whole" in kwargs:
+            return False
+        left = self._time_left(route)
+        first = self._first_token_timeout(route)
+        read = kwargs["timeout"] if "timeout" in kwargs else cls.default_timeout()
+        return all(wait is None or (left is not None and wait >= left) for wait in (first, read))
 
     def _time_left(self, route: Route) -> float | None:
         """Seconds left for the answer on ``route`` (the total deadline, and the route's

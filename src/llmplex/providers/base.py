@@ -124,8 +124,10 @@ class ProviderModelMixin:
 
 #: keyword arguments of create_async_generator that are llmplex's plumbing, not options
 #: (``total_timeout``: the seconds left for the whole answer, given to a provider that
-#: declares it so that it can tell its service, e.g. Replicate's ``Cancel-After``)
-_PLUMBING = frozenset({"conversation", "return_conversation", "timeout", "total_timeout"})
+#: declares it so that it can tell its service, e.g. Replicate's ``Cancel-After``;
+#: ``whole``: ask the service for the whole answer in one piece, not streamed, given to a
+#: provider that declares it when nothing needs the answer streamed)
+_PLUMBING = frozenset({"conversation", "return_conversation", "timeout", "total_timeout", "whole"})
 
 
 class AsyncGeneratorProvider(BaseProvider):
@@ -157,6 +159,32 @@ class AsyncGeneratorProvider(BaseProvider):
             )
             cls._accepted = cached  # type: ignore[attr-defined]
         return cached
+
+    @classmethod
+    def takes_whole(cls) -> bool:
+        """Whether ``create_async_generator`` takes ``whole`` (ask the service for the
+        answer in one piece instead of a stream), and then its default ``timeout``."""
+        cached = cls.__dict__.get("_takes_whole")
+        if cached is None:
+            function = getattr(cls.create_async_generator, "__func__", cls.create_async_generator)
+            parameters = inspect.signature(function).parameters
+            timeout = parameters.get("timeout")
+            cached = (
+                "whole" in parameters,
+                None
+                if timeout is None or timeout.default is inspect.Parameter.empty
+                else timeout.default,
+            )
+            cls._takes_whole = cached  # type: ignore[attr-defined]
+        return bool(cached[0])
+
+    @classmethod
+    def default_timeout(cls) -> float | None:
+        """The default of ``create_async_generator``'s ``timeout`` (None: none or no such
+        parameter)."""
+        cls.takes_whole()
+        default = cls.__dict__["_takes_whole"][1]
+        return default if isinstance(default, (int, float)) else None
 
     @classmethod
     def takes_deadline(cls) -> bool:

@@ -138,6 +138,7 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
         verbosity: str | None = None,
         web_search_options: Mapping[str, Any] | None = None,
         stream_options: Mapping[str, Any] | None = None,
+        whole: bool = False,
         **kwargs: Any,
     ) -> AsyncIterator[Chunk]:
         """Stream a reply: text deltas and typed events (reasoning, refusal, tool-call
@@ -146,7 +147,11 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
 
         Every OpenAI field is forwarded as given (``max_completion_tokens`` stays itself).
         ``extra_body`` is merged into the request (a ``None`` value removes a key, e.g.
-        ``{"stream_options": None}`` for servers that reject it)."""
+        ``{"stream_options": None}`` for servers that reject it).
+
+        ``whole`` (llmplex's plumbing, set by the client when nothing needs the answer
+        streamed): ask for it with ``stream: false``, one ``chat.completion``, and yield
+        the same chunks from it."""
         cls.reject_unknown(kwargs)
         name = cls.get_name()
         model = cls.get_model(model)
@@ -166,6 +171,9 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
             "stream": True,
             "stream_options": {"include_usage": True, **(stream_options or {})},
         }
+        if whole:  # (a non-streamed answer always has its usage)
+            body["stream"] = False
+            del body["stream_options"]
         for field in _FORWARDED:
             value = given[field]
             if value is not None:

@@ -7,7 +7,8 @@ end to end: when the client reads slowly, uvicorn's ``send`` waits for the conne
 write buffer to drain, the queue fills, the pump waits to put, and the upstream is read
 no faster than the client reads (its own socket buffers fill and the upstream waits
 too). Memory per stream is bounded by the queue and the socket buffers, however fast the
-upstream and however slow the client.
+upstream and however slow the client. Chunks the pump queued while the last write was
+under way go out together in the next one (never waiting for more).
 
 A client that reads nothing for ``stall_timeout`` seconds (``create_app``'s
 ``client_stall_timeout``, :data:`CLIENT_STALL_TIMEOUT` by default) is dropped: one write
@@ -421,10 +422,22 @@ class EventStream(Response):
         try:
             await write({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             item = self.first
+            queue = pump.queue
             while True:
                 kind, value = item
                 if kind == "chunk":
                     body = self._render(value)
+                    # What the pump has queued meanwhile goes out in the same write (one
+                    # send, one wake-up of the client): only what is already there, so no
+                    # chunk waits for another.
+                    while kind == "chunk" and not queue.empty():
+                        kind, value = queue.get_nowait()
+                        if kind == "chunk":
+                            body += self._render(value)
+                        elif kind == "error":
+                            body += self._error(value)
+                        else:
+                            body += self._end()
                 elif kind == "error":
                     body = self._error(value)
                 else:

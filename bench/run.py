@@ -1144,6 +1144,21 @@ def _settings(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Name
     return args
 
 
+#: in RESULTS.md, what follows this line is written by hand and kept by every rewrite
+KEPT = "<!-- Written by hand below this line: bench/run.py keeps it when it rewrites the file. -->"
+
+
+def write_report(path: Path, report: str) -> None:
+    """Write ``report`` to ``path``, keeping the hand-written part of the old file (from
+    :data:`KEPT` on), so a run cannot delete measurements made by other scripts."""
+    kept = ""
+    if path.exists():
+        old = path.read_text(encoding="utf-8")
+        if KEPT in old:
+            kept = "\n" + old[old.index(KEPT) :]
+    path.write_text(report + "\n" + kept, encoding="utf-8")
+
+
 def server_section(path: Path) -> str:
     """The server hop's section of RESULTS.md, from ``--server``'s JSON (if any)."""
     if not path.exists():
@@ -1217,7 +1232,7 @@ def server_main(args: argparse.Namespace, argv: list[str]) -> int:
     if library.exists() and Path(args.output).resolve() == (BENCH / "RESULTS.md").resolve():
         lib = json.loads(library.read_text())
         report = render(lib, _settings(build_parser(), lib.get("argv", [])))
-        Path(args.output).write_text(report + "\n")
+        write_report(Path(args.output), report)
         log(f"wrote {args.output} (library figures from {library}, server from {args.server_json})")
     log(f"wrote {args.server_json} in {results['duration_s']:.0f} s")
     return 0
@@ -1309,7 +1324,7 @@ def main() -> int:
     if args.render_only:
         results = json.loads(Path(args.json).read_text())
         report = render(results, _settings(parser, results.get("argv", [])))
-        Path(args.output).write_text(report + "\n")
+        write_report(Path(args.output), report)
         log(f"wrote {args.output} from {args.json}")
         return 0
 
@@ -1343,7 +1358,7 @@ def main() -> int:
     results["duration_s"] = time.time() - started
     Path(args.json).write_text(json.dumps(results, indent=1, ensure_ascii=False))
     report = render(results, args)
-    Path(args.output).write_text(report + "\n")
+    write_report(Path(args.output), report)
     print(report)
     if args.keep_work:
         log(f"work files (logs, callgrind dumps) kept in {bench.workdir}")

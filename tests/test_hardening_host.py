@@ -279,6 +279,22 @@ def test_a_long_provider_list_is_a_clean_400(server, emulator):
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "Hi"}),
+        ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi"}),
+    ],
+)
+def test_the_other_model_routes_cap_the_provider_list_too(server, emulator, path, body):
+    response = request(server, "POST", path, "localhost", json={**body, "provider": ["OpenAI"] * 9})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "provider" and error["code"] == "invalid_value"
+    assert "has 9 entries" in error["message"] and "at most 8" in error["message"]
+    assert not emulator.requests
+
+
 def test_max_providers_is_configurable(services, emulator):
     with running(services, max_providers=2) as server:
         body = {**CHAT, "model": "gpt-4o-mini"}

@@ -52,7 +52,7 @@ from ..errors import InvalidRequestError
 from . import fastpath
 from .anthropic_api import anthropic_router
 from .docs import install_docs
-from .errors import APIError
+from .errors import APIError, check_provider_list
 from .handlers import install_error_handlers
 from .middleware import BodyLimit, HostCheck
 from .schemas import (
@@ -233,15 +233,7 @@ def create_app(
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         """Create a chat completion; with ``"stream": true`` an SSE stream of chunks ending
         with ``data: [DONE]``. llmplex extras: ``provider`` and ``conversation_id``."""
-        if isinstance(body.provider, list) and len(body.provider) > max_providers:
-            raise APIError(
-                400,
-                f"Too many providers: the 'provider' list has "
-                f"{len(body.provider)} entries, this server takes at most "
-                f"{max_providers}.",
-                code="invalid_value",
-                param="provider",
-            )
+        check_provider_list(body.provider, max_providers)
         caller = await ring.admit(request.headers, body.model, provider=body.provider)
         kwargs = _create_arguments(body, allow_upstream_overrides)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from .errors import APIError
+from .errors import APIError, check_provider_list
 from .streaming import ClientGone, disconnected, unless_gone
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,15 +81,7 @@ def install_embeddings(
                 param="model",
                 code="missing_required_parameter",
             )
-        if isinstance(body.provider, list) and len(body.provider) > max_providers:
-            raise APIError(
-                400,
-                f"Too many providers: the 'provider' list has "
-                f"{len(body.provider)} entries, this server takes at most "
-                f"{max_providers}.",
-                code="invalid_value",
-                param="provider",
-            )
+        check_provider_list(body.provider, max_providers)
         caller = await ring.admit(request.headers, body.model, provider=body.provider)
         watcher = asyncio.ensure_future(disconnected(request.receive))
         try:

@@ -89,7 +89,7 @@ from ..errors import (
 if TYPE_CHECKING:
     from starlette.responses import JSONResponse
 
-__all__ = ["UPSTREAM_REJECTIONS", "APIError", "error_for", "public"]
+__all__ = ["UPSTREAM_REJECTIONS", "APIError", "check_provider_list", "error_for", "public"]
 
 #: upstream statuses that mean "the request's content was refused": passed on as 400
 UPSTREAM_REJECTIONS = frozenset({400, 413, 422})
@@ -139,6 +139,19 @@ class APIError(Exception):
         from starlette.responses import JSONResponse
 
         return JSONResponse(self.body(), status_code=self.status, headers=self.all_headers())
+
+
+def check_provider_list(provider: object, max_providers: int) -> None:
+    """A 400 naming ``provider`` when a request's ``provider`` list is longer than the
+    server takes (``max_providers`` of :func:`~llmplex.server.app.create_app`)."""
+    if isinstance(provider, list) and len(provider) > max_providers:
+        raise APIError(
+            400,
+            f"Too many providers: the 'provider' list has {len(provider)} entries, "
+            f"this server takes at most {max_providers}.",
+            code="invalid_value",
+            param="provider",
+        )
 
 
 def _retry_headers(seconds: float | None) -> dict[str, str]:

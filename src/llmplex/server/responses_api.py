@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from ..conversations.base import ConversationNotFoundError
-from .errors import APIError, error_for
+from .errors import APIError, check_provider_list, error_for
 from .handlers import log_error
 from .responses_input import chat_arguments, input_items, input_messages
 from .responses_output import Event, ResponseWriter, new_response_id
@@ -173,15 +173,7 @@ def _check(body: ResponseRequest, max_providers: int) -> None:
             code="invalid_value",
             param="metadata",
         )
-    if isinstance(body.provider, list) and len(body.provider) > max_providers:
-        raise APIError(
-            400,
-            f"Too many providers: the 'provider' list has "
-            f"{len(body.provider)} entries, this server takes at most "
-            f"{max_providers}.",
-            code="invalid_value",
-            param="provider",
-        )
+    check_provider_list(body.provider, max_providers)
 
 
 def _skeleton(body: ResponseRequest, response_id: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import tomllib
 from pathlib import Path
 
@@ -25,10 +24,10 @@ import aiohttp
 import httpx
 import openai
 import pytest
+from served import Served
 
 from llmplex.providers import BUILTIN_PLUGINS, provider_names
 from llmplex.providers.spec import load_object
-from llmplex.testing import interrupt, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "llmplex-echo"
@@ -229,25 +228,8 @@ def test_plugin_in_providers_table(echo_path, tmp_path):
 
 
 def test_plugin_through_serve_emulate(echo_path, tmp_path):
-    env = environment(tmp_path, echo_path)
-    process = subprocess.Popen(
-        [LLMPLEX, "serve", "--emulate", "--port", "0"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        base = None
-        deadline = time.monotonic() + 60
-        while base is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if not line:
-                break
-            if "serving the OpenAI-compatible API at " in line:
-                base = line.split(" at ", 1)[1].split()[0]
-        assert base, "the server did not start"
-        wait_until(lambda: _answers(base.removesuffix("/v1") + "/health"), timeout=15)
+    with Served(tmp_path, "--emulate", env=environment(tmp_path, echo_path)) as server:
+        base = server.url + "/v1"
         with openai.OpenAI(base_url=base, api_key="unused", max_retries=0) as client:
             answer = client.chat.completions.create(
                 model="echo:echo-1", messages=[{"role": "user", "content": "hi"}]
@@ -263,15 +245,7 @@ def test_plugin_through_serve_emulate(echo_path, tmp_path):
         table = {p["id"]: p for p in httpx.get(base + "/providers", timeout=10).json()["data"]}
         assert table["Echo"]["emulated"] is True and table["Echo"]["configured"] is True
         assert table["Echo"]["working"] is True
-    finally:
-        assert interrupt(process) == 0
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        assert server.stop() == 0
 
 
 def test_llmplex_plugins_restricts_loading(echo_path, tmp_path):

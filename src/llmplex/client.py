@@ -19,12 +19,12 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .conversations.base import Conversation, ConversationStore
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .embeddings import AsyncEmbeddings
-from .errors import InvalidRequestError, ResponseError
+from .errors import InvalidRequestError, ModelNotFoundError, ResponseError
 from .http.pool import bind_pool, unbind_pool
 from .limits import MAX_ANSWER_CHARS, OutputLimiter, estimate_tokens
 from .objects import (
@@ -324,8 +324,6 @@ class AsyncClient:
     async def _resolve(self, model: str | None, provider: Any) -> list[Route]:
         """The router's routes for ``model``; a bare name no provider lists is looked up
         again after discovering the lists that are not fresh (the miss path only)."""
-        from .errors import ModelNotFoundError
-
         router = self.router
         try:
             return router.resolve(model, provider)
@@ -642,12 +640,15 @@ class _Run:
     def _first_token_timeout(self, route: Route) -> float | None:
         if "first_token_timeout" in self.deadlines:
             return self.deadlines["first_token_timeout"]
-        own = self.client._route_deadlines.get(route.name.lower(), {})
-        return own.get("first_token_timeout", self.client.first_token_timeout)
+        client = self.client
+        if not client._route_deadlines:  # (the common case: no provider sets its own)
+            return client.first_token_timeout
+        own = client._route_deadlines.get(route.name.lower(), {})
+        return own.get("first_token_timeout", client.first_token_timeout)
 
     def _attempt_timeout(self, route: Route) -> float | None:
         """A provider's own total_timeout (its options), unless the call set one."""
-        if "total_timeout" in self.deadlines:
+        if "total_timeout" in self.deadlines or not self.client._route_deadlines:
             return None
         return self.client._route_deadlines.get(route.name.lower(), {}).get("total_timeout")
 
@@ -970,7 +971,7 @@ def _messages(messages: list[dict[str, Any]] | list[dict[str, str]]) -> Messages
     """``messages`` as the provider contract types them: each was checked on its way in
     (``prompt.validate_messages``; a store keeps only checked turns, and the emulation's
     rendered ones are role/content pairs), so they are OpenAI-shaped Message dicts."""
-    return cast("Messages", messages)
+    return messages  # type: ignore[return-value]  # (a cast, without the call of one)
 
 
 def _default_finish(choice: _Choice) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import os
 import time
 import weakref
+from types import AsyncGeneratorType
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
@@ -623,9 +624,13 @@ class _Run:
         if not cls.takes_whole() or "whole" in kwargs:
             return False
         left = self._time_left(route)
+        # each wait must be None or last at least as long as the answer may (first-token
+        # first: with the defaults it decides, and the read timeout need not be looked up)
         first = self._first_token_timeout(route)
+        if first is not None and (left is None or first < left):
+            return False
         read = kwargs["timeout"] if "timeout" in kwargs else cls.default_timeout()
-        return all(wait is None or (left is not None and wait >= left) for wait in (first, read))
+        return read is None or (left is not None and read >= left)
 
     def _time_left(self, route: Route) -> float | None:
         """Seconds left for the answer on ``route`` (the total deadline, and the route's
@@ -683,7 +688,7 @@ class _Run:
             attempt_timeout=self._attempt_timeout,
         )
         # an async generator, though routing.py annotates it AsyncIterator: it has aclose()
-        assert isinstance(stream, AsyncGenerator)
+        assert isinstance(stream, AsyncGeneratorType)  # (a class: no ABC check's call)
         step = stream.__anext__
         first = self.choices[0]
         current = None

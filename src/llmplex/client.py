@@ -17,9 +17,9 @@ import asyncio
 import os
 import time
 import weakref
-from types import AsyncGeneratorType
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
+from types import AsyncGeneratorType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .conversations.base import Conversation, ConversationStore

@@ -791,7 +791,13 @@ class _Run:
             found = pending.pop(0, None)
             if found is not None:
                 logprobs = ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs)
-        return self._chunk([ChunkChoice(delta, None, 0, logprobs)])
+        choices = [ChunkChoice(delta, None, 0, logprobs)]
+        meta = self.meta
+        if meta is None:  # (what _chunk does, without its call: this runs per chunk)
+            return ChatCompletionChunk(
+                self.id, self.created, self.model, self.provider, choices, emulated=self.emulated
+            )
+        return self._chunk(choices)
 
     def _event_chunk(
         self, event: _AnswerEvent, choice: _Choice, pending: dict[int, Logprobs]

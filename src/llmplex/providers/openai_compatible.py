@@ -23,6 +23,7 @@ from ..errors import (
     StreamError,
 )
 from ..http.session import DEFAULT_TIMEOUT, MAX_BODY_BYTES, Session
+from ..http.sse import loads
 from ..prompt import validate_messages
 from ..surrogates import Surrogates
 from ..types import (
@@ -205,7 +206,7 @@ class OpenAICompatible(AsyncGeneratorProvider, ProviderModelMixin):
                                 done = True
                                 break
                             try:
-                                data = event.json()
+                                data = loads(event.data)  # (event.json(), one call less)
                             except ValueError:
                                 raise ResponseError(
                                     f"malformed stream event: {event.data[:200]!r}", provider=name

@@ -18,7 +18,6 @@ import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import aclosing
 from types import AsyncGeneratorType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
@@ -937,10 +936,14 @@ class _Run:
         )
 
     async def complete(self) -> ChatCompletion:
-        # aclosing: a failure or a cancellation closes the run (its upstream request) now
-        async with aclosing(self._answer(False)) as run:
+        run = self._answer(False)
+        try:
             async for _ in run:  # (nothing is yielded: one step runs the whole answer)
                 pass
+        finally:
+            # (what aclosing does) a failure or a cancellation closes the run, and its
+            # upstream request, now
+            await run.aclose()
         meta = self.meta
         return ChatCompletion(
             self.id,

@@ -678,6 +678,8 @@ class _Deadlines:
 _deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
     weakref.WeakKeyDictionary()
 )
+#: the one of :data:`_deadlines` used last (the next request is nearly always on its loop)
+_last_deadlines: _Deadlines | None = None
 
 
 class _Watch:
@@ -720,9 +722,13 @@ class _Watch:
         self.started = False  # content came: only the total deadline applies
         owner: _Deadlines | None = None
         if self.first_at is not None or total_at is not None:
-            owner = _deadlines.get(loop)
-            if owner is None:
-                owner = _deadlines[loop] = _Deadlines(loop)
+            global _last_deadlines
+            owner = _last_deadlines  # (the loop of the last request, nearly always)
+            if owner is None or owner.loop is not loop:
+                owner = _deadlines.get(loop)
+                if owner is None:
+                    owner = _deadlines[loop] = _Deadlines(loop)
+                _last_deadlines = owner
             owner.add(self)
         self.owner = owner
 

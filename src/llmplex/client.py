@@ -791,12 +791,22 @@ class _Run:
             if found is not None:
                 logprobs = ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs)
         choices = [ChunkChoice(delta, None, 0, logprobs)]
+        # (what _chunk does, without its call: this runs per chunk)
         meta = self.meta
-        if meta is None:  # (what _chunk does, without its call: this runs per chunk)
+        if meta is None:
             return ChatCompletionChunk(
                 self.id, self.created, self.model, self.provider, choices, emulated=self.emulated
             )
-        return self._chunk(choices)
+        return ChatCompletionChunk(
+            self.id,
+            self.created,
+            meta.model or self.model,
+            self.provider,
+            choices,
+            system_fingerprint=meta.system_fingerprint,
+            service_tier=meta.service_tier,
+            emulated=self.emulated,
+        )
 
     def _event_chunk(
         self, event: _AnswerEvent, choice: _Choice, pending: dict[int, Logprobs]

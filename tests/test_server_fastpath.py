@@ -1,7 +1,7 @@
 """The hot routes' fast path (:mod:`llmplex.server.fastpath`) answers exactly as FastAPI's
 dependency solving would: the same app serves one body model through a FastAPI route and
-through ``fastpath.route``, and every kind of bad request gets the same status, headers
-and body from both, byte for byte."""
+through ``fastpath.route`` (a ``fastpath.handler``), and every kind of bad request gets the
+same status, headers and body from both, byte for byte."""
 
 from __future__ import annotations
 
@@ -47,9 +47,12 @@ def _app() -> FastAPI:
     app.router.routes.append(
         fastpath.route(
             "/fast",
-            ChatCompletionRequest,
-            lambda request: _check(fastpath.bearer_token(request)),
-            answer,
+            fastpath.handler(
+                "/fast",
+                ChatCompletionRequest,
+                lambda request: _check(fastpath.bearer_token(request)),
+                answer,
+            ),
         )
     )
     return app

@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-__all__ = ["bearer_token", "read_json", "route", "validate_body"]
+__all__ = ["Handler", "bearer_token", "handler", "read_json", "route", "validate_body"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -105,14 +105,18 @@ def validate_body(model: type[M], body: Any) -> M:
         ) from None
 
 
-def route(
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def handler(
     path: str,
     model: type[M],
     authorize: Callable[[Request], None],
     endpoint: Callable[[M, Request], Awaitable[Any]],
-) -> Route:
-    """A ``POST path`` Starlette route: ``endpoint(body, request)`` after the steps of the
-    module docstring, ``authorize(request)`` being the route's dependencies."""
+) -> Handler:
+    """The request handler of a ``POST path`` route: ``endpoint(body, request)`` after
+    the steps of the module docstring, ``authorize(request)`` being the route's
+    dependencies. Errors are raised, for the app's exception handlers to answer."""
 
     async def handle(request: Request) -> Response:
         data = await read_json(request)
@@ -122,6 +126,11 @@ def route(
             raise TypeError(f"{path}: the endpoint returned {type(answer).__name__}")
         return answer
 
+    return handle
+
+
+def route(path: str, handle: Handler) -> Route:
+    """A ``POST path`` Starlette route serving ``handle`` (from :func:`handler`)."""
     return _NamedRoute(path, handle, methods=["POST"])
 
 

@@ -154,6 +154,22 @@ class Metrics(RouterObserver):
             multiprocess_mode="livesum",
         )
 
+        # the children of label values seen (labels() takes a lock and validates each time)
+        self._answered: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request answered: its route, method, status and duration."""
+        key = (route, method if method in _METHODS else "other", status)
+        counter = self._answered.get(key)
+        if counter is None:  # (bounded: route templates, known methods, statuses)
+            counter = self._answered[key] = self.requests.labels(key[0], key[1], str(status))
+        counter.inc()
+        latency = self._timed.get(route)
+        if latency is None:
+            latency = self._timed[route] = self.latency.labels(route)
+        latency.observe(seconds)
+
     def attempt_ended(self, attempt: Attempt) -> None:
         provider = attempt.provider
         self.attempts.labels(provider, attempt.outcome).inc()
@@ -246,11 +262,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, observed)
         finally:
             route = route_of(scope)
-            method = scope.get("method", "")
-            metrics.requests.labels(
-                route, method if method in _METHODS else "other", str(status)
-            ).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - began)
+            metrics.answered(route, scope.get("method", ""), status, time.perf_counter() - began)
             if streaming:
                 metrics.active_streams.dec()
                 if first is not None:

@@ -200,3 +200,20 @@ def test_front_is_off_with_cors_or_traces():
     assert create_app(AsyncClient()).front is not None
     assert create_app(AsyncClient(), cors_origins=["http://x.example"]).front is None
     assert create_app(AsyncClient(), tracer_provider=TracerProvider()).front is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [{"a": 'é😀\n"', "b": [1, None, 2.5, True]}, {}, [], "text", {"nested": {"x": [{}]}}],
+)
+def test_json_answers_are_starlettes_json_responses(content):
+    from starlette.responses import JSONResponse
+
+    from llmplex.server.fastpath import JSONAnswer
+
+    ours, theirs = JSONAnswer(content), JSONResponse(content)
+    assert (ours.status_code, ours.body, ours.raw_headers) == (
+        theirs.status_code,
+        theirs.body,
+        theirs.raw_headers,
+    )

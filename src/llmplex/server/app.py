@@ -43,7 +43,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import Receive, Scope, Send
 
@@ -268,7 +268,7 @@ def create_app(
             if not streamed:
                 completion = await unless_gone(watcher, client.chat.completions.create(**kwargs))
                 await ring.record_usage(caller, completion.usage.total_tokens)
-                return JSONResponse(public(completion.model_dump()))
+                return fastpath.JSONAnswer(public(completion.model_dump()))
             # read by the response's own task (no pump: it sends no keep-alives)
             opening = ring.metered(caller, client.chat.completions.create(**kwargs, stream=True))
             source = Direct(await unless_gone(watcher, opening))

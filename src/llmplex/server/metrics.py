@@ -53,6 +53,8 @@ METRICS_MODES = ("public", "keyed", "off")
 # Answers take from milliseconds (a cached model list) to minutes (a long generation).
 _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+#: label children kept by :meth:`Metrics._child` at most (then looked up each time)
+_MAX_CHILDREN = 4096
 _METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"})
 
 
@@ -157,6 +159,7 @@ class Metrics(RouterObserver):
         # the children of label values seen (labels() takes a lock and validates each time)
         self._answered: dict[tuple[str, str, int], Any] = {}
         self._timed: dict[str, Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request answered: its route, method, status and duration."""
@@ -170,19 +173,30 @@ class Metrics(RouterObserver):
             latency = self._timed[route] = self.latency.labels(route)
         latency.observe(seconds)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: ``labels()`` validates and locks each time."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._children) < _MAX_CHILDREN:  # (model names come from clients)
+                self._children[key] = child
+        return child
+
     def attempt_ended(self, attempt: Attempt) -> None:
         provider = attempt.provider
-        self.attempts.labels(provider, attempt.outcome).inc()
+        child = self._child
+        child(self.attempts, provider, attempt.outcome).inc()
         if attempt.fallback:
-            self.fallbacks.labels(provider).inc()
+            child(self.fallbacks, provider).inc()
         if attempt.outcome == "error" and attempt.error is not None:
-            self.errors.labels(provider, type(attempt.error).__name__).inc()
+            child(self.errors, provider, type(attempt.error).__name__).inc()
         if attempt.cooldown:
-            self.cooldowns.labels(provider).inc()
+            child(self.cooldowns, provider).inc()
         usage = attempt.usage
         if usage is not None:
-            self.tokens_in.labels(provider, attempt.model).inc(usage.prompt_tokens or 0)
-            self.tokens_out.labels(provider, attempt.model).inc(usage.completion_tokens or 0)
+            child(self.tokens_in, provider, attempt.model).inc(usage.prompt_tokens or 0)
+            child(self.tokens_out, provider, attempt.model).inc(usage.completion_tokens or 0)
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition and its content type; all workers' values summed in

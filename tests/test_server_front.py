@@ -1,8 +1,9 @@
-"""The chat route served in front of the middleware stack (:mod:`llmplex.server.front`)
-answers exactly as the whole stack does: two apps over the same emulators, one with its
-front and one without (``app.front = None``), get the same requests (good ones, streams,
-every kind of refusal) and must give the same statuses, headers and bodies, byte for byte
-once the answers' own ids and times are set aside, and count the same metrics."""
+"""The routes served in front of the middleware stack (:mod:`llmplex.server.front`: chat
+completions and Anthropic's messages) answer exactly as the whole stack does: two apps
+over the same emulators, one with its front and one without (``app.front = None``), get
+the same requests (good ones, streams, every kind of refusal) and must give the same
+statuses, headers and bodies, byte for byte once the answers' own ids and times are set
+aside, and count the same metrics."""
 
 from __future__ import annotations
 
@@ -72,9 +73,37 @@ CASES: list[tuple[str, dict[str, str], bytes]] = [
     ("insane id", {**JSON, **AUTH, "x-request-id": "bad id!"}, b"{}"),
 ]
 
+MESSAGE = {
+    "model": "openai:gpt-4o-mini",
+    "max_tokens": 50,
+    "messages": [{"role": "user", "content": "Hi"}],
+}
+ANTHROPIC_AUTH = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+
+#: Anthropic's Messages API (/v1/messages), served in front too
+MESSAGES_CASES: list[tuple[str, dict[str, str], bytes]] = [
+    ("good", {**JSON, **ANTHROPIC_AUTH}, httpx.Request("POST", "/", json=MESSAGE).content),
+    (
+        "stream",
+        {**JSON, **ANTHROPIC_AUTH},
+        httpx.Request("POST", "/", json={**MESSAGE, "stream": True}).content,
+    ),
+    ("no key", JSON, httpx.Request("POST", "/", json=MESSAGE).content),
+    ("bad JSON", {**JSON, **ANTHROPIC_AUTH}, b'{"model": '),
+    ("no messages", {**JSON, **ANTHROPIC_AUTH}, b'{"model": "openai:gpt-4o-mini"}'),
+    (
+        "unknown model",
+        {**JSON, **ANTHROPIC_AUTH},
+        httpx.Request("POST", "/", json={**MESSAGE, "model": "nope:nothing"}).content,
+    ),
+    ("too large", {**JSON, **ANTHROPIC_AUTH}, b'{"model": "' + b"x" * 5000 + b'"}'),
+    ("evil host", {**JSON, **ANTHROPIC_AUTH, "host": "evil.example"}, b"{}"),
+]
+
 _VOLATILE = [
     (re.compile(rb"chatcmpl-[0-9a-f]+"), b"chatcmpl-X"),
     (re.compile(rb'"created":\d+'), b'"created":0'),
+    (re.compile(rb"msg_[0-9A-Za-z]+"), b"msg_X"),
 ]
 
 
@@ -100,18 +129,25 @@ def served():
             yield fast, stack, apps[0]
 
 
-def _send(url: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-    return httpx.post(url + "/v1/chat/completions", content=body, headers=headers, timeout=15)
+def _send(
+    url: str, headers: dict[str, str], body: bytes, path: str = "/v1/chat/completions"
+) -> httpx.Response:
+    return httpx.post(url + path, content=body, headers=headers, timeout=15)
 
 
-@pytest.mark.parametrize("name", [name for name, _, _ in CASES])
-def test_front_answers_as_the_stack_does(served, name):
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [("/v1/chat/completions", name) for name, _, _ in CASES]
+    + [("/v1/messages", name) for name, _, _ in MESSAGES_CASES],
+)
+def test_front_answers_as_the_stack_does(served, path, name):
     fast, stack, _ = served
-    _, headers, body = next(case for case in CASES if case[0] == name)
-    a, b = _send(fast.url, headers, body), _send(stack.url, headers, body)
+    cases = CASES if path == "/v1/chat/completions" else MESSAGES_CASES
+    _, headers, body = next(case for case in cases if case[0] == name)
+    a, b = _send(fast.url, headers, body, path), _send(stack.url, headers, body, path)
     assert a.status_code == b.status_code, name
     assert _normal(a.content) == _normal(b.content), name
-    ignored = {"date", "x-request-id", "content-length"}
+    ignored = {"date", "x-request-id", "content-length", "request-id"}
     assert {k: v for k, v in a.headers.items() if k not in ignored} == {
         k: v for k, v in b.headers.items() if k not in ignored
     }
@@ -147,6 +183,9 @@ def test_front_counts_the_same_metrics(served):
     for _, headers, body in CASES:
         _send(fast.url, headers, body)
         _send(stack.url, headers, body)
+    for _, headers, body in MESSAGES_CASES:
+        _send(fast.url, headers, body, "/v1/messages")
+        _send(stack.url, headers, body, "/v1/messages")
     after = _requests_total(fast.url), _requests_total(stack.url)
     grown = [
         {k: v - counts[0].get(k, 0.0) for k, v in counts[1].items()}
@@ -156,10 +195,13 @@ def test_front_counts_the_same_metrics(served):
     # and they are counted at all: the chat route's 200s (the three good ones), the
     # refusals before any route ran (Host, size) as "unmatched", two first tokens
     assert grown[0][("llmplex_requests_total", "/v1/chat/completions", "200")] == 3
-    assert grown[0][("llmplex_requests_total", "unmatched", "403")] == 1
-    assert grown[0][("llmplex_requests_total", "unmatched", "413")] == 1
+    assert grown[0][("llmplex_requests_total", "/v1/messages", "200")] == 2
+    assert grown[0][("llmplex_requests_total", "unmatched", "403")] == 2
+    assert grown[0][("llmplex_requests_total", "unmatched", "413")] == 2
     key = ("llmplex_time_to_first_token_seconds_count", "/v1/chat/completions", "")
     assert grown[0][key] == 2
+    key = ("llmplex_time_to_first_token_seconds_count", "/v1/messages", "")
+    assert grown[0][key] == 1
     assert after[0][("llmplex_active_streams", "", "")] == 0
 
 

@@ -365,9 +365,8 @@ def create_app(
     )
     app.router.routes.insert(0, fastpath.route("/v1/chat/completions", chat_handler))
     # Anthropic's Messages API (/v1/messages): its own auth headers and error shape
-    app.include_router(
-        anthropic_router(client, keys=ring, client_stall_timeout=client_stall_timeout)
-    )
+    anthropic = anthropic_router(client, keys=ring, client_stall_timeout=client_stall_timeout)
+    app.include_router(anthropic)
     # Middleware: the last added is the outermost. CORS goes outside the size limit, so a
     # browser also sees its 413; the Host check outside everything: a request under a
     # name the server does not answer to reaches nothing else.
@@ -404,7 +403,7 @@ def create_app(
         from .front import Front
 
         app.front = Front(
-            {"/v1/chat/completions": chat_handler},
+            {"/v1/chat/completions": chat_handler, **anthropic.front_routes},
             host_check=HostCheck(None, allowed_hosts),
             max_body_bytes=max_body_bytes,
             in_flight=in_flight,

@@ -1,5 +1,5 @@
 """The routes served in front of the middleware stack (:mod:`llmplex.server.front`: chat
-completions and Anthropic's messages) answer exactly as the whole stack does: two apps
+completions, responses and Anthropic's messages) answer exactly as the whole stack does: two apps
 over the same emulators, one with its front and one without (``app.front = None``), get
 the same requests (good ones, streams, every kind of refusal) and must give the same
 statuses, headers and bodies, byte for byte once the answers' own ids and times are set
@@ -100,10 +100,40 @@ MESSAGES_CASES: list[tuple[str, dict[str, str], bytes]] = [
     ("evil host", {**JSON, **ANTHROPIC_AUTH, "host": "evil.example"}, b"{}"),
 ]
 
+RESPONSE = {"model": "openai:gpt-4o-mini", "input": "Hi", "store": False}
+
+#: OpenAI's Responses API (/v1/responses), served in front too
+RESPONSES_CASES: list[tuple[str, dict[str, str], bytes]] = [
+    ("good", {**JSON, **AUTH}, httpx.Request("POST", "/", json=RESPONSE).content),
+    (
+        "stream",
+        {**JSON, **AUTH},
+        httpx.Request("POST", "/", json={**RESPONSE, "stream": True}).content,
+    ),
+    ("no key", JSON, httpx.Request("POST", "/", json=RESPONSE).content),
+    ("bad JSON", {**JSON, **AUTH}, b'{"model": '),
+    ("no input", {**JSON, **AUTH}, b'{"model": "openai:gpt-4o-mini"}'),
+    (
+        "unknown previous",
+        {**JSON, **AUTH},
+        httpx.Request(
+            "POST", "/", json={**RESPONSE, "previous_response_id": "resp_nothing"}
+        ).content,
+    ),
+    ("too large", {**JSON, **AUTH}, b'{"model": "' + b"x" * 5000 + b'"}'),
+]
+
+CASES_BY_PATH = {
+    "/v1/chat/completions": CASES,
+    "/v1/messages": MESSAGES_CASES,
+    "/v1/responses": RESPONSES_CASES,
+}
+
 _VOLATILE = [
     (re.compile(rb"chatcmpl-[0-9a-f]+"), b"chatcmpl-X"),
     (re.compile(rb'"created":\d+'), b'"created":0'),
-    (re.compile(rb"msg_[0-9A-Za-z]+"), b"msg_X"),
+    (re.compile(rb"(msg|resp|rs|fc)_[0-9A-Za-z]+"), rb"\1_X"),
+    (re.compile(rb'"created_at":\d+'), b'"created_at":0'),
 ]
 
 
@@ -137,13 +167,11 @@ def _send(
 
 @pytest.mark.parametrize(
     ("path", "name"),
-    [("/v1/chat/completions", name) for name, _, _ in CASES]
-    + [("/v1/messages", name) for name, _, _ in MESSAGES_CASES],
+    [(path, name) for path, cases in CASES_BY_PATH.items() for name, _, _ in cases],
 )
 def test_front_answers_as_the_stack_does(served, path, name):
     fast, stack, _ = served
-    cases = CASES if path == "/v1/chat/completions" else MESSAGES_CASES
-    _, headers, body = next(case for case in cases if case[0] == name)
+    _, headers, body = next(case for case in CASES_BY_PATH[path] if case[0] == name)
     a, b = _send(fast.url, headers, body, path), _send(stack.url, headers, body, path)
     assert a.status_code == b.status_code, name
     assert _normal(a.content) == _normal(b.content), name
@@ -180,12 +208,10 @@ def _requests_total(url: str) -> dict[tuple[str, str, str], float]:
 def test_front_counts_the_same_metrics(served):
     fast, stack, _ = served
     before = _requests_total(fast.url), _requests_total(stack.url)
-    for _, headers, body in CASES:
-        _send(fast.url, headers, body)
-        _send(stack.url, headers, body)
-    for _, headers, body in MESSAGES_CASES:
-        _send(fast.url, headers, body, "/v1/messages")
-        _send(stack.url, headers, body, "/v1/messages")
+    for path, cases in CASES_BY_PATH.items():
+        for _, headers, body in cases:
+            _send(fast.url, headers, body, path)
+            _send(stack.url, headers, body, path)
     after = _requests_total(fast.url), _requests_total(stack.url)
     grown = [
         {k: v - counts[0].get(k, 0.0) for k, v in counts[1].items()}
@@ -196,8 +222,9 @@ def test_front_counts_the_same_metrics(served):
     # refusals before any route ran (Host, size) as "unmatched", two first tokens
     assert grown[0][("llmplex_requests_total", "/v1/chat/completions", "200")] == 3
     assert grown[0][("llmplex_requests_total", "/v1/messages", "200")] == 2
+    assert grown[0][("llmplex_requests_total", "/v1/responses", "200")] == 2
     assert grown[0][("llmplex_requests_total", "unmatched", "403")] == 2
-    assert grown[0][("llmplex_requests_total", "unmatched", "413")] == 2
+    assert grown[0][("llmplex_requests_total", "unmatched", "413")] == 3
     key = ("llmplex_time_to_first_token_seconds_count", "/v1/chat/completions", "")
     assert grown[0][key] == 2
     key = ("llmplex_time_to_first_token_seconds_count", "/v1/messages", "")

@@ -349,7 +349,7 @@ def create_app(
     install_embeddings(
         v1, client, max_providers=max_providers, responses=_ERROR_RESPONSES, keys=ring
     )
-    install_responses(
+    create_response = install_responses(
         v1,
         client,
         stall_timeout=client_stall_timeout,
@@ -358,12 +358,21 @@ def create_app(
         keys=ring,
     )
     app.include_router(v1)
-    # The hot route without FastAPI's per-request dependency solving: a plain route in
-    # front of the FastAPI one, which stays for the OpenAPI schema (same steps, errors).
+    # The hot routes without FastAPI's per-request dependency solving: plain routes in
+    # front of the FastAPI ones, which stay for the OpenAPI schema (same steps, errors).
     chat_handler = fastpath.handler(
         "/v1/chat/completions", ChatCompletionRequest, authorize_request, chat_completions
     )
-    app.router.routes.insert(0, fastpath.route("/v1/chat/completions", chat_handler))
+    from .responses_api import ResponseRequest
+
+    responses_handler = fastpath.handler(
+        "/v1/responses", ResponseRequest, authorize_request, create_response
+    )
+    for path, handle in (
+        ("/v1/chat/completions", chat_handler),
+        ("/v1/responses", responses_handler),
+    ):
+        app.router.routes.insert(0, fastpath.route(path, handle))
     # Anthropic's Messages API (/v1/messages): its own auth headers and error shape
     anthropic = anthropic_router(client, keys=ring, client_stall_timeout=client_stall_timeout)
     app.include_router(anthropic)
@@ -403,7 +412,11 @@ def create_app(
         from .front import Front
 
         app.front = Front(
-            {"/v1/chat/completions": chat_handler, **anthropic.front_routes},
+            {
+                "/v1/chat/completions": chat_handler,
+                "/v1/responses": responses_handler,
+                **anthropic.front_routes,
+            },
             host_check=HostCheck(None, allowed_hosts),
             max_body_bytes=max_body_bytes,
             in_flight=in_flight,
@@ -413,7 +426,7 @@ def create_app(
 
 
 class _App(FastAPI):
-    """The app: FastAPI, with its hot route served in front of the middleware stack
+    """The app: FastAPI, with its hot routes served in front of the middleware stack
     (:mod:`llmplex.server.front`) when ``front`` is set."""
 
     front: Any = None

@@ -1,12 +1,13 @@
-"""The hot routes served in front of the middleware stack: ``POST /v1/chat/completions``
-and Anthropic's ``POST /v1/messages``.
+"""The hot routes served in front of the middleware stack: ``POST /v1/chat/completions``,
+``POST /v1/responses`` and Anthropic's ``POST /v1/messages``.
 
 Every request of the app normally passes ten ASGI layers before its route runs (the
 request id, metrics, the drain count, the Host check, the body limit, Starlette's error
 and exception middlewares, FastAPI's own, the router), and each of its writes passes
 them back: serving the chat route past them took 8 to 10% off the server's CPU per
-request at c=16 (``bench/RESULTS.md``). :class:`Front` does what those layers do for these routes, in one
-function and one ``send`` wrapper, in the same order and with the same answers:
+request at c=16 (``bench/RESULTS.md``). :class:`Front` does what those layers do for
+these routes, in one function and one ``send`` wrapper, in the same order and with the
+same answers:
 
 1. the request id (the client's sane ``x-request-id`` or a new one) is set for the logs
    and added to the response's headers;
@@ -16,9 +17,9 @@ function and one ``send`` wrapper, in the same order and with the same answers:
    :class:`~.middleware.BodyLimit` (both counted under the route ``unmatched``, as no
    route ran);
 4. the route's handler runs (:func:`llmplex.server.fastpath.handler` for chat
-   completions; the Messages route answers its own errors in Anthropic's shape); what it
-   raises is answered by :func:`~.handlers.response_for`, as the app's exception
-   handlers would;
+   completions and responses; the Messages route answers its own errors in Anthropic's
+   shape); what it raises is answered by :func:`~.handlers.response_for`, as the app's
+   exception handlers would;
 5. the metrics count the answer, its duration, a stream's first byte and the streams
    open (:meth:`~.metrics.Metrics.answered`).
 

@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from .handlers import response_for
-from .middleware import HostCheck, TooLarge, read_body, too_large
+from .middleware import HostCheck, TooLarge, read_body, replaying, too_large
 from .request_id import HEADER, choose, request_id
 
 if TYPE_CHECKING:
@@ -132,15 +132,7 @@ class Front:
             if body is None:
                 return  # gone before its body arrived: nobody to answer
             route = scope["path"]
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
+            replay = replaying(body, receive)
             request = Request(scope, replay)
             try:
                 response: Any = await handle(request)
@@ -150,9 +142,5 @@ class Front:
         finally:
             self.in_flight.leave()
             if metrics is not None:
-                metrics.answered(route, "POST", status, time.perf_counter() - began)
-                if streaming:
-                    metrics.active_streams.dec()
-                    if first is not None:
-                        metrics.first_token.labels(route).observe(first - began)
+                metrics.finished(route, "POST", status, began, streaming, first)
             request_id.reset(token)

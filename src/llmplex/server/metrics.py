@@ -173,6 +173,24 @@ class Metrics(RouterObserver):
             latency = self._timed[route] = self.latency.labels(route)
         latency.observe(seconds)
 
+    def finished(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        began: float,
+        streaming: bool,
+        first: float | None,
+    ) -> None:
+        """A request's answer has ended: count it (:meth:`answered`), and for a stream
+        (counted open since it started) close it and time its first byte. ``began`` and
+        ``first`` are ``time.perf_counter()`` values."""
+        self.answered(route, method, status, time.perf_counter() - began)
+        if streaming:
+            self.active_streams.dec()
+            if first is not None:
+                self._child(self.first_token, route).observe(first - began)
+
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, kept: ``labels()`` validates and locks each time."""
         key = (id(metric), *labels)
@@ -275,9 +293,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, observed)
         finally:
-            route = route_of(scope)
-            metrics.answered(route, scope.get("method", ""), status, time.perf_counter() - began)
-            if streaming:
-                metrics.active_streams.dec()
-                if first is not None:
-                    metrics.first_token.labels(route).observe(first - began)
+            metrics.finished(
+                route_of(scope), scope.get("method", ""), status, began, streaming, first
+            )

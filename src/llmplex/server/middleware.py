@@ -30,6 +30,7 @@ __all__ = [
     "allowed_hosts_for",
     "is_loopback",
     "read_body",
+    "replaying",
     "too_large",
 ]
 
@@ -164,6 +165,21 @@ async def read_body(receive: Receive, declared: bytes | None, max_bytes: int) ->
             return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the whole ``body`` (read by :func:`read_body`) first, then
+    what ``receive`` gives (the disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 def too_large(path: str, max_bytes: int) -> Response:
     """The 413 for a body over ``max_bytes`` sent to ``path`` (Anthropic's error shape
     under ``/v1/messages``, OpenAI's elsewhere)."""
@@ -201,13 +217,4 @@ class BodyLimit:
             return
         if body is None:
             return  # gone before its body arrived: nobody to answer
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)

@@ -1,7 +1,7 @@
 """The hot routes' fast path (:mod:`llmplex.server.fastpath`) answers exactly as FastAPI's
 dependency solving would: the same app serves one body model through a FastAPI route and
-through ``fastpath.route``, and every kind of bad request gets the same status, headers
-and body from both, byte for byte."""
+through ``fastpath.route`` (a ``fastpath.handler``), and every kind of bad request gets the
+same status, headers and body from both, byte for byte."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from llmplex.server import ServerThread, fastpath
 from llmplex.server.errors import APIError
 from llmplex.server.handlers import install_error_handlers
+from llmplex.server.responses_api import ResponseRequest
 from llmplex.server.schemas import ChatCompletionRequest
 
 GOOD = b'{"model": "m", "messages": [{"role": "user", "content": "Hi"}]}'
@@ -37,6 +38,9 @@ def _app() -> FastAPI:
             {"model": body.model, "n": len(body.messages), "extra": sorted(body.model_extra or {})}
         )
 
+    async def respond(body: ResponseRequest, request: Request) -> JSONResponse:
+        return JSONResponse(body.model_dump(mode="json"))
+
     def dependency(request: Request) -> None:
         _check(fastpath.bearer_token(request))
 
@@ -44,14 +48,25 @@ def _app() -> FastAPI:
     async def slow(body: ChatCompletionRequest, request: Request) -> JSONResponse:
         return await answer(body, request)
 
-    app.router.routes.append(
-        fastpath.route(
-            "/fast",
-            ChatCompletionRequest,
-            lambda request: _check(fastpath.bearer_token(request)),
-            answer,
+    @app.post("/slow-responses", dependencies=[Depends(dependency)])
+    async def slow_responses(body: ResponseRequest, request: Request) -> JSONResponse:
+        return await respond(body, request)
+
+    for path, model, endpoint in (
+        ("/fast", ChatCompletionRequest, answer),
+        ("/fast-responses", ResponseRequest, respond),
+    ):
+        app.router.routes.append(
+            fastpath.route(
+                path,
+                fastpath.handler(
+                    path,
+                    model,
+                    lambda request: _check(fastpath.bearer_token(request)),
+                    endpoint,
+                ),
+            )
         )
-    )
     return app
 
 
@@ -106,3 +121,36 @@ def test_fast_route_answers_as_fastapi_would(auth):
     # the cases do reach every branch: some pass, some fail each way
     statuses = {a.status_code for a in answers}
     assert statuses <= {200, 400, 401}
+
+
+#: the Responses API's body model is strict: every kind of type and range error
+RESPONSES_CASES = [
+    ("good", b'{"model": "m", "input": "Hi", "temperature": 0.5}'),
+    ("input parts", b'{"model": "m", "input": [{"role": "user", "content": "Hi"}]}'),
+    ("input a number", b'{"model": "m", "input": 5}'),
+    ("temperature a string", b'{"model": "m", "input": "Hi", "temperature": "1"}'),
+    ("temperature too high", b'{"model": "m", "input": "Hi", "temperature": 3}'),
+    ("stream a string", b'{"model": "m", "input": "Hi", "stream": "yes"}'),
+    ("max_output_tokens a float", b'{"model": "m", "input": "Hi", "max_output_tokens": 1.5}'),
+    ("metadata not strings", b'{"model": "m", "input": "Hi", "metadata": {"a": 1}}'),
+    ("vendor field", b'{"model": "m", "input": "Hi", "top_k": 3}'),
+    ("bad JSON", b'{"model": '),
+    ("a list", b"[1]"),
+    ("empty", b""),
+]
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer sk-right"])
+def test_fast_route_validates_responses_as_fastapi_would(auth):
+    headers = {"content-type": "application/json", **({"authorization": auth} if auth else {})}
+    seen = set()
+    with ServerThread(_app()) as server:
+        for name, body in RESPONSES_CASES:
+            slow, fast = (
+                httpx.post(server.url + path, content=body, headers=headers)
+                for path in ("/slow-responses", "/fast-responses")
+            )
+            assert (fast.status_code, fast.content) == (slow.status_code, slow.content), name
+            assert fast.headers["content-type"] == slow.headers["content-type"]
+            seen.add(fast.status_code)
+    assert seen == ({200, 400} if auth else {400, 401})

@@ -60,7 +60,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -87,7 +87,7 @@ from .streaming import (
     unless_gone,
 )
 
-__all__ = ["anthropic_router"]
+__all__ = ["AnthropicRouter", "anthropic_router"]
 
 log = logging.getLogger("llmplex.server")
 
@@ -128,6 +128,15 @@ async def _json(request: Request) -> Any:
         ) from None
 
 
+class AnthropicRouter(APIRouter):
+    """The routes, and those of them the app serves in front of its middleware stack
+    (``front_routes``: path -> handler, :mod:`llmplex.server.front`)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.front_routes: dict[str, Callable[[Request], Awaitable[Response]]] = {}
+
+
 def anthropic_router(
     client: AsyncClient,
     *,
@@ -135,14 +144,14 @@ def anthropic_router(
     client_stall_timeout: float = CLIENT_STALL_TIMEOUT,
     ping_interval: float = PING_SECONDS,
     keys: Any = None,
-) -> APIRouter:
+) -> AnthropicRouter:
     """The ``/v1/messages`` routes over ``client``; ``api_keys`` (UTF-8 bytes) and
     ``client_stall_timeout`` as ``create_app``'s; ``ping_interval``: seconds of upstream
     silence after which a stream gets a ``ping``. ``keys``: the server's
     :class:`~llmplex.server.keys.KeyRing` (instead of ``api_keys``)."""
     from .keys import KeyRing
 
-    router = APIRouter(prefix="/v1", route_class=_AnthropicRoute, tags=["anthropic"])
+    router = AnthropicRouter(prefix="/v1", route_class=_AnthropicRoute, tags=["anthropic"])
     ring = keys if keys is not None else KeyRing(plain=[k.decode() for k in api_keys])
 
     def arguments(body: Any, count_only: bool = False) -> tuple[dict[str, Any], bool]:
@@ -195,6 +204,18 @@ def anthropic_router(
         finally:
             if owned:
                 watcher.cancel()
+
+    async def messages_in_front(request: Request) -> Response:
+        """``/v1/messages`` as the app's front serves it (:mod:`llmplex.server.front`):
+        the route with its errors in Anthropic's shape, as :class:`_AnthropicRoute`
+        gives them."""
+        try:
+            return await messages(request)
+        except Exception as exc:
+            return _error_response(exc)
+
+    #: the routes the app serves in front of its middleware stack (path -> handler)
+    router.front_routes["/v1/messages"] = messages_in_front
 
     @router.post("/messages/count_tokens")
     async def count_tokens(request: Request) -> Any:

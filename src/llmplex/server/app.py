@@ -43,8 +43,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..client import AsyncClient
@@ -64,8 +65,8 @@ from .schemas import (
 from .streaming import (
     CLIENT_STALL_TIMEOUT,
     ClientGone,
+    Direct,
     EventStream,
-    Pump,
     disconnected,
     public,
     started,
@@ -173,7 +174,7 @@ def create_app(
         finally:
             await state.aclose()
 
-    app = FastAPI(
+    app = _App(
         lifespan=lifespan,
         title="llmplex",
         version=__version__,
@@ -267,10 +268,12 @@ def create_app(
             if not streamed:
                 completion = await unless_gone(watcher, client.chat.completions.create(**kwargs))
                 await ring.record_usage(caller, completion.usage.total_tokens)
-                return JSONResponse(public(completion.model_dump()))
-            pump = Pump(ring.metered(caller, client.chat.completions.create(**kwargs, stream=True)))
-            first = await started(watcher, pump)
-            stream = EventStream(first, pump, watcher, include_usage, client_stall_timeout)
+                return fastpath.JSONAnswer(public(completion.model_dump()))
+            # read by the response's own task (no pump: it sends no keep-alives)
+            opening = ring.metered(caller, client.chat.completions.create(**kwargs, stream=True))
+            source = Direct(await unless_gone(watcher, opening))
+            first = await started(watcher, source)
+            stream = EventStream(first, source, watcher, include_usage, client_stall_timeout)
             owned = False  # the stream owns it now
             return stream
         except ClientGone:
@@ -346,7 +349,7 @@ def create_app(
     install_embeddings(
         v1, client, max_providers=max_providers, responses=_ERROR_RESPONSES, keys=ring
     )
-    install_responses(
+    create_response = install_responses(
         v1,
         client,
         stall_timeout=client_stall_timeout,
@@ -355,18 +358,24 @@ def create_app(
         keys=ring,
     )
     app.include_router(v1)
-    # The hot route without FastAPI's per-request dependency solving: a plain route in
-    # front of the FastAPI one, which stays for the OpenAPI schema (same steps, errors).
-    app.router.routes.insert(
-        0,
-        fastpath.route(
-            "/v1/chat/completions", ChatCompletionRequest, authorize_request, chat_completions
-        ),
+    # The hot routes without FastAPI's per-request dependency solving: plain routes in
+    # front of the FastAPI ones, which stay for the OpenAPI schema (same steps, errors).
+    chat_handler = fastpath.handler(
+        "/v1/chat/completions", ChatCompletionRequest, authorize_request, chat_completions
     )
+    from .responses_api import ResponseRequest
+
+    responses_handler = fastpath.handler(
+        "/v1/responses", ResponseRequest, authorize_request, create_response
+    )
+    for path, handle in (
+        ("/v1/chat/completions", chat_handler),
+        ("/v1/responses", responses_handler),
+    ):
+        app.router.routes.insert(0, fastpath.route(path, handle))
     # Anthropic's Messages API (/v1/messages): its own auth headers and error shape
-    app.include_router(
-        anthropic_router(client, keys=ring, client_stall_timeout=client_stall_timeout)
-    )
+    anthropic = anthropic_router(client, keys=ring, client_stall_timeout=client_stall_timeout)
+    app.include_router(anthropic)
     # Middleware: the last added is the outermost. CORS goes outside the size limit, so a
     # browser also sees its 413; the Host check outside everything: a request under a
     # name the server does not answer to reaches nothing else.
@@ -388,9 +397,49 @@ def create_app(
         )
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     from .observability import install_observability  # request ids, /metrics, traces
+    from .shutdown import InFlight
 
-    install_observability(app, client, metrics=metrics, keys=ring, tracer_provider=tracer_provider)
+    in_flight = InFlight()
+    counted = install_observability(
+        app,
+        client,
+        metrics=metrics,
+        keys=ring,
+        tracer_provider=tracer_provider,
+        in_flight=in_flight,
+    )
+    if not cors_origins and tracer_provider is None:  # (their middlewares are not repeated)
+        from .front import Front
+
+        app.front = Front(
+            {
+                "/v1/chat/completions": chat_handler,
+                "/v1/responses": responses_handler,
+                **anthropic.front_routes,
+            },
+            host_check=HostCheck(None, allowed_hosts),
+            max_body_bytes=max_body_bytes,
+            in_flight=in_flight,
+            metrics=counted,
+        )
     return app
+
+
+class _App(FastAPI):
+    """The app: FastAPI, with its hot routes served in front of the middleware stack
+    (:mod:`llmplex.server.front`) when ``front`` is set."""
+
+    front: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is not None:
+            handle = front.serves(scope)
+            if handle is not None:
+                scope["app"] = self
+                await front.serve(handle, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 _ERROR_BODY = {

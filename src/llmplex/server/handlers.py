@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import LLMplexError
 from .errors import APIError, error_for
 
-__all__ = ["install_error_handlers", "log_error"]
+__all__ = ["install_error_handlers", "log_error", "response_for"]
 
 log = logging.getLogger("llmplex.server")
 
@@ -113,34 +113,42 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     return APIError(400, f"Invalid '{param}': {text}.", code=code, param=param)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError) -> Response:
+def response_for(exc: BaseException, method: str, path: str) -> Response:
+    """The error response for ``exc`` raised while serving ``method path``: what the
+    app's exception handlers answer (they call this), also for the routes served in front
+    of the middleware stack (:mod:`llmplex.server.front`)."""
+    if isinstance(exc, APIError):
         log_error(exc, exc)
         return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+    if isinstance(exc, RequestValidationError):
         error = _validation_error(exc)
         log_error(error, exc)
         return error.response()
-
-    @app.exception_handler(LLMplexError)
-    async def llmplex_error(request: Request, exc: LLMplexError) -> Response:
+    if isinstance(exc, LLMplexError):
         error = error_for(exc)
         log_error(error, exc)
         return error.response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if isinstance(exc, StarletteHTTPException):
         if exc.status_code == 404:
-            message = f"Invalid URL ({request.method} {request.url.path})"
+            message = f"Invalid URL ({method} {path})"
         else:
             message = str(exc.detail)
-        error = APIError(exc.status_code, message, code=None, headers=dict(exc.headers or {}))
-        return error.response()
+        return APIError(
+            exc.status_code, message, code=None, headers=dict(exc.headers or {})
+        ).response()
+    log.error("internal error on %s %s", method, path, exc_info=exc)
+    return error_for(exc).response()
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> Response:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_for(exc).response()
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return response_for(exc, request.method, request.url.path)
+
+    for kind in (
+        APIError,
+        RequestValidationError,
+        LLMplexError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(kind, handle)

@@ -53,6 +53,8 @@ METRICS_MODES = ("public", "keyed", "off")
 # Answers take from milliseconds (a cached model list) to minutes (a long generation).
 _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+#: label children kept by :meth:`Metrics._child` at most (then looked up each time)
+_MAX_CHILDREN = 4096
 _METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"})
 
 
@@ -154,19 +156,65 @@ class Metrics(RouterObserver):
             multiprocess_mode="livesum",
         )
 
+        # the children of label values seen (labels() takes a lock and validates each time)
+        self._answered: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request answered: its route, method, status and duration."""
+        key = (route, method if method in _METHODS else "other", status)
+        counter = self._answered.get(key)
+        if counter is None:  # (bounded: route templates, known methods, statuses)
+            counter = self._answered[key] = self.requests.labels(key[0], key[1], str(status))
+        counter.inc()
+        latency = self._timed.get(route)
+        if latency is None:
+            latency = self._timed[route] = self.latency.labels(route)
+        latency.observe(seconds)
+
+    def finished(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        began: float,
+        streaming: bool,
+        first: float | None,
+    ) -> None:
+        """A request's answer has ended: count it (:meth:`answered`), and for a stream
+        (counted open since it started) close it and time its first byte. ``began`` and
+        ``first`` are ``time.perf_counter()`` values."""
+        self.answered(route, method, status, time.perf_counter() - began)
+        if streaming:
+            self.active_streams.dec()
+            if first is not None:
+                self._child(self.first_token, route).observe(first - began)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: ``labels()`` validates and locks each time."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._children) < _MAX_CHILDREN:  # (model names come from clients)
+                self._children[key] = child
+        return child
+
     def attempt_ended(self, attempt: Attempt) -> None:
         provider = attempt.provider
-        self.attempts.labels(provider, attempt.outcome).inc()
+        child = self._child
+        child(self.attempts, provider, attempt.outcome).inc()
         if attempt.fallback:
-            self.fallbacks.labels(provider).inc()
+            child(self.fallbacks, provider).inc()
         if attempt.outcome == "error" and attempt.error is not None:
-            self.errors.labels(provider, type(attempt.error).__name__).inc()
+            child(self.errors, provider, type(attempt.error).__name__).inc()
         if attempt.cooldown:
-            self.cooldowns.labels(provider).inc()
+            child(self.cooldowns, provider).inc()
         usage = attempt.usage
         if usage is not None:
-            self.tokens_in.labels(provider, attempt.model).inc(usage.prompt_tokens or 0)
-            self.tokens_out.labels(provider, attempt.model).inc(usage.completion_tokens or 0)
+            child(self.tokens_in, provider, attempt.model).inc(usage.prompt_tokens or 0)
+            child(self.tokens_out, provider, attempt.model).inc(usage.completion_tokens or 0)
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition and its content type; all workers' values summed in
@@ -245,13 +293,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, observed)
         finally:
-            route = route_of(scope)
-            method = scope.get("method", "")
-            metrics.requests.labels(
-                route, method if method in _METHODS else "other", str(status)
-            ).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - began)
-            if streaming:
-                metrics.active_streams.dec()
-                if first is not None:
-                    metrics.first_token.labels(route).observe(first - began)
+            metrics.finished(
+                route_of(scope), scope.get("method", ""), status, began, streaming, first
+            )

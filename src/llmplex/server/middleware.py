@@ -17,11 +17,22 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .errors import APIError
 
-__all__ = ["LOOPBACK_HOSTS", "BodyLimit", "HostCheck", "allowed_hosts_for", "is_loopback"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "BodyLimit",
+    "HostCheck",
+    "TooLarge",
+    "allowed_hosts_for",
+    "is_loopback",
+    "read_body",
+    "replaying",
+    "too_large",
+]
 
 #: Host header names that always reach a server (they name the local machine itself)
 LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
@@ -91,6 +102,21 @@ class HostCheck:
         self.any = "*" in names
         self.allowed = frozenset(_host_name(n) for n in (*LOOPBACK_HOSTS, *names) if n != "*")
 
+    def refusal(self, host: str | None) -> APIError | None:
+        """The 403 for a request whose ``Host`` header is ``host`` (None: it had none),
+        or None when it may pass."""
+        if self.any or host is None or _host_name(host) in self.allowed or is_loopback(host):
+            return None
+        return APIError(
+            403,
+            f"Host {host[:100]!r} is not allowed: this server answers only "
+            "requests addressed to it by the names it was configured with "
+            "(localhost, 127.0.0.1, [::1] and its allowed hosts), which "
+            "protects it from DNS rebinding.",
+            code="host_not_allowed",
+            param=None,
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.any or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -100,22 +126,75 @@ class HostCheck:
             if name == b"host":
                 host = value.decode("latin-1")
                 break
-        if host is None or _host_name(host) in self.allowed or is_loopback(host):
+        error = self.refusal(host)
+        if error is None:
             await self.app(scope, receive, send)
-            return
-        if scope["type"] == "websocket":
+        elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
-            return
-        error = APIError(
-            403,
-            f"Host {host[:100]!r} is not allowed: this server answers only "
-            "requests addressed to it by the names it was configured with "
-            "(localhost, 127.0.0.1, [::1] and its allowed hosts), which "
-            "protects it from DNS rebinding.",
-            code="host_not_allowed",
-            param=None,
-        )
-        await error.response()(scope, receive, send)
+        else:
+            await error.response()(scope, receive, send)
+
+
+class TooLarge(Exception):
+    """A request body over the limit (:func:`read_body`)."""
+
+
+async def read_body(receive: Receive, declared: bytes | None, max_bytes: int) -> bytes | None:
+    """The whole request body, at most ``max_bytes`` (``declared``: its Content-Length
+    header, if any), else :class:`TooLarge`; None when the client left before sending it
+    (nobody to answer)."""
+    if declared is not None:
+        try:
+            too_large = int(declared) > max_bytes
+        except ValueError:
+            too_large = False  # the server itself rejects a malformed length
+        if too_large:
+            raise TooLarge()
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body = message.get("body", b"")
+        size += len(body)
+        if size > max_bytes:
+            raise TooLarge()
+        parts.append(body)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the whole ``body`` (read by :func:`read_body`) first, then
+    what ``receive`` gives (the disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def too_large(path: str, max_bytes: int) -> Response:
+    """The 413 for a body over ``max_bytes`` sent to ``path`` (Anthropic's error shape
+    under ``/v1/messages``, OpenAI's elsewhere)."""
+    error = APIError(
+        413,
+        f"Request body too large: the limit is {max_bytes} bytes.",
+        code="request_too_large",
+        headers={"Connection": "close"},
+    )
+    if path.startswith("/v1/messages"):
+        from starlette.responses import JSONResponse
+
+        body = {"type": "error", "error": {"type": "request_too_large", "message": error.message}}
+        return JSONResponse(body, 413, error.all_headers())
+    return error.response()
 
 
 class BodyLimit:
@@ -131,53 +210,11 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None:
-            try:
-                too_large = int(declared) > self.max_bytes
-            except ValueError:
-                too_large = False  # the server itself rejects a malformed length
-            if too_large:
-                await self._reject(scope, receive, send)
-                return
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # gone before its body arrived: nobody to answer
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-            parts.append(body)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = APIError(
-            413,
-            f"Request body too large: the limit is {self.max_bytes} bytes.",
-            code="request_too_large",
-            headers={"Connection": "close"},
-        )
-        if str(scope.get("path", "")).startswith("/v1/messages"):  # Anthropic's shape there
-            from starlette.responses import JSONResponse
-
-            body = {
-                "type": "error",
-                "error": {"type": "request_too_large", "message": error.message},
-            }
-            await JSONResponse(body, 413, error.all_headers())(scope, receive, send)
+        try:
+            body = await read_body(receive, declared, self.max_bytes)
+        except TooLarge:
+            await too_large(str(scope.get("path", "")), self.max_bytes)(scope, receive, send)
             return
-        await error.response()(scope, receive, send)
+        if body is None:
+            return  # gone before its body arrived: nobody to answer
+        await self.app(scope, replaying(body, receive), send)

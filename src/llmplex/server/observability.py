@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     from ..client import AsyncClient
     from .keys import KeyRing
+    from .metrics import Metrics
+    from .shutdown import InFlight
 
 __all__ = ["install_observability"]
 
@@ -31,18 +33,22 @@ def install_observability(
     metrics: str = "public",
     keys: KeyRing | None = None,
     tracer_provider: Any = None,
-) -> None:
+    in_flight: InFlight | None = None,
+) -> Metrics | None:
     """Add the middlewares above to ``app`` and, unless ``metrics`` is ``"off"``,
     ``GET /metrics`` (``"public"``: no key needed; ``"keyed"``: any key of ``keys``, the
     server's key ring: ``--api-key`` ones and named ``[server.keys]`` ones alike).
-    ``tracer_provider``: an OpenTelemetry tracer provider (None: no traces)."""
+    ``tracer_provider``: an OpenTelemetry tracer provider (None: no traces).
+    ``in_flight``: the drain's count of requests in flight (shared with the front routes).
+    Returns the metrics (None when off)."""
     if metrics not in METRICS_MODES:
         raise ValueError(f"metrics must be one of {', '.join(METRICS_MODES)}, not {metrics!r}")
     if metrics == "keyed" and (keys is None or not keys.active):
         raise ValueError(
             "metrics = 'keyed' needs API keys (--api-key, [server] api_keys or [server.keys])"
         )
-    app.add_middleware(Drain)
+    app.add_middleware(Drain, in_flight=in_flight)
+    counted = None
     if metrics != "off":
         from .metrics import Metrics, MetricsMiddleware
 
@@ -63,3 +69,4 @@ def install_observability(
         client.router.observers.append(tracing)
         app.add_middleware(TracingMiddleware, tracing=tracing)
     app.add_middleware(RequestId)
+    return counted

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["HEADER", "RequestId", "request_id"]
+__all__ = ["HEADER", "RequestId", "choose", "request_id"]
 
 #: the id of the request being served in this context (None: outside any request)
 request_id: ContextVar[str | None] = ContextVar("llmplex_request_id", default=None)
@@ -25,7 +25,10 @@ HEADER = b"x-request-id"
 _SANE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
-def _new() -> str:
+def choose(given: bytes | None) -> str:
+    """The request's id: the client's ``x-request-id`` value when sane, else a new one."""
+    if given is not None and _SANE.fullmatch(given):
+        return given.decode("ascii")
     return "req_" + secrets.token_hex(12)
 
 
@@ -45,7 +48,7 @@ class RequestId:
             if name == HEADER:  # ASGI header names are lower-case
                 given = value
                 break
-        rid = given.decode("ascii") if given is not None and _SANE.fullmatch(given) else _new()
+        rid = choose(given)
         raw = rid.encode("ascii")
 
         async def tagged(message: Message) -> None:

@@ -361,9 +361,11 @@ def install_responses(
     max_providers: int,
     responses: dict[int | str, Any],
     keys: Any = None,
-) -> None:
+) -> Callable[[ResponseRequest, Request], Awaitable[Any]]:
     """Add the ``/responses`` routes to ``router`` (the ``/v1`` one, with its auth);
-    ``keys``: the server's :class:`~llmplex.server.keys.KeyRing` (model, limits)."""
+    ``keys``: the server's :class:`~llmplex.server.keys.KeyRing` (model, limits).
+    Returns the ``POST /responses`` endpoint, for the app's fast route
+    (:mod:`llmplex.server.fastpath`) and front (:mod:`llmplex.server.front`)."""
     from .keys import KeyRing
 
     ring = keys if keys is not None else KeyRing()
@@ -442,6 +444,8 @@ def install_responses(
         await _stored(client, response_id, None)
         await asyncio.to_thread(client.store.delete, response_id)
         return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+    return create_response
 
 
 async def _opened(events: AsyncIterator[list[Event]]) -> AsyncIterator[list[Event]]:

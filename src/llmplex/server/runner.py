@@ -227,13 +227,18 @@ class _HeadFirst:
     head is held back until the body's first bytes follow (or the loop's next turn), so
     that a whole answer goes out in one write, one TCP segment, not two. uvicorn writes
     the status line and headers as soon as the app starts its response and the body
-    right after, in the same turn for an answer the app has in hand."""
+    right after, in the same turn for an answer the app has in hand. Once the head is
+    out, the cycle writes to the transport itself again (a stream's chunks pass no
+    Python layer of this)."""
 
-    __slots__ = ("_held", "_loop", "_transport", "_used")
+    __slots__ = ("_cycle", "_held", "_loop", "_transport", "_used")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, cycle: Any
+    ) -> None:
         self._transport = transport
         self._loop = loop
+        self._cycle = cycle
         self._held: bytes | None = None
         self._used = False
 
@@ -247,14 +252,20 @@ class _HeadFirst:
         if held is not None:
             self._held = None
             data = held + data
+            self._done()
         self._transport.write(data)
 
     def flush(self) -> None:
         held = self._held
         if held is not None:
             self._held = None
+            self._done()
             if not self._transport.is_closing():
                 self._transport.write(held)
+
+    def _done(self) -> None:
+        if self._cycle.transport is self:
+            self._cycle.transport = self._transport
 
     def close(self) -> None:
         self.flush()
@@ -276,7 +287,7 @@ class _HeadFirstMixin:
         super().on_headers_complete()  # type: ignore[misc]
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:
-            cycle.transport = _HeadFirst(self.transport, self.loop)
+            cycle.transport = _HeadFirst(self.transport, self.loop, cycle)
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CLEANUP_TIMEOUT", "Drain"]
+__all__ = ["CLEANUP_TIMEOUT", "Drain", "InFlight"]
 
 #: seconds the lifespan shutdown waits for cancelled requests' upstream cleanup
 CLEANUP_TIMEOUT = 10.0
@@ -27,40 +27,77 @@ CLEANUP_TIMEOUT = 10.0
 log = logging.getLogger("llmplex.server")
 
 
-class Drain:
-    """Plain ASGI middleware: the number of HTTP requests in flight, and a lifespan
-    shutdown that waits for it to reach zero."""
+class InFlight:
+    """The HTTP requests in flight, counted by :class:`Drain` and by the routes served in
+    front of the middleware stack (:mod:`llmplex.server.front`), so the drain waits for
+    both."""
 
-    def __init__(self, app: ASGIApp, cleanup_timeout: float = CLEANUP_TIMEOUT) -> None:
+    __slots__ = ("_idle", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        self.count += 1
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count and self._idle is not None:
+            self._idle.set()
+
+    async def idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight (at most ``timeout`` s): whether none is."""
+        if not self.count:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class Drain:
+    """Plain ASGI middleware: the number of HTTP requests in flight (``in_flight``, shared
+    with the front routes), and a lifespan shutdown that waits for it to reach zero."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        cleanup_timeout: float = CLEANUP_TIMEOUT,
+        in_flight: InFlight | None = None,
+    ) -> None:
         self.app = app
         self.cleanup_timeout = cleanup_timeout
-        self.in_flight = 0
-        self._idle: asyncio.Event | None = None
+        self.requests = in_flight if in_flight is not None else InFlight()
+
+    @property
+    def in_flight(self) -> int:
+        return self.requests.count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, self._lifespan(receive), send)
             return
-        self.in_flight += 1
+        requests = self.requests
+        requests.enter()
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
-            if not self.in_flight and self._idle is not None:
-                self._idle.set()
+            requests.leave()
 
     def _lifespan(self, receive: Receive) -> Receive:
         async def received() -> Message:
             message: Any = await receive()
-            if message.get("type") == "lifespan.shutdown" and self.in_flight:
-                self._idle = asyncio.Event()
-                log.info("waiting for %d cancelled request(s) to clean up upstream", self.in_flight)
-                try:
-                    await asyncio.wait_for(self._idle.wait(), self.cleanup_timeout)
-                except TimeoutError:
+            if message.get("type") == "lifespan.shutdown" and self.requests.count:
+                log.info(
+                    "waiting for %d cancelled request(s) to clean up upstream", self.requests.count
+                )
+                if not await self.requests.idle(self.cleanup_timeout):
                     log.warning(
                         "%d request(s) still cleaning up after %g s; closing anyway",
-                        self.in_flight,
+                        self.requests.count,
                         self.cleanup_timeout,
                     )
             return message  # type: ignore[no-any-return]

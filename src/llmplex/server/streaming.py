@@ -1,14 +1,17 @@
 """Streaming answers as Server-Sent Events, and noticing clients that go away or stop
 reading.
 
-The upstream stream runs in one task (:class:`Pump`) feeding a small bounded queue
-(:data:`QUEUE_CHUNKS`); :class:`EventStream` writes the queue as SSE. Back-pressure runs
-end to end: when the client reads slowly, uvicorn's ``send`` waits for the connection's
-write buffer to drain, the queue fills, the pump waits to put, and the upstream is read
+:class:`EventStream` writes the answer's chunks as SSE, read from one of two sources. A
+chat completion stream is read by the response's own task (:class:`Direct`): the next
+chunk is read once the last one is written. Streams that send keep-alive events while
+the upstream is silent (Anthropic's ``ping``) run the upstream in a task of their own
+(:class:`Pump`) feeding a small bounded queue (:data:`QUEUE_CHUNKS`); chunks it queued
+while the last write was under way go out together in the next one (never waiting for
+more). Either way back-pressure runs end to end: when the client reads slowly,
+uvicorn's ``send`` waits for the connection's write buffer to drain, the upstream is read
 no faster than the client reads (its own socket buffers fill and the upstream waits
-too). Memory per stream is bounded by the queue and the socket buffers, however fast the
-upstream and however slow the client. Chunks the pump queued while the last write was
-under way go out together in the next one (never waiting for more).
+too), and memory per stream is bounded by the queue and the socket buffers, however fast
+the upstream and however slow the client.
 
 A client that reads nothing for ``stall_timeout`` seconds (``create_app``'s
 ``client_stall_timeout``, :data:`CLIENT_STALL_TIMEOUT` by default) is dropped: one write
@@ -18,14 +21,16 @@ stalled). The response ends unfinished, the connection is closed and the upstrea
 is closed with the provider's cleanup, as for a disconnect.
 
 A watcher on the ASGI ``receive`` channel notices the client leaving at any point — also
-while the upstream is still silent — and cancels the upstream task, whose provider
-cleanup then runs before the request ends.
+while the upstream is still silent — and cancels the task reading the upstream (the
+pump's, or the response's own), whose provider cleanup then runs before the request
+ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import logging
 from collections.abc import Awaitable
@@ -44,6 +49,7 @@ __all__ = [
     "QUEUE_CHUNKS",
     "ChunkRenderer",
     "ClientGone",
+    "Direct",
     "EventStream",
     "Pump",
     "disconnected",
@@ -119,23 +125,45 @@ async def disconnected(receive: Receive) -> None:
 
 async def unless_gone(watcher: asyncio.Future[None], work: Awaitable[T]) -> T:
     """``await work``, unless the client disconnects first: then cancel it (its cleanup
-    runs before this returns) and raise :class:`ClientGone`."""
-    task = asyncio.ensure_future(work)
-    waiting: set[asyncio.Future[Any]] = {task, watcher}
+    runs before this returns) and raise :class:`ClientGone`.
+
+    The work runs in the calling task (no task of its own, no ``asyncio.wait``): the
+    watcher finishing cancels this task, and that one cancellation becomes
+    :class:`ClientGone` once the work has unwound. Any other cancellation (the server
+    shutting down) stays a cancellation."""
+    task = asyncio.current_task()
+    assert task is not None
+    waiting = True  # the callback may run after the work is done: then it must not cancel
+    cancelled = False
+
+    def gone(_: object) -> None:
+        nonlocal cancelled
+        if waiting and not cancelled:
+            cancelled = True
+            task.cancel()
+
+    if watcher.done():
+        close = getattr(work, "close", None)  # a coroutine never started: no warning
+        if close is not None:
+            close()
+        raise ClientGone()
+    watcher.add_done_callback(gone)
     try:
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # this request itself was cancelled (server shutdown)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        result = await work
+    except asyncio.CancelledError:
+        if cancelled and task.uncancel() == 0:
+            raise ClientGone() from None
         raise
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    raise ClientGone()
+    finally:
+        waiting = False
+        watcher.remove_done_callback(gone)
+    if cancelled:  # the work swallowed the cancellation: the client is gone all the same
+        task.uncancel()
+        raise ClientGone()
+    return result
 
 
-async def started(watcher: asyncio.Future[None], pump: Pump) -> tuple[str, Any]:
+async def started(watcher: asyncio.Future[None], pump: Pump | Direct) -> tuple[str, Any]:
     """The pump's first item, once the answer has started: an error before any chunk is
     raised (the route answers it as an HTTP error), and the pump is closed, its upstream
     cleaned up, on every failure (also :class:`ClientGone`)."""
@@ -191,11 +219,57 @@ class Pump:
             return ("end", None)  # cancelled with a full queue: nothing more comes
         return await self.queue.get()
 
+    def ready(self) -> tuple[str, Any] | None:
+        """The next item if it is already queued (None: it is not)."""
+        queue = self.queue
+        return None if queue.empty() else queue.get_nowait()
+
     async def close(self) -> None:
         """Stop the stream if it still runs, and wait for its cleanup."""
         if not self.task.done():
             self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+
+
+class Direct:
+    """The stream read by the task writing the response itself: no pump task and no
+    queue, so a chunk costs one wake-up of one task instead of two (the pump's, then the
+    writer's). For responses without keep-alive events (:attr:`EventStream.keepalive`),
+    which never wait for the upstream with a timeout. Back-pressure is the same (the next
+    chunk is read once the last write is done); the client leaving cancels the writing
+    task (:class:`EventStream`), and the cancellation unwinds the stream with the
+    provider's cleanup, as a cancelled pump does. Same interface as :class:`Pump`."""
+
+    __slots__ = ("_done", "_stream")
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._done = False
+
+    @property
+    def task(self) -> None:
+        return None  # (no task of its own: the writer's is cancelled)
+
+    def ready(self) -> tuple[str, Any] | None:
+        return None  # nothing is read ahead
+
+    async def get(self) -> tuple[str, Any]:
+        if self._done:
+            return ("end", None)
+        try:
+            chunk = await self._stream.__anext__()
+        except StopAsyncIteration:
+            self._done = True
+            return ("end", None)
+        except Exception as exc:  # every failure goes to the client
+            self._done = True
+            return ("error", exc)
+        return ("chunk", chunk)
+
+    async def close(self) -> None:
+        """Close the stream (its cleanup; nothing when it ended)."""
+        self._done = True
+        await self._stream.aclose()
 
 
 class Stalled(Exception):
@@ -348,7 +422,7 @@ class EventStream(Response):
     def __init__(
         self,
         first: tuple[str, Any],
-        pump: Pump,
+        pump: Pump | Direct,
         watcher: asyncio.Future[None],
         include_usage: bool,
         stall_timeout: float = CLIENT_STALL_TIMEOUT,
@@ -403,8 +477,23 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump, watcher = self.pump, self.watcher
-        # The client leaving ends the upstream at once, even while it is silent.
-        watcher.add_done_callback(lambda _: pump.task.cancel())
+        if self.keepalive is not None and pump.task is None:
+            raise TypeError("a stream with keep-alive events needs a Pump (a Direct has none)")
+        # The client leaving ends the upstream at once, even while it is silent: the
+        # pump's task is cancelled, or (a Direct stream) this one, once.
+        task = asyncio.current_task()
+        writing = True
+        gone = False
+
+        def leave(_: object) -> None:
+            nonlocal gone
+            if pump.task is not None:
+                pump.task.cancel()
+            elif writing and not gone and task is not None:
+                gone = True
+                task.cancel()
+
+        watcher.add_done_callback(leave)
         watch = _StallWatch(self.stall_timeout)
 
         async def write(message: Message) -> None:
@@ -417,12 +506,14 @@ class EventStream(Response):
                     raise Stalled() from None
                 raise
             finally:
-                watch.end()
+                watch.since = None  # (watch.end(), inline: this runs once per chunk)
 
+        # without keep-alives the next item is the source's own (one call less per chunk)
+        following = pump.get if self.keepalive is None else functools.partial(self._next, write)
         try:
             await write({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             item = self.first
-            queue = pump.queue
+            ready = pump.ready
             while True:
                 kind, value = item
                 if kind == "chunk":
@@ -430,8 +521,11 @@ class EventStream(Response):
                     # What the pump has queued meanwhile goes out in the same write (one
                     # send, one wake-up of the client): only what is already there, so no
                     # chunk waits for another.
-                    while kind == "chunk" and not queue.empty():
-                        kind, value = queue.get_nowait()
+                    while kind == "chunk":
+                        queued = ready()
+                        if queued is None:
+                            break
+                        kind, value = queued
                         if kind == "chunk":
                             body += self._render(value)
                         elif kind == "error":
@@ -448,7 +542,7 @@ class EventStream(Response):
                 await write({"type": "http.response.body", "body": body, "more_body": True})
                 if kind != "chunk":
                     break
-                item = await self._next(write)
+                item = await following()
             await write({"type": "http.response.body", "body": b"", "more_body": False})
         except Stalled:
             # The response stays unfinished: the server closes the connection (with what
@@ -459,7 +553,12 @@ class EventStream(Response):
             )
         except OSError:
             pass  # the connection broke while writing: same as a disconnect
+        except asyncio.CancelledError:
+            if not (gone and task is not None and task.uncancel() == 0):
+                raise  # (not the client leaving: the server shutting down)
+            log.info("client went away mid-stream; upstream request cancelled")
         finally:
+            writing = False
             watch.close()
             watcher.cancel()
             await pump.close()

@@ -356,6 +356,49 @@ async def test_options_in_body_unknown_kwargs_refused(openai_emulator):
     assert caller_headers == {"X-Title": "llmplex-tests"}  # the caller's dict is not touched
 
 
+async def test_every_forwarded_field_is_sent_under_its_own_name():
+    # Each of OpenAI's fields the provider forwards, given a value of its own, arrives
+    # upstream under its own name (the provider lists their values in _FORWARDED's order).
+    from aiohttp import web
+
+    from llmplex.providers.openai_compatible import _FORWARDED
+
+    bodies = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        bodies.append(await request.json())
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(
+            b'data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}'
+            b"\n\ndata: [DONE]\n\n"
+        )
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        chunks = await collect(
+            OpenAICompatible,
+            "m",
+            "Hi",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            **{name: f"value of {name}" for name in _FORWARDED},
+        )
+    finally:
+        await runner.cleanup()
+    assert chunks[0] == "ok"
+    [body] = bodies
+    assert {name: body.get(name) for name in _FORWARDED} == {
+        name: f"value of {name}" for name in _FORWARDED
+    }
+
+
 async def test_extra_body_merges_and_none_removes():
     # A vLLM-like server: accepts fields OpenAI does not know, ignores stream_options.
     with serve(OpenAIEmulator(strict=False, honor_stream_options=False)) as emulator:

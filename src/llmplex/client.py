@@ -18,13 +18,14 @@ import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import aclosing, nullcontext
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
+from types import AsyncGeneratorType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 from .conversations.base import Conversation, ConversationStore
 from .deadlines import DEADLINE_OPTIONS, check_deadline, default_deadline
 from .embeddings import AsyncEmbeddings
-from .errors import InvalidRequestError, ResponseError
+from .errors import InvalidRequestError, ModelNotFoundError, ResponseError
+from .http.pool import bind_pool, unbind_pool
 from .limits import MAX_ANSWER_CHARS, OutputLimiter, estimate_tokens
 from .objects import (
     ChatCompletion,
@@ -323,8 +324,6 @@ class AsyncClient:
     async def _resolve(self, model: str | None, provider: Any) -> list[Route]:
         """The router's routes for ``model``; a bare name no provider lists is looked up
         again after discovering the lists that are not fresh (the miss path only)."""
-        from .errors import ModelNotFoundError
-
         router = self.router
         try:
             return router.resolve(model, provider)
@@ -624,9 +623,13 @@ class _Run:
         if not cls.takes_whole() or "whole" in kwargs:
             return False
         left = self._time_left(route)
+        # each wait must be None or last at least as long as the answer may (first-token
+        # first: with the defaults it decides, and the read timeout need not be looked up)
         first = self._first_token_timeout(route)
+        if first is not None and (left is None or first < left):
+            return False
         read = kwargs["timeout"] if "timeout" in kwargs else cls.default_timeout()
-        return all(wait is None or (left is not None and wait >= left) for wait in (first, read))
+        return read is None or (left is not None and read >= left)
 
     def _time_left(self, route: Route) -> float | None:
         """Seconds left for the answer on ``route`` (the total deadline, and the route's
@@ -641,12 +644,15 @@ class _Run:
     def _first_token_timeout(self, route: Route) -> float | None:
         if "first_token_timeout" in self.deadlines:
             return self.deadlines["first_token_timeout"]
-        own = self.client._route_deadlines.get(route.name.lower(), {})
-        return own.get("first_token_timeout", self.client.first_token_timeout)
+        client = self.client
+        if not client._route_deadlines:  # (the common case: no provider sets its own)
+            return client.first_token_timeout
+        own = client._route_deadlines.get(route.name.lower(), {})
+        return own.get("first_token_timeout", client.first_token_timeout)
 
     def _attempt_timeout(self, route: Route) -> float | None:
         """A provider's own total_timeout (its options), unless the call set one."""
-        if "total_timeout" in self.deadlines:
+        if "total_timeout" in self.deadlines or not self.client._route_deadlines:
             return None
         return self.client._route_deadlines.get(route.name.lower(), {}).get("total_timeout")
 
@@ -656,34 +662,47 @@ class _Run:
             choice = self.choices[index] = _Choice()
         return choice
 
-    async def events(self) -> AsyncGenerator[str | _AnswerEvent, None]:
-        """The answer's text (``str``, after limits) and content events; fills in the
-        provider, finish reasons, usage, model id and state as they pass."""
+    def chunks(self) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """The answer's chunks (``create(stream=True)``)."""
+        return self._answer(True)
+
+    async def _answer(self, streamed: bool) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """Run the request: the answer's text (after limits) and content events gather in
+        :attr:`choices`; the provider, finish reasons, usage, model id and state are noted
+        as they pass. ``streamed``: yield each piece as a chunk, then the closing ones;
+        else yield nothing (:meth:`complete` reads the result), so that the whole answer
+        runs in one step of this generator, not one per event."""
+        client = self.client
+        router = client.router
         # The client's pool (if it keeps one) is bound around each step of the stream, the
         # steps that open connections, whichever task iterates us; not between them.
-        pool = self.client._pool
-        bind = nullcontext if pool is None else pool.bind
+        pool = client._pool
         self.started_at = time.monotonic()
-        stream = self.client.router.stream(
-            self.routes[: self.client.router.max_routes],
+        stream = router.stream(
+            self.routes[: router.max_routes],
             self._open,
             model=self.model,
             first_token_timeout=self._first_token_timeout,
-            total_timeout=self.deadlines.get("total_timeout", self.client.total_timeout),
+            total_timeout=self.deadlines.get("total_timeout", client.total_timeout),
             attempt_timeout=self._attempt_timeout,
         )
         # an async generator, though routing.py annotates it AsyncIterator: it has aclose()
-        assert isinstance(stream, AsyncGenerator)
+        assert isinstance(stream, AsyncGeneratorType)  # (a class: no ABC check's call)
+        step = stream.__anext__
         first = self.choices[0]
         current = None
         size = 0  # characters of text so far: an answer's memory is bounded
+        pending: dict[int, Logprobs] = {}  # streamed logprobs wait for the text they describe
         try:
             while True:
-                with bind():
-                    try:
-                        route, chunk = await stream.__anext__()
-                    except StopAsyncIteration:
-                        break
+                token = None if pool is None else bind_pool(pool)
+                try:
+                    route, chunk = await step()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    if token is not None:
+                        unbind_pool(token)
                 if route is not current:  # changes only on fallback: not per chunk
                     current = route
                     self.provider = route.name
@@ -699,7 +718,8 @@ class _Run:
                                 provider=self.provider,
                             )
                         first.text.append(chunk)
-                        yield chunk
+                        if streamed:
+                            yield self._text_chunk(chunk, pending)
                     if limiter is not None and limiter.done:
                         break  # closing the stream cancels the upstream request
                 elif isinstance(chunk, FinishReason):
@@ -724,7 +744,11 @@ class _Run:
                         pass  # streamed only (Anthropic's route of the server reads it)
                     else:
                         choice.add_logprobs(chunk)
-                    yield chunk
+                    if streamed:
+                        if isinstance(chunk, Logprobs):
+                            pending[chunk.choice] = chunk
+                        else:
+                            yield self._event_chunk(chunk, choice, pending)
                 # any other event (a third-party provider's own) has nothing to show here
         except (Exception, asyncio.CancelledError, GeneratorExit):
             # The turn failed, was cancelled or left early: the user's message is kept,
@@ -733,17 +757,119 @@ class _Run:
                 await run_cleanup(self._save(failed=True))
             raise
         finally:
-            with bind():  # cleanup requests (a DELETE, a cancel) may reuse a connection
+            # cleanup requests (a DELETE, a cancel) may reuse a connection
+            token = None if pool is None else bind_pool(pool)
+            try:
                 await stream.aclose()
+            finally:
+                if token is not None:
+                    unbind_pool(token)
         limiter = self.limiter
         if limiter is not None:
             tail = limiter.finish()
             if tail:
                 first.text.append(tail)
-                yield tail
+                if streamed:
+                    yield self._text_chunk(tail, pending)
             if limiter.reason:
                 first.finish_reason = limiter.reason
         await self._save()
+        if streamed:
+            for chunk in self._closing_chunks(pending):
+                yield chunk
+
+    def _text_chunk(self, text: str, pending: dict[int, Logprobs]) -> ChatCompletionChunk:
+        """The chunk of a piece of the first choice's text."""
+        delta = ChoiceDelta(text)
+        first = self.choices[0]
+        if not first.started:
+            first.started = True
+            delta.role = "assistant"
+        logprobs = None
+        if pending:
+            found = pending.pop(0, None)
+            if found is not None:
+                logprobs = ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs)
+        choices = [ChunkChoice(delta, None, 0, logprobs)]
+        # (what _chunk does, without its call: this runs per chunk)
+        meta = self.meta
+        if meta is None:
+            return ChatCompletionChunk(
+                self.id, self.created, self.model, self.provider, choices, emulated=self.emulated
+            )
+        return ChatCompletionChunk(
+            self.id,
+            self.created,
+            meta.model or self.model,
+            self.provider,
+            choices,
+            system_fingerprint=meta.system_fingerprint,
+            service_tier=meta.service_tier,
+            emulated=self.emulated,
+        )
+
+    def _event_chunk(
+        self, event: _AnswerEvent, choice: _Choice, pending: dict[int, Logprobs]
+    ) -> ChatCompletionChunk:
+        """The chunk of an answer event (not a Logprobs: those wait in ``pending``)."""
+        index = event.choice
+        if isinstance(event, ToolCallDelta):
+            delta = ChoiceDelta(
+                tool_calls=[
+                    ChoiceDeltaToolCall(
+                        event.index,
+                        event.id,
+                        ChoiceDeltaToolCallFunction(event.name, event.arguments),
+                        "function" if event.id or event.name else None,
+                    )
+                ]
+            )
+        elif isinstance(event, ReasoningDelta):
+            delta = ChoiceDelta(reasoning_content=event.text)
+        elif isinstance(event, RefusalDelta):
+            delta = ChoiceDelta(refusal=event.text)
+        elif isinstance(event, ReasoningSignature):
+            delta = ChoiceDelta(reasoning_signature=event.signature)
+        else:
+            assert isinstance(event, ChoiceText)
+            delta = ChoiceDelta(event.text)
+        if not choice.started:
+            choice.started = True
+            delta.role = "assistant"
+        logprobs = None
+        if pending:
+            found = pending.pop(index, None)
+            if found is not None:
+                logprobs = ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs)
+        return self._chunk([ChunkChoice(delta, None, index, logprobs)])
+
+    def _closing_chunks(self, pending: dict[int, Logprobs]) -> list[ChatCompletionChunk]:
+        """The last chunk of each choice (its finish reason; usage with the last one)."""
+        out = []
+        last = sorted(self.choices)[-1]
+        for index in sorted(self.choices):
+            choice = self.choices[index]
+            found = pending.pop(index, None)
+            done = ChunkChoice(
+                ChoiceDelta(
+                    role=None if choice.started else "assistant",
+                    content=None if choice.started else "",
+                ),
+                choice.finish_reason or _default_finish(choice),
+                index,
+                ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs) if found else None,
+            )
+            if index != last:
+                out.append(self._chunk([done]))
+            else:
+                out.append(
+                    self._chunk(
+                        [done],
+                        usage=self.usage_object(),
+                        conversation_id=self.record.id if self.record else None,
+                    )
+                )
+        return out
 
     @property
     def answer_model(self) -> str:
@@ -819,76 +945,15 @@ class _Run:
             **more,
         )
 
-    async def chunks(self) -> AsyncGenerator[ChatCompletionChunk, None]:
-        first = self.choices[0]
-        pending: dict[int, Logprobs] = {}  # logprobs wait for the text they describe
-        # aclosing: if our consumer stops early, close the inner stream right away, so
-        # the upstream request is cancelled and cleaned up now, not at garbage collection.
-        async with aclosing(self.events()) as events:
-            async for event in events:
-                if isinstance(event, str):  # exactly str: events() passes no subclass
-                    index, delta = 0, ChoiceDelta(event)
-                    choice = first
-                else:
-                    index = event.choice
-                    if isinstance(event, Logprobs):
-                        pending[index] = event
-                        continue
-                    choice = self.choices[index]
-                    if isinstance(event, ToolCallDelta):
-                        delta = ChoiceDelta(
-                            tool_calls=[
-                                ChoiceDeltaToolCall(
-                                    event.index,
-                                    event.id,
-                                    ChoiceDeltaToolCallFunction(event.name, event.arguments),
-                                    "function" if event.id or event.name else None,
-                                )
-                            ]
-                        )
-                    elif isinstance(event, ReasoningDelta):
-                        delta = ChoiceDelta(reasoning_content=event.text)
-                    elif isinstance(event, RefusalDelta):
-                        delta = ChoiceDelta(refusal=event.text)
-                    elif isinstance(event, ReasoningSignature):
-                        delta = ChoiceDelta(reasoning_signature=event.signature)
-                    else:
-                        delta = ChoiceDelta(event.text)
-                if not choice.started:
-                    choice.started = True
-                    delta.role = "assistant"
-                logprobs = None
-                if pending:
-                    found = pending.pop(index, None)
-                    if found is not None:
-                        logprobs = ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs)
-                yield self._chunk([ChunkChoice(delta, None, index, logprobs)])
-        last = sorted(self.choices)[-1]
-        for index in sorted(self.choices):
-            choice = self.choices[index]
-            found = pending.pop(index, None)
-            done = ChunkChoice(
-                ChoiceDelta(
-                    role=None if choice.started else "assistant",
-                    content=None if choice.started else "",
-                ),
-                choice.finish_reason or _default_finish(choice),
-                index,
-                ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs) if found else None,
-            )
-            if index != last:
-                yield self._chunk([done])
-            else:
-                yield self._chunk(
-                    [done],
-                    usage=self.usage_object(),
-                    conversation_id=self.record.id if self.record else None,
-                )
-
     async def complete(self) -> ChatCompletion:
-        async with aclosing(self.events()) as events:
-            async for _ in events:
+        run = self._answer(False)
+        try:
+            async for _ in run:  # (nothing is yielded: one step runs the whole answer)
                 pass
+        finally:
+            # (what aclosing does) a failure or a cancellation closes the run, and its
+            # upstream request, now
+            await run.aclose()
         meta = self.meta
         return ChatCompletion(
             self.id,
@@ -930,7 +995,7 @@ def _messages(messages: list[dict[str, Any]] | list[dict[str, str]]) -> Messages
     """``messages`` as the provider contract types them: each was checked on its way in
     (``prompt.validate_messages``; a store keeps only checked turns, and the emulation's
     rendered ones are role/content pairs), so they are OpenAI-shaped Message dicts."""
-    return cast("Messages", messages)
+    return messages  # type: ignore[return-value]  # (a cast, without the call of one)
 
 
 def _default_finish(choice: _Choice) -> str:
@@ -957,8 +1022,9 @@ class AsyncStream:
     def __init__(self, chunks: AsyncGenerator[ChatCompletionChunk, None]) -> None:
         self._chunks = chunks
 
-    def __aiter__(self) -> AsyncStream:
-        return self
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        # the chunks themselves: ``async for`` then steps them with no layer of ours between
+        return self._chunks
 
     async def __anext__(self) -> ChatCompletionChunk:
         return await self._chunks.__anext__()

@@ -121,7 +121,11 @@ def validate_messages(messages: Any) -> list[Mapping[str, Any]]:
     """
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
-    if not isinstance(messages, Sequence) or isinstance(messages, (bytes, bytearray)):
+    # (type(...) is list/dict first: isinstance of an ABC is a Python call, and this runs
+    # twice per request)
+    if type(messages) is not list and (
+        not isinstance(messages, Sequence) or isinstance(messages, (bytes, bytearray))
+    ):
         raise InvalidRequestError(
             "messages must be a list of {'role', 'content'} dicts,"
             f" not {type(messages).__name__}",
@@ -131,7 +135,7 @@ def validate_messages(messages: Any) -> list[Mapping[str, Any]]:
         raise InvalidRequestError("messages is empty", param="messages")
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
-        if not isinstance(message, Mapping):
+        if type(message) is not dict and not isinstance(message, Mapping):
             raise _fail(f"must be a dict, not {type(message).__name__}", where)
         role = message.get("role")
         if role not in _ROLES:

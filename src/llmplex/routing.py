@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
+import inspect
 import logging
 import time
 import weakref
-from asyncio import current_task
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from . import providers as _providers
 from .errors import (
@@ -93,8 +94,9 @@ class Route:
     model: str
     named: bool = False  # chosen by the caller (prefix, provider=, alias): skip no checks
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
+        # (cached: read many times per request; a class's name does not change)
         return self.provider.get_name()
 
 
@@ -531,6 +533,7 @@ class Router:
         within ``attempt_timeout(route)`` when that gives a number.
         """
         loop = asyncio.get_running_loop()
+        running_task = _task_getter(loop)
         total_at = loop.time() + total_timeout if total_timeout else None
         if self.shared is not None and len(routes) > 1:  # one read per decision
             await self.shared.pull(self, [route.name for route in routes])
@@ -563,7 +566,7 @@ class Router:
                     while True:
                         if watch.fired is not None:  # passed while the caller was busy
                             watch.raise_if_fired()
-                        watch.task = current_task()
+                        watch.task = running_task()
                         try:
                             chunk = await iterator.__anext__()
                         except StopAsyncIteration:
@@ -675,6 +678,8 @@ class _Deadlines:
 _deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
     weakref.WeakKeyDictionary()
 )
+#: the one of :data:`_deadlines` used last (the next request is nearly always on its loop)
+_last_deadlines: _Deadlines | None = None
 
 
 class _Watch:
@@ -717,9 +722,13 @@ class _Watch:
         self.started = False  # content came: only the total deadline applies
         owner: _Deadlines | None = None
         if self.first_at is not None or total_at is not None:
-            owner = _deadlines.get(loop)
-            if owner is None:
-                owner = _deadlines[loop] = _Deadlines(loop)
+            global _last_deadlines
+            owner = _last_deadlines  # (the loop of the last request, nearly always)
+            if owner is None or owner.loop is not loop:
+                owner = _deadlines.get(loop)
+                if owner is None:
+                    owner = _deadlines[loop] = _Deadlines(loop)
+                _last_deadlines = owner
             owner.add(self)
         self.owner = owner
 
@@ -765,6 +774,16 @@ class _Watch:
             self.owner.watches.discard(self)
 
 
+def _task_getter(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Task[Any] | None]:
+    """A function giving the task running on ``loop`` now: ``asyncio.current_task``,
+    except on a Python whose one is written in Python (3.11), where asyncio's own table of
+    running tasks is read directly (one C call instead of a Python one, per chunk)."""
+    tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    if inspect.isfunction(asyncio.current_task) and isinstance(tasks, dict):
+        return functools.partial(tasks.get, loop)
+    return asyncio.current_task
+
+
 #: upstream statuses that refuse the request itself (its fields, its size, its model)
 _REFUSALS = frozenset({400, 404, 413, 422})
 
@@ -785,7 +804,7 @@ def _naming(cls: type[AsyncGeneratorProvider]) -> type[ProviderModelMixin]:
     class is ``class X(AsyncGeneratorProvider, ProviderModelMixin)``); the type system
     has no intersection type to say so in ``type[...]``, hence the cast.
     """
-    return cast("type[ProviderModelMixin]", cls)
+    return cls  # type: ignore[return-value]  # (a cast, without the call of one)
 
 
 def _refused(exc: BaseException) -> bool:

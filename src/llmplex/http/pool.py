@@ -39,9 +39,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ConnectProbe",
     "ConnectionPool",
+    "bind_pool",
     "connect_probe",
     "current_connector",
     "new_connector",
+    "unbind_pool",
 ]
 
 _current: contextvars.ContextVar[ConnectionPool | None] = contextvars.ContextVar(
@@ -202,6 +204,12 @@ class _Binding:
 
     def __exit__(self, *exc_info: object) -> None:
         _current.reset(self._token)
+
+
+#: ``token = bind_pool(pool)`` ... ``unbind_pool(token)``: what ``with pool.bind():`` does,
+#: as two C calls (the client binds its pool around every step of a stream)
+bind_pool = _current.set
+unbind_pool = _current.reset
 
 
 def current_connector() -> aiohttp.TCPConnector | None:

@@ -34,8 +34,7 @@ import json
 import re
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
@@ -373,7 +372,7 @@ class Session:
         self._pooled = False
         self._sent: list[tuple[str, Any]] = []  # per-request headers, URLs... (their secrets)
         # the pool's shared ClientSession is used: this session's timeout and headers
-        self._borrowed: tuple[aiohttp.ClientTimeout, CIMultiDict[str]] | None = None
+        self._borrowed: tuple[aiohttp.ClientTimeout, dict[str, str]] | None = None
 
     def __repr__(self) -> str:
         return f"Session(provider={self.provider!r}, proxy={redact_url(self.proxy)!r})"
@@ -390,15 +389,10 @@ class Session:
             else:  # its own, which tells reused connections apart (see .pool)
                 connector = new_connector()
         self._pooled = not owner
-        if self._timeout is None:
-            timeout = aiohttp.ClientTimeout(total=None)
-        else:
-            timeout = aiohttp.ClientTimeout(
-                total=None, connect=self._timeout, sock_read=self._timeout
-            )
+        timeout = _client_timeout(self._timeout)
         if self._stateless and self._pooled:
             self._session = _shared_session(connector)
-            self._borrowed = (timeout, CIMultiDict(self._headers))
+            self._borrowed = (timeout, self._headers)
             return self
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -518,8 +512,7 @@ class Session:
 
     # -- requests --------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self,
         method: str,
         url: str,
@@ -528,64 +521,12 @@ class Session:
         messages: Mapping[int, str] | None = None,
         explain: Mapping[int, str] | None = None,
         **kwargs: Any,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request; yield the response with its status checked (unless ``check``
-        is false). In a status error, ``messages[status]`` replaces the server's text and
-        ``explain[status]`` stands in when the server's body says nothing."""
-        assert self._session is not None, "Session used outside 'async with'"
-        if self._request_proxy:
-            kwargs.setdefault("proxy", self._request_proxy)
-        self._remember(url, kwargs)
-        with self.translating(url):
-            response, protocol = await self._send(method, url, kwargs)
-        try:
-            if response.status >= 400 and protocol is not None:
-                # An error answer: its connection is not trusted with another request (an
-                # upstream often closes it right after); marked before the body is read,
-                # which may hand the connection back to the pool.
-                protocol.force_close()
-            if response.status == 407 and self.proxy:
-                # Plain-http targets go to the proxy without CONNECT, so its refusal
-                # arrives as an ordinary response: it is still the proxy that failed.
-                raise ProviderConnectionError(
-                    f"proxy {redact_url(self.proxy)} refused the credentials (HTTP 407)",
-                    provider=self.provider,
-                    status=407,
-                )
-            if check:
-                with self.translating(url):
-                    await raise_for_status(
-                        response,
-                        self.provider,
-                        (messages or {}).get(response.status),
-                        explain=explain,
-                    )
-            yield response
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                # The caller's code failed on this answer (a stream's error event...): the
-                # connection may already be back in the pool (read to its end) — mark it
-                # so that it is not handed out again.
-                if protocol is not None:
-                    protocol.force_close()
-                self.scrub(exc)
-            response.close()  # an error or an abandoned stream: no half-read socket lingers
-            raise
-        else:
-            # The caller is done, maybe before the last bytes (a stream's end marker comes
-            # before the chunked terminator): take what is already on its way, briefly,
-            # so a pooled connection can be reused; else close it.
-            if not response.content.at_eof() and self._pooled:
-                try:
-                    async with asyncio.timeout(0.05):
-                        while await response.content.readany():
-                            pass
-                except Exception:  # a timeout, a broken connection: just close it
-                    pass
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
+    ) -> _Request:
+        """``async with session.request(...) as response:`` sends a request and gives the
+        response with its status checked (unless ``check`` is false). In a status error,
+        ``messages[status]`` replaces the server's text and ``explain[status]`` stands in
+        when the server's body says nothing."""
+        return _Request(self, method, url, check, messages, explain, kwargs)
 
     async def _send(
         self, method: str, url: str, kwargs: dict[str, Any]
@@ -598,7 +539,10 @@ class Session:
         if self._borrowed is not None:  # what a ClientSession of its own would add
             timeout, defaults = self._borrowed
             kwargs.setdefault("timeout", timeout)
-            kwargs["headers"] = _merged(defaults, kwargs.get("headers"))
+            headers = kwargs.get("headers")
+            # (aiohttp makes its own CIMultiDict of a plain dict: the session's headers
+            # are never changed by a request)
+            kwargs["headers"] = _merged(CIMultiDict(defaults), headers) if headers else defaults
         probe = ConnectProbe()
         token = connect_probe.set(probe)
         try:
@@ -679,16 +623,10 @@ class Session:
 
     # -- error translation -----------------------------------------------------------------
 
-    @contextmanager
-    def translating(self, url: str | None = None) -> Iterator[None]:
-        """Re-raise transport exceptions from the block as llmplex errors."""
-        try:
-            yield
-        except Exception as exc:
-            mapped = self.translate(exc, url)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+    def translating(self, url: str | None = None) -> _Translating:
+        """``with session.translating(url):`` re-raises transport exceptions from the block
+        as llmplex errors."""
+        return _Translating(self, url)
 
     def translate(self, exc: BaseException, url: str | None = None) -> BaseException:
         """The llmplex error for a transport exception (others are returned unchanged),
@@ -760,6 +698,138 @@ class Session:
         if isinstance(exc, MalformedLineError):
             return ResponseError(str(exc), provider=self.provider)
         return exc
+
+
+class _Translating:
+    """See :meth:`Session.translating` (a plain class, not @contextmanager: it runs
+    around every request)."""
+
+    __slots__ = ("_session", "_url")
+
+    def __init__(self, session: Session, url: str | None) -> None:
+        self._session = session
+        self._url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, Exception):
+            mapped = self._session.translate(exc, self._url)
+            if mapped is not exc:
+                raise mapped from exc
+
+
+class _Request:
+    """The block of one request (see :meth:`Session.request`): a plain class, not
+    @asynccontextmanager, as one is made per upstream request."""
+
+    __slots__ = (
+        "_session",
+        "_method",
+        "_url",
+        "_check",
+        "_messages",
+        "_explain",
+        "_kwargs",
+        "_response",
+        "_protocol",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        method: str,
+        url: str,
+        check: bool,
+        messages: Mapping[int, str] | None,
+        explain: Mapping[int, str] | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._session = session
+        self._method = method
+        self._url = url
+        self._check = check
+        self._messages = messages
+        self._explain = explain
+        self._kwargs = kwargs
+        self._response: aiohttp.ClientResponse | None = None
+        self._protocol: Any = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        session = self._session
+        url = self._url
+        kwargs = self._kwargs
+        assert session._session is not None, "Session used outside 'async with'"
+        if session._request_proxy:
+            kwargs.setdefault("proxy", session._request_proxy)
+        session._remember(url, kwargs)
+        try:
+            response, protocol = await session._send(self._method, url, kwargs)
+        except Exception as exc:
+            mapped = session.translate(exc, url)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        self._response, self._protocol = response, protocol
+        try:
+            if response.status >= 400 and protocol is not None:
+                # An error answer: its connection is not trusted with another request (an
+                # upstream often closes it right after); marked before the body is read,
+                # which may hand the connection back to the pool.
+                protocol.force_close()
+            if response.status == 407 and session.proxy:
+                # Plain-http targets go to the proxy without CONNECT, so its refusal
+                # arrives as an ordinary response: it is still the proxy that failed.
+                raise ProviderConnectionError(
+                    f"proxy {redact_url(session.proxy)} refused the credentials (HTTP 407)",
+                    provider=session.provider,
+                    status=407,
+                )
+            if self._check and response.status >= 400:
+                with _Translating(session, url):
+                    await raise_for_status(
+                        response,
+                        session.provider,
+                        (self._messages or {}).get(response.status),
+                        explain=self._explain,
+                    )
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        return response
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, Exception):
+            # The caller's code failed on this answer (a stream's error event...): the
+            # connection may already be back in the pool (read to its end) — mark it
+            # so that it is not handed out again.
+            if self._protocol is not None:
+                self._protocol.force_close()
+            self._session.scrub(exc)
+        assert self._response is not None
+        self._response.close()  # an error or an abandoned stream: no half-read socket lingers
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            self._failed(exc)
+            return  # (the exception goes on)
+        response = self._response
+        assert response is not None
+        # The caller is done, maybe before the last bytes (a stream's end marker comes
+        # before the chunked terminator): take what is already on its way, briefly,
+        # so a pooled connection can be reused; else close it.
+        if not response.content.at_eof() and self._session._pooled:
+            try:
+                async with asyncio.timeout(0.05):
+                    while await response.content.readany():
+                        pass
+            except Exception:  # a timeout, a broken connection: just close it
+                pass
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
 
 
 class EventStream:
@@ -889,6 +959,15 @@ def _shared_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
         )
         _SHARED[connector] = session
     return session
+
+
+@functools.lru_cache(maxsize=16)
+def _client_timeout(seconds: float | None) -> aiohttp.ClientTimeout:
+    """The aiohttp timeouts of a Session's ``timeout`` (immutable, so shared: a session is
+    made per provider call)."""
+    if seconds is None:
+        return aiohttp.ClientTimeout(total=None)
+    return aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
 
 
 def _merged(defaults: CIMultiDict[str], headers: Any) -> CIMultiDict[str]:

@@ -194,12 +194,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: lower-case built-in name -> its spelling (the client looks one up on every request)
+_BUILTIN_LOWER: dict[str, str] = {}
+for _name in _BUILTIN_NAMES:
+    _BUILTIN_LOWER.setdefault(_name.lower(), _name)  # the first spelling, as a scan finds
+del _name
+
+
 def find_provider(name: str) -> str | None:
     """The registered spelling of provider ``name`` (case-insensitive), or None."""
     key = str(name).lower()
-    for registered in _BUILTIN_NAMES:
-        if registered.lower() == key:
-            return registered
+    registered = _BUILTIN_LOWER.get(key)
+    if registered is not None:
+        return registered
     for registered in _load_external():
         if registered.lower() == key:
             return registered

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..capabilities import EMULATABLE, TEXT_ONLY, Capabilities
 from ..errors import InvalidRequestError, ModelNotFoundError
+from ..request import LIMIT_FIELDS
 from ..types import Chunk, JsonConversation, Messages
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,8 +110,11 @@ class ProviderModelMixin:
             return cls.default_model
         if model in cls.model_aliases:
             return cls.model_aliases[model]
+        # (an open catalogue first: it needs no list built)
+        if cls.accepts_model(model):
+            return model
         models = cls.get_models()
-        if model in models or cls.accepts_model(model):
+        if model in models:
             return model
         known = models + [a for a in cls.model_aliases if a not in models]
         suggestions = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
@@ -244,8 +248,6 @@ class AsyncGeneratorProvider(BaseProvider):
         does not count as missing."""
         if not request.fields and not request.needs and not request.route_options:
             return []
-        from ..request import LIMIT_FIELDS
-
         caps = cls.capabilities_for(model)
         accepted = cls.accepted_options()
         consumed = cls.emulated(request, model) if emulate else ()

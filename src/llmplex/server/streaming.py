@@ -513,21 +513,24 @@ class EventStream(Response):
         try:
             await write({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             item = self.first
-            ready = pump.ready
+            # (a Direct source never has anything queued; a renderer not overridden is
+            # called as it is: each a Python call less per chunk)
+            ready = pump.ready if pump.task is not None else None
+            render = self.renderer if type(self)._render is EventStream._render else self._render
             while True:
                 kind, value = item
                 if kind == "chunk":
-                    body = self._render(value)
+                    body = render(value)
                     # What the pump has queued meanwhile goes out in the same write (one
                     # send, one wake-up of the client): only what is already there, so no
                     # chunk waits for another.
-                    while kind == "chunk":
+                    while ready is not None and kind == "chunk":
                         queued = ready()
                         if queued is None:
                             break
                         kind, value = queued
                         if kind == "chunk":
-                            body += self._render(value)
+                            body += render(value)
                         elif kind == "error":
                             body += self._error(value)
                         else:

@@ -133,7 +133,7 @@ _VOLATILE = [
     (re.compile(rb"chatcmpl-[0-9a-f]+"), b"chatcmpl-X"),
     (re.compile(rb'"created":\d+'), b'"created":0'),
     (re.compile(rb"(msg|resp|rs|fc)_[0-9A-Za-z]+"), rb"\1_X"),
-    (re.compile(rb'"created_at":\d+'), b'"created_at":0'),
+    (re.compile(rb'"(created_at|completed_at)":\d+'), rb'"\1":0'),
 ]
 
 

@@ -40,7 +40,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
@@ -72,6 +72,9 @@ from .streaming import (
     started,
     unless_gone,
 )
+
+if TYPE_CHECKING:
+    from .front import Front
 
 __all__ = ["EMULATED_NOTICE", "MAX_PROVIDERS", "create_app"]
 
@@ -429,7 +432,7 @@ class _App(FastAPI):
     """The app: FastAPI, with its hot routes served in front of the middleware stack
     (:mod:`llmplex.server.front`) when ``front`` is set."""
 
-    front: Any = None
+    front: Front | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = self.front

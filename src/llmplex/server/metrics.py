@@ -157,21 +157,13 @@ class Metrics(RouterObserver):
         )
 
         # the children of label values seen (labels() takes a lock and validates each time)
-        self._answered: dict[tuple[str, str, int], Any] = {}
-        self._timed: dict[str, Any] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request answered: its route, method, status and duration."""
-        key = (route, method if method in _METHODS else "other", status)
-        counter = self._answered.get(key)
-        if counter is None:  # (bounded: route templates, known methods, statuses)
-            counter = self._answered[key] = self.requests.labels(key[0], key[1], str(status))
-        counter.inc()
-        latency = self._timed.get(route)
-        if latency is None:
-            latency = self._timed[route] = self.latency.labels(route)
-        latency.observe(seconds)
+        method = method if method in _METHODS else "other"
+        self._child(self.requests, route, method, str(status)).inc()
+        self._child(self.latency, route).observe(seconds)
 
     def finished(
         self,

@@ -506,7 +506,7 @@ class EventStream(Response):
                     raise Stalled() from None
                 raise
             finally:
-                watch.since = None  # (watch.end(), inline: this runs once per chunk)
+                watch.end()
 
         # without keep-alives the next item is the source's own (one call less per chunk)
         following = pump.get if self.keepalive is None else functools.partial(self._next, write)

@@ -561,16 +561,19 @@ def measure(
                 workdir,
             )
         )
-        port = free_port()
-        data = workdir / "serve-data"
-        data.mkdir(exist_ok=True)
         config = workdir / "serve-config.toml"
         config.write_text("")
-        gateways.append(
-            Gateway(
-                "llmplex",
-                "`llmplex serve` (1 worker)",
-                [llmplex_bin, "serve", "--host", "127.0.0.1", "--port", str(port)],
+
+        def serve_row(name: str, label: str, *args: str, **variables: str) -> Gateway:
+            """An ``llmplex serve`` row: its own port and data directory, the same
+            upstream; ``args`` for the command line, ``variables`` for the environment."""
+            port = free_port()
+            data = workdir / f"serve-data-{name}"
+            data.mkdir(exist_ok=True)
+            return Gateway(
+                name,
+                label,
+                [llmplex_bin, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
                 port,
                 "openaicompatible:bench",
                 {
@@ -578,59 +581,30 @@ def measure(
                     "LLMPLEX_CONFIG": str(config),
                     "LLMPLEX_DATA_DIR": str(data),
                     "LLMPLEX_OPENAICOMPATIBLE_BASE_URL": target + "/v1",
+                    **variables,
                 },
                 workdir,
             )
-        )
+
+        gateways.append(serve_row("llmplex", "`llmplex serve` (1 worker)"))
         # The same with deadlines under which `stream: false` answers are asked of the
         # upstream in one piece (no first-token deadline, reads bounded by the answer's
         # own 1800 s): with the defaults they are streamed upstream and re-assembled.
-        port = free_port()
-        whole_data = workdir / "serve-data-whole"
-        whole_data.mkdir(exist_ok=True)
         gateways.append(
-            Gateway(
+            serve_row(
                 "llmplex-whole",
                 "`llmplex serve`, first-token deadline off (`stream: false` in one piece)",
-                [llmplex_bin, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                port,
-                "openaicompatible:bench",
-                {
-                    **gateways[-1].env,
-                    "LLMPLEX_DATA_DIR": str(whole_data),
-                    "LLMPLEX_FIRST_TOKEN_TIMEOUT": "inf",
-                    "LLMPLEX_TIMEOUT": "1800",
-                    "LLMPLEX_TOTAL_TIMEOUT": "1800",
-                },
-                workdir,
+                LLMPLEX_FIRST_TOKEN_TIMEOUT="inf",
+                LLMPLEX_TIMEOUT="1800",
+                LLMPLEX_TOTAL_TIMEOUT="1800",
             )
         )
         # Two worker processes on one socket (a pre-fork supervisor; the CPU counted is
         # the supervisor's and its workers'). The machine's two cores are shared with the
         # load generator and the upstream, so this row shows the cost of the split more
         # than the gain a machine with free cores would see.
-        port = free_port()
-        workers_data = workdir / "serve-data-workers"
-        workers_data.mkdir(exist_ok=True)
         gateways.append(
-            Gateway(
-                "llmplex-workers",
-                "`llmplex serve --workers 2`",
-                [
-                    llmplex_bin,
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "2",
-                ],
-                port,
-                "openaicompatible:bench",
-                {**gateways[2].env, "LLMPLEX_DATA_DIR": str(workers_data)},
-                workdir,
-            )
+            serve_row("llmplex-workers", "`llmplex serve --workers 2`", "--workers", "2")
         )
         if litellm_python:
             port = free_port()

@@ -522,6 +522,14 @@ class _Choice:
         return ChoiceLogprobs(self.logprobs, self.refusal_logprobs)
 
 
+def _take_logprobs(pending: dict[int, Logprobs], index: int) -> ChoiceLogprobs | None:
+    """The logprobs waiting in ``pending`` for choice ``index`` (taken out), as a chunk's."""
+    found = pending.pop(index, None)
+    if found is None:
+        return None
+    return ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs)
+
+
 class _Run:
     """One request: fallback stream, limits, usage, conversation bookkeeping."""
 
@@ -785,11 +793,7 @@ class _Run:
         if not first.started:
             first.started = True
             delta.role = "assistant"
-        logprobs = None
-        if pending:
-            found = pending.pop(0, None)
-            if found is not None:
-                logprobs = ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs)
+        logprobs = _take_logprobs(pending, 0) if pending else None
         choices = [ChunkChoice(delta, None, 0, logprobs)]
         # (what _chunk does, without its call: this runs per chunk)
         meta = self.meta
@@ -836,11 +840,7 @@ class _Run:
         if not choice.started:
             choice.started = True
             delta.role = "assistant"
-        logprobs = None
-        if pending:
-            found = pending.pop(index, None)
-            if found is not None:
-                logprobs = ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs)
+        logprobs = _take_logprobs(pending, index) if pending else None
         return self._chunk([ChunkChoice(delta, None, index, logprobs)])
 
     def _closing_chunks(self, pending: dict[int, Logprobs]) -> list[ChatCompletionChunk]:
@@ -849,7 +849,6 @@ class _Run:
         last = sorted(self.choices)[-1]
         for index in sorted(self.choices):
             choice = self.choices[index]
-            found = pending.pop(index, None)
             done = ChunkChoice(
                 ChoiceDelta(
                     role=None if choice.started else "assistant",
@@ -857,7 +856,7 @@ class _Run:
                 ),
                 choice.finish_reason or _default_finish(choice),
                 index,
-                ChoiceLogprobs(found.content_logprobs, found.refusal_logprobs) if found else None,
+                _take_logprobs(pending, index),
             )
             if index != last:
                 out.append(self._chunk([done]))

@@ -146,7 +146,10 @@ class ChatCompletionRequest(BaseModel):
     def openai_fields(self) -> dict[str, Any]:
         """The OpenAI fields that were set (not llmplex's, not vendor fields)."""
         data = {}
+        given = self.model_fields_set  # (only those: not a getattr for each of ~30 names)
         for name in OPENAI_FIELD_NAMES:
+            if name not in given:
+                continue
             value = getattr(self, name)
             if value is not None:
                 data[name] = (

@@ -7,6 +7,9 @@ starts, each in the llmplex environment's Python (standard library and aiohttp o
     python server.py upstream PORT DELAY   a minimal fast aiohttp upstream: answers
                                            max_tokens chunks of "hello", DELAY s apart
     python server.py floor PORT UPSTREAM   the floor: a minimal aiohttp reverse proxy
+    python server.py design-floor PORT UPSTREAM
+                                           the work llmplex's design requires, alone
+                                           (uvicorn; run with the server's Python)
     python server.py load                  the load generator: raw asyncio sockets,
                                            commands as JSON lines on stdin
 
@@ -149,6 +152,117 @@ def floor(port: int, target: str) -> None:
     app.on_cleanup.append(stop)
     app.router.add_post("/v1/chat/completions", proxy)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=4096)
+
+
+# -- the design floor: what any gateway built like llmplex must do, and nothing else -------------
+
+
+def design_floor(port: int, target: str) -> None:
+    """uvicorn (as ``llmplex serve`` runs it: httptools, uvloop when installed) and a
+    plain ASGI function doing only the work llmplex's design cannot skip: the body
+    validated by llmplex's own request model, the upstream asked for a stream (as the
+    default deadlines require, even for ``stream: false``), each of its events parsed
+    (usage metering, errors), a ``stream: false`` answer assembled from them. No auth,
+    routing, fallback, deadlines, health, metrics or typed objects. Run with the server
+    environment's Python (it needs uvicorn and llmplex)."""
+    import aiohttp
+    import uvicorn
+
+    from llmplex.server.schemas import ChatCompletionRequest
+
+    state: dict[str, Any] = {}
+
+    async def lifespan(receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                state["session"] = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0), auto_decompress=False
+                )
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await state["session"].close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def respond(send: Any, status: int, kind: bytes, data: bytes) -> None:
+        headers = [(b"content-type", kind), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await lifespan(receive, send)
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            request = ChatCompletionRequest.model_validate_json(body)
+        except ValueError as exc:
+            return await respond(send, 400, b"text/plain", str(exc).encode())
+        wire = json.loads(body)
+        wire["model"] = (request.model or "bench").rpartition(":")[2]
+        streamed = request.stream
+        wire["stream"] = True
+        wire["stream_options"] = {"include_usage": True}
+        async with state["session"].post(target + "/v1/chat/completions", json=wire) as up:
+            if streamed:
+                headers = [(b"content-type", b"text/event-stream")]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                rest = b""
+                async for data in up.content.iter_any():
+                    *events, rest = (rest + data).split(b"\n\n")
+                    for event in events:
+                        payload = event.partition(b"data: ")[2]
+                        if payload and payload != b"[DONE]":
+                            json.loads(payload)
+                    more = {"type": "http.response.body", "body": data, "more_body": True}
+                    await send(more)
+                return await send({"type": "http.response.body", "body": b""})
+            text: list[str] = []
+            head: dict[str, Any] = {}
+            finish = usage = None
+            async for line in up.content:
+                payload = line.partition(b"data: ")[2].strip()
+                if not payload or payload == b"[DONE]":
+                    continue
+                chunk = json.loads(payload)
+                head = head or chunk
+                for choice in chunk.get("choices") or ():
+                    piece = choice["delta"].get("content")
+                    if piece:
+                        text.append(piece)
+                    finish = choice.get("finish_reason") or finish
+                usage = chunk.get("usage") or usage
+        answer = {
+            "id": head.get("id"),
+            "object": "chat.completion",
+            "created": head.get("created"),
+            "model": head.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(text)},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": usage,
+        }
+        await respond(send, 200, b"application/json", json.dumps(answer).encode())
+
+    gc.freeze()
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        backlog=4096,
+    )
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -561,6 +675,27 @@ def measure(
                 workdir,
             )
         )
+        # What no gateway that validates the request and streams the upstream (as the
+        # default deadlines require) can skip: the floor of llmplex's design, not of aiohttp.
+        port = free_port()
+        gateways.append(
+            Gateway(
+                "design-floor",
+                "design floor: uvicorn, the request validated, the upstream streamed and "
+                "parsed, nothing else",
+                [
+                    str(Path(llmplex_bin).parent / "python"),
+                    __file__,
+                    "design-floor",
+                    str(port),
+                    target,
+                ],
+                port,
+                "openaicompatible:bench",
+                env,
+                workdir,
+            )
+        )
         config = workdir / "serve-config.toml"
         config.write_text("")
 
@@ -749,7 +884,13 @@ PROFILE_NOTE = (
     "wake-ups and one socket send per chunk dominate (the floor pays both); a chat stream "
     "is read by the response's own task (no pump task, no queue), so each chunk wakes one "
     "task, as in the floor. What is left above the floor is what the floor does not do: "
-    "validate, route, deadline-guard and re-encode each answer into typed objects."
+    "validate, route, deadline-guard and re-encode each answer into typed objects. The "
+    "*design floor* row (`server.py design-floor`, a plain ASGI function under uvicorn) "
+    "does only the part of that no gateway built like llmplex can skip: it validates the "
+    "body with llmplex's request model, asks the upstream for a stream (as the default "
+    "deadlines require, also for `stream: false`), parses each event and assembles a "
+    "`stream: false` answer; it has no keys, routing, fallback, deadlines, health, metrics "
+    "or typed objects. The budget's margin over that row is what all of those may cost."
 )
 
 
@@ -870,6 +1011,22 @@ def render(results: dict[str, Any]) -> list[str]:
             0.67,
             True,
         )
+    design = rows.get("design-floor")
+    if budget and design and fl:
+        # how much of each budget the design's own required work already takes
+        parts = [
+            f"{what} {_f(design.get(key) / fl[key] if design.get(key) and fl.get(key) else None)}x"
+            for what, key in (
+                ("CPU per request", "ka_c16_cpu_ms"),
+                ("CPU per chunk", "chunk_us"),
+                ("requests/s", "ka_c16_rps"),
+            )
+        ]
+        budget.append(
+            "- the design floor (the work no gateway built like llmplex can skip): "
+            + ", ".join(parts)
+            + " the floor"
+        )
     if budget:
         lines += ["", "Budget (`llmplex serve` against the floor):", "", *budget, "", PROFILE_NOTE]
     for name, row in rows.items():
@@ -888,6 +1045,8 @@ if __name__ == "__main__":
         upstream(int(sys.argv[2]), float(sys.argv[3]))
     elif role == "floor":
         floor(int(sys.argv[2]), sys.argv[3])
+    elif role == "design-floor":
+        design_floor(int(sys.argv[2]), sys.argv[3])
     elif role == "load":
         load()
     else:

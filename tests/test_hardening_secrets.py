@@ -246,6 +246,49 @@ async def test_proxy_credentials_echoed_back_are_scrubbed(serve_app):
     assert_clean(info.value, PROXY_PASSWORD, quoted, basic, OPENAI_KEY)  # ...and scrubbed
 
 
+async def test_a_transport_error_carried_as_the_cause_shows_no_password(serve_app):
+    # A proxy that will not tunnel (its 404 to CONNECT): aiohttp's ClientHttpProxyError
+    # quotes the proxy URL, password and all. The llmplex error carries it as its cause,
+    # which a traceback (a log line with exc_info) prints: it stands there scrubbed.
+    import traceback
+
+    from llmplex.errors import ProviderConnectionError
+    from llmplex.http.session import ScrubbedError
+
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=404)
+
+    proxy = await serve_app([web.route("*", "/{tail:.*}", refuse)])
+    quoted = PROXY_PASSWORD.replace("@", "%40")
+    proxy_url = proxy.replace("http://", f"http://{PROXY_USER}:{quoted}@")
+    with pytest.raises(ProviderConnectionError) as info:
+        await OpenAICompatible.create_async(
+            "m", "Hi", base_url="https://127.0.0.1:9/v1", api_key=OPENAI_KEY, proxy=proxy_url
+        )
+    error = info.value
+    printed = "".join(traceback.format_exception(error))
+    linked, seen = [], [error]
+    while seen:  # every exception reachable from the error, by either link
+        item = seen.pop()
+        if item is not None and all(item is not x for x in linked):
+            linked.append(item)
+            seen += [item.__cause__, item.__context__]
+    shown = printed + "".join(f"{x!s} {x!r}" for x in linked)
+    for secret in (PROXY_PASSWORD, quoted, OPENAI_KEY):
+        assert secret not in shown, secret
+    assert isinstance(error.__cause__, ScrubbedError)  # the cause is still told, without it
+    assert "aiohttp.client_exceptions.ClientHttpProxyError: 404" in printed
+    assert f"{PROXY_USER}:***@" in printed
+
+
+def test_a_foreign_exception_without_a_secret_stays_linked():
+    cause = ConnectionRefusedError("connection refused")
+    error = ResponseError(f"no answer ({OPENAI_KEY})", provider="X")
+    error.__cause__ = cause
+    Secrets([OPENAI_KEY]).scrub_error(error)
+    assert error.__cause__ is cause and OPENAI_KEY not in str(error)
+
+
 # -- the rule ----------------------------------------------------------------------------------
 
 

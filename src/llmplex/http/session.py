@@ -275,13 +275,37 @@ class Secrets:
     def scrub_error(self, exc: BaseException) -> BaseException:
         """Scrub ``exc`` in place, and the llmplex errors it carries (its cause and context,
         the errors of an AllProvidersFailed or an exception group): their message, body,
-        args and other text attributes. Other exceptions are only walked through."""
+        args and other text attributes. Another library's exception linked as a cause or
+        context (aiohttp's, whose text may quote a proxy URL with its password) is not
+        changed: where its text shows a secret, the link is replaced by a
+        :class:`ScrubbedError` saying the same without it."""
         if not self._needles:
             return exc
-        for error in _carried(exc):
+        for error in _carried(exc):  # (it follows the links after they are replaced)
             if isinstance(error, LLMplexError):
                 self._scrub_one(error)
+            for link in ("__cause__", "__context__"):
+                linked = getattr(error, link)
+                if linked is not None and not isinstance(linked, LLMplexError):
+                    clean = self._stand_in(linked)
+                    if clean is not linked:
+                        setattr(error, link, clean)
         return exc
+
+    def _stand_in(self, error: BaseException) -> BaseException:
+        """``error``, or a :class:`ScrubbedError` in its place if its text shows a secret."""
+        if isinstance(error, ScrubbedError):
+            return error
+        text = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
+        shown = f"{text} {error!r}"
+        if self.scrub(shown) == shown:
+            return error
+        clean = ScrubbedError(self.scrub(text))
+        clean.__cause__ = error.__cause__
+        clean.__context__ = error.__context__
+        clean.__suppress_context__ = error.__suppress_context__
+        clean.__traceback__ = error.__traceback__  # where it was raised (code, not values)
+        return clean
 
     def _scrub_one(self, error: LLMplexError) -> None:
         scrub = self.scrub
@@ -296,6 +320,12 @@ class Secrets:
         notes = getattr(error, "__notes__", None)
         if isinstance(notes, list):
             notes[:] = [scrub(n) if isinstance(n, str) else n for n in notes]
+
+
+class ScrubbedError(Exception):
+    """Stands, in an error's cause or context, for another library's exception whose text
+    showed a secret: its type's name and its message, with the secrets replaced by
+    ``***`` (see :meth:`Secrets.scrub_error`)."""
 
 
 def _carried(exc: BaseException) -> Iterator[BaseException]:

@@ -94,6 +94,38 @@ def test_two_workers_answer_and_metrics_add_up(openai_emulator, tmp_path):
     assert "Finished server process" in server.log
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an exited one no parent reaped yet is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def test_workers_stop_when_the_supervisor_is_killed(openai_emulator, tmp_path):
+    # SIGKILL gives the supervisor no chance to signal its workers: they notice it is gone
+    # themselves (the pipe only it held open is closed) and drain and exit, so no orphan
+    # goes on serving the socket.
+    openai_emulator.script = Script("one two three")
+    env = openai_env(openai_emulator, tmp_path, "OpenAI")
+    with Served(tmp_path, "--workers", "2", env=env) as server:
+        workers = children(server.process.pid)
+        assert len(workers) == 2 and all(running(pid) for pid in workers)
+        chat(server.url)
+        server.process.kill()
+        server.process.wait()
+        try:
+            wait_until(lambda: not any(running(pid) for pid in workers), timeout=30)
+        finally:  # (should they not stop, they must not outlive the test)
+            for pid in workers:
+                if running(pid):
+                    os.kill(pid, signal.SIGKILL)
+        assert server.log.count("the supervisor is gone; worker") == 2
+        with pytest.raises(httpx.TransportError):  # nobody listens any more
+            httpx.get(server.url + "/health", timeout=5)
+
+
 def test_sigterm_drains_streams_then_cancels_with_upstream_cleanup(replicate_emulator, tmp_path):
     short = Script(chunks=[f"s{i} " for i in range(6)], delay=0.25)  # done in ~1.5 s
     long = Script(chunks=[f"l{i} " for i in range(2000)], delay=0.3)  # ten minutes

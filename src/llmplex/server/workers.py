@@ -20,7 +20,9 @@ SIGTERM to every worker (once: a worker's own Ctrl-C from the terminal does not 
 into a forced exit), which drains as a single process does; the supervisor exits when
 all have, 0 if all exited 0. A worker that dies otherwise is started again (at most once
 a second per worker), unless it exits with :data:`FATAL` (2: it could not start, a
-configuration error): then all are stopped and the supervisor exits 2.
+configuration error): then all are stopped and the supervisor exits 2. A supervisor that
+dies without stopping them (SIGKILL, a crash) leaves no orphans: each worker watches a pipe
+only the supervisor holds open, and stops as on SIGTERM when it closes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -87,6 +90,9 @@ def supervise(workers: int, sock: socket.socket, serve: Callable[[int], None]) -
     started: dict[int, float] = {}  # worker number -> when it was last started
     stopping = False
     failed = fatal = False
+    # Only the supervisor holds the write end: when it dies, however (SIGKILL included),
+    # the workers read the end of the pipe and stop as on SIGTERM (see _watch_supervisor).
+    lifeline, held = os.pipe()
 
     def spawn(number: int) -> None:
         # Signals stay blocked across the fork: the child must not run our handler.
@@ -104,6 +110,8 @@ def supervise(workers: int, sock: socket.socket, serve: Callable[[int], None]) -
                             else signal.default_int_handler,
                         )
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+                    os.close(held)
+                    _watch_supervisor(lifeline)
                     serve(number)
                     code = 0
                 except KeyboardInterrupt:
@@ -171,9 +179,28 @@ def supervise(workers: int, sock: socket.socket, serve: Callable[[int], None]) -
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        os.close(lifeline)
+        os.close(held)
         shutil.rmtree(metrics_dir, ignore_errors=True)
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return FATAL if fatal else 1 if failed else 0
+
+
+def _watch_supervisor(lifeline: int) -> None:
+    """In a worker: a daemon thread waiting on the pipe only the supervisor writes to.
+    The read returns when the supervisor's end closes, which the kernel does when it
+    exits or is killed: then the worker sends itself SIGTERM and drains as it would on
+    the supervisor's own signal, instead of serving on as an orphan."""
+
+    def wait() -> None:
+        try:
+            os.read(lifeline, 1)
+        except OSError:
+            pass
+        log.warning("the supervisor is gone; worker %d stopping", os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait, name="llmplex-supervisor-watch", daemon=True).start()
 
 
 def _mark_dead(pid: int) -> None:

@@ -281,6 +281,22 @@ async def test_a_transport_error_carried_as_the_cause_shows_no_password(serve_ap
     assert f"{PROXY_USER}:***@" in printed
 
 
+async def test_a_base_url_with_credentials_and_a_key_is_a_clear_error():
+    # aiohttp would send the URL's user:password as Basic auth, and refuses to beside the
+    # key's Authorization header: a typed error naming base_url, without the password.
+    from llmplex.errors import InvalidRequestError
+
+    password = "basic-Passw0rd-77"
+    with pytest.raises(InvalidRequestError) as info:
+        await OpenAICompatible.create_async(
+            "m", "Hi", base_url=f"http://me:{password}@127.0.0.1:9/v1", api_key=OPENAI_KEY
+        )
+    error = info.value
+    assert error.param == "base_url" and "carries credentials" in str(error)
+    assert "http://me:***@127.0.0.1:9" in str(error)
+    assert password not in str(error) + repr(error) and OPENAI_KEY not in str(error)
+
+
 def test_a_foreign_exception_without_a_secret_stays_linked():
     cause = ConnectionRefusedError("connection refused")
     error = ResponseError(f"no answer ({OPENAI_KEY})", provider="X")

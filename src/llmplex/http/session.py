@@ -669,6 +669,21 @@ class Session:
     def _translate(self, exc: BaseException, url: str | None = None) -> BaseException:
         if isinstance(exc, LLMplexError):
             return exc
+        if (
+            type(exc) is ValueError
+            and url
+            and "@" in url
+            and urlsplit(url).username
+            and any(name.lower() == "authorization" for name in self._headers)
+        ):
+            # aiohttp sends a URL's user:password as Basic auth, and refuses to when the
+            # request has an Authorization header of its own (an API key)
+            return InvalidRequestError(
+                f"{redact_url(url)} carries credentials (user:password@) and the request "
+                "sends an Authorization header too (an API key): give only one of them",
+                provider=self.provider,
+                param="base_url",
+            )
         where = _origin(url)
         via = f" via proxy {redact_url(self.proxy)}" if self.proxy else ""
         socks = _socks_errors()

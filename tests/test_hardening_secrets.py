@@ -228,19 +228,28 @@ async def test_openai_compatible_keys_echoed_back_are_scrubbed(serve_app, mode, 
 # -- a proxy's password ------------------------------------------------------------------------
 
 
+async def through_proxy(serve_app, answer, base_url: str, expected: type) -> tuple:
+    """A call through a proxy of the test's own answering every request with ``answer``,
+    with credentials in its URL: (the error raised, the password as the URL quotes it)."""
+    proxy = await serve_app([web.route("*", "/{tail:.*}", answer)])
+    quoted = PROXY_PASSWORD.replace("@", "%40")
+    proxy_url = proxy.replace("http://", f"http://{PROXY_USER}:{quoted}@")
+    with pytest.raises(expected) as info:
+        await OpenAICompatible.create_async(
+            "m", "Hi", base_url=base_url, api_key=OPENAI_KEY, proxy=proxy_url
+        )
+    return info, quoted
+
+
 async def test_proxy_credentials_echoed_back_are_scrubbed(serve_app):
     # A plain-http target goes to the proxy as an ordinary request: this proxy answers it
     # with an error that echoes Proxy-Authorization (Basic user:password) back.
     async def refuse(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": echo_text(request)}}, status=502)
 
-    proxy = await serve_app([web.route("*", "/{tail:.*}", refuse)])
-    quoted = PROXY_PASSWORD.replace("@", "%40")
-    proxy_url = proxy.replace("http://", f"http://{PROXY_USER}:{quoted}@")
-    with pytest.raises(ResponseStatusError) as info:
-        await OpenAICompatible.create_async(
-            "m", "Hi", base_url="http://127.0.0.1:9/v1", api_key=OPENAI_KEY, proxy=proxy_url
-        )
+    info, quoted = await through_proxy(
+        serve_app, refuse, "http://127.0.0.1:9/v1", ResponseStatusError
+    )
     basic = base64.b64encode(f"{PROXY_USER}:{PROXY_PASSWORD}".encode()).decode()
     assert "Proxy-Authorization" in (info.value.body or "")  # it was echoed...
     assert_clean(info.value, PROXY_PASSWORD, quoted, basic, OPENAI_KEY)  # ...and scrubbed
@@ -258,13 +267,9 @@ async def test_a_transport_error_carried_as_the_cause_shows_no_password(serve_ap
     async def refuse(request: web.Request) -> web.StreamResponse:
         return web.Response(status=404)
 
-    proxy = await serve_app([web.route("*", "/{tail:.*}", refuse)])
-    quoted = PROXY_PASSWORD.replace("@", "%40")
-    proxy_url = proxy.replace("http://", f"http://{PROXY_USER}:{quoted}@")
-    with pytest.raises(ProviderConnectionError) as info:
-        await OpenAICompatible.create_async(
-            "m", "Hi", base_url="https://127.0.0.1:9/v1", api_key=OPENAI_KEY, proxy=proxy_url
-        )
+    info, quoted = await through_proxy(
+        serve_app, refuse, "https://127.0.0.1:9/v1", ProviderConnectionError
+    )
     error = info.value
     printed = "".join(traceback.format_exception(error))
     linked, seen = [], [error]

@@ -126,6 +126,52 @@ def test_workers_stop_when_the_supervisor_is_killed(openai_emulator, tmp_path):
             httpx.get(server.url + "/health", timeout=5)
 
 
+def test_a_supervisor_killed_while_its_workers_drain_lets_them_finish(openai_emulator, tmp_path):
+    # SIGTERM first (the workers drain), then SIGKILL: the workers' watch must not take
+    # the pipe's end for a second signal, which would cut the stream being drained.
+    script = Script(chunks=[f"s{i} " for i in range(10)], delay=0.3)  # ~3 s
+    openai_emulator.script = script
+    env = openai_env(openai_emulator, tmp_path, "OpenAI")
+    with Served(tmp_path, "--workers", "2", "--drain-timeout", "60", env=env) as server:
+        workers = children(server.process.pid)
+        texts: list[str] = []
+        ending: list[BaseException | None] = []
+        started = threading.Event()
+
+        def read() -> None:
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+            try:
+                for chunk in client.chat.completions.create(
+                    model="openai:gpt-4o-mini", messages=MESSAGES, stream=True
+                ):
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        texts.append(chunk.choices[0].delta.content)
+                        started.set()
+                ending.append(None)
+            except Exception as exc:  # what the client saw
+                ending.append(exc)
+            finally:
+                started.set()
+                client.close()
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        assert started.wait(60) and not ending
+        server.terminate()
+        server.wait_for(r"Shutting down")
+        server.process.kill()
+        server.process.wait()
+        thread.join(60)
+        try:
+            wait_until(lambda: not any(running(pid) for pid in workers), timeout=60)
+        finally:
+            for pid in workers:
+                if running(pid):
+                    os.kill(pid, signal.SIGKILL)
+    assert ending == [None] and "".join(texts) == script.reply
+    assert "the supervisor is gone" not in server.log
+
+
 def test_sigterm_drains_streams_then_cancels_with_upstream_cleanup(replicate_emulator, tmp_path):
     short = Script(chunks=[f"s{i} " for i in range(6)], delay=0.25)  # done in ~1.5 s
     long = Script(chunks=[f"l{i} " for i in range(2000)], delay=0.3)  # ten minutes

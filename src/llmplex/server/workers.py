@@ -135,6 +135,10 @@ def supervise(workers: int, sock: socket.socket, serve: Callable[[int], None]) -
             return
         stopping = True
         sock.close()  # the kernel refuses connections once the workers close theirs too
+        try:  # a byte for each worker's watch: this stop is ours (it need not signal)
+            os.write(held, b"s" * len(children))
+        except OSError:
+            pass
         for pid in list(children):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -188,16 +192,18 @@ def supervise(workers: int, sock: socket.socket, serve: Callable[[int], None]) -
 
 def _watch_supervisor(lifeline: int) -> None:
     """In a worker: a daemon thread waiting on the pipe only the supervisor writes to.
-    The read returns when the supervisor's end closes, which the kernel does when it
-    exits or is killed: then the worker sends itself SIGTERM and drains as it would on
-    the supervisor's own signal, instead of serving on as an orphan."""
+    The read returns a byte when the supervisor stops the workers itself (its SIGTERM
+    follows), or nothing when its end closes, which the kernel does when it exits or is
+    killed: then the worker sends itself SIGTERM and drains as it would on the
+    supervisor's own signal, instead of serving on as an orphan."""
 
     def wait() -> None:
         try:
-            os.read(lifeline, 1)
+            if os.read(lifeline, 1):
+                return  # the supervisor is stopping us itself (a second signal would force)
         except OSError:
             pass
-        log.warning("the supervisor is gone; worker %d stopping", os.getpid())
+        log.warning("the supervisor is gone; worker (pid %d) stopping", os.getpid())
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=wait, name="llmplex-supervisor-watch", daemon=True).start()

@@ -302,6 +302,18 @@ async def test_a_base_url_with_credentials_and_a_key_is_a_clear_error():
     assert password not in str(error) + repr(error) and OPENAI_KEY not in str(error)
 
 
+def test_a_foreign_exception_that_cannot_be_printed_is_left_linked():
+    class Odd(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    cause = Odd()
+    error = ResponseError(f"failed ({OPENAI_KEY})", provider="X")
+    error.__cause__ = cause
+    Secrets([OPENAI_KEY]).scrub_error(error)  # (no exception of its own)
+    assert error.__cause__ is cause and OPENAI_KEY not in str(error)
+
+
 def test_a_foreign_exception_without_a_secret_stays_linked():
     cause = ConnectionRefusedError("connection refused")
     error = ResponseError(f"no answer ({OPENAI_KEY})", provider="X")

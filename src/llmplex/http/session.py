@@ -296,8 +296,12 @@ class Secrets:
         """``error``, or a :class:`ScrubbedError` in its place if its text shows a secret."""
         if isinstance(error, ScrubbedError):
             return error
-        text = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
-        shown = f"{text} {error!r}"
+        name = f"{type(error).__module__}.{type(error).__qualname__}"
+        try:
+            text = f"{name}: {error}"
+            shown = f"{text} {error!r}"
+        except Exception:  # a broken __str__/__repr__ must not hide the error scrubbed
+            text = shown = f"{name}: <unprintable>"
         if self.scrub(shown) == shown:
             return error
         clean = ScrubbedError(self.scrub(text))

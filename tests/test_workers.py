@@ -103,6 +103,17 @@ def running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
+def all_exit(workers: set[int]) -> None:
+    """Wait for the orphaned ``workers`` to exit on their own; should they not, they are
+    killed (they must not outlive the test) and the wait's failure raised."""
+    try:
+        wait_until(lambda: not any(running(pid) for pid in workers), timeout=60)
+    finally:
+        for pid in workers:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_workers_stop_when_the_supervisor_is_killed(openai_emulator, tmp_path):
     # SIGKILL gives the supervisor no chance to signal its workers: they notice it is gone
     # themselves (the pipe only it held open is closed) and drain and exit, so no orphan
@@ -115,12 +126,7 @@ def test_workers_stop_when_the_supervisor_is_killed(openai_emulator, tmp_path):
         chat(server.url)
         server.process.kill()
         server.process.wait()
-        try:
-            wait_until(lambda: not any(running(pid) for pid in workers), timeout=30)
-        finally:  # (should they not stop, they must not outlive the test)
-            for pid in workers:
-                if running(pid):
-                    os.kill(pid, signal.SIGKILL)
+        all_exit(workers)
         assert server.log.count("the supervisor is gone; worker") == 2
         with pytest.raises(httpx.TransportError):  # nobody listens any more
             httpx.get(server.url + "/health", timeout=5)
@@ -162,12 +168,7 @@ def test_a_supervisor_killed_while_its_workers_drain_lets_them_finish(openai_emu
         server.process.kill()
         server.process.wait()
         thread.join(60)
-        try:
-            wait_until(lambda: not any(running(pid) for pid in workers), timeout=60)
-        finally:
-            for pid in workers:
-                if running(pid):
-                    os.kill(pid, signal.SIGKILL)
+        all_exit(workers)
     assert ending == [None] and "".join(texts) == script.reply
     assert "the supervisor is gone" not in server.log
 
